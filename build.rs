@@ -1,0 +1,41 @@
+//! Compiles `proto/switchboard/v1/*.proto` with protox (pure Rust, no system `protoc`) and writes
+//! the encoded descriptor set that the reflection service serves.
+
+use std::path::PathBuf;
+
+use prost::Message as _;
+
+/// Messages that carry phone numbers, names or emails: no derived `Debug`, so they cannot leak into
+/// logs by accident. `src/proto.rs` gives them a redacting `Debug`.
+const PII_MESSAGES: &[&str] = &[
+    ".switchboard.v1.ContactPoint",
+    ".switchboard.v1.NewContactPoint",
+    ".switchboard.v1.ExternalReference",
+    ".switchboard.v1.Customer",
+    ".switchboard.v1.CreateCustomerRequest",
+    ".switchboard.v1.SearchCustomersRequest",
+    ".switchboard.v1.CustomerCard",
+    ".switchboard.v1.ScreenPop",
+    ".switchboard.v1.LookupRequest",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut protos: Vec<PathBuf> = std::fs::read_dir("proto/switchboard/v1")?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "proto"))
+        .collect();
+    protos.sort();
+    println!("cargo:rerun-if-changed=proto");
+
+    let descriptors = protox::compile(&protos, ["proto"])?;
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("switchboard_descriptor.bin"),
+        descriptors.encode_to_vec(),
+    )?;
+
+    tonic_prost_build::configure()
+        .skip_debug(PII_MESSAGES.iter().copied())
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! Start-up and shutdown: `Application::build` binds its own listener (tests pass port 0 and read
+//! the real port back), `run_until_stopped` serves until the shutdown future resolves, then drains.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::config::Settings;
+use crate::customers::Customers;
+use crate::customers::grpc::CustomerGrpc;
+use crate::db;
+use crate::proto::v1::customer_service_server::CustomerServiceServer;
+use crate::proto::v1::screen_pop_service_server::ScreenPopServiceServer;
+use crate::proto::{self};
+use crate::redis_link::RedisLink;
+use crate::screenpop::cache::{CacheTtls, PopCache};
+use crate::screenpop::grpc::ScreenPopGrpc;
+use crate::screenpop::{PopInvalidator, PopStats, ScreenPops};
+
+/// Services whose health follows PostgreSQL; "" is the server as a whole.
+const HEALTH_SERVICES: &[&str] = &[
+    "",
+    "switchboard.v1.CustomerService",
+    "switchboard.v1.ScreenPopService",
+];
+
+/// How often pending pop invalidations are retried (and the cache re-trusted).
+const INVALIDATION_RELAY_INTERVAL: Duration = Duration::from_millis(500);
+
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    settings: Settings,
+    pool: PgPool,
+    customers: Customers,
+    pops: ScreenPops,
+    invalidator: PopInvalidator,
+}
+
+impl Application {
+    /// Connects (lazily), migrates unless disabled, and binds the listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let pool = db::lazy_pool(&settings.database_url, &settings.pool)
+            .context("invalid DATABASE_URL")?;
+        if settings.migrate {
+            db::wait_until_reachable(&pool, Duration::from_secs(30))
+                .await
+                .context("PostgreSQL is unreachable; cannot migrate")?;
+            db::migrate(&pool).await.context("applying migrations")?;
+        }
+        let cache = settings.redis.as_ref().map(|redis| {
+            PopCache::new(
+                RedisLink::new(redis),
+                CacheTtls {
+                    pop: settings.pop_ttl,
+                    negative: settings.negative_ttl,
+                    pin: settings.pin_ttl,
+                },
+            )
+        });
+        if cache.is_none() {
+            tracing::warn!("no REDIS_URL: screen pops are served from PostgreSQL only");
+        }
+        let invalidator = PopInvalidator::new(pool.clone(), cache.clone());
+        if let Err(error) = invalidator.drain_once().await {
+            tracing::warn!(%error, "pending pop invalidations not drained yet; the relay will retry");
+        }
+        let pops = ScreenPops::new(pool.clone(), cache, invalidator.clone());
+        let customers = Customers::new(pool.clone(), invalidator.clone());
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let local_addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            local_addr,
+            settings,
+            pool,
+            customers,
+            pops,
+            invalidator,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// What screen-pop lookups did since start.
+    pub fn pop_stats(&self) -> Arc<PopStats> {
+        self.pops.stats()
+    }
+
+    /// Serves until `shutdown` resolves, then: health NOT_SERVING, stop accepting, let in-flight
+    /// calls finish (at most the drain timeout), close the pool.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            local_addr,
+            settings,
+            pool,
+            customers,
+            pops,
+            invalidator,
+        } = self;
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let (stop_background, stop_rx) = watch::channel(false);
+        let monitor = tokio::spawn(monitor_database(
+            pool.clone(),
+            reporter.clone(),
+            settings.health_interval,
+            stop_rx.clone(),
+        ));
+        let relay = invalidator.spawn_relay(INVALIDATION_RELAY_INTERVAL, stop_rx);
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        // Small request/response messages: without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms.
+        let incoming = tonic::transport::server::TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(Duration::from_secs(60)));
+        let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(CustomerServiceServer::new(CustomerGrpc::new(
+                customers,
+                settings.phones,
+            )))
+            .add_service(ScreenPopServiceServer::new(ScreenPopGrpc::new(
+                pops,
+                settings.phones,
+            )))
+            .serve_with_incoming_shutdown(incoming, async {
+                stopped.await.ok();
+            });
+        tracing::info!(%local_addr, "switchboard listening");
+
+        tokio::pin!(server);
+        tokio::select! {
+            result = &mut server => {
+                result.context("gRPC server failed")?;
+                return Ok(());
+            }
+            () = shutdown => {}
+        }
+
+        tracing::info!("shutting down: NOT_SERVING, draining in-flight calls");
+        stop_background.send(true).ok();
+        monitor.await.ok();
+        set_health(&reporter, ServingStatus::NotServing).await;
+        stop_accepting.send(()).ok();
+        match tokio::time::timeout(settings.drain_timeout, &mut server).await {
+            Ok(result) => result.context("gRPC server failed while draining")?,
+            Err(_) => {
+                tracing::warn!(timeout = ?settings.drain_timeout, "drain timeout: closing remaining calls")
+            }
+        }
+        relay.await.ok();
+        pool.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    for service in HEALTH_SERVICES {
+        reporter.set_service_status(service, status).await;
+    }
+}
+
+/// Reports SERVING while PostgreSQL answers `SELECT 1`, NOT_SERVING while it does not.
+async fn monitor_database(
+    pool: PgPool,
+    reporter: HealthReporter,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut last = None;
+    loop {
+        let probe = tokio::time::timeout(
+            Duration::from_secs(1),
+            sqlx::query("SELECT 1").execute(&pool),
+        )
+        .await;
+        let status = match probe {
+            Ok(Ok(_)) => ServingStatus::Serving,
+            _ => ServingStatus::NotServing,
+        };
+        if last != Some(status) {
+            tracing::info!(?status, "database health changed");
+            set_health(&reporter, status).await;
+            last = Some(status);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

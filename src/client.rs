@@ -1,0 +1,177 @@
+//! Client subcommands for people at a terminal: `switchboard pop` and `switchboard customer`.
+//! They print to stdout for the person who asked; nothing here is logged.
+
+use std::fmt::Write as _;
+
+use anyhow::Context as _;
+use tonic::transport::Channel;
+
+use crate::config::{CreateCustomerArgs, PopArgs, ServerArgs};
+use crate::proto::v1;
+use crate::proto::v1::customer_service_client::CustomerServiceClient;
+use crate::proto::v1::screen_pop_service_client::ScreenPopServiceClient;
+
+async fn channel(server: &ServerArgs) -> anyhow::Result<Channel> {
+    Channel::from_shared(server.server.clone())
+        .context("invalid --server URL")?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach {}", server.server))
+}
+
+fn describe(status: tonic::Status) -> anyhow::Error {
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    use tonic_types::StatusExt as _;
+    if let Some(bad) = status.get_details_bad_request() {
+        for v in bad.field_violations {
+            let _ = write!(text, "\n  {}: {}", v.field, v.description);
+        }
+    }
+    anyhow::anyhow!(text)
+}
+
+pub async fn pop(args: PopArgs) -> anyhow::Result<()> {
+    let mut client = ScreenPopServiceClient::new(channel(&args.server).await?);
+    let started = std::time::Instant::now();
+    let response = client
+        .lookup(v1::LookupRequest {
+            caller_number: args.caller_number,
+            dialed_number: args.dialed.unwrap_or_default(),
+            call_id: args.call_id.unwrap_or_default(),
+        })
+        .await
+        .map_err(describe)?
+        .into_inner();
+    let elapsed = started.elapsed();
+    let source = response.source();
+    let pop = response.pop.unwrap_or_default();
+    println!(
+        "{} {:?} ({:?}, {} µs round trip)",
+        pop.normalized_number,
+        pop.r#match(),
+        source,
+        elapsed.as_micros()
+    );
+    for card in pop.card.iter().chain(pop.candidates.iter()) {
+        print!("{}", card_text(card));
+    }
+    if pop.r#match() == v1::MatchKind::Multiple {
+        println!("  ({} customers share this number)", pop.candidate_count);
+    }
+    Ok(())
+}
+
+fn card_text(card: &v1::CustomerCard) -> String {
+    let mut out = String::new();
+    let _ = write!(out, "  {}", card.display_name);
+    if !card.company.is_empty() {
+        let _ = write!(out, " — {}", card.company);
+    }
+    let _ = writeln!(
+        out,
+        "  [{:?}{}]",
+        card.tier(),
+        if card.vip { ", VIP" } else { "" }
+    );
+    let _ = writeln!(
+        out,
+        "    id {}  language {}  time zone {}",
+        card.customer_id,
+        or_dash(&card.preferred_language),
+        or_dash(&card.time_zone)
+    );
+    if card.do_not_call {
+        let _ = writeln!(out, "    DO NOT CALL");
+    }
+    for contact in &card.primary_contacts {
+        let _ = writeln!(out, "    {:?}: {}", contact.kind(), contact.value);
+    }
+    for reference in &card.external_references {
+        let _ = writeln!(out, "    {}: {}", reference.system, reference.external_id);
+    }
+    out
+}
+
+fn or_dash(value: &str) -> &str {
+    if value.is_empty() { "-" } else { value }
+}
+
+fn customer_text(customer: &v1::Customer) -> String {
+    let mut out = format!(
+        "{}  {} (version {})\n",
+        customer.id, customer.display_name, customer.version
+    );
+    for cp in &customer.contact_points {
+        let _ = writeln!(
+            out,
+            "  {:?} {}{}{}",
+            cp.kind(),
+            cp.value,
+            if cp.extension.is_empty() {
+                String::new()
+            } else {
+                format!(" ext. {}", cp.extension)
+            },
+            if cp.primary { " (primary)" } else { "" }
+        );
+    }
+    for r in &customer.external_references {
+        let _ = writeln!(out, "  {}: {}", r.system, r.external_id);
+    }
+    out
+}
+
+pub async fn create_customer(args: CreateCustomerArgs) -> anyhow::Result<()> {
+    let mut client = CustomerServiceClient::new(channel(&args.server).await?);
+    let tier = match args.tier.to_ascii_lowercase().as_str() {
+        "standard" => v1::Tier::Standard,
+        "silver" => v1::Tier::Silver,
+        "gold" => v1::Tier::Gold,
+        "platinum" => v1::Tier::Platinum,
+        other => anyhow::bail!("unknown tier {other:?}: standard, silver, gold or platinum"),
+    };
+    let contact = |kind: v1::ContactKind, value: &String| v1::NewContactPoint {
+        kind: kind.into(),
+        value: value.clone(),
+        ..Default::default()
+    };
+    let contact_points = args
+        .phones
+        .iter()
+        .map(|p| contact(v1::ContactKind::Phone, p))
+        .chain(
+            args.emails
+                .iter()
+                .map(|e| contact(v1::ContactKind::Email, e)),
+        )
+        .collect();
+    let customer = client
+        .create_customer(v1::CreateCustomerRequest {
+            display_name: args.name,
+            company: args.company,
+            tier: tier.into(),
+            vip: args.vip,
+            contact_points,
+            ..Default::default()
+        })
+        .await
+        .map_err(describe)?
+        .into_inner()
+        .customer
+        .unwrap_or_default();
+    print!("created {}", customer_text(&customer));
+    Ok(())
+}
+
+pub async fn get_customer(server: &ServerArgs, id: String) -> anyhow::Result<()> {
+    let mut client = CustomerServiceClient::new(channel(server).await?);
+    let customer = client
+        .get_customer(v1::GetCustomerRequest { id })
+        .await
+        .map_err(describe)?
+        .into_inner()
+        .customer
+        .unwrap_or_default();
+    print!("{}", customer_text(&customer));
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! Command line and environment settings (clap derive; every flag also reads an env var).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::db::PoolSettings;
+use crate::phone::PhoneParser;
+use crate::redis_link::RedisSettings;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Call-center integration service: customer record and screen pops over gRPC"
+)]
+pub struct Cli {
+    /// Log output: human-readable lines or one JSON object per line.
+    #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC server.
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Fill the database with synthetic customers (deterministic for a given --seed).
+    Seed(SeedArgs),
+    /// Client: look up the screen pop for a caller number on a running server.
+    Pop(PopArgs),
+    /// Client: create or show customers on a running server.
+    #[command(subcommand)]
+    Customer(CustomerCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Redis URL for the screen-pop cache. Without it the service runs uncached.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix for every Redis key this deployment writes.
+    #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX", default_value = "sb:")]
+    pub redis_prefix: String,
+    /// Upper bound on one Redis command before falling back to PostgreSQL (milliseconds).
+    #[arg(long, env = "SWITCHBOARD_REDIS_TIMEOUT_MS", default_value_t = 50)]
+    pub redis_timeout_ms: u64,
+    /// Region for phone numbers written without a country code (ISO 3166 code).
+    #[arg(long, env = "SWITCHBOARD_DEFAULT_REGION", default_value = "US", value_parser = parse_region)]
+    pub default_region: PhoneParser,
+    /// Do not apply migrations at startup.
+    #[arg(long, env = "SWITCHBOARD_NO_MIGRATE")]
+    pub no_migrate: bool,
+    /// Maximum PostgreSQL connections in the pool.
+    #[arg(long, env = "SWITCHBOARD_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+    /// How long a request waits for a database connection before UNAVAILABLE (milliseconds).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_DB_ACQUIRE_TIMEOUT_MS",
+        default_value_t = 1000
+    )]
+    pub db_acquire_timeout_ms: u64,
+    /// How long a cached card lives in Redis without being invalidated (seconds).
+    #[arg(long, env = "SWITCHBOARD_POP_TTL_SECS", default_value_t = 600)]
+    pub pop_ttl_secs: u64,
+    /// How long an unknown number stays cached as unknown (seconds).
+    #[arg(long, env = "SWITCHBOARD_NEGATIVE_TTL_SECS", default_value_t = 30)]
+    pub negative_ttl_secs: u64,
+    /// How long a pop stays pinned to a call id (seconds).
+    #[arg(long, env = "SWITCHBOARD_PIN_TTL_SECS", default_value_t = 4 * 3600)]
+    pub pin_ttl_secs: u64,
+    /// How long in-flight calls may take to finish after SIGTERM before the server exits (seconds).
+    #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
+    pub drain_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SeedArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// How many synthetic customers to add.
+    #[arg(long, default_value_t = 10_000)]
+    pub customers: u64,
+    /// Random seed: the same seed gives the same customers.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Region used to parse national-format numbers.
+    #[arg(long, env = "SWITCHBOARD_DEFAULT_REGION", default_value = "US", value_parser = parse_region)]
+    pub default_region: PhoneParser,
+    /// Also add the named demo customers used in the README (skipped if present).
+    #[arg(long)]
+    pub demo: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// The server to talk to.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub server: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PopArgs {
+    /// The caller number, in any common format.
+    pub caller_number: String,
+    /// The dialed number (DNIS).
+    #[arg(long)]
+    pub dialed: Option<String>,
+    /// Pin the pop to this call id.
+    #[arg(long)]
+    pub call_id: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CustomerCommand {
+    /// Create a customer.
+    Create(CreateCustomerArgs),
+    /// Show a customer by id.
+    Get {
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CreateCustomerArgs {
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, default_value = "")]
+    pub company: String,
+    /// Phone numbers (repeatable); the first is primary.
+    #[arg(long = "phone")]
+    pub phones: Vec<String>,
+    /// Email addresses (repeatable); the first is primary.
+    #[arg(long = "email")]
+    pub emails: Vec<String>,
+    /// standard, silver, gold or platinum.
+    #[arg(long, default_value = "standard")]
+    pub tier: String,
+    #[arg(long)]
+    pub vip: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+fn parse_region(code: &str) -> Result<PhoneParser, String> {
+    PhoneParser::for_region(code)
+}
+
+/// Everything `Application::build` needs, independent of how it was parsed.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub pool: PoolSettings,
+    pub redis: Option<RedisSettings>,
+    pub phones: PhoneParser,
+    pub migrate: bool,
+    pub pop_ttl: Duration,
+    pub negative_ttl: Duration,
+    pub pin_ttl: Duration,
+    pub drain_timeout: Duration,
+    /// How often PostgreSQL reachability is checked for the health service.
+    pub health_interval: Duration,
+}
+
+impl From<ServeArgs> for Settings {
+    fn from(args: ServeArgs) -> Self {
+        let redis_timeout = Duration::from_millis(args.redis_timeout_ms);
+        Self {
+            listen: args.listen,
+            database_url: args.database.database_url,
+            pool: PoolSettings {
+                max_connections: args.db_max_connections,
+                acquire_timeout: Duration::from_millis(args.db_acquire_timeout_ms),
+            },
+            redis: args
+                .redis_url
+                .filter(|url| !url.is_empty())
+                .map(|url| RedisSettings {
+                    url,
+                    key_prefix: args.redis_prefix,
+                    op_timeout: redis_timeout,
+                    retry_after: Duration::from_secs(1),
+                }),
+            phones: args.default_region,
+            migrate: !args.no_migrate,
+            pop_ttl: Duration::from_secs(args.pop_ttl_secs),
+            negative_ttl: Duration::from_secs(args.negative_ttl_secs),
+            pin_ttl: Duration::from_secs(args.pin_ttl_secs),
+            drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+            health_interval: Duration::from_millis(500),
+        }
+    }
+}

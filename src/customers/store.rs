@@ -1,0 +1,434 @@
+//! PostgreSQL access for customers, contact points and external references.
+//!
+//! Functions take a connection (or a transaction, which derefs to one); the service logic owns the
+//! transaction and commits it.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+use super::{
+    ContactKind, ContactPoint, Customer, ExternalReference, NewContactPoint, NewCustomer, Profile,
+    SearchQuery, Tier,
+};
+use crate::page_token::PageToken;
+
+#[derive(sqlx::FromRow)]
+struct CustomerRow {
+    id: Uuid,
+    display_name: String,
+    company: String,
+    preferred_language: String,
+    time_zone: String,
+    tier: String,
+    vip: bool,
+    segment: String,
+    marketing_consent: bool,
+    do_not_call: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    version: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct ContactRow {
+    customer_id: Uuid,
+    id: Uuid,
+    kind: String,
+    value: String,
+    extension: String,
+    label: String,
+    is_primary: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct ReferenceRow {
+    customer_id: Uuid,
+    system: String,
+    external_id: String,
+}
+
+pub(super) async fn find_by_request_id(
+    pool: &PgPool,
+    request_id: &str,
+) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar("SELECT id FROM customers WHERE create_request_id = $1")
+        .bind(request_id)
+        .fetch_optional(pool)
+        .await
+}
+
+pub(super) async fn insert_customer(
+    conn: &mut PgConnection,
+    id: Uuid,
+    new: &NewCustomer,
+) -> sqlx::Result<()> {
+    let p = &new.profile;
+    sqlx::query(
+        "INSERT INTO customers (id, display_name, company, preferred_language, time_zone, tier, vip, \
+         segment, marketing_consent, do_not_call, create_request_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(id)
+    .bind(&p.display_name)
+    .bind(&p.company)
+    .bind(&p.preferred_language)
+    .bind(&p.time_zone)
+    .bind(p.tier.as_str())
+    .bind(p.vip)
+    .bind(&p.segment)
+    .bind(p.marketing_consent)
+    .bind(p.do_not_call)
+    .bind(new.request_id.as_deref())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn insert_contact_point(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+    cp: &NewContactPoint,
+    primary: bool,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO contact_points (id, customer_id, kind, value, extension, label, is_primary) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(Uuid::new_v4())
+    .bind(customer_id)
+    .bind(cp.value.kind().as_str())
+    .bind(cp.value.stored_value())
+    .bind(cp.value.extension())
+    .bind(&cp.label)
+    .bind(primary)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Makes the oldest contact point of each kind primary where that kind has none.
+pub(super) async fn ensure_primaries(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE contact_points SET is_primary = true WHERE id IN ( \
+           SELECT DISTINCT ON (kind) id FROM contact_points cp \
+           WHERE customer_id = $1 AND NOT EXISTS ( \
+             SELECT 1 FROM contact_points p \
+             WHERE p.customer_id = $1 AND p.kind = cp.kind AND p.is_primary) \
+           ORDER BY kind, seq)",
+    )
+    .bind(customer_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn clear_primary(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+    kind: ContactKind,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE contact_points SET is_primary = false WHERE customer_id = $1 AND kind = $2 AND is_primary")
+        .bind(customer_id)
+        .bind(kind.as_str())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn insert_external_reference(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+    reference: &ExternalReference,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO external_references (system, external_id, customer_id) VALUES ($1, $2, $3)",
+    )
+    .bind(&reference.system)
+    .bind(&reference.external_id)
+    .bind(customer_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn external_reference_owner(
+    conn: &mut PgConnection,
+    reference: &ExternalReference,
+) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar(
+        "SELECT customer_id FROM external_references WHERE system = $1 AND external_id = $2",
+    )
+    .bind(&reference.system)
+    .bind(&reference.external_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Loads a live (not deleted) customer.
+pub(super) async fn load(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Customer>> {
+    Ok(load_many(conn, &[id]).await?.pop())
+}
+
+/// Locks a live customer's row for the rest of the transaction, then loads it.
+pub(super) async fn load_for_update(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> sqlx::Result<Option<Customer>> {
+    let locked: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM customers WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match locked {
+        Some(id) => load(conn, id).await,
+        None => Ok(None),
+    }
+}
+
+pub(super) struct DeleteState {
+    pub version: i64,
+    pub deleted: bool,
+}
+
+pub(super) async fn lock_for_delete(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> sqlx::Result<Option<DeleteState>> {
+    let row = sqlx::query(
+        "SELECT version, deleted_at IS NOT NULL AS deleted FROM customers WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|row| {
+        Ok(DeleteState {
+            version: row.try_get("version")?,
+            deleted: row.try_get("deleted")?,
+        })
+    })
+    .transpose()
+}
+
+pub(super) async fn soft_delete(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("UPDATE customers SET deleted_at = now(), updated_at = now(), version = version + 1 WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn phone_numbers(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT value FROM contact_points WHERE customer_id = $1 AND kind = 'phone'")
+        .bind(id)
+        .fetch_all(conn)
+        .await
+}
+
+pub(super) async fn update_profile(
+    conn: &mut PgConnection,
+    id: Uuid,
+    p: &Profile,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE customers SET display_name = $2, company = $3, preferred_language = $4, time_zone = $5, \
+         tier = $6, vip = $7, segment = $8, marketing_consent = $9, do_not_call = $10 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(&p.display_name)
+    .bind(&p.company)
+    .bind(&p.preferred_language)
+    .bind(&p.time_zone)
+    .bind(p.tier.as_str())
+    .bind(p.vip)
+    .bind(&p.segment)
+    .bind(p.marketing_consent)
+    .bind(p.do_not_call)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records a change: bumps the version and the update time.
+pub(super) async fn touch(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("UPDATE customers SET version = version + 1, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn delete_contact_point(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+    contact_point_id: Uuid,
+) -> sqlx::Result<Option<ContactPoint>> {
+    let row: Option<ContactRow> = sqlx::query_as(
+        "DELETE FROM contact_points WHERE customer_id = $1 AND id = $2 \
+         RETURNING customer_id, id, kind, value, extension, label, is_primary",
+    )
+    .bind(customer_id)
+    .bind(contact_point_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(ContactPoint::from))
+}
+
+/// Builds one search statement: `$1`/`$2` are the keyset cursor, `$3` the limit, `$4`/`$5` the filter.
+macro_rules! search_sql {
+    ($filter:literal) => {
+        concat!(
+            "SELECT lower(c.display_name) COLLATE \"C\" AS key, c.id FROM customers c ",
+            "WHERE c.deleted_at IS NULL AND ",
+            $filter,
+            " AND ($1::text IS NULL OR (lower(c.display_name) COLLATE \"C\", c.id) > ($1::text COLLATE \"C\", $2::uuid))",
+            " ORDER BY 1, 2 LIMIT $3"
+        )
+    };
+}
+
+/// Ids of matching live customers after the cursor, with their sort keys.
+pub(super) async fn search_ids(
+    conn: &mut PgConnection,
+    query: &SearchQuery,
+    after: Option<&PageToken>,
+    limit: u32,
+) -> sqlx::Result<Vec<(String, Uuid)>> {
+    let (sql, first, second): (&'static str, &str, &str) = match query {
+        SearchQuery::Phone(phone) => (
+            search_sql!(
+                "c.id IN (SELECT customer_id FROM contact_points WHERE kind = 'phone' AND value = $4 AND $5 = '')"
+            ),
+            phone.e164(),
+            "",
+        ),
+        SearchQuery::Email(email) => (
+            search_sql!(
+                "c.id IN (SELECT customer_id FROM contact_points WHERE kind = 'email' AND value = $4 AND $5 = '')"
+            ),
+            email.as_str(),
+            "",
+        ),
+        SearchQuery::NamePrefix(prefix) => (
+            search_sql!(
+                "lower(c.display_name) COLLATE \"C\" >= lower($4) COLLATE \"C\" \
+                 AND lower(c.display_name) COLLATE \"C\" < (lower($4) || chr(1114111)) COLLATE \"C\" AND $5 = ''"
+            ),
+            prefix.as_str(),
+            "",
+        ),
+        SearchQuery::External(reference) => (
+            search_sql!(
+                "c.id IN (SELECT customer_id FROM external_references WHERE system = $4 AND external_id = $5)"
+            ),
+            reference.system.as_str(),
+            reference.external_id.as_str(),
+        ),
+    };
+    let rows = sqlx::query(sql)
+        .bind(after.map(|t| t.key.as_str()))
+        .bind(after.map(|t| t.id))
+        .bind(i64::from(limit))
+        .bind(first)
+        .bind(second)
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("key")?, row.try_get("id")?)))
+        .collect()
+}
+
+/// Loads live customers in the order of `ids` (unknown or deleted ids are skipped).
+pub(super) async fn load_many(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> sqlx::Result<Vec<Customer>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<CustomerRow> = sqlx::query_as(
+        "SELECT id, display_name, company, preferred_language, time_zone, tier, vip, segment, \
+         marketing_consent, do_not_call, created_at, updated_at, version \
+         FROM customers WHERE id = ANY($1) AND deleted_at IS NULL",
+    )
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let contacts: Vec<ContactRow> = sqlx::query_as(
+        "SELECT customer_id, id, kind, value, extension, label, is_primary FROM contact_points \
+         WHERE customer_id = ANY($1) ORDER BY seq",
+    )
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let references: Vec<ReferenceRow> = sqlx::query_as(
+        "SELECT customer_id, system, external_id FROM external_references \
+         WHERE customer_id = ANY($1) ORDER BY system, external_id",
+    )
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?;
+
+    let mut customers: Vec<Customer> = rows.into_iter().map(Customer::from).collect();
+    for contact in contacts {
+        if let Some(c) = customers.iter_mut().find(|c| c.id == contact.customer_id) {
+            c.contact_points.push(ContactPoint::from(contact));
+        }
+    }
+    for reference in references {
+        if let Some(c) = customers.iter_mut().find(|c| c.id == reference.customer_id) {
+            c.external_references.push(ExternalReference {
+                system: reference.system,
+                external_id: reference.external_id,
+            });
+        }
+    }
+    customers.sort_by_key(|c| ids.iter().position(|id| *id == c.id));
+    Ok(customers)
+}
+
+impl From<CustomerRow> for Customer {
+    fn from(row: CustomerRow) -> Self {
+        Customer {
+            id: row.id,
+            profile: Profile {
+                display_name: row.display_name,
+                company: row.company,
+                preferred_language: row.preferred_language,
+                time_zone: row.time_zone,
+                // The CHECK constraint admits only the four known tiers.
+                tier: Tier::parse(&row.tier).unwrap_or(Tier::Standard),
+                vip: row.vip,
+                segment: row.segment,
+                marketing_consent: row.marketing_consent,
+                do_not_call: row.do_not_call,
+            },
+            contact_points: Vec::new(),
+            external_references: Vec::new(),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            version: row.version,
+        }
+    }
+}
+
+impl From<ContactRow> for ContactPoint {
+    fn from(row: ContactRow) -> Self {
+        ContactPoint {
+            id: row.id,
+            kind: if row.kind == "email" {
+                ContactKind::Email
+            } else {
+                ContactKind::Phone
+            },
+            value: row.value,
+            extension: row.extension,
+            label: row.label,
+            primary: row.is_primary,
+        }
+    }
+}

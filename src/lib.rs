@@ -1,0 +1,37 @@
+//! # Switchboard
+//!
+//! A call-center integration service: one integrated, real-time customer record that the call
+//! center, sales, service and marketing share, exposed over gRPC, with screen pops answered from
+//! Redis in well under a millisecond when hot. PostgreSQL is the system of record.
+//!
+//! # Layout
+//!
+//! - [`app`]: `Application::build` binds the listener, connects, migrates; `run_until_stopped`
+//!   serves health, reflection and the services, and drains on shutdown.
+//! - [`config`]: the command line and environment settings.
+//! - [`telemetry`]: the tracing subscriber (human or JSON logs, never PII).
+//! - [`customers`]: the customer record context (domain and service logic, `store`, `grpc`).
+//! - [`screenpop`]: the screen-pop context: lookup, Redis cache, invalidation, call pins.
+//! - [`seed`]: deterministic synthetic customers for demos and benchmarks.
+//! - [`client`]: the `pop` and `customer` client subcommands.
+//! - Shared plumbing: [`db`] (pool, migrations, error classes), [`redis_link`] (a Redis connection
+//!   with timeouts and back-off), [`phone`] and [`email`] (parsing at the edge), [`validation`]
+//!   (field violations), [`grpc_status`] (status helpers), [`page_token`], [`single_flight`],
+//!   [`proto`] (generated code with redacting `Debug`).
+
+pub mod app;
+pub mod client;
+pub mod config;
+pub mod customers;
+pub mod db;
+pub mod email;
+pub mod grpc_status;
+pub mod page_token;
+pub mod phone;
+pub mod proto;
+pub mod redis_link;
+pub mod screenpop;
+pub mod seed;
+pub mod single_flight;
+pub mod telemetry;
+pub mod validation;

@@ -1,0 +1,234 @@
+//! The Redis keys of the screen-pop context.
+//!
+//! - `pop:{e164}`: the encoded `ScreenPop` (protobuf bytes) for a caller number, with a TTL
+//!   (short for unknown numbers).
+//! - `popgen:{e164}`: the number's generation, incremented by every invalidation. A reader that
+//!   missed notes the generation before querying PostgreSQL and stores its result only if the
+//!   generation has not moved meanwhile (one Lua script), so a slow reader can never put back a card
+//!   that a committed write has already invalidated.
+//! - `pin:{call_id}`: the pop pinned to a call: 8 bytes of generation, then the encoded pop. A pin
+//!   is used while the number's generation is unchanged, so every agent who touches the call gets
+//!   the same card at once, and never a card older than the last acknowledged write.
+
+use std::time::Duration;
+
+use redis::Script;
+
+use crate::redis_link::{RedisLink, RedisLinkError};
+
+/// How long a generation counter outlives its last invalidation; longer than any card or pin TTL.
+const GENERATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// What one round trip found for a number (and a call).
+#[derive(Debug, Default)]
+pub struct CachedRead {
+    pub pop: Option<Vec<u8>>,
+    pub generation: Option<i64>,
+    pub pin: Option<Vec<u8>>,
+}
+
+impl CachedRead {
+    /// The pinned pop, if there is one and it was built at the current generation.
+    pub fn current_pin(&self) -> Option<&[u8]> {
+        let pin = self.pin.as_deref()?;
+        let (generation, pop) = pin.split_at_checked(8)?;
+        let pinned_at = i64::from_be_bytes(generation.try_into().ok()?);
+        (pinned_at == self.generation.unwrap_or(0)).then_some(pop)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct CacheTtls {
+    pub pop: Duration,
+    pub negative: Duration,
+    pub pin: Duration,
+}
+
+#[derive(Clone)]
+pub struct PopCache {
+    link: RedisLink,
+    ttls: CacheTtls,
+    store_if_current: Script,
+}
+
+impl PopCache {
+    pub fn new(link: RedisLink, ttls: CacheTtls) -> Self {
+        let store_if_current = Script::new(
+            r"
+            local current = redis.call('GET', KEYS[2])
+            if (current == false and ARGV[1] == '') or current == ARGV[1] then
+                redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+                return 1
+            end
+            return 0
+            ",
+        );
+        Self {
+            link,
+            ttls,
+            store_if_current,
+        }
+    }
+
+    pub fn link(&self) -> &RedisLink {
+        &self.link
+    }
+
+    /// One round trip: the cached pop, the generation and (with a call id) the pin.
+    pub async fn read(
+        &self,
+        number: &str,
+        call_id: Option<&str>,
+    ) -> Result<CachedRead, RedisLinkError> {
+        let pop_key = self.link.key(&format!("pop:{number}"));
+        let generation_key = self.link.key(&format!("popgen:{number}"));
+        match call_id {
+            None => {
+                let (pop, generation) = self
+                    .link
+                    .run(|mut conn| async move {
+                        redis::pipe()
+                            .get(&pop_key)
+                            .get(&generation_key)
+                            .query_async(&mut conn)
+                            .await
+                    })
+                    .await?;
+                Ok(CachedRead {
+                    pop,
+                    generation,
+                    pin: None,
+                })
+            }
+            Some(call_id) => {
+                let pin_key = self.link.key(&format!("pin:{call_id}"));
+                let (pop, generation, pin) = self
+                    .link
+                    .run(|mut conn| async move {
+                        redis::pipe()
+                            .get(&pop_key)
+                            .get(&generation_key)
+                            .get(&pin_key)
+                            .query_async(&mut conn)
+                            .await
+                    })
+                    .await?;
+                Ok(CachedRead {
+                    pop,
+                    generation,
+                    pin,
+                })
+            }
+        }
+    }
+
+    /// Stores `pop` for `number` unless an invalidation has moved the generation since `generation`
+    /// was read. Returns whether it was stored.
+    pub async fn store_if_current(
+        &self,
+        number: &str,
+        generation: Option<i64>,
+        pop: &[u8],
+        known: bool,
+    ) -> Result<bool, RedisLinkError> {
+        let ttl = if known {
+            self.ttls.pop
+        } else {
+            self.ttls.negative
+        };
+        let mut invocation = self.store_if_current.prepare_invoke();
+        invocation
+            .key(self.link.key(&format!("pop:{number}")))
+            .key(self.link.key(&format!("popgen:{number}")))
+            .arg(generation.map(|g| g.to_string()).unwrap_or_default())
+            .arg(pop)
+            .arg(ttl.as_millis() as u64);
+        self.link
+            .run(|mut conn| async move { invocation.invoke_async::<i64>(&mut conn).await })
+            .await
+            .map(|stored| stored == 1)
+    }
+
+    /// Pins `pop`, read at `generation`, to a call.
+    pub async fn pin(
+        &self,
+        call_id: &str,
+        generation: Option<i64>,
+        pop: &[u8],
+    ) -> Result<(), RedisLinkError> {
+        let mut value = Vec::with_capacity(8 + pop.len());
+        value.extend_from_slice(&generation.unwrap_or(0).to_be_bytes());
+        value.extend_from_slice(pop);
+        let key = self.link.key(&format!("pin:{call_id}"));
+        let ttl = self.ttls.pin.as_millis() as u64;
+        self.link
+            .run(|mut conn| async move {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(ttl)
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
+            .await
+    }
+
+    /// Drops the cached pops of `numbers` and moves their generations, atomically.
+    pub async fn invalidate(&self, numbers: &[String]) -> Result<(), RedisLinkError> {
+        if numbers.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for number in numbers {
+            let generation_key = self.link.key(&format!("popgen:{number}"));
+            pipe.incr(&generation_key, 1)
+                .ignore()
+                .pexpire(&generation_key, GENERATION_TTL.as_millis() as i64)
+                .ignore()
+                .del(self.link.key(&format!("pop:{number}")))
+                .ignore();
+        }
+        self.link
+            .run(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pinned(generation: i64, pop: &[u8]) -> Vec<u8> {
+        [generation.to_be_bytes().as_slice(), pop].concat()
+    }
+
+    #[test]
+    fn a_pin_is_current_only_at_its_generation() {
+        let read = CachedRead {
+            pin: Some(pinned(3, b"pop")),
+            generation: Some(3),
+            pop: None,
+        };
+        assert_eq!(read.current_pin(), Some(b"pop".as_slice()));
+        let moved = CachedRead {
+            pin: Some(pinned(3, b"pop")),
+            generation: Some(4),
+            pop: None,
+        };
+        assert_eq!(moved.current_pin(), None);
+        let never_invalidated = CachedRead {
+            pin: Some(pinned(0, b"pop")),
+            generation: None,
+            pop: None,
+        };
+        assert_eq!(never_invalidated.current_pin(), Some(b"pop".as_slice()));
+        let truncated = CachedRead {
+            pin: Some(vec![1, 2]),
+            generation: None,
+            pop: None,
+        };
+        assert_eq!(truncated.current_pin(), None);
+    }
+}

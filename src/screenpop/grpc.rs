@@ -1,0 +1,74 @@
+//! `switchboard.v1.ScreenPopService`: request parsing and `PopError` -> `Status`.
+
+use tonic::{Request, Response, Status};
+
+use super::{PopError, PopRequest, PopSource, ScreenPops};
+use crate::grpc_status;
+use crate::phone::PhoneParser;
+use crate::proto::v1;
+use crate::proto::v1::screen_pop_service_server::ScreenPopService;
+use crate::validation::Violations;
+
+pub struct ScreenPopGrpc {
+    pops: ScreenPops,
+    phones: PhoneParser,
+}
+
+impl ScreenPopGrpc {
+    pub fn new(pops: ScreenPops, phones: PhoneParser) -> Self {
+        Self { pops, phones }
+    }
+}
+
+impl From<PopError> for Status {
+    fn from(error: PopError) -> Self {
+        match &error {
+            PopError::Invalid(violations) => grpc_status::invalid_argument(violations),
+            PopError::Unavailable(source) => grpc_status::unavailable(source.as_ref()),
+            PopError::Database(source) => grpc_status::internal(source.as_ref()),
+        }
+    }
+}
+
+/// Parses a lookup; every bad field is reported.
+pub fn pop_request(
+    request: &v1::LookupRequest,
+    phones: &PhoneParser,
+) -> Result<PopRequest, Violations> {
+    let mut violations = Violations::new();
+    let caller = violations.check("caller_number", phones.parse(&request.caller_number, ""));
+    let dialed = match request.dialed_number.trim() {
+        "" => None,
+        dialed => violations.check("dialed_number", phones.parse(dialed, "")),
+    };
+    let call_id = violations.text("call_id", &request.call_id, 128, false);
+    match caller {
+        Some(caller) if violations.is_empty() => Ok(PopRequest {
+            caller,
+            dialed,
+            call_id: (!call_id.is_empty()).then_some(call_id),
+        }),
+        _ => Err(violations),
+    }
+}
+
+#[tonic::async_trait]
+impl ScreenPopService for ScreenPopGrpc {
+    async fn lookup(
+        &self,
+        request: Request<v1::LookupRequest>,
+    ) -> Result<Response<v1::LookupResponse>, Status> {
+        let request = pop_request(request.get_ref(), &self.phones).map_err(PopError::Invalid)?;
+        let (pop, source) = self.pops.lookup(&request).await?;
+        let source = match source {
+            PopSource::Cache => v1::PopSource::Cache,
+            PopSource::Database => v1::PopSource::Database,
+            PopSource::Shared => v1::PopSource::Shared,
+            PopSource::CallPin => v1::PopSource::CallPin,
+        };
+        Ok(Response::new(v1::LookupResponse {
+            pop: Some(pop),
+            source: source.into(),
+        }))
+    }
+}

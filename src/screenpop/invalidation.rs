@@ -1,0 +1,149 @@
+//! Keeping cached pops no older than the last acknowledged write, even when Redis misbehaves.
+//!
+//! 1. A customer write records the numbers whose pops it changes in `pop_invalidations`, in the
+//!    same transaction ([`PopInvalidator::record`]).
+//! 2. After the commit and before the write is acknowledged, [`PopInvalidator::apply`] invalidates
+//!    them in Redis and deletes the rows.
+//! 3. If Redis could not be reached, the rows stay. While any row is pending, anywhere, pops are
+//!    served from PostgreSQL and the cache is neither read nor filled: this instance stops trusting
+//!    the cache at once; other instances notice within one relay interval. The relay on every
+//!    instance retries the pending rows and trusts the cache again once none are left.
+//!
+//! The one window left: another instance that can reach Redis while the writer cannot may serve a
+//! card cached before the write for up to one relay interval (500 ms by default).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use sqlx::{PgConnection, PgPool};
+
+use super::cache::PopCache;
+use super::store;
+
+/// Invalidations recorded by a transaction, to apply once it has committed.
+#[must_use = "apply the invalidations after the commit"]
+#[derive(Debug, Default)]
+pub struct Pending {
+    ids: Vec<i64>,
+    numbers: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct PopInvalidator {
+    pool: PgPool,
+    cache: Option<PopCache>,
+    state: Arc<TrustState>,
+}
+
+struct TrustState {
+    /// Whether cached pops may be served and filled.
+    trusted: AtomicBool,
+    /// Bumped by every failed invalidation, so the relay never clears a failure it did not see.
+    failures: AtomicU64,
+}
+
+impl PopInvalidator {
+    /// Starts untrusted: pending invalidations from before this start are drained first.
+    pub fn new(pool: PgPool, cache: Option<PopCache>) -> Self {
+        Self {
+            pool,
+            cache,
+            state: Arc::new(TrustState {
+                trusted: AtomicBool::new(false),
+                failures: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Whether lookups may use the cache now.
+    pub fn cache_trusted(&self) -> bool {
+        self.state.trusted.load(Ordering::Acquire)
+    }
+
+    /// Records, inside the write's transaction, that the pops of `numbers` must be invalidated.
+    /// Without a cache there is nothing to invalidate and nothing is recorded.
+    pub async fn record(
+        &self,
+        conn: &mut PgConnection,
+        mut numbers: Vec<String>,
+    ) -> sqlx::Result<Pending> {
+        if self.cache.is_none() || numbers.is_empty() {
+            return Ok(Pending::default());
+        }
+        numbers.sort();
+        numbers.dedup();
+        let ids = store::record_invalidations(conn, &numbers).await?;
+        Ok(Pending { ids, numbers })
+    }
+
+    /// Applies committed invalidations to Redis; on failure leaves them for the relay and stops
+    /// trusting the cache before the caller acknowledges its write.
+    pub async fn apply(&self, pending: Pending) {
+        let Some(cache) = &self.cache else { return };
+        if pending.ids.is_empty() {
+            return;
+        }
+        match cache.invalidate(&pending.numbers).await {
+            Ok(()) => {
+                if let Err(error) = store::delete_invalidations(&self.pool, &pending.ids).await {
+                    // Harmless: the relay applies them again (an extra generation bump) and deletes them.
+                    tracing::warn!(%error, "could not delete applied pop invalidations");
+                }
+            }
+            Err(error) => {
+                self.state.failures.fetch_add(1, Ordering::AcqRel);
+                self.state.trusted.store(false, Ordering::Release);
+                tracing::warn!(%error, count = pending.ids.len(), "pop invalidation deferred; serving pops from PostgreSQL");
+            }
+        }
+    }
+
+    /// Applies pending invalidations (a batch at a time) and trusts the cache again if none are left.
+    pub async fn drain_once(&self) -> anyhow::Result<()> {
+        let Some(cache) = &self.cache else {
+            return Ok(());
+        };
+        loop {
+            let failures_before = self.state.failures.load(Ordering::Acquire);
+            let batch = store::pending_invalidations(&self.pool, 1000).await?;
+            if batch.is_empty() {
+                if self.state.failures.load(Ordering::Acquire) == failures_before
+                    && !self.state.trusted.swap(true, Ordering::AcqRel)
+                {
+                    tracing::info!("no pop invalidations pending; using the cache");
+                }
+                return Ok(());
+            }
+            self.state.trusted.store(false, Ordering::Release);
+            let (ids, numbers): (Vec<i64>, Vec<String>) = batch.into_iter().unzip();
+            cache.invalidate(&numbers).await?;
+            store::delete_invalidations(&self.pool, &ids).await?;
+        }
+    }
+
+    /// Runs [`Self::drain_once`] every `interval` until `stop` fires.
+    pub fn spawn_relay(
+        &self,
+        interval: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            if this.cache.is_none() {
+                return;
+            }
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    _ = stop.changed() => return,
+                }
+                if let Err(error) = this.drain_once().await {
+                    tracing::debug!(%error, "pop invalidation relay could not drain");
+                }
+            }
+        })
+    }
+}

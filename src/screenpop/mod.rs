@@ -1,0 +1,214 @@
+//! Screen pops: who is calling, answered from Redis when hot and from PostgreSQL otherwise.
+//!
+//! The path of a lookup:
+//! 1. One Redis round trip reads the cached pop, the number's generation and (with a call id) the
+//!    pin. A current pin or a cached pop is decoded and returned.
+//! 2. On a miss, concurrent lookups for the same number and generation share one PostgreSQL query
+//!    ([`SingleFlight`]); the leader stores the result only if no invalidation has moved the
+//!    generation meanwhile (see [`cache`]).
+//! 3. When Redis is down, slow or not trusted (pending invalidations), the pop comes straight from
+//!    PostgreSQL; Redis is never needed for a correct answer.
+//!
+//! The pop's cached form is its protobuf encoding, so this context works with the generated
+//! `ScreenPop` message (a prost type, not a tonic one) as its model.
+
+pub mod cache;
+pub mod grpc;
+mod invalidation;
+mod store;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prost::Message as _;
+use sqlx::PgPool;
+
+use self::cache::PopCache;
+pub use self::invalidation::{Pending, PopInvalidator};
+use crate::db::{self, Failure};
+use crate::phone::PhoneNumber;
+use crate::proto::v1;
+use crate::single_flight::SingleFlight;
+use crate::validation::Violations;
+
+/// A validated lookup.
+#[derive(Debug, Clone)]
+pub struct PopRequest {
+    pub caller: PhoneNumber,
+    pub dialed: Option<PhoneNumber>,
+    pub call_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PopSource {
+    Cache,
+    Database,
+    Shared,
+    CallPin,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PopError {
+    #[error("{0}")]
+    Invalid(Violations),
+    #[error("database unavailable")]
+    Unavailable(#[source] Arc<sqlx::Error>),
+    #[error("database error")]
+    Database(#[source] Arc<sqlx::Error>),
+}
+
+impl From<Arc<sqlx::Error>> for PopError {
+    fn from(error: Arc<sqlx::Error>) -> Self {
+        match db::classify(&error) {
+            Failure::Unavailable => PopError::Unavailable(error),
+            _ => PopError::Database(error),
+        }
+    }
+}
+
+/// Counters of what lookups did; read by tests and the load generator.
+#[derive(Debug, Default)]
+pub struct PopStats {
+    pub cache_hits: AtomicU64,
+    pub pin_hits: AtomicU64,
+    /// PostgreSQL queries made by lookups.
+    pub database_queries: AtomicU64,
+    /// Lookups answered by another lookup's query.
+    pub shared: AtomicU64,
+    /// Lookups that skipped Redis (down, backing off, or not trusted).
+    pub cache_bypassed: AtomicU64,
+}
+
+impl PopStats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+type Loaded = Result<Arc<(v1::ScreenPop, Vec<u8>)>, Arc<sqlx::Error>>;
+
+#[derive(Clone)]
+pub struct ScreenPops {
+    pool: PgPool,
+    cache: Option<PopCache>,
+    invalidator: PopInvalidator,
+    flights: Arc<SingleFlight<(String, Option<i64>), Loaded>>,
+    stats: Arc<PopStats>,
+}
+
+impl ScreenPops {
+    pub fn new(pool: PgPool, cache: Option<PopCache>, invalidator: PopInvalidator) -> Self {
+        Self {
+            pool,
+            cache,
+            invalidator,
+            flights: Arc::default(),
+            stats: Arc::default(),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<PopStats> {
+        Arc::clone(&self.stats)
+    }
+
+    #[tracing::instrument(skip_all, fields(call_id = request.call_id.as_deref(), source))]
+    pub async fn lookup(
+        &self,
+        request: &PopRequest,
+    ) -> Result<(v1::ScreenPop, PopSource), PopError> {
+        let number = request.caller.e164();
+        let call_id = request.call_id.as_deref();
+        let answer = match self
+            .cache
+            .as_ref()
+            .filter(|_| self.invalidator.cache_trusted())
+        {
+            Some(cache) => match cache.read(number, call_id).await {
+                Ok(read) => {
+                    self.from_cache_or_load(cache, number, call_id, read)
+                        .await?
+                }
+                Err(_) => self.load_uncached(number).await?,
+            },
+            None => self.load_uncached(number).await?,
+        };
+        tracing::Span::current().record("source", tracing::field::debug(answer.1));
+        Ok(answer)
+    }
+
+    async fn from_cache_or_load(
+        &self,
+        cache: &PopCache,
+        number: &str,
+        call_id: Option<&str>,
+        read: cache::CachedRead,
+    ) -> Result<(v1::ScreenPop, PopSource), PopError> {
+        if let Some(pop) = read
+            .current_pin()
+            .and_then(|bytes| v1::ScreenPop::decode(bytes).ok())
+        {
+            PopStats::bump(&self.stats.pin_hits);
+            return Ok((pop, PopSource::CallPin));
+        }
+        if let Some(bytes) = &read.pop
+            && let Ok(pop) = v1::ScreenPop::decode(bytes.as_slice())
+        {
+            PopStats::bump(&self.stats.cache_hits);
+            if let Some(call_id) = call_id {
+                cache.pin(call_id, read.generation, bytes).await.ok();
+            }
+            return Ok((pop, PopSource::Cache));
+        }
+        let generation = read.generation;
+        let (loaded, ran) = self
+            .flights
+            .run((number.to_owned(), generation), || {
+                self.load_and_fill(cache, number, generation)
+            })
+            .await;
+        let loaded = loaded?;
+        if let Some(call_id) = call_id {
+            cache.pin(call_id, generation, &loaded.1).await.ok();
+        }
+        let source = if ran {
+            PopSource::Database
+        } else {
+            PopSource::Shared
+        };
+        if !ran {
+            PopStats::bump(&self.stats.shared);
+        }
+        Ok((loaded.0.clone(), source))
+    }
+
+    async fn load_and_fill(
+        &self,
+        cache: &PopCache,
+        number: &str,
+        generation: Option<i64>,
+    ) -> Loaded {
+        PopStats::bump(&self.stats.database_queries);
+        let pop = store::resolve(&self.pool, number).await.map_err(Arc::new)?;
+        let bytes = pop.encode_to_vec();
+        // Filling is best effort, and skipped if an invalidation happened since the read.
+        if self.invalidator.cache_trusted() {
+            let known = pop.r#match() != v1::MatchKind::None;
+            cache
+                .store_if_current(number, generation, &bytes, known)
+                .await
+                .ok();
+        }
+        Ok(Arc::new((pop, bytes)))
+    }
+
+    async fn load_uncached(&self, number: &str) -> Result<(v1::ScreenPop, PopSource), PopError> {
+        PopStats::bump(&self.stats.cache_bypassed);
+        PopStats::bump(&self.stats.database_queries);
+        let pop = store::resolve(&self.pool, number).await.map_err(Arc::new)?;
+        Ok((pop, PopSource::Database))
+    }
+}

@@ -1,0 +1,109 @@
+//! Field violations collected while parsing a request at the edge.
+//!
+//! Parsing code adds one violation per bad field and keeps going, so a client learns about every
+//! problem at once. The gRPC layer turns the list into `INVALID_ARGUMENT` with a
+//! `google.rpc.BadRequest` detail (see `crate::grpc_status`).
+
+use std::fmt;
+
+/// One bad field: its path in the request (`contact_points[1].value`) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+/// Every violation found in one request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A list holding a single violation.
+    pub fn single(field: impl Into<String>, description: impl Into<String>) -> Self {
+        let mut violations = Self::new();
+        violations.add(field, description);
+        violations
+    }
+
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        });
+    }
+
+    /// Records the error of `result` under `field` and returns the value when there was none.
+    pub fn check<T, E: fmt::Display>(&mut self, field: &str, result: Result<T, E>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(error) => {
+                self.add(field, error.to_string());
+                None
+            }
+        }
+    }
+
+    /// Trims `value` and checks it is at most `max` characters, without control characters, and
+    /// non-empty when `required`.
+    pub fn text(&mut self, field: &str, value: &str, max: usize, required: bool) -> String {
+        let trimmed = value.trim();
+        if required && trimmed.is_empty() {
+            self.add(field, "is required");
+        } else if trimmed.chars().count() > max {
+            self.add(field, format!("must be at most {max} characters"));
+        } else if trimmed.chars().any(char::is_control) {
+            self.add(field, "must not contain control characters");
+        }
+        trimmed.to_owned()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &FieldViolation> {
+        self.0.iter()
+    }
+
+    /// `Ok(value)` when nothing was recorded, the violations otherwise.
+    pub fn finish<T>(self, value: impl FnOnce() -> T) -> Result<T, Violations> {
+        if self.is_empty() {
+            Ok(value())
+        } else {
+            Err(self)
+        }
+    }
+}
+
+impl fmt::Display for Violations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let fields: Vec<&str> = self.0.iter().map(|v| v.field.as_str()).collect();
+        write!(f, "invalid fields: {}", fields.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_reports_missing_long_and_control_characters() {
+        let mut v = Violations::new();
+        assert_eq!(v.text("a", "  x  ", 5, true), "x");
+        v.text("b", "   ", 5, true);
+        v.text("c", "abcdef", 5, false);
+        v.text("d", "a\u{7}b", 5, false);
+        let fields: Vec<_> = v.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(fields, ["b", "c", "d"]);
+        assert!(v.finish(|| ()).is_err());
+    }
+
+    #[test]
+    fn finish_without_violations_returns_the_value() {
+        assert_eq!(Violations::new().finish(|| 7), Ok(7));
+    }
+}
