@@ -209,7 +209,7 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
         if samples.len() < 3 {
             samples.extend(batch.sample_numbers.into_iter().take(3 - samples.len()));
         }
-        if written % 100_000 == 0 || written == args.customers {
+        if written.is_multiple_of(100_000) || written == args.customers {
             tracing::info!(
                 written,
                 elapsed_s = started.elapsed().as_secs_f32(),

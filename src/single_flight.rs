@@ -110,7 +110,7 @@ mod tests {
         let flights = Arc::new(SingleFlight::<u8, u8>::default());
         let leader = {
             let flights = flights.clone();
-            tokio::spawn(async move { flights.run(1, || std::future::pending::<u8>()).await })
+            tokio::spawn(async move { flights.run(1, std::future::pending::<u8>).await })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         let follower = {

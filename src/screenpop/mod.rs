@@ -129,7 +129,7 @@ impl ScreenPops {
         {
             Some(cache) => match cache.read(number, call_id).await {
                 Ok(read) => {
-                    self.from_cache_or_load(cache, number, call_id, read)
+                    self.answer_from_cache_or_load(cache, number, call_id, read)
                         .await?
                 }
                 Err(_) => self.load_uncached(number).await?,
@@ -140,7 +140,7 @@ impl ScreenPops {
         Ok(answer)
     }
 
-    async fn from_cache_or_load(
+    async fn answer_from_cache_or_load(
         &self,
         cache: &PopCache,
         number: &str,

@@ -1,0 +1,110 @@
+# shellcheck shell=bash
+# Sourced by scripts/dev.sh and scripts/test.sh: makes PostgreSQL and Redis available.
+#
+# - DATABASE_URL / REDIS_URL set: they are used as they are.
+# - Otherwise a private PostgreSQL (port 55432) and Redis (port 56379) are started on 127.0.0.1
+#   with their data under .data/ in the project (or /var/tmp/switchboard-data-* when the
+#   `postgres` user cannot reach the project directory), and the URLs are exported.
+# Missing packages (redis-server, postgresql) are installed with apt-get when running as root.
+# PostgreSQL refuses to run as root, so as root the server runs as the `postgres` user.
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PG_PORT="${SWITCHBOARD_PG_PORT:-55432}"
+REDIS_PORT="${SWITCHBOARD_REDIS_PORT:-56379}"
+
+log() { printf '[switchboard] %s\n' "$*" >&2; }
+
+as_postgres() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+pg_bindir() {
+  local dir
+  dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
+  if [ -z "$dir" ] && command -v pg_ctl >/dev/null; then dir="$(dirname "$(command -v pg_ctl)")"; fi
+  printf '%s' "$dir"
+}
+
+apt_install() {
+  if [ "$(id -u)" -ne 0 ]; then
+    log "please install: $* (apt-get install -y $*)"; exit 1
+  fi
+  log "installing $* with apt-get"
+  if [ -z "${SWITCHBOARD_APT_UPDATED:-}" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    export SWITCHBOARD_APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_packages() {
+  command -v redis-server >/dev/null || apt_install redis-server
+  [ -n "$(pg_bindir)" ] || apt_install postgresql
+  command -v protoc >/dev/null || true   # not needed: build.rs uses protox
+}
+
+data_dir() {
+  local dir="${SWITCHBOARD_DATA_DIR:-$ROOT/.data}"
+  mkdir -p "$dir"
+  if [ "$(id -u)" -eq 0 ] && ! runuser -u postgres -- test -x "$dir"; then
+    dir="/var/tmp/switchboard-data-$(printf '%s' "$ROOT" | md5sum | cut -c1-8)"
+    mkdir -p "$dir"
+  fi
+  printf '%s' "$dir"
+}
+
+start_postgres() {
+  if [ -n "${DATABASE_URL:-}" ]; then
+    log "using DATABASE_URL from the environment"
+    return
+  fi
+  local bin dir pgdata
+  bin="$(pg_bindir)"
+  dir="$(data_dir)"
+  pgdata="$dir/postgres"
+  export SWITCHBOARD_PG_BIN="$bin"
+  if [ ! -s "$pgdata/PG_VERSION" ]; then
+    log "creating a PostgreSQL cluster in $pgdata"
+    mkdir -p "$pgdata"
+    [ "$(id -u)" -ne 0 ] || chown postgres: "$pgdata"
+    chmod 700 "$pgdata"
+    as_postgres "$bin/initdb" -D "$pgdata" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+  fi
+  if ! as_postgres "$bin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
+    log "starting PostgreSQL on 127.0.0.1:$PG_PORT (data: $pgdata, log: $pgdata/server.log)"
+    as_postgres "$bin/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w -t 60 \
+      -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k /tmp -c max_connections=300" start >/dev/null
+  fi
+  export DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/switchboard"
+  if ! as_postgres "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc \
+      "SELECT 1 FROM pg_database WHERE datname = 'switchboard'" | grep -q 1; then
+    as_postgres "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE DATABASE switchboard"
+  fi
+}
+
+start_redis() {
+  if [ -n "${REDIS_URL:-}" ]; then
+    log "using REDIS_URL from the environment"
+    return
+  fi
+  local dir
+  dir="$(data_dir)/redis"
+  mkdir -p "$dir"
+  if ! redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+    log "starting Redis on 127.0.0.1:$REDIS_PORT (data: $dir)"
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes --dir "$dir" \
+      --save '' --appendonly no --pidfile "$dir/redis.pid" --logfile "$dir/redis.log"
+    for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  fi
+  export REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+}
+
+stop_local_services() {
+  local bin dir
+  bin="$(pg_bindir)"
+  dir="$(data_dir)"
+  [ ! -d "$dir/postgres" ] || as_postgres "$bin/pg_ctl" -D "$dir/postgres" -m fast stop >/dev/null 2>&1 || true
+  redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every check CI runs: formatting, clippy (warnings are errors), unit and integration tests
+# against a real PostgreSQL and Redis (started locally unless DATABASE_URL / REDIS_URL are set).
+# Integration tests create one database per test and use one Redis key prefix per test.
+set -euo pipefail
+source "$(dirname "$0")/services.sh"
+cd "$ROOT"
+
+ensure_packages
+start_postgres
+start_redis
+export SWITCHBOARD_PG_BIN="${SWITCHBOARD_PG_BIN:-$(pg_bindir)}"
+
+cargo fmt --all --check
+cargo clippy --all-targets --quiet -- -D warnings
+cargo test --all-targets

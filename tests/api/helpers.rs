@@ -1,0 +1,476 @@
+//! Test harness: the real server on 127.0.0.1:0 against a real PostgreSQL (a fresh database per
+//! test) and a real Redis (a fresh key prefix per test). `scripts/test.sh` provides both through
+//! `DATABASE_URL` (an account that may create databases) and `REDIS_URL`.
+//! Set `TEST_LOG=1` to see the server's logs.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use sqlx::{Connection, PgConnection, PgPool};
+use switchboard::app::Application;
+use switchboard::config::Settings;
+use switchboard::db::PoolSettings;
+use switchboard::phone::PhoneParser;
+use switchboard::proto::v1;
+use switchboard::proto::v1::customer_service_client::CustomerServiceClient;
+use switchboard::proto::v1::screen_pop_service_client::ScreenPopServiceClient;
+use switchboard::redis_link::RedisSettings;
+use switchboard::screenpop::PopStats;
+use tokio::sync::{OnceCell, oneshot};
+use tonic::transport::Channel;
+use tonic_health::pb::health_client::HealthClient;
+use uuid::Uuid;
+
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var_os("TEST_LOG").is_some() {
+        switchboard::telemetry::init(switchboard::config::LogFormat::Human);
+    }
+});
+
+pub fn admin_database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .expect("DATABASE_URL must be set: run the tests with scripts/test.sh")
+}
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").expect("REDIS_URL must be set: run the tests with scripts/test.sh")
+}
+
+/// `url` with its database name replaced by `database`.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let (server, _) = base.rsplit_once('/').expect("database URL has a path");
+    match query {
+        Some(q) => format!("{server}/{database}?{q}"),
+        None => format!("{server}/{database}"),
+    }
+}
+
+/// Drops databases left by earlier runs, once per test process.
+async fn drop_stale_databases() {
+    static ONCE: OnceCell<()> = OnceCell::const_new();
+    ONCE.get_or_init(|| async {
+        let mut admin = PgConnection::connect(&admin_database_url())
+            .await
+            .expect("connect as admin");
+        let stale: Vec<String> =
+            sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'sbtest\\_%'")
+                .fetch_all(&mut admin)
+                .await
+                .expect("list databases");
+        for name in stale {
+            let statement = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                .execute(&mut admin)
+                .await
+                .ok();
+        }
+    })
+    .await;
+}
+
+/// Creates an empty database on the server at `admin_url` and returns its URL.
+pub async fn fresh_database(admin_url: &str) -> String {
+    let name = format!("sbtest_{}", Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(admin_url)
+        .await
+        .expect("connect as admin");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+    with_database(admin_url, &name)
+}
+
+pub struct TestOptions {
+    /// `None`: no Redis at all; `Some(url)`: that Redis.
+    pub redis_url: Option<String>,
+    /// Another PostgreSQL server (admin URL) than `DATABASE_URL`.
+    pub postgres_admin_url: Option<String>,
+    pub acquire_timeout: Duration,
+}
+
+impl Default for TestOptions {
+    fn default() -> Self {
+        Self {
+            redis_url: Some(redis_url()),
+            postgres_admin_url: None,
+            acquire_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub customers: CustomerServiceClient<Channel>,
+    pub pops: ScreenPopServiceClient<Channel>,
+    pub health: HealthClient<Channel>,
+    pub stats: Arc<PopStats>,
+    pub db: PgPool,
+    /// Dropping it starts the same graceful shutdown as SIGTERM.
+    _shutdown: oneshot::Sender<()>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(TestOptions::default()).await
+}
+
+pub async fn spawn_app_with(options: TestOptions) -> TestApp {
+    LazyLock::force(&TRACING);
+    drop_stale_databases().await;
+    let admin_url = options
+        .postgres_admin_url
+        .clone()
+        .unwrap_or_else(admin_database_url);
+    let database_url = fresh_database(&admin_url).await;
+    let redis_prefix = format!("t:{}:", Uuid::new_v4().simple());
+    let settings = Settings {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        database_url: database_url.clone(),
+        pool: PoolSettings {
+            max_connections: 8,
+            acquire_timeout: options.acquire_timeout,
+        },
+        redis: options.redis_url.map(|url| RedisSettings {
+            url,
+            key_prefix: redis_prefix.clone(),
+            op_timeout: Duration::from_millis(50),
+            retry_after: Duration::from_millis(300),
+        }),
+        phones: PhoneParser::for_region("US").expect("US"),
+        migrate: true,
+        pop_ttl: Duration::from_secs(600),
+        negative_ttl: Duration::from_secs(30),
+        pin_ttl: Duration::from_secs(3600),
+        drain_timeout: Duration::from_secs(5),
+        health_interval: Duration::from_millis(100),
+    };
+    let app = Application::build(settings)
+        .await
+        .expect("application builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let stats = app.pop_stats();
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        stopped.await.ok();
+    }));
+    let channel = Channel::from_shared(address.clone())
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let db = PgPool::connect(&database_url).await.expect("test pool");
+    TestApp {
+        address,
+        customers: CustomerServiceClient::new(channel.clone()),
+        pops: ScreenPopServiceClient::new(channel.clone()),
+        health: HealthClient::new(channel),
+        stats,
+        db,
+        _shutdown: shutdown,
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    /// Creates a customer with the given phones (any format) and returns it.
+    pub async fn create_customer(&self, name: &str, phones: &[&str]) -> v1::Customer {
+        let request = v1::CreateCustomerRequest {
+            display_name: name.into(),
+            contact_points: phones.iter().map(|p| phone(p)).collect(),
+            ..Default::default()
+        };
+        self.customers
+            .clone()
+            .create_customer(request)
+            .await
+            .expect("create customer")
+            .into_inner()
+            .customer
+            .expect("customer")
+    }
+
+    /// Looks up a pop and returns it with its source.
+    pub async fn pop(&self, number: &str) -> (v1::ScreenPop, v1::PopSource) {
+        self.pop_for_call(number, "").await
+    }
+
+    pub async fn pop_for_call(
+        &self,
+        number: &str,
+        call_id: &str,
+    ) -> (v1::ScreenPop, v1::PopSource) {
+        let response = self
+            .pops
+            .clone()
+            .lookup(v1::LookupRequest {
+                caller_number: number.into(),
+                call_id: call_id.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("lookup")
+            .into_inner();
+        let source = response.source();
+        (response.pop.expect("pop"), source)
+    }
+
+    pub async fn health_status(&self, service: &str) -> Option<i32> {
+        let request = tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        };
+        self.health
+            .clone()
+            .check(request)
+            .await
+            .ok()
+            .map(|r| r.into_inner().status)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+pub fn phone(value: &str) -> v1::NewContactPoint {
+    v1::NewContactPoint {
+        kind: v1::ContactKind::Phone.into(),
+        value: value.into(),
+        ..Default::default()
+    }
+}
+
+pub fn email(value: &str) -> v1::NewContactPoint {
+    v1::NewContactPoint {
+        kind: v1::ContactKind::Email.into(),
+        value: value.into(),
+        ..Default::default()
+    }
+}
+
+/// The fields named in an INVALID_ARGUMENT status's `google.rpc.BadRequest`.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt as _;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    let bad = status
+        .get_details_bad_request()
+        .expect("a BadRequest detail");
+    bad.field_violations.into_iter().map(|v| v.field).collect()
+}
+
+/// Polls `check` every 50 ms until it returns true or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
+}
+
+/// Runs a PostgreSQL tool, as the `postgres` user when the tests run as root.
+fn postgres_tool(bin: &str) -> Command {
+    let dir =
+        std::env::var("SWITCHBOARD_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+    let path = PathBuf::from(dir).join(bin);
+    if is_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(path);
+        command
+    } else {
+        Command::new(path)
+    }
+}
+
+/// A PostgreSQL server of this test's own, so it can be stopped without disturbing other tests.
+pub struct PrivatePostgres {
+    data: PathBuf,
+    pub port: u16,
+}
+
+impl PrivatePostgres {
+    pub fn start() -> Self {
+        let data = std::env::temp_dir().join(format!("sb-pg-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&data).expect("data dir");
+        if is_root() {
+            let ok = Command::new("chown")
+                .arg("postgres:")
+                .arg(&data)
+                .status()
+                .expect("chown")
+                .success();
+            assert!(ok, "chown data dir");
+        }
+        let status = postgres_tool("initdb")
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("initdb runs");
+        assert!(status.success(), "initdb failed");
+        let server = Self {
+            data,
+            port: free_port(),
+        };
+        server.resume();
+        server
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts (again) on the same port and data.
+    pub fn resume(&self) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k /tmp -c fsync=off",
+            self.port
+        );
+        let status = postgres_tool("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-w", "-t", "30", "-o", &options, "-l"])
+            .arg(self.data.join("server.log"))
+            .arg("start")
+            .stdout(Stdio::null())
+            .status()
+            .expect("pg_ctl start runs");
+        assert!(status.success(), "pg_ctl start failed");
+    }
+
+    /// Stops at once, like a crash or a pulled cable.
+    pub fn stop_immediately(&self) {
+        let status = postgres_tool("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("pg_ctl stop runs");
+        assert!(status.success(), "pg_ctl stop failed");
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        postgres_tool("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .ok();
+        std::fs::remove_dir_all(&self.data).ok();
+    }
+}
+
+/// A Redis server of this test's own, so it can be stopped or paused.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    pub fn start() -> Self {
+        let mut redis = Self {
+            port: free_port(),
+            child: None,
+        };
+        redis.resume();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn resume(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        self.child = Some(child);
+        let url = self.url();
+        for _ in 0..100 {
+            if redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection())
+                .is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server did not start");
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+
+    /// Makes Redis stop answering every client for `duration` (CLIENT PAUSE ALL).
+    pub fn pause(&self, duration: Duration) {
+        let client = redis::Client::open(self.url().as_str()).expect("client");
+        let mut conn = client.get_connection().expect("connection");
+        redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(duration.as_millis() as u64)
+            .arg("ALL")
+            .query::<()>(&mut conn)
+            .expect("CLIENT PAUSE");
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

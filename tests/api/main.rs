@@ -1,0 +1,6 @@
+//! Integration tests: the real server, PostgreSQL and Redis, driven through gRPC.
+
+mod customers;
+mod health;
+mod helpers;
+mod screenpop;

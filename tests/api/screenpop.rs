@@ -1,0 +1,437 @@
+//! ScreenPopService: who is calling, fast and never stale, with or without Redis.
+
+use std::time::Duration;
+
+use prost_types::FieldMask;
+use switchboard::proto::v1;
+use switchboard::redis_link::{RedisLink, RedisSettings};
+use switchboard::screenpop::PopStats;
+use switchboard::screenpop::cache::{CacheTtls, PopCache};
+
+use crate::helpers::{
+    PrivateRedis, TestApp, TestOptions, eventually, free_port, phone, spawn_app, spawn_app_with,
+    violated_fields,
+};
+
+async fn rename(app: &TestApp, customer: &v1::Customer, name: &str) -> v1::Customer {
+    app.customers
+        .clone()
+        .update_customer(v1::UpdateCustomerRequest {
+            customer: Some(v1::Customer {
+                id: customer.id.clone(),
+                version: customer.version,
+                display_name: name.into(),
+                ..Default::default()
+            }),
+            update_mask: Some(FieldMask {
+                paths: vec!["display_name".into()],
+            }),
+        })
+        .await
+        .expect("renamed")
+        .into_inner()
+        .customer
+        .expect("customer")
+}
+
+fn card_name(pop: &v1::ScreenPop) -> &str {
+    pop.card
+        .as_ref()
+        .map_or("", |card| card.display_name.as_str())
+}
+
+#[tokio::test]
+async fn pops_match_exact_multiple_and_none() {
+    let app = spawn_app().await;
+    let ada = app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    app.create_customer("Maria Garcia", &["+14155550111"]).await;
+    app.create_customer("Luis Garcia", &["(415) 555-0111"])
+        .await;
+
+    let (exact, _) = app.pop("415-555-0100").await;
+    assert_eq!(exact.r#match(), v1::MatchKind::Exact);
+    assert_eq!(exact.normalized_number, "+14155550100");
+    let card = exact.card.expect("card");
+    assert_eq!(
+        (card.customer_id.as_str(), card.display_name.as_str()),
+        (ada.id.as_str(), "Ada Lovelace")
+    );
+    assert_eq!(card.primary_contacts[0].value, "+14155550100");
+
+    let (shared, _) = app.pop("+1 415 555 0111").await;
+    assert_eq!(shared.r#match(), v1::MatchKind::Multiple);
+    assert_eq!(shared.candidate_count, 2);
+    let mut names: Vec<&str> = shared
+        .candidates
+        .iter()
+        .map(|c| c.display_name.as_str())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["Luis Garcia", "Maria Garcia"]);
+    assert!(shared.card.is_none());
+
+    let (unknown, _) = app.pop("+12125550199").await;
+    assert_eq!(unknown.r#match(), v1::MatchKind::None);
+    assert_eq!(unknown.normalized_number, "+12125550199");
+}
+
+#[tokio::test]
+async fn unparseable_numbers_are_invalid_arguments() {
+    let app = spawn_app().await;
+    let mut pops = app.pops.clone();
+    for bad in ["", "hello", "+1 123"] {
+        let status = pops
+            .lookup(v1::LookupRequest {
+                caller_number: bad.into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err(bad);
+        assert_eq!(violated_fields(&status), ["caller_number"], "{bad:?}");
+    }
+    let status = pops
+        .lookup(v1::LookupRequest {
+            caller_number: "+14155550100".into(),
+            dialed_number: "800-CALL-NOW-PLEASE-NOW".into(),
+            call_id: "c".repeat(129),
+        })
+        .await
+        .expect_err("bad dialed number and call id");
+    let mut fields = violated_fields(&status);
+    fields.sort();
+    assert_eq!(fields, ["call_id", "dialed_number"]);
+}
+
+#[tokio::test]
+async fn a_second_lookup_is_served_from_the_cache() {
+    let app = spawn_app().await;
+    app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    let (_, first) = app.pop("+14155550100").await;
+    let (pop, second) = app.pop("(415) 555-0100").await;
+    assert_eq!(
+        (first, second),
+        (v1::PopSource::Database, v1::PopSource::Cache)
+    );
+    assert_eq!(card_name(&pop), "Ada Lovelace");
+    assert_eq!(PopStats::get(&app.stats.database_queries), 1);
+}
+
+#[tokio::test]
+async fn an_update_invalidates_the_cached_pop_before_it_is_acknowledged() {
+    let app = spawn_app().await;
+    let ada = app
+        .create_customer("Ada Lovelace", &["+14155550100", "+442079460958"])
+        .await;
+    for number in ["+14155550100", "+442079460958"] {
+        app.pop(number).await;
+        assert_eq!(app.pop(number).await.1, v1::PopSource::Cache);
+    }
+    rename(&app, &ada, "Ada King").await;
+    for number in ["+14155550100", "+442079460958"] {
+        let (pop, source) = app.pop(number).await;
+        assert_eq!(
+            (card_name(&pop), source),
+            ("Ada King", v1::PopSource::Database),
+            "{number}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn adding_a_number_replaces_its_cached_unknown_answer() {
+    let app = spawn_app().await;
+    let grace = app.create_customer("Grace Hopper", &[]).await;
+    assert_eq!(
+        app.pop("+12125550199").await.0.r#match(),
+        v1::MatchKind::None
+    );
+    let (cached, source) = app.pop("+12125550199").await;
+    assert_eq!(
+        (cached.r#match(), source),
+        (v1::MatchKind::None, v1::PopSource::Cache)
+    );
+
+    app.customers
+        .clone()
+        .add_contact_point(v1::AddContactPointRequest {
+            customer_id: grace.id.clone(),
+            contact_point: Some(phone("212-555-0199")),
+        })
+        .await
+        .expect("added");
+    let (pop, _) = app.pop("+12125550199").await;
+    assert_eq!(
+        (pop.r#match(), card_name(&pop)),
+        (v1::MatchKind::Exact, "Grace Hopper")
+    );
+}
+
+#[tokio::test]
+async fn removing_a_number_or_the_customer_updates_the_pop() {
+    let app = spawn_app().await;
+    let alan = app
+        .create_customer("Alan Turing", &["+14155550120", "+14155550121"])
+        .await;
+    app.pop("+14155550120").await;
+    app.pop("+14155550121").await;
+    let removed_id = alan.contact_points[0].id.clone();
+    let alan = app
+        .customers
+        .clone()
+        .remove_contact_point(v1::RemoveContactPointRequest {
+            customer_id: alan.id.clone(),
+            contact_point_id: removed_id,
+        })
+        .await
+        .expect("removed")
+        .into_inner()
+        .customer
+        .expect("c");
+    assert_eq!(
+        app.pop("+14155550120").await.0.r#match(),
+        v1::MatchKind::None
+    );
+    assert_eq!(
+        app.pop("+14155550121").await.0.r#match(),
+        v1::MatchKind::Exact
+    );
+
+    app.customers
+        .clone()
+        .delete_customer(v1::DeleteCustomerRequest {
+            id: alan.id,
+            version: alan.version,
+        })
+        .await
+        .expect("deleted");
+    assert_eq!(
+        app.pop("+14155550121").await.0.r#match(),
+        v1::MatchKind::None
+    );
+}
+
+#[tokio::test]
+async fn a_burst_of_concurrent_misses_makes_one_database_query() {
+    let app = spawn_app().await;
+    app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    let before = PopStats::get(&app.stats.database_queries);
+    let lookups: Vec<_> = (0..64)
+        .map(|_| {
+            let mut pops = app.pops.clone();
+            tokio::spawn(async move {
+                pops.lookup(v1::LookupRequest {
+                    caller_number: "+14155550100".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.into_inner())
+            })
+        })
+        .collect();
+    let mut sources = Vec::new();
+    for lookup in lookups {
+        let response = lookup.await.expect("task").expect("lookup");
+        assert_eq!(
+            card_name(response.pop.as_ref().expect("pop")),
+            "Ada Lovelace"
+        );
+        sources.push(response.source());
+    }
+    assert_eq!(
+        PopStats::get(&app.stats.database_queries) - before,
+        1,
+        "sources: {sources:?}"
+    );
+    assert_eq!(
+        sources
+            .iter()
+            .filter(|s| **s == v1::PopSource::Database)
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_pop_pinned_to_a_call_follows_the_call_and_stays_current() {
+    let app = spawn_app().await;
+    let maria = app.create_customer("Maria Garcia", &["+14155550111"]).await;
+    let (first, source) = app.pop_for_call("+14155550111", "call-1").await;
+    assert_eq!(source, v1::PopSource::Database);
+    let (transferred, source) = app.pop_for_call("+14155550111", "call-1").await;
+    assert_eq!(source, v1::PopSource::CallPin);
+    assert_eq!(card_name(&transferred), card_name(&first));
+
+    rename(&app, &maria, "Maria Garcia-Lopez").await;
+    let (after_update, source) = app.pop_for_call("+14155550111", "call-1").await;
+    assert_eq!(
+        (card_name(&after_update), source),
+        ("Maria Garcia-Lopez", v1::PopSource::Database)
+    );
+    assert_eq!(
+        app.pop_for_call("+14155550111", "call-1").await.1,
+        v1::PopSource::CallPin
+    );
+}
+
+#[tokio::test]
+async fn a_cache_fill_that_raced_an_invalidation_is_discarded() {
+    let link = RedisLink::new(&RedisSettings {
+        url: crate::helpers::redis_url(),
+        key_prefix: format!("t:{}:", uuid::Uuid::new_v4().simple()),
+        op_timeout: Duration::from_millis(200),
+        retry_after: Duration::from_millis(100),
+    });
+    let ttls = CacheTtls {
+        pop: Duration::from_secs(60),
+        negative: Duration::from_secs(5),
+        pin: Duration::from_secs(60),
+    };
+    let cache = PopCache::new(link, ttls);
+    let number = "+14155550100";
+    let before = cache.read(number, None).await.expect("read");
+    assert_eq!((before.pop.as_deref(), before.generation), (None, None));
+
+    // A write commits and invalidates while a reader is still querying PostgreSQL...
+    cache
+        .invalidate(&[number.to_owned()])
+        .await
+        .expect("invalidate");
+    // ...so the reader's fill, based on the generation it read before, must not land.
+    assert!(
+        !cache
+            .store_if_current(number, before.generation, b"old card", true)
+            .await
+            .expect("fill")
+    );
+    let after = cache.read(number, None).await.expect("read");
+    assert_eq!((after.pop.as_deref(), after.generation), (None, Some(1)));
+    // A reader that started after the invalidation fills normally.
+    assert!(
+        cache
+            .store_if_current(number, after.generation, b"new card", true)
+            .await
+            .expect("fill")
+    );
+    assert_eq!(
+        cache.read(number, None).await.expect("read").pop.as_deref(),
+        Some(b"new card".as_slice())
+    );
+}
+
+#[tokio::test]
+async fn pops_are_answered_with_redis_stopped_and_caching_resumes_when_it_returns() {
+    let mut redis = PrivateRedis::start();
+    let app = spawn_app_with(TestOptions {
+        redis_url: Some(redis.url()),
+        ..Default::default()
+    })
+    .await;
+    let ada = app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    app.pop("+14155550100").await;
+    assert_eq!(app.pop("+14155550100").await.1, v1::PopSource::Cache);
+
+    redis.stop();
+    for _ in 0..20 {
+        let (pop, source) = app.pop("+14155550100").await;
+        assert_eq!(
+            (card_name(&pop), source),
+            ("Ada Lovelace", v1::PopSource::Database)
+        );
+    }
+    let ada = rename(&app, &ada, "Ada King").await;
+    assert_eq!(card_name(&app.pop("+14155550100").await.0), "Ada King");
+
+    redis.resume();
+    let resumed = eventually(Duration::from_secs(10), || async {
+        app.pop("+14155550100").await.1 == v1::PopSource::Cache
+    })
+    .await;
+    assert!(resumed, "caching resumes by itself");
+    let (pop, _) = app.pop("+14155550100").await;
+    assert_eq!(card_name(&pop), "Ada King");
+    assert_eq!(ada.version, 2);
+}
+
+#[tokio::test]
+async fn a_write_during_a_redis_stall_never_lets_a_stale_card_back() {
+    let redis = PrivateRedis::start();
+    let app = spawn_app_with(TestOptions {
+        redis_url: Some(redis.url()),
+        ..Default::default()
+    })
+    .await;
+    let ada = app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    app.pop("+14155550100").await;
+    assert_eq!(app.pop("+14155550100").await.1, v1::PopSource::Cache);
+
+    // Redis stops answering but keeps its data: the old card is still in it.
+    redis.pause(Duration::from_secs(2));
+    rename(&app, &ada, "Ada King").await;
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM pop_invalidations")
+        .fetch_one(&app.db)
+        .await
+        .expect("count");
+    assert_eq!(pending, 1, "the invalidation waits in PostgreSQL");
+    assert_eq!(card_name(&app.pop("+14155550100").await.0), "Ada King");
+
+    // When Redis answers again, the stale card must never be served.
+    let mut served_from_cache = false;
+    for _ in 0..100 {
+        let (pop, source) = app.pop("+14155550100").await;
+        assert_eq!(card_name(&pop), "Ada King", "from {source:?}");
+        served_from_cache |= source == v1::PopSource::Cache;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        served_from_cache,
+        "the cache is trusted again once the invalidation is applied"
+    );
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM pop_invalidations")
+        .fetch_one(&app.db)
+        .await
+        .expect("count");
+    assert_eq!(pending, 0);
+}
+
+#[tokio::test]
+async fn pops_work_with_a_redis_url_pointing_at_a_closed_port() {
+    let closed = format!("redis://127.0.0.1:{}", free_port());
+    let app = spawn_app_with(TestOptions {
+        redis_url: Some(closed),
+        ..Default::default()
+    })
+    .await;
+    let ada = app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    rename(&app, &ada, "Ada King").await;
+    for _ in 0..5 {
+        let (pop, source) = app.pop("+14155550100").await;
+        assert_eq!(
+            (card_name(&pop), source),
+            ("Ada King", v1::PopSource::Database)
+        );
+    }
+}
+
+#[tokio::test]
+async fn pops_work_without_any_redis_configured() {
+    let app = spawn_app_with(TestOptions {
+        redis_url: None,
+        ..Default::default()
+    })
+    .await;
+    let ada = app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    rename(&app, &ada, "Ada King").await;
+    let (pop, source) = app.pop("+14155550100").await;
+    assert_eq!(
+        (card_name(&pop), source),
+        ("Ada King", v1::PopSource::Database)
+    );
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM pop_invalidations")
+        .fetch_one(&app.db)
+        .await
+        .expect("count");
+    assert_eq!(
+        pending, 0,
+        "without a cache nothing waits to be invalidated"
+    );
+}
