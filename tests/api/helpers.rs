@@ -400,16 +400,20 @@ impl Drop for PrivatePostgres {
     }
 }
 
-/// A Redis server of this test's own, so it can be stopped or paused.
+/// A Redis server of this test's own, so it can be stopped and restarted from its own dump.
 pub struct PrivateRedis {
     pub port: u16,
+    dir: PathBuf,
     child: Option<Child>,
 }
 
 impl PrivateRedis {
     pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("sb-redis-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
         let mut redis = Self {
             port: free_port(),
+            dir,
             child: None,
         };
         redis.resume();
@@ -420,6 +424,7 @@ impl PrivateRedis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Starts (again) on the same port, loading the last `save()` if there was one.
     pub fn resume(&mut self) {
         let child = Command::new("redis-server")
             .args([
@@ -432,6 +437,8 @@ impl PrivateRedis {
                 "--appendonly",
                 "no",
             ])
+            .arg("--dir")
+            .arg(&self.dir)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server runs");
@@ -449,28 +456,25 @@ impl PrivateRedis {
         panic!("redis-server did not start");
     }
 
+    /// Writes the data set to disk (SAVE), so a restart brings it back.
+    pub fn save(&self) {
+        let client = redis::Client::open(self.url().as_str()).expect("client");
+        let mut conn = client.get_connection().expect("connection");
+        redis::cmd("SAVE").query::<()>(&mut conn).expect("SAVE");
+    }
+
+    /// Kills the server: every command fails until `resume`.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().ok();
             child.wait().ok();
         }
     }
-
-    /// Makes Redis stop answering every client for `duration` (CLIENT PAUSE ALL).
-    pub fn pause(&self, duration: Duration) {
-        let client = redis::Client::open(self.url().as_str()).expect("client");
-        let mut conn = client.get_connection().expect("connection");
-        redis::cmd("CLIENT")
-            .arg("PAUSE")
-            .arg(duration.as_millis() as u64)
-            .arg("ALL")
-            .query::<()>(&mut conn)
-            .expect("CLIENT PAUSE");
-    }
 }
 
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.stop();
+        std::fs::remove_dir_all(&self.dir).ok();
     }
 }
