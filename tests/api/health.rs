@@ -19,6 +19,27 @@ use crate::helpers::{
 const SERVING: i32 = ServingStatus::Serving as i32;
 const NOT_SERVING: i32 = ServingStatus::NotServing as i32;
 
+/// Sends SIGTERM and waits (without blocking the runtime, so open client connections keep
+/// answering the server's shutdown PING) for the process to exit within 10 s.
+async fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not exit within 10 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn health_reports_serving_and_reflection_lists_the_services() {
     let app = spawn_app().await;
@@ -205,4 +226,140 @@ async fn the_binary_drains_and_exits_zero_on_sigterm() {
             .is_err(),
         "no longer accepting"
     );
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_lets_in_flight_calls_finish() {
+    let mut app = spawn_app().await;
+    app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    let port = app.address.rsplit(':').next().expect("port").to_owned();
+
+    // A lookup that is still waiting on PostgreSQL when the shutdown begins.
+    let mut blocker = app.db.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .expect("lock");
+    let mut pops = app.pops.clone();
+    let in_flight = tokio::spawn(async move {
+        pops.lookup(v1::LookupRequest {
+            caller_number: "+14155550100".into(),
+            ..Default::default()
+        })
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopping = app.begin_shutdown();
+
+    let refused = eventually(Duration::from_secs(5), || {
+        let port = port.clone();
+        async move {
+            tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+                .await
+                .is_err()
+        }
+    })
+    .await;
+    assert!(refused, "no new connections once draining");
+    assert!(!stopping.is_finished(), "waits for the in-flight lookup");
+
+    blocker.commit().await.expect("release");
+    let response = in_flight
+        .await
+        .expect("task")
+        .expect("the in-flight lookup completes")
+        .into_inner();
+    assert_eq!(
+        response
+            .pop
+            .and_then(|p| p.card)
+            .expect("card")
+            .display_name,
+        "Ada Lovelace"
+    );
+    stopping.await.expect("task").expect("clean stop");
+}
+
+#[tokio::test]
+async fn logs_are_json_and_carry_no_phone_numbers_or_names() {
+    let database_url = fresh_database(&crate::helpers::admin_database_url()).await;
+    let port = free_port();
+    let log_path =
+        std::env::temp_dir().join(format!("sb-log-{}.jsonl", uuid::Uuid::new_v4().simple()));
+    let log_file = std::fs::File::create(&log_path).expect("log file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["--log-format", "json", "serve"])
+        .env("RUST_LOG", "debug")
+        .env("DATABASE_URL", &database_url)
+        .env("REDIS_URL", crate::helpers::redis_url())
+        .env(
+            "SWITCHBOARD_REDIS_PREFIX",
+            format!("t:{}:", uuid::Uuid::new_v4().simple()),
+        )
+        .env("SWITCHBOARD_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .expect("server starts");
+    let address = format!("http://127.0.0.1:{port}");
+    let connected = eventually(Duration::from_secs(30), || {
+        let address = address.clone();
+        async move {
+            tonic::transport::Channel::from_shared(address)
+                .expect("uri")
+                .connect()
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    assert!(connected, "the binary serves");
+    let channel = tonic::transport::Channel::from_shared(address)
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut customers = v1::customer_service_client::CustomerServiceClient::new(channel.clone());
+    let mut pops = v1::screen_pop_service_client::ScreenPopServiceClient::new(channel);
+    customers
+        .create_customer(v1::CreateCustomerRequest {
+            display_name: "Philomena Quarrington".into(),
+            contact_points: vec![
+                crate::helpers::phone("+1 415 555 0163"),
+                crate::helpers::email("pq@example.com"),
+            ],
+            ..Default::default()
+        })
+        .await
+        .expect("created");
+    for _ in 0..2 {
+        pops.lookup(v1::LookupRequest {
+            caller_number: "415-555-0163".into(),
+            call_id: "call-9".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("pop");
+    }
+    let rejected = pops
+        .lookup(v1::LookupRequest {
+            caller_number: "+1 555 0163 999".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("invalid");
+    assert_eq!(rejected.code(), Code::InvalidArgument);
+
+    let status = terminate(&mut child).await;
+    assert!(status.success(), "exit status {status:?}");
+    let logs = std::fs::read_to_string(&log_path).expect("logs");
+    std::fs::remove_file(&log_path).ok();
+    assert!(logs.lines().count() > 5, "debug logging produced output");
+    for line in logs.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+    for secret in ["5550163", "555 0163", "Quarrington", "pq@example.com"] {
+        assert!(!logs.contains(secret), "logs contain {secret:?}");
+    }
 }

@@ -112,8 +112,8 @@ pub struct TestApp {
     pub health: HealthClient<Channel>,
     pub stats: Arc<PopStats>,
     pub db: PgPool,
-    /// Dropping it starts the same graceful shutdown as SIGTERM.
-    _shutdown: oneshot::Sender<()>,
+    /// Sending (or dropping) it starts the same graceful shutdown as SIGTERM.
+    shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -173,12 +173,20 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         health: HealthClient::new(channel),
         stats,
         db,
-        _shutdown: shutdown,
+        shutdown: Some(shutdown),
         server: Some(server),
     }
 }
 
 impl TestApp {
+    /// Starts the graceful shutdown SIGTERM triggers; the handle resolves when the server is done.
+    pub fn begin_shutdown(&mut self) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+        if let Some(shutdown) = self.shutdown.take() {
+            shutdown.send(()).ok();
+        }
+        self.server.take().expect("the server is running")
+    }
+
     /// Creates a customer with the given phones (any format) and returns it.
     pub async fn create_customer(&self, name: &str, phones: &[&str]) -> v1::Customer {
         let request = v1::CreateCustomerRequest {
