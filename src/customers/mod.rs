@@ -309,19 +309,17 @@ impl Customers {
         let id = Uuid::new_v4();
         tracing::Span::current().record("customer_id", tracing::field::display(id));
         let mut tx = self.pool.begin().await?;
-        store::insert_customer(&mut tx, id, &new)
-            .await
-            .map_err(|e| {
-                // Two concurrent creates with the same request id: the loser reports the winner.
-                match db::classify(&e) {
-                    Failure::UniqueViolation("customers_create_request_id_key") => {
-                        CustomerError::AlreadyExists(
-                            "a customer was created with this request id; retry to read it",
-                        )
-                    }
-                    _ => e.into(),
-                }
-            })?;
+        if let Err(error) = store::insert_customer(&mut tx, id, &new).await {
+            // A concurrent retry with the same request id won the race: answer with its customer.
+            if let (Some(request_id), Failure::UniqueViolation("customers_create_request_id_key")) =
+                (&new.request_id, db::classify(&error))
+            {
+                drop(tx);
+                let winner = store::find_by_request_id(&self.pool, request_id).await?;
+                return self.get(winner.ok_or(CustomerError::NotFound)?).await;
+            }
+            return Err(error.into());
+        }
         for (cp, primary) in new
             .contact_points
             .iter()

@@ -91,29 +91,45 @@ async fn create_with_a_request_id_is_idempotent() {
         contact_points: vec![phone("+12125550199")],
         ..Default::default()
     };
-    let first = app
-        .customers
-        .clone()
-        .create_customer(request.clone())
-        .await
-        .expect("first")
-        .into_inner();
-    let second = app
-        .customers
-        .clone()
-        .create_customer(request)
-        .await
-        .expect("retry")
-        .into_inner();
-    assert_eq!(
-        first.customer.expect("c").id,
-        second.customer.expect("c").id
-    );
+    let create = |request: v1::CreateCustomerRequest| {
+        let mut client = app.customers.clone();
+        tokio::spawn(async move {
+            client
+                .create_customer(request)
+                .await
+                .map(|r| r.into_inner().customer.expect("customer").id)
+        })
+    };
+    let first = create(request.clone()).await.expect("task").expect("first");
+    let retry = create(request.clone()).await.expect("task").expect("retry");
+    assert_eq!(first, retry);
+
+    // Concurrent retries of a new request id all get the one customer they created together.
+    let racing: Vec<_> = (0..8)
+        .map(|_| {
+            create(v1::CreateCustomerRequest {
+                request_id: "req-2".into(),
+                ..request.clone()
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for attempt in racing {
+        ids.push(
+            attempt
+                .await
+                .expect("task")
+                .expect("every concurrent retry succeeds"),
+        );
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM customers")
         .fetch_one(&app.db)
         .await
         .expect("count");
-    assert_eq!(count, 1);
+    assert_eq!(count, 2);
 }
 
 #[tokio::test]
