@@ -13,6 +13,22 @@ use super::{
 };
 use crate::page_token::PageToken;
 
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds the profile as parameters `$2` to `$10`, in the column order of `customers`.
+fn bind_profile<'q>(query: PgQuery<'q>, p: &'q Profile) -> PgQuery<'q> {
+    query
+        .bind(&p.display_name)
+        .bind(&p.company)
+        .bind(&p.preferred_language)
+        .bind(&p.time_zone)
+        .bind(p.tier.as_str())
+        .bind(p.vip)
+        .bind(&p.segment)
+        .bind(p.marketing_consent)
+        .bind(p.do_not_call)
+}
+
 #[derive(sqlx::FromRow)]
 struct CustomerRow {
     id: Uuid,
@@ -64,24 +80,16 @@ pub(super) async fn insert_customer(
     new: &NewCustomer,
 ) -> sqlx::Result<()> {
     let p = &new.profile;
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO customers (id, display_name, company, preferred_language, time_zone, tier, vip, \
          segment, marketing_consent, do_not_call, create_request_id) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
-    .bind(id)
-    .bind(&p.display_name)
-    .bind(&p.company)
-    .bind(&p.preferred_language)
-    .bind(&p.time_zone)
-    .bind(p.tier.as_str())
-    .bind(p.vip)
-    .bind(&p.segment)
-    .bind(p.marketing_consent)
-    .bind(p.do_not_call)
-    .bind(new.request_id.as_deref())
-    .execute(conn)
-    .await?;
+    .bind(id);
+    bind_profile(query, p)
+        .bind(new.request_id.as_deref())
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -234,22 +242,12 @@ pub(super) async fn update_profile(
     id: Uuid,
     p: &Profile,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    let query = sqlx::query(
         "UPDATE customers SET display_name = $2, company = $3, preferred_language = $4, time_zone = $5, \
          tier = $6, vip = $7, segment = $8, marketing_consent = $9, do_not_call = $10 WHERE id = $1",
     )
-    .bind(id)
-    .bind(&p.display_name)
-    .bind(&p.company)
-    .bind(&p.preferred_language)
-    .bind(&p.time_zone)
-    .bind(p.tier.as_str())
-    .bind(p.vip)
-    .bind(&p.segment)
-    .bind(p.marketing_consent)
-    .bind(p.do_not_call)
-    .execute(conn)
-    .await?;
+    .bind(id);
+    bind_profile(query, p).execute(conn).await?;
     Ok(())
 }
 
