@@ -17,6 +17,11 @@ const PII_MESSAGES: &[&str] = &[
     ".switchboard.v1.CustomerCard",
     ".switchboard.v1.ScreenPop",
     ".switchboard.v1.LookupRequest",
+    ".switchboard.v1.CallEvent",
+    ".switchboard.v1.AgentCall",
+    ".switchboard.v1.AgentNotification",
+    ".switchboard.v1.AgentFanout",
+    ".switchboard.v1.WatchAgentResponse",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -12,10 +12,16 @@ use tokio::sync::watch;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::agents::grpc::AgentGrpc;
+use crate::agents::{Agents, Fanout, Watcher};
+use crate::calls::CallEvents;
+use crate::calls::grpc::CallEventGrpc;
 use crate::config::Settings;
 use crate::customers::Customers;
 use crate::customers::grpc::CustomerGrpc;
 use crate::db;
+use crate::proto::v1::agent_service_server::AgentServiceServer;
+use crate::proto::v1::call_event_service_server::CallEventServiceServer;
 use crate::proto::v1::customer_service_server::CustomerServiceServer;
 use crate::proto::v1::screen_pop_service_server::ScreenPopServiceServer;
 use crate::proto::{self};
@@ -42,6 +48,7 @@ pub struct Application {
     customers: Customers,
     pops: ScreenPops,
     invalidator: PopInvalidator,
+    fanout: Arc<Fanout>,
 }
 
 impl Application {
@@ -55,9 +62,11 @@ impl Application {
                 .context("PostgreSQL is unreachable; cannot migrate")?;
             db::migrate(&pool).await.context("applying migrations")?;
         }
-        let cache = settings.redis.as_ref().map(|redis| {
+        let link = settings.redis.as_ref().map(RedisLink::new);
+        let fanout = Fanout::new(link.clone());
+        let cache = link.map(|link| {
             PopCache::new(
-                RedisLink::new(redis),
+                link,
                 CacheTtls {
                     pop: settings.pop_ttl,
                     negative: settings.negative_ttl,
@@ -86,6 +95,7 @@ impl Application {
             customers,
             pops,
             invalidator,
+            fanout,
         })
     }
 
@@ -113,6 +123,7 @@ impl Application {
             customers,
             pops,
             invalidator,
+            fanout,
         } = self;
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let (stop_background, stop_rx) = watch::channel(false);
@@ -122,7 +133,20 @@ impl Application {
             settings.health_interval,
             stop_rx.clone(),
         ));
-        let relay = invalidator.spawn_relay(INVALIDATION_RELAY_INTERVAL, stop_rx);
+        let relay = invalidator.spawn_relay(INVALIDATION_RELAY_INTERVAL, stop_rx.clone());
+        let subscriber = settings
+            .redis
+            .as_ref()
+            .map(|redis| fanout.spawn_subscriber(redis.url.clone(), stop_rx));
+        let agents = Agents::new(pool.clone());
+        let watcher = Watcher {
+            pool: pool.clone(),
+            agents: agents.clone(),
+            fanout: fanout.clone(),
+            pops: pops.clone(),
+            phones: settings.phones,
+        };
+        let call_events = CallEvents::new(pool.clone(), pops.clone(), settings.phones, fanout);
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -150,6 +174,11 @@ impl Application {
                 pops,
                 settings.phones,
             )))
+            .add_service(CallEventServiceServer::new(CallEventGrpc::new(
+                call_events,
+                settings.phones,
+            )))
+            .add_service(AgentServiceServer::new(AgentGrpc::new(agents, watcher)))
             .serve_with_incoming_shutdown(incoming, async {
                 stopped.await.ok();
             });
@@ -176,6 +205,9 @@ impl Application {
             }
         }
         relay.await.ok();
+        if let Some(subscriber) = subscriber {
+            subscriber.await.ok();
+        }
         pool.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -12,6 +12,8 @@
 //! - [`telemetry`]: the tracing subscriber (human or JSON logs, never PII).
 //! - [`customers`]: the customer record context (domain and service logic, `store`, `grpc`).
 //! - [`screenpop`]: the screen-pop context: lookup, Redis cache, invalidation, call pins.
+//! - [`calls`]: call events from gateways: idempotent, order-independent ingestion and call records.
+//! - [`agents`]: agent states and the live call stream pushed to softphones across instances.
 //! - [`seed`]: deterministic synthetic customers for demos and benchmarks.
 //! - [`client`]: the `pop` and `customer` client subcommands.
 //! - Shared plumbing: [`db`] (pool, migrations, error classes), [`redis_link`] (a Redis connection
@@ -19,7 +21,9 @@
 //!   (field violations), [`grpc_status`] (status helpers), [`page_token`], [`single_flight`],
 //!   [`proto`] (generated code with redacting `Debug`).
 
+pub mod agents;
 pub mod app;
+pub mod calls;
 pub mod client;
 pub mod config;
 pub mod customers;

@@ -37,6 +37,11 @@ redacted_debug! {
     CustomerCard { customer_id, version },
     ScreenPop { candidate_count },
     LookupRequest { call_id },
+    CallEvent { gateway_id, event_id, call_id, r#type },
+    AgentCall { gateway_id, call_id, state, current_agent_id },
+    AgentNotification { agent_id, kind, call },
+    AgentFanout { notifications },
+    WatchAgentResponse { kind, call },
 }
 
 #[cfg(test)]

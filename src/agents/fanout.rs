@@ -1,0 +1,289 @@
+//! Fan-out of call changes to the agents watching them, on whichever instance they are.
+//!
+//! The instance that commits a call event publishes its notifications on one Redis pub/sub
+//! channel (`{prefix}agent-events`); every instance subscribes to it and hands each notification
+//! to its local watchers of that agent. It also writes the call's hot state
+//! (`{prefix}call:{gateway}/{call}`) in the same round trip.
+//!
+//! Each watcher has a bounded buffer. A watcher that falls behind is never waited for: it is marked
+//! lagged and later receives RESYNC and a fresh snapshot, so a stuck softphone cannot slow the
+//! gateways or other agents. When publishing fails (Redis down), notifications go to this
+//! instance's watchers directly; when the subscription comes back after an interruption, every
+//! local watcher is resynchronized, because it may have missed changes published elsewhere.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use prost::Message as _;
+use tokio::sync::{mpsc, watch};
+
+use crate::calls::{CallView, Notice, NoticeKind};
+use crate::proto::v1;
+use crate::redis_link::RedisLink;
+
+/// Notifications a watcher may have queued before it counts as lagging.
+const WATCHER_BUFFER: usize = 64;
+/// How long a finished call's hot state stays in Redis (active calls: 12 hours).
+const ENDED_CALL_TTL_SECS: u64 = 3600;
+const ACTIVE_CALL_TTL_SECS: u64 = 12 * 3600;
+
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    Notice(Box<v1::AgentNotification>),
+    /// Changes may have been missed: send a fresh snapshot.
+    Resync,
+}
+
+struct Slot {
+    id: u64,
+    tx: mpsc::Sender<Delivery>,
+    lagged: Arc<AtomicBool>,
+}
+
+pub struct Fanout {
+    link: Option<RedisLink>,
+    channel: String,
+    local: Mutex<HashMap<String, Vec<Slot>>>,
+    next_id: AtomicU64,
+}
+
+/// One watcher's registration; dropping it unregisters.
+pub struct Subscription {
+    fanout: Arc<Fanout>,
+    agent_id: String,
+    id: u64,
+    pub rx: mpsc::Receiver<Delivery>,
+    pub lagged: Arc<AtomicBool>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut local = self.fanout.local.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slots) = local.get_mut(&self.agent_id) {
+            slots.retain(|slot| slot.id != self.id);
+            if slots.is_empty() {
+                local.remove(&self.agent_id);
+            }
+        }
+    }
+}
+
+impl Fanout {
+    pub fn new(link: Option<RedisLink>) -> Arc<Self> {
+        let channel = link
+            .as_ref()
+            .map_or_else(String::new, |l| l.key("agent-events"));
+        Arc::new(Self {
+            link,
+            channel,
+            local: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    pub fn subscribe(self: &Arc<Self>, agent_id: &str) -> Subscription {
+        let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
+        let lagged = Arc::new(AtomicBool::new(false));
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let slot = Slot {
+            id,
+            tx,
+            lagged: lagged.clone(),
+        };
+        self.local
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(agent_id.to_owned())
+            .or_default()
+            .push(slot);
+        Subscription {
+            fanout: Arc::clone(self),
+            agent_id: agent_id.to_owned(),
+            id,
+            rx,
+            lagged,
+        }
+    }
+
+    /// Watchers on this instance.
+    pub fn local_watchers(&self) -> usize {
+        self.local
+            .lock()
+            .map(|l| l.values().map(Vec::len).sum())
+            .unwrap_or(0)
+    }
+
+    /// Publishes a committed change: hot call state and notifications, in one Redis round trip.
+    pub async fn publish(&self, call: &CallView, notices: Vec<Notice>) {
+        let notifications: Vec<v1::AgentNotification> =
+            notices.into_iter().map(notification).collect();
+        let Some(link) = &self.link else {
+            self.dispatch(notifications);
+            return;
+        };
+        let call_key = link.key(&format!("call:{}", call.pin_key()));
+        let call_bytes = agent_call(call).encode_to_vec();
+        let ttl = if call.state.is_terminal() {
+            ENDED_CALL_TTL_SECS
+        } else {
+            ACTIVE_CALL_TTL_SECS
+        };
+        let envelope = v1::AgentFanout {
+            notifications: notifications.clone(),
+        }
+        .encode_to_vec();
+        let channel = self.channel.clone();
+        let publish = !notifications.is_empty();
+        let result = link
+            .run(|mut conn| async move {
+                let mut pipe = redis::pipe();
+                pipe.cmd("SET")
+                    .arg(&call_key)
+                    .arg(call_bytes)
+                    .arg("EX")
+                    .arg(ttl)
+                    .ignore();
+                if publish {
+                    pipe.cmd("PUBLISH").arg(&channel).arg(envelope).ignore();
+                }
+                pipe.query_async::<()>(&mut conn).await
+            })
+            .await;
+        if result.is_err() {
+            // Agents on other instances get these at their next resync.
+            self.dispatch(notifications);
+        }
+    }
+
+    fn dispatch(&self, notifications: Vec<v1::AgentNotification>) {
+        let local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        for notification in notifications {
+            for slot in local.get(&notification.agent_id).into_iter().flatten() {
+                if slot
+                    .tx
+                    .try_send(Delivery::Notice(Box::new(notification.clone())))
+                    .is_err()
+                {
+                    slot.lagged.store(true, Ordering::Release);
+                }
+            }
+        }
+    }
+
+    fn resync_all(&self) {
+        let local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        for slot in local.values().flatten() {
+            slot.lagged.store(true, Ordering::Release);
+            slot.tx.try_send(Delivery::Resync).ok();
+        }
+    }
+
+    /// Keeps a subscription to the channel, reconnecting with back-off, until `stop` fires.
+    pub fn spawn_subscriber(
+        self: &Arc<Self>,
+        redis_url: String,
+        mut stop: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let Ok(client) = redis::Client::open(redis_url.as_str()) else {
+                return;
+            };
+            let mut interrupted = false;
+            loop {
+                let connect = async {
+                    let mut pubsub = client.get_async_pubsub().await?;
+                    pubsub.subscribe(&this.channel).await?;
+                    Ok::<_, redis::RedisError>(pubsub)
+                };
+                match tokio::time::timeout(Duration::from_secs(2), connect).await {
+                    Ok(Ok(pubsub)) => {
+                        if interrupted {
+                            tracing::info!(
+                                "agent push subscription restored; resynchronizing watchers"
+                            );
+                            this.resync_all();
+                        }
+                        let mut messages = pubsub.into_on_message();
+                        loop {
+                            tokio::select! {
+                                message = messages.next() => match message {
+                                    Some(message) => match v1::AgentFanout::decode(message.get_payload_bytes()) {
+                                        Ok(envelope) => this.dispatch(envelope.notifications),
+                                        Err(error) => tracing::warn!(%error, "undecodable agent fan-out message"),
+                                    },
+                                    None => break,
+                                },
+                                _ = stop.changed() => return,
+                            }
+                        }
+                        tracing::warn!("agent push subscription lost");
+                    }
+                    Ok(Err(error)) => tracing::debug!(%error, "agent push subscription failed"),
+                    Err(_) => tracing::debug!("agent push subscription timed out"),
+                }
+                interrupted = true;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        })
+    }
+}
+
+fn timestamp(time: Option<chrono::DateTime<chrono::Utc>>) -> Option<prost_types::Timestamp> {
+    time.map(|t| prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    })
+}
+
+/// The wire form of a call for softphones.
+pub fn agent_call(call: &CallView) -> v1::AgentCall {
+    use crate::calls::machine::CallState;
+    let state = match call.state {
+        CallState::Offered => v1::CallState::Offered,
+        CallState::Queued => v1::CallState::Queued,
+        CallState::Ringing => v1::CallState::Ringing,
+        CallState::Connected => v1::CallState::Connected,
+        CallState::Held => v1::CallState::Held,
+        CallState::Ended => v1::CallState::Ended,
+        CallState::Abandoned => v1::CallState::Abandoned,
+    };
+    v1::AgentCall {
+        gateway_id: call.gateway_id.clone(),
+        call_id: call.call_id.clone(),
+        state: state.into(),
+        caller_number: call.caller_number.clone().unwrap_or_default(),
+        dialed_number: call.dialed_number.clone().unwrap_or_default(),
+        queue: call.queue.clone().unwrap_or_default(),
+        current_agent_id: call.current_agent.clone().unwrap_or_default(),
+        offered_at: timestamp(call.offered_at),
+        answered_at: timestamp(call.answered_at),
+        customer_id: call
+            .customer_id
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+    }
+}
+
+fn notification(notice: Notice) -> v1::AgentNotification {
+    let kind = match notice.kind {
+        NoticeKind::Ringing => v1::AgentCallEventKind::Ringing,
+        NoticeKind::Answered => v1::AgentCallEventKind::Answered,
+        NoticeKind::Held => v1::AgentCallEventKind::Held,
+        NoticeKind::Resumed => v1::AgentCallEventKind::Resumed,
+        NoticeKind::Conferenced => v1::AgentCallEventKind::Conferenced,
+        NoticeKind::TransferredAway => v1::AgentCallEventKind::TransferredAway,
+        NoticeKind::Ended => v1::AgentCallEventKind::Ended,
+    };
+    v1::AgentNotification {
+        agent_id: notice.agent_id,
+        kind: kind.into(),
+        call: Some(agent_call(&notice.call)),
+    }
+}

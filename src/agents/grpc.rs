@@ -1,0 +1,125 @@
+//! `switchboard.v1.AgentService`: request parsing and `AgentError` -> `Status`.
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt as _};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::{AgentError, AgentState, Agents, StateChange, Watcher, parse_agent_id};
+use crate::grpc_status;
+use crate::proto::v1;
+use crate::proto::v1::agent_service_server::AgentService;
+use crate::validation::Violations;
+
+pub struct AgentGrpc {
+    agents: Agents,
+    watcher: Watcher,
+}
+
+impl AgentGrpc {
+    pub fn new(agents: Agents, watcher: Watcher) -> Self {
+        Self { agents, watcher }
+    }
+}
+
+impl From<AgentError> for Status {
+    fn from(error: AgentError) -> Self {
+        match &error {
+            AgentError::Invalid(violations) => grpc_status::invalid_argument(violations),
+            AgentError::NotFound => Status::not_found(error.to_string()),
+            AgentError::Unavailable(source) => grpc_status::unavailable(source),
+            AgentError::Database(source) => grpc_status::internal(source),
+        }
+    }
+}
+
+fn agent_id(value: &str) -> Result<String, AgentError> {
+    parse_agent_id(value).map_err(|e| AgentError::Invalid(Violations::single("agent_id", e)))
+}
+
+fn change_to_proto(change: StateChange) -> v1::AgentStateChange {
+    let state = match change.state {
+        AgentState::Available => v1::AgentState::Available,
+        AgentState::Busy => v1::AgentState::Busy,
+        AgentState::AfterCallWork => v1::AgentState::AfterCallWork,
+        AgentState::Away => v1::AgentState::Away,
+        AgentState::Offline => v1::AgentState::Offline,
+    };
+    v1::AgentStateChange {
+        state: state.into(),
+        reason: change.reason,
+        since: Some(prost_types::Timestamp {
+            seconds: change.since.timestamp(),
+            nanos: change.since.timestamp_subsec_nanos() as i32,
+        }),
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::WatchAgentResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentService for AgentGrpc {
+    type WatchAgentStream = WatchStream;
+
+    async fn watch_agent(
+        &self,
+        request: Request<v1::WatchAgentRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let agent_id = agent_id(&request.get_ref().agent_id)?;
+        let responses = self.watcher.watch(agent_id).await?;
+        let stream = ReceiverStream::new(responses).map(|item| item.map_err(Status::from));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn set_agent_state(
+        &self,
+        request: Request<v1::SetAgentStateRequest>,
+    ) -> Result<Response<v1::SetAgentStateResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = Violations::new();
+        let agent = violations.check("agent_id", parse_agent_id(&request.agent_id));
+        let state = match v1::AgentState::try_from(request.state) {
+            Ok(v1::AgentState::Available) => Some(AgentState::Available),
+            Ok(v1::AgentState::Busy) => Some(AgentState::Busy),
+            Ok(v1::AgentState::AfterCallWork) => Some(AgentState::AfterCallWork),
+            Ok(v1::AgentState::Away) => Some(AgentState::Away),
+            Ok(v1::AgentState::Offline) => Some(AgentState::Offline),
+            Ok(v1::AgentState::Unspecified) | Err(_) => {
+                violations.add("state", format!("unknown agent state {}", request.state));
+                None
+            }
+        };
+        let reason = violations.text("reason", &request.reason, 100, false);
+        let (Some(agent), Some(state), true) = (agent, state, violations.is_empty()) else {
+            return Err(AgentError::Invalid(violations).into());
+        };
+        let current = self.agents.set_state(&agent, state, &reason).await?;
+        Ok(Response::new(v1::SetAgentStateResponse {
+            current: Some(change_to_proto(current)),
+        }))
+    }
+
+    async fn list_agent_states(
+        &self,
+        request: Request<v1::ListAgentStatesRequest>,
+    ) -> Result<Response<v1::ListAgentStatesResponse>, Status> {
+        let request = request.into_inner();
+        let agent = agent_id(&request.agent_id)?;
+        let limit = match request.limit {
+            0 => 50,
+            n @ 1..=500 => i64::from(n),
+            _ => {
+                return Err(AgentError::Invalid(Violations::single(
+                    "limit",
+                    "must be between 1 and 500",
+                ))
+                .into());
+            }
+        };
+        let changes = self.agents.list_states(&agent, limit).await?;
+        Ok(Response::new(v1::ListAgentStatesResponse {
+            changes: changes.into_iter().map(change_to_proto).collect(),
+        }))
+    }
+}

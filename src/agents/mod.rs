@@ -1,0 +1,142 @@
+//! Agents: their availability state (with history, for occupancy) and the live stream of their
+//! calls with screen pops, fed across instances through Redis pub/sub ([`Fanout`]).
+
+mod fanout;
+pub mod grpc;
+mod store;
+mod watch;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+pub use self::fanout::{Delivery, Fanout, Subscription};
+pub use self::watch::Watcher;
+use crate::db::{self, Failure};
+use crate::validation::Violations;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentState {
+    Available,
+    Busy,
+    AfterCallWork,
+    Away,
+    Offline,
+}
+
+impl AgentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentState::Available => "available",
+            AgentState::Busy => "busy",
+            AgentState::AfterCallWork => "after_call_work",
+            AgentState::Away => "away",
+            AgentState::Offline => "offline",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        [
+            AgentState::Available,
+            AgentState::Busy,
+            AgentState::AfterCallWork,
+            AgentState::Away,
+            AgentState::Offline,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == value)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    pub state: AgentState,
+    pub reason: String,
+    pub since: DateTime<Utc>,
+}
+
+/// Agent ids: 1 to 64 characters of letters, digits, `.`, `_`, `-`, `@`.
+pub fn parse_agent_id(value: &str) -> Result<String, &'static str> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err("is required");
+    }
+    if value.len() > 64
+        || !value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
+    {
+        return Err("must be 1 to 64 letters, digits, '.', '_', '-' or '@'");
+    }
+    Ok(value.to_owned())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Invalid(Violations),
+    #[error("agent not found")]
+    NotFound,
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for AgentError {
+    fn from(error: sqlx::Error) -> Self {
+        match db::classify(&error) {
+            Failure::Unavailable => AgentError::Unavailable(error),
+            _ => AgentError::Database(error),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Agents {
+    pool: PgPool,
+}
+
+impl Agents {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Makes the agent known (it may then be named in call events).
+    pub async fn ensure_known(&self, agent_id: &str) -> Result<(), AgentError> {
+        store::ensure_known(&mut *self.pool.acquire().await?, agent_id).await?;
+        Ok(())
+    }
+
+    /// Sets the state; the same state and reason again changes nothing.
+    #[tracing::instrument(skip(self, reason))]
+    pub async fn set_state(
+        &self,
+        agent_id: &str,
+        state: AgentState,
+        reason: &str,
+    ) -> Result<StateChange, AgentError> {
+        let mut tx = self.pool.begin().await?;
+        store::ensure_known(&mut tx, agent_id).await?;
+        let current = store::lock_current(&mut tx, agent_id)
+            .await?
+            .ok_or(AgentError::NotFound)?;
+        if current.state == state && current.reason == reason {
+            return Ok(current);
+        }
+        let change = store::change_state(&mut tx, agent_id, state, reason).await?;
+        tx.commit().await?;
+        Ok(change)
+    }
+
+    pub async fn list_states(
+        &self,
+        agent_id: &str,
+        limit: i64,
+    ) -> Result<Vec<StateChange>, AgentError> {
+        let mut conn = self.pool.acquire().await?;
+        if store::lock_current(&mut conn, agent_id).await?.is_none() {
+            return Err(AgentError::NotFound);
+        }
+        Ok(store::history(&mut conn, agent_id, limit).await?)
+    }
+}

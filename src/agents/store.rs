@@ -1,0 +1,73 @@
+//! PostgreSQL access for agents and their state history.
+
+use sqlx::{PgConnection, Row};
+
+use super::{AgentState, StateChange};
+
+pub async fn ensure_known(conn: &mut PgConnection, agent_id: &str) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO agents (agent_id) VALUES ($1) ON CONFLICT (agent_id) DO NOTHING")
+        .bind(agent_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+fn change(row: &sqlx::postgres::PgRow) -> sqlx::Result<StateChange> {
+    let state: String = row.try_get("state")?;
+    Ok(StateChange {
+        state: AgentState::parse(&state)
+            .ok_or_else(|| sqlx::Error::Decode(format!("agent state {state}").into()))?,
+        reason: row.try_get("reason")?,
+        since: row.try_get("since")?,
+    })
+}
+
+/// The agent's current state (locked when inside a transaction).
+pub async fn lock_current(
+    conn: &mut PgConnection,
+    agent_id: &str,
+) -> sqlx::Result<Option<StateChange>> {
+    let row = sqlx::query("SELECT state, reason, since FROM agents WHERE agent_id = $1 FOR UPDATE")
+        .bind(agent_id)
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(change).transpose()
+}
+
+pub async fn change_state(
+    conn: &mut PgConnection,
+    agent_id: &str,
+    state: AgentState,
+    reason: &str,
+) -> sqlx::Result<StateChange> {
+    let row = sqlx::query(
+        "WITH changed AS ( \
+           UPDATE agents SET state = $2, reason = $3, since = clock_timestamp() WHERE agent_id = $1 \
+           RETURNING agent_id, state, reason, since) \
+         INSERT INTO agent_state_changes (agent_id, state, reason, at) \
+         SELECT agent_id, state, reason, since FROM changed \
+         RETURNING state, reason, at AS since",
+    )
+    .bind(agent_id)
+    .bind(state.as_str())
+    .bind(reason)
+    .fetch_one(conn)
+    .await?;
+    change(&row)
+}
+
+pub async fn history(
+    conn: &mut PgConnection,
+    agent_id: &str,
+    limit: i64,
+) -> sqlx::Result<Vec<StateChange>> {
+    let rows = sqlx::query(
+        "SELECT state, reason, at AS since FROM agent_state_changes WHERE agent_id = $1 \
+         ORDER BY at DESC, id DESC LIMIT $2",
+    )
+    .bind(agent_id)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(change).collect()
+}

@@ -1,0 +1,145 @@
+//! One softphone's stream: the snapshot of its current calls, then live changes, with the pop.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+
+use super::fanout::{Delivery, Fanout, agent_call};
+use super::{AgentError, Agents};
+use crate::calls::{self, CallView};
+use crate::phone::PhoneParser;
+use crate::proto::v1;
+use crate::screenpop::{PopRequest, ScreenPops};
+
+/// Responses buffered towards one softphone before the watcher waits for it.
+const RESPONSE_BUFFER: usize = 32;
+
+#[derive(Clone)]
+pub struct Watcher {
+    pub pool: PgPool,
+    pub agents: Agents,
+    pub fanout: Arc<Fanout>,
+    pub pops: ScreenPops,
+    pub phones: PhoneParser,
+}
+
+/// What the stream carries: a response, or the error that ends it.
+pub type WatchItem = Result<v1::WatchAgentResponse, AgentError>;
+
+impl Watcher {
+    /// Registers the watcher (before the snapshot, so no change falls between the two) and starts
+    /// the task that feeds the returned receiver.
+    pub async fn watch(&self, agent_id: String) -> Result<mpsc::Receiver<WatchItem>, AgentError> {
+        self.agents.ensure_known(&agent_id).await?;
+        let mut subscription = self.fanout.subscribe(&agent_id);
+        let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
+        let this = self.clone();
+        tokio::spawn(async move {
+            if this.send_snapshot(&agent_id, &tx).await.is_err() {
+                return;
+            }
+            loop {
+                let delivery = tokio::select! {
+                    delivery = subscription.rx.recv() => delivery,
+                    () = tx.closed() => break,
+                };
+                let Some(delivery) = delivery else { break };
+                let lagged = subscription.lagged.swap(false, Ordering::AcqRel);
+                if lagged || matches!(delivery, Delivery::Resync) {
+                    while subscription.rx.try_recv().is_ok() {}
+                    if tx
+                        .send(Ok(marker(v1::AgentCallEventKind::Resync)))
+                        .await
+                        .is_err()
+                        || this.send_snapshot(&agent_id, &tx).await.is_err()
+                    {
+                        break;
+                    }
+                    continue;
+                }
+                let Delivery::Notice(notice) = delivery else {
+                    continue;
+                };
+                let pop = match notice.kind() {
+                    v1::AgentCallEventKind::Ringing => match &notice.call {
+                        Some(call) => {
+                            this.pop_for(&call.caller_number, &call.gateway_id, &call.call_id)
+                                .await
+                        }
+                        None => None,
+                    },
+                    _ => None,
+                };
+                let response = v1::WatchAgentResponse {
+                    kind: notice.kind,
+                    call: notice.call,
+                    pop,
+                };
+                if tx.send(Ok(response)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Sends SNAPSHOT for each current call (with its pop), then SYNCED. `Err` when the stream ended.
+    async fn send_snapshot(&self, agent_id: &str, tx: &mpsc::Sender<WatchItem>) -> Result<(), ()> {
+        let calls = match self.current_calls(agent_id).await {
+            Ok(calls) => calls,
+            Err(error) => {
+                tx.send(Err(error)).await.ok();
+                return Err(());
+            }
+        };
+        for call in calls {
+            let pop = self
+                .pop_for(
+                    call.caller_number.as_deref().unwrap_or(""),
+                    &call.gateway_id,
+                    &call.call_id,
+                )
+                .await;
+            let response = v1::WatchAgentResponse {
+                kind: v1::AgentCallEventKind::Snapshot.into(),
+                call: Some(agent_call(&call)),
+                pop,
+            };
+            tx.send(Ok(response)).await.map_err(|_| ())?;
+        }
+        tx.send(Ok(marker(v1::AgentCallEventKind::Synced)))
+            .await
+            .map_err(|_| ())
+    }
+
+    async fn current_calls(&self, agent_id: &str) -> Result<Vec<CallView>, AgentError> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(calls::active_calls_for_agent(&mut conn, agent_id).await?)
+    }
+
+    /// The call's pop (its pin when current); `None` without a caller number or on failure.
+    async fn pop_for(
+        &self,
+        caller_number: &str,
+        gateway_id: &str,
+        call_id: &str,
+    ) -> Option<v1::ScreenPop> {
+        let caller = self.phones.parse(caller_number, "").ok()?;
+        let request = PopRequest {
+            caller,
+            dialed: None,
+            call_id: Some(calls::pin_key(gateway_id, call_id)),
+        };
+        self.pops.lookup(&request).await.ok().map(|(pop, _)| pop)
+    }
+}
+
+fn marker(kind: v1::AgentCallEventKind) -> v1::WatchAgentResponse {
+    v1::WatchAgentResponse {
+        kind: kind.into(),
+        call: None,
+        pop: None,
+    }
+}

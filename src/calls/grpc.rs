@@ -1,0 +1,294 @@
+//! `switchboard.v1.CallEventService`: event parsing, per-event acks, and the bidirectional stream.
+
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt as _};
+use tokio::sync::oneshot;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::machine::{EventType, Step, TransferTarget};
+use super::{Ack, CallEventError, CallEvents, NewEvent};
+use crate::agents::parse_agent_id;
+use crate::grpc_status;
+use crate::phone::PhoneParser;
+use crate::proto::v1;
+use crate::proto::v1::call_event_service_server::CallEventService;
+use crate::validation::Violations;
+
+/// Events of one stream processed at once (events of one call are still applied in order).
+const STREAM_CONCURRENCY: usize = 64;
+const MAX_ATTACHED_ENTRIES: usize = 32;
+
+#[derive(Clone)]
+pub struct CallEventGrpc {
+    events: CallEvents,
+    phones: PhoneParser,
+}
+
+impl CallEventGrpc {
+    pub fn new(events: CallEvents, phones: PhoneParser) -> Self {
+        Self { events, phones }
+    }
+
+    /// The ack for one event; `Err` only when nothing could be committed.
+    async fn acknowledge(&self, event: Option<v1::CallEvent>) -> Result<v1::CallEventAck, Status> {
+        let event = event.unwrap_or_default();
+        let event_id = event.event_id.clone();
+        let parsed = match parse_event(event, &self.phones) {
+            Ok(parsed) => parsed,
+            Err(violations) => {
+                return Ok(v1::CallEventAck {
+                    event_id,
+                    outcome: v1::AckOutcome::Invalid.into(),
+                    reason: violations.to_string(),
+                    violations: violations
+                        .iter()
+                        .map(|v| v1::EventFieldViolation {
+                            field: v.field.clone(),
+                            description: v.description.clone(),
+                        })
+                        .collect(),
+                });
+            }
+        };
+        let ack = self.events.ingest(parsed).await?;
+        Ok(match ack {
+            Ack::Accepted => v1::CallEventAck {
+                event_id,
+                outcome: v1::AckOutcome::Accepted.into(),
+                ..Default::default()
+            },
+            Ack::Rejected(reason) => v1::CallEventAck {
+                event_id,
+                outcome: v1::AckOutcome::Rejected.into(),
+                reason,
+                ..Default::default()
+            },
+        })
+    }
+}
+
+impl From<CallEventError> for Status {
+    fn from(error: CallEventError) -> Self {
+        match &error {
+            CallEventError::Unavailable(source) => grpc_status::unavailable(source),
+            CallEventError::Database(source) => grpc_status::internal(source),
+        }
+    }
+}
+
+fn bounded_id(violations: &mut Violations, field: &str, value: &str, max: usize) -> String {
+    let value = violations.text(field, value, max, true);
+    if value.chars().any(char::is_whitespace) {
+        violations.add(field, "must not contain spaces");
+    }
+    value
+}
+
+fn optional_agent(violations: &mut Violations, field: &str, value: &str) -> Option<String> {
+    match value.trim() {
+        "" => None,
+        agent => violations.check(field, parse_agent_id(agent)),
+    }
+}
+
+fn optional_text(
+    violations: &mut Violations,
+    field: &str,
+    value: &str,
+    max: usize,
+) -> Option<String> {
+    Some(violations.text(field, value, max, false)).filter(|v| !v.is_empty())
+}
+
+/// Parses a gateway event; every bad field is reported.
+pub fn parse_event(event: v1::CallEvent, phones: &PhoneParser) -> Result<NewEvent, Violations> {
+    let mut violations = Violations::new();
+    let gateway_id = bounded_id(&mut violations, "gateway_id", &event.gateway_id, 64);
+    let event_id = bounded_id(&mut violations, "event_id", &event.event_id, 128);
+    let call_id = bounded_id(&mut violations, "call_id", &event.call_id, 128);
+    let kind = match v1::CallEventType::try_from(event.r#type) {
+        Ok(v1::CallEventType::Offered) => Some(EventType::Offered),
+        Ok(v1::CallEventType::Queued) => Some(EventType::Queued),
+        Ok(v1::CallEventType::Ringing) => Some(EventType::Ringing),
+        Ok(v1::CallEventType::Answered) => Some(EventType::Answered),
+        Ok(v1::CallEventType::Held) => Some(EventType::Held),
+        Ok(v1::CallEventType::Resumed) => Some(EventType::Resumed),
+        Ok(v1::CallEventType::Transferred) => Some(EventType::Transferred),
+        Ok(v1::CallEventType::Conferenced) => Some(EventType::Conferenced),
+        Ok(v1::CallEventType::Ended) => Some(EventType::Ended),
+        Ok(v1::CallEventType::Abandoned) => Some(EventType::Abandoned),
+        Ok(v1::CallEventType::Unspecified) | Err(_) => {
+            violations.add("type", format!("unknown call event type {}", event.r#type));
+            None
+        }
+    };
+    let occurred_at = match event.occurred_at {
+        Some(ts) => {
+            let time = u32::try_from(ts.nanos)
+                .ok()
+                .and_then(|nanos| DateTime::<Utc>::from_timestamp(ts.seconds, nanos));
+            if time.is_none() {
+                violations.add("occurred_at", "is not a valid time");
+            }
+            time
+        }
+        None => {
+            violations.add("occurred_at", "is required");
+            None
+        }
+    };
+    let caller_number = match event.caller_number.trim() {
+        "" => {
+            if kind == Some(EventType::Offered) {
+                violations.add("caller_number", "is required on OFFERED");
+            }
+            None
+        }
+        number => violations
+            .check("caller_number", phones.parse(number, ""))
+            .map(|p| p.e164().to_owned()),
+    };
+    let dialed_number = match event.dialed_number.trim() {
+        "" => None,
+        number => violations
+            .check("dialed_number", phones.parse(number, ""))
+            .map(|p| p.e164().to_owned()),
+    };
+    let queue = optional_text(&mut violations, "queue", &event.queue, 64);
+    let agent_id = optional_agent(&mut violations, "agent_id", &event.agent_id);
+    if matches!(
+        kind,
+        Some(EventType::Ringing | EventType::Answered | EventType::Conferenced)
+    ) && event.agent_id.trim().is_empty()
+    {
+        violations.add(
+            "agent_id",
+            "is required on RINGING, ANSWERED and CONFERENCED",
+        );
+    }
+    let target_agent = optional_agent(&mut violations, "target_agent_id", &event.target_agent_id);
+    let target_queue = optional_text(&mut violations, "target_queue", &event.target_queue, 64);
+    let target = match (kind, target_agent, target_queue) {
+        (Some(EventType::Transferred), Some(agent), None) => Some(TransferTarget::Agent(agent)),
+        (Some(EventType::Transferred), None, Some(queue)) => Some(TransferTarget::Queue(queue)),
+        (Some(EventType::Transferred), _, _) => {
+            violations.add(
+                "target_agent_id",
+                "TRANSFERRED needs exactly one of target_agent_id and target_queue",
+            );
+            None
+        }
+        (_, None, None) => None,
+        (_, _, _) => {
+            violations.add("target_agent_id", "only TRANSFERRED has a target");
+            None
+        }
+    };
+    if event.attached_data.len() > MAX_ATTACHED_ENTRIES {
+        violations.add(
+            "attached_data",
+            format!("at most {MAX_ATTACHED_ENTRIES} entries"),
+        );
+    }
+    let mut attached_data = BTreeMap::new();
+    for (key, value) in event.attached_data {
+        if key.is_empty() || key.chars().count() > 64 {
+            violations.add("attached_data", "keys must be 1 to 64 characters");
+        } else if value.chars().count() > 1024 {
+            violations.add(
+                format!("attached_data[{key}]"),
+                "values must be at most 1024 characters",
+            );
+        } else {
+            attached_data.insert(key, value);
+        }
+    }
+    let (Some(kind), Some(occurred_at), true) = (kind, occurred_at, violations.is_empty()) else {
+        return Err(violations);
+    };
+    Ok(NewEvent {
+        gateway_id,
+        call_id,
+        step: Step {
+            event_id,
+            kind,
+            occurred_at,
+            sequence: event.sequence,
+            caller_number,
+            dialed_number,
+            queue,
+            agent_id,
+            target,
+        },
+        attached_data,
+    })
+}
+
+type AckStream = Pin<Box<dyn Stream<Item = Result<v1::StreamCallEventsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl CallEventService for CallEventGrpc {
+    type StreamCallEventsStream = AckStream;
+
+    async fn stream_call_events(
+        &self,
+        request: Request<Streaming<v1::StreamCallEventsRequest>>,
+    ) -> Result<Response<Self::StreamCallEventsStream>, Status> {
+        let this = self.clone();
+        // Events of one call wait for the previous event of that call in this stream, so a stream
+        // applies them in the order the gateway sent them; other calls proceed concurrently.
+        let mut previous: HashMap<(String, String), oneshot::Receiver<()>> = HashMap::new();
+        let acks = request
+            .into_inner()
+            .map(move |message| {
+                let this = this.clone();
+                let (done, wait_for) = match &message {
+                    Ok(request) => {
+                        let event = request.event.as_ref();
+                        let key = event
+                            .map(|e| (e.gateway_id.clone(), e.call_id.clone()))
+                            .unwrap_or_default();
+                        if previous.len() > 10_000 {
+                            previous.retain(|_, rx| {
+                                matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty))
+                            });
+                        }
+                        let (tx, rx) = oneshot::channel();
+                        (Some(tx), previous.insert(key, rx))
+                    }
+                    Err(_) => (None, None),
+                };
+                async move {
+                    if let Some(wait_for) = wait_for {
+                        wait_for.await.ok();
+                    }
+                    let result = match message {
+                        Ok(request) => this
+                            .acknowledge(request.event)
+                            .await
+                            .map(|ack| v1::StreamCallEventsResponse { ack: Some(ack) }),
+                        Err(status) => Err(status),
+                    };
+                    if let Some(done) = done {
+                        done.send(()).ok();
+                    }
+                    result
+                }
+            })
+            .buffer_unordered(STREAM_CONCURRENCY);
+        Ok(Response::new(Box::pin(acks)))
+    }
+
+    async fn report_call_event(
+        &self,
+        request: Request<v1::ReportCallEventRequest>,
+    ) -> Result<Response<v1::ReportCallEventResponse>, Status> {
+        let ack = self.acknowledge(request.into_inner().event).await?;
+        Ok(Response::new(v1::ReportCallEventResponse {
+            ack: Some(ack),
+        }))
+    }
+}

@@ -1,0 +1,273 @@
+//! Call events from telephony gateways: durable, idempotent, order-independent ingestion.
+//!
+//! `ingest` handles one event:
+//! 1. a resend of a stored event gets its stored ack;
+//! 2. an OFFERED resolves the caller once (the screen pop), which pins the card to the call;
+//! 3. in one transaction, under a per-call advisory lock: the event joins the call's accepted
+//!    history if the history stays possible ([`machine::admit`]), the call record is rebuilt from
+//!    the sorted history, and the event is stored with its ack (accepted or rejected), so that a
+//!    concurrent or later resend gets the same ack;
+//! 4. after the commit, and only then, the ack is returned and the agents whose view of the call
+//!    changed are notified (through [`crate::agents::Fanout`]).
+
+pub mod grpc;
+pub mod machine;
+mod store;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use self::machine::{CallRecord, CallState, EventType, Step, TransferTarget};
+use crate::agents::Fanout;
+use crate::db::{self, Failure};
+use crate::phone::PhoneParser;
+use crate::proto::v1;
+use crate::screenpop::{PopRequest, ScreenPops};
+
+pub use self::store::active_calls_for_agent;
+
+/// A validated event.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub gateway_id: String,
+    pub call_id: String,
+    pub step: Step,
+    pub attached_data: BTreeMap<String, String>,
+}
+
+/// What the gateway is told about an event it sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ack {
+    Accepted,
+    Rejected(String),
+}
+
+/// A call as an agent's softphone shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallView {
+    pub gateway_id: String,
+    pub call_id: String,
+    pub state: CallState,
+    pub caller_number: Option<String>,
+    pub dialed_number: Option<String>,
+    pub queue: Option<String>,
+    pub current_agent: Option<String>,
+    pub offered_at: Option<DateTime<Utc>>,
+    pub answered_at: Option<DateTime<Utc>>,
+    pub customer_id: Option<Uuid>,
+}
+
+impl CallView {
+    /// The key the call's screen pop is pinned under.
+    pub fn pin_key(&self) -> String {
+        pin_key(&self.gateway_id, &self.call_id)
+    }
+}
+
+pub fn pin_key(gateway_id: &str, call_id: &str) -> String {
+    format!("{gateway_id}/{call_id}")
+}
+
+/// What changed for one agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeKind {
+    Ringing,
+    Answered,
+    Held,
+    Resumed,
+    Conferenced,
+    TransferredAway,
+    Ended,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub agent_id: String,
+    pub kind: NoticeKind,
+    pub call: CallView,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallEventError {
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for CallEventError {
+    fn from(error: sqlx::Error) -> Self {
+        match db::classify(&error) {
+            Failure::Unavailable => CallEventError::Unavailable(error),
+            _ => CallEventError::Database(error),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct CallEvents {
+    pool: PgPool,
+    pops: ScreenPops,
+    phones: PhoneParser,
+    fanout: Arc<Fanout>,
+}
+
+impl CallEvents {
+    pub fn new(pool: PgPool, pops: ScreenPops, phones: PhoneParser, fanout: Arc<Fanout>) -> Self {
+        Self {
+            pool,
+            pops,
+            phones,
+            fanout,
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(gateway_id = %event.gateway_id, event_id = %event.step.event_id, kind = event.step.kind.as_str()))]
+    pub async fn ingest(&self, event: NewEvent) -> Result<Ack, CallEventError> {
+        let gateway = event.gateway_id.as_str();
+        if let Some(ack) = store::stored_ack(
+            &mut *self.pool.acquire().await?,
+            gateway,
+            &event.step.event_id,
+        )
+        .await?
+        {
+            return Ok(ack);
+        }
+        let customer_id = match event.step.kind {
+            EventType::Offered => self.resolve_caller(&event).await,
+            _ => None,
+        };
+
+        let mut tx = self.pool.begin().await?;
+        store::lock_call(&mut tx, gateway, &event.call_id).await?;
+        if let Some(ack) = store::stored_ack(&mut tx, gateway, &event.step.event_id).await? {
+            return Ok(ack);
+        }
+        let unknown = store::unknown_agents(&mut tx, &event.agents()).await?;
+        let history = store::accepted_steps(&mut tx, gateway, &event.call_id).await?;
+        let admitted = match unknown.first() {
+            Some(agent) => Err(machine::Impossible(format!(
+                "unknown agent {agent:?}: it has never logged in"
+            ))),
+            None => machine::admit(history, event.step.clone()).map(|(_, record)| record),
+        };
+        let record = match admitted {
+            Ok(record) => record,
+            Err(reason) => {
+                let ack = Ack::Rejected(reason.0);
+                store::insert_event(&mut tx, &event, &ack).await?;
+                tx.commit().await?;
+                tracing::info!(reason = ?ack, "call event rejected");
+                return Ok(ack);
+            }
+        };
+        let before = store::current(&mut tx, gateway, &event.call_id).await?;
+        store::insert_event(&mut tx, &event, &Ack::Accepted).await?;
+        store::save_call(&mut tx, gateway, &event.call_id, &record, customer_id).await?;
+        tx.commit().await?;
+
+        let view = CallView {
+            gateway_id: event.gateway_id.clone(),
+            call_id: event.call_id.clone(),
+            state: record.state,
+            caller_number: record.caller_number.clone(),
+            dialed_number: record.dialed_number.clone(),
+            queue: record.queue.clone(),
+            current_agent: record.current_agent.clone(),
+            offered_at: Some(record.offered_at),
+            answered_at: record.answered_at,
+            customer_id,
+        };
+        let notices = notices(before.as_ref(), &record, event.step.kind, &view);
+        self.fanout.publish(&view, notices).await;
+        Ok(Ack::Accepted)
+    }
+
+    /// Resolves an OFFERED call's caller once, pinning the pop to the call. A failure here never
+    /// fails the event: the pop can still be resolved when an agent needs it.
+    async fn resolve_caller(&self, event: &NewEvent) -> Option<Uuid> {
+        let caller = self
+            .phones
+            .parse(event.step.caller_number.as_deref()?, "")
+            .ok()?;
+        let request = PopRequest {
+            caller,
+            dialed: None,
+            call_id: Some(pin_key(&event.gateway_id, &event.call_id)),
+        };
+        match self.pops.lookup(&request).await {
+            Ok((pop, _)) if pop.r#match() == v1::MatchKind::Exact => pop
+                .card
+                .and_then(|card| Uuid::parse_str(&card.customer_id).ok()),
+            Ok(_) => None,
+            Err(error) => {
+                tracing::warn!(%error, "screen pop for an offered call failed; continuing");
+                None
+            }
+        }
+    }
+}
+
+impl NewEvent {
+    /// Agents this event names, which must be known.
+    fn agents(&self) -> Vec<&str> {
+        let mut agents: Vec<&str> = self.step.agent_id.iter().map(String::as_str).collect();
+        if let Some(TransferTarget::Agent(target)) = &self.step.target {
+            agents.push(target);
+        }
+        agents
+    }
+}
+
+/// The agents whose view of the call changed, and how.
+fn notices(
+    before: Option<&(CallState, Vec<String>)>,
+    after: &CallRecord,
+    kind: EventType,
+    view: &CallView,
+) -> Vec<Notice> {
+    let (before_state, before_agents) =
+        before.map_or((None, &[][..]), |(s, a)| (Some(*s), a.as_slice()));
+    let after_agents = after.on_call_agents();
+    let mut out = Vec::new();
+    let mut notify = |agent: &str, kind: NoticeKind| {
+        out.push(Notice {
+            agent_id: agent.to_owned(),
+            kind,
+            call: view.clone(),
+        })
+    };
+    for agent in &after_agents {
+        let joined = !before_agents.contains(agent);
+        let changed = joined || before_state != Some(after.state);
+        if !changed {
+            continue;
+        }
+        let notice = match after.state {
+            CallState::Ringing => NoticeKind::Ringing,
+            CallState::Held => NoticeKind::Held,
+            CallState::Connected if kind == EventType::Conferenced && joined => {
+                NoticeKind::Conferenced
+            }
+            CallState::Connected if before_state == Some(CallState::Held) && !joined => {
+                NoticeKind::Resumed
+            }
+            _ => NoticeKind::Answered,
+        };
+        notify(agent, notice);
+    }
+    for agent in before_agents.iter().filter(|a| !after_agents.contains(a)) {
+        let notice = if after.state.is_terminal() {
+            NoticeKind::Ended
+        } else {
+            NoticeKind::TransferredAway
+        };
+        notify(agent, notice);
+    }
+    out
+}
