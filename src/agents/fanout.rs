@@ -287,3 +287,63 @@ fn notification(notice: Notice) -> v1::AgentNotification {
         call: Some(agent_call(&notice.call)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calls::machine::CallState;
+
+    fn notice(agent: &str, n: usize) -> Notice {
+        Notice {
+            agent_id: agent.into(),
+            kind: NoticeKind::Ringing,
+            call: CallView {
+                gateway_id: "pbx".into(),
+                call_id: format!("c-{n}"),
+                state: CallState::Ringing,
+                caller_number: None,
+                dialed_number: None,
+                queue: None,
+                current_agent: Some(agent.into()),
+                offered_at: None,
+                answered_at: None,
+                customer_id: None,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stuck_watcher_is_marked_lagged_and_never_blocks_the_publisher() {
+        let fanout = Fanout::new(None);
+        let stuck = fanout.subscribe("a-1");
+        let mut reading = fanout.subscribe("a-2");
+        let publishing = async {
+            for n in 0..WATCHER_BUFFER * 3 {
+                fanout
+                    .publish(
+                        &notice("a-1", n).call,
+                        vec![notice("a-1", n), notice("a-2", n)],
+                    )
+                    .await;
+                if let Some(Delivery::Notice(got)) = reading.rx.recv().await {
+                    assert_eq!(got.call.map(|c| c.call_id), Some(format!("c-{n}")));
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), publishing)
+            .await
+            .expect("publishing never waits on a stuck watcher");
+        assert!(
+            stuck.lagged.load(Ordering::Acquire),
+            "the stuck watcher is told it missed changes"
+        );
+        assert!(!reading.lagged.load(Ordering::Acquire));
+        assert_eq!(fanout.local_watchers(), 2);
+        drop(stuck);
+        assert_eq!(
+            fanout.local_watchers(),
+            1,
+            "dropping a subscription unregisters it"
+        );
+    }
+}

@@ -1,6 +1,6 @@
 //! Health, reflection and shutdown: what Kubernetes and grpcurl see.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use switchboard::proto::v1;
@@ -13,32 +13,12 @@ use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
 use crate::helpers::{
-    PrivatePostgres, TestOptions, eventually, free_port, fresh_database, spawn_app, spawn_app_with,
+    PrivatePostgres, ServerProcess, TestOptions, eventually, free_port, fresh_database, spawn_app,
+    spawn_app_with,
 };
 
 const SERVING: i32 = ServingStatus::Serving as i32;
 const NOT_SERVING: i32 = ServingStatus::NotServing as i32;
-
-/// Sends SIGTERM and waits (without blocking the runtime, so open client connections keep
-/// answering the server's shutdown PING) for the process to exit within 10 s.
-async fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "did not exit within 10 s of SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test]
 async fn health_reports_serving_and_reflection_lists_the_services() {
@@ -169,56 +149,9 @@ async fn health_follows_postgres_going_away_and_coming_back() {
 async fn the_binary_drains_and_exits_zero_on_sigterm() {
     let database_url = fresh_database(&crate::helpers::admin_database_url()).await;
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .arg("serve")
-        .env("DATABASE_URL", &database_url)
-        .env("REDIS_URL", crate::helpers::redis_url())
-        .env(
-            "SWITCHBOARD_REDIS_PREFIX",
-            format!("t:{}:", uuid::Uuid::new_v4().simple()),
-        )
-        .env("SWITCHBOARD_LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server starts");
-    let address = format!("http://127.0.0.1:{port}");
-    let serving = eventually(Duration::from_secs(30), || {
-        let address = address.clone();
-        async move {
-            let Ok(channel) = tonic::transport::Channel::from_shared(address)
-                .expect("uri")
-                .connect()
-                .await
-            else {
-                return false;
-            };
-            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-            let request = tonic_health::pb::HealthCheckRequest {
-                service: String::new(),
-            };
-            matches!(health.check(request).await, Ok(r) if r.get_ref().status == SERVING)
-        }
-    })
-    .await;
-    assert!(serving, "the binary serves");
-
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "did not exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let prefix = format!("t:{}:", uuid::Uuid::new_v4().simple());
+    let mut server = ServerProcess::start(&database_url, &prefix, port, &[], Stdio::null()).await;
+    let status = server.signal_and_wait("TERM").await;
     assert!(status.success(), "exit status {status:?}");
     assert!(
         tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -287,38 +220,11 @@ async fn logs_are_json_and_carry_no_phone_numbers_or_names() {
     let log_path =
         std::env::temp_dir().join(format!("sb-log-{}.jsonl", uuid::Uuid::new_v4().simple()));
     let log_file = std::fs::File::create(&log_path).expect("log file");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["--log-format", "json", "serve"])
-        .env("RUST_LOG", "debug")
-        .env("DATABASE_URL", &database_url)
-        .env("REDIS_URL", crate::helpers::redis_url())
-        .env(
-            "SWITCHBOARD_REDIS_PREFIX",
-            format!("t:{}:", uuid::Uuid::new_v4().simple()),
-        )
-        .env("SWITCHBOARD_LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(log_file)
-        .spawn()
-        .expect("server starts");
-    let address = format!("http://127.0.0.1:{port}");
-    let connected = eventually(Duration::from_secs(30), || {
-        let address = address.clone();
-        async move {
-            tonic::transport::Channel::from_shared(address)
-                .expect("uri")
-                .connect()
-                .await
-                .is_ok()
-        }
-    })
-    .await;
-    assert!(connected, "the binary serves");
-    let channel = tonic::transport::Channel::from_shared(address)
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
+    let prefix = format!("t:{}:", uuid::Uuid::new_v4().simple());
+    let envs = [("RUST_LOG", "debug"), ("SWITCHBOARD_LOG_FORMAT", "json")];
+    let mut server =
+        ServerProcess::start(&database_url, &prefix, port, &envs, Stdio::from(log_file)).await;
+    let channel = server.channel().await;
     let mut customers = v1::customer_service_client::CustomerServiceClient::new(channel.clone());
     let mut pops = v1::screen_pop_service_client::ScreenPopServiceClient::new(channel);
     customers
@@ -350,7 +256,7 @@ async fn logs_are_json_and_carry_no_phone_numbers_or_names() {
         .expect_err("invalid");
     assert_eq!(rejected.code(), Code::InvalidArgument);
 
-    let status = terminate(&mut child).await;
+    let status = server.signal_and_wait("TERM").await;
     assert!(status.success(), "exit status {status:?}");
     let logs = std::fs::read_to_string(&log_path).expect("logs");
     std::fs::remove_file(&log_path).ok();

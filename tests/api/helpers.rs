@@ -15,6 +15,8 @@ use switchboard::config::Settings;
 use switchboard::db::PoolSettings;
 use switchboard::phone::PhoneParser;
 use switchboard::proto::v1;
+use switchboard::proto::v1::agent_service_client::AgentServiceClient;
+use switchboard::proto::v1::call_event_service_client::CallEventServiceClient;
 use switchboard::proto::v1::customer_service_client::CustomerServiceClient;
 use switchboard::proto::v1::screen_pop_service_client::ScreenPopServiceClient;
 use switchboard::redis_link::RedisSettings;
@@ -93,6 +95,8 @@ pub struct TestOptions {
     /// Another PostgreSQL server (admin URL) than `DATABASE_URL`.
     pub postgres_admin_url: Option<String>,
     pub acquire_timeout: Duration,
+    /// Join another instance's deployment: its database and Redis key prefix.
+    pub same_deployment_as: Option<(String, String)>,
 }
 
 impl Default for TestOptions {
@@ -101,14 +105,19 @@ impl Default for TestOptions {
             redis_url: Some(redis_url()),
             postgres_admin_url: None,
             acquire_timeout: Duration::from_secs(1),
+            same_deployment_as: None,
         }
     }
 }
 
 pub struct TestApp {
     pub address: String,
+    pub database_url: String,
+    pub redis_prefix: String,
     pub customers: CustomerServiceClient<Channel>,
     pub pops: ScreenPopServiceClient<Channel>,
+    pub calls: CallEventServiceClient<Channel>,
+    pub agents: AgentServiceClient<Channel>,
     pub health: HealthClient<Channel>,
     pub stats: Arc<PopStats>,
     pub db: PgPool,
@@ -128,8 +137,13 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         .postgres_admin_url
         .clone()
         .unwrap_or_else(admin_database_url);
-    let database_url = fresh_database(&admin_url).await;
-    let redis_prefix = format!("t:{}:", Uuid::new_v4().simple());
+    let (database_url, redis_prefix) = match options.same_deployment_as.clone() {
+        Some(deployment) => deployment,
+        None => (
+            fresh_database(&admin_url).await,
+            format!("t:{}:", Uuid::new_v4().simple()),
+        ),
+    };
     let settings = Settings {
         listen: "127.0.0.1:0".parse().expect("address"),
         database_url: database_url.clone(),
@@ -166,10 +180,15 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         .await
         .expect("connect");
     let db = PgPool::connect(&database_url).await.expect("test pool");
+    let database_url = database_url.clone();
     TestApp {
         address,
+        database_url,
+        redis_prefix,
         customers: CustomerServiceClient::new(channel.clone()),
         pops: ScreenPopServiceClient::new(channel.clone()),
+        calls: CallEventServiceClient::new(channel.clone()),
+        agents: AgentServiceClient::new(channel.clone()),
         health: HealthClient::new(channel),
         stats,
         db,
@@ -484,5 +503,85 @@ impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.stop();
         std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
+/// The `switchboard serve` binary as a separate process.
+pub struct ServerProcess {
+    pub child: Child,
+    pub address: String,
+}
+
+impl ServerProcess {
+    /// Starts the binary on `port` against `database_url` and waits until it reports SERVING.
+    pub async fn start(
+        database_url: &str,
+        redis_prefix: &str,
+        port: u16,
+        envs: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("serve")
+            .env("DATABASE_URL", database_url)
+            .env("REDIS_URL", redis_url())
+            .env("SWITCHBOARD_REDIS_PREFIX", redis_prefix)
+            .env("SWITCHBOARD_LISTEN", format!("127.0.0.1:{port}"))
+            .envs(envs.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("server starts");
+        let address = format!("http://127.0.0.1:{port}");
+        let serving = eventually(Duration::from_secs(30), || {
+            let address = address.clone();
+            async move {
+                let Ok(channel) = Channel::from_shared(address).expect("uri").connect().await else {
+                    return false;
+                };
+                let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
+                let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+                matches!(HealthClient::new(channel).check(request).await, Ok(r) if r.get_ref().status == serving)
+            }
+        })
+        .await;
+        assert!(serving, "the binary serves");
+        Self { child, address }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.address.clone())
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    /// Sends `signal` (e.g. "TERM", "KILL") and waits, without blocking the runtime, for the exit.
+    pub async fn signal_and_wait(&mut self, signal: &str) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "did not exit within 10 s of SIG{signal}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
     }
 }

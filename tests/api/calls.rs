@@ -1,0 +1,854 @@
+//! CallEventService and AgentService: gateways report, agents get their pops.
+
+use std::time::Duration;
+
+use switchboard::calls::machine::{self, EventType, Step, TransferTarget};
+use switchboard::proto::v1;
+use tokio_stream::StreamExt as _;
+use tonic::Streaming;
+
+use std::process::Stdio;
+
+use crate::helpers::{
+    PrivateRedis, ServerProcess, TestApp, TestOptions, spawn_app, spawn_app_with,
+};
+
+const GATEWAY: &str = "pbx-1";
+
+/// A gateway's view of a call: builds its events with increasing gateway times.
+pub struct CallScript {
+    pub call_id: String,
+    pub events: Vec<v1::CallEvent>,
+}
+
+impl CallScript {
+    pub fn new(call_id: &str) -> Self {
+        Self {
+            call_id: call_id.into(),
+            events: Vec::new(),
+        }
+    }
+
+    pub fn event(mut self, kind: v1::CallEventType, agent: &str) -> Self {
+        let n = self.events.len() as i64;
+        let mut event = v1::CallEvent {
+            gateway_id: GATEWAY.into(),
+            event_id: format!("{}-{n}", self.call_id),
+            call_id: self.call_id.clone(),
+            r#type: kind.into(),
+            occurred_at: Some(prost_types::Timestamp {
+                seconds: 1_800_000_000 + n,
+                nanos: 0,
+            }),
+            agent_id: agent.into(),
+            ..Default::default()
+        };
+        if kind == v1::CallEventType::Offered {
+            event.caller_number = "(415) 555-0100".into();
+            event.dialed_number = "+1 800 555 0199".into();
+            event.queue = "billing".into();
+        }
+        self.events.push(event);
+        self
+    }
+
+    /// OFFERED, QUEUED, RINGING and ANSWERED by `agent`, ENDED.
+    pub fn answered_by(call_id: &str, agent: &str) -> Self {
+        use v1::CallEventType::*;
+        Self::new(call_id)
+            .event(Offered, "")
+            .event(Queued, "")
+            .event(Ringing, agent)
+            .event(Answered, agent)
+            .event(Ended, "")
+    }
+}
+
+pub async fn report(app: &TestApp, event: v1::CallEvent) -> v1::CallEventAck {
+    app.calls
+        .clone()
+        .report_call_event(v1::ReportCallEventRequest { event: Some(event) })
+        .await
+        .expect("reported")
+        .into_inner()
+        .ack
+        .expect("ack")
+}
+
+async fn log_in(app: &TestApp, agent: &str) {
+    app.agents
+        .clone()
+        .set_agent_state(v1::SetAgentStateRequest {
+            agent_id: agent.into(),
+            state: v1::AgentState::Available.into(),
+            reason: String::new(),
+        })
+        .await
+        .expect("agent state set");
+}
+
+/// Opens an agent stream and reads up to its first SYNCED; returns the snapshot and the stream.
+async fn watch(
+    app: &TestApp,
+    agent: &str,
+) -> (
+    Vec<v1::WatchAgentResponse>,
+    Streaming<v1::WatchAgentResponse>,
+) {
+    let mut stream = app
+        .agents
+        .clone()
+        .watch_agent(v1::WatchAgentRequest {
+            agent_id: agent.into(),
+        })
+        .await
+        .expect("watching")
+        .into_inner();
+    let mut snapshot = Vec::new();
+    loop {
+        let message = next(&mut stream).await;
+        if message.kind() == v1::AgentCallEventKind::Synced {
+            return (snapshot, stream);
+        }
+        snapshot.push(message);
+    }
+}
+
+async fn next(stream: &mut Streaming<v1::WatchAgentResponse>) -> v1::WatchAgentResponse {
+    tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("a message within 10 s")
+        .expect("stream open")
+        .expect("no error")
+}
+
+fn outcome(ack: &v1::CallEventAck) -> v1::AckOutcome {
+    ack.outcome()
+}
+
+#[derive(sqlx::FromRow, Debug, PartialEq)]
+struct CallRow {
+    state: String,
+    outcome: String,
+    caller_number: Option<String>,
+    queue: Option<String>,
+    handled_by: Vec<String>,
+    transfers: i32,
+    hold_ms: i64,
+    event_count: i32,
+    answered: bool,
+    ended: bool,
+}
+
+async fn call_row(app: &TestApp, call_id: &str) -> CallRow {
+    sqlx::query_as(
+        "SELECT state, outcome, caller_number, queue, handled_by, transfers, hold_ms, event_count, \
+                answered_at IS NOT NULL AS answered, ended_at IS NOT NULL AS ended \
+         FROM calls WHERE gateway_id = $1 AND call_id = $2",
+    )
+    .bind(GATEWAY)
+    .bind(call_id)
+    .fetch_one(&app.db)
+    .await
+    .expect("call row")
+}
+
+#[tokio::test]
+async fn a_streamed_call_is_acked_after_commit_and_recorded() {
+    let app = spawn_app().await;
+    let ada = app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    log_in(&app, "a-17").await;
+    let script = CallScript::answered_by("c-1", "a-17");
+    let requests = tokio_stream::iter(
+        script
+            .events
+            .clone()
+            .into_iter()
+            .map(|e| v1::StreamCallEventsRequest { event: Some(e) }),
+    );
+    let mut acks = app
+        .calls
+        .clone()
+        .stream_call_events(requests)
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut acked = Vec::new();
+    while let Some(ack) = acks.next().await {
+        let ack = ack.expect("ack").ack.expect("ack");
+        assert_eq!(outcome(&ack), v1::AckOutcome::Accepted, "{ack:?}");
+        // Acked means committed: the event is already in PostgreSQL.
+        let stored: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM call_events WHERE event_id = $1")
+                .bind(&ack.event_id)
+                .fetch_one(&app.db)
+                .await
+                .expect("count");
+        assert_eq!(stored, 1);
+        acked.push(ack.event_id);
+    }
+    assert_eq!(acked.len(), 5);
+    let row = call_row(&app, "c-1").await;
+    assert_eq!(
+        row,
+        CallRow {
+            state: "ended".into(),
+            outcome: "completed".into(),
+            caller_number: Some("+14155550100".into()),
+            queue: Some("billing".into()),
+            handled_by: vec!["a-17".into()],
+            transfers: 0,
+            hold_ms: 0,
+            event_count: 5,
+            answered: true,
+            ended: true,
+        }
+    );
+    let customer: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT customer_id FROM calls WHERE call_id = 'c-1'")
+            .fetch_one(&app.db)
+            .await
+            .expect("customer");
+    assert_eq!(
+        customer.map(|id| id.to_string()),
+        Some(ada.id),
+        "the caller was matched on OFFERED"
+    );
+}
+
+#[tokio::test]
+async fn resent_events_have_one_effect_and_the_same_ack() {
+    let app = spawn_app().await;
+    log_in(&app, "a-17").await;
+    let script = CallScript::answered_by("c-2", "a-17");
+    let first: Vec<_> = {
+        let mut acks = Vec::new();
+        for event in &script.events {
+            acks.push(report(&app, event.clone()).await);
+        }
+        acks
+    };
+    // Sequential resends.
+    for (event, ack) in script.events.iter().zip(&first) {
+        assert_eq!(&report(&app, event.clone()).await, ack);
+    }
+    // A hundred concurrent resends of one event, and of a new one.
+    let mut new_event = script.events[4].clone();
+    new_event.event_id = "c-2-extra".into();
+    new_event.r#type = v1::CallEventType::Held.into();
+    for event in [script.events[2].clone(), new_event] {
+        let sends: Vec<_> = (0..100)
+            .map(|_| {
+                let mut calls = app.calls.clone();
+                let event = event.clone();
+                tokio::spawn(async move {
+                    calls
+                        .report_call_event(v1::ReportCallEventRequest { event: Some(event) })
+                        .await
+                        .map(|r| r.into_inner().ack)
+                })
+            })
+            .collect();
+        let mut acks = Vec::new();
+        for send in sends {
+            acks.push(send.await.expect("task").expect("ack"));
+        }
+        acks.dedup();
+        assert_eq!(acks.len(), 1, "every resend gets the same ack: {acks:?}");
+    }
+    let counts: (i64, i32) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM call_events WHERE call_id = 'c-2'), \
+                (SELECT event_count FROM calls WHERE call_id = 'c-2')",
+    )
+    .fetch_one(&app.db)
+    .await
+    .expect("counts");
+    assert_eq!(
+        counts,
+        (6, 5),
+        "six stored events, the HELD after ENDED rejected"
+    );
+}
+
+#[tokio::test]
+async fn events_arriving_out_of_order_give_the_same_call_record() {
+    let app = spawn_app().await;
+    log_in(&app, "a-17").await;
+    log_in(&app, "a-22").await;
+    use v1::CallEventType::*;
+    let in_order = |id: &str| {
+        CallScript::new(id)
+            .event(Offered, "")
+            .event(Ringing, "a-17")
+            .event(Answered, "a-17")
+            .event(Held, "")
+            .event(Resumed, "")
+            .event(Ended, "")
+    };
+    for event in in_order("ordered").events {
+        assert_eq!(
+            report(&app, event).await.outcome(),
+            v1::AckOutcome::Accepted
+        );
+    }
+    let mut shuffled = in_order("shuffled").events;
+    shuffled.reverse();
+    shuffled.swap(1, 4);
+    let requests = tokio_stream::iter(
+        shuffled
+            .into_iter()
+            .map(|e| v1::StreamCallEventsRequest { event: Some(e) }),
+    );
+    let mut acks = app
+        .calls
+        .clone()
+        .stream_call_events(requests)
+        .await
+        .expect("stream")
+        .into_inner();
+    while let Some(ack) = acks.next().await {
+        let ack = ack.expect("ack").ack.expect("ack");
+        assert_eq!(ack.outcome(), v1::AckOutcome::Accepted, "{ack:?}");
+    }
+    assert_eq!(
+        call_row(&app, "shuffled").await,
+        call_row(&app, "ordered").await
+    );
+    assert_eq!(call_row(&app, "ordered").await.hold_ms, 1000);
+}
+
+#[tokio::test]
+async fn bad_and_impossible_events_get_their_own_ack_and_the_stream_goes_on() {
+    let app = spawn_app().await;
+    log_in(&app, "a-17").await;
+    use v1::CallEventType::*;
+    let script = CallScript::answered_by("c-3", "a-17");
+    let mut answered_after_end = script.events[3].clone();
+    answered_after_end.event_id = "late-answer".into();
+    answered_after_end.occurred_at = Some(prost_types::Timestamp {
+        seconds: 1_800_000_100,
+        nanos: 0,
+    });
+    let mut bad_number = CallScript::new("c-4").event(Offered, "").events.remove(0);
+    bad_number.caller_number = "not a number".into();
+    let mut no_id = CallScript::new("c-5").event(Offered, "").events.remove(0);
+    no_id.event_id = String::new();
+    let mut oversized = CallScript::new("c-6").event(Offered, "").events.remove(0);
+    oversized
+        .attached_data
+        .insert("ivr".into(), "x".repeat(2000));
+    let unknown_agent = CallScript::new("c-7")
+        .event(Offered, "")
+        .event(Ringing, "a-404")
+        .events
+        .remove(1);
+    let mut no_type = CallScript::new("c-8").event(Offered, "").events.remove(0);
+    no_type.r#type = 99;
+
+    let mut events = script.events.clone();
+    events.extend([
+        answered_after_end,
+        bad_number,
+        no_id,
+        oversized,
+        unknown_agent,
+        no_type,
+    ]);
+    let mut after = CallScript::new("c-9").event(Offered, "").events.remove(0);
+    after.event_id = "still-flowing".into();
+    events.push(after);
+
+    let requests = tokio_stream::iter(
+        events
+            .into_iter()
+            .map(|e| v1::StreamCallEventsRequest { event: Some(e) }),
+    );
+    let mut stream = app
+        .calls
+        .clone()
+        .stream_call_events(requests)
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut acks = std::collections::HashMap::new();
+    while let Some(ack) = stream.next().await {
+        let ack = ack.expect("the stream goes on").ack.expect("ack");
+        acks.insert(
+            if ack.event_id.is_empty() {
+                "<no id>".to_owned()
+            } else {
+                ack.event_id.clone()
+            },
+            ack,
+        );
+    }
+    let field = |id: &str| {
+        acks[id]
+            .violations
+            .iter()
+            .map(|v| v.field.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(acks["late-answer"].outcome(), v1::AckOutcome::Rejected);
+    assert_eq!(acks["late-answer"].reason, "ANSWERED after the call ended");
+    assert_eq!(acks["c-4-0"].outcome(), v1::AckOutcome::Invalid);
+    assert_eq!(field("c-4-0"), ["caller_number"]);
+    assert_eq!(field("<no id>"), ["event_id"]);
+    assert_eq!(field("c-6-0"), ["attached_data[ivr]"]);
+    assert_eq!(acks["c-7-1"].outcome(), v1::AckOutcome::Rejected);
+    assert!(
+        acks["c-7-1"].reason.contains("unknown agent"),
+        "{}",
+        acks["c-7-1"].reason
+    );
+    assert_eq!(field("c-8-0"), ["type"]);
+    assert_eq!(acks["still-flowing"].outcome(), v1::AckOutcome::Accepted);
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM call_events WHERE call_id IN ('c-4', 'c-5', 'c-6', 'c-8')",
+    )
+    .fetch_one(&app.db)
+    .await
+    .expect("count");
+    assert_eq!(stored, 0, "malformed events are not stored");
+    assert_eq!(call_row(&app, "c-3").await.state, "ended");
+}
+
+#[tokio::test]
+async fn a_ringing_agent_gets_the_call_and_its_pop_then_each_change() {
+    let app = spawn_app().await;
+    app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    log_in(&app, "a-17").await;
+    log_in(&app, "a-22").await;
+    let (snapshot, mut a17) = watch(&app, "a-17").await;
+    assert!(snapshot.is_empty());
+    let (_, mut a22) = watch(&app, "a-22").await;
+
+    use v1::CallEventType::*;
+    let script = CallScript::new("c-10")
+        .event(Offered, "")
+        .event(Ringing, "a-17")
+        .event(Answered, "a-17")
+        .event(Held, "")
+        .event(Resumed, "");
+    for event in script.events {
+        report(&app, event).await;
+    }
+    let ringing = next(&mut a17).await;
+    assert_eq!(ringing.kind(), v1::AgentCallEventKind::Ringing);
+    let call = ringing.call.expect("call");
+    assert_eq!(
+        (call.call_id.as_str(), call.caller_number.as_str()),
+        ("c-10", "+14155550100")
+    );
+    let card = ringing.pop.expect("pop").card.expect("card");
+    assert_eq!(card.display_name, "Ada Lovelace");
+    let kinds: Vec<_> = [
+        next(&mut a17).await,
+        next(&mut a17).await,
+        next(&mut a17).await,
+    ]
+    .iter()
+    .map(|m| m.kind())
+    .collect();
+    assert_eq!(
+        kinds,
+        [
+            v1::AgentCallEventKind::Answered,
+            v1::AgentCallEventKind::Held,
+            v1::AgentCallEventKind::Resumed
+        ]
+    );
+
+    // Transferred to a-22, who gets the same pinned card.
+    let mut transfer = CallScript::new("c-10").event(Offered, "").events.remove(0);
+    transfer.event_id = "c-10-t".into();
+    transfer.r#type = Transferred.into();
+    transfer.caller_number = String::new();
+    transfer.target_agent_id = "a-22".into();
+    transfer.occurred_at = Some(prost_types::Timestamp {
+        seconds: 1_800_000_010,
+        nanos: 0,
+    });
+    assert_eq!(
+        report(&app, transfer).await.outcome(),
+        v1::AckOutcome::Accepted
+    );
+    assert_eq!(
+        next(&mut a17).await.kind(),
+        v1::AgentCallEventKind::TransferredAway
+    );
+    let ringing = next(&mut a22).await;
+    assert_eq!(ringing.kind(), v1::AgentCallEventKind::Ringing);
+    assert_eq!(
+        ringing.pop.and_then(|p| p.card).expect("card").display_name,
+        "Ada Lovelace"
+    );
+
+    // A softphone that reconnects mid-call gets the call and its pop back at once.
+    drop(a22);
+    let (snapshot, _) = watch(&app, "a-22").await;
+    assert_eq!(snapshot.len(), 1);
+    assert_eq!(snapshot[0].kind(), v1::AgentCallEventKind::Snapshot);
+    assert_eq!(
+        snapshot[0]
+            .pop
+            .clone()
+            .and_then(|p| p.card)
+            .expect("card")
+            .display_name,
+        "Ada Lovelace"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_on_another_instance_gets_the_pop() {
+    let gateway_side = spawn_app().await;
+    let agent_side = spawn_app_with(TestOptions {
+        same_deployment_as: Some((
+            gateway_side.database_url.clone(),
+            gateway_side.redis_prefix.clone(),
+        )),
+        ..Default::default()
+    })
+    .await;
+    gateway_side
+        .create_customer("Ada Lovelace", &["+14155550100"])
+        .await;
+    log_in(&agent_side, "a-17").await;
+    let (_, mut stream) = watch(&agent_side, "a-17").await;
+    // Let the agent side's subscription settle.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    use v1::CallEventType::*;
+    for event in CallScript::new("c-20")
+        .event(Offered, "")
+        .event(Ringing, "a-17")
+        .events
+    {
+        assert_eq!(
+            report(&gateway_side, event).await.outcome(),
+            v1::AckOutcome::Accepted
+        );
+    }
+    let ringing = next(&mut stream).await;
+    assert_eq!(ringing.kind(), v1::AgentCallEventKind::Ringing);
+    assert_eq!(
+        ringing.pop.and_then(|p| p.card).expect("card").display_name,
+        "Ada Lovelace"
+    );
+}
+
+#[tokio::test]
+async fn with_redis_stopped_events_are_still_acked_and_push_resumes_when_it_returns() {
+    let mut redis = PrivateRedis::start();
+    let app = spawn_app_with(TestOptions {
+        redis_url: Some(redis.url()),
+        ..Default::default()
+    })
+    .await;
+    app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    log_in(&app, "a-17").await;
+    let (_, mut stream) = watch(&app, "a-17").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    redis.stop();
+    use v1::CallEventType::*;
+    for event in CallScript::new("c-30")
+        .event(Offered, "")
+        .event(Ringing, "a-17")
+        .events
+    {
+        assert_eq!(
+            report(&app, event).await.outcome(),
+            v1::AckOutcome::Accepted
+        );
+    }
+    let ringing = next(&mut stream).await;
+    assert_eq!(
+        ringing.kind(),
+        v1::AgentCallEventKind::Ringing,
+        "delivered on this instance without Redis"
+    );
+    assert_eq!(
+        ringing
+            .pop
+            .and_then(|p| p.card)
+            .expect("pop from PostgreSQL")
+            .display_name,
+        "Ada Lovelace"
+    );
+
+    redis.resume();
+    // The subscription comes back and the watcher is resynchronized with its current calls.
+    let resync = next(&mut stream).await;
+    assert_eq!(resync.kind(), v1::AgentCallEventKind::Resync);
+    let snapshot = next(&mut stream).await;
+    assert_eq!(snapshot.kind(), v1::AgentCallEventKind::Snapshot);
+    assert_eq!(snapshot.call.expect("call").call_id, "c-30");
+    assert_eq!(
+        next(&mut stream).await.kind(),
+        v1::AgentCallEventKind::Synced
+    );
+    let mut answered = CallScript::new("c-30")
+        .event(Offered, "")
+        .event(Ringing, "a-17")
+        .event(Answered, "a-17")
+        .events
+        .remove(2);
+    answered.event_id = "c-30-answered".into();
+    report(&app, answered).await;
+    assert_eq!(
+        next(&mut stream).await.kind(),
+        v1::AgentCallEventKind::Answered
+    );
+}
+
+#[tokio::test]
+async fn agent_states_are_kept_with_their_history() {
+    let app = spawn_app().await;
+    let mut agents = app.agents.clone();
+    let set = |state: v1::AgentState, reason: &str| v1::SetAgentStateRequest {
+        agent_id: "a-17".into(),
+        state: state.into(),
+        reason: reason.into(),
+    };
+    agents
+        .set_agent_state(set(v1::AgentState::Available, ""))
+        .await
+        .expect("available");
+    agents
+        .set_agent_state(set(v1::AgentState::Available, ""))
+        .await
+        .expect("same again");
+    agents
+        .set_agent_state(set(v1::AgentState::Away, "lunch"))
+        .await
+        .expect("away");
+    let history = agents
+        .list_agent_states(v1::ListAgentStatesRequest {
+            agent_id: "a-17".into(),
+            limit: 0,
+        })
+        .await
+        .expect("history")
+        .into_inner()
+        .changes;
+    let states: Vec<(v1::AgentState, &str)> = history
+        .iter()
+        .map(|c| (c.state(), c.reason.as_str()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (v1::AgentState::Away, "lunch"),
+            (v1::AgentState::Available, "")
+        ]
+    );
+
+    let bad = agents
+        .set_agent_state(v1::SetAgentStateRequest {
+            agent_id: "bad id".into(),
+            state: 42,
+            reason: String::new(),
+        })
+        .await
+        .expect_err("invalid");
+    let mut fields = crate::helpers::violated_fields(&bad);
+    fields.sort();
+    assert_eq!(fields, ["agent_id", "state"]);
+    let unknown = agents
+        .list_agent_states(v1::ListAgentStatesRequest {
+            agent_id: "a-404".into(),
+            limit: 0,
+        })
+        .await
+        .expect_err("unknown");
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+}
+
+/// The call record the machine folds from the events stored for a call.
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    event_id: String,
+    r#type: String,
+    occurred_at: chrono::DateTime<chrono::Utc>,
+    sequence: i64,
+    caller_number: Option<String>,
+    queue: Option<String>,
+    agent_id: Option<String>,
+    target_agent_id: Option<String>,
+    target_queue: Option<String>,
+}
+
+/// The call record the machine folds from the events stored for a call.
+pub async fn rebuilt_from_log(db: &sqlx::PgPool, call_id: &str) -> machine::CallRecord {
+    let rows: Vec<EventRow> = sqlx::query_as(
+        "SELECT event_id, type, occurred_at, sequence, caller_number, queue, agent_id, target_agent_id, target_queue \
+         FROM call_events WHERE call_id = $1 AND outcome = 'accepted' ORDER BY occurred_at, sequence, event_id",
+    )
+    .bind(call_id)
+    .fetch_all(db)
+    .await
+    .expect("events");
+    let steps: Vec<Step> = rows
+        .into_iter()
+        .map(|row| Step {
+            event_id: row.event_id,
+            kind: EventType::parse(&row.r#type).expect("known type"),
+            occurred_at: row.occurred_at,
+            sequence: row.sequence,
+            caller_number: row.caller_number,
+            dialed_number: None,
+            queue: row.queue,
+            agent_id: row.agent_id,
+            target: row
+                .target_agent_id
+                .map(TransferTarget::Agent)
+                .or(row.target_queue.map(TransferTarget::Queue)),
+        })
+        .collect();
+    machine::fold(&steps)
+        .expect("accepted history is possible")
+        .expect("events")
+}
+
+#[derive(sqlx::FromRow, Debug, PartialEq)]
+struct StoredCall {
+    state: String,
+    outcome: String,
+    handled_by: Vec<String>,
+    hold_ms: i64,
+    event_count: i32,
+    answered_at: Option<chrono::DateTime<chrono::Utc>>,
+    ended_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[tokio::test]
+async fn a_server_killed_mid_stream_loses_no_acked_event() {
+    use v1::CallEventType::*;
+    let database_url = crate::helpers::fresh_database(&crate::helpers::admin_database_url()).await;
+    let prefix = format!("t:{}:", uuid::Uuid::new_v4().simple());
+    let port = crate::helpers::free_port();
+    let mut server = ServerProcess::start(&database_url, &prefix, port, &[], Stdio::null()).await;
+    let mut agents = v1::agent_service_client::AgentServiceClient::new(server.channel().await);
+    for agent in ["a-1", "a-2"] {
+        agents
+            .set_agent_state(v1::SetAgentStateRequest {
+                agent_id: agent.into(),
+                state: v1::AgentState::Available.into(),
+                reason: String::new(),
+            })
+            .await
+            .expect("agent");
+    }
+    let events: Vec<v1::CallEvent> = (0..60)
+        .flat_map(|i| {
+            let call = format!("k-{i}");
+            let script = if i % 3 == 0 {
+                CallScript::new(&call)
+                    .event(Offered, "")
+                    .event(Queued, "")
+                    .event(Abandoned, "")
+            } else {
+                CallScript::new(&call)
+                    .event(Offered, "")
+                    .event(Ringing, "a-1")
+                    .event(Answered, "a-1")
+                    .event(Held, "")
+                    .event(Resumed, "")
+                    .event(Ended, "")
+            };
+            script.events
+        })
+        .collect();
+
+    // Stream everything; kill the server with SIGKILL once a third has been acked.
+    let (sender, receiver) = tokio::sync::mpsc::channel(events.len());
+    for event in &events {
+        sender
+            .send(v1::StreamCallEventsRequest {
+                event: Some(event.clone()),
+            })
+            .await
+            .expect("queued");
+    }
+    let mut calls =
+        v1::call_event_service_client::CallEventServiceClient::new(server.channel().await);
+    let mut acks = calls
+        .stream_call_events(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut acked = std::collections::HashSet::new();
+    while let Some(Ok(response)) = acks.next().await {
+        let ack = response.ack.expect("ack");
+        assert_eq!(ack.outcome(), v1::AckOutcome::Accepted, "{ack:?}");
+        acked.insert(ack.event_id);
+        if acked.len() == events.len() / 3 {
+            let status = server.signal_and_wait("KILL").await;
+            assert!(!status.success());
+        }
+    }
+    drop(sender);
+    assert!(
+        acked.len() >= events.len() / 3 && acked.len() < events.len(),
+        "killed mid-stream: {} acked",
+        acked.len()
+    );
+
+    // Restart and resend everything that was not acked (and a few that were).
+    let server = ServerProcess::start(&database_url, &prefix, port, &[], Stdio::null()).await;
+    let resend: Vec<v1::CallEvent> = events
+        .iter()
+        .filter(|e| !acked.contains(&e.event_id) || e.event_id.ends_with("-0"))
+        .cloned()
+        .collect();
+    let mut calls =
+        v1::call_event_service_client::CallEventServiceClient::new(server.channel().await);
+    let requests = tokio_stream::iter(
+        resend
+            .into_iter()
+            .map(|e| v1::StreamCallEventsRequest { event: Some(e) }),
+    );
+    let mut acks = calls
+        .stream_call_events(requests)
+        .await
+        .expect("stream")
+        .into_inner();
+    while let Some(response) = acks.next().await {
+        let ack = response.expect("ack").ack.expect("ack");
+        assert_eq!(ack.outcome(), v1::AckOutcome::Accepted, "{ack:?}");
+        acked.insert(ack.event_id);
+    }
+    assert_eq!(acked.len(), events.len());
+
+    let db = sqlx::PgPool::connect(&database_url).await.expect("pool");
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT event_id FROM call_events ORDER BY event_id")
+            .fetch_all(&db)
+            .await
+            .expect("events");
+    let mut expected: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+    expected.sort();
+    assert_eq!(stored, expected, "every event stored exactly once");
+    for i in 0..60 {
+        let call = format!("k-{i}");
+        let rebuilt = rebuilt_from_log(&db, &call).await;
+        let row: StoredCall = sqlx::query_as(
+            "SELECT state, outcome, handled_by, hold_ms, event_count, answered_at, ended_at FROM calls WHERE call_id = $1",
+        )
+        .bind(&call)
+        .fetch_one(&db)
+        .await
+        .expect("call");
+        let expected = StoredCall {
+            state: rebuilt.state.as_str().to_owned(),
+            outcome: rebuilt.outcome.as_str().to_owned(),
+            handled_by: rebuilt.handled_by.clone(),
+            hold_ms: rebuilt.hold_ms,
+            event_count: rebuilt.event_count,
+            answered_at: rebuilt.answered_at,
+            ended_at: rebuilt.ended_at,
+        };
+        assert_eq!(row, expected, "{call}");
+    }
+}
