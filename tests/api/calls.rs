@@ -214,6 +214,26 @@ async fn a_streamed_call_is_acked_after_commit_and_recorded() {
         Some(ada.id),
         "the caller was matched on OFFERED"
     );
+
+    // The hot per-call state in Redis outlives the call by its TTL.
+    let client = redis::Client::open(crate::helpers::redis_url()).expect("redis");
+    let mut redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
+    let key = format!("{}call:pbx-1/c-1", app.redis_prefix);
+    let (state, ttl): (Vec<u8>, i64) = redis::pipe()
+        .get(&key)
+        .ttl(&key)
+        .query_async(&mut redis)
+        .await
+        .expect("hot state");
+    let hot = <v1::AgentCall as prost::Message>::decode(state.as_slice()).expect("encoded call");
+    assert_eq!(hot.state(), v1::CallState::Ended);
+    assert!(
+        (1..=3600).contains(&ttl),
+        "kept for an hour after the end, ttl {ttl}"
+    );
 }
 
 #[tokio::test]
