@@ -19,7 +19,7 @@
 //! - Shared plumbing: [`db`] (pool, migrations, error classes), [`redis_link`] (a Redis connection
 //!   with timeouts and back-off), [`phone`] and [`email`] (parsing at the edge), [`validation`]
 //!   (field violations), [`grpc_status`] (status helpers), [`page_token`], [`single_flight`],
-//!   [`proto`] (generated code with redacting `Debug`).
+//!   [`proto`] (generated code with redacting `Debug`), [`proto_time`] (timestamps).
 
 pub mod agents;
 pub mod app;
@@ -33,6 +33,7 @@ pub mod grpc_status;
 pub mod page_token;
 pub mod phone;
 pub mod proto;
+pub mod proto_time;
 pub mod redis_link;
 pub mod screenpop;
 pub mod seed;

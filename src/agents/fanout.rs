@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::calls::{CallView, Notice, NoticeKind};
 use crate::proto::v1;
+use crate::proto_time::to_timestamp;
 use crate::redis_link::RedisLink;
 
 /// Notifications a watcher may have queued before it counts as lagging.
@@ -235,13 +236,6 @@ impl Fanout {
     }
 }
 
-fn timestamp(time: Option<chrono::DateTime<chrono::Utc>>) -> Option<prost_types::Timestamp> {
-    time.map(|t| prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    })
-}
-
 /// The wire form of a call for softphones.
 pub fn agent_call(call: &CallView) -> v1::AgentCall {
     use crate::calls::machine::CallState;
@@ -262,8 +256,8 @@ pub fn agent_call(call: &CallView) -> v1::AgentCall {
         dialed_number: call.dialed_number.clone().unwrap_or_default(),
         queue: call.queue.clone().unwrap_or_default(),
         current_agent_id: call.current_agent.clone().unwrap_or_default(),
-        offered_at: timestamp(call.offered_at),
-        answered_at: timestamp(call.answered_at),
+        offered_at: call.offered_at.map(to_timestamp),
+        answered_at: call.answered_at.map(to_timestamp),
         customer_id: call
             .customer_id
             .map(|id| id.to_string())

@@ -10,6 +10,7 @@ use super::{AgentError, AgentState, Agents, StateChange, Watcher, parse_agent_id
 use crate::grpc_status;
 use crate::proto::v1;
 use crate::proto::v1::agent_service_server::AgentService;
+use crate::proto_time::to_timestamp;
 use crate::validation::Violations;
 
 pub struct AgentGrpc {
@@ -49,10 +50,7 @@ fn change_to_proto(change: StateChange) -> v1::AgentStateChange {
     v1::AgentStateChange {
         state: state.into(),
         reason: change.reason,
-        since: Some(prost_types::Timestamp {
-            seconds: change.since.timestamp(),
-            nanos: change.since.timestamp_subsec_nanos() as i32,
-        }),
+        since: Some(to_timestamp(change.since)),
     }
 }
 

@@ -3,7 +3,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 
-use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt as _};
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming};
@@ -15,6 +14,7 @@ use crate::grpc_status;
 use crate::phone::PhoneParser;
 use crate::proto::v1;
 use crate::proto::v1::call_event_service_server::CallEventService;
+use crate::proto_time::from_timestamp;
 use crate::validation::Violations;
 
 /// Events of one stream processed at once (events of one call are still applied in order).
@@ -125,11 +125,9 @@ pub fn parse_event(event: v1::CallEvent, phones: &PhoneParser) -> Result<NewEven
             None
         }
     };
-    let occurred_at = match event.occurred_at {
+    let occurred_at = match &event.occurred_at {
         Some(ts) => {
-            let time = u32::try_from(ts.nanos)
-                .ok()
-                .and_then(|nanos| DateTime::<Utc>::from_timestamp(ts.seconds, nanos));
+            let time = from_timestamp(ts);
             if time.is_none() {
                 violations.add("occurred_at", "is not a valid time");
             }

@@ -1,6 +1,5 @@
 //! `switchboard.v1.CustomerService`: proto <-> domain conversion and `CustomerError` -> `Status`.
 
-use prost_types::Timestamp;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -13,6 +12,7 @@ use crate::grpc_status;
 use crate::phone::PhoneParser;
 use crate::proto::v1;
 use crate::proto::v1::customer_service_server::CustomerService;
+use crate::proto_time::to_timestamp;
 use crate::validation::Violations;
 
 const MAX_CONTACT_POINTS: usize = 20;
@@ -489,13 +489,6 @@ fn search(
     }
 }
 
-fn timestamp(time: chrono::DateTime<chrono::Utc>) -> Timestamp {
-    Timestamp {
-        seconds: time.timestamp(),
-        nanos: time.timestamp_subsec_nanos() as i32,
-    }
-}
-
 fn contact_to_proto(cp: ContactPoint) -> v1::ContactPoint {
     v1::ContactPoint {
         id: cp.id.to_string(),
@@ -545,8 +538,8 @@ fn to_proto(customer: Customer) -> v1::Customer {
                 external_id: r.external_id,
             })
             .collect(),
-        create_time: Some(timestamp(customer.created_at)),
-        update_time: Some(timestamp(customer.updated_at)),
+        create_time: Some(to_timestamp(customer.created_at)),
+        update_time: Some(to_timestamp(customer.updated_at)),
         version: customer.version,
     }
 }

@@ -64,6 +64,28 @@ impl CallScript {
     }
 }
 
+/// Streams `events` to the gateway service and returns every ack; the stream must end cleanly.
+async fn stream_all(
+    calls: &mut v1::call_event_service_client::CallEventServiceClient<tonic::transport::Channel>,
+    events: Vec<v1::CallEvent>,
+) -> Vec<v1::CallEventAck> {
+    let requests = tokio_stream::iter(
+        events
+            .into_iter()
+            .map(|e| v1::StreamCallEventsRequest { event: Some(e) }),
+    );
+    let mut responses = calls
+        .stream_call_events(requests)
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut acks = Vec::new();
+    while let Some(response) = responses.next().await {
+        acks.push(response.expect("the stream goes on").ack.expect("ack"));
+    }
+    acks
+}
+
 pub async fn report(app: &TestApp, event: v1::CallEvent) -> v1::CallEventAck {
     app.calls
         .clone()
@@ -314,20 +336,7 @@ async fn events_arriving_out_of_order_give_the_same_call_record() {
     let mut shuffled = in_order("shuffled").events;
     shuffled.reverse();
     shuffled.swap(1, 4);
-    let requests = tokio_stream::iter(
-        shuffled
-            .into_iter()
-            .map(|e| v1::StreamCallEventsRequest { event: Some(e) }),
-    );
-    let mut acks = app
-        .calls
-        .clone()
-        .stream_call_events(requests)
-        .await
-        .expect("stream")
-        .into_inner();
-    while let Some(ack) = acks.next().await {
-        let ack = ack.expect("ack").ack.expect("ack");
+    for ack in stream_all(&mut app.calls.clone(), shuffled).await {
         assert_eq!(ack.outcome(), v1::AckOutcome::Accepted, "{ack:?}");
     }
     assert_eq!(
@@ -378,29 +387,14 @@ async fn bad_and_impossible_events_get_their_own_ack_and_the_stream_goes_on() {
     after.event_id = "still-flowing".into();
     events.push(after);
 
-    let requests = tokio_stream::iter(
-        events
-            .into_iter()
-            .map(|e| v1::StreamCallEventsRequest { event: Some(e) }),
-    );
-    let mut stream = app
-        .calls
-        .clone()
-        .stream_call_events(requests)
-        .await
-        .expect("stream")
-        .into_inner();
     let mut acks = std::collections::HashMap::new();
-    while let Some(ack) = stream.next().await {
-        let ack = ack.expect("the stream goes on").ack.expect("ack");
-        acks.insert(
-            if ack.event_id.is_empty() {
-                "<no id>".to_owned()
-            } else {
-                ack.event_id.clone()
-            },
-            ack,
-        );
+    for ack in stream_all(&mut app.calls.clone(), events).await {
+        let id = if ack.event_id.is_empty() {
+            "<no id>".to_owned()
+        } else {
+            ack.event_id.clone()
+        };
+        acks.insert(id, ack);
     }
     let field = |id: &str| {
         acks[id]
@@ -824,18 +818,7 @@ async fn a_server_killed_mid_stream_loses_no_acked_event() {
         .collect();
     let mut calls =
         v1::call_event_service_client::CallEventServiceClient::new(server.channel().await);
-    let requests = tokio_stream::iter(
-        resend
-            .into_iter()
-            .map(|e| v1::StreamCallEventsRequest { event: Some(e) }),
-    );
-    let mut acks = calls
-        .stream_call_events(requests)
-        .await
-        .expect("stream")
-        .into_inner();
-    while let Some(response) = acks.next().await {
-        let ack = response.expect("ack").ack.expect("ack");
+    for ack in stream_all(&mut calls, resend).await {
         assert_eq!(ack.outcome(), v1::AckOutcome::Accepted, "{ack:?}");
         acked.insert(ack.event_id);
     }
