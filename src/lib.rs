@@ -24,6 +24,7 @@
 pub mod agents;
 pub mod app;
 pub mod calls;
+pub mod card_data;
 pub mod client;
 pub mod config;
 pub mod customers;

@@ -515,36 +515,77 @@ async fn a_ringing_agent_gets_the_call_and_its_pop_then_each_change() {
 }
 
 #[tokio::test]
-async fn an_agent_on_another_instance_gets_the_pop() {
-    let gateway_side = spawn_app().await;
-    let agent_side = spawn_app_with(TestOptions {
-        same_deployment_as: Some((
-            gateway_side.database_url.clone(),
-            gateway_side.redis_prefix.clone(),
-        )),
-        ..Default::default()
-    })
-    .await;
-    gateway_side
-        .create_customer("Ada Lovelace", &["+14155550100"])
-        .await;
-    log_in(&agent_side, "a-17").await;
-    let (_, mut stream) = watch(&agent_side, "a-17").await;
-    // Let the agent side's subscription settle.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+async fn an_agent_on_another_server_process_gets_the_pop() {
     use v1::CallEventType::*;
+    // Two `switchboard serve` processes sharing one PostgreSQL database and one Redis prefix.
+    let database_url = crate::helpers::fresh_database(&crate::helpers::admin_database_url()).await;
+    let prefix = format!("t:{}:", uuid::Uuid::new_v4().simple());
+    let gateway_side = ServerProcess::start(
+        &database_url,
+        &prefix,
+        crate::helpers::free_port(),
+        &[],
+        Stdio::null(),
+    )
+    .await;
+    let agent_side = ServerProcess::start(
+        &database_url,
+        &prefix,
+        crate::helpers::free_port(),
+        &[],
+        Stdio::null(),
+    )
+    .await;
+    let gateway_channel = gateway_side.channel().await;
+    v1::customer_service_client::CustomerServiceClient::new(gateway_channel.clone())
+        .create_customer(v1::CreateCustomerRequest {
+            display_name: "Ada Lovelace".into(),
+            contact_points: vec![crate::helpers::phone("+14155550100")],
+            ..Default::default()
+        })
+        .await
+        .expect("customer");
+    let mut agents = v1::agent_service_client::AgentServiceClient::new(agent_side.channel().await);
+    agents
+        .set_agent_state(v1::SetAgentStateRequest {
+            agent_id: "a-17".into(),
+            state: v1::AgentState::Available.into(),
+            reason: String::new(),
+        })
+        .await
+        .expect("logged in");
+    let mut stream = agents
+        .watch_agent(v1::WatchAgentRequest {
+            agent_id: "a-17".into(),
+        })
+        .await
+        .expect("watching")
+        .into_inner();
+    assert_eq!(
+        next(&mut stream).await.kind(),
+        v1::AgentCallEventKind::Synced
+    );
+    // Let the agent side's Redis subscription settle.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut calls = v1::call_event_service_client::CallEventServiceClient::new(gateway_channel);
     for event in CallScript::new("c-20")
         .event(Offered, "")
         .event(Ringing, "a-17")
         .events
     {
-        assert_eq!(
-            report(&gateway_side, event).await.outcome(),
-            v1::AckOutcome::Accepted
-        );
+        let ack = calls
+            .report_call_event(v1::ReportCallEventRequest { event: Some(event) })
+            .await
+            .expect("reported")
+            .into_inner()
+            .ack
+            .expect("ack");
+        assert_eq!(ack.outcome(), v1::AckOutcome::Accepted);
     }
     let ringing = next(&mut stream).await;
     assert_eq!(ringing.kind(), v1::AgentCallEventKind::Ringing);
+    assert_eq!(ringing.call.expect("call").call_id, "c-20");
     assert_eq!(
         ringing.pop.and_then(|p| p.card).expect("card").display_name,
         "Ada Lovelace"

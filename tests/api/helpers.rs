@@ -95,8 +95,6 @@ pub struct TestOptions {
     /// Another PostgreSQL server (admin URL) than `DATABASE_URL`.
     pub postgres_admin_url: Option<String>,
     pub acquire_timeout: Duration,
-    /// Join another instance's deployment: its database and Redis key prefix.
-    pub same_deployment_as: Option<(String, String)>,
 }
 
 impl Default for TestOptions {
@@ -105,14 +103,12 @@ impl Default for TestOptions {
             redis_url: Some(redis_url()),
             postgres_admin_url: None,
             acquire_timeout: Duration::from_secs(1),
-            same_deployment_as: None,
         }
     }
 }
 
 pub struct TestApp {
     pub address: String,
-    pub database_url: String,
     pub redis_prefix: String,
     pub customers: CustomerServiceClient<Channel>,
     pub pops: ScreenPopServiceClient<Channel>,
@@ -137,13 +133,8 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         .postgres_admin_url
         .clone()
         .unwrap_or_else(admin_database_url);
-    let (database_url, redis_prefix) = match options.same_deployment_as.clone() {
-        Some(deployment) => deployment,
-        None => (
-            fresh_database(&admin_url).await,
-            format!("t:{}:", Uuid::new_v4().simple()),
-        ),
-    };
+    let database_url = fresh_database(&admin_url).await;
+    let redis_prefix = format!("t:{}:", Uuid::new_v4().simple());
     let settings = Settings {
         listen: "127.0.0.1:0".parse().expect("address"),
         database_url: database_url.clone(),
@@ -180,10 +171,8 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         .await
         .expect("connect");
     let db = PgPool::connect(&database_url).await.expect("test pool");
-    let database_url = database_url.clone();
     TestApp {
         address,
-        database_url,
         redis_prefix,
         customers: CustomerServiceClient::new(channel.clone()),
         pops: ScreenPopServiceClient::new(channel.clone()),
