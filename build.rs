@@ -22,6 +22,9 @@ const PII_MESSAGES: &[&str] = &[
     ".switchboard.v1.AgentNotification",
     ".switchboard.v1.AgentFanout",
     ".switchboard.v1.WatchAgentResponse",
+    ".switchboard.v1.Interaction",
+    ".switchboard.v1.LogInteractionRequest",
+    ".switchboard.v1.CompleteWrapUpRequest",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

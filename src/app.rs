@@ -20,9 +20,12 @@ use crate::config::Settings;
 use crate::customers::Customers;
 use crate::customers::grpc::CustomerGrpc;
 use crate::db;
+use crate::interactions::Interactions;
+use crate::interactions::grpc::InteractionGrpc;
 use crate::proto::v1::agent_service_server::AgentServiceServer;
 use crate::proto::v1::call_event_service_server::CallEventServiceServer;
 use crate::proto::v1::customer_service_server::CustomerServiceServer;
+use crate::proto::v1::interaction_service_server::InteractionServiceServer;
 use crate::proto::v1::screen_pop_service_server::ScreenPopServiceServer;
 use crate::proto::{self};
 use crate::redis_link::RedisLink;
@@ -33,6 +36,7 @@ use crate::screenpop::{PopInvalidator, PopStats, ScreenPops};
 /// Services whose health follows PostgreSQL; "" is the server as a whole.
 const HEALTH_SERVICES: &[&str] = &[
     "",
+    "switchboard.v1.InteractionService",
     "switchboard.v1.CustomerService",
     "switchboard.v1.ScreenPopService",
 ];
@@ -139,6 +143,7 @@ impl Application {
             .as_ref()
             .map(|redis| fanout.spawn_subscriber(redis.url.clone(), stop_rx));
         let agents = Agents::new(pool.clone());
+        let interactions = Interactions::new(pool.clone(), invalidator.clone());
         let watcher = Watcher {
             pool: pool.clone(),
             agents: agents.clone(),
@@ -179,6 +184,9 @@ impl Application {
                 settings.phones,
             )))
             .add_service(AgentServiceServer::new(AgentGrpc::new(agents, watcher)))
+            .add_service(InteractionServiceServer::new(InteractionGrpc::new(
+                interactions,
+            )))
             .serve_with_incoming_shutdown(incoming, async {
                 stopped.await.ok();
             });

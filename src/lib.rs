@@ -13,7 +13,9 @@
 //! - [`customers`]: the customer record context (domain and service logic, `store`, `grpc`).
 //! - [`screenpop`]: the screen-pop context: lookup, Redis cache, invalidation, call pins.
 //! - [`calls`]: call events from gateways: idempotent, order-independent ingestion and call records.
+//! - [`interactions`]: every contact on any channel, dispositions and wrap-up; masked notes.
 //! - [`agents`]: agent states and the live call stream pushed to softphones across instances.
+//! - [`card_data`]: masking of card numbers and security codes in free text.
 //! - [`seed`]: deterministic synthetic customers for demos and benchmarks.
 //! - [`client`]: the `pop` and `customer` client subcommands.
 //! - Shared plumbing: [`db`] (pool, migrations, error classes), [`redis_link`] (a Redis connection
@@ -31,6 +33,7 @@ pub mod customers;
 pub mod db;
 pub mod email;
 pub mod grpc_status;
+pub mod interactions;
 pub mod page_token;
 pub mod phone;
 pub mod proto;

@@ -42,6 +42,9 @@ redacted_debug! {
     AgentNotification { agent_id, kind, call },
     AgentFanout { notifications },
     WatchAgentResponse { kind, call },
+    Interaction { id, customer_id, channel, disposition_code },
+    LogInteractionRequest { request_id, customer_id, channel },
+    CompleteWrapUpRequest { interaction_id, disposition_code },
 }
 
 #[cfg(test)]

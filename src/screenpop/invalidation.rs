@@ -77,6 +77,20 @@ impl PopInvalidator {
         Ok(Pending { ids, numbers })
     }
 
+    /// Records the invalidation of every pop that shows `customer_id` (all of its phone numbers),
+    /// for a write elsewhere (an interaction, a case, an order) that changes the customer's card.
+    pub async fn record_for_customer(
+        &self,
+        conn: &mut PgConnection,
+        customer_id: uuid::Uuid,
+    ) -> sqlx::Result<Pending> {
+        if self.cache.is_none() {
+            return Ok(Pending::default());
+        }
+        let numbers = store::customer_numbers(&mut *conn, customer_id).await?;
+        self.record(conn, numbers).await
+    }
+
     /// Applies committed invalidations to Redis; on failure leaves them for the relay and stops
     /// trusting the cache before the caller acknowledges its write.
     pub async fn apply(&self, pending: Pending) {

@@ -139,6 +139,17 @@ fn card(row: CardRow) -> v1::CustomerCard {
     }
 }
 
+/// The E.164 numbers whose pops show this customer.
+pub async fn customer_numbers(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT value FROM contact_points WHERE customer_id = $1 AND kind = 'phone'")
+        .bind(customer_id)
+        .fetch_all(conn)
+        .await
+}
+
 pub async fn record_invalidations(
     conn: &mut PgConnection,
     numbers: &[String],

@@ -18,6 +18,7 @@ use switchboard::proto::v1;
 use switchboard::proto::v1::agent_service_client::AgentServiceClient;
 use switchboard::proto::v1::call_event_service_client::CallEventServiceClient;
 use switchboard::proto::v1::customer_service_client::CustomerServiceClient;
+use switchboard::proto::v1::interaction_service_client::InteractionServiceClient;
 use switchboard::proto::v1::screen_pop_service_client::ScreenPopServiceClient;
 use switchboard::redis_link::RedisSettings;
 use switchboard::screenpop::PopStats;
@@ -114,6 +115,7 @@ pub struct TestApp {
     pub pops: ScreenPopServiceClient<Channel>,
     pub calls: CallEventServiceClient<Channel>,
     pub agents: AgentServiceClient<Channel>,
+    pub channel: Channel,
     pub health: HealthClient<Channel>,
     pub stats: Arc<PopStats>,
     pub db: PgPool,
@@ -178,6 +180,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         pops: ScreenPopServiceClient::new(channel.clone()),
         calls: CallEventServiceClient::new(channel.clone()),
         agents: AgentServiceClient::new(channel.clone()),
+        channel: channel.clone(),
         health: HealthClient::new(channel),
         stats,
         db,
@@ -187,6 +190,10 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
 }
 
 impl TestApp {
+    pub fn interactions(&self) -> InteractionServiceClient<Channel> {
+        InteractionServiceClient::new(self.channel.clone())
+    }
+
     /// Starts the graceful shutdown SIGTERM triggers; the handle resolves when the server is done.
     pub fn begin_shutdown(&mut self) -> tokio::task::JoinHandle<anyhow::Result<()>> {
         if let Some(shutdown) = self.shutdown.take() {

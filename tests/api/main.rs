@@ -4,4 +4,5 @@ mod calls;
 mod customers;
 mod health;
 mod helpers;
+mod interactions;
 mod screenpop;

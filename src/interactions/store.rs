@@ -1,0 +1,239 @@
+//! PostgreSQL access for interactions and dispositions.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{Channel, Direction, Disposition, Interaction, NewInteraction, TimelineFilter};
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    customer_id: Uuid,
+    channel: String,
+    direction: String,
+    agent_id: Option<String>,
+    gateway_id: Option<String>,
+    call_id: Option<String>,
+    case_id: Option<Uuid>,
+    campaign_id: Option<String>,
+    disposition_code: Option<String>,
+    outcome: String,
+    notes: String,
+    follow_up_on: Option<NaiveDate>,
+    started_at: DateTime<Utc>,
+    ended_at: Option<DateTime<Utc>>,
+    wrap_up_completed_at: Option<DateTime<Utc>>,
+    wrap_up_ms: Option<i64>,
+}
+
+impl From<Row> for Interaction {
+    fn from(row: Row) -> Self {
+        Interaction {
+            id: row.id,
+            customer_id: row.customer_id,
+            // The CHECK constraints admit only known values.
+            channel: Channel::parse(&row.channel).unwrap_or(Channel::Voice),
+            direction: Direction::parse(&row.direction).unwrap_or(Direction::Inbound),
+            agent_id: row.agent_id,
+            call: row.gateway_id.zip(row.call_id),
+            case_id: row.case_id,
+            campaign_id: row.campaign_id,
+            disposition_code: row.disposition_code,
+            outcome: row.outcome,
+            notes: row.notes,
+            follow_up_on: row.follow_up_on,
+            started_at: row.started_at,
+            ended_at: row.ended_at,
+            wrap_up_completed_at: row.wrap_up_completed_at,
+            wrap_up_ms: row.wrap_up_ms,
+        }
+    }
+}
+
+macro_rules! select {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, customer_id, channel, direction, agent_id, gateway_id, call_id, case_id, campaign_id, ",
+            "disposition_code, outcome, notes, follow_up_on, started_at, ended_at, wrap_up_completed_at, wrap_up_ms ",
+            "FROM interactions ",
+            $rest
+        )
+    };
+}
+
+pub async fn customer_is_live(conn: &mut PgConnection, customer_id: Uuid) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM customers WHERE id = $1 AND deleted_at IS NULL)",
+    )
+    .bind(customer_id)
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn find_by_request_id(
+    conn: &mut PgConnection,
+    request_id: &str,
+) -> sqlx::Result<Option<Interaction>> {
+    let row: Option<Row> = sqlx::query_as(select!("WHERE request_id = $1"))
+        .bind(request_id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(Interaction::from))
+}
+
+pub async fn load(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Interaction>> {
+    let row: Option<Row> = sqlx::query_as(select!("WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(Interaction::from))
+}
+
+pub async fn load_for_update(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> sqlx::Result<Option<Interaction>> {
+    let row: Option<Row> = sqlx::query_as(select!("WHERE id = $1 FOR UPDATE"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(Interaction::from))
+}
+
+/// Inserts unless the request id is taken (a concurrent retry); returns whether it inserted.
+pub async fn insert(conn: &mut PgConnection, id: Uuid, new: &NewInteraction) -> sqlx::Result<bool> {
+    let (gateway_id, call_id) = new.call.clone().unzip();
+    let inserted = sqlx::query(
+        "INSERT INTO interactions (id, request_id, customer_id, channel, direction, agent_id, gateway_id, call_id, \
+           case_id, campaign_id, disposition_code, outcome, notes, follow_up_on, started_at, ended_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+         ON CONFLICT (request_id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(&new.request_id)
+    .bind(new.customer_id)
+    .bind(new.channel.as_str())
+    .bind(new.direction.as_str())
+    .bind(&new.agent_id)
+    .bind(gateway_id)
+    .bind(call_id)
+    .bind(new.case_id)
+    .bind(&new.campaign_id)
+    .bind(&new.disposition_code)
+    .bind(&new.outcome)
+    .bind(&new.notes)
+    .bind(new.follow_up_on)
+    .bind(new.started_at)
+    .bind(new.ended_at)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+pub async fn complete_wrap_up(
+    conn: &mut PgConnection,
+    id: Uuid,
+    disposition: &str,
+    extra_notes: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE interactions SET disposition_code = $2, \
+           notes = CASE WHEN $3 = '' THEN notes WHEN notes = '' THEN $3 ELSE notes || E'\\n' || $3 END, \
+           wrap_up_completed_at = now(), \
+           wrap_up_ms = GREATEST(0, (extract(epoch FROM now() - COALESCE(ended_at, started_at)) * 1000)::bigint) \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(disposition)
+    .bind(extra_notes)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Newest first by (started_at, id), strictly after the cursor.
+pub async fn timeline(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+    filter: &TimelineFilter,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> sqlx::Result<Vec<Interaction>> {
+    let rows: Vec<Row> = sqlx::query_as(select!(
+        "WHERE customer_id = $1 \
+           AND ($2::text IS NULL OR channel = $2) \
+           AND ($3::text IS NULL OR agent_id = $3) \
+           AND ($4::timestamptz IS NULL OR started_at >= $4) \
+           AND ($5::timestamptz IS NULL OR started_at < $5) \
+           AND ($6::timestamptz IS NULL OR (started_at, id) < ($6, $7::uuid)) \
+         ORDER BY started_at DESC, id DESC LIMIT $8"
+    ))
+    .bind(customer_id)
+    .bind(filter.channel.map(Channel::as_str))
+    .bind(&filter.agent_id)
+    .bind(filter.started_after)
+    .bind(filter.started_before)
+    .bind(after.map(|(t, _)| t))
+    .bind(after.map(|(_, id)| id))
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(Interaction::from).collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct DispositionRow {
+    code: String,
+    label: String,
+    resolves: bool,
+    active: bool,
+}
+
+impl From<DispositionRow> for Disposition {
+    fn from(row: DispositionRow) -> Self {
+        Disposition {
+            code: row.code,
+            label: row.label,
+            resolves: row.resolves,
+            active: row.active,
+        }
+    }
+}
+
+pub async fn disposition(conn: &mut PgConnection, code: &str) -> sqlx::Result<Option<Disposition>> {
+    let row: Option<DispositionRow> =
+        sqlx::query_as("SELECT code, label, resolves, active FROM dispositions WHERE code = $1")
+            .bind(code)
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.map(Disposition::from))
+}
+
+pub async fn dispositions(conn: &mut PgConnection) -> sqlx::Result<Vec<Disposition>> {
+    let rows: Vec<DispositionRow> = sqlx::query_as(
+        "SELECT code, label, resolves, active FROM dispositions ORDER BY active DESC, code",
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(Disposition::from).collect())
+}
+
+pub async fn upsert_disposition(
+    conn: &mut PgConnection,
+    d: &Disposition,
+) -> sqlx::Result<Disposition> {
+    let row: DispositionRow = sqlx::query_as(
+        "INSERT INTO dispositions (code, label, resolves, active) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (code) DO UPDATE SET label = $2, resolves = $3, active = $4, updated_at = now() \
+         RETURNING code, label, resolves, active",
+    )
+    .bind(&d.code)
+    .bind(&d.label)
+    .bind(d.resolves)
+    .bind(d.active)
+    .fetch_one(conn)
+    .await?;
+    Ok(row.into())
+}
