@@ -75,7 +75,7 @@ async fn notes_never_keep_card_data_and_replays_are_idempotent() {
         .expect("notes");
     assert_eq!(
         stored,
-        [first.notes.clone()],
+        std::slice::from_ref(&first.notes),
         "one row, masked in PostgreSQL"
     );
     assert!(!stored[0].contains("4111 1111 1111 1111"));
