@@ -25,6 +25,9 @@ const PII_MESSAGES: &[&str] = &[
     ".switchboard.v1.Interaction",
     ".switchboard.v1.LogInteractionRequest",
     ".switchboard.v1.CompleteWrapUpRequest",
+    ".switchboard.v1.ServiceEvent",
+    ".switchboard.v1.CardInteraction",
+    ".switchboard.v1.RecordServiceEventRequest",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -12,6 +12,8 @@ use tokio::sync::watch;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::activity::Activity;
+use crate::activity::grpc::ActivityGrpc;
 use crate::agents::grpc::AgentGrpc;
 use crate::agents::{Agents, Fanout, Watcher};
 use crate::calls::CallEvents;
@@ -22,6 +24,7 @@ use crate::customers::grpc::CustomerGrpc;
 use crate::db;
 use crate::interactions::Interactions;
 use crate::interactions::grpc::InteractionGrpc;
+use crate::proto::v1::activity_service_server::ActivityServiceServer;
 use crate::proto::v1::agent_service_server::AgentServiceServer;
 use crate::proto::v1::call_event_service_server::CallEventServiceServer;
 use crate::proto::v1::customer_service_server::CustomerServiceServer;
@@ -37,6 +40,7 @@ use crate::screenpop::{PopInvalidator, PopStats, ScreenPops};
 const HEALTH_SERVICES: &[&str] = &[
     "",
     "switchboard.v1.InteractionService",
+    "switchboard.v1.ActivityService",
     "switchboard.v1.CustomerService",
     "switchboard.v1.ScreenPopService",
 ];
@@ -144,6 +148,7 @@ impl Application {
             .map(|redis| fanout.spawn_subscriber(redis.url.clone(), stop_rx));
         let agents = Agents::new(pool.clone());
         let interactions = Interactions::new(pool.clone(), invalidator.clone());
+        let activity = Activity::new(pool.clone(), invalidator.clone());
         let watcher = Watcher {
             pool: pool.clone(),
             agents: agents.clone(),
@@ -187,6 +192,7 @@ impl Application {
             .add_service(InteractionServiceServer::new(InteractionGrpc::new(
                 interactions,
             )))
+            .add_service(ActivityServiceServer::new(ActivityGrpc::new(activity)))
             .serve_with_incoming_shutdown(incoming, async {
                 stopped.await.ok();
             });

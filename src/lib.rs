@@ -14,6 +14,7 @@
 //! - [`screenpop`]: the screen-pop context: lookup, Redis cache, invalidation, call pins.
 //! - [`calls`]: call events from gateways: idempotent, order-independent ingestion and call records.
 //! - [`interactions`]: every contact on any channel, dispositions and wrap-up; masked notes.
+//! - [`activity`]: orders and service events from other systems; lifetime value.
 //! - [`agents`]: agent states and the live call stream pushed to softphones across instances.
 //! - [`card_data`]: masking of card numbers and security codes in free text.
 //! - [`seed`]: deterministic synthetic customers for demos and benchmarks.
@@ -23,6 +24,7 @@
 //!   (field violations), [`grpc_status`] (status helpers), [`page_token`], [`single_flight`],
 //!   [`proto`] (generated code with redacting `Debug`), [`proto_time`] (timestamps).
 
+pub mod activity;
 pub mod agents;
 pub mod app;
 pub mod calls;
@@ -43,4 +45,5 @@ pub mod screenpop;
 pub mod seed;
 pub mod single_flight;
 pub mod telemetry;
+mod text_enum;
 pub mod validation;

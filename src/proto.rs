@@ -45,6 +45,9 @@ redacted_debug! {
     Interaction { id, customer_id, channel, disposition_code },
     LogInteractionRequest { request_id, customer_id, channel },
     CompleteWrapUpRequest { interaction_id, disposition_code },
+    ServiceEvent { system, event_id, customer_id, kind },
+    CardInteraction { id, channel, disposition_code },
+    RecordServiceEventRequest { system, event_id, kind },
 }
 
 #[cfg(test)]

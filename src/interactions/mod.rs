@@ -13,24 +13,8 @@ use crate::card_data;
 use crate::db::{self, Failure};
 use crate::page_token::{PageToken, PageTokenError};
 use crate::screenpop::PopInvalidator;
+use crate::text_enum::text_enum;
 use crate::validation::Violations;
-
-macro_rules! text_enum {
-    ($name:ident { $($variant:ident => $text:literal),* $(,)? }) => {
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum $name { $($variant),* }
-
-        impl $name {
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),* }
-            }
-
-            pub fn parse(value: &str) -> Option<Self> {
-                match value { $($text => Some($name::$variant),)* _ => None }
-            }
-        }
-    };
-}
 
 text_enum!(Channel { Voice => "voice", Email => "email", Chat => "chat", Sms => "sms", Visit => "visit", Social => "social" });
 text_enum!(Direction { Inbound => "inbound", Outbound => "outbound" });
@@ -181,7 +165,7 @@ impl Interactions {
             .ok_or(InteractionError::NotFound)?;
         let pending = self
             .pops
-            .record_for_customer(&mut tx, new.customer_id)
+            .record_for_customers(&mut tx, &[new.customer_id])
             .await?;
         tx.commit().await?;
         self.pops.apply(pending).await;
@@ -210,7 +194,7 @@ impl Interactions {
             .ok_or(InteractionError::NotFound)?;
         let pending = self
             .pops
-            .record_for_customer(&mut tx, interaction.customer_id)
+            .record_for_customers(&mut tx, &[interaction.customer_id])
             .await?;
         tx.commit().await?;
         self.pops.apply(pending).await;

@@ -77,17 +77,17 @@ impl PopInvalidator {
         Ok(Pending { ids, numbers })
     }
 
-    /// Records the invalidation of every pop that shows `customer_id` (all of its phone numbers),
-    /// for a write elsewhere (an interaction, a case, an order) that changes the customer's card.
-    pub async fn record_for_customer(
+    /// Records the invalidation of every pop that shows these customers (all their phone numbers),
+    /// for a write elsewhere (an interaction, a case, an order) that changes their cards.
+    pub async fn record_for_customers(
         &self,
         conn: &mut PgConnection,
-        customer_id: uuid::Uuid,
+        customer_ids: &[uuid::Uuid],
     ) -> sqlx::Result<Pending> {
         if self.cache.is_none() {
             return Ok(Pending::default());
         }
-        let numbers = store::customer_numbers(&mut *conn, customer_id).await?;
+        let numbers = store::customer_numbers(&mut *conn, customer_ids).await?;
         self.record(conn, numbers).await
     }
 

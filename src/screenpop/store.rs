@@ -1,12 +1,14 @@
 //! PostgreSQL access for screen pops: resolving a number to cards in one query, and the
 //! `pop_invalidations` table.
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::proto::v1;
+use crate::proto_time::to_timestamp;
 
 /// Most candidates a MULTIPLE pop lists.
 pub const MAX_CANDIDATES: i64 = 10;
@@ -26,8 +28,44 @@ struct CardRow {
     version: i64,
     primary_contacts: Json<Vec<CardContact>>,
     external_references: Json<Vec<CardReference>>,
+    recent_interactions: Json<Vec<CardInteractionRow>>,
+    recent_orders: Json<Vec<CardOrderRow>>,
+    lifetime_value: Json<Vec<CardMoney>>,
+    last_contact_at: Option<DateTime<Utc>>,
     total: i64,
 }
+
+#[derive(Deserialize)]
+struct CardInteractionRow {
+    id: Uuid,
+    channel: String,
+    direction: String,
+    agent_id: Option<String>,
+    disposition_code: Option<String>,
+    disposition_label: Option<String>,
+    resolved: Option<bool>,
+    outcome: String,
+    started_at: DateTime<Utc>,
+}
+
+#[derive(Deserialize)]
+struct CardOrderRow {
+    system: String,
+    order_id: String,
+    amount_minor: i64,
+    currency: String,
+    status: String,
+    ordered_at: DateTime<Utc>,
+}
+
+#[derive(Deserialize)]
+struct CardMoney {
+    currency: String,
+    amount_minor: i64,
+}
+
+/// A contact within this long before the card is built makes the call a repeat contact.
+const REPEAT_CONTACT_WINDOW_DAYS: i64 = 7;
 
 #[derive(Deserialize)]
 struct CardContact {
@@ -57,6 +95,21 @@ pub async fn resolve(pool: &PgPool, number: &str) -> sqlx::Result<v1::ScreenPop>
                                  ORDER BY r.system, r.external_id) \
                           FROM external_references r WHERE r.customer_id = c.id), '[]'::json) \
                   AS external_references, \
+                COALESCE((SELECT json_agg(x) FROM ( \
+                    SELECT i.id, i.channel, i.direction, i.agent_id, i.disposition_code, \
+                           d.label AS disposition_label, d.resolves AS resolved, i.outcome, i.started_at \
+                    FROM interactions i LEFT JOIN dispositions d ON d.code = i.disposition_code \
+                    WHERE i.customer_id = c.id ORDER BY i.started_at DESC, i.id DESC LIMIT 3) x), '[]'::json) \
+                  AS recent_interactions, \
+                COALESCE((SELECT json_agg(x) FROM ( \
+                    SELECT o.system, o.order_id, o.amount_minor, o.currency, o.status, o.ordered_at \
+                    FROM orders o WHERE o.customer_id = c.id ORDER BY o.ordered_at DESC LIMIT 3) x), '[]'::json) \
+                  AS recent_orders, \
+                COALESCE((SELECT json_agg(json_build_object('currency', v.currency, 'amount_minor', v.lifetime_minor) \
+                                 ORDER BY v.currency) \
+                          FROM customer_values v WHERE v.customer_id = c.id), '[]'::json) AS lifetime_value, \
+                GREATEST((SELECT max(i.started_at) FROM interactions i WHERE i.customer_id = c.id), \
+                         (SELECT max(k.ended_at) FROM calls k WHERE k.customer_id = c.id)) AS last_contact_at, \
                 count(*) OVER () AS total \
          FROM customers c \
          WHERE c.deleted_at IS NULL \
@@ -136,18 +189,88 @@ fn card(row: CardRow) -> v1::CustomerCard {
             })
             .collect(),
         version: row.version,
+        recent_interactions: row
+            .recent_interactions
+            .0
+            .into_iter()
+            .map(card_interaction)
+            .collect(),
+        recent_orders: row.recent_orders.0.into_iter().map(card_order).collect(),
+        lifetime_value: row
+            .lifetime_value
+            .0
+            .into_iter()
+            .map(|m| v1::Money {
+                currency: m.currency,
+                amount_minor: m.amount_minor,
+            })
+            .collect(),
+        last_contact_at: row.last_contact_at.map(to_timestamp),
+        repeat_contact: row
+            .last_contact_at
+            .is_some_and(|at| Utc::now() - at < chrono::Duration::days(REPEAT_CONTACT_WINDOW_DAYS)),
     }
 }
 
-/// The E.164 numbers whose pops show this customer.
+fn card_interaction(i: CardInteractionRow) -> v1::CardInteraction {
+    let channel = match i.channel.as_str() {
+        "email" => v1::Channel::Email,
+        "chat" => v1::Channel::Chat,
+        "sms" => v1::Channel::Sms,
+        "visit" => v1::Channel::Visit,
+        "social" => v1::Channel::Social,
+        _ => v1::Channel::Voice,
+    };
+    let direction = if i.direction == "outbound" {
+        v1::Direction::Outbound
+    } else {
+        v1::Direction::Inbound
+    };
+    v1::CardInteraction {
+        id: i.id.to_string(),
+        channel: channel.into(),
+        direction: direction.into(),
+        agent_id: i.agent_id.unwrap_or_default(),
+        disposition_code: i.disposition_code.unwrap_or_default(),
+        disposition_label: i.disposition_label.unwrap_or_default(),
+        resolved: i.resolved.unwrap_or(false),
+        outcome: i.outcome,
+        started_at: Some(to_timestamp(i.started_at)),
+    }
+}
+
+fn card_order(o: CardOrderRow) -> v1::CardOrder {
+    let status = match o.status.as_str() {
+        "paid" => v1::OrderStatus::Paid,
+        "shipped" => v1::OrderStatus::Shipped,
+        "delivered" => v1::OrderStatus::Delivered,
+        "cancelled" => v1::OrderStatus::Cancelled,
+        "returned" => v1::OrderStatus::Returned,
+        _ => v1::OrderStatus::Placed,
+    };
+    v1::CardOrder {
+        system: o.system,
+        order_id: o.order_id,
+        amount: Some(v1::Money {
+            currency: o.currency,
+            amount_minor: o.amount_minor,
+        }),
+        status: status.into(),
+        ordered_at: Some(to_timestamp(o.ordered_at)),
+    }
+}
+
+/// The E.164 numbers whose pops show these customers.
 pub async fn customer_numbers(
     conn: &mut PgConnection,
-    customer_id: Uuid,
+    customer_ids: &[Uuid],
 ) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar("SELECT value FROM contact_points WHERE customer_id = $1 AND kind = 'phone'")
-        .bind(customer_id)
-        .fetch_all(conn)
-        .await
+    sqlx::query_scalar(
+        "SELECT value FROM contact_points WHERE customer_id = ANY($1) AND kind = 'phone'",
+    )
+    .bind(customer_ids)
+    .fetch_all(conn)
+    .await
 }
 
 pub async fn record_invalidations(

@@ -15,6 +15,7 @@ use switchboard::config::Settings;
 use switchboard::db::PoolSettings;
 use switchboard::phone::PhoneParser;
 use switchboard::proto::v1;
+use switchboard::proto::v1::activity_service_client::ActivityServiceClient;
 use switchboard::proto::v1::agent_service_client::AgentServiceClient;
 use switchboard::proto::v1::call_event_service_client::CallEventServiceClient;
 use switchboard::proto::v1::customer_service_client::CustomerServiceClient;
@@ -190,6 +191,10 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
 }
 
 impl TestApp {
+    pub fn activity(&self) -> ActivityServiceClient<Channel> {
+        ActivityServiceClient::new(self.channel.clone())
+    }
+
     pub fn interactions(&self) -> InteractionServiceClient<Channel> {
         InteractionServiceClient::new(self.channel.clone())
     }

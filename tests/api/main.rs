@@ -1,5 +1,6 @@
 //! Integration tests: the real server, PostgreSQL and Redis, driven through gRPC.
 
+mod activity;
 mod calls;
 mod customers;
 mod health;
