@@ -27,6 +27,11 @@ const PII_MESSAGES: &[&str] = &[
     ".switchboard.v1.CompleteWrapUpRequest",
     ".switchboard.v1.ServiceEvent",
     ".switchboard.v1.CardInteraction",
+    ".switchboard.v1.Case",
+    ".switchboard.v1.CaseComment",
+    ".switchboard.v1.OpenCaseRequest",
+    ".switchboard.v1.AddCaseCommentRequest",
+    ".switchboard.v1.CardCase",
     ".switchboard.v1.RecordServiceEventRequest",
 ];
 

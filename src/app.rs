@@ -18,6 +18,8 @@ use crate::agents::grpc::AgentGrpc;
 use crate::agents::{Agents, Fanout, Watcher};
 use crate::calls::CallEvents;
 use crate::calls::grpc::CallEventGrpc;
+use crate::cases::Cases;
+use crate::cases::grpc::CaseGrpc;
 use crate::config::Settings;
 use crate::customers::Customers;
 use crate::customers::grpc::CustomerGrpc;
@@ -27,6 +29,7 @@ use crate::interactions::grpc::InteractionGrpc;
 use crate::proto::v1::activity_service_server::ActivityServiceServer;
 use crate::proto::v1::agent_service_server::AgentServiceServer;
 use crate::proto::v1::call_event_service_server::CallEventServiceServer;
+use crate::proto::v1::case_service_server::CaseServiceServer;
 use crate::proto::v1::customer_service_server::CustomerServiceServer;
 use crate::proto::v1::interaction_service_server::InteractionServiceServer;
 use crate::proto::v1::screen_pop_service_server::ScreenPopServiceServer;
@@ -41,6 +44,7 @@ const HEALTH_SERVICES: &[&str] = &[
     "",
     "switchboard.v1.InteractionService",
     "switchboard.v1.ActivityService",
+    "switchboard.v1.CaseService",
     "switchboard.v1.CustomerService",
     "switchboard.v1.ScreenPopService",
 ];
@@ -149,6 +153,7 @@ impl Application {
         let agents = Agents::new(pool.clone());
         let interactions = Interactions::new(pool.clone(), invalidator.clone());
         let activity = Activity::new(pool.clone(), invalidator.clone());
+        let cases = Cases::new(pool.clone(), invalidator.clone(), settings.case_sla);
         let watcher = Watcher {
             pool: pool.clone(),
             agents: agents.clone(),
@@ -193,6 +198,7 @@ impl Application {
                 interactions,
             )))
             .add_service(ActivityServiceServer::new(ActivityGrpc::new(activity)))
+            .add_service(CaseServiceServer::new(CaseGrpc::new(cases)))
             .serve_with_incoming_shutdown(incoming, async {
                 stopped.await.ok();
             });

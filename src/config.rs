@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::cases::SlaPolicy;
 use crate::db::PoolSettings;
 use crate::phone::PhoneParser;
 use crate::redis_link::RedisSettings;
@@ -92,6 +93,9 @@ pub struct ServeArgs {
     /// How long a pop stays pinned to a call id (seconds).
     #[arg(long, env = "SWITCHBOARD_PIN_TTL_SECS", default_value_t = 4 * 3600)]
     pub pin_ttl_secs: u64,
+    /// Time to resolve a case per priority, e.g. "urgent=4h,high=8h,normal=24h,low=72h" (m, h, d).
+    #[arg(long, env = "SWITCHBOARD_CASE_SLA", default_value = "urgent=4h,high=8h,normal=24h,low=72h", value_parser = SlaPolicy::parse)]
+    pub case_sla: SlaPolicy,
     /// How long in-flight calls may take to finish after SIGTERM before the server exits (seconds).
     #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
     pub drain_timeout_secs: u64,
@@ -190,6 +194,7 @@ pub struct Settings {
     pub negative_ttl: Duration,
     pub pin_ttl: Duration,
     pub drain_timeout: Duration,
+    pub case_sla: SlaPolicy,
     /// How often PostgreSQL reachability is checked for the health service.
     pub health_interval: Duration,
 }
@@ -219,6 +224,7 @@ impl From<ServeArgs> for Settings {
             negative_ttl: Duration::from_secs(args.negative_ttl_secs),
             pin_ttl: Duration::from_secs(args.pin_ttl_secs),
             drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+            case_sla: args.case_sla,
             health_interval: Duration::from_millis(500),
         }
     }

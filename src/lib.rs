@@ -14,6 +14,7 @@
 //! - [`screenpop`]: the screen-pop context: lookup, Redis cache, invalidation, call pins.
 //! - [`calls`]: call events from gateways: idempotent, order-independent ingestion and call records.
 //! - [`interactions`]: every contact on any channel, dispositions and wrap-up; masked notes.
+//! - [`cases`]: service cases with SLA due times, legal status changes and a change history.
 //! - [`activity`]: orders and service events from other systems; lifetime value.
 //! - [`agents`]: agent states and the live call stream pushed to softphones across instances.
 //! - [`card_data`]: masking of card numbers and security codes in free text.
@@ -29,6 +30,7 @@ pub mod agents;
 pub mod app;
 pub mod calls;
 pub mod card_data;
+pub mod cases;
 pub mod client;
 pub mod config;
 pub mod customers;

@@ -47,6 +47,11 @@ redacted_debug! {
     CompleteWrapUpRequest { interaction_id, disposition_code },
     ServiceEvent { system, event_id, customer_id, kind },
     CardInteraction { id, channel, disposition_code },
+    Case { id, customer_id, status, priority, version },
+    CaseComment { id, case_id },
+    OpenCaseRequest { request_id, customer_id, priority },
+    AddCaseCommentRequest { case_id },
+    CardCase { id, status, priority },
     RecordServiceEventRequest { system, event_id, kind },
 }
 

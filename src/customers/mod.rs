@@ -486,6 +486,11 @@ impl Customers {
     }
 }
 
+/// Whether a customer exists and is not deleted; for other contexts that attach facts to one.
+pub async fn is_live(conn: &mut sqlx::PgConnection, id: Uuid) -> sqlx::Result<bool> {
+    store::is_live(conn, id).await
+}
+
 /// Locks the live customer row and checks the version the client read, if it sent one.
 async fn lock_version(
     conn: &mut sqlx::PgConnection,

@@ -176,6 +176,15 @@ pub(super) async fn external_reference_owner(
     .await
 }
 
+pub(super) async fn is_live(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM customers WHERE id = $1 AND deleted_at IS NULL)",
+    )
+    .bind(id)
+    .fetch_one(conn)
+    .await
+}
+
 /// Loads a live (not deleted) customer.
 pub(super) async fn load(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Customer>> {
     Ok(load_many(conn, &[id]).await?.pop())

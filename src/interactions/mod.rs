@@ -145,7 +145,7 @@ impl Interactions {
         new.notes = card_data::mask(&new.notes).into_owned();
         new.outcome = card_data::mask(&new.outcome).into_owned();
         let mut tx = self.pool.begin().await?;
-        if !store::customer_is_live(&mut tx, new.customer_id).await? {
+        if !crate::customers::is_live(&mut tx, new.customer_id).await? {
             return Err(InteractionError::CustomerNotFound);
         }
         if let Some(code) = &new.disposition_code {
@@ -220,7 +220,7 @@ impl Interactions {
             }
         };
         let mut conn = self.pool.acquire().await?;
-        if !store::customer_is_live(&mut conn, customer_id).await? {
+        if !crate::customers::is_live(&mut conn, customer_id).await? {
             return Err(InteractionError::CustomerNotFound);
         }
         let limit = page_size.clamp(1, 100) as usize;

@@ -62,15 +62,6 @@ macro_rules! select {
     };
 }
 
-pub async fn customer_is_live(conn: &mut PgConnection, customer_id: Uuid) -> sqlx::Result<bool> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM customers WHERE id = $1 AND deleted_at IS NULL)",
-    )
-    .bind(customer_id)
-    .fetch_one(conn)
-    .await
-}
-
 pub async fn find_by_request_id(
     conn: &mut PgConnection,
     request_id: &str,

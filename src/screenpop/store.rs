@@ -32,7 +32,17 @@ struct CardRow {
     recent_orders: Json<Vec<CardOrderRow>>,
     lifetime_value: Json<Vec<CardMoney>>,
     last_contact_at: Option<DateTime<Utc>>,
+    open_cases: Json<Vec<CardCaseRow>>,
     total: i64,
+}
+
+#[derive(Deserialize)]
+struct CardCaseRow {
+    id: Uuid,
+    subject: String,
+    status: String,
+    priority: i16,
+    sla_due_at: DateTime<Utc>,
 }
 
 #[derive(Deserialize)]
@@ -110,6 +120,10 @@ pub async fn resolve(pool: &PgPool, number: &str) -> sqlx::Result<v1::ScreenPop>
                           FROM customer_values v WHERE v.customer_id = c.id), '[]'::json) AS lifetime_value, \
                 GREATEST((SELECT max(i.started_at) FROM interactions i WHERE i.customer_id = c.id), \
                          (SELECT max(k.ended_at) FROM calls k WHERE k.customer_id = c.id)) AS last_contact_at, \
+                COALESCE((SELECT json_agg(x) FROM ( \
+                    SELECT k.id, k.subject, k.status, k.priority, k.sla_due_at FROM cases k \
+                    WHERE k.customer_id = c.id AND k.status IN ('new', 'open', 'pending') \
+                    ORDER BY k.priority DESC, k.sla_due_at, k.id LIMIT 3) x), '[]'::json) AS open_cases, \
                 count(*) OVER () AS total \
          FROM customers c \
          WHERE c.deleted_at IS NULL \
@@ -206,6 +220,7 @@ fn card(row: CardRow) -> v1::CustomerCard {
             })
             .collect(),
         last_contact_at: row.last_contact_at.map(to_timestamp),
+        open_cases: row.open_cases.0.into_iter().map(card_case).collect(),
         repeat_contact: row
             .last_contact_at
             .is_some_and(|at| Utc::now() - at < chrono::Duration::days(REPEAT_CONTACT_WINDOW_DAYS)),
@@ -236,6 +251,28 @@ fn card_interaction(i: CardInteractionRow) -> v1::CardInteraction {
         resolved: i.resolved.unwrap_or(false),
         outcome: i.outcome,
         started_at: Some(to_timestamp(i.started_at)),
+    }
+}
+
+fn card_case(k: CardCaseRow) -> v1::CardCase {
+    let status = match k.status.as_str() {
+        "open" => v1::CaseStatus::Open,
+        "pending" => v1::CaseStatus::Pending,
+        _ => v1::CaseStatus::New,
+    };
+    let priority = match k.priority {
+        1 => v1::CasePriority::Low,
+        3 => v1::CasePriority::High,
+        4 => v1::CasePriority::Urgent,
+        _ => v1::CasePriority::Normal,
+    };
+    v1::CardCase {
+        id: k.id.to_string(),
+        subject: k.subject,
+        status: status.into(),
+        priority: priority.into(),
+        sla_due_at: Some(to_timestamp(k.sla_due_at)),
+        overdue: k.sla_due_at < Utc::now(),
     }
 }
 

@@ -18,6 +18,7 @@ use switchboard::proto::v1;
 use switchboard::proto::v1::activity_service_client::ActivityServiceClient;
 use switchboard::proto::v1::agent_service_client::AgentServiceClient;
 use switchboard::proto::v1::call_event_service_client::CallEventServiceClient;
+use switchboard::proto::v1::case_service_client::CaseServiceClient;
 use switchboard::proto::v1::customer_service_client::CustomerServiceClient;
 use switchboard::proto::v1::interaction_service_client::InteractionServiceClient;
 use switchboard::proto::v1::screen_pop_service_client::ScreenPopServiceClient;
@@ -97,6 +98,7 @@ pub struct TestOptions {
     /// Another PostgreSQL server (admin URL) than `DATABASE_URL`.
     pub postgres_admin_url: Option<String>,
     pub acquire_timeout: Duration,
+    pub case_sla: switchboard::cases::SlaPolicy,
 }
 
 impl Default for TestOptions {
@@ -105,6 +107,7 @@ impl Default for TestOptions {
             redis_url: Some(redis_url()),
             postgres_admin_url: None,
             acquire_timeout: Duration::from_secs(1),
+            case_sla: switchboard::cases::SlaPolicy::default(),
         }
     }
 }
@@ -141,6 +144,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
     let settings = Settings {
         listen: "127.0.0.1:0".parse().expect("address"),
         database_url: database_url.clone(),
+        case_sla: options.case_sla,
         pool: PoolSettings {
             max_connections: 8,
             acquire_timeout: options.acquire_timeout,
@@ -191,6 +195,10 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
 }
 
 impl TestApp {
+    pub fn cases(&self) -> CaseServiceClient<Channel> {
+        CaseServiceClient::new(self.channel.clone())
+    }
+
     pub fn activity(&self) -> ActivityServiceClient<Channel> {
         ActivityServiceClient::new(self.channel.clone())
     }

@@ -2,6 +2,7 @@
 
 mod activity;
 mod calls;
+mod cases;
 mod customers;
 mod health;
 mod helpers;

@@ -1,0 +1,236 @@
+//! PostgreSQL access for cases, comments and case history.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{Assignee, Case, CaseFilter, CaseStatus, Change, Comment, NewCase, Priority};
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    customer_id: Uuid,
+    subject: String,
+    description: String,
+    status: String,
+    priority: i16,
+    assignee_agent_id: Option<String>,
+    assignee_team: Option<String>,
+    sla_due_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    resolved_at: Option<DateTime<Utc>>,
+    closed_at: Option<DateTime<Utc>>,
+    version: i64,
+}
+
+impl From<Row> for Case {
+    fn from(row: Row) -> Self {
+        let assignee = match (row.assignee_agent_id, row.assignee_team) {
+            (Some(agent), _) => Some(Assignee::Agent(agent)),
+            (None, Some(team)) => Some(Assignee::Team(team)),
+            (None, None) => None,
+        };
+        Case {
+            id: row.id,
+            customer_id: row.customer_id,
+            subject: row.subject,
+            description: row.description,
+            // CHECK constraints admit only known values.
+            status: CaseStatus::parse(&row.status).unwrap_or(CaseStatus::New),
+            priority: Priority::from_rank(row.priority).unwrap_or(Priority::Normal),
+            assignee,
+            sla_due_at: row.sla_due_at,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            resolved_at: row.resolved_at,
+            closed_at: row.closed_at,
+            version: row.version,
+        }
+    }
+}
+
+macro_rules! select {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, customer_id, subject, description, status, priority, assignee_agent_id, assignee_team, ",
+            "sla_due_at, created_at, updated_at, resolved_at, closed_at, version FROM cases ",
+            $rest
+        )
+    };
+}
+
+pub async fn find_by_request_id(
+    conn: &mut PgConnection,
+    request_id: &str,
+) -> sqlx::Result<Option<Case>> {
+    let row: Option<Row> = sqlx::query_as(select!("WHERE request_id = $1"))
+        .bind(request_id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(Case::from))
+}
+
+pub async fn load(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Case>> {
+    let row: Option<Row> = sqlx::query_as(select!("WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(Case::from))
+}
+
+pub async fn load_for_update(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Case>> {
+    let row: Option<Row> = sqlx::query_as(select!("WHERE id = $1 FOR UPDATE"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(Case::from))
+}
+
+/// Inserts unless the request id is taken (a concurrent retry); returns whether it inserted.
+pub async fn insert(
+    conn: &mut PgConnection,
+    id: Uuid,
+    new: &NewCase,
+    now: DateTime<Utc>,
+    due: DateTime<Utc>,
+) -> sqlx::Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO cases (id, request_id, customer_id, subject, description, status, priority, sla_due_at, \
+           created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, 'new', $6, $7, $8, $8) ON CONFLICT (request_id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(&new.request_id)
+    .bind(new.customer_id)
+    .bind(&new.subject)
+    .bind(&new.description)
+    .bind(new.priority.rank())
+    .bind(due)
+    .bind(now)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// Writes a changed case, bumping its version.
+pub async fn save(conn: &mut PgConnection, case: &Case) -> sqlx::Result<()> {
+    let (agent, team) = match &case.assignee {
+        Some(Assignee::Agent(agent)) => (Some(agent.as_str()), None),
+        Some(Assignee::Team(team)) => (None, Some(team.as_str())),
+        None => (None, None),
+    };
+    sqlx::query(
+        "UPDATE cases SET subject = $2, description = $3, status = $4, priority = $5, assignee_agent_id = $6, \
+           assignee_team = $7, sla_due_at = $8, resolved_at = $9, closed_at = $10, version = version + 1, \
+           updated_at = now() \
+         WHERE id = $1",
+    )
+    .bind(case.id)
+    .bind(&case.subject)
+    .bind(&case.description)
+    .bind(case.status.as_str())
+    .bind(case.priority.rank())
+    .bind(agent)
+    .bind(team)
+    .bind(case.sla_due_at)
+    .bind(case.resolved_at)
+    .bind(case.closed_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn record_change(
+    conn: &mut PgConnection,
+    case_id: Uuid,
+    action: &str,
+    from: &str,
+    to: &str,
+    actor: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO case_history (case_id, action, \"from\", \"to\", actor) VALUES ($1, $2, $3, $4, $5)")
+        .bind(case_id)
+        .bind(action)
+        .bind(from)
+        .bind(to)
+        .bind(actor)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn insert_comment(
+    conn: &mut PgConnection,
+    case_id: Uuid,
+    text: &str,
+    author: &str,
+) -> sqlx::Result<Comment> {
+    let (id, created_at): (Uuid, DateTime<Utc>) = sqlx::query_as(
+        "INSERT INTO case_comments (id, case_id, author, text) VALUES ($1, $2, $3, $4) RETURNING id, created_at",
+    )
+    .bind(Uuid::new_v4())
+    .bind(case_id)
+    .bind(author)
+    .bind(text)
+    .fetch_one(conn)
+    .await?;
+    Ok(Comment {
+        id,
+        case_id,
+        author: author.to_owned(),
+        text: text.to_owned(),
+        created_at,
+    })
+}
+
+/// Most urgent first: priority (high to low), due time, id; strictly after the cursor.
+pub async fn list(
+    conn: &mut PgConnection,
+    filter: &CaseFilter,
+    after: Option<(i16, DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> sqlx::Result<Vec<Case>> {
+    let rows: Vec<Row> = sqlx::query_as(select!(
+        "WHERE ($1::uuid IS NULL OR customer_id = $1) \
+           AND ($2::text IS NULL OR status = $2) \
+           AND ($3::text IS NULL OR assignee_agent_id = $3) \
+           AND ($4::text IS NULL OR assignee_team = $4) \
+           AND (NOT $5 OR (status IN ('new', 'open', 'pending') AND sla_due_at < now())) \
+           AND ($6::smallint IS NULL OR priority < $6 \
+                OR (priority = $6 AND (sla_due_at, id) > ($7::timestamptz, $8::uuid))) \
+         ORDER BY priority DESC, sla_due_at, id LIMIT $9"
+    ))
+    .bind(filter.customer_id)
+    .bind(filter.status.map(CaseStatus::as_str))
+    .bind(&filter.agent_id)
+    .bind(&filter.team)
+    .bind(filter.overdue_only)
+    .bind(after.map(|(rank, _, _)| rank))
+    .bind(after.map(|(_, due, _)| due))
+    .bind(after.map(|(_, _, id)| id))
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(Case::from).collect())
+}
+
+pub async fn history(conn: &mut PgConnection, case_id: Uuid) -> sqlx::Result<Vec<Change>> {
+    let rows: Vec<(String, String, String, String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT action, \"from\", \"to\", actor, at FROM case_history WHERE case_id = $1 ORDER BY id",
+    )
+    .bind(case_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(action, from, to, actor, at)| Change {
+            action,
+            from,
+            to,
+            actor,
+            at,
+        })
+        .collect())
+}
