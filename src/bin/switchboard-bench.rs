@@ -4,7 +4,11 @@
 //! ringing agent's softphone, watching on another instance (or the same), receives the call with
 //! its screen pop. Calls run one after another (closed loop), so each sample is an uncontended
 //! end-to-end latency: gateway -> commit -> Redis pub/sub -> watcher -> pop lookup -> softphone.
-//! The other scenarios (echo, pop-hot, pop-cold, events, mixed) are issue #6.
+//!
+//! Scenario `pop`: creates customers whose cards carry an order, an interaction and an open case,
+//! then looks each number up once (cold: PostgreSQL, one query) and then many times (hot: Redis),
+//! closed loop, and reports the round-trip latency of each kind (server time is below it).
+//! The open-loop scenarios (echo, pop-hot at a fixed rate, events, mixed) are issue #6.
 
 use std::time::{Duration, Instant};
 
@@ -25,7 +29,7 @@ use tonic::transport::Channel;
 )]
 struct Args {
     /// Scenario to run.
-    #[arg(value_parser = ["push"])]
+    #[arg(value_parser = ["push", "pop"])]
     scenario: String,
     /// The instance gateways report to.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
@@ -39,6 +43,133 @@ struct Args {
     /// Agents to spread the calls over.
     #[arg(long, default_value_t = 10)]
     agents: u32,
+    /// `pop`: customers to create (each with a full card).
+    #[arg(long, default_value_t = 200)]
+    customers: u32,
+    /// `pop`: hot lookups after the cold pass.
+    #[arg(long, default_value_t = 5000)]
+    lookups: u32,
+}
+
+fn report(name: &str, histogram: &Histogram<u64>) {
+    println!(
+        "  {name}: {} lookups, round trip (µs): p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+        histogram.len(),
+        histogram.value_at_quantile(0.5),
+        histogram.value_at_quantile(0.9),
+        histogram.value_at_quantile(0.99),
+        histogram.value_at_quantile(0.999),
+        histogram.max()
+    );
+}
+
+/// Customers with a full card, then cold and hot lookups of their numbers.
+async fn pop_scenario(args: &Args, run: &str) -> anyhow::Result<()> {
+    use switchboard::proto::v1::activity_service_client::ActivityServiceClient;
+    use switchboard::proto::v1::case_service_client::CaseServiceClient;
+    use switchboard::proto::v1::interaction_service_client::InteractionServiceClient;
+    use switchboard::proto::v1::screen_pop_service_client::ScreenPopServiceClient;
+
+    let channel = connect(&args.gateway_server).await?;
+    let mut customers = CustomerServiceClient::new(channel.clone());
+    let mut activity = ActivityServiceClient::new(channel.clone());
+    let mut interactions = InteractionServiceClient::new(channel.clone());
+    let mut cases = CaseServiceClient::new(channel.clone());
+    let pops = ScreenPopServiceClient::new(channel);
+    let exchange = 200 + (chrono::Utc::now().timestamp_millis() % 700);
+    let now = switchboard::proto_time::to_timestamp(chrono::Utc::now());
+    let mut numbers = Vec::new();
+    for i in 0..args.customers {
+        let number = format!("+1646{exchange:03}{i:04}");
+        let customer = customers
+            .create_customer(v1::CreateCustomerRequest {
+                display_name: format!("Bench Customer {i}"),
+                contact_points: vec![v1::NewContactPoint {
+                    kind: v1::ContactKind::Phone.into(),
+                    value: number.clone(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .customer
+            .context("customer")?;
+        let by_id = Some(v1::CustomerRef {
+            r#ref: Some(v1::customer_ref::Ref::CustomerId(customer.id.clone())),
+        });
+        activity
+            .record_order(v1::RecordOrderRequest {
+                system: "bench".into(),
+                order_id: format!("{run}-{i}"),
+                customer: by_id,
+                amount: Some(v1::Money {
+                    currency: "USD".into(),
+                    amount_minor: 4999,
+                }),
+                status: v1::OrderStatus::Paid.into(),
+                ordered_at: Some(now),
+            })
+            .await?;
+        interactions
+            .log_interaction(v1::LogInteractionRequest {
+                request_id: format!("{run}-{i}"),
+                customer_id: customer.id.clone(),
+                channel: v1::Channel::Voice.into(),
+                direction: v1::Direction::Inbound.into(),
+                started_at: Some(now),
+                ..Default::default()
+            })
+            .await?;
+        cases
+            .open_case(v1::OpenCaseRequest {
+                request_id: format!("{run}-{i}"),
+                customer_id: customer.id,
+                subject: "Bench case".into(),
+                actor: "bench".into(),
+                ..Default::default()
+            })
+            .await?;
+        numbers.push(number);
+    }
+    let mut by_source: std::collections::BTreeMap<String, Histogram<u64>> = Default::default();
+    let lookup = |number: String| {
+        let mut pops = pops.clone();
+        async move {
+            let started = Instant::now();
+            let response = pops
+                .lookup(v1::LookupRequest {
+                    caller_number: number,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            anyhow::Ok((response.source(), started.elapsed().as_micros() as u64))
+        }
+    };
+    for number in &numbers {
+        let (source, micros) = lookup(number.clone()).await?;
+        by_source
+            .entry(format!("cold ({source:?})"))
+            .or_insert_with(|| Histogram::new(3).expect("histogram"))
+            .record(micros)?;
+    }
+    for i in 0..args.lookups {
+        let (source, micros) = lookup(numbers[i as usize % numbers.len()].clone()).await?;
+        by_source
+            .entry(format!("hot ({source:?})"))
+            .or_insert_with(|| Histogram::new(3).expect("histogram"))
+            .record(micros)?;
+    }
+    println!(
+        "scenario pop: {} customers with an order, an interaction and an open case each; {}",
+        numbers.len(),
+        args.gateway_server
+    );
+    for (name, histogram) in &by_source {
+        report(name, histogram);
+    }
+    Ok(())
 }
 
 async fn connect(url: &str) -> anyhow::Result<Channel> {
@@ -75,6 +206,10 @@ fn event(run: &str, call: u32, n: i64, kind: v1::CallEventType, agent: &str) -> 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.scenario == "pop" {
+        let run = format!("p{}", chrono::Utc::now().timestamp_millis());
+        return pop_scenario(&args, &run).await;
+    }
     let gateway = connect(&args.gateway_server).await?;
     let agent_side = connect(&args.agent_server).await?;
     let mut calls = CallEventServiceClient::new(gateway.clone());
