@@ -42,3 +42,7 @@ CREATE TABLE case_history (
     at      timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX case_history_case_idx ON case_history (case_id, id);
+
+-- An interaction may belong to a case; the case must exist.
+ALTER TABLE interactions
+    ADD CONSTRAINT interactions_case_id_fkey FOREIGN KEY (case_id) REFERENCES cases (id);

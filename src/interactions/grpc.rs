@@ -31,9 +31,9 @@ impl From<InteractionError> for Status {
     fn from(error: InteractionError) -> Self {
         match &error {
             InteractionError::Invalid(violations) => grpc_status::invalid_argument(violations),
-            InteractionError::CustomerNotFound | InteractionError::NotFound => {
-                Status::not_found(error.to_string())
-            }
+            InteractionError::CustomerNotFound
+            | InteractionError::NotFound
+            | InteractionError::CaseNotFound => Status::not_found(error.to_string()),
             InteractionError::UnknownDisposition(_) => {
                 Status::failed_precondition(error.to_string())
             }

@@ -99,6 +99,8 @@ pub enum InteractionError {
     CustomerNotFound,
     #[error("interaction not found")]
     NotFound,
+    #[error("the linked case does not exist")]
+    CaseNotFound,
     #[error("disposition code {0:?} is unknown or retired")]
     UnknownDisposition(String),
     #[error("database unavailable")]
@@ -111,6 +113,9 @@ impl From<sqlx::Error> for InteractionError {
     fn from(error: sqlx::Error) -> Self {
         match db::classify(&error) {
             Failure::Unavailable => InteractionError::Unavailable(error),
+            Failure::ForeignKeyViolation("interactions_case_id_fkey") => {
+                InteractionError::CaseNotFound
+            }
             _ => InteractionError::Database(error),
         }
     }

@@ -222,6 +222,16 @@ async fn bad_input_is_reported_field_by_field() {
         .await
         .expect_err("unknown customer");
     assert_eq!(missing.code(), Code::NotFound);
+    let ada = app.create_customer("Ada Lovelace", &[]).await;
+    let no_case = app
+        .interactions()
+        .log_interaction(v1::LogInteractionRequest {
+            case_id: uuid::Uuid::new_v4().to_string(),
+            ..voice(&ada.id, "r2", 0)
+        })
+        .await
+        .expect_err("unknown case");
+    assert_eq!(no_case.code(), Code::NotFound, "{no_case:?}");
 }
 
 #[tokio::test]
