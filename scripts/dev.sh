@@ -2,7 +2,9 @@
 # Runs Switchboard with demo data: starts PostgreSQL and Redis unless DATABASE_URL / REDIS_URL are
 # set, builds a release binary, seeds demo customers on first run, and serves on 127.0.0.1:50051.
 # SEED_CUSTOMERS (default 50000) sets how many synthetic customers the first run adds.
-# `scripts/dev.sh stop` stops the local PostgreSQL and Redis.
+# It runs in development mode: a random signing secret, and an ADMIN token printed and written to
+# .data/dev-token, where the client subcommands find it. `scripts/dev.sh stop` stops the local
+# PostgreSQL and Redis.
 set -euo pipefail
 source "$(dirname "$0")/services.sh"
 cd "$ROOT"
@@ -23,5 +25,5 @@ if [ "${customers:-0}" = "0" ]; then
   "$bin" seed --customers "${SEED_CUSTOMERS:-50000}" --demo
 fi
 log "DATABASE_URL=$DATABASE_URL REDIS_URL=$REDIS_URL"
-log "try, in another terminal: $bin pop +14155550100"
-exec "$bin" serve
+log "try, in another terminal: $bin pop +14155550100   (the client reads the dev token from .data/dev-token)"
+exec "$bin" serve --dev --dev-token-file .data/dev-token

@@ -16,6 +16,8 @@ use crate::activity::Activity;
 use crate::activity::grpc::ActivityGrpc;
 use crate::agents::grpc::AgentGrpc;
 use crate::agents::{Agents, Fanout, Watcher};
+use crate::auth::Authenticator;
+use crate::auth::layer::AuthLayer;
 use crate::calls::CallEvents;
 use crate::calls::grpc::CallEventGrpc;
 use crate::cases::Cases;
@@ -177,7 +179,9 @@ impl Application {
             .with_nodelay(Some(true))
             .with_keepalive(Some(Duration::from_secs(60)));
         let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
+        let authenticator = Arc::new(Authenticator::new(settings.auth.clone(), pool.clone()));
         let server = tonic::transport::Server::builder()
+            .layer(AuthLayer::new(authenticator))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

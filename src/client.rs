@@ -4,6 +4,9 @@
 use std::fmt::Write as _;
 
 use anyhow::Context as _;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::config::{CreateCustomerArgs, PopArgs, ServerArgs};
@@ -11,12 +14,54 @@ use crate::proto::v1;
 use crate::proto::v1::customer_service_client::CustomerServiceClient;
 use crate::proto::v1::screen_pop_service_client::ScreenPopServiceClient;
 
-async fn channel(server: &ServerArgs) -> anyhow::Result<Channel> {
-    Channel::from_shared(server.server.clone())
+/// Adds `authorization: Bearer <token>` to every request.
+#[derive(Clone)]
+pub struct BearerToken(Option<MetadataValue<Ascii>>);
+
+impl BearerToken {
+    pub fn new(token: Option<&str>) -> anyhow::Result<Self> {
+        let value = token
+            .map(|t| MetadataValue::try_from(format!("Bearer {}", t.trim())))
+            .transpose()
+            .context("the token is not a valid header value")?;
+        Ok(Self(value))
+    }
+}
+
+impl Interceptor for BearerToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub type AuthedChannel = InterceptedService<Channel, BearerToken>;
+
+/// The token from `--token`/`SWITCHBOARD_TOKEN`, or the dev token `.data/dev-token` if present.
+pub fn token(explicit: Option<&str>) -> Option<String> {
+    explicit
+        .map(str::to_owned)
+        .or_else(|| std::fs::read_to_string(".data/dev-token").ok())
+        .filter(|t| !t.trim().is_empty())
+}
+
+async fn channel(server: &ServerArgs) -> anyhow::Result<AuthedChannel> {
+    let channel = Channel::from_shared(server.server.clone())
         .context("invalid --server URL")?
         .connect()
         .await
-        .with_context(|| format!("cannot reach {}", server.server))
+        .with_context(|| format!("cannot reach {}", server.server))?;
+    Ok(InterceptedService::new(
+        channel,
+        BearerToken::new(token(server.token.as_deref()).as_deref())?,
+    ))
 }
 
 fn describe(status: tonic::Status) -> anyhow::Error {

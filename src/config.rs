@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::auth::{AuthSettings, JwtKeys};
 use crate::cases::SlaPolicy;
 use crate::db::PoolSettings;
 use crate::phone::PhoneParser;
@@ -33,7 +34,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gRPC server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply database migrations and exit.
     Migrate(DatabaseArgs),
     /// Fill the database with synthetic customers (deterministic for a given --seed).
@@ -43,6 +44,114 @@ pub enum Command {
     /// Client: create or show customers on a running server.
     #[command(subcommand)]
     Customer(CustomerCommand),
+    /// Manage API keys for gateways and services.
+    #[command(subcommand)]
+    Apikey(ApiKeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create a key and print it once (only its hash is stored).
+    Create {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// agent, supervisor, gateway, service or admin.
+        #[arg(long)]
+        role: String,
+        /// Required for gateways: the gateway id the key may report events for.
+        #[arg(long)]
+        gateway_id: Option<String>,
+        /// Who the key belongs to (defaults to the gateway id or the role).
+        #[arg(long)]
+        subject: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// Development mode: a random signing secret, and an ADMIN token printed at start. Never in production.
+    #[arg(long, env = "SWITCHBOARD_DEV")]
+    pub dev: bool,
+    /// With --dev: also write the dev token to this file (the client subcommands read .data/dev-token).
+    #[arg(long, env = "SWITCHBOARD_DEV_TOKEN_FILE")]
+    pub dev_token_file: Option<std::path::PathBuf>,
+    /// JWT algorithm accepted, and only this one: HS256, RS256 or ES256.
+    #[arg(long, env = "SWITCHBOARD_JWT_ALGORITHM", default_value = "HS256")]
+    pub jwt_algorithm: String,
+    /// HS256 shared secret (prefer the file form or a Kubernetes Secret in the environment).
+    #[arg(long, env = "SWITCHBOARD_JWT_HS256_SECRET", hide_env_values = true)]
+    pub jwt_hs256_secret: Option<String>,
+    /// File holding the HS256 shared secret.
+    #[arg(long, env = "SWITCHBOARD_JWT_HS256_SECRET_FILE")]
+    pub jwt_hs256_secret_file: Option<std::path::PathBuf>,
+    /// JWKS file with the RS256/ES256 public keys.
+    #[arg(long, env = "SWITCHBOARD_JWT_JWKS_FILE")]
+    pub jwt_jwks_file: Option<std::path::PathBuf>,
+    /// Required `iss` claim.
+    #[arg(long, env = "SWITCHBOARD_JWT_ISSUER", default_value = "switchboard")]
+    pub jwt_issuer: String,
+    /// Required `aud` claim.
+    #[arg(long, env = "SWITCHBOARD_JWT_AUDIENCE", default_value = "switchboard")]
+    pub jwt_audience: String,
+}
+
+impl AuthArgs {
+    /// The authentication configuration; an error when there is none outside dev mode.
+    pub fn settings(&self) -> anyhow::Result<AuthSettings> {
+        use anyhow::{Context as _, bail};
+        use jsonwebtoken::Algorithm;
+        if self.dev {
+            return Ok(AuthSettings::random_hs256(
+                &self.jwt_issuer,
+                &self.jwt_audience,
+            ));
+        }
+        let algorithm = match self.jwt_algorithm.to_ascii_uppercase().as_str() {
+            "HS256" => Algorithm::HS256,
+            "RS256" => Algorithm::RS256,
+            "ES256" => Algorithm::ES256,
+            other => bail!("unsupported --jwt-algorithm {other}: HS256, RS256 or ES256"),
+        };
+        let keys = match (
+            algorithm,
+            &self.jwt_hs256_secret,
+            &self.jwt_hs256_secret_file,
+            &self.jwt_jwks_file,
+        ) {
+            (Algorithm::HS256, Some(secret), None, None) => {
+                JwtKeys::Secret(secret.trim().as_bytes().to_vec())
+            }
+            (Algorithm::HS256, None, Some(file), None) => JwtKeys::Secret(
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("reading {}", file.display()))?
+                    .trim()
+                    .as_bytes()
+                    .to_vec(),
+            ),
+            (Algorithm::RS256 | Algorithm::ES256, None, None, Some(file)) => {
+                let text = std::fs::read_to_string(file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+                JwtKeys::Jwks(
+                    serde_json::from_str(&text).context("the JWKS file is not a JWK set")?,
+                )
+            }
+            (_, None, None, None) => bail!(
+                "no authentication configured: set --jwt-hs256-secret(-file) or --jwt-jwks-file, or run with --dev for development"
+            ),
+            _ => bail!("HS256 takes one shared secret; RS256/ES256 take --jwt-jwks-file"),
+        };
+        if let JwtKeys::Secret(secret) = &keys
+            && secret.len() < 32
+        {
+            bail!("the HS256 secret must be at least 32 bytes");
+        }
+        Ok(AuthSettings {
+            algorithm,
+            keys,
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -99,6 +208,8 @@ pub struct ServeArgs {
     /// How long in-flight calls may take to finish after SIGTERM before the server exits (seconds).
     #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
     pub drain_timeout_secs: u64,
+    #[command(flatten)]
+    pub auth: AuthArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -128,6 +239,9 @@ pub struct ServerArgs {
         default_value = "http://127.0.0.1:50051"
     )]
     pub server: String,
+    /// Bearer token; defaults to the dev token in .data/dev-token when that file exists.
+    #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -195,14 +309,18 @@ pub struct Settings {
     pub pin_ttl: Duration,
     pub drain_timeout: Duration,
     pub case_sla: SlaPolicy,
+    pub auth: AuthSettings,
     /// How often PostgreSQL reachability is checked for the health service.
     pub health_interval: Duration,
 }
 
-impl From<ServeArgs> for Settings {
-    fn from(args: ServeArgs) -> Self {
+impl TryFrom<ServeArgs> for Settings {
+    type Error = anyhow::Error;
+
+    fn try_from(args: ServeArgs) -> anyhow::Result<Self> {
         let redis_timeout = Duration::from_millis(args.redis_timeout_ms);
-        Self {
+        let auth = args.auth.settings()?;
+        Ok(Self {
             listen: args.listen,
             database_url: args.database.database_url,
             pool: PoolSettings {
@@ -225,7 +343,8 @@ impl From<ServeArgs> for Settings {
             pin_ttl: Duration::from_secs(args.pin_ttl_secs),
             drain_timeout: Duration::from_secs(args.drain_timeout_secs),
             case_sla: args.case_sla,
+            auth,
             health_interval: Duration::from_millis(500),
-        }
+        })
     }
 }

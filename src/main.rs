@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use switchboard::app::Application;
-use switchboard::config::{Cli, Command, CustomerCommand};
+use switchboard::auth::Role;
+use switchboard::config::{ApiKeyCommand, Cli, Command, CustomerCommand, Settings};
 use switchboard::{client, db, seed, telemetry};
 
 #[tokio::main]
@@ -23,8 +24,36 @@ async fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => {
-            let app = Application::build(args.into()).await?;
+            let (dev, token_file) = (args.auth.dev, args.auth.dev_token_file.clone());
+            let settings = Settings::try_from(*args)?;
+            if dev {
+                announce_dev_mode(&settings, token_file.as_deref())?;
+            }
+            let app = Application::build(settings).await?;
             app.run_until_stopped(shutdown_signal()).await
+        }
+        Command::Apikey(ApiKeyCommand::Create {
+            database,
+            role,
+            gateway_id,
+            subject,
+        }) => {
+            let role =
+                Role::parse(&role).ok_or_else(|| anyhow::anyhow!("unknown role {role:?}"))?;
+            if role == Role::Gateway && gateway_id.is_none() {
+                anyhow::bail!("a gateway key needs --gateway-id");
+            }
+            let pool = sqlx::PgPool::connect(&database.database_url).await?;
+            db::migrate(&pool).await?;
+            let subject = subject
+                .or_else(|| gateway_id.clone())
+                .unwrap_or_else(|| role.as_str().to_owned());
+            let key =
+                switchboard::auth::create_api_key(&pool, &subject, role, gateway_id.as_deref())
+                    .await?;
+            println!("{key}");
+            eprintln!("Store this key now: it is shown once. Send it as the x-api-key header.");
+            Ok(())
         }
         Command::Migrate(args) => {
             let pool = sqlx::PgPool::connect(&args.database_url).await?;
@@ -39,6 +68,36 @@ async fn run(command: Command) -> anyhow::Result<()> {
             client::get_customer(&server, id).await
         }
     }
+}
+
+/// Prints the dev-mode banner and an ADMIN token (also written to `token_file`).
+fn announce_dev_mode(
+    settings: &Settings,
+    token_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let token = settings
+        .auth
+        .issue(
+            "dev-admin",
+            Role::Admin,
+            None,
+            std::time::Duration::from_secs(12 * 3600),
+        )
+        .ok_or_else(|| anyhow::anyhow!("dev mode signs with HS256"))?;
+    if let Some(path) = token_file {
+        std::fs::write(path, &token)?;
+    }
+    eprintln!("==================== DEVELOPMENT MODE: NOT FOR PRODUCTION ====================");
+    eprintln!("Random signing secret; this ADMIN token is valid for 12 hours:");
+    eprintln!("{token}");
+    if let Some(path) = token_file {
+        eprintln!(
+            "(also in {}; the switchboard client subcommands read it from .data/dev-token)",
+            path.display()
+        );
+    }
+    eprintln!("===============================================================================");
+    Ok(())
 }
 
 /// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).

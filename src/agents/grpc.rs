@@ -7,6 +7,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{AgentError, AgentState, Agents, StateChange, Watcher, parse_agent_id};
+use crate::auth::{self, Principal};
 use crate::grpc_status;
 use crate::proto::v1;
 use crate::proto::v1::agent_service_server::AgentService;
@@ -32,6 +33,18 @@ impl From<AgentError> for Status {
             AgentError::Unavailable(source) => grpc_status::unavailable(source),
             AgentError::Database(source) => grpc_status::internal(source),
         }
+    }
+}
+
+/// An agent acts only for itself; supervisors and admins for anyone.
+fn require_self(principal: &Principal, agent_id: &str) -> Result<(), Status> {
+    if principal.may_act_for_agent(agent_id) {
+        Ok(())
+    } else {
+        tracing::info!(subject = %principal.subject, "permission denied: agent acting for another agent");
+        Err(Status::permission_denied(
+            "an agent may act only for itself",
+        ))
     }
 }
 
@@ -64,7 +77,9 @@ impl AgentService for AgentGrpc {
         &self,
         request: Request<v1::WatchAgentRequest>,
     ) -> Result<Response<WatchStream>, Status> {
+        let principal = auth::principal(&request)?;
         let agent_id = agent_id(&request.get_ref().agent_id)?;
+        require_self(&principal, &agent_id)?;
         let responses = self.watcher.watch(agent_id).await?;
         let stream = ReceiverStream::new(responses).map(|item| item.map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
@@ -74,6 +89,7 @@ impl AgentService for AgentGrpc {
         &self,
         request: Request<v1::SetAgentStateRequest>,
     ) -> Result<Response<v1::SetAgentStateResponse>, Status> {
+        let principal = auth::principal(&request)?;
         let request = request.into_inner();
         let mut violations = Violations::new();
         let agent = violations.check("agent_id", parse_agent_id(&request.agent_id));
@@ -92,6 +108,7 @@ impl AgentService for AgentGrpc {
         let (Some(agent), Some(state), true) = (agent, state, violations.is_empty()) else {
             return Err(AgentError::Invalid(violations).into());
         };
+        require_self(&principal, &agent)?;
         let current = self.agents.set_state(&agent, state, &reason).await?;
         Ok(Response::new(v1::SetAgentStateResponse {
             current: Some(change_to_proto(current)),
@@ -102,8 +119,10 @@ impl AgentService for AgentGrpc {
         &self,
         request: Request<v1::ListAgentStatesRequest>,
     ) -> Result<Response<v1::ListAgentStatesResponse>, Status> {
+        let principal = auth::principal(&request)?;
         let request = request.into_inner();
         let agent = agent_id(&request.agent_id)?;
+        require_self(&principal, &agent)?;
         let limit = match request.limit {
             0 => 50,
             n @ 1..=500 => i64::from(n),

@@ -16,10 +16,12 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use futures::StreamExt as _;
 use hdrhistogram::Histogram;
+use switchboard::client::{AuthedChannel, BearerToken};
 use switchboard::proto::v1;
 use switchboard::proto::v1::agent_service_client::AgentServiceClient;
 use switchboard::proto::v1::call_event_service_client::CallEventServiceClient;
 use switchboard::proto::v1::customer_service_client::CustomerServiceClient;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 #[derive(Debug, Parser)]
@@ -43,6 +45,9 @@ struct Args {
     /// Agents to spread the calls over.
     #[arg(long, default_value_t = 10)]
     agents: u32,
+    /// Bearer token (an ADMIN token); defaults to the dev token in .data/dev-token.
+    #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// `pop`: customers to create (each with a full card).
     #[arg(long, default_value_t = 200)]
     customers: u32,
@@ -70,7 +75,7 @@ async fn pop_scenario(args: &Args, run: &str) -> anyhow::Result<()> {
     use switchboard::proto::v1::interaction_service_client::InteractionServiceClient;
     use switchboard::proto::v1::screen_pop_service_client::ScreenPopServiceClient;
 
-    let channel = connect(&args.gateway_server).await?;
+    let channel = connect(&args.gateway_server, args.token.as_deref()).await?;
     let mut customers = CustomerServiceClient::new(channel.clone());
     let mut activity = ActivityServiceClient::new(channel.clone());
     let mut interactions = InteractionServiceClient::new(channel.clone());
@@ -172,13 +177,18 @@ async fn pop_scenario(args: &Args, run: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn connect(url: &str) -> anyhow::Result<Channel> {
+async fn connect(url: &str, token: Option<&str>) -> anyhow::Result<AuthedChannel> {
     let uri: tonic::transport::Uri = url.parse().context("server URL")?;
     match uri.host() {
         Some("127.0.0.1" | "localhost" | "::1" | "[::1]") => {}
         other => bail!("loopback targets only, not {other:?}"),
     }
-    Ok(Channel::builder(uri).connect().await?)
+    let channel = Channel::builder(uri).connect().await?;
+    let token = switchboard::client::token(token);
+    Ok(InterceptedService::new(
+        channel,
+        BearerToken::new(token.as_deref())?,
+    ))
 }
 
 fn event(run: &str, call: u32, n: i64, kind: v1::CallEventType, agent: &str) -> v1::CallEvent {
@@ -210,8 +220,8 @@ async fn main() -> anyhow::Result<()> {
         let run = format!("p{}", chrono::Utc::now().timestamp_millis());
         return pop_scenario(&args, &run).await;
     }
-    let gateway = connect(&args.gateway_server).await?;
-    let agent_side = connect(&args.agent_server).await?;
+    let gateway = connect(&args.gateway_server, args.token.as_deref()).await?;
+    let agent_side = connect(&args.agent_server, args.token.as_deref()).await?;
     let mut calls = CallEventServiceClient::new(gateway.clone());
     let mut agents = AgentServiceClient::new(agent_side);
     let run = format!("b{}", chrono::Utc::now().timestamp_millis());

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::machine::{EventType, Step, TransferTarget};
 use super::{Ack, CallEventError, CallEvents, NewEvent};
 use crate::agents::parse_agent_id;
+use crate::auth::{self, Principal};
 use crate::grpc_status;
 use crate::phone::PhoneParser;
 use crate::proto::v1;
@@ -33,7 +34,11 @@ impl CallEventGrpc {
     }
 
     /// The ack for one event; `Err` only when nothing could be committed.
-    async fn acknowledge(&self, event: Option<v1::CallEvent>) -> Result<v1::CallEventAck, Status> {
+    async fn acknowledge(
+        &self,
+        principal: &Principal,
+        event: Option<v1::CallEvent>,
+    ) -> Result<v1::CallEventAck, Status> {
         let event = event.unwrap_or_default();
         let event_id = event.event_id.clone();
         let parsed = match parse_event(event, &self.phones) {
@@ -53,6 +58,12 @@ impl CallEventGrpc {
                 });
             }
         };
+        if !principal.may_report_for_gateway(&parsed.gateway_id) {
+            tracing::info!(subject = %principal.subject, "permission denied: event for another gateway");
+            return Err(Status::permission_denied(
+                "a gateway may report events only for its own gateway_id",
+            ));
+        }
         let ack = self.events.ingest(parsed).await?;
         Ok(match ack {
             Ack::Accepted => v1::CallEventAck {
@@ -235,6 +246,7 @@ impl CallEventService for CallEventGrpc {
         &self,
         request: Request<Streaming<v1::StreamCallEventsRequest>>,
     ) -> Result<Response<Self::StreamCallEventsStream>, Status> {
+        let principal = auth::principal(&request)?;
         let this = self.clone();
         // Events of one call wait for the previous event of that call in this stream, so a stream
         // applies them in the order the gateway sent them; other calls proceed concurrently.
@@ -243,6 +255,7 @@ impl CallEventService for CallEventGrpc {
             .into_inner()
             .map(move |message| {
                 let this = this.clone();
+                let principal = principal.clone();
                 let (done, wait_for) = match &message {
                     Ok(request) => {
                         let event = request.event.as_ref();
@@ -265,7 +278,7 @@ impl CallEventService for CallEventGrpc {
                     }
                     let result = match message {
                         Ok(request) => this
-                            .acknowledge(request.event)
+                            .acknowledge(&principal, request.event)
                             .await
                             .map(|ack| v1::StreamCallEventsResponse { ack: Some(ack) }),
                         Err(status) => Err(status),
@@ -284,7 +297,10 @@ impl CallEventService for CallEventGrpc {
         &self,
         request: Request<v1::ReportCallEventRequest>,
     ) -> Result<Response<v1::ReportCallEventResponse>, Status> {
-        let ack = self.acknowledge(request.into_inner().event).await?;
+        let principal = auth::principal(&request)?;
+        let ack = self
+            .acknowledge(&principal, request.into_inner().event)
+            .await?;
         Ok(Response::new(v1::ReportCallEventResponse {
             ack: Some(ack),
         }))

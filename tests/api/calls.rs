@@ -66,7 +66,7 @@ impl CallScript {
 
 /// Streams `events` to the gateway service and returns every ack; the stream must end cleanly.
 async fn stream_all(
-    calls: &mut v1::call_event_service_client::CallEventServiceClient<tonic::transport::Channel>,
+    calls: &mut v1::call_event_service_client::CallEventServiceClient<crate::helpers::Authed>,
     events: Vec<v1::CallEvent>,
 ) -> Vec<v1::CallEventAck> {
     let requests = tokio_stream::iter(

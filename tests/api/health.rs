@@ -33,12 +33,7 @@ async fn health_reports_serving_and_reflection_lists_the_services() {
         Some(SERVING)
     );
 
-    let channel = tonic::transport::Channel::from_shared(app.address.clone())
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let mut reflection = ServerReflectionClient::new(channel);
+    let mut reflection = ServerReflectionClient::new(app.channel.clone());
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -265,7 +260,14 @@ async fn logs_are_json_and_carry_no_phone_numbers_or_names() {
         serde_json::from_str::<serde_json::Value>(line)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     }
-    for secret in ["5550163", "555 0163", "Quarrington", "pq@example.com"] {
+    for secret in [
+        "5550163",
+        "555 0163",
+        "Quarrington",
+        "pq@example.com",
+        crate::helpers::TEST_SECRET,
+        "Bearer ",
+    ] {
         assert!(!logs.contains(secret), "logs contain {secret:?}");
     }
 }

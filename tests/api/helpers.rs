@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use sqlx::{Connection, PgConnection, PgPool};
 use switchboard::app::Application;
+use switchboard::auth::{AuthSettings, JwtKeys, Role};
+use switchboard::client::BearerToken;
 use switchboard::config::Settings;
 use switchboard::db::PoolSettings;
 use switchboard::phone::PhoneParser;
@@ -25,6 +27,7 @@ use switchboard::proto::v1::screen_pop_service_client::ScreenPopServiceClient;
 use switchboard::redis_link::RedisSettings;
 use switchboard::screenpop::PopStats;
 use tokio::sync::{OnceCell, oneshot};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
 use uuid::Uuid;
@@ -34,6 +37,40 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
         switchboard::telemetry::init(switchboard::config::LogFormat::Human);
     }
 });
+
+/// The signing secret, issuer and audience every test server trusts.
+pub const TEST_SECRET: &str = "switchboard-test-secret-of-at-least-32-bytes";
+pub const TEST_ISSUER: &str = "switchboard-test";
+
+pub fn test_auth() -> AuthSettings {
+    AuthSettings {
+        algorithm: jsonwebtoken::Algorithm::HS256,
+        keys: JwtKeys::Secret(TEST_SECRET.as_bytes().to_vec()),
+        issuer: TEST_ISSUER.into(),
+        audience: TEST_ISSUER.into(),
+    }
+}
+
+/// A valid token for `role`.
+pub fn token(role: Role, subject: &str, gateway_id: Option<&str>) -> String {
+    test_auth()
+        .issue(subject, role, gateway_id, Duration::from_secs(3600))
+        .expect("HS256 signs")
+}
+
+pub type Authed = InterceptedService<Channel, BearerToken>;
+
+/// `channel` sending `token` with every request.
+pub fn authed(channel: Channel, token: &str) -> Authed {
+    InterceptedService::new(
+        channel,
+        BearerToken::new(Some(token)).expect("token header"),
+    )
+}
+
+pub fn admin(channel: Channel) -> Authed {
+    authed(channel, &token(Role::Admin, "test-admin", None))
+}
 
 pub fn admin_database_url() -> String {
     std::env::var("DATABASE_URL")
@@ -115,12 +152,14 @@ impl Default for TestOptions {
 pub struct TestApp {
     pub address: String,
     pub redis_prefix: String,
-    pub customers: CustomerServiceClient<Channel>,
-    pub pops: ScreenPopServiceClient<Channel>,
-    pub calls: CallEventServiceClient<Channel>,
-    pub agents: AgentServiceClient<Channel>,
-    pub channel: Channel,
-    pub health: HealthClient<Channel>,
+    pub customers: CustomerServiceClient<Authed>,
+    pub pops: ScreenPopServiceClient<Authed>,
+    pub calls: CallEventServiceClient<Authed>,
+    pub agents: AgentServiceClient<Authed>,
+    pub channel: Authed,
+    /// The server without credentials (for the health service and for authentication tests).
+    pub raw_channel: Channel,
+    pub health: HealthClient<Authed>,
     pub stats: Arc<PopStats>,
     pub db: PgPool,
     /// Sending (or dropping) it starts the same graceful shutdown as SIGTERM.
@@ -145,6 +184,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         listen: "127.0.0.1:0".parse().expect("address"),
         database_url: database_url.clone(),
         case_sla: options.case_sla,
+        auth: test_auth(),
         pool: PoolSettings {
             max_connections: 8,
             acquire_timeout: options.acquire_timeout,
@@ -172,11 +212,12 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
     let server = tokio::spawn(app.run_until_stopped(async {
         stopped.await.ok();
     }));
-    let channel = Channel::from_shared(address.clone())
+    let raw_channel = Channel::from_shared(address.clone())
         .expect("uri")
         .connect()
         .await
         .expect("connect");
+    let channel = admin(raw_channel.clone());
     let db = PgPool::connect(&database_url).await.expect("test pool");
     TestApp {
         address,
@@ -186,6 +227,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         calls: CallEventServiceClient::new(channel.clone()),
         agents: AgentServiceClient::new(channel.clone()),
         channel: channel.clone(),
+        raw_channel,
         health: HealthClient::new(channel),
         stats,
         db,
@@ -195,15 +237,15 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
 }
 
 impl TestApp {
-    pub fn cases(&self) -> CaseServiceClient<Channel> {
+    pub fn cases(&self) -> CaseServiceClient<Authed> {
         CaseServiceClient::new(self.channel.clone())
     }
 
-    pub fn activity(&self) -> ActivityServiceClient<Channel> {
+    pub fn activity(&self) -> ActivityServiceClient<Authed> {
         ActivityServiceClient::new(self.channel.clone())
     }
 
-    pub fn interactions(&self) -> InteractionServiceClient<Channel> {
+    pub fn interactions(&self) -> InteractionServiceClient<Authed> {
         InteractionServiceClient::new(self.channel.clone())
     }
 
@@ -536,6 +578,9 @@ impl ServerProcess {
             .env("REDIS_URL", redis_url())
             .env("SWITCHBOARD_REDIS_PREFIX", redis_prefix)
             .env("SWITCHBOARD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SWITCHBOARD_JWT_HS256_SECRET", TEST_SECRET)
+            .env("SWITCHBOARD_JWT_ISSUER", TEST_ISSUER)
+            .env("SWITCHBOARD_JWT_AUDIENCE", TEST_ISSUER)
             .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -558,12 +603,15 @@ impl ServerProcess {
         Self { child, address }
     }
 
-    pub async fn channel(&self) -> Channel {
-        Channel::from_shared(self.address.clone())
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect")
+    /// A connection with an ADMIN token.
+    pub async fn channel(&self) -> Authed {
+        admin(
+            Channel::from_shared(self.address.clone())
+                .expect("uri")
+                .connect()
+                .await
+                .expect("connect"),
+        )
     }
 
     /// Sends `signal` (e.g. "TERM", "KILL") and waits, without blocking the runtime, for the exit.

@@ -1,0 +1,91 @@
+//! The tower layer in front of every gRPC service: authenticate, check the permission table, and
+//! hand the principal to the handler through the request's extensions.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use tonic::Status;
+use tonic::body::Body;
+use tower::{Layer, Service};
+
+use super::{AuthFailure, Authenticator, permissions};
+
+#[derive(Clone)]
+pub struct AuthLayer {
+    auth: Arc<Authenticator>,
+}
+
+impl AuthLayer {
+    pub fn new(auth: Arc<Authenticator>) -> Self {
+        Self { auth }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            auth: Arc::clone(&self.auth),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    auth: Arc<Authenticator>,
+}
+
+impl<S> Service<http::Request<Body>> for AuthService<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        // The ready inner service serves this request; its clone waits for the next one.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let auth = Arc::clone(&self.auth);
+        Box::pin(async move {
+            let path = request.uri().path().to_owned();
+            if permissions::is_public(&path) {
+                return inner.call(request).await;
+            }
+            let principal = match auth.authenticate(request.headers()).await {
+                Ok(principal) => principal,
+                Err(AuthFailure::Unavailable) => {
+                    return Ok(
+                        Status::unavailable("credentials cannot be checked now; retry").into_http(),
+                    );
+                }
+                Err(failure) => {
+                    tracing::info!(rpc = %path, reason = %failure, "unauthenticated request");
+                    return Ok(Status::unauthenticated(failure.to_string()).into_http());
+                }
+            };
+            let allowed = permissions::allowed_roles(&path)
+                .is_some_and(|roles| roles.contains(&principal.role));
+            if !allowed {
+                tracing::info!(rpc = %path, role = principal.role.as_str(), subject = %principal.subject, "permission denied");
+                return Ok(Status::permission_denied(format!(
+                    "role {} may not call {path}",
+                    principal.role.as_str()
+                ))
+                .into_http());
+            }
+            request.extensions_mut().insert(principal);
+            inner.call(request).await
+        })
+    }
+}

@@ -1,0 +1,148 @@
+//! Who may call what: one entry per RPC, in one place (mirrored in docs/SECURITY.md).
+//!
+//! The health service needs no credential. An RPC without an entry is denied to everyone, and a
+//! test walks the descriptor set so that a new RPC without an entry fails the build's tests.
+//! Resource rules (an agent only on its own stream, a gateway only for its own gateway id) are
+//! checked by the handlers, which know the resource.
+
+use super::Role::{self, Admin, Agent, Gateway, Service, Supervisor};
+
+const EVERYONE: &[Role] = &[Agent, Supervisor, Gateway, Service, Admin];
+const STAFF: &[Role] = &[Agent, Supervisor, Admin];
+const RECORD_READERS: &[Role] = &[Agent, Supervisor, Service, Admin];
+const MANAGERS: &[Role] = &[Supervisor, Admin];
+const SYSTEMS: &[Role] = &[Service, Admin];
+const GATEWAYS: &[Role] = &[Gateway, Admin];
+
+pub const PERMISSIONS: &[(&str, &[Role])] = &[
+    (
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        EVERYONE,
+    ),
+    (
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        EVERYONE,
+    ),
+    (
+        "/switchboard.v1.CustomerService/CreateCustomer",
+        RECORD_READERS,
+    ),
+    (
+        "/switchboard.v1.CustomerService/GetCustomer",
+        RECORD_READERS,
+    ),
+    (
+        "/switchboard.v1.CustomerService/UpdateCustomer",
+        RECORD_READERS,
+    ),
+    (
+        "/switchboard.v1.CustomerService/DeleteCustomer",
+        &[Supervisor, Service, Admin],
+    ),
+    (
+        "/switchboard.v1.CustomerService/SearchCustomers",
+        RECORD_READERS,
+    ),
+    (
+        "/switchboard.v1.CustomerService/AddContactPoint",
+        RECORD_READERS,
+    ),
+    (
+        "/switchboard.v1.CustomerService/RemoveContactPoint",
+        RECORD_READERS,
+    ),
+    (
+        "/switchboard.v1.CustomerService/LinkExternalReference",
+        RECORD_READERS,
+    ),
+    ("/switchboard.v1.ScreenPopService/Lookup", RECORD_READERS),
+    (
+        "/switchboard.v1.CallEventService/StreamCallEvents",
+        GATEWAYS,
+    ),
+    ("/switchboard.v1.CallEventService/ReportCallEvent", GATEWAYS),
+    ("/switchboard.v1.AgentService/WatchAgent", STAFF),
+    ("/switchboard.v1.AgentService/SetAgentState", STAFF),
+    ("/switchboard.v1.AgentService/ListAgentStates", STAFF),
+    (
+        "/switchboard.v1.InteractionService/LogInteraction",
+        RECORD_READERS,
+    ),
+    ("/switchboard.v1.InteractionService/CompleteWrapUp", STAFF),
+    (
+        "/switchboard.v1.InteractionService/ListInteractions",
+        RECORD_READERS,
+    ),
+    (
+        "/switchboard.v1.InteractionService/ListDispositions",
+        RECORD_READERS,
+    ),
+    (
+        "/switchboard.v1.InteractionService/UpsertDisposition",
+        MANAGERS,
+    ),
+    ("/switchboard.v1.CaseService/OpenCase", RECORD_READERS),
+    ("/switchboard.v1.CaseService/GetCase", RECORD_READERS),
+    ("/switchboard.v1.CaseService/UpdateCase", RECORD_READERS),
+    ("/switchboard.v1.CaseService/AssignCase", STAFF),
+    ("/switchboard.v1.CaseService/AddCaseComment", RECORD_READERS),
+    ("/switchboard.v1.CaseService/ListCases", RECORD_READERS),
+    ("/switchboard.v1.CaseService/GetCaseHistory", RECORD_READERS),
+    ("/switchboard.v1.ActivityService/RecordOrder", SYSTEMS),
+    (
+        "/switchboard.v1.ActivityService/RecordServiceEvent",
+        SYSTEMS,
+    ),
+];
+
+/// The roles that may call `path` (`/package.Service/Method`); `None` when it has no entry.
+pub fn allowed_roles(path: &str) -> Option<&'static [Role]> {
+    PERMISSIONS
+        .iter()
+        .find(|(rpc, _)| *rpc == path)
+        .map(|(_, roles)| *roles)
+}
+
+/// Paths that need no credential at all.
+pub fn is_public(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/")
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+
+    /// Every RPC the server serves has an entry, and every entry names a served RPC.
+    #[test]
+    fn every_rpc_has_a_permission_entry() {
+        let descriptors = prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET)
+            .expect("descriptors");
+        let mut served = Vec::new();
+        for file in &descriptors.file {
+            for service in &file.service {
+                for method in &service.method {
+                    served.push(format!(
+                        "/{}.{}/{}",
+                        file.package(),
+                        service.name(),
+                        method.name()
+                    ));
+                }
+            }
+        }
+        for rpc in &served {
+            assert!(
+                allowed_roles(rpc).is_some(),
+                "{rpc} has no permission entry"
+            );
+        }
+        for (rpc, _) in PERMISSIONS
+            .iter()
+            .filter(|(rpc, _)| rpc.starts_with("/switchboard."))
+        {
+            assert!(served.iter().any(|s| s == rpc), "{rpc} is not an RPC");
+        }
+    }
+}
