@@ -16,8 +16,8 @@ use crate::activity::Activity;
 use crate::activity::grpc::ActivityGrpc;
 use crate::agents::grpc::AgentGrpc;
 use crate::agents::{Agents, Fanout, Watcher};
-use crate::auth::Authenticator;
 use crate::auth::layer::AuthLayer;
+use crate::auth::{Authenticator, RateLimiter};
 use crate::calls::CallEvents;
 use crate::calls::grpc::CallEventGrpc;
 use crate::cases::Cases;
@@ -180,29 +180,43 @@ impl Application {
             .with_keepalive(Some(Duration::from_secs(60)));
         let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
         let authenticator = Arc::new(Authenticator::new(settings.auth.clone(), pool.clone()));
+        let limits = settings.limits;
+        let limiter = Arc::new(RateLimiter::new(limits.rate));
         let server = tonic::transport::Server::builder()
-            .layer(AuthLayer::new(authenticator))
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .timeout(limits.default_deadline)
+            .layer(AuthLayer::new(authenticator, limiter))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(CustomerServiceServer::new(CustomerGrpc::new(
-                customers,
-                settings.phones,
-            )))
-            .add_service(ScreenPopServiceServer::new(ScreenPopGrpc::new(
-                pops,
-                settings.phones,
-            )))
-            .add_service(CallEventServiceServer::new(CallEventGrpc::new(
-                call_events,
-                settings.phones,
-            )))
-            .add_service(AgentServiceServer::new(AgentGrpc::new(agents, watcher)))
-            .add_service(InteractionServiceServer::new(InteractionGrpc::new(
-                interactions,
-            )))
-            .add_service(ActivityServiceServer::new(ActivityGrpc::new(activity)))
-            .add_service(CaseServiceServer::new(CaseGrpc::new(cases)))
+            .add_service(
+                CustomerServiceServer::new(CustomerGrpc::new(customers, settings.phones))
+                    .max_decoding_message_size(limits.max_request_bytes),
+            )
+            .add_service(
+                ScreenPopServiceServer::new(ScreenPopGrpc::new(pops, settings.phones))
+                    .max_decoding_message_size(limits.max_request_bytes),
+            )
+            .add_service(
+                CallEventServiceServer::new(CallEventGrpc::new(call_events, settings.phones))
+                    .max_decoding_message_size(limits.max_request_bytes),
+            )
+            .add_service(
+                AgentServiceServer::new(AgentGrpc::new(agents, watcher))
+                    .max_decoding_message_size(limits.max_request_bytes),
+            )
+            .add_service(
+                InteractionServiceServer::new(InteractionGrpc::new(interactions))
+                    .max_decoding_message_size(limits.max_request_bytes),
+            )
+            .add_service(
+                ActivityServiceServer::new(ActivityGrpc::new(activity))
+                    .max_decoding_message_size(limits.max_request_bytes),
+            )
+            .add_service(
+                CaseServiceServer::new(CaseGrpc::new(cases))
+                    .max_decoding_message_size(limits.max_request_bytes),
+            )
             .serve_with_incoming_shutdown(incoming, async {
                 stopped.await.ok();
             });

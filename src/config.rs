@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::auth::{AuthSettings, JwtKeys};
+use crate::auth::{AuthSettings, JwtKeys, RateLimit};
 use crate::cases::SlaPolicy;
 use crate::db::PoolSettings;
 use crate::phone::PhoneParser;
@@ -208,8 +208,44 @@ pub struct ServeArgs {
     /// How long in-flight calls may take to finish after SIGTERM before the server exits (seconds).
     #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
     pub drain_timeout_secs: u64,
+    /// Sustained requests per second per credential before RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_RATE_LIMIT_PER_SECOND",
+        default_value_t = 200.0
+    )]
+    pub rate_limit_per_second: f64,
+    /// Requests a credential may send at once after a quiet period.
+    #[arg(long, env = "SWITCHBOARD_RATE_LIMIT_BURST", default_value_t = 400.0)]
+    pub rate_limit_burst: f64,
+    /// Largest request message accepted (bytes).
+    #[arg(long, env = "SWITCHBOARD_MAX_REQUEST_BYTES", default_value_t = 1 << 20)]
+    pub max_request_bytes: usize,
+    /// HTTP/2 streams one connection may have open at once.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_MAX_CONCURRENT_STREAMS",
+        default_value_t = 256
+    )]
+    pub max_concurrent_streams: u32,
+    /// Deadline for calls that bring none (milliseconds); streams are not cut by it.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_DEFAULT_DEADLINE_MS",
+        default_value_t = 30_000
+    )]
+    pub default_deadline_ms: u64,
     #[command(flatten)]
     pub auth: AuthArgs,
+}
+
+/// Abuse limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub rate: RateLimit,
+    pub max_request_bytes: usize,
+    pub max_concurrent_streams: u32,
+    pub default_deadline: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -310,6 +346,7 @@ pub struct Settings {
     pub drain_timeout: Duration,
     pub case_sla: SlaPolicy,
     pub auth: AuthSettings,
+    pub limits: Limits,
     /// How often PostgreSQL reachability is checked for the health service.
     pub health_interval: Duration,
 }
@@ -344,6 +381,15 @@ impl TryFrom<ServeArgs> for Settings {
             drain_timeout: Duration::from_secs(args.drain_timeout_secs),
             case_sla: args.case_sla,
             auth,
+            limits: Limits {
+                rate: RateLimit {
+                    per_second: args.rate_limit_per_second,
+                    burst: args.rate_limit_burst,
+                },
+                max_request_bytes: args.max_request_bytes,
+                max_concurrent_streams: args.max_concurrent_streams,
+                default_deadline: Duration::from_millis(args.default_deadline_ms),
+            },
             health_interval: Duration::from_millis(500),
         })
     }

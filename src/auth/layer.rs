@@ -9,16 +9,17 @@ use tonic::Status;
 use tonic::body::Body;
 use tower::{Layer, Service};
 
-use super::{AuthFailure, Authenticator, permissions};
+use super::{AuthFailure, Authenticator, RateLimiter, permissions};
 
 #[derive(Clone)]
 pub struct AuthLayer {
     auth: Arc<Authenticator>,
+    limiter: Arc<RateLimiter>,
 }
 
 impl AuthLayer {
-    pub fn new(auth: Arc<Authenticator>) -> Self {
-        Self { auth }
+    pub fn new(auth: Arc<Authenticator>, limiter: Arc<RateLimiter>) -> Self {
+        Self { auth, limiter }
     }
 }
 
@@ -29,6 +30,7 @@ impl<S> Layer<S> for AuthLayer {
         AuthService {
             inner,
             auth: Arc::clone(&self.auth),
+            limiter: Arc::clone(&self.limiter),
         }
     }
 }
@@ -37,6 +39,7 @@ impl<S> Layer<S> for AuthLayer {
 pub struct AuthService<S> {
     inner: S,
     auth: Arc<Authenticator>,
+    limiter: Arc<RateLimiter>,
 }
 
 impl<S> Service<http::Request<Body>> for AuthService<S>
@@ -57,6 +60,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let auth = Arc::clone(&self.auth);
+        let limiter = Arc::clone(&self.limiter);
         Box::pin(async move {
             let path = request.uri().path().to_owned();
             if permissions::is_public(&path) {
@@ -82,6 +86,13 @@ where
                     "role {} may not call {path}",
                     principal.role.as_str()
                 ))
+                .into_http());
+            }
+            if !limiter.allow(&principal) {
+                tracing::info!(rpc = %path, subject = %principal.subject, "rate limited");
+                return Ok(Status::resource_exhausted(
+                    "rate limit exceeded for this credential; slow down",
+                )
                 .into_http());
             }
             request.extensions_mut().insert(principal);

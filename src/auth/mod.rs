@@ -14,6 +14,7 @@
 mod api_keys;
 pub mod layer;
 pub mod permissions;
+mod rate_limit;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 pub use self::api_keys::create as create_api_key;
+pub use self::rate_limit::{RateLimit, RateLimiter};
 use crate::text_enum::text_enum;
 
 text_enum!(Role { Agent => "agent", Supervisor => "supervisor", Gateway => "gateway", Service => "service", Admin => "admin" });

@@ -13,7 +13,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use switchboard::app::Application;
 use switchboard::auth::{AuthSettings, JwtKeys, Role};
 use switchboard::client::BearerToken;
-use switchboard::config::Settings;
+use switchboard::config::{Limits, Settings};
 use switchboard::db::PoolSettings;
 use switchboard::phone::PhoneParser;
 use switchboard::proto::v1;
@@ -136,6 +136,7 @@ pub struct TestOptions {
     pub postgres_admin_url: Option<String>,
     pub acquire_timeout: Duration,
     pub case_sla: switchboard::cases::SlaPolicy,
+    pub limits: Limits,
 }
 
 impl Default for TestOptions {
@@ -145,6 +146,15 @@ impl Default for TestOptions {
             postgres_admin_url: None,
             acquire_timeout: Duration::from_secs(1),
             case_sla: switchboard::cases::SlaPolicy::default(),
+            limits: Limits {
+                rate: switchboard::auth::RateLimit {
+                    per_second: 100_000.0,
+                    burst: 100_000.0,
+                },
+                max_request_bytes: 1 << 20,
+                max_concurrent_streams: 256,
+                default_deadline: Duration::from_secs(30),
+            },
         }
     }
 }
@@ -185,6 +195,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         database_url: database_url.clone(),
         case_sla: options.case_sla,
         auth: test_auth(),
+        limits: options.limits,
         pool: PoolSettings {
             max_connections: 8,
             acquire_timeout: options.acquire_timeout,

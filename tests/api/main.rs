@@ -8,4 +8,5 @@ mod customers;
 mod health;
 mod helpers;
 mod interactions;
+mod limits;
 mod screenpop;
