@@ -32,6 +32,7 @@ const PII_MESSAGES: &[&str] = &[
     ".switchboard.v1.OpenCaseRequest",
     ".switchboard.v1.AddCaseCommentRequest",
     ".switchboard.v1.CardCase",
+    ".switchboard.v1.AuditEvent",
     ".switchboard.v1.RecordServiceEventRequest",
 ];
 

@@ -16,6 +16,8 @@ use crate::activity::Activity;
 use crate::activity::grpc::ActivityGrpc;
 use crate::agents::grpc::AgentGrpc;
 use crate::agents::{Agents, Fanout, Watcher};
+use crate::audit::Auditor;
+use crate::audit::grpc::AuditGrpc;
 use crate::auth::layer::AuthLayer;
 use crate::auth::{Authenticator, RateLimiter};
 use crate::calls::CallEvents;
@@ -30,6 +32,7 @@ use crate::interactions::Interactions;
 use crate::interactions::grpc::InteractionGrpc;
 use crate::proto::v1::activity_service_server::ActivityServiceServer;
 use crate::proto::v1::agent_service_server::AgentServiceServer;
+use crate::proto::v1::audit_service_server::AuditServiceServer;
 use crate::proto::v1::call_event_service_server::CallEventServiceServer;
 use crate::proto::v1::case_service_server::CaseServiceServer;
 use crate::proto::v1::customer_service_server::CustomerServiceServer;
@@ -47,6 +50,7 @@ const HEALTH_SERVICES: &[&str] = &[
     "switchboard.v1.InteractionService",
     "switchboard.v1.ActivityService",
     "switchboard.v1.CaseService",
+    "switchboard.v1.AuditService",
     "switchboard.v1.CustomerService",
     "switchboard.v1.ScreenPopService",
 ];
@@ -180,22 +184,33 @@ impl Application {
             .with_keepalive(Some(Duration::from_secs(60)));
         let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
         let authenticator = Arc::new(Authenticator::new(settings.auth.clone(), pool.clone()));
+        // Stopped only after the server has drained, so the reads of draining calls are written.
+        let (stop_audit, audit_stop) = watch::channel(false);
+        let (auditor, audit_writer) = Auditor::spawn(pool.clone(), audit_stop);
         let limits = settings.limits;
         let limiter = Arc::new(RateLimiter::new(limits.rate));
         let server = tonic::transport::Server::builder()
             .max_concurrent_streams(limits.max_concurrent_streams)
             .timeout(limits.default_deadline)
-            .layer(AuthLayer::new(authenticator, limiter))
+            .layer(AuthLayer::new(authenticator, limiter, auditor.clone()))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(
-                CustomerServiceServer::new(CustomerGrpc::new(customers, settings.phones))
-                    .max_decoding_message_size(limits.max_request_bytes),
+                CustomerServiceServer::new(CustomerGrpc::new(
+                    customers,
+                    settings.phones,
+                    auditor.clone(),
+                ))
+                .max_decoding_message_size(limits.max_request_bytes),
             )
             .add_service(
-                ScreenPopServiceServer::new(ScreenPopGrpc::new(pops, settings.phones))
-                    .max_decoding_message_size(limits.max_request_bytes),
+                ScreenPopServiceServer::new(ScreenPopGrpc::new(
+                    pops,
+                    settings.phones,
+                    auditor.clone(),
+                ))
+                .max_decoding_message_size(limits.max_request_bytes),
             )
             .add_service(
                 CallEventServiceServer::new(CallEventGrpc::new(call_events, settings.phones))
@@ -217,6 +232,7 @@ impl Application {
                 CaseServiceServer::new(CaseGrpc::new(cases))
                     .max_decoding_message_size(limits.max_request_bytes),
             )
+            .add_service(AuditServiceServer::new(AuditGrpc::new(pool.clone())))
             .serve_with_incoming_shutdown(incoming, async {
                 stopped.await.ok();
             });
@@ -242,6 +258,8 @@ impl Application {
                 tracing::warn!(timeout = ?settings.drain_timeout, "drain timeout: closing remaining calls")
             }
         }
+        stop_audit.send(true).ok();
+        audit_writer.await.ok();
         relay.await.ok();
         if let Some(subscriber) = subscriber {
             subscriber.await.ok();

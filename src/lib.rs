@@ -8,6 +8,7 @@
 //!
 //! - [`app`]: `Application::build` binds the listener, connects, migrates; `run_until_stopped`
 //!   serves health, reflection and the services, and drains on shutdown.
+//! - [`audit`]: the audit trail (writes in their own transaction, reads and denials batched).
 //! - [`auth`]: JWT and API-key authentication, the permission table, the auth tower layer.
 //! - [`config`]: the command line and environment settings.
 //! - [`telemetry`]: the tracing subscriber (human or JSON logs, never PII).
@@ -29,6 +30,7 @@
 pub mod activity;
 pub mod agents;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod calls;
 pub mod card_data;

@@ -52,6 +52,7 @@ redacted_debug! {
     OpenCaseRequest { request_id, customer_id, priority },
     AddCaseCommentRequest { case_id },
     CardCase { id, status, priority },
+    AuditEvent { rpc, outcome },
     RecordServiceEventRequest { system, event_id, kind },
 }
 

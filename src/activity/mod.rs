@@ -133,6 +133,7 @@ impl Activity {
         touched.extend(previous_owner.filter(|owner| *owner != customer_id));
         for customer in &touched {
             store::recompute_value(&mut tx, *customer).await?;
+            crate::audit::record_write(&mut tx, *customer).await?;
         }
         let value = store::lifetime_value(&mut tx, customer_id).await?;
         let pending = self.pops.record_for_customers(&mut tx, &touched).await?;
@@ -154,6 +155,7 @@ impl Activity {
             .await?
             .ok_or(ActivityError::CustomerNotFound)?;
         let event = store::upsert_service_event(&mut tx, customer_id, &new).await?;
+        crate::audit::record_write(&mut tx, customer_id).await?;
         tx.commit().await?;
         Ok(event)
     }

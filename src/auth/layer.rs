@@ -1,5 +1,6 @@
-//! The tower layer in front of every gRPC service: authenticate, check the permission table, and
-//! hand the principal to the handler through the request's extensions.
+//! The tower layer in front of every gRPC service: authenticate, check the permission table and
+//! the principal's rate limit, audit denials, and run the handler with the principal in the
+//! request's extensions and an audit context around it.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -10,16 +11,22 @@ use tonic::body::Body;
 use tower::{Layer, Service};
 
 use super::{AuthFailure, Authenticator, RateLimiter, permissions};
+use crate::audit::{self, AuditContext, Auditor};
 
 #[derive(Clone)]
 pub struct AuthLayer {
     auth: Arc<Authenticator>,
     limiter: Arc<RateLimiter>,
+    auditor: Auditor,
 }
 
 impl AuthLayer {
-    pub fn new(auth: Arc<Authenticator>, limiter: Arc<RateLimiter>) -> Self {
-        Self { auth, limiter }
+    pub fn new(auth: Arc<Authenticator>, limiter: Arc<RateLimiter>, auditor: Auditor) -> Self {
+        Self {
+            auth,
+            limiter,
+            auditor,
+        }
     }
 }
 
@@ -31,6 +38,7 @@ impl<S> Layer<S> for AuthLayer {
             inner,
             auth: Arc::clone(&self.auth),
             limiter: Arc::clone(&self.limiter),
+            auditor: self.auditor.clone(),
         }
     }
 }
@@ -40,6 +48,7 @@ pub struct AuthService<S> {
     inner: S,
     auth: Arc<Authenticator>,
     limiter: Arc<RateLimiter>,
+    auditor: Auditor,
 }
 
 impl<S> Service<http::Request<Body>> for AuthService<S>
@@ -61,11 +70,24 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let auth = Arc::clone(&self.auth);
         let limiter = Arc::clone(&self.limiter);
+        let auditor = self.auditor.clone();
         Box::pin(async move {
             let path = request.uri().path().to_owned();
             if permissions::is_public(&path) {
                 return inner.call(request).await;
             }
+            let request_id: String = request
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.chars().take(100).collect())
+                .unwrap_or_default();
+            let context = |actor: &str, role: &str| AuditContext {
+                actor: actor.to_owned(),
+                role: role.to_owned(),
+                rpc: path.clone(),
+                request_id: request_id.clone(),
+            };
             let principal = match auth.authenticate(request.headers()).await {
                 Ok(principal) => principal,
                 Err(AuthFailure::Unavailable) => {
@@ -74,13 +96,16 @@ where
                     );
                 }
                 Err(failure) => {
+                    auditor.denied(context("anonymous", ""));
                     tracing::info!(rpc = %path, reason = %failure, "unauthenticated request");
                     return Ok(Status::unauthenticated(failure.to_string()).into_http());
                 }
             };
+            let audit = context(&principal.subject, principal.role.as_str());
             let allowed = permissions::allowed_roles(&path)
                 .is_some_and(|roles| roles.contains(&principal.role));
             if !allowed {
+                auditor.denied(audit);
                 tracing::info!(rpc = %path, role = principal.role.as_str(), subject = %principal.subject, "permission denied");
                 return Ok(Status::permission_denied(format!(
                     "role {} may not call {path}",
@@ -89,6 +114,7 @@ where
                 .into_http());
             }
             if !limiter.allow(&principal) {
+                auditor.denied(audit);
                 tracing::info!(rpc = %path, subject = %principal.subject, "rate limited");
                 return Ok(Status::resource_exhausted(
                     "rate limit exceeded for this credential; slow down",
@@ -96,7 +122,7 @@ where
                 .into_http());
             }
             request.extensions_mut().insert(principal);
-            inner.call(request).await
+            audit::scope(audit, inner.call(request)).await
         })
     }
 }

@@ -93,6 +93,7 @@ pub const PERMISSIONS: &[(&str, &[Role])] = &[
         "/switchboard.v1.ActivityService/RecordServiceEvent",
         SYSTEMS,
     ),
+    ("/switchboard.v1.AuditService/ListAuditEvents", &[Admin]),
 ];
 
 /// The roles that may call `path` (`/package.Service/Method`); `None` when it has no entry.

@@ -298,9 +298,10 @@ impl Cases {
     #[tracing::instrument(skip(self, text))]
     pub async fn comment(&self, case_id: Uuid, text: &str, actor: &str) -> Result<Comment> {
         let mut tx = self.pool.begin().await?;
-        store::load_for_update(&mut tx, case_id)
+        let case = store::load_for_update(&mut tx, case_id)
             .await?
             .ok_or(CaseError::NotFound)?;
+        crate::audit::record_write(&mut tx, case.customer_id).await?;
         let comment =
             store::insert_comment(&mut tx, case_id, &card_data::mask(text), actor).await?;
         store::record_change(&mut tx, case_id, "commented", "", "", actor).await?;
@@ -372,6 +373,7 @@ impl Cases {
         id: Uuid,
     ) -> Result<Case> {
         let case = store::load(&mut tx, id).await?.ok_or(CaseError::NotFound)?;
+        crate::audit::record_write(&mut tx, case.customer_id).await?;
         let pending = self
             .pops
             .record_for_customers(&mut tx, &[case.customer_id])

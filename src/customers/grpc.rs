@@ -7,6 +7,7 @@ use super::{
     ContactKind, ContactPoint, ContactValue, Customer, CustomerError, Customers, DEFAULT_PAGE_SIZE,
     ExternalReference, NewContactPoint, NewCustomer, Profile, ProfilePatch, SearchQuery, Tier,
 };
+use crate::audit::Auditor;
 use crate::email::Email;
 use crate::grpc_status;
 use crate::phone::PhoneParser;
@@ -21,11 +22,16 @@ const MAX_EXTERNAL_REFERENCES: usize = 20;
 pub struct CustomerGrpc {
     customers: Customers,
     phones: PhoneParser,
+    auditor: Auditor,
 }
 
 impl CustomerGrpc {
-    pub fn new(customers: Customers, phones: PhoneParser) -> Self {
-        Self { customers, phones }
+    pub fn new(customers: Customers, phones: PhoneParser, auditor: Auditor) -> Self {
+        Self {
+            customers,
+            phones,
+            auditor,
+        }
     }
 }
 
@@ -64,6 +70,7 @@ impl CustomerService for CustomerGrpc {
     ) -> Result<Response<v1::GetCustomerResponse>, Status> {
         let id = parse_id("id", &request.get_ref().id).map_err(CustomerError::Invalid)?;
         let customer = self.customers.get(id).await?;
+        self.auditor.read([customer.id]);
         Ok(Response::new(v1::GetCustomerResponse {
             customer: Some(to_proto(customer)),
         }))
@@ -101,6 +108,7 @@ impl CustomerService for CustomerGrpc {
             .customers
             .search(query, page_size, &request.page_token)
             .await?;
+        self.auditor.read(page.items.iter().map(|c| c.id));
         Ok(Response::new(v1::SearchCustomersResponse {
             customers: page.items.into_iter().map(to_proto).collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),

@@ -333,7 +333,7 @@ impl Customers {
         let customer = store::load(&mut tx, id)
             .await?
             .ok_or(CustomerError::NotFound)?;
-        self.commit_and_invalidate(tx, customer.phone_numbers())
+        self.commit_and_invalidate(tx, id, customer.phone_numbers())
             .await?;
         Ok(customer)
     }
@@ -367,7 +367,7 @@ impl Customers {
         check_version(version, current.version)?;
         store::soft_delete(&mut tx, id).await?;
         let numbers = store::phone_numbers(&mut tx, id).await?;
-        self.commit_and_invalidate(tx, numbers).await
+        self.commit_and_invalidate(tx, id, numbers).await
     }
 
     #[tracing::instrument(skip(self, query))]
@@ -470,15 +470,18 @@ impl Customers {
             .await?
             .ok_or(CustomerError::NotFound)?;
         extra_numbers.extend(customer.phone_numbers());
-        self.commit_and_invalidate(tx, extra_numbers).await?;
+        self.commit_and_invalidate(tx, id, extra_numbers).await?;
         Ok(customer)
     }
 
+    /// Records the write in the audit trail, commits, and invalidates the pops that showed it.
     async fn commit_and_invalidate(
         &self,
         mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        customer_id: Uuid,
         numbers: Vec<String>,
     ) -> Result<()> {
+        crate::audit::record_write(&mut tx, customer_id).await?;
         let pending = self.pops.record(&mut tx, numbers).await?;
         tx.commit().await?;
         self.pops.apply(pending).await;

@@ -168,6 +168,7 @@ impl Interactions {
         let interaction = store::load(&mut tx, id)
             .await?
             .ok_or(InteractionError::NotFound)?;
+        crate::audit::record_write(&mut tx, new.customer_id).await?;
         let pending = self
             .pops
             .record_for_customers(&mut tx, &[new.customer_id])
@@ -197,6 +198,7 @@ impl Interactions {
         let interaction = store::load(&mut tx, id)
             .await?
             .ok_or(InteractionError::NotFound)?;
+        crate::audit::record_write(&mut tx, interaction.customer_id).await?;
         let pending = self
             .pops
             .record_for_customers(&mut tx, &[interaction.customer_id])

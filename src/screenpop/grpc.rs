@@ -3,6 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use super::{PopError, PopRequest, PopSource, ScreenPops};
+use crate::audit::Auditor;
 use crate::grpc_status;
 use crate::phone::PhoneParser;
 use crate::proto::v1;
@@ -12,11 +13,16 @@ use crate::validation::Violations;
 pub struct ScreenPopGrpc {
     pops: ScreenPops,
     phones: PhoneParser,
+    auditor: Auditor,
 }
 
 impl ScreenPopGrpc {
-    pub fn new(pops: ScreenPops, phones: PhoneParser) -> Self {
-        Self { pops, phones }
+    pub fn new(pops: ScreenPops, phones: PhoneParser, auditor: Auditor) -> Self {
+        Self {
+            pops,
+            phones,
+            auditor,
+        }
     }
 }
 
@@ -60,6 +66,9 @@ impl ScreenPopService for ScreenPopGrpc {
     ) -> Result<Response<v1::LookupResponse>, Status> {
         let request = pop_request(request.get_ref(), &self.phones).map_err(PopError::Invalid)?;
         let (pop, source) = self.pops.lookup(&request).await?;
+        let shown = pop.card.iter().chain(pop.candidates.iter());
+        self.auditor
+            .read(shown.filter_map(|card| uuid::Uuid::parse_str(&card.customer_id).ok()));
         let source = match source {
             PopSource::Cache => v1::PopSource::Cache,
             PopSource::Database => v1::PopSource::Database,

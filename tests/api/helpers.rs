@@ -19,6 +19,7 @@ use switchboard::phone::PhoneParser;
 use switchboard::proto::v1;
 use switchboard::proto::v1::activity_service_client::ActivityServiceClient;
 use switchboard::proto::v1::agent_service_client::AgentServiceClient;
+use switchboard::proto::v1::audit_service_client::AuditServiceClient;
 use switchboard::proto::v1::call_event_service_client::CallEventServiceClient;
 use switchboard::proto::v1::case_service_client::CaseServiceClient;
 use switchboard::proto::v1::customer_service_client::CustomerServiceClient;
@@ -248,6 +249,10 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
 }
 
 impl TestApp {
+    pub fn audit(&self) -> AuditServiceClient<Authed> {
+        AuditServiceClient::new(self.channel.clone())
+    }
+
     pub fn cases(&self) -> CaseServiceClient<Authed> {
         CaseServiceClient::new(self.channel.clone())
     }

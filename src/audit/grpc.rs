@@ -1,0 +1,105 @@
+//! `switchboard.v1.AuditService`.
+
+use sqlx::PgPool;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use super::AuditFilter;
+use crate::grpc_status;
+use crate::proto::v1;
+use crate::proto::v1::audit_service_server::AuditService;
+use crate::proto_time::{from_timestamp, to_timestamp};
+use crate::validation::Violations;
+
+pub struct AuditGrpc {
+    pool: PgPool,
+}
+
+impl AuditGrpc {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+#[tonic::async_trait]
+impl AuditService for AuditGrpc {
+    async fn list_audit_events(
+        &self,
+        request: Request<v1::ListAuditEventsRequest>,
+    ) -> Result<Response<v1::ListAuditEventsResponse>, Status> {
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let customer_id = match r.customer_id.as_str() {
+            "" => None,
+            id => v.check(
+                "customer_id",
+                Uuid::parse_str(id).map_err(|_| "must be a UUID"),
+            ),
+        };
+        let since = r
+            .since
+            .as_ref()
+            .and_then(|t| v.check("since", from_timestamp(t).ok_or("is not a valid time")));
+        let until = r
+            .until
+            .as_ref()
+            .and_then(|t| v.check("until", from_timestamp(t).ok_or("is not a valid time")));
+        let limit = match r.page_size {
+            0 => 100,
+            n @ 1..=500 => i64::from(n),
+            _ => {
+                v.add("page_size", "must be between 1 and 500");
+                100
+            }
+        };
+        let before_id = match r.page_token.as_str() {
+            "" => None,
+            token => v.check(
+                "page_token",
+                token
+                    .parse::<i64>()
+                    .map_err(|_| "is not a page token from this service"),
+            ),
+        };
+        if !v.is_empty() {
+            return Err(grpc_status::invalid_argument(&v));
+        }
+        let actor = Some(r.actor.trim().to_owned()).filter(|a| !a.is_empty());
+        let filter = AuditFilter {
+            actor,
+            customer_id,
+            since,
+            until,
+        };
+        let mut rows = super::list(&self.pool, &filter, before_id, limit + 1)
+            .await
+            .map_err(|e| match crate::db::classify(&e) {
+                crate::db::Failure::Unavailable => grpc_status::unavailable(&e),
+                _ => grpc_status::internal(&e),
+            })?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let next_page_token = if more {
+            rows.last()
+                .map(|(id, _)| id.to_string())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(v1::ListAuditEventsResponse {
+            events: rows
+                .into_iter()
+                .map(|(_, e)| v1::AuditEvent {
+                    at: Some(to_timestamp(e.at)),
+                    actor: e.context.actor,
+                    role: e.context.role,
+                    rpc: e.context.rpc,
+                    customer_id: e.customer_id.map(|id| id.to_string()).unwrap_or_default(),
+                    request_id: e.context.request_id,
+                    outcome: e.outcome.to_owned(),
+                })
+                .collect(),
+            next_page_token,
+        }))
+    }
+}

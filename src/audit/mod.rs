@@ -1,0 +1,165 @@
+//! The audit trail: who read or changed customer data, and every denied request.
+//!
+//! The auth layer runs each handler inside an [`AuditContext`] (a tokio task-local: actor, role,
+//! RPC, request id), so domain code records without threading the caller through every signature:
+//! - writes call [`record_write`] inside their own transaction, so the audit row commits (or rolls
+//!   back) with the write it describes;
+//! - reads of customer data and denials go to the [`Auditor`], which batches them into PostgreSQL
+//!   every 200 ms through an unbounded queue (never dropped while the service runs) and flushes on
+//!   shutdown.
+//!
+//! Code running outside a request (seeding, migrations) records nothing.
+
+pub mod grpc;
+mod store;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditContext {
+    pub actor: String,
+    pub role: String,
+    pub rpc: String,
+    pub request_id: String,
+}
+
+tokio::task_local! {
+    static CONTEXT: AuditContext;
+}
+
+/// Runs `future` (a request's handler) with `context` as its audit context.
+pub async fn scope<F: Future>(context: AuditContext, future: F) -> F::Output {
+    CONTEXT.scope(context, future).await
+}
+
+/// The current request's context, if any.
+pub fn current() -> Option<AuditContext> {
+    CONTEXT.try_with(Clone::clone).ok()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub at: DateTime<Utc>,
+    pub context: AuditContext,
+    pub customer_id: Option<Uuid>,
+    pub outcome: &'static str,
+}
+
+/// Records, in the caller's transaction, that the current request wrote this customer's data.
+pub async fn record_write(conn: &mut PgConnection, customer_id: Uuid) -> sqlx::Result<()> {
+    match current() {
+        Some(context) => store::insert(conn, &context, Some(customer_id), "written").await,
+        None => Ok(()),
+    }
+}
+
+enum Entry {
+    Event(AuditContext, Option<Uuid>, &'static str),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Queues reads and denials for the batching writer.
+#[derive(Clone)]
+pub struct Auditor {
+    tx: mpsc::UnboundedSender<Entry>,
+}
+
+impl Auditor {
+    /// Starts the batching writer; it drains the queue and exits when `stop` fires.
+    pub fn spawn(
+        pool: PgPool,
+        mut stop: watch::Receiver<bool>,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Entry>();
+        let task = tokio::spawn(async move {
+            let mut batch = Vec::new();
+            let mut flushes = Vec::new();
+            let mut stopping = false;
+            loop {
+                let tick = tokio::time::sleep(Duration::from_millis(200));
+                tokio::select! {
+                    entry = rx.recv() => match entry {
+                        Some(Entry::Event(context, customer, outcome)) => batch.push((context, customer, outcome)),
+                        Some(Entry::Flush(done)) => flushes.push(done),
+                        None => stopping = true,
+                    },
+                    () = tick => {}
+                    _ = stop.changed(), if !stopping => stopping = true,
+                }
+                while let Ok(entry) = rx.try_recv() {
+                    match entry {
+                        Entry::Event(context, customer, outcome) => {
+                            batch.push((context, customer, outcome))
+                        }
+                        Entry::Flush(done) => flushes.push(done),
+                    }
+                }
+                if !batch.is_empty() {
+                    // On failure (PostgreSQL down) the batch is kept and retried at the next tick.
+                    match store::insert_batch(&pool, &batch).await {
+                        Ok(()) => batch.clear(),
+                        Err(error) => {
+                            tracing::warn!(%error, pending = batch.len(), "audit batch not written yet")
+                        }
+                    }
+                }
+                if batch.is_empty() {
+                    for done in flushes.drain(..) {
+                        done.send(()).ok();
+                    }
+                    if stopping {
+                        return;
+                    }
+                }
+            }
+        });
+        (Self { tx }, task)
+    }
+
+    /// Records that the current request read these customers' data.
+    pub fn read(&self, customer_ids: impl IntoIterator<Item = Uuid>) {
+        if let Some(context) = current() {
+            for id in customer_ids {
+                self.tx
+                    .send(Entry::Event(context.clone(), Some(id), "read"))
+                    .ok();
+            }
+        }
+    }
+
+    /// Records a denied request.
+    pub fn denied(&self, context: AuditContext) {
+        self.tx.send(Entry::Event(context, None, "denied")).ok();
+    }
+
+    /// Waits until everything queued so far is written.
+    pub async fn flush(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.tx.send(Entry::Flush(done)).is_ok() {
+            wait.await.ok();
+        }
+    }
+}
+
+/// Reads the trail for `ListAuditEvents`.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub customer_id: Option<Uuid>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+pub async fn list(
+    pool: &PgPool,
+    filter: &AuditFilter,
+    before_id: Option<i64>,
+    limit: i64,
+) -> sqlx::Result<Vec<(i64, AuditEvent)>> {
+    store::list(pool, filter, before_id, limit).await
+}

@@ -1,0 +1,110 @@
+//! PostgreSQL access for the audit trail.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::{AuditContext, AuditEvent, AuditFilter};
+
+pub async fn insert(
+    conn: &mut PgConnection,
+    c: &AuditContext,
+    customer_id: Option<Uuid>,
+    outcome: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_events (actor, role, rpc, customer_id, request_id, outcome) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&c.actor)
+    .bind(&c.role)
+    .bind(&c.rpc)
+    .bind(customer_id)
+    .bind(&c.request_id)
+    .bind(outcome)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn insert_batch(
+    pool: &PgPool,
+    batch: &[(AuditContext, Option<Uuid>, &'static str)],
+) -> sqlx::Result<()> {
+    let column = |f: fn(&(AuditContext, Option<Uuid>, &'static str)) -> String| {
+        batch.iter().map(f).collect::<Vec<_>>()
+    };
+    let customers: Vec<Option<Uuid>> = batch.iter().map(|(_, customer, _)| *customer).collect();
+    sqlx::query(
+        "INSERT INTO audit_events (actor, role, rpc, customer_id, request_id, outcome) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::text[])",
+    )
+    .bind(column(|(c, _, _)| c.actor.clone()))
+    .bind(column(|(c, _, _)| c.role.clone()))
+    .bind(column(|(c, _, _)| c.rpc.clone()))
+    .bind(customers)
+    .bind(column(|(c, _, _)| c.request_id.clone()))
+    .bind(column(|(_, _, outcome)| (*outcome).to_owned()))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: i64,
+    at: DateTime<Utc>,
+    actor: String,
+    role: String,
+    rpc: String,
+    customer_id: Option<Uuid>,
+    request_id: String,
+    outcome: String,
+}
+
+pub async fn list(
+    pool: &PgPool,
+    f: &AuditFilter,
+    before_id: Option<i64>,
+    limit: i64,
+) -> sqlx::Result<Vec<(i64, AuditEvent)>> {
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, at, actor, role, rpc, customer_id, request_id, outcome FROM audit_events \
+         WHERE ($1::text IS NULL OR actor = $1) AND ($2::uuid IS NULL OR customer_id = $2) \
+           AND ($3::timestamptz IS NULL OR at >= $3) AND ($4::timestamptz IS NULL OR at < $4) \
+           AND ($5::bigint IS NULL OR id < $5) \
+         ORDER BY id DESC LIMIT $6",
+    )
+    .bind(&f.actor)
+    .bind(f.customer_id)
+    .bind(f.since)
+    .bind(f.until)
+    .bind(before_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let outcome = match r.outcome.as_str() {
+                "read" => "read",
+                "written" => "written",
+                _ => "denied",
+            };
+            let context = AuditContext {
+                actor: r.actor,
+                role: r.role,
+                rpc: r.rpc,
+                request_id: r.request_id,
+            };
+            (
+                r.id,
+                AuditEvent {
+                    at: r.at,
+                    context,
+                    customer_id: r.customer_id,
+                    outcome,
+                },
+            )
+        })
+        .collect())
+}

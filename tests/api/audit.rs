@@ -1,0 +1,167 @@
+//! The audit trail: writes with their transaction, reads and denials shortly after.
+
+use std::time::Duration;
+
+use switchboard::auth::Role;
+use switchboard::proto::v1;
+use tonic::Code;
+
+use crate::helpers::{TestApp, authed, eventually, spawn_app, token};
+
+#[derive(sqlx::FromRow, Debug, PartialEq)]
+struct Row {
+    actor: String,
+    role: String,
+    rpc: String,
+    customer_id: Option<uuid::Uuid>,
+    request_id: String,
+    outcome: String,
+}
+
+async fn rows(app: &TestApp, outcome: &str) -> Vec<Row> {
+    sqlx::query_as("SELECT actor, role, rpc, customer_id, request_id, outcome FROM audit_events WHERE outcome = $1 ORDER BY id")
+        .bind(outcome)
+        .fetch_all(&app.db)
+        .await
+        .expect("audit rows")
+}
+
+#[tokio::test]
+async fn writes_are_audited_in_their_own_transaction() {
+    let app = spawn_app().await;
+    let mut request = tonic::Request::new(v1::CreateCustomerRequest {
+        display_name: "Ada Lovelace".into(),
+        external_references: vec![v1::ExternalReference {
+            system: "erp".into(),
+            external_id: "C-1".into(),
+        }],
+        ..Default::default()
+    });
+    request
+        .metadata_mut()
+        .insert("x-request-id", "req-77".parse().expect("header"));
+    let ada = app
+        .customers
+        .clone()
+        .create_customer(request)
+        .await
+        .expect("created")
+        .into_inner()
+        .customer
+        .expect("c");
+    let written = rows(&app, "written").await;
+    assert_eq!(
+        written,
+        [Row {
+            actor: "test-admin".into(),
+            role: "admin".into(),
+            rpc: "/switchboard.v1.CustomerService/CreateCustomer".into(),
+            customer_id: Some(ada.id.parse().expect("uuid")),
+            request_id: "req-77".into(),
+            outcome: "written".into(),
+        }],
+        "the write and its audit row committed together"
+    );
+
+    // A write that fails leaves neither data nor an audit row.
+    let conflict = app
+        .customers
+        .clone()
+        .create_customer(v1::CreateCustomerRequest {
+            display_name: "Impostor".into(),
+            external_references: vec![v1::ExternalReference {
+                system: "erp".into(),
+                external_id: "C-1".into(),
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect_err("taken");
+    assert_eq!(conflict.code(), Code::AlreadyExists);
+    assert_eq!(rows(&app, "written").await.len(), 1);
+}
+
+#[tokio::test]
+async fn reads_of_customer_data_and_denials_are_audited() {
+    let app = spawn_app().await;
+    let ada = app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    let id: uuid::Uuid = ada.id.parse().expect("uuid");
+    let mut agent_customers = v1::customer_service_client::CustomerServiceClient::new(authed(
+        app.raw_channel.clone(),
+        &token(Role::Agent, "a-1", None),
+    ));
+    agent_customers
+        .get_customer(v1::GetCustomerRequest { id: ada.id.clone() })
+        .await
+        .expect("read");
+    let mut agent_pops = v1::screen_pop_service_client::ScreenPopServiceClient::new(authed(
+        app.raw_channel.clone(),
+        &token(Role::Agent, "a-1", None),
+    ));
+    agent_pops
+        .lookup(v1::LookupRequest {
+            caller_number: "+14155550100".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("pop");
+    let mut gateway_customers = v1::customer_service_client::CustomerServiceClient::new(authed(
+        app.raw_channel.clone(),
+        &token(Role::Gateway, "pbx-1", Some("pbx-1")),
+    ));
+    let denied = gateway_customers
+        .get_customer(v1::GetCustomerRequest { id: ada.id.clone() })
+        .await
+        .expect_err("gateways read no PII");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+
+    let audited = eventually(Duration::from_secs(5), || async {
+        rows(&app, "read").await.len() == 2 && rows(&app, "denied").await.len() == 1
+    })
+    .await;
+    assert!(
+        audited,
+        "reads: {:?}, denials: {:?}",
+        rows(&app, "read").await,
+        rows(&app, "denied").await
+    );
+    let reads: Vec<(String, String, Option<uuid::Uuid>)> = rows(&app, "read")
+        .await
+        .into_iter()
+        .map(|r| (r.actor, r.rpc, r.customer_id))
+        .collect();
+    assert_eq!(
+        reads,
+        [
+            (
+                "a-1".to_owned(),
+                "/switchboard.v1.CustomerService/GetCustomer".to_owned(),
+                Some(id)
+            ),
+            (
+                "a-1".to_owned(),
+                "/switchboard.v1.ScreenPopService/Lookup".to_owned(),
+                Some(id)
+            ),
+        ]
+    );
+    let denial = &rows(&app, "denied").await[0];
+    assert_eq!(
+        (denial.actor.as_str(), denial.role.as_str()),
+        ("pbx-1", "gateway")
+    );
+
+    // ADMIN reads the trail through the API, filtered by customer.
+    let events = app
+        .audit()
+        .list_audit_events(v1::ListAuditEventsRequest {
+            customer_id: ada.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .events;
+    let outcomes: Vec<&str> = events.iter().map(|e| e.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["read", "read", "written"], "newest first");
+}
