@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -189,7 +190,18 @@ impl Application {
         let (auditor, audit_writer) = Auditor::spawn(pool.clone(), audit_stop);
         let limits = settings.limits;
         let limiter = Arc::new(RateLimiter::new(limits.rate));
-        let server = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &settings.tls {
+            let mut config =
+                ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+            if let Some(ca) = &tls.client_ca_pem {
+                config = config
+                    .client_ca_root(Certificate::from_pem(ca))
+                    .client_auth_optional(false);
+            }
+            builder = builder.tls_config(config).context("TLS configuration")?;
+        }
+        let server = builder
             .max_concurrent_streams(limits.max_concurrent_streams)
             .timeout(limits.default_deadline)
             .layer(AuthLayer::new(authenticator, limiter, auditor.clone()))

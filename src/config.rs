@@ -235,8 +235,34 @@ pub struct ServeArgs {
         default_value_t = 30_000
     )]
     pub default_deadline_ms: u64,
+    /// TLS certificate chain (PEM). With --tls-key, the server speaks only TLS.
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// CA (PEM) that client certificates must chain to: mutual TLS, every client must present one.
+    #[arg(long, env = "SWITCHBOARD_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub auth: AuthArgs,
+}
+
+/// Server TLS material, read at start.
+#[derive(Clone)]
+pub struct TlsSettings {
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// Mutual TLS: client certificates must chain to this CA.
+    pub client_ca_pem: Option<String>,
+}
+
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("mutual", &self.client_ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Abuse limits.
@@ -347,6 +373,8 @@ pub struct Settings {
     pub case_sla: SlaPolicy,
     pub auth: AuthSettings,
     pub limits: Limits,
+    /// Plaintext when `None`.
+    pub tls: Option<TlsSettings>,
     /// How often PostgreSQL reachability is checked for the health service.
     pub health_interval: Duration,
 }
@@ -357,6 +385,18 @@ impl TryFrom<ServeArgs> for Settings {
     fn try_from(args: ServeArgs) -> anyhow::Result<Self> {
         let redis_timeout = Duration::from_millis(args.redis_timeout_ms);
         let auth = args.auth.settings()?;
+        let read = |path: &std::path::Path| {
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))
+        };
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsSettings {
+                cert_pem: read(cert)?,
+                key_pem: read(key)?,
+                client_ca_pem: args.tls_client_ca.as_deref().map(read).transpose()?,
+            }),
+            _ => None,
+        };
         Ok(Self {
             listen: args.listen,
             database_url: args.database.database_url,
@@ -381,6 +421,7 @@ impl TryFrom<ServeArgs> for Settings {
             drain_timeout: Duration::from_secs(args.drain_timeout_secs),
             case_sla: args.case_sla,
             auth,
+            tls,
             limits: Limits {
                 rate: RateLimit {
                     per_second: args.rate_limit_per_second,

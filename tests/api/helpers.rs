@@ -13,7 +13,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use switchboard::app::Application;
 use switchboard::auth::{AuthSettings, JwtKeys, Role};
 use switchboard::client::BearerToken;
-use switchboard::config::{Limits, Settings};
+use switchboard::config::{Limits, Settings, TlsSettings};
 use switchboard::db::PoolSettings;
 use switchboard::phone::PhoneParser;
 use switchboard::proto::v1;
@@ -30,6 +30,7 @@ use switchboard::screenpop::PopStats;
 use tokio::sync::{OnceCell, oneshot};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+use tonic::transport::ClientTlsConfig;
 use tonic_health::pb::health_client::HealthClient;
 use uuid::Uuid;
 
@@ -138,6 +139,14 @@ pub struct TestOptions {
     pub acquire_timeout: Duration,
     pub case_sla: switchboard::cases::SlaPolicy,
     pub limits: Limits,
+    /// Serve TLS, and connect the test clients with this client configuration.
+    pub tls: Option<TestTls>,
+}
+
+#[derive(Clone)]
+pub struct TestTls {
+    pub server: TlsSettings,
+    pub client: ClientTlsConfig,
 }
 
 impl Default for TestOptions {
@@ -147,6 +156,7 @@ impl Default for TestOptions {
             postgres_admin_url: None,
             acquire_timeout: Duration::from_secs(1),
             case_sla: switchboard::cases::SlaPolicy::default(),
+            tls: None,
             limits: Limits {
                 rate: switchboard::auth::RateLimit {
                     per_second: 100_000.0,
@@ -197,6 +207,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         case_sla: options.case_sla,
         auth: test_auth(),
         limits: options.limits,
+        tls: options.tls.as_ref().map(|t| t.server.clone()),
         pool: PoolSettings {
             max_connections: 8,
             acquire_timeout: options.acquire_timeout,
@@ -224,11 +235,20 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
     let server = tokio::spawn(app.run_until_stopped(async {
         stopped.await.ok();
     }));
-    let raw_channel = Channel::from_shared(address.clone())
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
+    let raw_channel = match &options.tls {
+        None => Channel::from_shared(address.clone())
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect"),
+        Some(tls) => Channel::from_shared(address.replace("http://", "https://"))
+            .expect("uri")
+            .tls_config(tls.client.clone())
+            .expect("client TLS")
+            .connect()
+            .await
+            .expect("connect over TLS"),
+    };
     let channel = admin(raw_channel.clone());
     let db = PgPool::connect(&database_url).await.expect("test pool");
     TestApp {

@@ -11,3 +11,4 @@ mod helpers;
 mod interactions;
 mod limits;
 mod screenpop;
+mod tls;
