@@ -12,40 +12,16 @@ use sqlx::PgPool;
 pub use self::fanout::{Delivery, Fanout, Subscription};
 pub use self::watch::Watcher;
 use crate::db::{self, Failure};
+use crate::text_enum::text_enum;
 use crate::validation::Violations;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AgentState {
-    Available,
-    Busy,
-    AfterCallWork,
-    Away,
-    Offline,
-}
-
-impl AgentState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AgentState::Available => "available",
-            AgentState::Busy => "busy",
-            AgentState::AfterCallWork => "after_call_work",
-            AgentState::Away => "away",
-            AgentState::Offline => "offline",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        [
-            AgentState::Available,
-            AgentState::Busy,
-            AgentState::AfterCallWork,
-            AgentState::Away,
-            AgentState::Offline,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == value)
-    }
-}
+text_enum!(AgentState {
+    Available => "available",
+    Busy => "busy",
+    AfterCallWork => "after_call_work",
+    Away => "away",
+    Offline => "offline",
+});
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateChange {

@@ -14,53 +14,23 @@
 
 use chrono::{DateTime, Utc};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EventType {
-    Offered,
-    Queued,
-    Ringing,
-    Answered,
-    Held,
-    Resumed,
-    Transferred,
-    Conferenced,
-    Ended,
-    Abandoned,
-}
+use crate::text_enum::text_enum;
 
-impl EventType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::Offered => "offered",
-            EventType::Queued => "queued",
-            EventType::Ringing => "ringing",
-            EventType::Answered => "answered",
-            EventType::Held => "held",
-            EventType::Resumed => "resumed",
-            EventType::Transferred => "transferred",
-            EventType::Conferenced => "conferenced",
-            EventType::Ended => "ended",
-            EventType::Abandoned => "abandoned",
-        }
+text_enum!(
+    #[derive(Hash)]
+    EventType {
+        Offered => "offered",
+        Queued => "queued",
+        Ringing => "ringing",
+        Answered => "answered",
+        Held => "held",
+        Resumed => "resumed",
+        Transferred => "transferred",
+        Conferenced => "conferenced",
+        Ended => "ended",
+        Abandoned => "abandoned",
     }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        [
-            EventType::Offered,
-            EventType::Queued,
-            EventType::Ringing,
-            EventType::Answered,
-            EventType::Held,
-            EventType::Resumed,
-            EventType::Transferred,
-            EventType::Conferenced,
-            EventType::Ended,
-            EventType::Abandoned,
-        ]
-        .into_iter()
-        .find(|t| t.as_str() == value)
-    }
-}
+);
 
 /// Where a transfer goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,44 +60,17 @@ impl Step {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallState {
-    Offered,
-    Queued,
-    Ringing,
-    Connected,
-    Held,
-    Ended,
-    Abandoned,
-}
+text_enum!(CallState {
+    Offered => "offered",
+    Queued => "queued",
+    Ringing => "ringing",
+    Connected => "connected",
+    Held => "held",
+    Ended => "ended",
+    Abandoned => "abandoned",
+});
 
 impl CallState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CallState::Offered => "offered",
-            CallState::Queued => "queued",
-            CallState::Ringing => "ringing",
-            CallState::Connected => "connected",
-            CallState::Held => "held",
-            CallState::Ended => "ended",
-            CallState::Abandoned => "abandoned",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        [
-            CallState::Offered,
-            CallState::Queued,
-            CallState::Ringing,
-            CallState::Connected,
-            CallState::Held,
-            CallState::Ended,
-            CallState::Abandoned,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == value)
-    }
-
     pub fn is_terminal(self) -> bool {
         matches!(self, CallState::Ended | CallState::Abandoned)
     }

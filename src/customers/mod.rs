@@ -17,36 +17,15 @@ use crate::email::Email;
 use crate::page_token::{PageToken, PageTokenError};
 use crate::phone::PhoneNumber;
 use crate::screenpop::PopInvalidator;
+use crate::text_enum::text_enum;
 use crate::validation::Violations;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tier {
-    Standard,
-    Silver,
-    Gold,
-    Platinum,
-}
-
-impl Tier {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tier::Standard => "standard",
-            Tier::Silver => "silver",
-            Tier::Gold => "gold",
-            Tier::Platinum => "platinum",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "standard" => Some(Tier::Standard),
-            "silver" => Some(Tier::Silver),
-            "gold" => Some(Tier::Gold),
-            "platinum" => Some(Tier::Platinum),
-            _ => None,
-        }
-    }
-}
+text_enum!(Tier {
+    Standard => "standard",
+    Silver => "silver",
+    Gold => "gold",
+    Platinum => "platinum",
+});
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContactKind {
