@@ -34,6 +34,9 @@ const PII_MESSAGES: &[&str] = &[
     ".switchboard.v1.CardCase",
     ".switchboard.v1.AuditEvent",
     ".switchboard.v1.RecordServiceEventRequest",
+    ".switchboard.v1.CallRecord",
+    ".switchboard.v1.CaseRecord",
+    ".switchboard.v1.ExportCustomerDataResponse",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -31,6 +31,8 @@ use crate::customers::grpc::CustomerGrpc;
 use crate::db;
 use crate::interactions::Interactions;
 use crate::interactions::grpc::InteractionGrpc;
+use crate::privacy::Privacy;
+use crate::privacy::grpc::PrivacyGrpc;
 use crate::proto::v1::activity_service_server::ActivityServiceServer;
 use crate::proto::v1::agent_service_server::AgentServiceServer;
 use crate::proto::v1::audit_service_server::AuditServiceServer;
@@ -38,6 +40,7 @@ use crate::proto::v1::call_event_service_server::CallEventServiceServer;
 use crate::proto::v1::case_service_server::CaseServiceServer;
 use crate::proto::v1::customer_service_server::CustomerServiceServer;
 use crate::proto::v1::interaction_service_server::InteractionServiceServer;
+use crate::proto::v1::privacy_service_server::PrivacyServiceServer;
 use crate::proto::v1::screen_pop_service_server::ScreenPopServiceServer;
 use crate::proto::{self};
 use crate::redis_link::RedisLink;
@@ -245,6 +248,10 @@ impl Application {
                     .max_decoding_message_size(limits.max_request_bytes),
             )
             .add_service(AuditServiceServer::new(AuditGrpc::new(pool.clone())))
+            .add_service(PrivacyServiceServer::new(PrivacyGrpc::new(Privacy::new(
+                pool.clone(),
+                invalidator.clone(),
+            ))))
             .serve_with_incoming_shutdown(incoming, async {
                 stopped.await.ok();
             });

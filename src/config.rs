@@ -47,6 +47,32 @@ pub enum Command {
     /// Manage API keys for gateways and services.
     #[command(subcommand)]
     Apikey(ApiKeyCommand),
+    /// Data retention.
+    #[command(subcommand)]
+    Retention(RetentionCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// Blank interaction notes and outcomes, case comments and call events' attached data older
+    /// than the retention period. Safe to interrupt and re-run; run it daily (a CronJob).
+    Run(RetentionArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RetentionArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Days free text is kept.
+    #[arg(long, env = "SWITCHBOARD_RETENTION_DAYS", default_value_t = 365)]
+    pub keep_days: u32,
+    /// The servers' Redis, so purged text leaves cached pops at once. Without it, cached pops may
+    /// show a purged outcome until they expire (the pop TTL).
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// The servers' Redis key prefix.
+    #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX", default_value = "sb:")]
+    pub redis_prefix: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -44,6 +44,7 @@ pub mod grpc_status;
 pub mod interactions;
 pub mod page_token;
 pub mod phone;
+pub mod privacy;
 pub mod proto;
 pub mod proto_time;
 pub mod redis_link;

@@ -3,9 +3,16 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use std::time::Duration;
 use switchboard::app::Application;
 use switchboard::auth::Role;
-use switchboard::config::{ApiKeyCommand, Cli, Command, CustomerCommand, Settings};
+
+use switchboard::config::{
+    ApiKeyCommand, Cli, Command, CustomerCommand, RetentionArgs, RetentionCommand, Settings,
+};
+use switchboard::redis_link::{RedisLink, RedisSettings};
+use switchboard::screenpop::PopInvalidator;
+use switchboard::screenpop::cache::{CacheTtls, PopCache};
 use switchboard::{client, db, seed, telemetry};
 
 #[tokio::main]
@@ -61,6 +68,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             Ok(())
         }
+        Command::Retention(RetentionCommand::Run(args)) => retention(args).await,
         Command::Seed(args) => seed::run(args).await,
         Command::Pop(args) => client::pop(args).await,
         Command::Customer(CustomerCommand::Create(args)) => client::create_customer(args).await,
@@ -97,6 +105,45 @@ fn announce_dev_mode(
         );
     }
     eprintln!("===============================================================================");
+    Ok(())
+}
+
+/// `switchboard retention run`: purges, then invalidates the pops that showed purged text.
+async fn retention(args: RetentionArgs) -> anyhow::Result<()> {
+    let pool = sqlx::PgPool::connect(&args.database.database_url).await?;
+    db::migrate(&pool).await?;
+    let cache = args.redis_url.filter(|url| !url.is_empty()).map(|url| {
+        let link = RedisLink::new(&RedisSettings {
+            url,
+            key_prefix: args.redis_prefix,
+            op_timeout: Duration::from_millis(500),
+            retry_after: Duration::from_secs(1),
+        });
+        // Only invalidation is used here; the TTLs are never read.
+        let ttls = CacheTtls {
+            pop: Duration::ZERO,
+            negative: Duration::ZERO,
+            pin: Duration::ZERO,
+        };
+        PopCache::new(link, ttls)
+    });
+    if cache.is_none() {
+        tracing::warn!("no REDIS_URL: cached pops may show purged outcomes until they expire");
+    }
+    let pops = PopInvalidator::new(pool.clone(), cache);
+    let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(args.keep_days));
+    let report = switchboard::privacy::run_retention(&pool, &pops, cutoff).await?;
+    tracing::info!(
+        %cutoff,
+        interactions = report.interactions,
+        case_comments = report.case_comments,
+        call_events = report.call_events,
+        "retention run finished"
+    );
+    println!(
+        "blanked before {cutoff}: {} interactions, {} case comments, {} call events' attached data",
+        report.interactions, report.case_comments, report.call_events
+    );
     Ok(())
 }
 

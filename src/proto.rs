@@ -54,6 +54,9 @@ redacted_debug! {
     CardCase { id, status, priority },
     AuditEvent { rpc, outcome },
     RecordServiceEventRequest { system, event_id, kind },
+    CallRecord { gateway_id, call_id, state },
+    CaseRecord { case },
+    ExportCustomerDataResponse { export_time },
 }
 
 #[cfg(test)]

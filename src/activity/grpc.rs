@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::{
     Activity, ActivityError, CustomerRef, Money, NewOrder, NewServiceEvent, Order, OrderStatus,
-    ServiceEventKind,
+    ServiceEvent, ServiceEventKind,
 };
 use crate::customers::ExternalReference;
 use crate::grpc_status;
@@ -97,7 +97,7 @@ fn money_to_proto(m: Money) -> v1::Money {
     }
 }
 
-fn order_to_proto(o: Order) -> v1::Order {
+pub(crate) fn order_to_proto(o: Order) -> v1::Order {
     v1::Order {
         system: o.system,
         order_id: o.order_id,
@@ -217,23 +217,27 @@ impl ActivityService for ActivityGrpc {
     ) -> Result<Response<v1::RecordServiceEventResponse>, Status> {
         let new = new_service_event(request.into_inner()).map_err(ActivityError::Invalid)?;
         let event = self.activity.record_service_event(new).await?;
-        let kind = match event.kind {
-            ServiceEventKind::Installation => v1::ServiceEventKind::Installation,
-            ServiceEventKind::Delivery => v1::ServiceEventKind::Delivery,
-            ServiceEventKind::Outage => v1::ServiceEventKind::Outage,
-            ServiceEventKind::Maintenance => v1::ServiceEventKind::Maintenance,
-            ServiceEventKind::Other => v1::ServiceEventKind::Other,
-        };
         Ok(Response::new(v1::RecordServiceEventResponse {
-            event: Some(v1::ServiceEvent {
-                system: event.system,
-                event_id: event.event_id,
-                customer_id: event.customer_id.to_string(),
-                kind: kind.into(),
-                status: event.status,
-                description: event.description,
-                occurred_at: Some(to_timestamp(event.occurred_at)),
-            }),
+            event: Some(service_event_to_proto(event)),
         }))
+    }
+}
+
+pub(crate) fn service_event_to_proto(event: ServiceEvent) -> v1::ServiceEvent {
+    let kind = match event.kind {
+        ServiceEventKind::Installation => v1::ServiceEventKind::Installation,
+        ServiceEventKind::Delivery => v1::ServiceEventKind::Delivery,
+        ServiceEventKind::Outage => v1::ServiceEventKind::Outage,
+        ServiceEventKind::Maintenance => v1::ServiceEventKind::Maintenance,
+        ServiceEventKind::Other => v1::ServiceEventKind::Other,
+    };
+    v1::ServiceEvent {
+        system: event.system,
+        event_id: event.event_id,
+        customer_id: event.customer_id.to_string(),
+        kind: kind.into(),
+        status: event.status,
+        description: event.description,
+        occurred_at: Some(to_timestamp(event.occurred_at)),
     }
 }

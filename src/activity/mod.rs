@@ -16,6 +16,8 @@ use crate::screenpop::PopInvalidator;
 use crate::text_enum::text_enum;
 use crate::validation::Violations;
 
+pub use self::store::privacy;
+
 text_enum!(OrderStatus {
     Placed => "placed",
     Paid => "paid",

@@ -81,18 +81,24 @@ pub async fn upsert_order(
     .bind(new.ordered_at)
     .fetch_one(conn)
     .await?;
-    Ok(Order {
-        system: row.system,
-        order_id: row.order_id,
-        customer_id: row.customer_id,
-        amount: Money {
-            currency: row.currency,
-            amount_minor: row.amount_minor,
-        },
-        // The CHECK constraint admits only known statuses.
-        status: OrderStatus::parse(&row.status).unwrap_or(OrderStatus::Placed),
-        ordered_at: row.ordered_at,
-    })
+    Ok(Order::from(row))
+}
+
+impl From<OrderRow> for Order {
+    fn from(row: OrderRow) -> Self {
+        Order {
+            system: row.system,
+            order_id: row.order_id,
+            customer_id: row.customer_id,
+            amount: Money {
+                currency: row.currency,
+                amount_minor: row.amount_minor,
+            },
+            // The CHECK constraint admits only known statuses.
+            status: OrderStatus::parse(&row.status).unwrap_or(OrderStatus::Placed),
+            ordered_at: row.ordered_at,
+        }
+    }
 }
 
 /// Rebuilds the customer's lifetime value from its orders (neither cancelled nor returned).
@@ -163,13 +169,61 @@ pub async fn upsert_service_event(
     .bind(new.occurred_at)
     .fetch_one(conn)
     .await?;
-    Ok(ServiceEvent {
-        system: row.system,
-        event_id: row.event_id,
-        customer_id: row.customer_id,
-        kind: ServiceEventKind::parse(&row.kind).unwrap_or(ServiceEventKind::Other),
-        status: row.status,
-        description: row.description,
-        occurred_at: row.occurred_at,
-    })
+    Ok(ServiceEvent::from(row))
+}
+
+impl From<ServiceEventRow> for ServiceEvent {
+    fn from(row: ServiceEventRow) -> Self {
+        ServiceEvent {
+            system: row.system,
+            event_id: row.event_id,
+            customer_id: row.customer_id,
+            kind: ServiceEventKind::parse(&row.kind).unwrap_or(ServiceEventKind::Other),
+            status: row.status,
+            description: row.description,
+            occurred_at: row.occurred_at,
+        }
+    }
+}
+
+/// What a privacy export reads and what erasure blanks.
+pub mod privacy {
+    use sqlx::PgConnection;
+    use uuid::Uuid;
+
+    use super::{Order, OrderRow, ServiceEvent, ServiceEventRow};
+
+    /// The customer's orders, oldest first.
+    pub async fn orders(conn: &mut PgConnection, customer_id: Uuid) -> sqlx::Result<Vec<Order>> {
+        let rows: Vec<OrderRow> = sqlx::query_as(
+            "SELECT system, order_id, customer_id, amount_minor, currency, status, ordered_at              FROM orders WHERE customer_id = $1 ORDER BY ordered_at, system, order_id",
+        )
+        .bind(customer_id)
+        .fetch_all(conn)
+        .await?;
+        Ok(rows.into_iter().map(Order::from).collect())
+    }
+
+    /// The customer's service events, oldest first.
+    pub async fn service_events(
+        conn: &mut PgConnection,
+        customer_id: Uuid,
+    ) -> sqlx::Result<Vec<ServiceEvent>> {
+        let rows: Vec<ServiceEventRow> = sqlx::query_as(
+            "SELECT system, event_id, customer_id, kind, status, description, occurred_at              FROM service_events WHERE customer_id = $1 ORDER BY occurred_at, system, event_id",
+        )
+        .bind(customer_id)
+        .fetch_all(conn)
+        .await?;
+        Ok(rows.into_iter().map(ServiceEvent::from).collect())
+    }
+
+    /// Blanks service event descriptions; orders hold no personal text and stay for KPIs.
+    pub async fn erase(conn: &mut PgConnection, customer_id: Uuid) -> sqlx::Result<()> {
+        sqlx::query("UPDATE service_events SET description = '' WHERE customer_id = $1")
+            .bind(customer_id)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
 }

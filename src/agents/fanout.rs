@@ -126,7 +126,13 @@ impl Fanout {
             return;
         };
         let call_key = link.key(&format!("call:{}", call.pin_key()));
-        let call_bytes = agent_call(call).encode_to_vec();
+        // The hot state is for queue statistics: it keeps no caller number, so there is nothing
+        // personal in it to erase.
+        let call_bytes = v1::AgentCall {
+            caller_number: String::new(),
+            ..agent_call(call)
+        }
+        .encode_to_vec();
         let ttl = if call.state.is_terminal() {
             ENDED_CALL_TTL_SECS
         } else {

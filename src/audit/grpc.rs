@@ -4,7 +4,7 @@ use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::AuditFilter;
+use super::{AuditEvent, AuditFilter};
 use crate::grpc_status;
 use crate::proto::v1;
 use crate::proto::v1::audit_service_server::AuditService;
@@ -87,19 +87,20 @@ impl AuditService for AuditGrpc {
             String::new()
         };
         Ok(Response::new(v1::ListAuditEventsResponse {
-            events: rows
-                .into_iter()
-                .map(|(_, e)| v1::AuditEvent {
-                    at: Some(to_timestamp(e.at)),
-                    actor: e.context.actor,
-                    role: e.context.role,
-                    rpc: e.context.rpc,
-                    customer_id: e.customer_id.map(|id| id.to_string()).unwrap_or_default(),
-                    request_id: e.context.request_id,
-                    outcome: e.outcome.to_owned(),
-                })
-                .collect(),
+            events: rows.into_iter().map(|(_, e)| to_proto(e)).collect(),
             next_page_token,
         }))
+    }
+}
+
+pub(crate) fn to_proto(e: AuditEvent) -> v1::AuditEvent {
+    v1::AuditEvent {
+        at: Some(to_timestamp(e.at)),
+        actor: e.context.actor,
+        role: e.context.role,
+        rpc: e.context.rpc,
+        customer_id: e.customer_id.map(|id| id.to_string()).unwrap_or_default(),
+        request_id: e.context.request_id,
+        outcome: e.outcome.to_owned(),
     }
 }

@@ -58,6 +58,31 @@ pub async fn record_write(conn: &mut PgConnection, customer_id: Uuid) -> sqlx::R
     }
 }
 
+/// Records a read in the caller's transaction rather than through the batching [`Auditor`], for
+/// reads rare and weighty enough to be on the trail before their answer is (a privacy export).
+pub async fn record_read(conn: &mut PgConnection, customer_id: Uuid) -> sqlx::Result<()> {
+    match current() {
+        Some(context) => store::insert(conn, &context, Some(customer_id), "read").await,
+        None => Ok(()),
+    }
+}
+
+/// Records, in the erasure's transaction, that the current request erased this customer.
+pub async fn record_erasure(conn: &mut PgConnection, customer_id: Uuid) -> sqlx::Result<()> {
+    match current() {
+        Some(context) => store::insert(conn, &context, Some(customer_id), "erased").await,
+        None => Ok(()),
+    }
+}
+
+/// The whole trail of one customer, oldest first, for a privacy export.
+pub async fn for_customer(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+) -> sqlx::Result<Vec<AuditEvent>> {
+    store::for_customer(conn, customer_id).await
+}
+
 enum Entry {
     Event(AuditContext, Option<Uuid>, &'static str),
     Flush(tokio::sync::oneshot::Sender<()>),

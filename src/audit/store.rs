@@ -84,27 +84,42 @@ pub async fn list(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|r| {
-            let outcome = match r.outcome.as_str() {
-                "read" => "read",
-                "written" => "written",
-                _ => "denied",
-            };
-            let context = AuditContext {
+        .map(|r| (r.id, AuditEvent::from(r)))
+        .collect())
+}
+
+pub async fn for_customer(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+) -> sqlx::Result<Vec<AuditEvent>> {
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, at, actor, role, rpc, customer_id, request_id, outcome FROM audit_events \
+         WHERE customer_id = $1 ORDER BY id",
+    )
+    .bind(customer_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(AuditEvent::from).collect())
+}
+
+impl From<Row> for AuditEvent {
+    fn from(r: Row) -> Self {
+        let outcome = match r.outcome.as_str() {
+            "read" => "read",
+            "written" => "written",
+            "erased" => "erased",
+            _ => "denied",
+        };
+        AuditEvent {
+            at: r.at,
+            context: AuditContext {
                 actor: r.actor,
                 role: r.role,
                 rpc: r.rpc,
                 request_id: r.request_id,
-            };
-            (
-                r.id,
-                AuditEvent {
-                    at: r.at,
-                    context,
-                    customer_id: r.customer_id,
-                    outcome,
-                },
-            )
-        })
-        .collect())
+            },
+            customer_id: r.customer_id,
+            outcome,
+        }
+    }
 }

@@ -94,6 +94,11 @@ pub const PERMISSIONS: &[(&str, &[Role])] = &[
         SYSTEMS,
     ),
     ("/switchboard.v1.AuditService/ListAuditEvents", &[Admin]),
+    (
+        "/switchboard.v1.PrivacyService/ExportCustomerData",
+        &[Admin],
+    ),
+    ("/switchboard.v1.PrivacyService/EraseCustomer", &[Admin]),
 ];
 
 /// The roles that may call `path` (`/package.Service/Method`); `None` when it has no entry.

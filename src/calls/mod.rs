@@ -28,7 +28,7 @@ use crate::phone::PhoneParser;
 use crate::proto::v1;
 use crate::screenpop::{PopRequest, ScreenPops};
 
-pub use self::store::active_calls_for_agent;
+pub use self::store::{active_calls_for_agent, privacy};
 
 /// A validated event.
 #[derive(Debug, Clone)]
@@ -44,6 +44,23 @@ pub struct NewEvent {
 pub enum Ack {
     Accepted,
     Rejected(String),
+}
+
+/// A call as kept for the record (a privacy export shows these).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallSummary {
+    pub gateway_id: String,
+    pub call_id: String,
+    pub state: CallState,
+    pub caller_number: Option<String>,
+    pub dialed_number: Option<String>,
+    pub queue: Option<String>,
+    pub handled_by: Vec<String>,
+    pub transfers: i32,
+    pub offered_at: Option<DateTime<Utc>>,
+    pub answered_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub hold_ms: i64,
 }
 
 /// A call as an agent's softphone shows it.

@@ -248,3 +248,116 @@ pub async fn active_calls_for_agent(
         })
         .collect())
 }
+
+/// What a privacy export reads and what erasure and retention blank.
+pub mod privacy {
+    use chrono::{DateTime, Utc};
+    use sqlx::PgConnection;
+    use uuid::Uuid;
+
+    use super::super::CallSummary;
+    use super::CallState;
+
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        gateway_id: String,
+        call_id: String,
+        state: String,
+        caller_number: Option<String>,
+        dialed_number: Option<String>,
+        queue: Option<String>,
+        handled_by: Vec<String>,
+        transfers: i32,
+        offered_at: Option<DateTime<Utc>>,
+        answered_at: Option<DateTime<Utc>>,
+        ended_at: Option<DateTime<Utc>>,
+        hold_ms: i64,
+    }
+
+    /// Calls matched to the customer or from one of `numbers`, oldest first.
+    pub async fn for_customer(
+        conn: &mut PgConnection,
+        customer_id: Uuid,
+        numbers: &[String],
+    ) -> sqlx::Result<Vec<CallSummary>> {
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT gateway_id, call_id, state, caller_number, dialed_number, queue, handled_by, \
+               transfers, offered_at, answered_at, ended_at, hold_ms FROM calls \
+             WHERE customer_id = $1 OR caller_number = ANY($2) \
+             ORDER BY offered_at NULLS LAST, gateway_id, call_id",
+        )
+        .bind(customer_id)
+        .bind(numbers)
+        .fetch_all(conn)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(CallSummary {
+                    state: CallState::parse(&row.state).ok_or_else(|| {
+                        sqlx::Error::Decode(format!("call state {}", row.state).into())
+                    })?,
+                    gateway_id: row.gateway_id,
+                    call_id: row.call_id,
+                    caller_number: row.caller_number,
+                    dialed_number: row.dialed_number,
+                    queue: row.queue,
+                    handled_by: row.handled_by,
+                    transfers: row.transfers,
+                    offered_at: row.offered_at,
+                    answered_at: row.answered_at,
+                    ended_at: row.ended_at,
+                    hold_ms: row.hold_ms,
+                })
+            })
+            .collect()
+    }
+
+    /// Blanks the caller number of the customer's calls (and of calls from their numbers) and of
+    /// their events, and the events' attached data; states, agents and timings stay for KPIs.
+    pub async fn erase(
+        conn: &mut PgConnection,
+        customer_id: Uuid,
+        numbers: &[String],
+    ) -> sqlx::Result<()> {
+        sqlx::query(
+            "WITH erased AS ( \
+               UPDATE calls SET caller_number = NULL \
+               WHERE customer_id = $1 OR caller_number = ANY($2) \
+               RETURNING gateway_id, call_id) \
+             UPDATE call_events e SET caller_number = NULL, attached_data = '{}' \
+             FROM erased WHERE e.gateway_id = erased.gateway_id AND e.call_id = erased.call_id",
+        )
+        .bind(customer_id)
+        .bind(numbers)
+        .execute(&mut *conn)
+        .await?;
+        // Events of calls whose record never kept the number (a later event changed it).
+        sqlx::query(
+            "UPDATE call_events SET caller_number = NULL, attached_data = '{}' \
+             WHERE caller_number = ANY($1)",
+        )
+        .bind(numbers)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Blanks the attached data of up to `limit` call events received before `cutoff`; returns
+    /// how many changed.
+    pub async fn purge_before(
+        conn: &mut PgConnection,
+        cutoff: DateTime<Utc>,
+        limit: i64,
+    ) -> sqlx::Result<u64> {
+        let done = sqlx::query(
+            "UPDATE call_events SET attached_data = '{}' WHERE (gateway_id, event_id) IN ( \
+               SELECT gateway_id, event_id FROM call_events WHERE received_at < $1 AND attached_data <> '{}' \
+               LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(cutoff)
+        .bind(limit)
+        .execute(conn)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}

@@ -5,7 +5,8 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::{
-    Assignee, Case, CaseError, CaseFilter, CasePatch, CaseStatus, Cases, NewCase, Priority,
+    Assignee, Case, CaseError, CaseFilter, CasePatch, CaseStatus, Cases, Change, Comment, NewCase,
+    Priority,
 };
 use crate::agents::parse_agent_id;
 use crate::grpc_status;
@@ -103,7 +104,7 @@ pub fn priority_to_proto(priority: Priority) -> v1::CasePriority {
     }
 }
 
-fn to_proto(case: Case) -> v1::Case {
+pub(crate) fn to_proto(case: Case) -> v1::Case {
     let overdue = case.is_overdue(Utc::now());
     let (agent, team) = match case.assignee {
         Some(Assignee::Agent(agent)) => (agent, String::new()),
@@ -267,13 +268,7 @@ impl CaseService for CaseGrpc {
         };
         let comment = self.cases.comment(id, &text, &actor).await?;
         Ok(Response::new(v1::AddCaseCommentResponse {
-            comment: Some(v1::CaseComment {
-                id: comment.id.to_string(),
-                case_id: comment.case_id.to_string(),
-                author: comment.author,
-                text: comment.text,
-                create_time: Some(to_timestamp(comment.created_at)),
-            }),
+            comment: Some(comment_to_proto(comment)),
         }))
     }
 
@@ -331,16 +326,27 @@ impl CaseService for CaseGrpc {
         };
         let changes = self.cases.history(id).await?;
         Ok(Response::new(v1::GetCaseHistoryResponse {
-            changes: changes
-                .into_iter()
-                .map(|c| v1::CaseChange {
-                    action: c.action,
-                    from: c.from,
-                    to: c.to,
-                    actor: c.actor,
-                    at: Some(to_timestamp(c.at)),
-                })
-                .collect(),
+            changes: changes.into_iter().map(change_to_proto).collect(),
         }))
+    }
+}
+
+pub(crate) fn comment_to_proto(comment: Comment) -> v1::CaseComment {
+    v1::CaseComment {
+        id: comment.id.to_string(),
+        case_id: comment.case_id.to_string(),
+        author: comment.author,
+        text: comment.text,
+        create_time: Some(to_timestamp(comment.created_at)),
+    }
+}
+
+pub(crate) fn change_to_proto(c: Change) -> v1::CaseChange {
+    v1::CaseChange {
+        action: c.action,
+        from: c.from,
+        to: c.to,
+        actor: c.actor,
+        at: Some(to_timestamp(c.at)),
     }
 }

@@ -17,6 +17,8 @@ use crate::page_token::{PageToken, PageTokenError};
 use crate::screenpop::PopInvalidator;
 use crate::validation::Violations;
 
+pub use self::store::privacy;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Case {
     pub id: Uuid,

@@ -234,3 +234,95 @@ pub async fn history(conn: &mut PgConnection, case_id: Uuid) -> sqlx::Result<Vec
         })
         .collect())
 }
+
+/// What a privacy export reads and what erasure and retention blank.
+pub mod privacy {
+    use chrono::{DateTime, Utc};
+    use sqlx::PgConnection;
+    use uuid::Uuid;
+
+    use super::{Case, Change, Comment, Row, history};
+
+    /// Every case of the customer, oldest first, with its comments and history.
+    pub async fn for_customer(
+        conn: &mut PgConnection,
+        customer_id: Uuid,
+    ) -> sqlx::Result<Vec<(Case, Vec<Comment>, Vec<Change>)>> {
+        let rows: Vec<Row> =
+            sqlx::query_as(select!("WHERE customer_id = $1 ORDER BY created_at, id"))
+                .bind(customer_id)
+                .fetch_all(&mut *conn)
+                .await?;
+        let mut cases = Vec::with_capacity(rows.len());
+        for case in rows.into_iter().map(Case::from) {
+            let comments = comments(&mut *conn, case.id).await?;
+            let changes = history(&mut *conn, case.id).await?;
+            cases.push((case, comments, changes));
+        }
+        Ok(cases)
+    }
+
+    async fn comments(conn: &mut PgConnection, case_id: Uuid) -> sqlx::Result<Vec<Comment>> {
+        let rows: Vec<(Uuid, String, String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT id, author, text, created_at FROM case_comments WHERE case_id = $1 \
+             ORDER BY created_at, id",
+        )
+        .bind(case_id)
+        .fetch_all(conn)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, author, text, created_at)| Comment {
+                id,
+                case_id,
+                author,
+                text,
+                created_at,
+            })
+            .collect())
+    }
+
+    /// Blanks subjects, descriptions, comments and the subject changes in the history; statuses,
+    /// priorities, assignees and times stay for KPIs.
+    pub async fn erase(conn: &mut PgConnection, customer_id: Uuid) -> sqlx::Result<()> {
+        sqlx::query(
+            "UPDATE cases SET subject = '(erased)', description = '' WHERE customer_id = $1",
+        )
+        .bind(customer_id)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "UPDATE case_comments SET text = '' \
+             WHERE case_id IN (SELECT id FROM cases WHERE customer_id = $1)",
+        )
+        .bind(customer_id)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "UPDATE case_history SET \"from\" = '', \"to\" = '' \
+             WHERE action = 'subject' AND case_id IN (SELECT id FROM cases WHERE customer_id = $1)",
+        )
+        .bind(customer_id)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Blanks up to `limit` comments written before `cutoff`; returns how many.
+    pub async fn purge_before(
+        conn: &mut PgConnection,
+        cutoff: DateTime<Utc>,
+        limit: i64,
+    ) -> sqlx::Result<u64> {
+        let done = sqlx::query(
+            "UPDATE case_comments SET text = '' WHERE id IN ( \
+               SELECT id FROM case_comments WHERE created_at < $1 AND text <> '' \
+               LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(cutoff)
+        .bind(limit)
+        .execute(conn)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}

@@ -512,7 +512,7 @@ fn contact_to_proto(cp: ContactPoint) -> v1::ContactPoint {
     }
 }
 
-fn to_proto(customer: Customer) -> v1::Customer {
+pub(crate) fn to_proto(customer: Customer) -> v1::Customer {
     let p = customer.profile;
     v1::Customer {
         id: customer.id.to_string(),

@@ -354,15 +354,24 @@ pub(super) async fn load_many(
     conn: &mut PgConnection,
     ids: &[Uuid],
 ) -> sqlx::Result<Vec<Customer>> {
+    load_rows(conn, ids, false).await
+}
+
+async fn load_rows(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    include_deleted: bool,
+) -> sqlx::Result<Vec<Customer>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     let rows: Vec<CustomerRow> = sqlx::query_as(
         "SELECT id, display_name, company, preferred_language, time_zone, tier, vip, segment, \
          marketing_consent, do_not_call, created_at, updated_at, version \
-         FROM customers WHERE id = ANY($1) AND deleted_at IS NULL",
+         FROM customers WHERE id = ANY($1) AND ($2 OR deleted_at IS NULL)",
     )
     .bind(ids)
+    .bind(include_deleted)
     .fetch_all(&mut *conn)
     .await?;
     let contacts: Vec<ContactRow> = sqlx::query_as(
@@ -437,5 +446,75 @@ impl From<ContactRow> for ContactPoint {
             label: row.label,
             primary: row.is_primary,
         }
+    }
+}
+
+/// What a privacy export reads and what erasure removes.
+pub mod privacy {
+    use chrono::{DateTime, Utc};
+    use sqlx::PgConnection;
+    use uuid::Uuid;
+
+    use super::super::Customer;
+
+    /// A customer as held, deleted or erased ones included.
+    pub struct Held {
+        pub customer: Customer,
+        pub deleted_at: Option<DateTime<Utc>>,
+        pub erased_at: Option<DateTime<Utc>>,
+        /// Its phone numbers (none after an erasure).
+        pub phone_numbers: Vec<String>,
+    }
+
+    pub async fn load(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Held>> {
+        let Some(customer) = super::load_rows(&mut *conn, &[id], true).await?.pop() else {
+            return Ok(None);
+        };
+        let (deleted_at, erased_at): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
+            sqlx::query_as("SELECT deleted_at, erased_at FROM customers WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut *conn)
+                .await?;
+        let phone_numbers = super::phone_numbers(conn, id).await?;
+        Ok(Some(Held {
+            customer,
+            deleted_at,
+            erased_at,
+            phone_numbers,
+        }))
+    }
+
+    /// Locks the customer's row; `None` if there is no such customer, else when it was erased.
+    pub async fn lock(
+        conn: &mut PgConnection,
+        id: Uuid,
+    ) -> sqlx::Result<Option<Option<DateTime<Utc>>>> {
+        sqlx::query_scalar("SELECT erased_at FROM customers WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(conn)
+            .await
+    }
+
+    /// Removes the contact points and external references and anonymizes the row, which stays
+    /// (deleted) so that calls, interactions and orders still count. Returns the erase time.
+    pub async fn erase(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<DateTime<Utc>> {
+        sqlx::query("DELETE FROM contact_points WHERE customer_id = $1")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("DELETE FROM external_references WHERE customer_id = $1")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query_scalar(
+            "UPDATE customers SET display_name = '(erased)', company = '', preferred_language = '', \
+               time_zone = '', segment = '', vip = false, marketing_consent = false, \
+               create_request_id = NULL, deleted_at = COALESCE(deleted_at, now()), erased_at = now(), \
+               updated_at = now(), version = version + 1 \
+             WHERE id = $1 RETURNING erased_at",
+        )
+        .bind(id)
+        .fetch_one(conn)
+        .await
     }
 }

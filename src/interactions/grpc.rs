@@ -163,7 +163,7 @@ fn new_interaction(r: v1::LogInteractionRequest) -> Result<NewInteraction, Viola
     })
 }
 
-fn to_proto(i: Interaction) -> v1::Interaction {
+pub(crate) fn to_proto(i: Interaction) -> v1::Interaction {
     let (gateway_id, call_id) = i.call.unwrap_or_default();
     v1::Interaction {
         id: i.id.to_string(),

@@ -16,6 +16,8 @@ use crate::screenpop::PopInvalidator;
 use crate::text_enum::text_enum;
 use crate::validation::Violations;
 
+pub use self::store::privacy;
+
 text_enum!(Channel { Voice => "voice", Email => "email", Chat => "chat", Sms => "sms", Visit => "visit", Social => "social" });
 text_enum!(Direction { Inbound => "inbound", Outbound => "outbound" });
 

@@ -228,3 +228,53 @@ pub async fn upsert_disposition(
     .await?;
     Ok(row.into())
 }
+
+/// What a privacy export reads and what erasure and retention blank.
+pub mod privacy {
+    use chrono::{DateTime, Utc};
+    use sqlx::PgConnection;
+    use uuid::Uuid;
+
+    use super::{Interaction, Row};
+
+    /// Every interaction with the customer, oldest first.
+    pub async fn for_customer(
+        conn: &mut PgConnection,
+        customer_id: Uuid,
+    ) -> sqlx::Result<Vec<Interaction>> {
+        let rows: Vec<Row> =
+            sqlx::query_as(select!("WHERE customer_id = $1 ORDER BY started_at, id"))
+                .bind(customer_id)
+                .fetch_all(conn)
+                .await?;
+        Ok(rows.into_iter().map(Interaction::from).collect())
+    }
+
+    /// Blanks the customer's notes and free-text outcomes; dispositions and timings stay for KPIs.
+    pub async fn erase(conn: &mut PgConnection, customer_id: Uuid) -> sqlx::Result<()> {
+        sqlx::query("UPDATE interactions SET notes = '', outcome = '' WHERE customer_id = $1")
+            .bind(customer_id)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Blanks the notes and outcomes of up to `limit` interactions started before `cutoff`;
+    /// returns the customers whose interactions changed.
+    pub async fn purge_before(
+        conn: &mut PgConnection,
+        cutoff: DateTime<Utc>,
+        limit: i64,
+    ) -> sqlx::Result<Vec<Uuid>> {
+        sqlx::query_scalar(
+            "UPDATE interactions SET notes = '', outcome = '' WHERE id IN ( \
+               SELECT id FROM interactions WHERE started_at < $1 AND (notes <> '' OR outcome <> '') \
+               LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             RETURNING customer_id",
+        )
+        .bind(cutoff)
+        .bind(limit)
+        .fetch_all(conn)
+        .await
+    }
+}

@@ -1,23 +1,55 @@
 //! The Redis keys of the screen-pop context.
 //!
-//! - `pop:{e164}`: the encoded `ScreenPop` (protobuf bytes) for a caller number, with a TTL
+//! Numbers never appear in key names: `{n}` below is a [`NumberKey`], the first 128 bits of the
+//! SHA-256 of the E.164 number, in hex. (A pseudonym that keeps raw numbers out of key listings,
+//! `MONITOR` output and the `pop_invalidations` table; not a secret against someone who can
+//! enumerate the numbering plan.)
+//!
+//! - `pop:{n}`: the encoded `ScreenPop` (protobuf bytes) for a caller number, with a TTL
 //!   (short for unknown numbers).
-//! - `popgen:{e164}`: the number's generation, incremented by every invalidation. A reader that
+//! - `popgen:{n}`: the number's generation, incremented by every invalidation. A reader that
 //!   missed notes the generation before querying PostgreSQL and stores its result only if the
 //!   generation has not moved meanwhile (one Lua script), so a slow reader can never put back a card
 //!   that a committed write has already invalidated.
-//! - `pin:{call_id}`: the pop pinned to a call: 8 bytes of generation, then the encoded pop. A pin
-//!   is used while the number's generation is unchanged, so every agent who touches the call gets
-//!   the same card at once, and never a card older than the last acknowledged write.
+//! - `pins:{n}`: a hash of the pops pinned to calls from this number, by call id: 8 bytes of
+//!   generation, then the encoded pop. A pin is used while the number's generation is unchanged, so
+//!   every agent who touches the call gets the same card at once, and never a card older than the
+//!   last acknowledged write. An invalidation deletes the number's pop and all its pins with it, so
+//!   erasing a customer leaves no copy of their card behind.
 
 use std::time::Duration;
 
 use redis::Script;
+use sha2::{Digest, Sha256};
 
 use crate::redis_link::{RedisLink, RedisLinkError};
 
 /// How long a generation counter outlives its last invalidation; longer than any card or pin TTL.
 const GENERATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A number's pseudonym in Redis key names and in `pop_invalidations`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NumberKey(String);
+
+impl NumberKey {
+    pub fn of(e164: &str) -> Self {
+        let digest = Sha256::digest(e164.as_bytes());
+        let mut hex = String::with_capacity(32);
+        for byte in &digest[..16] {
+            hex.push_str(&format!("{byte:02x}"));
+        }
+        Self(hex)
+    }
+
+    /// A key read back from `pop_invalidations`.
+    pub fn from_stored(stored: String) -> Self {
+        Self(stored)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 /// What one round trip found for a number (and a call).
 #[derive(Debug, Default)]
@@ -77,9 +109,10 @@ impl PopCache {
     /// One round trip: the cached pop, the generation and (with a call id) the pin.
     pub async fn read(
         &self,
-        number: &str,
+        number: &NumberKey,
         call_id: Option<&str>,
     ) -> Result<CachedRead, RedisLinkError> {
+        let number = number.as_str();
         let pop_key = self.link.key(&format!("pop:{number}"));
         let generation_key = self.link.key(&format!("popgen:{number}"));
         match call_id {
@@ -101,14 +134,14 @@ impl PopCache {
                 })
             }
             Some(call_id) => {
-                let pin_key = self.link.key(&format!("pin:{call_id}"));
+                let pins_key = self.link.key(&format!("pins:{number}"));
                 let (pop, generation, pin) = self
                     .link
                     .run(|mut conn| async move {
                         redis::pipe()
                             .get(&pop_key)
                             .get(&generation_key)
-                            .get(&pin_key)
+                            .hget(&pins_key, call_id)
                             .query_async(&mut conn)
                             .await
                     })
@@ -126,11 +159,12 @@ impl PopCache {
     /// was read. Returns whether it was stored.
     pub async fn store_if_current(
         &self,
-        number: &str,
+        number: &NumberKey,
         generation: Option<i64>,
         pop: &[u8],
         known: bool,
     ) -> Result<bool, RedisLinkError> {
+        let number = number.as_str();
         let ttl = if known {
             self.ttls.pop
         } else {
@@ -150,8 +184,10 @@ impl PopCache {
     }
 
     /// Pins `pop`, read at `generation`, to a call.
+    /// (The pins of a number expire together, `pin` after the last one was set.)
     pub async fn pin(
         &self,
+        number: &NumberKey,
         call_id: &str,
         generation: Option<i64>,
         pop: &[u8],
@@ -159,35 +195,39 @@ impl PopCache {
         let mut value = Vec::with_capacity(8 + pop.len());
         value.extend_from_slice(&generation.unwrap_or(0).to_be_bytes());
         value.extend_from_slice(pop);
-        let key = self.link.key(&format!("pin:{call_id}"));
-        let ttl = self.ttls.pin.as_millis() as u64;
+        let key = self.link.key(&format!("pins:{}", number.as_str()));
+        let ttl = self.ttls.pin.as_millis() as i64;
+        let call_id = call_id.to_owned();
         self.link
             .run(|mut conn| async move {
-                redis::cmd("SET")
-                    .arg(&key)
-                    .arg(value)
-                    .arg("PX")
-                    .arg(ttl)
+                redis::pipe()
+                    .hset(&key, &call_id, value)
+                    .ignore()
+                    .pexpire(&key, ttl)
+                    .ignore()
                     .query_async::<()>(&mut conn)
                     .await
             })
             .await
     }
 
-    /// Drops the cached pops of `numbers` and moves their generations, atomically.
-    pub async fn invalidate(&self, numbers: &[String]) -> Result<(), RedisLinkError> {
+    /// Drops the cached pops and pins of `numbers` and moves their generations, atomically.
+    pub async fn invalidate(&self, numbers: &[NumberKey]) -> Result<(), RedisLinkError> {
         if numbers.is_empty() {
             return Ok(());
         }
         let mut pipe = redis::pipe();
         pipe.atomic();
         for number in numbers {
+            let number = number.as_str();
             let generation_key = self.link.key(&format!("popgen:{number}"));
             pipe.incr(&generation_key, 1)
                 .ignore()
                 .pexpire(&generation_key, GENERATION_TTL.as_millis() as i64)
                 .ignore()
                 .del(self.link.key(&format!("pop:{number}")))
+                .ignore()
+                .del(self.link.key(&format!("pins:{number}")))
                 .ignore();
         }
         self.link
@@ -202,6 +242,16 @@ mod tests {
 
     fn pinned(generation: i64, pop: &[u8]) -> Vec<u8> {
         [generation.to_be_bytes().as_slice(), pop].concat()
+    }
+
+    #[test]
+    fn number_keys_are_stable_pseudonyms() {
+        let key = NumberKey::of("+14155550100");
+        assert_eq!(key, NumberKey::of("+14155550100"));
+        assert_ne!(key, NumberKey::of("+14155550101"));
+        assert_eq!(key.as_str().len(), 32);
+        assert!(!key.as_str().contains("4155550100"));
+        assert!(key.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
     }
 
     #[test]

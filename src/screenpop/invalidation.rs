@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use sqlx::{PgConnection, PgPool};
 
-use super::cache::PopCache;
+use super::cache::{NumberKey, PopCache};
 use super::store;
 
 /// Invalidations recorded by a transaction, to apply once it has committed.
@@ -26,7 +26,7 @@ use super::store;
 #[derive(Debug, Default)]
 pub struct Pending {
     ids: Vec<i64>,
-    numbers: Vec<String>,
+    numbers: Vec<NumberKey>,
 }
 
 #[derive(Clone)]
@@ -66,11 +66,12 @@ impl PopInvalidator {
     pub async fn record(
         &self,
         conn: &mut PgConnection,
-        mut numbers: Vec<String>,
+        numbers: Vec<String>,
     ) -> sqlx::Result<Pending> {
         if self.cache.is_none() || numbers.is_empty() {
             return Ok(Pending::default());
         }
+        let mut numbers: Vec<NumberKey> = numbers.iter().map(|n| NumberKey::of(n)).collect();
         numbers.sort();
         numbers.dedup();
         let ids = store::record_invalidations(conn, &numbers).await?;
@@ -130,7 +131,10 @@ impl PopInvalidator {
                 return Ok(());
             }
             self.state.trusted.store(false, Ordering::Release);
-            let (ids, numbers): (Vec<i64>, Vec<String>) = batch.into_iter().unzip();
+            let (ids, numbers): (Vec<i64>, Vec<NumberKey>) = batch
+                .into_iter()
+                .map(|(id, key)| (id, NumberKey::from_stored(key)))
+                .unzip();
             cache.invalidate(&numbers).await?;
             store::delete_invalidations(&self.pool, &ids).await?;
         }

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use prost::Message as _;
 use sqlx::PgPool;
 
-use self::cache::PopCache;
+use self::cache::{NumberKey, PopCache};
 pub use self::invalidation::{Pending, PopInvalidator};
 use crate::db::{self, Failure};
 use crate::phone::PhoneNumber;
@@ -127,13 +127,16 @@ impl ScreenPops {
             .as_ref()
             .filter(|_| self.invalidator.cache_trusted())
         {
-            Some(cache) => match cache.read(number, call_id).await {
-                Ok(read) => {
-                    self.answer_from_cache_or_load(cache, number, call_id, read)
-                        .await?
+            Some(cache) => {
+                let key = NumberKey::of(number);
+                match cache.read(&key, call_id).await {
+                    Ok(read) => {
+                        self.answer_from_cache_or_load(cache, number, &key, call_id, read)
+                            .await?
+                    }
+                    Err(_) => self.load_uncached(number).await?,
                 }
-                Err(_) => self.load_uncached(number).await?,
-            },
+            }
             None => self.load_uncached(number).await?,
         };
         tracing::Span::current().record("source", tracing::field::debug(answer.1));
@@ -144,6 +147,7 @@ impl ScreenPops {
         &self,
         cache: &PopCache,
         number: &str,
+        key: &NumberKey,
         call_id: Option<&str>,
         read: cache::CachedRead,
     ) -> Result<(v1::ScreenPop, PopSource), PopError> {
@@ -159,7 +163,7 @@ impl ScreenPops {
         {
             PopStats::bump(&self.stats.cache_hits);
             if let Some(call_id) = call_id {
-                cache.pin(call_id, read.generation, bytes).await.ok();
+                cache.pin(key, call_id, read.generation, bytes).await.ok();
             }
             return Ok((pop, PopSource::Cache));
         }
@@ -167,12 +171,12 @@ impl ScreenPops {
         let (loaded, ran) = self
             .flights
             .run((number.to_owned(), generation), || {
-                self.load_and_fill(cache, number, generation)
+                self.load_and_fill(cache, number, key, generation)
             })
             .await;
         let loaded = loaded?;
         if let Some(call_id) = call_id {
-            cache.pin(call_id, generation, &loaded.1).await.ok();
+            cache.pin(key, call_id, generation, &loaded.1).await.ok();
         }
         let source = if ran {
             PopSource::Database
@@ -189,6 +193,7 @@ impl ScreenPops {
         &self,
         cache: &PopCache,
         number: &str,
+        key: &NumberKey,
         generation: Option<i64>,
     ) -> Loaded {
         PopStats::bump(&self.stats.database_queries);
@@ -198,7 +203,7 @@ impl ScreenPops {
         if self.invalidator.cache_trusted() {
             let known = pop.r#match() != v1::MatchKind::None;
             cache
-                .store_if_current(number, generation, &bytes, known)
+                .store_if_current(key, generation, &bytes, known)
                 .await
                 .ok();
         }

@@ -7,6 +7,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use super::cache::NumberKey;
 use crate::proto::v1;
 use crate::proto_time::to_timestamp;
 
@@ -312,18 +313,19 @@ pub async fn customer_numbers(
 
 pub async fn record_invalidations(
     conn: &mut PgConnection,
-    numbers: &[String],
+    numbers: &[NumberKey],
 ) -> sqlx::Result<Vec<i64>> {
+    let keys: Vec<&str> = numbers.iter().map(NumberKey::as_str).collect();
     sqlx::query_scalar(
-        "INSERT INTO pop_invalidations (number) SELECT unnest($1::text[]) RETURNING id",
+        "INSERT INTO pop_invalidations (number_key) SELECT unnest($1::text[]) RETURNING id",
     )
-    .bind(numbers)
+    .bind(keys)
     .fetch_all(conn)
     .await
 }
 
 pub async fn pending_invalidations(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<(i64, String)>> {
-    sqlx::query_as("SELECT id, number FROM pop_invalidations ORDER BY id LIMIT $1")
+    sqlx::query_as("SELECT id, number_key FROM pop_invalidations ORDER BY id LIMIT $1")
         .bind(limit)
         .fetch_all(pool)
         .await

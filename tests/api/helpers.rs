@@ -24,6 +24,7 @@ use switchboard::proto::v1::call_event_service_client::CallEventServiceClient;
 use switchboard::proto::v1::case_service_client::CaseServiceClient;
 use switchboard::proto::v1::customer_service_client::CustomerServiceClient;
 use switchboard::proto::v1::interaction_service_client::InteractionServiceClient;
+use switchboard::proto::v1::privacy_service_client::PrivacyServiceClient;
 use switchboard::proto::v1::screen_pop_service_client::ScreenPopServiceClient;
 use switchboard::redis_link::RedisSettings;
 use switchboard::screenpop::PopStats;
@@ -183,6 +184,7 @@ pub struct TestApp {
     pub health: HealthClient<Authed>,
     pub stats: Arc<PopStats>,
     pub db: PgPool,
+    pub database_url: String,
     /// Sending (or dropping) it starts the same graceful shutdown as SIGTERM.
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -263,6 +265,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         health: HealthClient::new(channel),
         stats,
         db,
+        database_url,
         shutdown: Some(shutdown),
         server: Some(server),
     }
@@ -279,6 +282,10 @@ impl TestApp {
 
     pub fn activity(&self) -> ActivityServiceClient<Authed> {
         ActivityServiceClient::new(self.channel.clone())
+    }
+
+    pub fn privacy(&self) -> PrivacyServiceClient<Authed> {
+        PrivacyServiceClient::new(self.channel.clone())
     }
 
     pub fn interactions(&self) -> InteractionServiceClient<Authed> {
@@ -417,7 +424,7 @@ fn is_root() -> bool {
 }
 
 /// Runs a PostgreSQL tool, as the `postgres` user when the tests run as root.
-fn postgres_tool(bin: &str) -> Command {
+pub fn postgres_tool(bin: &str) -> Command {
     let dir =
         std::env::var("SWITCHBOARD_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
     let path = PathBuf::from(dir).join(bin);

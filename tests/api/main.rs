@@ -10,5 +10,6 @@ mod health;
 mod helpers;
 mod interactions;
 mod limits;
+mod privacy;
 mod screenpop;
 mod tls;

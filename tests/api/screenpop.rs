@@ -6,7 +6,7 @@ use prost_types::FieldMask;
 use switchboard::proto::v1;
 use switchboard::redis_link::{RedisLink, RedisSettings};
 use switchboard::screenpop::PopStats;
-use switchboard::screenpop::cache::{CacheTtls, PopCache};
+use switchboard::screenpop::cache::{CacheTtls, NumberKey, PopCache};
 
 use crate::helpers::{
     PrivateRedis, TestApp, TestOptions, eventually, free_port, phone, spawn_app, spawn_app_with,
@@ -292,6 +292,26 @@ async fn a_pop_pinned_to_a_call_follows_the_call_and_stays_current() {
 }
 
 #[tokio::test]
+async fn two_numbers_pinned_under_the_same_call_id_keep_their_own_cards() {
+    // Call ids come from clients; a pin must never hand one caller's card to another.
+    let app = spawn_app().await;
+    app.create_customer("Maria Garcia", &["+14155550111"]).await;
+    app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    let (maria, _) = app.pop_for_call("+14155550111", "shared-id").await;
+    let (ada, source) = app.pop_for_call("+14155550100", "shared-id").await;
+    assert_eq!(source, v1::PopSource::Database);
+    assert_eq!(
+        (card_name(&maria), card_name(&ada)),
+        ("Maria Garcia", "Ada Lovelace")
+    );
+    let (maria_again, source) = app.pop_for_call("+14155550111", "shared-id").await;
+    assert_eq!(
+        (card_name(&maria_again), source),
+        ("Maria Garcia", v1::PopSource::CallPin)
+    );
+}
+
+#[tokio::test]
 async fn a_cache_fill_that_raced_an_invalidation_is_discarded() {
     let link = RedisLink::new(&RedisSettings {
         url: crate::helpers::redis_url(),
@@ -305,13 +325,13 @@ async fn a_cache_fill_that_raced_an_invalidation_is_discarded() {
         pin: Duration::from_secs(60),
     };
     let cache = PopCache::new(link, ttls);
-    let number = "+14155550100";
+    let number = &NumberKey::of("+14155550100");
     let before = cache.read(number, None).await.expect("read");
     assert_eq!((before.pop.as_deref(), before.generation), (None, None));
 
     // A write commits and invalidates while a reader is still querying PostgreSQL...
     cache
-        .invalidate(&[number.to_owned()])
+        .invalidate(std::slice::from_ref(number))
         .await
         .expect("invalidate");
     // ...so the reader's fill, based on the generation it read before, must not land.

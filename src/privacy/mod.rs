@@ -1,0 +1,143 @@
+//! Data-subject requests: export everything held about a customer, erase a customer, and purge
+//! old free text on a retention schedule.
+//!
+//! This context owns no tables. Each context that holds personal data exposes a `privacy` module
+//! next to its store (`customers::privacy`, `interactions::privacy`, ...) that knows its own
+//! columns: what to export, what to blank on erasure, what ages out. This module runs them in one
+//! transaction and purges Redis through the same durable path as every other write
+//! ([`PopInvalidator`]): recorded in the transaction, applied before the response, retried by the
+//! relay if Redis is down (while the cache is not trusted).
+//!
+//! What erasure keeps is what KPIs count: the anonymous customer row (so foreign keys and
+//! per-customer aggregates such as repeat contacts stay right), dispositions, timings, agents,
+//! queues and order amounts. What it removes is everything that identifies or describes the
+//! person: name, company, language, time zone, segment, contact points, external references,
+//! caller numbers, notes, free-text outcomes, case subjects, descriptions and comments, service
+//! event descriptions and the attached data of their calls' events.
+
+pub mod grpc;
+mod retention;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub use self::retention::{RetentionReport, run_retention};
+use crate::audit::{self, AuditEvent};
+use crate::calls::CallSummary;
+use crate::cases::{Case, Change, Comment};
+use crate::db::{self, Failure};
+use crate::interactions::Interaction;
+use crate::screenpop::PopInvalidator;
+use crate::{activity, calls, cases, customers, interactions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrivacyError {
+    #[error("customer not found")]
+    NotFound,
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for PrivacyError {
+    fn from(error: sqlx::Error) -> Self {
+        match db::classify(&error) {
+            Failure::Unavailable => PrivacyError::Unavailable(error),
+            _ => PrivacyError::Database(error),
+        }
+    }
+}
+
+pub type Result<T, E = PrivacyError> = std::result::Result<T, E>;
+
+/// Everything held about one customer at one instant.
+pub struct CustomerData {
+    pub customer: customers::privacy::Held,
+    pub interactions: Vec<Interaction>,
+    pub cases: Vec<(Case, Vec<Comment>, Vec<Change>)>,
+    pub orders: Vec<activity::Order>,
+    pub service_events: Vec<activity::ServiceEvent>,
+    pub calls: Vec<CallSummary>,
+    pub access_log: Vec<AuditEvent>,
+    pub exported_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Erasure {
+    pub erased_at: DateTime<Utc>,
+    /// Numbers whose cached pops and pins were purged (zero when it was erased before).
+    pub numbers_purged: usize,
+}
+
+#[derive(Clone)]
+pub struct Privacy {
+    pool: PgPool,
+    pops: PopInvalidator,
+}
+
+impl Privacy {
+    pub fn new(pool: PgPool, pops: PopInvalidator) -> Self {
+        Self { pool, pops }
+    }
+
+    /// Reads everything in one repeatable-read snapshot, and records the export on the audit
+    /// trail in the same transaction, so the export lists itself.
+    pub async fn export(&self, id: Uuid) -> Result<CustomerData> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .execute(&mut *tx)
+            .await?;
+        let customer = customers::privacy::load(&mut tx, id)
+            .await?
+            .ok_or(PrivacyError::NotFound)?;
+        audit::record_read(&mut tx, id).await?;
+        let data = CustomerData {
+            interactions: interactions::privacy::for_customer(&mut tx, id).await?,
+            cases: cases::privacy::for_customer(&mut tx, id).await?,
+            orders: activity::privacy::orders(&mut tx, id).await?,
+            service_events: activity::privacy::service_events(&mut tx, id).await?,
+            calls: calls::privacy::for_customer(&mut tx, id, &customer.phone_numbers).await?,
+            access_log: audit::for_customer(&mut tx, id).await?,
+            exported_at: Utc::now(),
+            customer,
+        };
+        tx.commit().await?;
+        Ok(data)
+    }
+
+    /// Erases the customer's personal data in one transaction, then purges their numbers' cached
+    /// pops and pins before returning. Erasing an erased customer changes nothing.
+    pub async fn erase(&self, id: Uuid) -> Result<Erasure> {
+        let mut tx = self.pool.begin().await?;
+        match customers::privacy::lock(&mut tx, id).await? {
+            None => return Err(PrivacyError::NotFound),
+            Some(Some(erased_at)) => {
+                return Ok(Erasure {
+                    erased_at,
+                    numbers_purged: 0,
+                });
+            }
+            Some(None) => {}
+        }
+        let numbers = customers::privacy::load(&mut tx, id)
+            .await?
+            .map(|held| held.phone_numbers)
+            .unwrap_or_default();
+        calls::privacy::erase(&mut tx, id, &numbers).await?;
+        interactions::privacy::erase(&mut tx, id).await?;
+        cases::privacy::erase(&mut tx, id).await?;
+        activity::privacy::erase(&mut tx, id).await?;
+        let erased_at = customers::privacy::erase(&mut tx, id).await?;
+        audit::record_erasure(&mut tx, id).await?;
+        let numbers_purged = numbers.len();
+        let pending = self.pops.record(&mut tx, numbers).await?;
+        tx.commit().await?;
+        self.pops.apply(pending).await;
+        Ok(Erasure {
+            erased_at,
+            numbers_purged,
+        })
+    }
+}
