@@ -10,7 +10,9 @@ use tonic::Status;
 use tonic::body::Body;
 use tower::{Layer, Service};
 
-use super::{AuthFailure, Authenticator, RateLimiter, permissions};
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+
+use super::{AuthFailure, Authenticator, RateLimiter, client_cert, permissions};
 use crate::audit::{self, AuditContext, Auditor};
 
 #[derive(Clone)]
@@ -88,7 +90,15 @@ where
                 rpc: path.clone(),
                 request_id: request_id.clone(),
             };
-            let principal = match auth.authenticate(request.headers()).await {
+            let certificate_gateway = request
+                .extensions()
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(TlsConnectInfo::peer_certs)
+                .and_then(|chain| chain.first().and_then(|leaf| client_cert::gateway_id(leaf)));
+            let principal = match auth
+                .authenticate(request.headers(), certificate_gateway)
+                .await
+            {
                 Ok(principal) => principal,
                 Err(AuthFailure::Unavailable) => {
                     return Ok(

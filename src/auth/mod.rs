@@ -12,6 +12,7 @@
 //! [`Principal`] in the request's extensions for the handlers' resource checks.
 
 mod api_keys;
+pub mod client_cert;
 pub mod layer;
 pub mod permissions;
 mod rate_limit;
@@ -195,21 +196,44 @@ impl Authenticator {
         &self.settings
     }
 
-    pub async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Principal, AuthFailure> {
-        if let Some(value) = headers.get(http::header::AUTHORIZATION) {
+    /// The principal of a request: from its header credential (a JWT or an API key) or else from
+    /// the gateway its verified client certificate names ([`client_cert`]). When both are present
+    /// and the header names a gateway, they must name the same one.
+    pub async fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        certificate_gateway: Option<String>,
+    ) -> Result<Principal, AuthFailure> {
+        let from_header = if let Some(value) = headers.get(http::header::AUTHORIZATION) {
             let token = value
                 .to_str()
                 .ok()
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .ok_or(AuthFailure::Invalid)?;
-            return self.verify_jwt(token.trim());
+            Some(self.verify_jwt(token.trim())?)
+        } else if let Some(value) = headers.get("x-api-key") {
+            Some(
+                self.verify_api_key(value.to_str().map_err(|_| AuthFailure::Invalid)?)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        match (from_header, certificate_gateway) {
+            (Some(principal), Some(gateway))
+                if principal.role == Role::Gateway
+                    && principal.gateway_id.as_deref() != Some(gateway.as_str()) =>
+            {
+                Err(AuthFailure::Invalid)
+            }
+            (Some(principal), _) => Ok(principal),
+            (None, Some(gateway)) => Ok(Principal {
+                subject: gateway.clone(),
+                role: Role::Gateway,
+                gateway_id: Some(gateway),
+            }),
+            (None, None) => Err(AuthFailure::Missing),
         }
-        if let Some(value) = headers.get("x-api-key") {
-            return self
-                .verify_api_key(value.to_str().map_err(|_| AuthFailure::Invalid)?)
-                .await;
-        }
-        Err(AuthFailure::Missing)
     }
 
     fn verify_jwt(&self, token: &str) -> Result<Principal, AuthFailure> {

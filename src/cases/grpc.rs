@@ -9,6 +9,7 @@ use super::{
     Priority,
 };
 use crate::agents::parse_agent_id;
+use crate::auth::{self, Principal, Role};
 use crate::grpc_status;
 use crate::proto::v1;
 use crate::proto::v1::case_service_server::CaseService;
@@ -48,6 +49,18 @@ fn uuid(v: &mut Violations, field: &str, value: &str) -> Option<Uuid> {
         return None;
     }
     v.check(field, Uuid::parse_str(value).map_err(|_| "must be a UUID"))
+}
+
+/// An AGENT credential writes as itself only; supervisors, services and admins may name the agent
+/// they act for (the audit trail records the credential either way). An empty actor is left to
+/// validation (INVALID_ARGUMENT).
+fn signed_by(principal: &Principal, actor: &str) -> Result<(), Status> {
+    if principal.role == Role::Agent && !actor.is_empty() && principal.subject != actor {
+        return Err(Status::permission_denied(
+            "an agent may act only as itself: actor must be the credential's agent id",
+        ));
+    }
+    Ok(())
 }
 
 fn actor(v: &mut Violations, value: &str) -> String {
@@ -140,7 +153,9 @@ impl CaseService for CaseGrpc {
         &self,
         request: Request<v1::OpenCaseRequest>,
     ) -> Result<Response<v1::OpenCaseResponse>, Status> {
+        let principal = auth::principal(&request)?;
         let r = request.into_inner();
+        signed_by(&principal, &r.actor)?;
         let mut v = Violations::new();
         let request_id = v.text("request_id", &r.request_id, 100, true);
         let customer_id = uuid(&mut v, "customer_id", &r.customer_id);
@@ -182,7 +197,9 @@ impl CaseService for CaseGrpc {
         &self,
         request: Request<v1::UpdateCaseRequest>,
     ) -> Result<Response<v1::UpdateCaseResponse>, Status> {
+        let principal = auth::principal(&request)?;
         let r = request.into_inner();
+        signed_by(&principal, &r.actor)?;
         let mut v = Violations::new();
         let case = r.case.unwrap_or_default();
         let id = uuid(&mut v, "case.id", &case.id);
@@ -227,7 +244,9 @@ impl CaseService for CaseGrpc {
         request: Request<v1::AssignCaseRequest>,
     ) -> Result<Response<v1::AssignCaseResponse>, Status> {
         use v1::assign_case_request::Assignee as ProtoAssignee;
+        let principal = auth::principal(&request)?;
         let r = request.into_inner();
+        signed_by(&principal, &r.actor)?;
         let mut v = Violations::new();
         let id = uuid(&mut v, "case_id", &r.case_id);
         let actor = actor(&mut v, &r.actor);
@@ -255,7 +274,9 @@ impl CaseService for CaseGrpc {
         &self,
         request: Request<v1::AddCaseCommentRequest>,
     ) -> Result<Response<v1::AddCaseCommentResponse>, Status> {
+        let principal = auth::principal(&request)?;
         let r = request.into_inner();
+        signed_by(&principal, &r.actor)?;
         let mut v = Violations::new();
         let id = uuid(&mut v, "case_id", &r.case_id);
         let actor = actor(&mut v, &r.actor);

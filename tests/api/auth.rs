@@ -302,6 +302,32 @@ async fn an_agent_acts_only_for_itself() {
         .set_agent_state(state("a-2"))
         .await
         .expect("a supervisor may set any agent's state");
+
+    // Case writes name their actor; an agent's credential may name only itself.
+    let customer = app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    let open_as = |actor: &str, request_id: &str| v1::OpenCaseRequest {
+        request_id: request_id.into(),
+        customer_id: customer.id.clone(),
+        subject: "Router down".into(),
+        priority: v1::CasePriority::Normal.into(),
+        actor: actor.into(),
+        ..Default::default()
+    };
+    let mut cases = v1::case_service_client::CaseServiceClient::new(as_role(&app, Role::Agent));
+    let forged = cases
+        .open_case(open_as("a-2", "c-forged"))
+        .await
+        .expect_err("another agent's name");
+    assert_eq!(forged.code(), Code::PermissionDenied);
+    cases
+        .open_case(open_as("a-1", "c-own"))
+        .await
+        .expect("its own name");
+    let opened: i64 = sqlx::query_scalar("SELECT count(*) FROM cases")
+        .fetch_one(&app.db)
+        .await
+        .expect("count");
+    assert_eq!(opened, 1, "the forged case was not written");
 }
 
 #[tokio::test]

@@ -1,16 +1,22 @@
 //! TLS and mutual TLS on the gRPC listener (certificates made by rcgen for the test).
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
+use switchboard::auth::Role;
+use switchboard::client::BearerToken;
 use switchboard::config::TlsSettings;
 use switchboard::proto::v1;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
-use crate::helpers::{TestOptions, TestTls, admin, spawn_app_with};
+use tonic::service::interceptor::InterceptedService;
+
+use crate::helpers::{Authed, TestOptions, TestTls, admin, spawn_app_with, token};
 
 struct Pki {
     ca: String,
     server: (String, String),
     client: (String, String),
+    /// A client certificate naming gateway pbx-1 (URI SAN `urn:switchboard:gateway:pbx-1`).
+    gateway: (String, String),
 }
 
 fn pki() -> Pki {
@@ -18,18 +24,21 @@ fn pki() -> Pki {
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca =
         CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
-    let leaf = |name: &str| {
+    let leaf = |sans: Vec<SanType>| {
         let key = KeyPair::generate().expect("key");
-        let cert = CertificateParams::new(vec![name.to_owned()])
-            .expect("params")
-            .signed_by(&key, &ca)
-            .expect("signed");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.subject_alt_names = sans;
+        let cert = params.signed_by(&key, &ca).expect("signed");
         (cert.pem(), key.serialize_pem())
     };
+    let dns = |name: &str| SanType::DnsName(name.try_into().expect("ia5"));
     Pki {
         ca: ca.pem(),
-        server: leaf("localhost"),
-        client: leaf("pbx-1"),
+        server: leaf(vec![dns("localhost")]),
+        client: leaf(vec![dns("pbx-1")]),
+        gateway: leaf(vec![SanType::URI(
+            "urn:switchboard:gateway:pbx-1".try_into().expect("ia5"),
+        )]),
     }
 }
 
@@ -42,6 +51,45 @@ fn client_config(pki: &Pki, with_identity: bool) -> ClientTlsConfig {
     } else {
         config
     }
+}
+
+fn gateway_config(pki: &Pki) -> ClientTlsConfig {
+    ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&pki.ca))
+        .domain_name("localhost")
+        .identity(Identity::from_pem(&pki.gateway.0, &pki.gateway.1))
+}
+
+fn mutual_tls(pki: &Pki) -> TlsSettings {
+    TlsSettings {
+        cert_pem: pki.server.0.clone(),
+        key_pem: pki.server.1.clone(),
+        client_ca_pem: Some(pki.ca.clone()),
+    }
+}
+
+/// `channel` with no header credential at all, or with `token`.
+fn with_token(channel: Channel, token: Option<&str>) -> Authed {
+    InterceptedService::new(channel, BearerToken::new(token).expect("header"))
+}
+
+async fn report(channel: Authed, gateway_id: &str) -> Result<v1::CallEventAck, tonic::Status> {
+    let event = v1::CallEvent {
+        gateway_id: gateway_id.into(),
+        event_id: format!("{gateway_id}-e1"),
+        call_id: "c1".into(),
+        r#type: v1::CallEventType::Offered.into(),
+        occurred_at: Some(prost_types::Timestamp {
+            seconds: 1_800_000_000,
+            nanos: 0,
+        }),
+        caller_number: "+14155550100".into(),
+        ..Default::default()
+    };
+    v1::call_event_service_client::CallEventServiceClient::new(channel)
+        .report_call_event(v1::ReportCallEventRequest { event: Some(event) })
+        .await
+        .map(|r| r.into_inner().ack.expect("ack"))
 }
 
 async fn lookup(channel: Channel) -> Result<v1::LookupResponse, tonic::Status> {
@@ -120,4 +168,59 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
         Ok(channel) => lookup(channel).await.is_err(),
     };
     assert!(refused, "no client certificate, no service");
+}
+
+#[tokio::test]
+async fn a_gateway_certificate_is_a_credential_for_that_gateway_only() {
+    let pki = pki();
+    let app = spawn_app_with(TestOptions {
+        tls: Some(TestTls {
+            server: mutual_tls(&pki),
+            client: gateway_config(&pki),
+        }),
+        ..Default::default()
+    })
+    .await;
+    let certificate_only = || with_token(app.raw_channel.clone(), None);
+
+    let ack = report(certificate_only(), "pbx-1")
+        .await
+        .expect("the certificate authenticates pbx-1");
+    assert_eq!(ack.outcome(), v1::AckOutcome::Accepted);
+    let other = report(certificate_only(), "pbx-2")
+        .await
+        .expect_err("not its gateway");
+    assert_eq!(other.code(), tonic::Code::PermissionDenied);
+    let pii = v1::screen_pop_service_client::ScreenPopServiceClient::new(certificate_only())
+        .lookup(v1::LookupRequest {
+            caller_number: "+14155550100".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a gateway reads no customer data");
+    assert_eq!(pii.code(), tonic::Code::PermissionDenied);
+
+    // A header credential for another gateway on this connection contradicts the certificate.
+    let pbx2 = token(Role::Gateway, "pbx-2", Some("pbx-2"));
+    let contradicted = report(with_token(app.raw_channel.clone(), Some(&pbx2)), "pbx-2")
+        .await
+        .expect_err("certificate and token disagree");
+    assert_eq!(contradicted.code(), tonic::Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn a_client_certificate_that_names_no_gateway_is_not_a_credential() {
+    let pki = pki();
+    let app = spawn_app_with(TestOptions {
+        tls: Some(TestTls {
+            server: mutual_tls(&pki),
+            client: client_config(&pki, true),
+        }),
+        ..Default::default()
+    })
+    .await;
+    let anonymous = report(with_token(app.raw_channel.clone(), None), "pbx-1")
+        .await
+        .expect_err("a DNS name is not a gateway identity");
+    assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
 }
