@@ -29,6 +29,7 @@ use crate::config::Settings;
 use crate::customers::Customers;
 use crate::customers::grpc::CustomerGrpc;
 use crate::db;
+use crate::diagnostics::grpc::DiagnosticsGrpc;
 use crate::interactions::Interactions;
 use crate::interactions::grpc::InteractionGrpc;
 use crate::privacy::Privacy;
@@ -39,6 +40,7 @@ use crate::proto::v1::audit_service_server::AuditServiceServer;
 use crate::proto::v1::call_event_service_server::CallEventServiceServer;
 use crate::proto::v1::case_service_server::CaseServiceServer;
 use crate::proto::v1::customer_service_server::CustomerServiceServer;
+use crate::proto::v1::diagnostics_service_server::DiagnosticsServiceServer;
 use crate::proto::v1::interaction_service_server::InteractionServiceServer;
 use crate::proto::v1::privacy_service_server::PrivacyServiceServer;
 use crate::proto::v1::screen_pop_service_server::ScreenPopServiceServer;
@@ -248,6 +250,10 @@ impl Application {
                     .max_decoding_message_size(limits.max_request_bytes),
             )
             .add_service(AuditServiceServer::new(AuditGrpc::new(pool.clone())))
+            .add_service(
+                DiagnosticsServiceServer::new(DiagnosticsGrpc)
+                    .max_decoding_message_size(limits.max_request_bytes),
+            )
             .add_service(PrivacyServiceServer::new(PrivacyGrpc::new(Privacy::new(
                 pool.clone(),
                 invalidator.clone(),

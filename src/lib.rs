@@ -39,6 +39,7 @@ pub mod client;
 pub mod config;
 pub mod customers;
 pub mod db;
+pub mod diagnostics;
 pub mod email;
 pub mod grpc_status;
 pub mod interactions;

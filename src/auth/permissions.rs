@@ -94,6 +94,7 @@ pub const PERMISSIONS: &[(&str, &[Role])] = &[
         SYSTEMS,
     ),
     ("/switchboard.v1.AuditService/ListAuditEvents", &[Admin]),
+    ("/switchboard.v1.DiagnosticsService/Echo", EVERYONE),
     (
         "/switchboard.v1.PrivacyService/ExportCustomerData",
         &[Admin],
