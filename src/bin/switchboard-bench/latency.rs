@@ -1,4 +1,4 @@
-//! `switchboard-bench`: the load generator. Loopback targets only; every run is bounded.
+//! The latency probes: one request at a time, no load.
 //!
 //! Scenario `push`: the time from a gateway sending RINGING to one Switchboard instance until the
 //! ringing agent's softphone, watching on another instance (or the same), receives the call with
@@ -8,12 +8,12 @@
 //! Scenario `pop`: creates customers whose cards carry an order, an interaction and an open case,
 //! then looks each number up once (cold: PostgreSQL, one query) and then many times (hot: Redis),
 //! closed loop, and reports the round-trip latency of each kind (server time is below it).
-//! The open-loop scenarios (echo, pop-hot at a fixed rate, events, mixed) are issue #6.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use clap::Parser;
+
+use crate::Args;
 use futures::StreamExt as _;
 use hdrhistogram::Histogram;
 use switchboard::client::{AuthedChannel, BearerToken};
@@ -23,38 +23,6 @@ use switchboard::proto::v1::call_event_service_client::CallEventServiceClient;
 use switchboard::proto::v1::customer_service_client::CustomerServiceClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "switchboard-bench",
-    about = "Switchboard load generator (loopback only)"
-)]
-struct Args {
-    /// Scenario to run.
-    #[arg(value_parser = ["push", "pop"])]
-    scenario: String,
-    /// The instance gateways report to.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    gateway_server: String,
-    /// The instance agents watch on (another instance to measure cross-instance push).
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    agent_server: String,
-    /// Calls to ring.
-    #[arg(long, default_value_t = 500)]
-    calls: u32,
-    /// Agents to spread the calls over.
-    #[arg(long, default_value_t = 10)]
-    agents: u32,
-    /// Bearer token (an ADMIN token); defaults to the dev token in .data/dev-token.
-    #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// `pop`: customers to create (each with a full card).
-    #[arg(long, default_value_t = 200)]
-    customers: u32,
-    /// `pop`: hot lookups after the cold pass.
-    #[arg(long, default_value_t = 5000)]
-    lookups: u32,
-}
 
 fn report(name: &str, histogram: &Histogram<u64>) {
     println!(
@@ -69,7 +37,7 @@ fn report(name: &str, histogram: &Histogram<u64>) {
 }
 
 /// Customers with a full card, then cold and hot lookups of their numbers.
-async fn pop_scenario(args: &Args, run: &str) -> anyhow::Result<()> {
+pub async fn pop_scenario(args: &Args, run: &str) -> anyhow::Result<()> {
     use switchboard::proto::v1::activity_service_client::ActivityServiceClient;
     use switchboard::proto::v1::case_service_client::CaseServiceClient;
     use switchboard::proto::v1::interaction_service_client::InteractionServiceClient;
@@ -177,7 +145,7 @@ async fn pop_scenario(args: &Args, run: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn connect(url: &str, token: Option<&str>) -> anyhow::Result<AuthedChannel> {
+pub async fn connect(url: &str, token: Option<&str>) -> anyhow::Result<AuthedChannel> {
     let uri: tonic::transport::Uri = url.parse().context("server URL")?;
     match uri.host() {
         Some("127.0.0.1" | "localhost" | "::1" | "[::1]") => {}
@@ -213,13 +181,8 @@ fn event(run: &str, call: u32, n: i64, kind: v1::CallEventType, agent: &str) -> 
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    if args.scenario == "pop" {
-        let run = format!("p{}", chrono::Utc::now().timestamp_millis());
-        return pop_scenario(&args, &run).await;
-    }
+/// Rings calls one after another and times each push to the agent's softphone.
+pub async fn push_scenario(args: &Args) -> anyhow::Result<()> {
     let gateway = connect(&args.gateway_server, args.token.as_deref()).await?;
     let agent_side = connect(&args.agent_server, args.token.as_deref()).await?;
     let mut calls = CallEventServiceClient::new(gateway.clone());
