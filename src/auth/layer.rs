@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tonic::Status;
@@ -132,7 +133,63 @@ where
                 .into_http());
             }
             request.extensions_mut().insert(principal);
-            audit::scope(audit, inner.call(request)).await
+            let deadline = request
+                .headers()
+                .get("grpc-timeout")
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_grpc_timeout);
+            let handled = audit::scope(audit, inner.call(request));
+            match deadline {
+                None => handled.await,
+                // Answer DEADLINE_EXCEEDED a little before the caller's own timer fires, so the
+                // caller learns why; dropping the handler cancels its queries.
+                Some(deadline) => {
+                    let margin = (deadline / 10).min(Duration::from_millis(20));
+                    match tokio::time::timeout(deadline - margin, handled).await {
+                        Ok(response) => response,
+                        Err(_) => {
+                            tracing::info!(rpc = %path, ?deadline, "deadline exceeded");
+                            Ok(Status::deadline_exceeded("the caller's deadline passed")
+                                .into_http())
+                        }
+                    }
+                }
+            }
         })
+    }
+}
+
+/// The `grpc-timeout` header: at most 8 digits and a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_by_unit_and_reject_garbage() {
+        assert_eq!(parse_grpc_timeout("200m"), Some(Duration::from_millis(200)));
+        assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("5u"), Some(Duration::from_micros(5)));
+        assert_eq!(parse_grpc_timeout("123456789m"), None);
+        assert_eq!(parse_grpc_timeout("m"), None);
+        assert_eq!(parse_grpc_timeout("10x"), None);
+        assert_eq!(parse_grpc_timeout(""), None);
     }
 }

@@ -6,6 +6,8 @@ mod auth;
 mod calls;
 mod cases;
 mod customers;
+mod fault_proxy;
+mod faults;
 mod health;
 mod helpers;
 mod interactions;
