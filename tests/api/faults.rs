@@ -140,7 +140,7 @@ async fn a_postgres_crash_under_call_events_loses_nothing_acked_and_duplicates_n
     };
     let ((), (acked_before, stopped_at, not_serving, _resumed_at, serving, recovery)) =
         tokio::join!(load, fault);
-    let log = log.lock().expect("log");
+    let log = std::mem::take(&mut *log.lock().expect("log"));
 
     assert!(acked_before > 0, "load was running when PostgreSQL died");
     assert!(not_serving, "health went NOT_SERVING");
@@ -291,7 +291,7 @@ async fn pops_ride_out_a_slow_blackholed_then_reset_redis_without_a_failure_or_a
         worker.await.expect("worker");
     }
 
-    let mut log = log.lock().expect("log");
+    let mut log = std::mem::take(&mut *log.lock().expect("log"));
     assert!(log.ok > 100, "the load ran: {} pops", log.ok);
     assert_eq!(log.failed, 0, "no pop failed");
     log.latencies_us.sort_unstable();
