@@ -209,7 +209,12 @@ impl Application {
         let server = builder
             .max_concurrent_streams(limits.max_concurrent_streams)
             .timeout(limits.default_deadline)
-            .layer(AuthLayer::new(authenticator, limiter, auditor.clone()))
+            .layer(AuthLayer::new(
+                authenticator,
+                limiter,
+                auditor.clone(),
+                limits.max_in_flight,
+            ))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -254,6 +254,10 @@ pub struct ServeArgs {
         default_value_t = 256
     )]
     pub max_concurrent_streams: u32,
+    /// Requests being handled at once by this instance; beyond it, new ones are shed at once with
+    /// UNAVAILABLE (retry with back-off, or on another instance) instead of queueing.
+    #[arg(long, env = "SWITCHBOARD_MAX_IN_FLIGHT", default_value_t = 1000)]
+    pub max_in_flight: usize,
     /// Deadline for calls that bring none (milliseconds); streams are not cut by it.
     #[arg(
         long,
@@ -297,6 +301,7 @@ pub struct Limits {
     pub rate: RateLimit,
     pub max_request_bytes: usize,
     pub max_concurrent_streams: u32,
+    pub max_in_flight: usize,
     pub default_deadline: Duration,
 }
 
@@ -455,6 +460,7 @@ impl TryFrom<ServeArgs> for Settings {
                 },
                 max_request_bytes: args.max_request_bytes,
                 max_concurrent_streams: args.max_concurrent_streams,
+                max_in_flight: args.max_in_flight,
                 default_deadline: Duration::from_millis(args.default_deadline_ms),
             },
             health_interval: Duration::from_millis(500),

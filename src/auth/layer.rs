@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use tokio::sync::Semaphore;
 use tonic::Status;
 use tonic::body::Body;
 use tower::{Layer, Service};
@@ -21,14 +22,22 @@ pub struct AuthLayer {
     auth: Arc<Authenticator>,
     limiter: Arc<RateLimiter>,
     auditor: Auditor,
+    admission: Arc<Semaphore>,
 }
 
 impl AuthLayer {
-    pub fn new(auth: Arc<Authenticator>, limiter: Arc<RateLimiter>, auditor: Auditor) -> Self {
+    /// `max_in_flight`: requests handled at once; more are shed with UNAVAILABLE.
+    pub fn new(
+        auth: Arc<Authenticator>,
+        limiter: Arc<RateLimiter>,
+        auditor: Auditor,
+        max_in_flight: usize,
+    ) -> Self {
         Self {
             auth,
             limiter,
             auditor,
+            admission: Arc::new(Semaphore::new(max_in_flight.max(1))),
         }
     }
 }
@@ -42,6 +51,7 @@ impl<S> Layer<S> for AuthLayer {
             auth: Arc::clone(&self.auth),
             limiter: Arc::clone(&self.limiter),
             auditor: self.auditor.clone(),
+            admission: Arc::clone(&self.admission),
         }
     }
 }
@@ -52,6 +62,7 @@ pub struct AuthService<S> {
     auth: Arc<Authenticator>,
     limiter: Arc<RateLimiter>,
     auditor: Auditor,
+    admission: Arc<Semaphore>,
 }
 
 impl<S> Service<http::Request<Body>> for AuthService<S>
@@ -74,11 +85,21 @@ where
         let auth = Arc::clone(&self.auth);
         let limiter = Arc::clone(&self.limiter);
         let auditor = self.auditor.clone();
+        let admission = Arc::clone(&self.admission);
         Box::pin(async move {
             let path = request.uri().path().to_owned();
             if permissions::is_public(&path) {
                 return inner.call(request).await;
             }
+            // Shed at once rather than queue: a queue only turns overload into timeouts for all.
+            // The permit is held until the handler has answered (a stream's body runs on without).
+            let Ok(_admitted) = admission.try_acquire_owned() else {
+                tracing::debug!(rpc = %path, "overloaded: request shed");
+                return Ok(Status::unavailable(
+                    "this instance is at capacity; retry with back-off or on another instance",
+                )
+                .into_http());
+            };
             let request_id: String = request
                 .headers()
                 .get("x-request-id")

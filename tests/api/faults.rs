@@ -372,3 +372,66 @@ async fn a_client_deadline_holds_while_postgres_is_frozen_and_leaves_no_query_be
         .expect("served again");
     println!("deadline 200 ms with PostgreSQL frozen: DEADLINE_EXCEEDED after {took:?}");
 }
+
+#[tokio::test]
+async fn overload_is_shed_at_once_while_admitted_requests_finish() {
+    let admin = admin_database_url();
+    let proxy = FaultProxy::start(([127, 0, 0, 1], port_of(&admin)).into()).await;
+    let defaults = TestOptions::default();
+    let app = spawn_app_with(TestOptions {
+        postgres_admin_url: Some(proxy.url_for(&admin, port_of(&admin))),
+        limits: switchboard::config::Limits {
+            max_in_flight: 4,
+            ..defaults.limits
+        },
+        ..TestOptions::default()
+    })
+    .await;
+    let customer = app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    // A slow database: capacity is now a few requests per second.
+    proxy.set(Fault::Delay(Duration::from_millis(50)));
+    let burst = (0..40).map(|_| {
+        let mut customers = app.customers.clone();
+        let id = customer.id.clone();
+        async move {
+            let started = Instant::now();
+            let result = customers
+                .get_customer(v1::GetCustomerRequest { id })
+                .await
+                .map(|_| ());
+            (result.map_err(|s| s.code()), started.elapsed())
+        }
+    });
+    let results = futures::future::join_all(burst).await;
+    proxy.set(Fault::Pass);
+
+    let admitted: Vec<Duration> = results
+        .iter()
+        .filter(|(r, _)| r.is_ok())
+        .map(|(_, t)| *t)
+        .collect();
+    let shed: Vec<Duration> = results
+        .iter()
+        .filter(|(r, _)| *r == Err(Code::Unavailable))
+        .map(|(_, t)| *t)
+        .collect();
+    assert_eq!(
+        admitted.len() + shed.len(),
+        results.len(),
+        "only answers or sheds: {results:?}"
+    );
+    assert!(admitted.len() >= 4, "admitted {}", admitted.len());
+    assert!(shed.len() >= 20, "shed {}", shed.len());
+    let slowest_shed = shed.iter().max().copied().unwrap_or_default();
+    assert!(
+        slowest_shed < Duration::from_millis(250),
+        "shedding is immediate, slowest {slowest_shed:?}"
+    );
+    println!(
+        "overload (40 at once, 4 admitted at a time, database +50 ms): {} admitted (slowest {:?}), \
+         {} shed with UNAVAILABLE (slowest {slowest_shed:?})",
+        admitted.len(),
+        admitted.iter().max(),
+        shed.len()
+    );
+}

@@ -165,6 +165,7 @@ impl Default for TestOptions {
                 },
                 max_request_bytes: 1 << 20,
                 max_concurrent_streams: 256,
+                max_in_flight: 1000,
                 default_deadline: Duration::from_secs(30),
             },
         }

@@ -14,6 +14,7 @@ fn limits(rate: RateLimit, deadline: Duration) -> Limits {
         rate,
         max_request_bytes: 1 << 20,
         max_concurrent_streams: 256,
+        max_in_flight: 1000,
         default_deadline: deadline,
     }
 }
