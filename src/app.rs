@@ -30,6 +30,7 @@ use crate::customers::Customers;
 use crate::customers::grpc::CustomerGrpc;
 use crate::db;
 use crate::diagnostics::grpc::DiagnosticsGrpc;
+use crate::drain::Draining;
 use crate::interactions::Interactions;
 use crate::interactions::grpc::InteractionGrpc;
 use crate::privacy::Privacy;
@@ -194,6 +195,7 @@ impl Application {
         let (stop_audit, audit_stop) = watch::channel(false);
         let (auditor, audit_writer) = Auditor::spawn(pool.clone(), audit_stop);
         let limits = settings.limits;
+        let (start_draining, draining) = Draining::new();
         let limiter = Arc::new(RateLimiter::new(limits.rate));
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = &settings.tls {
@@ -235,11 +237,15 @@ impl Application {
                 .max_decoding_message_size(limits.max_request_bytes),
             )
             .add_service(
-                CallEventServiceServer::new(CallEventGrpc::new(call_events, settings.phones))
-                    .max_decoding_message_size(limits.max_request_bytes),
+                CallEventServiceServer::new(CallEventGrpc::new(
+                    call_events,
+                    settings.phones,
+                    draining.clone(),
+                ))
+                .max_decoding_message_size(limits.max_request_bytes),
             )
             .add_service(
-                AgentServiceServer::new(AgentGrpc::new(agents, watcher))
+                AgentServiceServer::new(AgentGrpc::new(agents, watcher, draining))
                     .max_decoding_message_size(limits.max_request_bytes),
             )
             .add_service(
@@ -281,6 +287,7 @@ impl Application {
         stop_background.send(true).ok();
         monitor.await.ok();
         set_health(&reporter, ServingStatus::NotServing).await;
+        start_draining.send(true).ok();
         stop_accepting.send(()).ok();
         match tokio::time::timeout(settings.drain_timeout, &mut server).await {
             Ok(result) => result.context("gRPC server failed while draining")?,

@@ -40,6 +40,7 @@ pub mod config;
 pub mod customers;
 pub mod db;
 pub mod diagnostics;
+pub mod drain;
 pub mod email;
 pub mod grpc_status;
 pub mod interactions;

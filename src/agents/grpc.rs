@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 
 use super::{AgentError, AgentState, Agents, StateChange, Watcher, parse_agent_id};
 use crate::auth::{self, Principal};
+use crate::drain::Draining;
 use crate::grpc_status;
 use crate::proto::v1;
 use crate::proto::v1::agent_service_server::AgentService;
@@ -17,11 +18,16 @@ use crate::validation::Violations;
 pub struct AgentGrpc {
     agents: Agents,
     watcher: Watcher,
+    draining: Draining,
 }
 
 impl AgentGrpc {
-    pub fn new(agents: Agents, watcher: Watcher) -> Self {
-        Self { agents, watcher }
+    pub fn new(agents: Agents, watcher: Watcher, draining: Draining) -> Self {
+        Self {
+            agents,
+            watcher,
+            draining,
+        }
     }
 }
 
@@ -81,7 +87,10 @@ impl AgentService for AgentGrpc {
         let agent_id = agent_id(&request.get_ref().agent_id)?;
         require_self(&principal, &agent_id)?;
         let responses = self.watcher.watch(agent_id).await?;
-        let stream = ReceiverStream::new(responses).map(|item| item.map_err(Status::from));
+        // On drain the stream ends cleanly; the softphone watches again on another instance.
+        let stream = ReceiverStream::new(responses)
+            .map(|item| item.map_err(Status::from))
+            .take_until(self.draining.clone().started());
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -11,6 +11,7 @@ use super::machine::{EventType, Step, TransferTarget};
 use super::{Ack, CallEventError, CallEvents, NewEvent};
 use crate::agents::parse_agent_id;
 use crate::auth::{self, Principal};
+use crate::drain::Draining;
 use crate::grpc_status;
 use crate::phone::PhoneParser;
 use crate::proto::v1;
@@ -26,11 +27,16 @@ const MAX_ATTACHED_ENTRIES: usize = 32;
 pub struct CallEventGrpc {
     events: CallEvents,
     phones: PhoneParser,
+    draining: Draining,
 }
 
 impl CallEventGrpc {
-    pub fn new(events: CallEvents, phones: PhoneParser) -> Self {
-        Self { events, phones }
+    pub fn new(events: CallEvents, phones: PhoneParser, draining: Draining) -> Self {
+        Self {
+            events,
+            phones,
+            draining,
+        }
     }
 
     /// The ack for one event; `Err` only when nothing could be committed.
@@ -251,8 +257,10 @@ impl CallEventService for CallEventGrpc {
         // Events of one call wait for the previous event of that call in this stream, so a stream
         // applies them in the order the gateway sent them; other calls proceed concurrently.
         let mut previous: HashMap<(String, String), oneshot::Receiver<()>> = HashMap::new();
+        // On drain: read no further event, ack the ones read, then end the stream cleanly.
         let acks = request
             .into_inner()
+            .take_until(self.draining.clone().started())
             .map(move |message| {
                 let this = this.clone();
                 let principal = principal.clone();
