@@ -255,8 +255,11 @@ pub struct ServeArgs {
     )]
     pub max_concurrent_streams: u32,
     /// Requests being handled at once by this instance; beyond it, new ones are shed at once with
-    /// UNAVAILABLE (retry with back-off, or on another instance) instead of queueing.
-    #[arg(long, env = "SWITCHBOARD_MAX_IN_FLIGHT", default_value_t = 1000)]
+    /// UNAVAILABLE (retry with back-off, or on another instance) instead of queueing. Keep it near
+    /// capacity (requests/s) x a few ms: a deeper queue makes every request slower than the Redis
+    /// timeout, and an instance whose cache calls time out falls back to PostgreSQL, which is
+    /// slower still (see BENCHMARKS.md, overload).
+    #[arg(long, env = "SWITCHBOARD_MAX_IN_FLIGHT", default_value_t = 256)]
     pub max_in_flight: usize,
     /// Deadline for calls that bring none (milliseconds); streams are not cut by it.
     #[arg(

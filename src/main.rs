@@ -15,6 +15,11 @@ use switchboard::screenpop::PopInvalidator;
 use switchboard::screenpop::cache::{CacheTtls, PopCache};
 use switchboard::{client, db, seed, telemetry};
 
+/// mimalloc instead of glibc's allocator: a hot screen pop allocates and frees many small strings,
+/// and glibc's malloc was a fifth of the server's CPU under load (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

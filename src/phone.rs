@@ -5,8 +5,10 @@
 //! (Google's libphonenumber metadata), using the configured default region for national formats, and
 //! keeps an extension (`x12`, `ext. 12`) apart from the number.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{LazyLock, Mutex};
 
 use phonenumber::{Mode, country};
 
@@ -94,13 +96,9 @@ impl PhoneParser {
         if input.chars().count() > MAX_INPUT_CHARS {
             return Err(PhoneError::TooLong);
         }
-        let parsed =
-            phonenumber::parse(Some(self.region), input).map_err(|_| PhoneError::Unparseable)?;
-        if !phonenumber::is_valid(&parsed) {
-            return Err(PhoneError::Invalid);
-        }
+        let (e164, parsed_extension) = self.parse_cached(input)?;
         let extension = match extension.trim() {
-            "" => parsed.extension().map(|ext| ext.to_string()),
+            "" => parsed_extension,
             explicit => Some(explicit.to_owned()),
         };
         if let Some(ext) = &extension
@@ -108,12 +106,43 @@ impl PhoneParser {
         {
             return Err(PhoneError::BadExtension);
         }
-        Ok(PhoneNumber {
-            e164: parsed.format().mode(Mode::E164).to_string(),
-            extension,
-        })
+        Ok(PhoneNumber { e164, extension })
+    }
+
+    /// libphonenumber's parse and validation (regular expressions over the metadata) cost tens of
+    /// microseconds, the biggest share of a hot screen pop; callers repeat, so results are memoized.
+    /// The memo is bounded: it is emptied when it reaches [`MEMO_CAPACITY`] entries.
+    fn parse_cached(&self, input: &str) -> Result<(String, Option<String>), PhoneError> {
+        let key = (self.region, input.to_owned());
+        if let Some(hit) = MEMO.lock().ok().and_then(|memo| memo.get(&key).cloned()) {
+            return hit;
+        }
+        let result = phonenumber::parse(Some(self.region), input)
+            .map_err(|_| PhoneError::Unparseable)
+            .and_then(|parsed| {
+                if !phonenumber::is_valid(&parsed) {
+                    return Err(PhoneError::Invalid);
+                }
+                Ok((
+                    parsed.format().mode(Mode::E164).to_string(),
+                    parsed.extension().map(|ext| ext.to_string()),
+                ))
+            });
+        if let Ok(mut memo) = MEMO.lock() {
+            if memo.len() >= MEMO_CAPACITY {
+                memo.clear();
+            }
+            memo.insert(key, result.clone());
+        }
+        result
     }
 }
+
+const MEMO_CAPACITY: usize = 100_000;
+
+type Memo = HashMap<(country::Id, String), Result<(String, Option<String>), PhoneError>>;
+
+static MEMO: LazyLock<Mutex<Memo>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
 #[cfg(test)]
 mod tests {

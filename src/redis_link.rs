@@ -116,9 +116,14 @@ impl RedisLink {
             Err(_) => RedisLinkError::Timeout(self.inner.op_timeout),
         };
         let failures = self.inner.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        let until = self.now_ms() + self.inner.retry_after.as_millis() as u64;
-        self.inner.skip_until_ms.store(until, Ordering::Relaxed);
-        tracing::warn!(error = %result, failures, "redis unavailable; serving from PostgreSQL");
+        let now = self.now_ms();
+        let until = now + self.inner.retry_after.as_millis() as u64;
+        let previous = self.inner.skip_until_ms.swap(until, Ordering::Relaxed);
+        // Once per back-off period, not once per failed command: under load, hundreds of commands
+        // in flight fail together, and a log line each would add to the overload.
+        if previous <= now {
+            tracing::warn!(error = %result, failures, "redis unavailable; serving from PostgreSQL");
+        }
         Err(result)
     }
 

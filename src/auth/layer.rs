@@ -87,6 +87,7 @@ where
         let auditor = self.auditor.clone();
         let admission = Arc::clone(&self.admission);
         Box::pin(async move {
+            let received = std::time::Instant::now();
             let path = request.uri().path().to_owned();
             if permissions::is_public(&path) {
                 return inner.call(request).await;
@@ -160,7 +161,7 @@ where
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_grpc_timeout);
             let handled = audit::scope(audit, inner.call(request));
-            match deadline {
+            let response = match deadline {
                 None => handled.await,
                 // Answer DEADLINE_EXCEEDED a little before the caller's own timer fires, so the
                 // caller learns why; dropping the handler cancels its queries.
@@ -175,7 +176,16 @@ where
                         }
                     }
                 }
-            }
+            };
+            // W3C Server-Timing: the time from receiving the request to the handler's answer, so
+            // clients (and the benchmark) can tell server time from network and client time.
+            response.map(|mut response| {
+                let value = format!("app;dur={:.3}", received.elapsed().as_secs_f64() * 1000.0);
+                if let Ok(value) = http::HeaderValue::from_str(&value) {
+                    response.headers_mut().insert("server-timing", value);
+                }
+                response
+            })
         })
     }
 }

@@ -1,15 +1,17 @@
 //! Call events from telephony gateways: durable, idempotent, order-independent ingestion.
 //!
 //! `ingest` handles one event:
-//! 1. a resend of a stored event gets its stored ack;
-//! 2. an OFFERED resolves the caller once (the screen pop), which pins the card to the call;
-//! 3. in one transaction, under a per-call advisory lock: the event joins the call's accepted
-//!    history if the history stays possible ([`machine::admit`]), the call record is rebuilt from
-//!    the sorted history, and the event is stored with its ack (accepted or rejected), so that a
-//!    concurrent or later resend gets the same ack;
-//! 4. after the commit, and only then, the ack is returned and the agents whose view of the call
+//! 1. an OFFERED resolves the caller (the screen pop), which pins the card to the call;
+//! 2. the event joins the next group commit ([`batch`]): in one transaction with the events that
+//!    arrived alongside it, under per-call locks, it is checked against the acks already given (a
+//!    resend gets its stored ack), joins its call's accepted history if the history stays possible
+//!    ([`machine::admit`]), the call record is rebuilt from the sorted history, and the event is
+//!    stored with its ack (accepted or rejected), so that a concurrent or later resend gets the
+//!    same ack;
+//! 3. after the commit, and only then, the ack is returned and the agents whose view of the call
 //!    changed are notified (through [`crate::agents::Fanout`]).
 
+mod batch;
 pub mod grpc;
 pub mod machine;
 mod store;
@@ -21,6 +23,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use self::batch::Batcher;
 use self::machine::{CallRecord, CallState, EventType, Step, TransferTarget};
 use crate::agents::Fanout;
 use crate::db::{self, Failure};
@@ -127,7 +130,7 @@ impl From<sqlx::Error> for CallEventError {
 
 #[derive(Clone)]
 pub struct CallEvents {
-    pool: PgPool,
+    batcher: Batcher,
     pops: ScreenPops,
     phones: PhoneParser,
     fanout: Arc<Fanout>,
@@ -136,7 +139,7 @@ pub struct CallEvents {
 impl CallEvents {
     pub fn new(pool: PgPool, pops: ScreenPops, phones: PhoneParser, fanout: Arc<Fanout>) -> Self {
         Self {
-            pool,
+            batcher: Batcher::start(pool),
             pops,
             phones,
             fanout,
@@ -145,64 +148,17 @@ impl CallEvents {
 
     #[tracing::instrument(skip_all, fields(gateway_id = %event.gateway_id, event_id = %event.step.event_id, kind = event.step.kind.as_str()))]
     pub async fn ingest(&self, event: NewEvent) -> Result<Ack, CallEventError> {
-        let gateway = event.gateway_id.as_str();
-        if let Some(ack) = store::stored_ack(
-            &mut *self.pool.acquire().await?,
-            gateway,
-            &event.step.event_id,
-        )
-        .await?
-        {
-            return Ok(ack);
-        }
+        // A resend of an OFFERED resolves again (a cached pop, harmless); the batch then finds
+        // the stored ack and changes nothing.
         let customer_id = match event.step.kind {
             EventType::Offered => self.resolve_caller(&event).await,
             _ => None,
         };
-
-        let mut tx = self.pool.begin().await?;
-        store::lock_call(&mut tx, gateway, &event.call_id).await?;
-        if let Some(ack) = store::stored_ack(&mut tx, gateway, &event.step.event_id).await? {
-            return Ok(ack);
+        let committed = self.batcher.commit(event, customer_id).await?;
+        if let Some((view, notices)) = committed.changed {
+            self.fanout.publish(&view, notices).await;
         }
-        let unknown = store::unknown_agents(&mut tx, &event.agents()).await?;
-        let history = store::accepted_steps(&mut tx, gateway, &event.call_id).await?;
-        let admitted = match unknown.first() {
-            Some(agent) => Err(machine::Impossible(format!(
-                "unknown agent {agent:?}: it has never logged in"
-            ))),
-            None => machine::admit(history, event.step.clone()).map(|(_, record)| record),
-        };
-        let record = match admitted {
-            Ok(record) => record,
-            Err(reason) => {
-                let ack = Ack::Rejected(reason.0);
-                store::insert_event(&mut tx, &event, &ack).await?;
-                tx.commit().await?;
-                tracing::info!(reason = ?ack, "call event rejected");
-                return Ok(ack);
-            }
-        };
-        let before = store::current(&mut tx, gateway, &event.call_id).await?;
-        store::insert_event(&mut tx, &event, &Ack::Accepted).await?;
-        store::save_call(&mut tx, gateway, &event.call_id, &record, customer_id).await?;
-        tx.commit().await?;
-
-        let view = CallView {
-            gateway_id: event.gateway_id.clone(),
-            call_id: event.call_id.clone(),
-            state: record.state,
-            caller_number: record.caller_number.clone(),
-            dialed_number: record.dialed_number.clone(),
-            queue: record.queue.clone(),
-            current_agent: record.current_agent.clone(),
-            offered_at: Some(record.offered_at),
-            answered_at: record.answered_at,
-            customer_id,
-        };
-        let notices = notices(before.as_ref(), &record, event.step.kind, &view);
-        self.fanout.publish(&view, notices).await;
-        Ok(Ack::Accepted)
+        Ok(committed.ack)
     }
 
     /// Resolves an OFFERED call's caller once, pinning the pop to the call. A failure here never

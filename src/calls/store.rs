@@ -1,50 +1,13 @@
 //! PostgreSQL access for call events and call records.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use super::machine::{CallRecord, CallState, EventType, Step, TransferTarget};
 use super::{Ack, CallView, NewEvent};
-
-/// Serializes everything that touches one call until the transaction ends.
-pub async fn lock_call(
-    conn: &mut PgConnection,
-    gateway_id: &str,
-    call_id: &str,
-) -> sqlx::Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 7))")
-        .bind(gateway_id)
-        .bind(call_id)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// The ack given to an event already stored.
-pub async fn stored_ack(
-    conn: &mut PgConnection,
-    gateway_id: &str,
-    event_id: &str,
-) -> sqlx::Result<Option<Ack>> {
-    let row = sqlx::query(
-        "SELECT outcome, reason FROM call_events WHERE gateway_id = $1 AND event_id = $2",
-    )
-    .bind(gateway_id)
-    .bind(event_id)
-    .fetch_optional(conn)
-    .await?;
-    row.map(|row| {
-        let outcome: String = row.try_get("outcome")?;
-        let reason: String = row.try_get("reason")?;
-        Ok(if outcome == "accepted" {
-            Ack::Accepted
-        } else {
-            Ack::Rejected(reason)
-        })
-    })
-    .transpose()
-}
 
 /// Agents among `agent_ids` that Switchboard has never seen.
 pub async fn unknown_agents(
@@ -62,146 +25,24 @@ pub async fn unknown_agents(
     .await
 }
 
-/// The call's accepted events, sorted as the machine applies them.
-pub async fn accepted_steps(
-    conn: &mut PgConnection,
-    gateway_id: &str,
-    call_id: &str,
-) -> sqlx::Result<Vec<Step>> {
-    let rows = sqlx::query(
-        "SELECT event_id, type, occurred_at, sequence, caller_number, dialed_number, queue, agent_id, \
-                target_agent_id, target_queue \
-         FROM call_events WHERE gateway_id = $1 AND call_id = $2 AND outcome = 'accepted' \
-         ORDER BY occurred_at, sequence, event_id",
-    )
-    .bind(gateway_id)
-    .bind(call_id)
-    .fetch_all(conn)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            let kind: String = row.try_get("type")?;
-            let target_agent: Option<String> = row.try_get("target_agent_id")?;
-            let target_queue: Option<String> = row.try_get("target_queue")?;
-            Ok(Step {
-                event_id: row.try_get("event_id")?,
-                kind: EventType::parse(&kind)
-                    .ok_or_else(|| sqlx::Error::Decode(format!("event type {kind}").into()))?,
-                occurred_at: row.try_get("occurred_at")?,
-                sequence: row.try_get("sequence")?,
-                caller_number: row.try_get("caller_number")?,
-                dialed_number: row.try_get("dialed_number")?,
-                queue: row.try_get("queue")?,
-                agent_id: row.try_get("agent_id")?,
-                target: target_agent
-                    .map(TransferTarget::Agent)
-                    .or(target_queue.map(TransferTarget::Queue)),
-            })
-        })
-        .collect()
-}
-
-pub async fn insert_event(
-    conn: &mut PgConnection,
-    event: &NewEvent,
-    ack: &Ack,
-) -> sqlx::Result<()> {
-    let step = &event.step;
-    let (target_agent, target_queue) = match &step.target {
-        Some(TransferTarget::Agent(a)) => (Some(a.as_str()), None),
-        Some(TransferTarget::Queue(q)) => (None, Some(q.as_str())),
-        None => (None, None),
-    };
-    let (outcome, reason) = match ack {
-        Ack::Accepted => ("accepted", ""),
-        Ack::Rejected(reason) => ("rejected", reason.as_str()),
-    };
-    sqlx::query(
-        "INSERT INTO call_events (gateway_id, event_id, call_id, type, occurred_at, sequence, caller_number, \
-         dialed_number, queue, agent_id, target_agent_id, target_queue, attached_data, outcome, reason) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-    )
-    .bind(&event.gateway_id)
-    .bind(&step.event_id)
-    .bind(&event.call_id)
-    .bind(step.kind.as_str())
-    .bind(step.occurred_at)
-    .bind(step.sequence)
-    .bind(&step.caller_number)
-    .bind(&step.dialed_number)
-    .bind(&step.queue)
-    .bind(&step.agent_id)
-    .bind(target_agent)
-    .bind(target_queue)
-    .bind(sqlx::types::Json(&event.attached_data))
-    .bind(outcome)
-    .bind(reason)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// The state and on-call agents stored for a call before this event.
-pub async fn current(
-    conn: &mut PgConnection,
-    gateway_id: &str,
-    call_id: &str,
-) -> sqlx::Result<Option<(CallState, Vec<String>)>> {
-    let row = sqlx::query(
-        "SELECT state, on_call_agents FROM calls WHERE gateway_id = $1 AND call_id = $2",
-    )
-    .bind(gateway_id)
-    .bind(call_id)
-    .fetch_optional(conn)
-    .await?;
-    row.map(|row| {
-        let state: String = row.try_get("state")?;
-        let state = CallState::parse(&state)
-            .ok_or_else(|| sqlx::Error::Decode(format!("call state {state}").into()))?;
-        Ok((state, row.try_get("on_call_agents")?))
+fn step_from_row(row: &sqlx::postgres::PgRow) -> sqlx::Result<Step> {
+    let kind: String = row.try_get("type")?;
+    let target_agent: Option<String> = row.try_get("target_agent_id")?;
+    let target_queue: Option<String> = row.try_get("target_queue")?;
+    Ok(Step {
+        event_id: row.try_get("event_id")?,
+        kind: EventType::parse(&kind)
+            .ok_or_else(|| sqlx::Error::Decode(format!("event type {kind}").into()))?,
+        occurred_at: row.try_get("occurred_at")?,
+        sequence: row.try_get("sequence")?,
+        caller_number: row.try_get("caller_number")?,
+        dialed_number: row.try_get("dialed_number")?,
+        queue: row.try_get("queue")?,
+        agent_id: row.try_get("agent_id")?,
+        target: target_agent
+            .map(TransferTarget::Agent)
+            .or(target_queue.map(TransferTarget::Queue)),
     })
-    .transpose()
-}
-
-/// Writes the folded record; the matched customer is kept once set.
-pub async fn save_call(
-    conn: &mut PgConnection,
-    gateway_id: &str,
-    call_id: &str,
-    call: &CallRecord,
-    customer_id: Option<Uuid>,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO calls (gateway_id, call_id, state, outcome, caller_number, dialed_number, queue, current_agent, \
-           on_call_agents, handled_by, transfers, offered_at, queued_at, answered_at, ended_at, hold_ms, customer_id, \
-           event_count, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, now()) \
-         ON CONFLICT (gateway_id, call_id) DO UPDATE SET state = $3, outcome = $4, caller_number = $5, \
-           dialed_number = $6, queue = $7, current_agent = $8, on_call_agents = $9, handled_by = $10, \
-           transfers = $11, offered_at = $12, queued_at = $13, answered_at = $14, ended_at = $15, hold_ms = $16, \
-           customer_id = COALESCE(calls.customer_id, $17), event_count = $18, updated_at = now()",
-    )
-    .bind(gateway_id)
-    .bind(call_id)
-    .bind(call.state.as_str())
-    .bind(call.outcome.as_str())
-    .bind(&call.caller_number)
-    .bind(&call.dialed_number)
-    .bind(&call.queue)
-    .bind(&call.current_agent)
-    .bind(call.on_call_agents())
-    .bind(&call.handled_by)
-    .bind(call.transfers)
-    .bind(call.offered_at)
-    .bind(call.queued_at)
-    .bind(call.answered_at)
-    .bind(call.ended_at)
-    .bind(call.hold_ms)
-    .bind(customer_id)
-    .bind(call.event_count)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 #[derive(sqlx::FromRow)]
@@ -247,6 +88,220 @@ pub async fn active_calls_for_agent(
             customer_id: row.customer_id,
         })
         .collect())
+}
+
+/// A call's key: (gateway id, call id).
+pub type CallKey = (String, String);
+
+fn unzip_keys(keys: &[CallKey]) -> (Vec<&str>, Vec<&str>) {
+    keys.iter().map(|(g, c)| (g.as_str(), c.as_str())).unzip()
+}
+
+/// Takes the transaction-scoped lock of every call in `keys`, in one fixed order (by lock key),
+/// so that two batches sharing calls can never deadlock.
+pub async fn lock_calls(conn: &mut PgConnection, keys: &[CallKey]) -> sqlx::Result<()> {
+    let (gateways, calls) = unzip_keys(keys);
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(k) FROM ( \
+           SELECT DISTINCT hashtextextended(g || '/' || c, 7) AS k \
+           FROM unnest($1::text[], $2::text[]) AS t(g, c)) locks \
+         ORDER BY k",
+    )
+    .bind(gateways)
+    .bind(calls)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The acks already given to any of these (gateway id, event id) pairs.
+pub async fn stored_acks(
+    conn: &mut PgConnection,
+    events: &[(String, String)],
+) -> sqlx::Result<HashMap<(String, String), Ack>> {
+    let (gateways, ids) = unzip_keys(events);
+    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT e.gateway_id, e.event_id, e.outcome, e.reason FROM call_events e \
+         JOIN unnest($1::text[], $2::text[]) AS t(g, id) ON e.gateway_id = t.g AND e.event_id = t.id",
+    )
+    .bind(gateways)
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(gateway, id, outcome, reason)| {
+            let ack = if outcome == "accepted" {
+                Ack::Accepted
+            } else {
+                Ack::Rejected(reason)
+            };
+            ((gateway, id), ack)
+        })
+        .collect())
+}
+
+/// The accepted histories of these calls, each sorted as the machine applies them.
+pub async fn accepted_steps_of(
+    conn: &mut PgConnection,
+    keys: &[CallKey],
+) -> sqlx::Result<HashMap<CallKey, Vec<Step>>> {
+    let (gateways, calls) = unzip_keys(keys);
+    let rows = sqlx::query(
+        "SELECT e.gateway_id, e.call_id, e.event_id, e.type, e.occurred_at, e.sequence, e.caller_number, \
+                e.dialed_number, e.queue, e.agent_id, e.target_agent_id, e.target_queue \
+         FROM call_events e JOIN unnest($1::text[], $2::text[]) AS t(g, c) \
+           ON e.gateway_id = t.g AND e.call_id = t.c \
+         WHERE e.outcome = 'accepted' \
+         ORDER BY e.gateway_id, e.call_id, e.occurred_at, e.sequence, e.event_id",
+    )
+    .bind(gateways)
+    .bind(calls)
+    .fetch_all(conn)
+    .await?;
+    let mut histories: HashMap<CallKey, Vec<Step>> = HashMap::new();
+    for row in &rows {
+        let key = (row.try_get("gateway_id")?, row.try_get("call_id")?);
+        histories.entry(key).or_default().push(step_from_row(row)?);
+    }
+    Ok(histories)
+}
+
+/// The stored state and on-call agents of these calls.
+pub async fn current_of(
+    conn: &mut PgConnection,
+    keys: &[CallKey],
+) -> sqlx::Result<HashMap<CallKey, (CallState, Vec<String>)>> {
+    let (gateways, calls) = unzip_keys(keys);
+    let rows: Vec<(String, String, String, Vec<String>)> = sqlx::query_as(
+        "SELECT c.gateway_id, c.call_id, c.state, c.on_call_agents FROM calls c \
+         JOIN unnest($1::text[], $2::text[]) AS t(g, id) ON c.gateway_id = t.g AND c.call_id = t.id",
+    )
+    .bind(gateways)
+    .bind(calls)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|(gateway, call, state, agents)| {
+            let state = CallState::parse(&state)
+                .ok_or_else(|| sqlx::Error::Decode(format!("call state {state}").into()))?;
+            Ok(((gateway, call), (state, agents)))
+        })
+        .collect()
+}
+
+/// Inserts events with their acks, in one statement.
+pub async fn insert_events(
+    conn: &mut PgConnection,
+    events: &[(&NewEvent, &Ack)],
+) -> sqlx::Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<serde_json::Value> = events
+        .iter()
+        .map(|(event, ack)| {
+            let step = &event.step;
+            let (target_agent, target_queue) = match &step.target {
+                Some(TransferTarget::Agent(a)) => (Some(a.as_str()), None),
+                Some(TransferTarget::Queue(q)) => (None, Some(q.as_str())),
+                None => (None, None),
+            };
+            let (outcome, reason) = match ack {
+                Ack::Accepted => ("accepted", ""),
+                Ack::Rejected(reason) => ("rejected", reason.as_str()),
+            };
+            serde_json::json!({
+                "gateway_id": event.gateway_id,
+                "event_id": step.event_id,
+                "call_id": event.call_id,
+                "type": step.kind.as_str(),
+                "occurred_at": step.occurred_at,
+                "sequence": step.sequence,
+                "caller_number": step.caller_number,
+                "dialed_number": step.dialed_number,
+                "queue": step.queue,
+                "agent_id": step.agent_id,
+                "target_agent_id": target_agent,
+                "target_queue": target_queue,
+                "attached_data": event.attached_data,
+                "outcome": outcome,
+                "reason": reason,
+            })
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO call_events (gateway_id, event_id, call_id, type, occurred_at, sequence, caller_number, \
+           dialed_number, queue, agent_id, target_agent_id, target_queue, attached_data, outcome, reason) \
+         SELECT gateway_id, event_id, call_id, type, occurred_at, sequence, caller_number, dialed_number, \
+           queue, agent_id, target_agent_id, target_queue, attached_data, outcome, reason \
+         FROM jsonb_to_recordset($1) AS r(gateway_id text, event_id text, call_id text, type text, \
+           occurred_at timestamptz, sequence bigint, caller_number text, dialed_number text, queue text, \
+           agent_id text, target_agent_id text, target_queue text, attached_data jsonb, outcome text, \
+           reason text)",
+    )
+    .bind(sqlx::types::Json(rows))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Writes folded records, one per call, in one statement; a matched customer is kept once set.
+pub async fn save_calls(
+    conn: &mut PgConnection,
+    calls: &[(&CallKey, &CallRecord, Option<Uuid>)],
+) -> sqlx::Result<()> {
+    if calls.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<serde_json::Value> = calls
+        .iter()
+        .map(|((gateway, call_id), call, customer_id)| {
+            serde_json::json!({
+                "gateway_id": gateway,
+                "call_id": call_id,
+                "state": call.state.as_str(),
+                "outcome": call.outcome.as_str(),
+                "caller_number": call.caller_number,
+                "dialed_number": call.dialed_number,
+                "queue": call.queue,
+                "current_agent": call.current_agent,
+                "on_call_agents": call.on_call_agents(),
+                "handled_by": call.handled_by,
+                "transfers": call.transfers,
+                "offered_at": call.offered_at,
+                "queued_at": call.queued_at,
+                "answered_at": call.answered_at,
+                "ended_at": call.ended_at,
+                "hold_ms": call.hold_ms,
+                "customer_id": customer_id,
+                "event_count": call.event_count,
+            })
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO calls (gateway_id, call_id, state, outcome, caller_number, dialed_number, queue, current_agent, \
+           on_call_agents, handled_by, transfers, offered_at, queued_at, answered_at, ended_at, hold_ms, customer_id, \
+           event_count, updated_at) \
+         SELECT gateway_id, call_id, state, outcome, caller_number, dialed_number, queue, current_agent, \
+           on_call_agents, handled_by, transfers, offered_at, queued_at, answered_at, ended_at, hold_ms, \
+           customer_id, event_count, now() \
+         FROM jsonb_to_recordset($1) AS r(gateway_id text, call_id text, state text, outcome text, \
+           caller_number text, dialed_number text, queue text, current_agent text, on_call_agents text[], \
+           handled_by text[], transfers integer, offered_at timestamptz, queued_at timestamptz, \
+           answered_at timestamptz, ended_at timestamptz, hold_ms bigint, customer_id uuid, event_count integer) \
+         ON CONFLICT (gateway_id, call_id) DO UPDATE SET state = EXCLUDED.state, outcome = EXCLUDED.outcome, \
+           caller_number = EXCLUDED.caller_number, dialed_number = EXCLUDED.dialed_number, queue = EXCLUDED.queue, \
+           current_agent = EXCLUDED.current_agent, on_call_agents = EXCLUDED.on_call_agents, \
+           handled_by = EXCLUDED.handled_by, transfers = EXCLUDED.transfers, offered_at = EXCLUDED.offered_at, \
+           queued_at = EXCLUDED.queued_at, answered_at = EXCLUDED.answered_at, ended_at = EXCLUDED.ended_at, \
+           hold_ms = EXCLUDED.hold_ms, customer_id = COALESCE(calls.customer_id, EXCLUDED.customer_id), \
+           event_count = EXCLUDED.event_count, updated_at = now()",
+    )
+    .bind(sqlx::types::Json(rows))
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// What a privacy export reads and what erasure and retention blank.

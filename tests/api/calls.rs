@@ -896,3 +896,40 @@ async fn a_server_killed_mid_stream_loses_no_acked_event() {
         assert_eq!(row, expected, "{call}");
     }
 }
+
+#[tokio::test]
+async fn a_burst_of_concurrent_events_and_resends_commits_each_event_once() {
+    // Sent all at once, the events share group commits: events of one call land in the same
+    // batch, resends of an event land in the same batch as the original, in any order.
+    let app = spawn_app().await;
+    log_in(&app, "a-17").await;
+    let calls = 40;
+    let mut events = Vec::new();
+    for c in 0..calls {
+        let script = CallScript::answered_by(&format!("burst-{c}"), "a-17");
+        for event in script.events {
+            events.push(event.clone());
+            events.push(event);
+        }
+    }
+    let acks = futures::future::join_all(events.into_iter().map(|event| report(&app, event))).await;
+    assert_eq!(acks.len(), calls * 5 * 2);
+    assert!(
+        acks.iter()
+            .all(|ack| ack.outcome() == v1::AckOutcome::Accepted),
+        "every event and every resend is accepted: {:?}",
+        acks.iter()
+            .filter(|a| a.outcome() != v1::AckOutcome::Accepted)
+            .map(|a| (&a.event_id, &a.reason))
+            .collect::<Vec<_>>()
+    );
+    let (stored, wrong): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM call_events WHERE call_id LIKE 'burst-%'), \
+                (SELECT count(*) FROM calls WHERE call_id LIKE 'burst-%' \
+                   AND (event_count <> 5 OR state <> 'ended' OR handled_by <> '{a-17}'))",
+    )
+    .fetch_one(&app.db)
+    .await
+    .expect("counts");
+    assert_eq!((stored, wrong), (calls as i64 * 5, 0));
+}

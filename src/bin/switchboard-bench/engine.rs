@@ -19,8 +19,15 @@ use futures::future::BoxFuture;
 use hdrhistogram::Histogram;
 use tokio::sync::{Semaphore, mpsc};
 
-/// One request: its label (what it was, or how it was served) and its outcome.
-pub type Job = BoxFuture<'static, (String, Result<(), tonic::Code>)>;
+/// What one request came to: its label (what it was, or how it was served), its outcome, and the
+/// server's own time for it when the server said (the `server-timing` header), in µs.
+pub struct Done {
+    pub label: String,
+    pub result: Result<(), tonic::Code>,
+    pub server_us: Option<u64>,
+}
+
+pub type Job = BoxFuture<'static, Done>;
 
 /// A scenario's requests, by index. Must be cheap: the dispatcher calls it for every request.
 pub trait Workload: Send + Sync + 'static {
@@ -34,8 +41,7 @@ pub enum Mode {
 }
 
 struct Sample {
-    label: String,
-    result: Result<(), tonic::Code>,
+    done: Done,
     latency_us: u64,
     lag_us: u64,
 }
@@ -46,6 +52,7 @@ pub struct Report {
     pub ok: u64,
     pub unsent: u64,
     pub latency: Histogram<u64>,
+    pub server_time: Histogram<u64>,
     pub by_label: BTreeMap<String, Histogram<u64>>,
     pub errors: BTreeMap<String, u64>,
     pub dispatch_lag: Histogram<u64>,
@@ -65,6 +72,7 @@ impl Report {
             ok: 0,
             unsent: 0,
             latency: histogram(),
+            server_time: histogram(),
             by_label: BTreeMap::new(),
             errors: BTreeMap::new(),
             dispatch_lag: histogram(),
@@ -74,12 +82,15 @@ impl Report {
 
     fn add(&mut self, sample: Sample) {
         let latency = sample.latency_us.max(1);
-        match sample.result {
+        match sample.done.result {
             Ok(()) => {
                 self.ok += 1;
                 self.latency.saturating_record(latency);
+                if let Some(server_us) = sample.done.server_us {
+                    self.server_time.saturating_record(server_us.max(1));
+                }
                 self.by_label
-                    .entry(sample.label)
+                    .entry(sample.done.label)
                     .or_insert_with(histogram)
                     .saturating_record(latency);
             }
@@ -109,6 +120,7 @@ impl Report {
             Mode::Closed { .. } => "from send",
         };
         print_line(&format!("latency ({basis})"), &self.latency);
+        print_line("server time (Server-Timing)", &self.server_time);
         if self.by_label.len() > 1 {
             for (label, histogram) in &self.by_label {
                 print_line(&format!("  {label}"), histogram);
@@ -216,11 +228,10 @@ async fn open_loop(
                     let tx = tx.clone();
                     let lag_us = intended.elapsed().as_micros() as u64;
                     runtime.spawn(async move {
-                        let (label, result) = job.await;
+                        let done = job.await;
                         let latency_us = intended.elapsed().as_micros() as u64;
                         tx.send(Sample {
-                            label,
-                            result,
+                            done,
                             latency_us,
                             lag_us,
                         })
@@ -262,10 +273,9 @@ async fn closed_loop(
                 while started.elapsed() < duration {
                     let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let sent = Instant::now();
-                    let (label, result) = workload.job(index).await;
+                    let done = workload.job(index).await;
                     tx.send(Sample {
-                        label,
-                        result,
+                        done,
                         latency_us: sent.elapsed().as_micros() as u64,
                         lag_us: 0,
                     })

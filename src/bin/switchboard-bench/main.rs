@@ -69,6 +69,9 @@ pub struct Args {
     /// Numbers sampled from the population (pop-cold needs one per lookup).
     #[arg(long, default_value_t = 100_000)]
     population: usize,
+    /// pop-hot, mixed: skip the warm-up pass (the cache is already warm from an earlier run).
+    #[arg(long)]
+    skip_warm: bool,
     /// Zipf exponent of pop-hot's caller distribution.
     #[arg(long, default_value_t = 1.0)]
     zipf: f64,
@@ -157,17 +160,24 @@ async fn workload(args: &Args, connections: &Connections) -> anyhow::Result<Arc<
         "echo" => Arc::new(Echo(connections.clone())),
         "pop-hot" => {
             let sampled = population(args).await?;
-            warm(connections, &sampled.numbers).await;
+            if !args.skip_warm {
+                warm(connections, &sampled.numbers).await;
+            }
             Arc::new(PopHot {
                 connections: connections.clone(),
                 zipf: Zipf::new(sampled.numbers.len(), args.zipf),
                 numbers: Arc::new(sampled.numbers),
             })
         }
-        "pop-cold" => Arc::new(PopCold {
-            connections: connections.clone(),
-            numbers: Arc::new(population(args).await?.numbers),
-        }),
+        "pop-cold" => {
+            // From the end of the sample: pop-hot uses (and warms) its beginning.
+            let mut numbers = population(args).await?.numbers;
+            numbers.reverse();
+            Arc::new(PopCold {
+                connections: connections.clone(),
+                numbers: Arc::new(numbers),
+            })
+        }
         "events" => {
             let sampled = population(args).await?;
             Arc::new(
@@ -183,7 +193,9 @@ async fn workload(args: &Args, connections: &Connections) -> anyhow::Result<Arc<
         }
         _ => {
             let sampled = population(args).await?;
-            warm(connections, &sampled.numbers).await;
+            if !args.skip_warm {
+                warm(connections, &sampled.numbers).await;
+            }
             let numbers = Arc::new(sampled.numbers);
             Arc::new(Mixed {
                 connections: connections.clone(),

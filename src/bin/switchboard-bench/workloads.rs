@@ -31,7 +31,7 @@ use switchboard::proto::v1::screen_pop_service_client::ScreenPopServiceClient;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Request;
 
-use crate::engine::{Job, Workload};
+use crate::engine::{Done, Job, Workload};
 
 /// Every request carries a deadline, so a stalled server cannot hang the run.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -42,8 +42,26 @@ fn with_deadline<T>(message: T) -> Request<T> {
     request
 }
 
-fn code<T>(result: Result<T, tonic::Status>) -> Result<T, tonic::Code> {
-    result.map_err(|status| status.code())
+/// The server's time from its `server-timing: app;dur=<ms>` header, in µs.
+fn server_us(metadata: &tonic::metadata::MetadataMap) -> Option<u64> {
+    let value = metadata.get("server-timing")?.to_str().ok()?;
+    let ms: f64 = value.split("dur=").nth(1)?.parse().ok()?;
+    Some((ms * 1000.0) as u64)
+}
+
+fn done<T>(label: &str, result: Result<tonic::Response<T>, tonic::Status>) -> Done {
+    match result {
+        Ok(response) => Done {
+            label: label.to_owned(),
+            result: Ok(()),
+            server_us: server_us(response.metadata()),
+        },
+        Err(status) => Done {
+            label: label.to_owned(),
+            result: Err(status.code()),
+            server_us: None,
+        },
+    }
 }
 
 /// Numbers (and their customers) sampled from the seeded population.
@@ -53,7 +71,8 @@ pub struct Population {
 }
 
 impl Population {
-    /// Samples `count` distinct phone numbers of live customers, in random order.
+    /// Samples `count` distinct phone numbers of live customers in a pseudo-random order that is
+    /// the same on every run (so a warmed sample stays warm for the next run).
     pub async fn sample(database_url: &str, count: usize) -> anyhow::Result<Self> {
         let pool = sqlx::PgPool::connect(database_url)
             .await
@@ -61,7 +80,7 @@ impl Population {
         let mut rows: Vec<(String, uuid::Uuid)> = sqlx::query_as(
             "SELECT cp.value, cp.customer_id FROM contact_points cp \
              JOIN customers c ON c.id = cp.customer_id AND c.deleted_at IS NULL \
-             WHERE cp.kind = 'phone' ORDER BY random() LIMIT $1",
+             WHERE cp.kind = 'phone' ORDER BY hashtextextended(cp.value, 11) LIMIT $1",
         )
         .bind(i64::try_from(count).unwrap_or(i64::MAX))
         .fetch_all(&pool)
@@ -131,22 +150,23 @@ impl Workload for Echo {
                     payload: vec![7; 32],
                 }))
                 .await;
-            ("echo".to_owned(), code(result).map(|_| ()))
+            done("echo", result)
         })
     }
 }
 
-async fn lookup(channel: AuthedChannel, number: String) -> (String, Result<(), tonic::Code>) {
+async fn lookup(channel: AuthedChannel, number: String) -> Done {
     let result = ScreenPopServiceClient::new(channel)
         .lookup(with_deadline(v1::LookupRequest {
             caller_number: number,
             ..Default::default()
         }))
         .await;
-    match result {
-        Ok(response) => (format!("pop {:?}", response.get_ref().source()), Ok(())),
-        Err(status) => ("pop".to_owned(), Err(status.code())),
-    }
+    let label = match &result {
+        Ok(response) => format!("pop {:?}", response.get_ref().source()),
+        Err(_) => "pop".to_owned(),
+    };
+    done(&label, result)
 }
 
 pub struct PopHot {
@@ -192,6 +212,9 @@ pub struct Events {
 }
 
 pub const GATEWAY: &str = "bench";
+
+/// Calls in progress at once on one gateway stream.
+const CALLS_PER_STREAM: u64 = 16;
 
 impl Events {
     /// Logs `agents` agents in and opens `streams` streams over the connections.
@@ -248,14 +271,17 @@ impl Events {
         })
     }
 
-    /// Event `index`: stream `index % streams`; on that stream, calls follow one another, four
-    /// events each, so a call's events are sent in order on one stream.
+    /// Event `index`: stream `index % streams`; on that stream, [`CALLS_PER_STREAM`] calls at a
+    /// time, four events each, sent in order.
     fn event(&self, index: u64) -> (usize, v1::CallEvent) {
         use v1::CallEventType::{Answered, Ended, Offered, Ringing};
         let streams = self.streams.len() as u64;
         let stream = index % streams;
         let local = index / streams;
-        let (call, step) = (local / 4, local % 4);
+        // Each stream carries CALLS_PER_STREAM calls at once, their events interleaved; the
+        // events of one call are in order on its stream.
+        let (slot, round) = (local % CALLS_PER_STREAM, local / CALLS_PER_STREAM);
+        let (call, step) = ((round / 4) * CALLS_PER_STREAM + slot, round % 4);
         let call_id = format!("{}-s{stream}-c{call}", self.run);
         let agent = format!("bench-a{}", (stream * 7919 + call) % self.agents);
         let (kind, agent) = match step {
@@ -312,17 +338,21 @@ impl Workload for Events {
             .tx
             .send(v1::StreamCallEventsRequest { event: Some(event) });
         Box::pin(async move {
-            if sent.is_err() {
-                return ("event".to_owned(), Err(tonic::Code::Unavailable));
-            }
-            match tokio::time::timeout(DEADLINE, ack).await {
-                Ok(Ok(ack)) if ack.outcome() == v1::AckOutcome::Accepted => {
-                    ("event".to_owned(), Ok(()))
+            let result = if sent.is_err() {
+                Err(tonic::Code::Unavailable)
+            } else {
+                match tokio::time::timeout(DEADLINE, ack).await {
+                    Ok(Ok(ack)) if ack.outcome() == v1::AckOutcome::Accepted => Ok(()),
+                    // A rejected or invalid ack is an answer, but not the one expected here.
+                    Ok(Ok(_)) => Err(tonic::Code::FailedPrecondition),
+                    Ok(Err(_)) => Err(tonic::Code::Unavailable),
+                    Err(_) => Err(tonic::Code::DeadlineExceeded),
                 }
-                // A rejected or invalid ack is an answer, but not the one this scenario expects.
-                Ok(Ok(_)) => ("event".to_owned(), Err(tonic::Code::FailedPrecondition)),
-                Ok(Err(_)) => ("event".to_owned(), Err(tonic::Code::Unavailable)),
-                Err(_) => ("event".to_owned(), Err(tonic::Code::DeadlineExceeded)),
+            };
+            Done {
+                label: "event".to_owned(),
+                result,
+                server_us: None,
             }
         })
     }
@@ -360,7 +390,7 @@ impl Workload for Mixed {
                 };
                 Box::pin(async move {
                     let result = client.log_interaction(with_deadline(request)).await;
-                    ("log interaction".to_owned(), code(result).map(|_| ()))
+                    done("log interaction", result)
                 })
             }
             _ => {
@@ -371,7 +401,7 @@ impl Workload for Mixed {
                     let result = client
                         .get_customer(with_deadline(v1::GetCustomerRequest { id }))
                         .await;
-                    ("get customer".to_owned(), code(result).map(|_| ()))
+                    done("get customer", result)
                 })
             }
         }

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Reproduces BENCHMARKS.md: a database of 1,000,000 seeded customers (created and seeded on the
+# first run, ~2 minutes), one release `switchboard serve` on 127.0.0.1:50071, and every scenario of
+# switchboard-bench against it. PostgreSQL and Redis are the local ones from scripts/services.sh
+# unless DATABASE_URL / REDIS_URL are set. Output goes to the terminal; copy figures from there.
+# BENCH_SCENARIOS picks scenarios (default: all of them, in the order below).
+set -euo pipefail
+source "$(dirname "$0")/services.sh"
+cd "$ROOT"
+
+ensure_packages
+start_postgres
+start_redis
+cargo build --release --quiet --bins
+bin=./target/release/switchboard
+bench=./target/release/switchboard-bench
+
+admin_url="$DATABASE_URL"
+bench_db="${admin_url%/*}/switchboard_bench"
+if ! psql "$bench_db" -tAc 'SELECT 1' >/dev/null 2>&1; then
+  psql "$admin_url" -c 'CREATE DATABASE switchboard_bench' >/dev/null
+fi
+DATABASE_URL="$bench_db" "$bin" migrate
+customers="$(psql "$bench_db" -tAc 'SELECT count(*) FROM customers')"
+if [ "$customers" -lt 1000000 ]; then
+  log "seeding 1,000,000 customers (once)"
+  DATABASE_URL="$bench_db" "$bin" seed --customers $((1000000 - customers)) --seed 7
+fi
+
+token_file="$(data_dir)/bench-token"
+DATABASE_URL="$bench_db" SWITCHBOARD_LISTEN=127.0.0.1:50071 SWITCHBOARD_REDIS_PREFIX=bench: \
+  SWITCHBOARD_RATE_LIMIT_PER_SECOND=10000000 SWITCHBOARD_RATE_LIMIT_BURST=10000000 RUST_LOG=warn \
+  "$bin" serve --dev --dev-token-file "$token_file" 2>"$(data_dir)/bench-server.log" &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do [ -s "$token_file" ] && break; sleep 0.1; done
+sleep 1
+export SWITCHBOARD_TOKEN="$(cat "$token_file")" DATABASE_URL="$bench_db"
+run() { log "switchboard-bench $*"; "$bench" "$@" --server http://127.0.0.1:50071; echo; }
+
+for scenario in ${BENCH_SCENARIOS:-echo pop-hot pop-hot-10k pop-cold events mixed overload}; do
+  case "$scenario" in
+    echo)        run echo --duration 10 --echo-secs 0 ;;
+    pop-hot)     run pop-hot --duration 10 --population 100000 ;;
+    pop-hot-10k) run pop-hot --rate 10000 --duration 15 --population 100000 --skip-warm ;;
+    pop-cold)    run pop-cold --duration 10 --warmup 0 --population 400000 ;;
+    events)      run events --duration 10 --streams 16 --agents 50 --population 10000 ;;
+    mixed)       run mixed --rate 4000 --duration 15 --streams 16 --agents 50 --population 100000 --skip-warm ;;
+    overload)    run pop-hot --rate 40000 --duration 10 --population 100000 --skip-warm ;;
+  esac
+done

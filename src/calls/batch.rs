@@ -1,0 +1,239 @@
+//! Group commit for call events: events arriving together, from any stream, share one
+//! transaction (and one WAL flush), and their reads and writes are done a batch at a time.
+//!
+//! Each of a few workers takes whatever events are queued (at most [`MAX_BATCH`]; it never waits to
+//! fill a batch, so an idle system commits each event alone, at once) and, in one transaction:
+//! 1. locks every call of the batch, in one fixed order (no deadlock between batches);
+//! 2. reads, in one query each, the acks already given, the agents never seen, the calls' accepted
+//!    histories and their stored states;
+//! 3. runs each event through the state machine in arrival order, updating its call's history as
+//!    it goes (so two events of one call in a batch behave as they would one after the other);
+//! 4. writes every event with its ack and every changed call record, one statement each;
+//! 5. commits, and only then answers each event's waiter.
+//!
+//! If the transaction fails, no event of the batch is acked. A failure that is not PostgreSQL
+//! being unavailable is retried one event per transaction, so one bad event cannot fail others.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use uuid::Uuid;
+
+use super::machine::{self, CallRecord};
+use super::store::{self, CallKey};
+use super::{Ack, CallEventError, CallView, NewEvent, Notice, notices};
+use crate::db::{self, Failure};
+
+/// The most events one transaction takes.
+pub const MAX_BATCH: usize = 256;
+/// Transactions in flight at once (each holds one pooled connection while it runs).
+pub const WORKERS: usize = 4;
+
+/// What the committed batch says about one event.
+pub struct Committed {
+    pub ack: Ack,
+    /// For an event accepted now (not a resend): the call as it stands after it, and who to tell.
+    pub changed: Option<(CallView, Vec<Notice>)>,
+}
+
+struct Submission {
+    event: NewEvent,
+    customer_id: Option<Uuid>,
+    done: oneshot::Sender<Result<Committed, CallEventError>>,
+}
+
+#[derive(Clone)]
+pub struct Batcher {
+    tx: mpsc::UnboundedSender<Submission>,
+}
+
+impl Batcher {
+    /// Starts the workers; they stop when every `Batcher` clone is dropped.
+    pub fn start(pool: PgPool) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..WORKERS {
+            tokio::spawn(work(pool.clone(), Arc::clone(&rx)));
+        }
+        Self { tx }
+    }
+
+    /// Commits `event` (with the customer its caller resolved to) in the next batch.
+    pub async fn commit(
+        &self,
+        event: NewEvent,
+        customer_id: Option<Uuid>,
+    ) -> Result<Committed, CallEventError> {
+        let (done, outcome) = oneshot::channel();
+        self.tx
+            .send(Submission {
+                event,
+                customer_id,
+                done,
+            })
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> CallEventError {
+    CallEventError::Unavailable(sqlx::Error::PoolClosed)
+}
+
+async fn work(pool: PgPool, rx: Arc<Mutex<mpsc::UnboundedReceiver<Submission>>>) {
+    loop {
+        let mut batch = Vec::new();
+        {
+            let mut rx = rx.lock().await;
+            match rx.recv().await {
+                Some(first) => batch.push(first),
+                None => return,
+            }
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+        }
+        let events: Vec<(&NewEvent, Option<Uuid>)> =
+            batch.iter().map(|s| (&s.event, s.customer_id)).collect();
+        match commit_batch(&pool, &events).await {
+            Ok(outcomes) => {
+                for (submission, outcome) in batch.into_iter().zip(outcomes) {
+                    submission.done.send(Ok(outcome)).ok();
+                }
+            }
+            Err(error)
+                if batch.len() > 1 && !matches!(db::classify(&error), Failure::Unavailable) =>
+            {
+                tracing::warn!(%error, size = batch.len(), "call event batch failed; retrying one by one");
+                for submission in batch {
+                    let alone = [(&submission.event, submission.customer_id)];
+                    let result = commit_batch(&pool, &alone)
+                        .await
+                        .map(|mut outcomes| outcomes.remove(0))
+                        .map_err(CallEventError::from);
+                    submission.done.send(result).ok();
+                }
+            }
+            Err(error) => {
+                for submission in batch {
+                    submission.done.send(Err(replicate(&error))).ok();
+                }
+            }
+        }
+    }
+}
+
+/// The same failure for each waiter of a failed batch (a `sqlx::Error` cannot be cloned).
+fn replicate(error: &sqlx::Error) -> CallEventError {
+    match db::classify(error) {
+        Failure::Unavailable => {
+            CallEventError::Unavailable(sqlx::Error::Io(std::io::Error::other(error.to_string())))
+        }
+        _ => CallEventError::Database(sqlx::Error::Protocol(error.to_string())),
+    }
+}
+
+fn key_of(event: &NewEvent) -> CallKey {
+    (event.gateway_id.clone(), event.call_id.clone())
+}
+
+async fn commit_batch(
+    pool: &PgPool,
+    events: &[(&NewEvent, Option<Uuid>)],
+) -> sqlx::Result<Vec<Committed>> {
+    let mut keys: Vec<CallKey> = events.iter().map(|(e, _)| key_of(e)).collect();
+    keys.sort();
+    keys.dedup();
+    let event_keys: Vec<(String, String)> = events
+        .iter()
+        .map(|(e, _)| (e.gateway_id.clone(), e.step.event_id.clone()))
+        .collect();
+    let named: HashSet<&str> = events.iter().flat_map(|(e, _)| e.agents()).collect();
+    let named: Vec<&str> = named.into_iter().collect();
+
+    let mut tx = pool.begin().await?;
+    store::lock_calls(&mut tx, &keys).await?;
+    let stored = store::stored_acks(&mut tx, &event_keys).await?;
+    let unknown: HashSet<String> = store::unknown_agents(&mut tx, &named)
+        .await?
+        .into_iter()
+        .collect();
+    let mut histories = store::accepted_steps_of(&mut tx, &keys).await?;
+    let mut current = store::current_of(&mut tx, &keys).await?;
+
+    let mut decided: HashMap<(String, String), Ack> = HashMap::new();
+    let mut writes: Vec<(&NewEvent, Ack)> = Vec::new();
+    let mut records: HashMap<CallKey, (CallRecord, Option<Uuid>)> = HashMap::new();
+    let mut outcomes = Vec::with_capacity(events.len());
+    for ((event, customer_id), event_key) in events.iter().zip(&event_keys) {
+        // A resend (stored, or earlier in this very batch) gets the ack already given.
+        if let Some(ack) = stored.get(event_key).or_else(|| decided.get(event_key)) {
+            outcomes.push(Committed {
+                ack: ack.clone(),
+                changed: None,
+            });
+            continue;
+        }
+        let key = key_of(event);
+        let history = histories.remove(&key).unwrap_or_default();
+        let admitted = match event.agents().into_iter().find(|a| unknown.contains(*a)) {
+            Some(agent) => Err(machine::Impossible(format!(
+                "unknown agent {agent:?}: it has never logged in"
+            ))),
+            None => machine::admit(history.clone(), event.step.clone()),
+        };
+        let (history, outcome) = match admitted {
+            Err(reason) => {
+                tracing::info!(reason = %reason.0, "call event rejected");
+                let ack = Ack::Rejected(reason.0);
+                (history, Committed { ack, changed: None })
+            }
+            Ok((history, record)) => {
+                let before = current.get(&key);
+                let entry = records.entry(key.clone()).or_insert((record.clone(), None));
+                entry.0 = record.clone();
+                entry.1 = entry.1.or(*customer_id);
+                let view = CallView {
+                    gateway_id: event.gateway_id.clone(),
+                    call_id: event.call_id.clone(),
+                    state: record.state,
+                    caller_number: record.caller_number.clone(),
+                    dialed_number: record.dialed_number.clone(),
+                    queue: record.queue.clone(),
+                    current_agent: record.current_agent.clone(),
+                    offered_at: Some(record.offered_at),
+                    answered_at: record.answered_at,
+                    customer_id: *customer_id,
+                };
+                let notices = notices(before, &record, event.step.kind, &view);
+                current.insert(key.clone(), (record.state, record.on_call_agents()));
+                (
+                    history,
+                    Committed {
+                        ack: Ack::Accepted,
+                        changed: Some((view, notices)),
+                    },
+                )
+            }
+        };
+        histories.insert(key, history);
+        decided.insert(event_key.clone(), outcome.ack.clone());
+        writes.push((event, outcome.ack.clone()));
+        outcomes.push(outcome);
+    }
+
+    let rows: Vec<(&NewEvent, &Ack)> = writes.iter().map(|(e, a)| (*e, a)).collect();
+    store::insert_events(&mut tx, &rows).await?;
+    let calls: Vec<(&CallKey, &CallRecord, Option<Uuid>)> = records
+        .iter()
+        .map(|(key, (record, customer))| (key, record, *customer))
+        .collect();
+    store::save_calls(&mut tx, &calls).await?;
+    tx.commit().await?;
+    Ok(outcomes)
+}
