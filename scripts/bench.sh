@@ -44,8 +44,8 @@ for scenario in ${BENCH_SCENARIOS:-echo pop-hot pop-hot-10k pop-cold events mixe
     pop-hot)     run pop-hot --duration 10 --population 100000 ;;
     pop-hot-10k) run pop-hot --rate 10000 --duration 15 --population 100000 --skip-warm ;;
     pop-cold)    run pop-cold --duration 10 --warmup 0 --population 400000 ;;
-    events)      run events --duration 10 --streams 16 --agents 50 --population 10000 ;;
-    mixed)       run mixed --rate 4000 --duration 15 --streams 16 --agents 50 --population 100000 --skip-warm ;;
+    events)      run events --duration 10 --concurrency 1024 --streams 64 --agents 50 --population 10000 ;;
+    mixed)       run mixed --rate 4000 --duration 15 --streams 32 --agents 50 --population 100000 --skip-warm ;;
     overload)    run pop-hot --rate 40000 --duration 10 --population 100000 --skip-warm ;;
   esac
 done

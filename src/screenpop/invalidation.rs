@@ -4,13 +4,18 @@
 //!    same transaction ([`PopInvalidator::record`]).
 //! 2. After the commit and before the write is acknowledged, [`PopInvalidator::apply`] invalidates
 //!    them in Redis and deletes the rows.
-//! 3. If Redis could not be reached, the rows stay. While any row is pending, anywhere, pops are
-//!    served from PostgreSQL and the cache is neither read nor filled: this instance stops trusting
-//!    the cache at once; other instances notice within one relay interval. The relay on every
-//!    instance retries the pending rows and trusts the cache again once none are left.
+//! 3. If Redis could not be reached, the rows stay, marked failed. While any failed row is pending,
+//!    anywhere, pops are served from PostgreSQL and the cache is neither read nor filled: this
+//!    instance stops trusting the cache at once; other instances notice within one relay interval.
+//!    The relay on every instance retries the pending rows and trusts the cache again once none
+//!    are left. Rows that are neither failed nor a few seconds old are a writer's step 2 in
+//!    progress: they do not make anyone distrust the cache (otherwise a steady stream of writes
+//!    would keep every instance off its cache for good). Rows older than that, failed or not, are
+//!    pending too: their writer died between its commit and step 2.
 //!
-//! The one window left: another instance that can reach Redis while the writer cannot may serve a
-//! card cached before the write for up to one relay interval (500 ms by default).
+//! The windows left: another instance that can reach Redis while the writer cannot may serve a
+//! card cached before the write for up to one relay interval (500 ms by default); if the writer
+//! could not even mark its rows failed, or died before step 2, up to about five seconds.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -110,6 +115,12 @@ impl PopInvalidator {
                 self.state.failures.fetch_add(1, Ordering::AcqRel);
                 self.state.trusted.store(false, Ordering::Release);
                 tracing::warn!(%error, count = pending.ids.len(), "pop invalidation deferred; serving pops from PostgreSQL");
+                // Tells the other instances' relays at once; if this fails too, they still see
+                // the rows once they are a few seconds old.
+                if let Err(error) = store::mark_invalidations_failed(&self.pool, &pending.ids).await
+                {
+                    tracing::warn!(%error, "could not mark pop invalidations failed");
+                }
             }
         }
     }

@@ -324,11 +324,24 @@ pub async fn record_invalidations(
     .await
 }
 
+/// Invalidations a writer could not apply (failed), or should have applied long ago (it died
+/// between its commit and Redis). Fresh rows are a writer's normal path in progress.
 pub async fn pending_invalidations(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<(i64, String)>> {
-    sqlx::query_as("SELECT id, number_key FROM pop_invalidations ORDER BY id LIMIT $1")
-        .bind(limit)
-        .fetch_all(pool)
-        .await
+    sqlx::query_as(
+        "SELECT id, number_key FROM pop_invalidations \
+         WHERE failed OR created_at < now() - interval '5 seconds' ORDER BY id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn mark_invalidations_failed(pool: &PgPool, ids: &[i64]) -> sqlx::Result<()> {
+    sqlx::query("UPDATE pop_invalidations SET failed = true WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 pub async fn delete_invalidations(pool: &PgPool, ids: &[i64]) -> sqlx::Result<()> {

@@ -475,3 +475,39 @@ async fn pops_work_without_any_redis_configured() {
         "without a cache nothing waits to be invalidated"
     );
 }
+
+#[tokio::test]
+async fn a_write_in_progress_elsewhere_leaves_the_cache_on_and_a_failed_one_is_relayed() {
+    let app = spawn_app().await;
+    app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    app.pop("+14155550100").await;
+    // Another instance's write, committed and about to apply its invalidation: a fresh row.
+    sqlx::query(
+        "INSERT INTO pop_invalidations (number_key) VALUES ('00000000000000000000000000000001')",
+    )
+    .execute(&app.db)
+    .await
+    .expect("row");
+    // Over two relay ticks, the row is left to its writer and the cache stays in use.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(app.pop("+14155550100").await.1, v1::PopSource::Cache);
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pop_invalidations")
+            .fetch_one(&app.db)
+            .await
+            .expect("count")
+    };
+    assert_eq!(count().await, 1);
+    // Its writer could not reach Redis: marked failed, the relay applies it.
+    sqlx::query("UPDATE pop_invalidations SET failed = true")
+        .execute(&app.db)
+        .await
+        .expect("failed");
+    assert!(eventually(Duration::from_secs(3), || async { count().await == 0 }).await);
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            app.pop("+14155550100").await.1 == v1::PopSource::Cache
+        })
+        .await
+    );
+}

@@ -60,7 +60,7 @@ pub struct Args {
     /// Seconds of the same load before measuring.
     #[arg(long, default_value_t = 2)]
     warmup: u64,
-    /// Seconds of closed-loop `echo` measured first, as the yardstick (0 to skip).
+    /// Seconds of closed-loop `echo` (64 in flight) measured first, as the yardstick (0 to skip).
     #[arg(long, default_value_t = 5)]
     echo_secs: u64,
     /// The seeded database to sample caller numbers from.
@@ -239,9 +239,8 @@ async fn load(args: &Args) -> anyhow::Result<()> {
     let echo = if args.echo_secs > 0 && args.scenario != "echo" {
         let report = measure(
             Arc::new(Echo(connections.clone())),
-            Mode::Closed {
-                concurrency: args.concurrency,
-            },
+            // Always the same yardstick, whatever the scenario's concurrency.
+            Mode::Closed { concurrency: 64 },
             1,
             args.echo_secs,
         )
