@@ -43,7 +43,9 @@ for scenario in ${BENCH_SCENARIOS:-echo pop-hot pop-hot-10k pop-cold events mixe
     echo)        run echo --duration 10 --echo-secs 0 ;;
     pop-hot)     run pop-hot --duration 10 --population 100000 ;;
     pop-hot-10k) run pop-hot --rate 10000 --duration 15 --population 100000 --skip-warm ;;
-    pop-cold)    run pop-cold --duration 10 --warmup 0 --population 400000 ;;
+    pop-cold)    # Every lookup a miss: drop the cached cards this deployment holds first.
+                 redis-cli -u "$REDIS_URL" --scan --pattern 'bench:pop:*' | xargs -r -n 1000 redis-cli -u "$REDIS_URL" del >/dev/null
+                 run pop-cold --duration 10 --warmup 0 --population 400000 ;;
     events)      run events --duration 10 --concurrency 1024 --streams 64 --agents 50 --population 10000 ;;
     mixed)       run mixed --rate 4000 --duration 15 --streams 32 --agents 50 --population 100000 --skip-warm ;;
     overload)    run pop-hot --rate 40000 --duration 10 --population 100000 --skip-warm ;;

@@ -195,6 +195,26 @@ async fn customer_with_everything(app: &TestApp, m: &Markers) -> v1::Customer {
     customer
 }
 
+async fn export(app: &TestApp, customer_id: &str) -> v1::ExportCustomerDataResponse {
+    app.privacy()
+        .export_customer_data(v1::ExportCustomerDataRequest {
+            customer_id: customer_id.into(),
+        })
+        .await
+        .expect("exported")
+        .into_inner()
+}
+
+async fn erase(app: &TestApp, customer_id: &str) -> v1::EraseCustomerResponse {
+    app.privacy()
+        .erase_customer(v1::EraseCustomerRequest {
+            customer_id: customer_id.into(),
+        })
+        .await
+        .expect("erased")
+        .into_inner()
+}
+
 /// A plain-SQL dump of the whole test database.
 fn pg_dump(app: &TestApp) -> String {
     let output = postgres_tool("pg_dump")
@@ -276,14 +296,7 @@ async fn an_export_holds_everything_about_the_customer_including_who_looked() {
         .await
         .expect("read");
 
-    let export = app
-        .privacy()
-        .export_customer_data(v1::ExportCustomerDataRequest {
-            customer_id: customer.id.clone(),
-        })
-        .await
-        .expect("exported")
-        .into_inner();
+    let export = export(&app, &customer.id).await;
 
     let record = export.customer.expect("customer");
     assert_eq!(record.display_name, m.text("name"));
@@ -347,14 +360,7 @@ async fn an_erasure_leaves_no_marker_in_postgresql_or_redis_and_keeps_the_counts
     assert_eq!(found(&pg_dump(&app), &needles).len(), needles.len());
     assert!(found(&redis_contents(&app).await, &needles).contains(&m.tag.as_str()));
 
-    let erased = app
-        .privacy()
-        .erase_customer(v1::EraseCustomerRequest {
-            customer_id: customer.id.clone(),
-        })
-        .await
-        .expect("erased")
-        .into_inner();
+    let erased = erase(&app, &customer.id).await;
     assert_eq!(erased.numbers_purged, 1);
 
     assert_eq!(found(&pg_dump(&app), &needles), Vec::<&str>::new());
@@ -391,26 +397,12 @@ async fn an_erasure_leaves_no_marker_in_postgresql_or_redis_and_keeps_the_counts
     assert_eq!(pop.r#match(), v1::MatchKind::None);
 
     // Erasing again changes nothing and reports the first erasure.
-    let again = app
-        .privacy()
-        .erase_customer(v1::EraseCustomerRequest {
-            customer_id: customer.id.clone(),
-        })
-        .await
-        .expect("idempotent")
-        .into_inner();
+    let again = erase(&app, &customer.id).await;
     assert_eq!(
         (again.erase_time, again.numbers_purged),
         (erased.erase_time, 0)
     );
-    let export = app
-        .privacy()
-        .export_customer_data(v1::ExportCustomerDataRequest {
-            customer_id: customer.id.clone(),
-        })
-        .await
-        .expect("exported")
-        .into_inner();
+    let export = export(&app, &customer.id).await;
     assert_eq!(export.erase_time, erased.erase_time);
     assert!(export.delete_time.is_some());
     assert!(
