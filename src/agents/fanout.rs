@@ -117,43 +117,54 @@ impl Fanout {
             .unwrap_or(0)
     }
 
-    /// Publishes a committed change: hot call state and notifications, in one Redis round trip.
-    pub async fn publish(&self, call: &CallView, notices: Vec<Notice>) {
-        let notifications: Vec<v1::AgentNotification> =
-            notices.into_iter().map(notification).collect();
+    /// Publishes committed changes (in commit order): every call's hot state and all their
+    /// notifications, in one Redis round trip.
+    pub async fn publish(&self, changes: &[(CallView, Vec<Notice>)]) {
+        let notifications: Vec<v1::AgentNotification> = changes
+            .iter()
+            .flat_map(|(_, notices)| notices.iter().cloned().map(notification))
+            .collect();
         let Some(link) = &self.link else {
             self.dispatch(notifications);
             return;
         };
-        let call_key = link.key(&format!("call:{}", call.pin_key()));
         // The hot state is for queue statistics: it keeps no caller number, so there is nothing
         // personal in it to erase.
-        let call_bytes = v1::AgentCall {
-            caller_number: String::new(),
-            ..agent_call(call)
-        }
-        .encode_to_vec();
-        let ttl = if call.state.is_terminal() {
-            ENDED_CALL_TTL_SECS
-        } else {
-            ACTIVE_CALL_TTL_SECS
-        };
-        let envelope = v1::AgentFanout {
-            notifications: notifications.clone(),
-        }
-        .encode_to_vec();
+        let states: Vec<(String, Vec<u8>, u64)> = changes
+            .iter()
+            .map(|(call, _)| {
+                let ttl = if call.state.is_terminal() {
+                    ENDED_CALL_TTL_SECS
+                } else {
+                    ACTIVE_CALL_TTL_SECS
+                };
+                let bytes = v1::AgentCall {
+                    caller_number: String::new(),
+                    ..agent_call(call)
+                }
+                .encode_to_vec();
+                (link.key(&format!("call:{}", call.pin_key())), bytes, ttl)
+            })
+            .collect();
+        let envelope = (!notifications.is_empty()).then(|| {
+            v1::AgentFanout {
+                notifications: notifications.clone(),
+            }
+            .encode_to_vec()
+        });
         let channel = self.channel.clone();
-        let publish = !notifications.is_empty();
         let result = link
             .run(|mut conn| async move {
                 let mut pipe = redis::pipe();
-                pipe.cmd("SET")
-                    .arg(&call_key)
-                    .arg(call_bytes)
-                    .arg("EX")
-                    .arg(ttl)
-                    .ignore();
-                if publish {
+                for (key, bytes, ttl) in states {
+                    pipe.cmd("SET")
+                        .arg(key)
+                        .arg(bytes)
+                        .arg("EX")
+                        .arg(ttl)
+                        .ignore();
+                }
+                if let Some(envelope) = envelope {
                     pipe.cmd("PUBLISH").arg(&channel).arg(envelope).ignore();
                 }
                 pipe.query_async::<()>(&mut conn).await
@@ -320,10 +331,10 @@ mod tests {
         let publishing = async {
             for n in 0..WATCHER_BUFFER * 3 {
                 fanout
-                    .publish(
-                        &notice("a-1", n).call,
+                    .publish(&[(
+                        notice("a-1", n).call,
                         vec![notice("a-1", n), notice("a-2", n)],
-                    )
+                    )])
                     .await;
                 if let Some(Delivery::Notice(got)) = reading.rx.recv().await {
                     assert_eq!(got.call.map(|c| c.call_id), Some(format!("c-{n}")));

@@ -9,7 +9,9 @@
 //! 3. runs each event through the state machine in arrival order, updating its call's history as
 //!    it goes (so two events of one call in a batch behave as they would one after the other);
 //! 4. writes every event with its ack and every changed call record, one statement each;
-//! 5. commits, and only then answers each event's waiter.
+//! 5. commits; then publishes the batch's changes to the agents in one Redis round trip, and only
+//!    then answers each event's waiter (so a call's change is pushed before the gateway can send
+//!    the call's next event).
 //!
 //! If the transaction fails, no event of the batch is acked. A failure that is not PostgreSQL
 //! being unavailable is retried one event per transaction, so one bad event cannot fail others.
@@ -24,6 +26,7 @@ use uuid::Uuid;
 use super::machine::{self, CallRecord};
 use super::store::{self, CallKey};
 use super::{Ack, CallEventError, CallView, NewEvent, Notice, notices};
+use crate::agents::Fanout;
 use crate::db::{self, Failure};
 
 /// The most events one transaction takes.
@@ -32,16 +35,16 @@ pub const MAX_BATCH: usize = 256;
 pub const WORKERS: usize = 4;
 
 /// What the committed batch says about one event.
-pub struct Committed {
-    pub ack: Ack,
+struct Committed {
+    ack: Ack,
     /// For an event accepted now (not a resend): the call as it stands after it, and who to tell.
-    pub changed: Option<(CallView, Vec<Notice>)>,
+    changed: Option<(CallView, Vec<Notice>)>,
 }
 
 struct Submission {
     event: NewEvent,
     customer_id: Option<Uuid>,
-    done: oneshot::Sender<Result<Committed, CallEventError>>,
+    done: oneshot::Sender<Result<Ack, CallEventError>>,
 }
 
 #[derive(Clone)]
@@ -51,21 +54,22 @@ pub struct Batcher {
 
 impl Batcher {
     /// Starts the workers; they stop when every `Batcher` clone is dropped.
-    pub fn start(pool: PgPool) -> Self {
+    pub fn start(pool: PgPool, fanout: Arc<Fanout>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..WORKERS {
-            tokio::spawn(work(pool.clone(), Arc::clone(&rx)));
+            tokio::spawn(work(pool.clone(), Arc::clone(&fanout), Arc::clone(&rx)));
         }
         Self { tx }
     }
 
-    /// Commits `event` (with the customer its caller resolved to) in the next batch.
+    /// Commits `event` (with the customer its caller resolved to) in the next batch, and tells
+    /// the agents concerned; returns its ack.
     pub async fn commit(
         &self,
         event: NewEvent,
         customer_id: Option<Uuid>,
-    ) -> Result<Committed, CallEventError> {
+    ) -> Result<Ack, CallEventError> {
         let (done, outcome) = oneshot::channel();
         self.tx
             .send(Submission {
@@ -82,7 +86,11 @@ fn stopped() -> CallEventError {
     CallEventError::Unavailable(sqlx::Error::PoolClosed)
 }
 
-async fn work(pool: PgPool, rx: Arc<Mutex<mpsc::UnboundedReceiver<Submission>>>) {
+async fn work(
+    pool: PgPool,
+    fanout: Arc<Fanout>,
+    rx: Arc<Mutex<mpsc::UnboundedReceiver<Submission>>>,
+) {
     loop {
         let mut batch = Vec::new();
         {
@@ -101,9 +109,16 @@ async fn work(pool: PgPool, rx: Arc<Mutex<mpsc::UnboundedReceiver<Submission>>>)
         let events: Vec<(&NewEvent, Option<Uuid>)> =
             batch.iter().map(|s| (&s.event, s.customer_id)).collect();
         match commit_batch(&pool, &events).await {
-            Ok(outcomes) => {
+            Ok(mut outcomes) => {
+                let changes: Vec<(CallView, Vec<Notice>)> = outcomes
+                    .iter_mut()
+                    .filter_map(|outcome| outcome.changed.take())
+                    .collect();
+                if !changes.is_empty() {
+                    fanout.publish(&changes).await;
+                }
                 for (submission, outcome) in batch.into_iter().zip(outcomes) {
-                    submission.done.send(Ok(outcome)).ok();
+                    submission.done.send(Ok(outcome.ack)).ok();
                 }
             }
             Err(error)
@@ -112,10 +127,16 @@ async fn work(pool: PgPool, rx: Arc<Mutex<mpsc::UnboundedReceiver<Submission>>>)
                 tracing::warn!(%error, size = batch.len(), "call event batch failed; retrying one by one");
                 for submission in batch {
                     let alone = [(&submission.event, submission.customer_id)];
-                    let result = commit_batch(&pool, &alone)
-                        .await
-                        .map(|mut outcomes| outcomes.remove(0))
-                        .map_err(CallEventError::from);
+                    let result = match commit_batch(&pool, &alone).await {
+                        Ok(mut outcomes) => {
+                            let outcome = outcomes.remove(0);
+                            if let Some(change) = outcome.changed {
+                                fanout.publish(&[change]).await;
+                            }
+                            Ok(outcome.ack)
+                        }
+                        Err(error) => Err(CallEventError::from(error)),
+                    };
                     submission.done.send(result).ok();
                 }
             }

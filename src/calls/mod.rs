@@ -133,16 +133,14 @@ pub struct CallEvents {
     batcher: Batcher,
     pops: ScreenPops,
     phones: PhoneParser,
-    fanout: Arc<Fanout>,
 }
 
 impl CallEvents {
     pub fn new(pool: PgPool, pops: ScreenPops, phones: PhoneParser, fanout: Arc<Fanout>) -> Self {
         Self {
-            batcher: Batcher::start(pool),
+            batcher: Batcher::start(pool, fanout),
             pops,
             phones,
-            fanout,
         }
     }
 
@@ -154,11 +152,7 @@ impl CallEvents {
             EventType::Offered => self.resolve_caller(&event).await,
             _ => None,
         };
-        let committed = self.batcher.commit(event, customer_id).await?;
-        if let Some((view, notices)) = committed.changed {
-            self.fanout.publish(&view, notices).await;
-        }
-        Ok(committed.ack)
+        self.batcher.commit(event, customer_id).await
     }
 
     /// Resolves an OFFERED call's caller once, pinning the pop to the call. A failure here never

@@ -90,10 +90,11 @@ async fn reads_of_customer_data_and_denials_are_audited() {
         app.raw_channel.clone(),
         &token(Role::Agent, "a-1", None),
     ));
-    agent_customers
-        .get_customer(v1::GetCustomerRequest { id: ada.id.clone() })
-        .await
-        .expect("read");
+    // A request id with what the batch writer's COPY format must escape.
+    let mut read = tonic::Request::new(v1::GetCustomerRequest { id: ada.id.clone() });
+    read.metadata_mut()
+        .insert("x-request-id", "req\\7\tb".parse().expect("header"));
+    agent_customers.get_customer(read).await.expect("read");
     let mut agent_pops = v1::screen_pop_service_client::ScreenPopServiceClient::new(authed(
         app.raw_channel.clone(),
         &token(Role::Agent, "a-1", None),
@@ -125,8 +126,9 @@ async fn reads_of_customer_data_and_denials_are_audited() {
         rows(&app, "read").await,
         rows(&app, "denied").await
     );
-    let reads: Vec<(String, String, Option<uuid::Uuid>)> = rows(&app, "read")
-        .await
+    let read_rows = rows(&app, "read").await;
+    assert_eq!(read_rows[0].request_id, "req\\7\tb", "stored exactly");
+    let reads: Vec<(String, String, Option<uuid::Uuid>)> = read_rows
         .into_iter()
         .map(|r| (r.actor, r.rpc, r.customer_id))
         .collect();
