@@ -36,7 +36,13 @@ trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do [ -s "$token_file" ] && break; sleep 0.1; done
 sleep 1
 export SWITCHBOARD_TOKEN="$(cat "$token_file")" DATABASE_URL="$bench_db"
-run() { log "switchboard-bench $*"; "$bench" "$@" --server http://127.0.0.1:50071; echo; }
+rss() { awk '/VmRSS/ {print $2 " kB"}' "/proc/$server/status"; }
+run() {
+  log "switchboard-bench $*   (server memory before: $(rss))"
+  "$bench" "$@" --server http://127.0.0.1:50071
+  log "server memory after: $(rss)"
+  echo
+}
 
 for scenario in ${BENCH_SCENARIOS:-echo pop-hot pop-hot-10k pop-cold events mixed overload}; do
   case "$scenario" in
