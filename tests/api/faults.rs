@@ -239,32 +239,8 @@ async fn pops_ride_out_a_slow_blackholed_then_reset_redis_without_a_failure_or_a
     app.pop("+14155550100").await;
     assert_eq!(app.pop("+14155550100").await.1, v1::PopSource::Cache);
 
-    let log = Arc::new(Mutex::new(PopLog::default()));
     let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let workers: Vec<_> = (0..8)
-        .map(|_| {
-            let mut pops = app.pops.clone();
-            let log = Arc::clone(&log);
-            let running = Arc::clone(&running);
-            tokio::spawn(async move {
-                while running.load(std::sync::atomic::Ordering::Relaxed) {
-                    let started = Instant::now();
-                    let result = pops
-                        .lookup(v1::LookupRequest {
-                            caller_number: "+14155550100".into(),
-                            ..Default::default()
-                        })
-                        .await;
-                    let mut log = log.lock().expect("log");
-                    match result {
-                        Ok(_) => log.ok += 1,
-                        Err(_) => log.failed += 1,
-                    }
-                    log.latencies_us.push(started.elapsed().as_micros() as u64);
-                }
-            })
-        })
-        .collect();
+    let (log, workers) = pop_load(&app, &running);
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Slow Redis (slower than the Redis timeout), then no Redis at all, then connections reset.
@@ -590,5 +566,93 @@ async fn sigterm_under_load_fails_nothing_in_flight_and_ends_streams_cleanly() {
         "SIGTERM under load: exit 0 after {drained_in:?}; {pops_ok} pops, 0 in-flight failures; \
          {} events acked, all stored; event and agent streams ended with OK",
         acked.len()
+    );
+}
+
+/// Softphones popping one number back to back until `running` is cleared.
+fn pop_load(
+    app: &TestApp,
+    running: &Arc<std::sync::atomic::AtomicBool>,
+) -> (Arc<Mutex<PopLog>>, Vec<tokio::task::JoinHandle<()>>) {
+    let log = Arc::new(Mutex::new(PopLog::default()));
+    let workers = (0..8)
+        .map(|_| {
+            let mut pops = app.pops.clone();
+            let log = Arc::clone(&log);
+            let running = Arc::clone(running);
+            tokio::spawn(async move {
+                while running.load(std::sync::atomic::Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let result = pops
+                        .lookup(v1::LookupRequest {
+                            caller_number: "+14155550100".into(),
+                            ..Default::default()
+                        })
+                        .await;
+                    let mut log = log.lock().expect("log");
+                    match result {
+                        Ok(_) => log.ok += 1,
+                        Err(_) => log.failed += 1,
+                    }
+                    log.latencies_us.push(started.elapsed().as_micros() as u64);
+                }
+            })
+        })
+        .collect();
+    (log, workers)
+}
+
+#[tokio::test]
+async fn pops_ride_out_a_paused_then_stopped_redis() {
+    let mut redis = crate::helpers::PrivateRedis::start();
+    let app = spawn_app_with(TestOptions {
+        redis_url: Some(redis.url()),
+        ..Default::default()
+    })
+    .await;
+    let customer = app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    app.pop("+14155550100").await;
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (log, workers) = pop_load(&app, &running);
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    redis.pause(true);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    rename(&app, &customer, "Ada King").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    redis.pause(false);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    redis.stop();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    redis.resume();
+    let resumed = Instant::now();
+    let cached_again = eventually(Duration::from_secs(10), || async {
+        app.pop("+14155550100").await.1 == v1::PopSource::Cache
+    })
+    .await;
+    let caching_resumed_after = resumed.elapsed();
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+
+    let mut log = std::mem::take(&mut *log.lock().expect("log"));
+    assert!(log.ok > 100, "the load ran: {} pops", log.ok);
+    assert_eq!(log.failed, 0, "no pop failed");
+    log.latencies_us.sort_unstable();
+    let p99 = log.latencies_us[log.latencies_us.len() * 99 / 100];
+    let max = *log.latencies_us.last().expect("samples");
+    assert!(max < 1_000_000, "slowest pop {max} µs");
+    assert!(cached_again, "caching resumed by itself");
+    let (pop, _) = app.pop("+14155550100").await;
+    assert_eq!(
+        pop.card.expect("card").display_name,
+        "Ada King",
+        "no stale card"
+    );
+    println!(
+        "redis paused (SIGSTOP) then stopped under pop load: {} pops, 0 failed, p99 {p99} µs, \
+         max {max} µs, caching resumed {caching_resumed_after:?} after the restart",
+        log.ok
     );
 }

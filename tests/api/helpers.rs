@@ -585,6 +585,18 @@ impl PrivateRedis {
         redis::cmd("SAVE").query::<()>(&mut conn).expect("SAVE");
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: connections stay open, nothing answers.
+    pub fn pause(&self, paused: bool) {
+        let Some(child) = &self.child else { return };
+        let signal = if paused { "-STOP" } else { "-CONT" };
+        let sent = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill {signal}");
+    }
+
     /// Kills the server: every command fails until `resume`.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
