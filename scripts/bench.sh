@@ -44,7 +44,7 @@ run() {
   echo
 }
 
-for scenario in ${BENCH_SCENARIOS:-echo pop-hot pop-hot-10k pop-cold events mixed overload}; do
+for scenario in ${BENCH_SCENARIOS:-echo pop-hot pop-hot-10k pop-cold events events-10k mixed overload}; do
   case "$scenario" in
     echo)        run echo --duration 10 --echo-secs 0 ;;
     pop-hot)     run pop-hot --duration 10 --population 100000 ;;
@@ -53,6 +53,7 @@ for scenario in ${BENCH_SCENARIOS:-echo pop-hot pop-hot-10k pop-cold events mixe
                  redis-cli -u "$REDIS_URL" --scan --pattern 'bench:pop:*' | xargs -r -n 1000 redis-cli -u "$REDIS_URL" del >/dev/null
                  run pop-cold --duration 10 --warmup 0 --population 400000 ;;
     events)      run events --duration 10 --concurrency 1024 --streams 64 --agents 50 --population 10000 ;;
+    events-10k)  run events --rate 10000 --duration 10 --streams 64 --agents 50 --population 10000 ;;
     mixed)       run mixed --rate 4000 --duration 15 --streams 32 --agents 50 --population 100000 --skip-warm ;;
     overload)    run pop-hot --rate 40000 --duration 10 --population 100000 --skip-warm ;;
   esac
