@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
+use uuid::Uuid;
 
 use super::machine::{self, CallRecord};
 use super::store::{self, CallKey};
@@ -42,6 +43,7 @@ struct Committed {
 
 struct Submission {
     event: NewEvent,
+    customer_id: Option<Uuid>,
     done: oneshot::Sender<Result<Ack, CallEventError>>,
 }
 
@@ -61,11 +63,20 @@ impl Batcher {
         Self { tx }
     }
 
-    /// Commits `event` in the next batch, and tells the agents concerned; returns its ack.
-    pub async fn commit(&self, event: NewEvent) -> Result<Ack, CallEventError> {
+    /// Commits `event` (with the customer its caller resolved to) in the next batch, and tells
+    /// the agents concerned; returns its ack.
+    pub async fn commit(
+        &self,
+        event: NewEvent,
+        customer_id: Option<Uuid>,
+    ) -> Result<Ack, CallEventError> {
         let (done, outcome) = oneshot::channel();
         self.tx
-            .send(Submission { event, done })
+            .send(Submission {
+                event,
+                customer_id,
+                done,
+            })
             .map_err(|_| stopped())?;
         outcome.await.map_err(|_| stopped())?
     }
@@ -95,7 +106,8 @@ async fn work(
                 }
             }
         }
-        let events: Vec<&NewEvent> = batch.iter().map(|s| &s.event).collect();
+        let events: Vec<(&NewEvent, Option<Uuid>)> =
+            batch.iter().map(|s| (&s.event, s.customer_id)).collect();
         match commit_batch(&pool, &events).await {
             Ok(mut outcomes) => {
                 let changes: Vec<(CallView, Vec<Notice>)> = outcomes
@@ -114,7 +126,7 @@ async fn work(
             {
                 tracing::warn!(%error, size = batch.len(), "call event batch failed; retrying one by one");
                 for submission in batch {
-                    let alone = [&submission.event];
+                    let alone = [(&submission.event, submission.customer_id)];
                     let result = match commit_batch(&pool, &alone).await {
                         Ok(mut outcomes) => {
                             let outcome = outcomes.remove(0);
@@ -151,15 +163,18 @@ fn key_of(event: &NewEvent) -> CallKey {
     (event.gateway_id.clone(), event.call_id.clone())
 }
 
-async fn commit_batch(pool: &PgPool, events: &[&NewEvent]) -> sqlx::Result<Vec<Committed>> {
-    let mut keys: Vec<CallKey> = events.iter().map(|e| key_of(e)).collect();
+async fn commit_batch(
+    pool: &PgPool,
+    events: &[(&NewEvent, Option<Uuid>)],
+) -> sqlx::Result<Vec<Committed>> {
+    let mut keys: Vec<CallKey> = events.iter().map(|(e, _)| key_of(e)).collect();
     keys.sort();
     keys.dedup();
     let event_keys: Vec<(String, String)> = events
         .iter()
-        .map(|e| (e.gateway_id.clone(), e.step.event_id.clone()))
+        .map(|(e, _)| (e.gateway_id.clone(), e.step.event_id.clone()))
         .collect();
-    let named: HashSet<&str> = events.iter().flat_map(|e| e.agents()).collect();
+    let named: HashSet<&str> = events.iter().flat_map(|(e, _)| e.agents()).collect();
     let named: Vec<&str> = named.into_iter().collect();
 
     let mut tx = pool.begin().await?;
@@ -174,9 +189,9 @@ async fn commit_batch(pool: &PgPool, events: &[&NewEvent]) -> sqlx::Result<Vec<C
 
     let mut decided: HashMap<(String, String), Ack> = HashMap::new();
     let mut writes: Vec<(&NewEvent, Ack)> = Vec::new();
-    let mut records: HashMap<CallKey, CallRecord> = HashMap::new();
+    let mut records: HashMap<CallKey, (CallRecord, Option<Uuid>)> = HashMap::new();
     let mut outcomes = Vec::with_capacity(events.len());
-    for (event, event_key) in events.iter().zip(&event_keys) {
+    for ((event, customer_id), event_key) in events.iter().zip(&event_keys) {
         // A resend (stored, or earlier in this very batch) gets the ack already given.
         if let Some(ack) = stored.get(event_key).or_else(|| decided.get(event_key)) {
             outcomes.push(Committed {
@@ -201,7 +216,9 @@ async fn commit_batch(pool: &PgPool, events: &[&NewEvent]) -> sqlx::Result<Vec<C
             }
             Ok((history, record)) => {
                 let before = current.get(&key);
-                records.insert(key.clone(), record.clone());
+                let entry = records.entry(key.clone()).or_insert((record.clone(), None));
+                entry.0 = record.clone();
+                entry.1 = entry.1.or(*customer_id);
                 let view = CallView {
                     gateway_id: event.gateway_id.clone(),
                     call_id: event.call_id.clone(),
@@ -212,8 +229,7 @@ async fn commit_batch(pool: &PgPool, events: &[&NewEvent]) -> sqlx::Result<Vec<C
                     current_agent: record.current_agent.clone(),
                     offered_at: Some(record.offered_at),
                     answered_at: record.answered_at,
-                    // Attached after the commit (see `CallEvents::ingest`).
-                    customer_id: None,
+                    customer_id: *customer_id,
                 };
                 let notices = notices(before, &record, event.step.kind, &view);
                 current.insert(key.clone(), (record.state, record.on_call_agents()));
@@ -234,7 +250,10 @@ async fn commit_batch(pool: &PgPool, events: &[&NewEvent]) -> sqlx::Result<Vec<C
 
     let rows: Vec<(&NewEvent, &Ack)> = writes.iter().map(|(e, a)| (*e, a)).collect();
     store::insert_events(&mut tx, &rows).await?;
-    let calls: Vec<(&CallKey, &CallRecord)> = records.iter().collect();
+    let calls: Vec<(&CallKey, &CallRecord, Option<Uuid>)> = records
+        .iter()
+        .map(|(key, (record, customer))| (key, record, *customer))
+        .collect();
     store::save_calls(&mut tx, &calls).await?;
     tx.commit().await?;
     Ok(outcomes)

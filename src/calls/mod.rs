@@ -1,9 +1,7 @@
 //! Call events from telephony gateways: durable, idempotent, order-independent ingestion.
 //!
 //! `ingest` handles one event:
-//! 1. an OFFERED starts resolving the caller (the screen pop, which pins the card to the call)
-//!    alongside the commit; the match is attached to the call after it, so the ack never waits
-//!    on the customer record;
+//! 1. an OFFERED resolves the caller (the screen pop), which pins the card to the call;
 //! 2. the event joins the next group commit ([`batch`]): in one transaction with the events that
 //!    arrived alongside it, under per-call locks, it is checked against the acks already given (a
 //!    resend gets its stored ack), joins its call's accepted history if the history stays possible
@@ -132,7 +130,6 @@ impl From<sqlx::Error> for CallEventError {
 
 #[derive(Clone)]
 pub struct CallEvents {
-    pool: PgPool,
     batcher: Batcher,
     pops: ScreenPops,
     phones: PhoneParser,
@@ -141,8 +138,7 @@ pub struct CallEvents {
 impl CallEvents {
     pub fn new(pool: PgPool, pops: ScreenPops, phones: PhoneParser, fanout: Arc<Fanout>) -> Self {
         Self {
-            batcher: Batcher::start(pool.clone(), fanout),
-            pool,
+            batcher: Batcher::start(pool, fanout),
             pops,
             phones,
         }
@@ -150,36 +146,13 @@ impl CallEvents {
 
     #[tracing::instrument(skip_all, fields(gateway_id = %event.gateway_id, event_id = %event.step.event_id, kind = event.step.kind.as_str()))]
     pub async fn ingest(&self, event: NewEvent) -> Result<Ack, CallEventError> {
-        if event.step.kind != EventType::Offered {
-            return self.batcher.commit(event).await;
-        }
-        // A gateway's ack never waits on the customer record: the caller is resolved (and the
-        // card pinned to the call, for the agents) alongside the commit, and the match is
-        // attached to the call right after it. If the instance dies in between, the call keeps
-        // its caller number but no matched customer. A resend resolves again (harmless).
-        let resolving = {
-            let this = self.clone();
-            let event = event.clone();
-            tokio::spawn(async move { this.resolve_caller(&event).await })
+        // A resend of an OFFERED resolves again (a cached pop, harmless); the batch then finds
+        // the stored ack and changes nothing.
+        let customer_id = match event.step.kind {
+            EventType::Offered => self.resolve_caller(&event).await,
+            _ => None,
         };
-        let (gateway_id, call_id) = (event.gateway_id.clone(), event.call_id.clone());
-        let ack = self.batcher.commit(event).await?;
-        let pool = self.pool.clone();
-        tokio::spawn(async move {
-            let Ok(Some(customer_id)) = resolving.await else {
-                return;
-            };
-            let attached = match pool.acquire().await {
-                Ok(mut conn) => {
-                    store::attach_customer(&mut conn, &gateway_id, &call_id, customer_id).await
-                }
-                Err(error) => Err(error),
-            };
-            if let Err(error) = attached {
-                tracing::warn!(%error, "could not attach the matched customer to a call");
-            }
-        });
-        Ok(ack)
+        self.batcher.commit(event, customer_id).await
     }
 
     /// Resolves an OFFERED call's caller once, pinning the pop to the call. A failure here never

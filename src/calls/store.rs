@@ -90,25 +90,6 @@ pub async fn active_calls_for_agent(
         .collect())
 }
 
-/// Records the customer an OFFERED call's caller resolved to; a match, once set, is kept.
-pub async fn attach_customer(
-    conn: &mut PgConnection,
-    gateway_id: &str,
-    call_id: &str,
-    customer_id: Uuid,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE calls SET customer_id = $3 \
-         WHERE gateway_id = $1 AND call_id = $2 AND customer_id IS NULL",
-    )
-    .bind(gateway_id)
-    .bind(call_id)
-    .bind(customer_id)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 /// A call's key: (gateway id, call id).
 pub type CallKey = (String, String);
 
@@ -265,18 +246,17 @@ pub async fn insert_events(
     Ok(())
 }
 
-/// Writes folded records, one per call, in one statement (the matched customer is attached
-/// separately, see [`attach_customer`]).
+/// Writes folded records, one per call, in one statement; a matched customer is kept once set.
 pub async fn save_calls(
     conn: &mut PgConnection,
-    calls: &[(&CallKey, &CallRecord)],
+    calls: &[(&CallKey, &CallRecord, Option<Uuid>)],
 ) -> sqlx::Result<()> {
     if calls.is_empty() {
         return Ok(());
     }
     let rows: Vec<serde_json::Value> = calls
         .iter()
-        .map(|((gateway, call_id), call)| {
+        .map(|((gateway, call_id), call, customer_id)| {
             serde_json::json!({
                 "gateway_id": gateway,
                 "call_id": call_id,
@@ -294,27 +274,29 @@ pub async fn save_calls(
                 "answered_at": call.answered_at,
                 "ended_at": call.ended_at,
                 "hold_ms": call.hold_ms,
+                "customer_id": customer_id,
                 "event_count": call.event_count,
             })
         })
         .collect();
     sqlx::query(
         "INSERT INTO calls (gateway_id, call_id, state, outcome, caller_number, dialed_number, queue, current_agent, \
-           on_call_agents, handled_by, transfers, offered_at, queued_at, answered_at, ended_at, hold_ms, \
+           on_call_agents, handled_by, transfers, offered_at, queued_at, answered_at, ended_at, hold_ms, customer_id, \
            event_count, updated_at) \
          SELECT gateway_id, call_id, state, outcome, caller_number, dialed_number, queue, current_agent, \
            on_call_agents, handled_by, transfers, offered_at, queued_at, answered_at, ended_at, hold_ms, \
-           event_count, now() \
+           customer_id, event_count, now() \
          FROM jsonb_to_recordset($1) AS r(gateway_id text, call_id text, state text, outcome text, \
            caller_number text, dialed_number text, queue text, current_agent text, on_call_agents text[], \
            handled_by text[], transfers integer, offered_at timestamptz, queued_at timestamptz, \
-           answered_at timestamptz, ended_at timestamptz, hold_ms bigint, event_count integer) \
+           answered_at timestamptz, ended_at timestamptz, hold_ms bigint, customer_id uuid, event_count integer) \
          ON CONFLICT (gateway_id, call_id) DO UPDATE SET state = EXCLUDED.state, outcome = EXCLUDED.outcome, \
            caller_number = EXCLUDED.caller_number, dialed_number = EXCLUDED.dialed_number, queue = EXCLUDED.queue, \
            current_agent = EXCLUDED.current_agent, on_call_agents = EXCLUDED.on_call_agents, \
            handled_by = EXCLUDED.handled_by, transfers = EXCLUDED.transfers, offered_at = EXCLUDED.offered_at, \
            queued_at = EXCLUDED.queued_at, answered_at = EXCLUDED.answered_at, ended_at = EXCLUDED.ended_at, \
-           hold_ms = EXCLUDED.hold_ms, event_count = EXCLUDED.event_count, updated_at = now()",
+           hold_ms = EXCLUDED.hold_ms, customer_id = COALESCE(calls.customer_id, EXCLUDED.customer_id), \
+           event_count = EXCLUDED.event_count, updated_at = now()",
     )
     .bind(sqlx::types::Json(rows))
     .execute(conn)

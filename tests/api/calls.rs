@@ -226,17 +226,16 @@ async fn a_streamed_call_is_acked_after_commit_and_recorded() {
             ended: true,
         }
     );
-    // The caller is matched on OFFERED, alongside the commit (the ack does not wait for it).
-    let matched = crate::helpers::eventually(Duration::from_secs(5), || async {
-        let customer: Option<uuid::Uuid> =
-            sqlx::query_scalar("SELECT customer_id FROM calls WHERE call_id = 'c-1'")
-                .fetch_one(&app.db)
-                .await
-                .expect("customer");
-        customer.map(|id| id.to_string()) == Some(ada.id.clone())
-    })
-    .await;
-    assert!(matched, "the caller was matched on OFFERED");
+    let customer: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT customer_id FROM calls WHERE call_id = 'c-1'")
+            .fetch_one(&app.db)
+            .await
+            .expect("customer");
+    assert_eq!(
+        customer.map(|id| id.to_string()),
+        Some(ada.id),
+        "the caller was matched on OFFERED"
+    );
 
     // The hot per-call state in Redis outlives the call by its TTL.
     let client = redis::Client::open(crate::helpers::redis_url()).expect("redis");
