@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use uuid::Uuid;
+
 /// One bad field: its path in the request (`contact_points[1].value`) and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldViolation {
@@ -45,6 +47,24 @@ impl Violations {
                 None
             }
         }
+    }
+
+    /// Parses a UUID field: "is required" when it is empty (and `required`), "must be a UUID" when
+    /// it is not one.
+    pub fn uuid(&mut self, field: &str, value: &str, required: bool) -> Option<Uuid> {
+        if value.is_empty() {
+            if required {
+                self.add(field, "is required");
+            }
+            return None;
+        }
+        self.check(field, Uuid::parse_str(value).map_err(|_| "must be a UUID"))
+    }
+
+    /// A request's only UUID field: its value, or its one violation.
+    pub fn single_uuid(field: &str, value: &str) -> Result<Uuid, Violations> {
+        let mut violations = Self::new();
+        violations.uuid(field, value, true).ok_or(violations)
     }
 
     /// Trims `value` and checks it is at most `max` characters, without control characters, and
@@ -89,6 +109,24 @@ impl fmt::Display for Violations {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uuid_fields_say_whether_they_are_missing_or_malformed() {
+        let mut v = Violations::new();
+        let id = Uuid::new_v4();
+        assert_eq!(v.uuid("a", &id.to_string(), true), Some(id));
+        assert_eq!(v.uuid("b", "", false), None);
+        assert!(v.is_empty());
+        assert_eq!(v.uuid("c", "", true), None);
+        assert_eq!(v.uuid("d", "nope", false), None);
+        let found: Vec<(&str, &str)> = v
+            .iter()
+            .map(|f| (f.field.as_str(), f.description.as_str()))
+            .collect();
+        assert_eq!(found, [("c", "is required"), ("d", "must be a UUID")]);
+        let lone = Violations::single_uuid("id", "x").expect_err("malformed");
+        assert_eq!(lone.iter().count(), 1);
+    }
 
     #[test]
     fn text_reports_missing_long_and_control_characters() {

@@ -2,7 +2,6 @@
 
 use chrono::Utc;
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use super::{
     Assignee, Case, CaseError, CaseFilter, CasePatch, CaseStatus, Cases, Change, Comment, NewCase,
@@ -41,14 +40,6 @@ impl From<CaseError> for Status {
             CaseError::Database(source) => grpc_status::internal(source),
         }
     }
-}
-
-fn uuid(v: &mut Violations, field: &str, value: &str) -> Option<Uuid> {
-    if value.is_empty() {
-        v.add(field, "is required");
-        return None;
-    }
-    v.check(field, Uuid::parse_str(value).map_err(|_| "must be a UUID"))
 }
 
 /// An AGENT credential writes as itself only; supervisors, services and admins may name the agent
@@ -158,7 +149,7 @@ impl CaseService for CaseGrpc {
         signed_by(&principal, &r.actor)?;
         let mut v = Violations::new();
         let request_id = v.text("request_id", &r.request_id, 100, true);
-        let customer_id = uuid(&mut v, "customer_id", &r.customer_id);
+        let customer_id = v.uuid("customer_id", &r.customer_id, true);
         let subject = v.text("subject", &r.subject, 200, true);
         let description = long_text(&mut v, "description", &r.description);
         let priority = v.check("priority", priority(r.priority, Some(Priority::Normal)));
@@ -186,7 +177,7 @@ impl CaseService for CaseGrpc {
         request: Request<v1::GetCaseRequest>,
     ) -> Result<Response<v1::GetCaseResponse>, Status> {
         let mut v = Violations::new();
-        let Some(id) = uuid(&mut v, "id", &request.get_ref().id) else {
+        let Some(id) = v.uuid("id", &request.get_ref().id, true) else {
             return Err(CaseError::Invalid(v).into());
         };
         let case = self.cases.get(id).await?;
@@ -202,7 +193,7 @@ impl CaseService for CaseGrpc {
         signed_by(&principal, &r.actor)?;
         let mut v = Violations::new();
         let case = r.case.unwrap_or_default();
-        let id = uuid(&mut v, "case.id", &case.id);
+        let id = v.uuid("case.id", &case.id, true);
         if case.version <= 0 {
             v.add("case.version", "must be the version you read (at least 1)");
         }
@@ -248,7 +239,7 @@ impl CaseService for CaseGrpc {
         let r = request.into_inner();
         signed_by(&principal, &r.actor)?;
         let mut v = Violations::new();
-        let id = uuid(&mut v, "case_id", &r.case_id);
+        let id = v.uuid("case_id", &r.case_id, true);
         let actor = actor(&mut v, &r.actor);
         let assignee = match r.assignee {
             Some(ProtoAssignee::AgentId(agent)) => v
@@ -278,7 +269,7 @@ impl CaseService for CaseGrpc {
         let r = request.into_inner();
         signed_by(&principal, &r.actor)?;
         let mut v = Violations::new();
-        let id = uuid(&mut v, "case_id", &r.case_id);
+        let id = v.uuid("case_id", &r.case_id, true);
         let actor = actor(&mut v, &r.actor);
         if r.text.trim().is_empty() {
             v.add("text", "is required");
@@ -301,7 +292,7 @@ impl CaseService for CaseGrpc {
         let mut v = Violations::new();
         let customer_id = match r.customer_id.as_str() {
             "" => None,
-            id => uuid(&mut v, "customer_id", id),
+            id => v.uuid("customer_id", id, true),
         };
         let status_filter = match r.status {
             0 => None,
@@ -342,7 +333,7 @@ impl CaseService for CaseGrpc {
         request: Request<v1::GetCaseHistoryRequest>,
     ) -> Result<Response<v1::GetCaseHistoryResponse>, Status> {
         let mut v = Violations::new();
-        let Some(id) = uuid(&mut v, "case_id", &request.get_ref().case_id) else {
+        let Some(id) = v.uuid("case_id", &request.get_ref().case_id, true) else {
             return Err(CaseError::Invalid(v).into());
         };
         let changes = self.cases.history(id).await?;

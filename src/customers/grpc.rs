@@ -68,7 +68,8 @@ impl CustomerService for CustomerGrpc {
         &self,
         request: Request<v1::GetCustomerRequest>,
     ) -> Result<Response<v1::GetCustomerResponse>, Status> {
-        let id = parse_id("id", &request.get_ref().id).map_err(CustomerError::Invalid)?;
+        let id =
+            Violations::single_uuid("id", &request.get_ref().id).map_err(CustomerError::Invalid)?;
         let customer = self.customers.get(id).await?;
         self.auditor.read([customer.id]);
         Ok(Response::new(v1::GetCustomerResponse {
@@ -92,7 +93,7 @@ impl CustomerService for CustomerGrpc {
         request: Request<v1::DeleteCustomerRequest>,
     ) -> Result<Response<v1::DeleteCustomerResponse>, Status> {
         let request = request.into_inner();
-        let id = parse_id("id", &request.id).map_err(CustomerError::Invalid)?;
+        let id = Violations::single_uuid("id", &request.id).map_err(CustomerError::Invalid)?;
         let version = (request.version != 0).then_some(request.version);
         self.customers.delete(id, version).await?;
         Ok(Response::new(v1::DeleteCustomerResponse {}))
@@ -121,7 +122,7 @@ impl CustomerService for CustomerGrpc {
     ) -> Result<Response<v1::AddContactPointResponse>, Status> {
         let request = request.into_inner();
         let mut violations = Violations::new();
-        let id = violations.check("customer_id", parse_uuid(&request.customer_id));
+        let id = violations.uuid("customer_id", &request.customer_id, true);
         let contact = match &request.contact_point {
             Some(cp) => new_contact_point("contact_point", cp, &self.phones, &mut violations),
             None => {
@@ -144,9 +145,8 @@ impl CustomerService for CustomerGrpc {
     ) -> Result<Response<v1::RemoveContactPointResponse>, Status> {
         let request = request.into_inner();
         let mut violations = Violations::new();
-        let id = violations.check("customer_id", parse_uuid(&request.customer_id));
-        let contact_id =
-            violations.check("contact_point_id", parse_uuid(&request.contact_point_id));
+        let id = violations.uuid("customer_id", &request.customer_id, true);
+        let contact_id = violations.uuid("contact_point_id", &request.contact_point_id, true);
         let (Some(id), Some(contact_id)) = (id, contact_id) else {
             return Err(CustomerError::Invalid(violations).into());
         };
@@ -162,7 +162,7 @@ impl CustomerService for CustomerGrpc {
     ) -> Result<Response<v1::LinkExternalReferenceResponse>, Status> {
         let request = request.into_inner();
         let mut violations = Violations::new();
-        let id = violations.check("customer_id", parse_uuid(&request.customer_id));
+        let id = violations.uuid("customer_id", &request.customer_id, true);
         let reference = match &request.external_reference {
             Some(r) => external_reference("external_reference", r, &mut violations),
             None => {
@@ -181,17 +181,6 @@ impl CustomerService for CustomerGrpc {
             customer: Some(to_proto(customer)),
         }))
     }
-}
-
-fn parse_uuid(value: &str) -> Result<Uuid, &'static str> {
-    if value.is_empty() {
-        return Err("is required");
-    }
-    Uuid::parse_str(value).map_err(|_| "must be a UUID")
-}
-
-fn parse_id(field: &str, value: &str) -> Result<Uuid, Violations> {
-    parse_uuid(value).map_err(|e| Violations::single(field, e))
 }
 
 fn tier(field: &str, value: i32, violations: &mut Violations) -> Option<Tier> {
@@ -384,7 +373,7 @@ fn new_customer(
 fn update(request: v1::UpdateCustomerRequest) -> Result<(Uuid, i64, ProfilePatch), Violations> {
     let mut violations = Violations::new();
     let customer = request.customer.unwrap_or_default();
-    let id = violations.check("customer.id", parse_uuid(&customer.id));
+    let id = violations.uuid("customer.id", &customer.id, true);
     if customer.version <= 0 {
         violations.add(
             "customer.version",

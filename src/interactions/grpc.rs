@@ -2,7 +2,6 @@
 
 use chrono::NaiveDate;
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use super::{
     Channel, Direction, Disposition, Interaction, InteractionError, Interactions, NewInteraction,
@@ -43,16 +42,6 @@ impl From<InteractionError> for Status {
     }
 }
 
-fn uuid(violations: &mut Violations, field: &str, value: &str, required: bool) -> Option<Uuid> {
-    if value.is_empty() {
-        if required {
-            violations.add(field, "is required");
-        }
-        return None;
-    }
-    violations.check(field, Uuid::parse_str(value).map_err(|_| "must be a UUID"))
-}
-
 fn channel(value: i32) -> Option<Channel> {
     match v1::Channel::try_from(value).ok()? {
         v1::Channel::Voice => Some(Channel::Voice),
@@ -85,7 +74,7 @@ fn disposition_code(
 fn new_interaction(r: v1::LogInteractionRequest) -> Result<NewInteraction, Violations> {
     let mut v = Violations::new();
     let request_id = v.text("request_id", &r.request_id, 100, true);
-    let customer_id = uuid(&mut v, "customer_id", &r.customer_id, true);
+    let customer_id = v.uuid("customer_id", &r.customer_id, true);
     let channel = channel(r.channel);
     if channel.is_none() {
         v.add("channel", format!("unknown channel {}", r.channel));
@@ -107,7 +96,7 @@ fn new_interaction(r: v1::LogInteractionRequest) -> Result<NewInteraction, Viola
     if gateway_id.is_empty() != call_id.is_empty() {
         v.add("call_id", "gateway_id and call_id go together");
     }
-    let case_id = uuid(&mut v, "case_id", &r.case_id, false);
+    let case_id = v.uuid("case_id", &r.case_id, false);
     let campaign_id = v.text("campaign_id", &r.campaign_id, 64, false);
     let disposition_code = disposition_code(&mut v, "disposition_code", &r.disposition_code, false);
     let outcome = v.text("outcome", &r.outcome, 200, false);
@@ -229,7 +218,7 @@ impl InteractionService for InteractionGrpc {
     ) -> Result<Response<v1::CompleteWrapUpResponse>, Status> {
         let r = request.into_inner();
         let mut v = Violations::new();
-        let id = uuid(&mut v, "interaction_id", &r.interaction_id, true);
+        let id = v.uuid("interaction_id", &r.interaction_id, true);
         let code = disposition_code(&mut v, "disposition_code", &r.disposition_code, true);
         if r.notes.chars().count() > MAX_NOTES {
             v.add("notes", format!("must be at most {MAX_NOTES} characters"));
@@ -252,7 +241,7 @@ impl InteractionService for InteractionGrpc {
     ) -> Result<Response<v1::ListInteractionsResponse>, Status> {
         let r = request.into_inner();
         let mut v = Violations::new();
-        let customer_id = uuid(&mut v, "customer_id", &r.customer_id, true);
+        let customer_id = v.uuid("customer_id", &r.customer_id, true);
         let channel_filter = match r.channel {
             0 => None,
             value => {

@@ -32,15 +32,7 @@ impl From<PrivacyError> for Status {
 }
 
 fn customer_id(value: &str) -> Result<Uuid, Status> {
-    let problem = match Uuid::parse_str(value) {
-        Ok(id) => return Ok(id),
-        Err(_) if value.is_empty() => "is required",
-        Err(_) => "must be a UUID",
-    };
-    Err(grpc_status::invalid_argument(&Violations::single(
-        "customer_id",
-        problem,
-    )))
+    Violations::single_uuid("customer_id", value).map_err(|v| grpc_status::invalid_argument(&v))
 }
 
 fn call_to_proto(call: CallSummary) -> v1::CallRecord {
