@@ -146,12 +146,9 @@ impl Fanout {
                 (link.key(&format!("call:{}", call.pin_key())), bytes, ttl)
             })
             .collect();
-        let envelope = (!notifications.is_empty()).then(|| {
-            v1::AgentFanout {
-                notifications: notifications.clone(),
-            }
-            .encode_to_vec()
-        });
+        // Encoded from a borrow: the notifications themselves are needed again only if Redis fails.
+        let envelope = v1::AgentFanout { notifications };
+        let encoded = (!envelope.notifications.is_empty()).then(|| envelope.encode_to_vec());
         let channel = self.channel.clone();
         let result = link
             .run(|mut conn| async move {
@@ -164,15 +161,15 @@ impl Fanout {
                         .arg(ttl)
                         .ignore();
                 }
-                if let Some(envelope) = envelope {
-                    pipe.cmd("PUBLISH").arg(&channel).arg(envelope).ignore();
+                if let Some(encoded) = encoded {
+                    pipe.cmd("PUBLISH").arg(&channel).arg(encoded).ignore();
                 }
                 pipe.query_async::<()>(&mut conn).await
             })
             .await;
         if result.is_err() {
             // Agents on other instances get these at their next resync.
-            self.dispatch(notifications);
+            self.dispatch(envelope.notifications);
         }
     }
 

@@ -33,11 +33,13 @@ pub struct NumberKey(String);
 
 impl NumberKey {
     pub fn of(e164: &str) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let digest = Sha256::digest(e164.as_bytes());
-        let mut hex = String::with_capacity(32);
-        for byte in &digest[..16] {
-            hex.push_str(&format!("{byte:02x}"));
-        }
+        let hex = digest[..16]
+            .iter()
+            .flat_map(|byte| [HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xf)]])
+            .map(char::from)
+            .collect();
         Self(hex)
     }
 
@@ -252,6 +254,8 @@ mod tests {
         assert_eq!(key.as_str().len(), 32);
         assert!(!key.as_str().contains("4155550100"));
         assert!(key.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
+        // The same as migration 0008's `encode(substring(sha256(number) FROM 1 FOR 16), 'hex')`.
+        assert_eq!(key.as_str(), "40d3f4e02db27d66cf4cfdda506c2c94");
     }
 
     #[test]
