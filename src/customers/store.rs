@@ -484,6 +484,11 @@ pub mod privacy {
         }))
     }
 
+    /// The customer's phone numbers (E.164), whose pops and pins an erasure must purge.
+    pub async fn phone_numbers(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Vec<String>> {
+        super::phone_numbers(conn, id).await
+    }
+
     /// Locks the customer's row; `None` if there is no such customer, else when it was erased.
     pub async fn lock(
         conn: &mut PgConnection,

@@ -121,10 +121,7 @@ impl Privacy {
             }
             Some(None) => {}
         }
-        let numbers = customers::privacy::load(&mut tx, id)
-            .await?
-            .map(|held| held.phone_numbers)
-            .unwrap_or_default();
+        let numbers = customers::privacy::phone_numbers(&mut tx, id).await?;
         calls::privacy::erase(&mut tx, id, &numbers).await?;
         interactions::privacy::erase(&mut tx, id).await?;
         cases::privacy::erase(&mut tx, id).await?;
