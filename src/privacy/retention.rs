@@ -8,10 +8,11 @@
 //! invalidates the affected customers' pops like any other write.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use futures::future::BoxFuture;
+use sqlx::{PgConnection, PgPool};
 
 use super::Result;
-use crate::screenpop::PopInvalidator;
+use crate::screenpop::{Pending, PopInvalidator};
 use crate::{calls, cases, interactions};
 
 const BATCH: i64 = 1000;
@@ -29,38 +30,55 @@ pub async fn run_retention(
     pops: &PopInvalidator,
     cutoff: DateTime<Utc>,
 ) -> Result<RetentionReport> {
-    let mut report = RetentionReport::default();
+    let interactions = in_batches(pool, pops, |conn, pops| {
+        Box::pin(async move {
+            let mut customers = interactions::privacy::purge_before(conn, cutoff, BATCH).await?;
+            let purged = customers.len() as u64;
+            customers.sort();
+            customers.dedup();
+            Ok((purged, pops.record_for_customers(conn, &customers).await?))
+        })
+    })
+    .await?;
+    let case_comments = in_batches(pool, pops, |conn, _| {
+        Box::pin(async move {
+            let purged = cases::privacy::purge_before(conn, cutoff, BATCH).await?;
+            Ok((purged, Pending::default()))
+        })
+    })
+    .await?;
+    let call_events = in_batches(pool, pops, |conn, _| {
+        Box::pin(async move {
+            let purged = calls::privacy::purge_before(conn, cutoff, BATCH).await?;
+            Ok((purged, Pending::default()))
+        })
+    })
+    .await?;
+    Ok(RetentionReport {
+        interactions,
+        case_comments,
+        call_events,
+    })
+}
+
+/// Runs `batch` (up to [`BATCH`] rows, and the pop invalidations they need) in its own
+/// transaction until a batch comes back short; returns the rows changed.
+async fn in_batches<F>(pool: &PgPool, pops: &PopInvalidator, mut batch: F) -> Result<u64>
+where
+    F: for<'c> FnMut(
+        &'c mut PgConnection,
+        PopInvalidator,
+    ) -> BoxFuture<'c, sqlx::Result<(u64, Pending)>>,
+{
+    let mut total = 0;
     loop {
         let mut tx = pool.begin().await?;
-        let mut customers = interactions::privacy::purge_before(&mut tx, cutoff, BATCH).await?;
-        let purged = customers.len();
-        customers.sort();
-        customers.dedup();
-        let pending = pops.record_for_customers(&mut tx, &customers).await?;
+        let (changed, pending) = batch(&mut tx, pops.clone()).await?;
         tx.commit().await?;
         pops.apply(pending).await;
-        report.interactions += purged as u64;
-        if (purged as i64) < BATCH {
-            break;
+        total += changed;
+        if changed < BATCH as u64 {
+            return Ok(total);
         }
     }
-    loop {
-        let mut tx = pool.begin().await?;
-        let purged = cases::privacy::purge_before(&mut tx, cutoff, BATCH).await?;
-        tx.commit().await?;
-        report.case_comments += purged;
-        if purged < BATCH as u64 {
-            break;
-        }
-    }
-    loop {
-        let mut tx = pool.begin().await?;
-        let purged = calls::privacy::purge_before(&mut tx, cutoff, BATCH).await?;
-        tx.commit().await?;
-        report.call_events += purged;
-        if purged < BATCH as u64 {
-            break;
-        }
-    }
-    Ok(report)
 }
