@@ -545,22 +545,7 @@ async fn an_agent_on_another_server_process_gets_the_pop() {
         })
         .await
         .expect("customer");
-    let mut agents = v1::agent_service_client::AgentServiceClient::new(agent_side.channel().await);
-    agents
-        .set_agent_state(v1::SetAgentStateRequest {
-            agent_id: "a-17".into(),
-            state: v1::AgentState::Available.into(),
-            reason: String::new(),
-        })
-        .await
-        .expect("logged in");
-    let mut stream = agents
-        .watch_agent(v1::WatchAgentRequest {
-            agent_id: "a-17".into(),
-        })
-        .await
-        .expect("watching")
-        .into_inner();
+    let mut stream = crate::helpers::log_in_and_watch(agent_side.channel().await, "a-17").await;
     assert_eq!(
         next(&mut stream).await.kind(),
         v1::AgentCallEventKind::Synced

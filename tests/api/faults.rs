@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use prost_types::FieldMask;
 use switchboard::proto::v1;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -190,35 +189,6 @@ async fn a_postgres_crash_under_call_events_loses_nothing_acked_and_duplicates_n
     );
 }
 
-async fn rename(app: &TestApp, customer: &v1::Customer, name: &str) {
-    let current = app
-        .customers
-        .clone()
-        .get_customer(v1::GetCustomerRequest {
-            id: customer.id.clone(),
-        })
-        .await
-        .expect("get")
-        .into_inner()
-        .customer
-        .expect("customer");
-    app.customers
-        .clone()
-        .update_customer(v1::UpdateCustomerRequest {
-            customer: Some(v1::Customer {
-                id: customer.id.clone(),
-                version: current.version,
-                display_name: name.into(),
-                ..Default::default()
-            }),
-            update_mask: Some(FieldMask {
-                paths: vec!["display_name".into()],
-            }),
-        })
-        .await
-        .expect("renamed");
-}
-
 #[derive(Default)]
 struct PopLog {
     ok: u64,
@@ -249,7 +219,7 @@ async fn pops_ride_out_a_slow_blackholed_then_reset_redis_without_a_failure_or_a
     proxy.set(Fault::Blackhole);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // A write while Redis cannot be reached: its invalidation waits in PostgreSQL.
-    rename(&app, &customer, "Ada King").await;
+    app.rename(&customer, "Ada King").await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     proxy.set(Fault::Pass);
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -413,22 +383,7 @@ async fn sigterm_under_load_fails_nothing_in_flight_and_ends_streams_cleanly() {
         })
         .await
         .expect("customer");
-    let mut agents = v1::agent_service_client::AgentServiceClient::new(channel.clone());
-    agents
-        .set_agent_state(v1::SetAgentStateRequest {
-            agent_id: "a-1".into(),
-            state: v1::AgentState::Available.into(),
-            reason: String::new(),
-        })
-        .await
-        .expect("logged in");
-    let mut watch = agents
-        .watch_agent(v1::WatchAgentRequest {
-            agent_id: "a-1".into(),
-        })
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut watch = crate::helpers::log_in_and_watch(channel.clone(), "a-1").await;
 
     // A gateway streaming events, one every 5 ms.
     let (events, requests) = tokio::sync::mpsc::unbounded_channel();
@@ -630,7 +585,7 @@ async fn pops_ride_out_a_paused_then_stopped_redis() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     redis.pause(true);
     tokio::time::sleep(Duration::from_millis(800)).await;
-    rename(&app, &customer, "Ada King").await;
+    app.rename(&customer, "Ada King").await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     redis.pause(false);
     tokio::time::sleep(Duration::from_millis(600)).await;

@@ -318,6 +318,28 @@ impl TestApp {
             .expect("customer")
     }
 
+    /// Renames `customer`, which must be at its current version; returns it as updated.
+    pub async fn rename(&self, customer: &v1::Customer, name: &str) -> v1::Customer {
+        self.customers
+            .clone()
+            .update_customer(v1::UpdateCustomerRequest {
+                customer: Some(v1::Customer {
+                    id: customer.id.clone(),
+                    version: customer.version,
+                    display_name: name.into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["display_name".into()],
+                }),
+            })
+            .await
+            .expect("renamed")
+            .into_inner()
+            .customer
+            .expect("customer")
+    }
+
     /// Looks up a pop and returns it with its source.
     pub async fn pop(&self, number: &str) -> (v1::ScreenPop, v1::PopSource) {
         self.pop_for_call(number, "").await
@@ -697,4 +719,27 @@ impl Drop for ServerProcess {
         self.child.kill().ok();
         self.child.wait().ok();
     }
+}
+
+/// Logs `agent_id` in (AVAILABLE) and opens its `WatchAgent` stream.
+pub async fn log_in_and_watch(
+    channel: Authed,
+    agent_id: &str,
+) -> tonic::Streaming<v1::WatchAgentResponse> {
+    let mut agents = AgentServiceClient::new(channel);
+    agents
+        .set_agent_state(v1::SetAgentStateRequest {
+            agent_id: agent_id.into(),
+            state: v1::AgentState::Available.into(),
+            reason: String::new(),
+        })
+        .await
+        .expect("logged in");
+    agents
+        .watch_agent(v1::WatchAgentRequest {
+            agent_id: agent_id.into(),
+        })
+        .await
+        .expect("watching")
+        .into_inner()
 }

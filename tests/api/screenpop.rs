@@ -2,37 +2,15 @@
 
 use std::time::Duration;
 
-use prost_types::FieldMask;
 use switchboard::proto::v1;
 use switchboard::redis_link::{RedisLink, RedisSettings};
 use switchboard::screenpop::PopStats;
 use switchboard::screenpop::cache::{CacheTtls, NumberKey, PopCache};
 
 use crate::helpers::{
-    PrivateRedis, TestApp, TestOptions, eventually, free_port, phone, spawn_app, spawn_app_with,
+    PrivateRedis, TestOptions, eventually, free_port, phone, spawn_app, spawn_app_with,
     violated_fields,
 };
-
-async fn rename(app: &TestApp, customer: &v1::Customer, name: &str) -> v1::Customer {
-    app.customers
-        .clone()
-        .update_customer(v1::UpdateCustomerRequest {
-            customer: Some(v1::Customer {
-                id: customer.id.clone(),
-                version: customer.version,
-                display_name: name.into(),
-                ..Default::default()
-            }),
-            update_mask: Some(FieldMask {
-                paths: vec!["display_name".into()],
-            }),
-        })
-        .await
-        .expect("renamed")
-        .into_inner()
-        .customer
-        .expect("customer")
-}
 
 fn card_name(pop: &v1::ScreenPop) -> &str {
     pop.card
@@ -126,7 +104,7 @@ async fn an_update_invalidates_the_cached_pop_before_it_is_acknowledged() {
         app.pop(number).await;
         assert_eq!(app.pop(number).await.1, v1::PopSource::Cache);
     }
-    rename(&app, &ada, "Ada King").await;
+    app.rename(&ada, "Ada King").await;
     for number in ["+14155550100", "+442079460958"] {
         let (pop, source) = app.pop(number).await;
         assert_eq!(
@@ -279,7 +257,7 @@ async fn a_pop_pinned_to_a_call_follows_the_call_and_stays_current() {
     assert_eq!(source, v1::PopSource::CallPin);
     assert_eq!(card_name(&transferred), card_name(&first));
 
-    rename(&app, &maria, "Maria Garcia-Lopez").await;
+    app.rename(&maria, "Maria Garcia-Lopez").await;
     let (after_update, source) = app.pop_for_call("+14155550111", "call-1").await;
     assert_eq!(
         (card_name(&after_update), source),
@@ -376,7 +354,7 @@ async fn pops_are_answered_with_redis_stopped_and_caching_resumes_when_it_return
             ("Ada Lovelace", v1::PopSource::Database)
         );
     }
-    let ada = rename(&app, &ada, "Ada King").await;
+    let ada = app.rename(&ada, "Ada King").await;
     assert_eq!(card_name(&app.pop("+14155550100").await.0), "Ada King");
 
     redis.resume();
@@ -405,7 +383,7 @@ async fn a_write_while_redis_is_down_never_lets_a_stale_card_back() {
     // Redis goes away with the old card on disk; the write cannot reach it to invalidate.
     redis.save();
     redis.stop();
-    rename(&app, &ada, "Ada King").await;
+    app.rename(&ada, "Ada King").await;
     let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM pop_invalidations")
         .fetch_one(&app.db)
         .await
@@ -442,7 +420,7 @@ async fn pops_work_with_a_redis_url_pointing_at_a_closed_port() {
     })
     .await;
     let ada = app.create_customer("Ada Lovelace", &["+14155550100"]).await;
-    rename(&app, &ada, "Ada King").await;
+    app.rename(&ada, "Ada King").await;
     for _ in 0..5 {
         let (pop, source) = app.pop("+14155550100").await;
         assert_eq!(
@@ -460,7 +438,7 @@ async fn pops_work_without_any_redis_configured() {
     })
     .await;
     let ada = app.create_customer("Ada Lovelace", &["+14155550100"]).await;
-    rename(&app, &ada, "Ada King").await;
+    app.rename(&ada, "Ada King").await;
     let (pop, source) = app.pop("+14155550100").await;
     assert_eq!(
         (card_name(&pop), source),
