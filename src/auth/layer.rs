@@ -113,11 +113,13 @@ where
                 rpc: path.clone(),
                 request_id: request_id.clone(),
             };
-            let certificate_gateway = request
-                .extensions()
-                .get::<TlsConnectInfo<TcpConnectInfo>>()
-                .and_then(TlsConnectInfo::peer_certs)
-                .and_then(|chain| chain.first().and_then(|leaf| client_cert::gateway_id(leaf)));
+            let extensions = request.extensions();
+            let certificate_gateway = || {
+                extensions
+                    .get::<TlsConnectInfo<TcpConnectInfo>>()
+                    .and_then(TlsConnectInfo::peer_certs)
+                    .and_then(|chain| chain.first().and_then(|leaf| client_cert::gateway_id(leaf)))
+            };
             let principal = match auth
                 .authenticate(request.headers(), certificate_gateway)
                 .await

@@ -198,11 +198,12 @@ impl Authenticator {
 
     /// The principal of a request: from its header credential (a JWT or an API key) or else from
     /// the gateway its verified client certificate names ([`client_cert`]). When both are present
-    /// and the header names a gateway, they must name the same one.
+    /// and the header names a gateway, they must name the same one. The certificate is read only
+    /// when it matters (no header credential, or a gateway's), not on every request.
     pub async fn authenticate(
         &self,
         headers: &http::HeaderMap,
-        certificate_gateway: Option<String>,
+        certificate_gateway: impl FnOnce() -> Option<String>,
     ) -> Result<Principal, AuthFailure> {
         let from_header = if let Some(value) = headers.get(http::header::AUTHORIZATION) {
             let token = value
@@ -219,20 +220,22 @@ impl Authenticator {
         } else {
             None
         };
-        match (from_header, certificate_gateway) {
-            (Some(principal), Some(gateway))
-                if principal.role == Role::Gateway
-                    && principal.gateway_id.as_deref() != Some(gateway.as_str()) =>
-            {
-                Err(AuthFailure::Invalid)
-            }
-            (Some(principal), _) => Ok(principal),
-            (None, Some(gateway)) => Ok(Principal {
-                subject: gateway.clone(),
-                role: Role::Gateway,
-                gateway_id: Some(gateway),
-            }),
-            (None, None) => Err(AuthFailure::Missing),
+        match from_header {
+            Some(principal) if principal.role != Role::Gateway => Ok(principal),
+            Some(principal) => match certificate_gateway() {
+                Some(gateway) if principal.gateway_id.as_deref() != Some(gateway.as_str()) => {
+                    Err(AuthFailure::Invalid)
+                }
+                _ => Ok(principal),
+            },
+            None => match certificate_gateway() {
+                Some(gateway) => Ok(Principal {
+                    subject: gateway.clone(),
+                    role: Role::Gateway,
+                    gateway_id: Some(gateway),
+                }),
+                None => Err(AuthFailure::Missing),
+            },
         }
     }
 
