@@ -15,6 +15,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::activity::Activity;
 use crate::activity::grpc::ActivityGrpc;
+use crate::admission::AdmissionLayer;
 use crate::agents::grpc::AgentGrpc;
 use crate::agents::{Agents, Fanout, Watcher};
 use crate::audit::Auditor;
@@ -211,12 +212,8 @@ impl Application {
         let server = builder
             .max_concurrent_streams(limits.max_concurrent_streams)
             .timeout(limits.default_deadline)
-            .layer(AuthLayer::new(
-                authenticator,
-                limiter,
-                auditor.clone(),
-                limits.max_in_flight,
-            ))
+            .layer(AdmissionLayer::new(limits.max_in_flight))
+            .layer(AuthLayer::new(authenticator, limiter, auditor.clone()))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

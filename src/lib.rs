@@ -28,6 +28,7 @@
 //!   [`proto`] (generated code with redacting `Debug`), [`proto_time`] (timestamps).
 
 pub mod activity;
+pub mod admission;
 pub mod agents;
 pub mod app;
 pub mod audit;

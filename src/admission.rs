@@ -1,0 +1,152 @@
+//! Admission, in front of everything but health: load shedding, the caller's deadline, and the
+//! server's own time on every answer.
+//!
+//! - **Shedding.** At most `max_in_flight` requests are handled at once; beyond that a request is
+//!   refused at once with UNAVAILABLE rather than queued (a queue only turns overload into
+//!   timeouts for everyone). A permit is held until the handler has answered; a stream's body
+//!   runs on without one.
+//! - **Deadline.** With a `grpc-timeout`, the answer is DEADLINE_EXCEEDED a little before the
+//!   caller's own timer fires (10% earlier, at most 20 ms), so the caller learns why; dropping the
+//!   handler cancels its queries. (tonic's own timeout answers CANCELLED.)
+//! - **Server-Timing.** Every answer carries `server-timing: app;dur=<ms>`, the time from receiving
+//!   the request to the answer, so clients (and the benchmark) can tell server time from network
+//!   and client time.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use tokio::sync::Semaphore;
+use tonic::Status;
+use tonic::body::Body;
+use tower::{Layer, Service};
+
+use crate::auth::permissions;
+
+#[derive(Clone)]
+pub struct AdmissionLayer {
+    permits: Arc<Semaphore>,
+}
+
+impl AdmissionLayer {
+    pub fn new(max_in_flight: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
+        }
+    }
+}
+
+impl<S> Layer<S> for AdmissionLayer {
+    type Service = AdmissionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AdmissionService {
+            inner,
+            permits: Arc::clone(&self.permits),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AdmissionService<S> {
+    inner: S,
+    permits: Arc<Semaphore>,
+}
+
+impl<S> Service<http::Request<Body>> for AdmissionService<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        // The ready inner service serves this request; its clone waits for the next one.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let permits = Arc::clone(&self.permits);
+        Box::pin(async move {
+            let received = Instant::now();
+            let path = request.uri().path().to_owned();
+            if permissions::is_public(&path) {
+                return inner.call(request).await;
+            }
+            let Ok(_admitted) = permits.try_acquire_owned() else {
+                tracing::debug!(rpc = %path, "overloaded: request shed");
+                return Ok(Status::unavailable(
+                    "this instance is at capacity; retry with back-off or on another instance",
+                )
+                .into_http());
+            };
+            let deadline = request
+                .headers()
+                .get("grpc-timeout")
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_grpc_timeout);
+            let handled = inner.call(request);
+            let response = match deadline {
+                None => handled.await,
+                Some(deadline) => {
+                    let margin = (deadline / 10).min(Duration::from_millis(20));
+                    match tokio::time::timeout(deadline - margin, handled).await {
+                        Ok(response) => response,
+                        Err(_) => {
+                            tracing::info!(rpc = %path, ?deadline, "deadline exceeded");
+                            Ok(Status::deadline_exceeded("the caller's deadline passed")
+                                .into_http())
+                        }
+                    }
+                }
+            };
+            response.map(|mut response| {
+                let value = format!("app;dur={:.3}", received.elapsed().as_secs_f64() * 1000.0);
+                if let Ok(value) = http::HeaderValue::from_str(&value) {
+                    response.headers_mut().insert("server-timing", value);
+                }
+                response
+            })
+        })
+    }
+}
+
+/// The `grpc-timeout` header: at most 8 digits and a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_by_unit_and_reject_garbage() {
+        assert_eq!(parse_grpc_timeout("200m"), Some(Duration::from_millis(200)));
+        assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("5u"), Some(Duration::from_micros(5)));
+        assert_eq!(parse_grpc_timeout("123456789m"), None);
+        assert_eq!(parse_grpc_timeout("m"), None);
+        assert_eq!(parse_grpc_timeout("10x"), None);
+        assert_eq!(parse_grpc_timeout(""), None);
+    }
+}
