@@ -37,6 +37,8 @@ const PII_MESSAGES: &[&str] = &[
     ".switchboard.v1.CallRecord",
     ".switchboard.v1.CaseRecord",
     ".switchboard.v1.ExportCustomerDataResponse",
+    ".switchboard.v1.OutboundContact",
+    ".switchboard.v1.NextOutboundContactResponse",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -24,6 +24,8 @@ use crate::auth::layer::AuthLayer;
 use crate::auth::{Authenticator, RateLimiter};
 use crate::calls::CallEvents;
 use crate::calls::grpc::CallEventGrpc;
+use crate::campaigns::grpc::CampaignGrpc;
+use crate::campaigns::{Campaigns, OfferDirectory};
 use crate::cases::Cases;
 use crate::cases::grpc::CaseGrpc;
 use crate::config::Settings;
@@ -40,6 +42,7 @@ use crate::proto::v1::activity_service_server::ActivityServiceServer;
 use crate::proto::v1::agent_service_server::AgentServiceServer;
 use crate::proto::v1::audit_service_server::AuditServiceServer;
 use crate::proto::v1::call_event_service_server::CallEventServiceServer;
+use crate::proto::v1::campaign_service_server::CampaignServiceServer;
 use crate::proto::v1::case_service_server::CaseServiceServer;
 use crate::proto::v1::customer_service_server::CustomerServiceServer;
 use crate::proto::v1::diagnostics_service_server::DiagnosticsServiceServer;
@@ -58,6 +61,7 @@ const HEALTH_SERVICES: &[&str] = &[
     "switchboard.v1.InteractionService",
     "switchboard.v1.ActivityService",
     "switchboard.v1.CaseService",
+    "switchboard.v1.CampaignService",
     "switchboard.v1.AuditService",
     "switchboard.v1.CustomerService",
     "switchboard.v1.ScreenPopService",
@@ -74,6 +78,7 @@ pub struct Application {
     customers: Customers,
     pops: ScreenPops,
     invalidator: PopInvalidator,
+    offers: OfferDirectory,
     fanout: Arc<Fanout>,
 }
 
@@ -107,7 +112,8 @@ impl Application {
         if let Err(error) = invalidator.drain_once().await {
             tracing::warn!(%error, "pending pop invalidations not drained yet; the relay will retry");
         }
-        let pops = ScreenPops::new(pool.clone(), cache, invalidator.clone());
+        let offers = OfferDirectory::new(pool.clone());
+        let pops = ScreenPops::new(pool.clone(), cache, invalidator.clone(), offers.clone());
         let customers = Customers::new(pool.clone(), invalidator.clone());
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -122,6 +128,7 @@ impl Application {
             pops,
             invalidator,
             fanout,
+            offers,
         })
     }
 
@@ -150,6 +157,7 @@ impl Application {
             pops,
             invalidator,
             fanout,
+            offers,
         } = self;
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let (stop_background, stop_rx) = watch::channel(false);
@@ -160,6 +168,7 @@ impl Application {
             stop_rx.clone(),
         ));
         let relay = invalidator.spawn_relay(INVALIDATION_RELAY_INTERVAL, stop_rx.clone());
+        let offers_refresh = offers.spawn_refresh(stop_rx.clone());
         let subscriber = settings
             .redis
             .as_ref()
@@ -168,6 +177,7 @@ impl Application {
         let interactions = Interactions::new(pool.clone(), invalidator.clone());
         let activity = Activity::new(pool.clone(), invalidator.clone());
         let cases = Cases::new(pool.clone(), invalidator.clone(), settings.case_sla);
+        let campaigns = Campaigns::new(pool.clone(), invalidator.clone(), offers);
         let watcher = Watcher {
             pool: pool.clone(),
             agents: agents.clone(),
@@ -257,6 +267,10 @@ impl Application {
                 CaseServiceServer::new(CaseGrpc::new(cases))
                     .max_decoding_message_size(limits.max_request_bytes),
             )
+            .add_service(
+                CampaignServiceServer::new(CampaignGrpc::new(campaigns, settings.phones))
+                    .max_decoding_message_size(limits.max_request_bytes),
+            )
             .add_service(AuditServiceServer::new(AuditGrpc::new(pool.clone())))
             .add_service(
                 DiagnosticsServiceServer::new(DiagnosticsGrpc)
@@ -295,6 +309,7 @@ impl Application {
         stop_audit.send(true).ok();
         audit_writer.await.ok();
         relay.await.ok();
+        offers_refresh.await.ok();
         if let Some(subscriber) = subscriber {
             subscriber.await.ok();
         }

@@ -16,6 +16,7 @@
 //! - [`screenpop`]: the screen-pop context: lookup, Redis cache, invalidation, call pins.
 //! - [`calls`]: call events from gateways: idempotent, order-independent ingestion and call records.
 //! - [`interactions`]: every contact on any channel, dispositions and wrap-up; masked notes.
+//! - [`campaigns`]: marketing campaigns, outbound lists with leased contacts, attempt outcomes.
 //! - [`cases`]: service cases with SLA due times, legal status changes and a change history.
 //! - [`activity`]: orders and service events from other systems; lifetime value.
 //! - [`agents`]: agent states and the live call stream pushed to softphones across instances.
@@ -34,6 +35,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod calls;
+pub mod campaigns;
 pub mod card_data;
 pub mod cases;
 pub mod client;

@@ -35,6 +35,8 @@ redacted_debug! {
     CreateCustomerRequest { tier, request_id },
     SearchCustomersRequest { page_size },
     CustomerCard { customer_id, version },
+    OutboundContact { lease_id, customer_id, attempts },
+    NextOutboundContactResponse { contact, retry_after_seconds },
     ScreenPop { candidate_count },
     LookupRequest { call_id },
     CallEvent { gateway_id, event_id, call_id, r#type },

@@ -65,6 +65,28 @@ pub const PERMISSIONS: &[(&str, &[Role])] = &[
     ("/switchboard.v1.AgentService/SetAgentState", STAFF),
     ("/switchboard.v1.AgentService/ListAgentStates", STAFF),
     (
+        "/switchboard.v1.CampaignService/CreateCampaign",
+        &[Supervisor, Service, Admin],
+    ),
+    (
+        "/switchboard.v1.CampaignService/UpdateCampaign",
+        &[Supervisor, Service, Admin],
+    ),
+    (
+        "/switchboard.v1.CampaignService/ListCampaigns",
+        RECORD_READERS,
+    ),
+    (
+        "/switchboard.v1.CampaignService/GetCampaignStats",
+        RECORD_READERS,
+    ),
+    (
+        "/switchboard.v1.CampaignService/AddCampaignMembers",
+        &[Supervisor, Service, Admin],
+    ),
+    ("/switchboard.v1.CampaignService/NextOutboundContact", STAFF),
+    ("/switchboard.v1.CampaignService/RecordOutcome", STAFF),
+    (
         "/switchboard.v1.InteractionService/LogInteraction",
         RECORD_READERS,
     ),

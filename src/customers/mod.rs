@@ -475,6 +475,13 @@ pub async fn is_live(conn: &mut sqlx::PgConnection, id: Uuid) -> sqlx::Result<bo
     store::is_live(conn, id).await
 }
 
+/// Sets the customer's do-not-call flag in the caller's transaction (a campaign outcome), audited
+/// as a write. The caller invalidates the customer's pops.
+pub async fn flag_do_not_call(conn: &mut sqlx::PgConnection, id: Uuid) -> sqlx::Result<()> {
+    store::flag_do_not_call(conn, id).await?;
+    crate::audit::record_write(conn, id).await
+}
+
 /// Locks the live customer row and checks the version the client read, if it sent one.
 async fn lock_version(
     conn: &mut sqlx::PgConnection,

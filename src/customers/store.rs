@@ -176,6 +176,17 @@ pub(super) async fn external_reference_owner(
     .await
 }
 
+pub(super) async fn flag_do_not_call(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE customers SET do_not_call = true, updated_at = now(), version = version + 1 \
+         WHERE id = $1 AND NOT do_not_call",
+    )
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 pub(super) async fn is_live(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<bool> {
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM customers WHERE id = $1 AND deleted_at IS NULL)",

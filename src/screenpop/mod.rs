@@ -25,6 +25,7 @@ use sqlx::PgPool;
 
 use self::cache::{NumberKey, PopCache};
 pub use self::invalidation::{Pending, PopInvalidator};
+use crate::campaigns::OfferDirectory;
 use crate::db::{self, Failure};
 use crate::phone::PhoneNumber;
 use crate::proto::v1;
@@ -98,16 +99,23 @@ pub struct ScreenPops {
     invalidator: PopInvalidator,
     flights: Arc<SingleFlight<(String, Option<i64>), Loaded>>,
     stats: Arc<PopStats>,
+    offers: OfferDirectory,
 }
 
 impl ScreenPops {
-    pub fn new(pool: PgPool, cache: Option<PopCache>, invalidator: PopInvalidator) -> Self {
+    pub fn new(
+        pool: PgPool,
+        cache: Option<PopCache>,
+        invalidator: PopInvalidator,
+        offers: OfferDirectory,
+    ) -> Self {
         Self {
             pool,
             cache,
             invalidator,
             flights: Arc::default(),
             stats: Arc::default(),
+            offers,
         }
     }
 
@@ -122,7 +130,7 @@ impl ScreenPops {
     ) -> Result<(v1::ScreenPop, PopSource), PopError> {
         let number = request.caller.e164();
         let call_id = request.call_id.as_deref();
-        let answer = match self
+        let mut answer = match self
             .cache
             .as_ref()
             .filter(|_| self.invalidator.cache_trusted())
@@ -140,6 +148,18 @@ impl ScreenPops {
             None => self.load_uncached(number).await?,
         };
         tracing::Span::current().record("source", tracing::field::debug(answer.1));
+        // Inbound attribution: not part of the cached card, which is the same whatever was dialed.
+        if let Some(offer) = request
+            .dialed
+            .as_ref()
+            .and_then(|dialed| self.offers.for_dialed(dialed.e164(), chrono::Utc::now()))
+        {
+            answer.0.dialed_campaign = Some(v1::CardOffer {
+                campaign_id: offer.campaign_id.to_string(),
+                campaign_name: offer.name,
+                offer_text: offer.offer_text,
+            });
+        }
         Ok(answer)
     }
 

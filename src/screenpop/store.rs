@@ -34,7 +34,15 @@ struct CardRow {
     lifetime_value: Json<Vec<CardMoney>>,
     last_contact_at: Option<DateTime<Utc>>,
     open_cases: Json<Vec<CardCaseRow>>,
+    offers: Json<Vec<CardOfferRow>>,
     total: i64,
+}
+
+#[derive(Deserialize)]
+struct CardOfferRow {
+    campaign_id: Uuid,
+    campaign_name: String,
+    offer_text: String,
 }
 
 #[derive(Deserialize)]
@@ -125,6 +133,12 @@ pub async fn resolve(pool: &PgPool, number: &str) -> sqlx::Result<v1::ScreenPop>
                     SELECT k.id, k.subject, k.status, k.priority, k.sla_due_at FROM cases k \
                     WHERE k.customer_id = c.id AND k.status IN ('new', 'open', 'pending') \
                     ORDER BY k.priority DESC, k.sla_due_at, k.id LIMIT 3) x), '[]'::json) AS open_cases, \
+                COALESCE((SELECT json_agg(json_build_object('campaign_id', g.id, 'campaign_name', g.name, \
+                                 'offer_text', g.offer_text) ORDER BY g.starts_at, g.id) \
+                          FROM campaign_members m JOIN campaigns g ON g.id = m.campaign_id \
+                          WHERE m.customer_id = c.id AND m.state <> 'done' AND g.status = 'active' \
+                            AND g.offer_text <> '' AND g.starts_at <= now() AND now() < g.ends_at), \
+                         '[]'::json) AS offers, \
                 count(*) OVER () AS total \
          FROM customers c \
          WHERE c.deleted_at IS NULL \
@@ -222,6 +236,16 @@ fn card(row: CardRow) -> v1::CustomerCard {
             .collect(),
         last_contact_at: row.last_contact_at.map(to_timestamp),
         open_cases: row.open_cases.0.into_iter().map(card_case).collect(),
+        offers: row
+            .offers
+            .0
+            .into_iter()
+            .map(|o| v1::CardOffer {
+                campaign_id: o.campaign_id.to_string(),
+                campaign_name: o.campaign_name,
+                offer_text: o.offer_text,
+            })
+            .collect(),
         repeat_contact: row
             .last_contact_at
             .is_some_and(|at| Utc::now() - at < chrono::Duration::days(REPEAT_CONTACT_WINDOW_DAYS)),

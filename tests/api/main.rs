@@ -4,6 +4,7 @@ mod activity;
 mod audit;
 mod auth;
 mod calls;
+mod campaigns;
 mod cases;
 mod customers;
 mod fault_proxy;
