@@ -38,6 +38,9 @@ const PII_MESSAGES: &[&str] = &[
     ".switchboard.v1.CaseRecord",
     ".switchboard.v1.ExportCustomerDataResponse",
     ".switchboard.v1.OutboundContact",
+    ".switchboard.v1.Feedback",
+    ".switchboard.v1.SubmitFeedbackRequest",
+    ".switchboard.v1.UpdateFeedbackStatusRequest",
     ".switchboard.v1.NextOutboundContactResponse",
 ];
 

@@ -34,6 +34,8 @@ use crate::customers::grpc::CustomerGrpc;
 use crate::db;
 use crate::diagnostics::grpc::DiagnosticsGrpc;
 use crate::drain::Draining;
+use crate::feedback::FeedbackDesk;
+use crate::feedback::grpc::FeedbackGrpc;
 use crate::interactions::Interactions;
 use crate::interactions::grpc::InteractionGrpc;
 use crate::privacy::Privacy;
@@ -46,6 +48,7 @@ use crate::proto::v1::campaign_service_server::CampaignServiceServer;
 use crate::proto::v1::case_service_server::CaseServiceServer;
 use crate::proto::v1::customer_service_server::CustomerServiceServer;
 use crate::proto::v1::diagnostics_service_server::DiagnosticsServiceServer;
+use crate::proto::v1::feedback_service_server::FeedbackServiceServer;
 use crate::proto::v1::interaction_service_server::InteractionServiceServer;
 use crate::proto::v1::privacy_service_server::PrivacyServiceServer;
 use crate::proto::v1::screen_pop_service_server::ScreenPopServiceServer;
@@ -62,6 +65,7 @@ const HEALTH_SERVICES: &[&str] = &[
     "switchboard.v1.ActivityService",
     "switchboard.v1.CaseService",
     "switchboard.v1.CampaignService",
+    "switchboard.v1.FeedbackService",
     "switchboard.v1.AuditService",
     "switchboard.v1.CustomerService",
     "switchboard.v1.ScreenPopService",
@@ -178,6 +182,12 @@ impl Application {
         let activity = Activity::new(pool.clone(), invalidator.clone());
         let cases = Cases::new(pool.clone(), invalidator.clone(), settings.case_sla);
         let campaigns = Campaigns::new(pool.clone(), invalidator.clone(), offers);
+        let feedback = FeedbackDesk::new(
+            pool.clone(),
+            invalidator.clone(),
+            settings.case_sla,
+            settings.feedback,
+        );
         let watcher = Watcher {
             pool: pool.clone(),
             agents: agents.clone(),
@@ -269,6 +279,10 @@ impl Application {
             )
             .add_service(
                 CampaignServiceServer::new(CampaignGrpc::new(campaigns, settings.phones))
+                    .max_decoding_message_size(limits.max_request_bytes),
+            )
+            .add_service(
+                FeedbackServiceServer::new(FeedbackGrpc::new(feedback))
                     .max_decoding_message_size(limits.max_request_bytes),
             )
             .add_service(AuditServiceServer::new(AuditGrpc::new(pool.clone())))

@@ -231,6 +231,12 @@ pub struct ServeArgs {
     /// Time to resolve a case per priority, e.g. "urgent=4h,high=8h,normal=24h,low=72h" (m, h, d).
     #[arg(long, env = "SWITCHBOARD_CASE_SLA", default_value = "urgent=4h,high=8h,normal=24h,low=72h", value_parser = SlaPolicy::parse)]
     pub case_sla: SlaPolicy,
+    /// A CSAT score (1-5) at or below this is negative feedback and opens a case.
+    #[arg(long, env = "SWITCHBOARD_FEEDBACK_NEGATIVE_CSAT", default_value_t = 2)]
+    pub feedback_negative_csat: i32,
+    /// An NPS score (0-10) at or below this is negative feedback and opens a case.
+    #[arg(long, env = "SWITCHBOARD_FEEDBACK_NEGATIVE_NPS", default_value_t = 6)]
+    pub feedback_negative_nps: i32,
     /// How long in-flight calls may take to finish after SIGTERM before the server exits (seconds).
     #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
     pub drain_timeout_secs: u64,
@@ -405,6 +411,7 @@ pub struct Settings {
     pub pin_ttl: Duration,
     pub drain_timeout: Duration,
     pub case_sla: SlaPolicy,
+    pub feedback: crate::feedback::Thresholds,
     pub auth: AuthSettings,
     pub limits: Limits,
     /// Plaintext when `None`.
@@ -454,6 +461,10 @@ impl TryFrom<ServeArgs> for Settings {
             pin_ttl: Duration::from_secs(args.pin_ttl_secs),
             drain_timeout: Duration::from_secs(args.drain_timeout_secs),
             case_sla: args.case_sla,
+            feedback: crate::feedback::Thresholds {
+                negative_csat: args.feedback_negative_csat,
+                negative_nps: args.feedback_negative_nps,
+            },
             auth,
             tls,
             limits: Limits {

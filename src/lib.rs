@@ -17,6 +17,7 @@
 //! - [`calls`]: call events from gateways: idempotent, order-independent ingestion and call records.
 //! - [`interactions`]: every contact on any channel, dispositions and wrap-up; masked notes.
 //! - [`campaigns`]: marketing campaigns, outbound lists with leased contacts, attempt outcomes.
+//! - [`feedback`]: feedback from anyone, tracked to a resolution; negative feedback opens a case.
 //! - [`cases`]: service cases with SLA due times, legal status changes and a change history.
 //! - [`activity`]: orders and service events from other systems; lifetime value.
 //! - [`agents`]: agent states and the live call stream pushed to softphones across instances.
@@ -45,6 +46,7 @@ pub mod db;
 pub mod diagnostics;
 pub mod drain;
 pub mod email;
+pub mod feedback;
 pub mod grpc_status;
 pub mod interactions;
 pub mod page_token;

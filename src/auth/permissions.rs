@@ -87,6 +87,27 @@ pub const PERMISSIONS: &[(&str, &[Role])] = &[
     ("/switchboard.v1.CampaignService/NextOutboundContact", STAFF),
     ("/switchboard.v1.CampaignService/RecordOutcome", STAFF),
     (
+        "/switchboard.v1.FeedbackService/SubmitFeedback",
+        RECORD_READERS,
+    ),
+    (
+        "/switchboard.v1.FeedbackService/GetFeedback",
+        RECORD_READERS,
+    ),
+    ("/switchboard.v1.FeedbackService/TriageFeedback", STAFF),
+    (
+        "/switchboard.v1.FeedbackService/UpdateFeedbackStatus",
+        STAFF,
+    ),
+    (
+        "/switchboard.v1.FeedbackService/ListFeedback",
+        RECORD_READERS,
+    ),
+    (
+        "/switchboard.v1.FeedbackService/GetFeedbackSummary",
+        &[Supervisor, Service, Admin],
+    ),
+    (
         "/switchboard.v1.InteractionService/LogInteraction",
         RECORD_READERS,
     ),

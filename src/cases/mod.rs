@@ -149,6 +149,27 @@ impl From<PageTokenError> for CaseError {
 
 pub type Result<T, E = CaseError> = std::result::Result<T, E>;
 
+/// Opens a case inside the caller's transaction, for writes that must not commit without their
+/// case (negative feedback). The caller audits the write and invalidates the customer's pops.
+/// `new.request_id` must be fresh (the caller's own idempotency check comes first).
+pub async fn open_within(
+    conn: &mut sqlx::PgConnection,
+    sla: &SlaPolicy,
+    mut new: NewCase,
+) -> sqlx::Result<Uuid> {
+    new.description = card_data::mask(&new.description).into_owned();
+    let id = Uuid::new_v4();
+    let now = Utc::now();
+    store::insert(&mut *conn, id, &new, now, sla.due(now, new.priority)).await?;
+    store::record_change(conn, id, "opened", "", CaseStatus::New.as_str(), &new.actor).await?;
+    Ok(id)
+}
+
+/// Whether the case exists.
+pub async fn exists(conn: &mut sqlx::PgConnection, id: Uuid) -> sqlx::Result<bool> {
+    Ok(store::load(conn, id).await?.is_some())
+}
+
 #[derive(Clone)]
 pub struct Cases {
     pool: PgPool,

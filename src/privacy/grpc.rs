@@ -57,6 +57,11 @@ fn export_to_proto(data: CustomerData) -> v1::ExportCustomerDataResponse {
         delete_time: data.customer.deleted_at.map(to_timestamp),
         erase_time: data.customer.erased_at.map(to_timestamp),
         customer: Some(customers::grpc::to_proto(data.customer.customer)),
+        feedback: data
+            .feedback
+            .into_iter()
+            .map(crate::feedback::grpc::to_proto)
+            .collect(),
         interactions: data
             .interactions
             .into_iter()

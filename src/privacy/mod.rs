@@ -29,7 +29,7 @@ use crate::cases::{Case, Change, Comment};
 use crate::db::{self, Failure};
 use crate::interactions::Interaction;
 use crate::screenpop::PopInvalidator;
-use crate::{activity, calls, cases, customers, interactions};
+use crate::{activity, calls, cases, customers, feedback, interactions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrivacyError {
@@ -60,6 +60,7 @@ pub struct CustomerData {
     pub orders: Vec<activity::Order>,
     pub service_events: Vec<activity::ServiceEvent>,
     pub calls: Vec<CallSummary>,
+    pub feedback: Vec<feedback::Feedback>,
     pub access_log: Vec<AuditEvent>,
     pub exported_at: DateTime<Utc>,
 }
@@ -99,6 +100,7 @@ impl Privacy {
             orders: activity::privacy::orders(&mut tx, id).await?,
             service_events: activity::privacy::service_events(&mut tx, id).await?,
             calls: calls::privacy::for_customer(&mut tx, id, &customer.phone_numbers).await?,
+            feedback: feedback::privacy::for_customer(&mut tx, id).await?,
             access_log: audit::for_customer(&mut tx, id).await?,
             exported_at: Utc::now(),
             customer,
@@ -126,6 +128,7 @@ impl Privacy {
         interactions::privacy::erase(&mut tx, id).await?;
         cases::privacy::erase(&mut tx, id).await?;
         activity::privacy::erase(&mut tx, id).await?;
+        feedback::privacy::erase(&mut tx, id).await?;
         let erased_at = customers::privacy::erase(&mut tx, id).await?;
         audit::record_erasure(&mut tx, id).await?;
         let numbers_purged = numbers.len();

@@ -35,7 +35,16 @@ struct CardRow {
     last_contact_at: Option<DateTime<Utc>>,
     open_cases: Json<Vec<CardCaseRow>>,
     offers: Json<Vec<CardOfferRow>>,
+    open_feedback: Json<Vec<CardFeedbackRow>>,
     total: i64,
+}
+
+#[derive(Deserialize)]
+struct CardFeedbackRow {
+    id: Uuid,
+    category: String,
+    status: String,
+    created_at: DateTime<Utc>,
 }
 
 #[derive(Deserialize)]
@@ -139,6 +148,11 @@ pub async fn resolve(pool: &PgPool, number: &str) -> sqlx::Result<v1::ScreenPop>
                           WHERE m.customer_id = c.id AND m.state <> 'done' AND g.status = 'active' \
                             AND g.offer_text <> '' AND g.starts_at <= now() AND now() < g.ends_at), \
                          '[]'::json) AS offers, \
+                COALESCE((SELECT json_agg(x) FROM ( \
+                    SELECT f.id, f.category, f.status, f.created_at FROM feedback f \
+                    WHERE f.customer_id = c.id AND f.sentiment = 'negative' \
+                      AND f.status NOT IN ('resolved', 'closed') \
+                    ORDER BY f.created_at DESC, f.id DESC LIMIT 3) x), '[]'::json) AS open_feedback, \
                 count(*) OVER () AS total \
          FROM customers c \
          WHERE c.deleted_at IS NULL \
@@ -244,6 +258,17 @@ fn card(row: CardRow) -> v1::CustomerCard {
                 campaign_id: o.campaign_id.to_string(),
                 campaign_name: o.campaign_name,
                 offer_text: o.offer_text,
+            })
+            .collect(),
+        open_feedback: row
+            .open_feedback
+            .0
+            .into_iter()
+            .map(|f| v1::CardFeedback {
+                id: f.id.to_string(),
+                category: f.category,
+                status: f.status,
+                create_time: Some(to_timestamp(f.created_at)),
             })
             .collect(),
         repeat_contact: row

@@ -208,6 +208,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         listen: "127.0.0.1:0".parse().expect("address"),
         database_url: database_url.clone(),
         case_sla: options.case_sla,
+        feedback: switchboard::feedback::Thresholds::default(),
         auth: test_auth(),
         limits: options.limits,
         tls: options.tls.as_ref().map(|t| t.server.clone()),

@@ -58,7 +58,7 @@ impl Markers {
 /// A customer with every kind of data Switchboard holds, each carrying a marker: profile, phone,
 /// email, external reference, an interaction with notes and outcome, a case with a changed
 /// subject and a comment, an order, a service event, and a call with attached data that popped
-/// (and pinned) the card.
+/// (and pinned) the card, and negative feedback (which opened a second case).
 async fn customer_with_everything(app: &TestApp, m: &Markers) -> v1::Customer {
     let customer = app
         .customers
@@ -134,6 +134,21 @@ async fn customer_with_everything(app: &TestApp, m: &Markers) -> v1::Customer {
         })
         .await
         .expect("commented");
+    // Negative: it also opens a case whose description repeats the text.
+    switchboard::proto::v1::feedback_service_client::FeedbackServiceClient::new(
+        app.channel.clone(),
+    )
+    .submit_feedback(v1::SubmitFeedbackRequest {
+        request_id: "f-1".into(),
+        source: v1::FeedbackSource::Customer.into(),
+        sentiment: v1::Sentiment::Negative.into(),
+        category: "billing".into(),
+        text: m.text("feedback"),
+        customer_id: id.clone(),
+        ..Default::default()
+    })
+    .await
+    .expect("feedback");
     let by_id = Some(v1::CustomerRef {
         r#ref: Some(v1::customer_ref::Ref::CustomerId(id.clone())),
     });
@@ -316,7 +331,10 @@ async fn an_export_holds_everything_about_the_customer_including_who_looked() {
 
     assert_eq!(export.interactions.len(), 1);
     assert_eq!(export.interactions[0].notes, m.text("notes"));
-    assert_eq!(export.cases.len(), 1);
+    assert_eq!(export.feedback.len(), 1);
+    assert_eq!(export.feedback[0].text, m.text("feedback"));
+    // The case the negative feedback opened comes second.
+    assert_eq!(export.cases.len(), 2);
     let case = &export.cases[0];
     assert_eq!(
         case.case.as_ref().map(|c| c.subject.clone()),
@@ -381,7 +399,7 @@ async fn an_erasure_leaves_no_marker_in_postgresql_or_redis_and_keeps_the_counts
     .fetch_one(&app.db)
     .await
     .expect("counts");
-    assert_eq!(counts, (1, 1, 1, 1, 1));
+    assert_eq!(counts, (1, 2, 1, 1, 1));
 
     // The person is gone from every read path.
     let gone = app
