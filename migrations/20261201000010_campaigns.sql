@@ -66,8 +66,7 @@ CREATE TABLE campaign_leases (
     customer_id uuid NOT NULL,
     agent_id    text NOT NULL,
     leased_at   timestamptz NOT NULL DEFAULT now(),
-    expires_at  timestamptz NOT NULL,
-    FOREIGN KEY (campaign_id, customer_id) REFERENCES campaign_members (campaign_id, customer_id)
+    expires_at  timestamptz NOT NULL
 );
 CREATE INDEX campaign_leases_member_idx ON campaign_leases (campaign_id, customer_id);
 

@@ -5,6 +5,15 @@
 pub mod grpc;
 mod store;
 
+/// Rebuilds a customer's lifetime value from its orders, in the caller's transaction (after
+/// orders moved between customers).
+pub async fn recompute_value(
+    conn: &mut sqlx::PgConnection,
+    customer_id: uuid::Uuid,
+) -> sqlx::Result<()> {
+    store::recompute_value(conn, customer_id).await
+}
+
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;

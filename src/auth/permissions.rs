@@ -55,6 +55,18 @@ pub const PERMISSIONS: &[(&str, &[Role])] = &[
         "/switchboard.v1.CustomerService/LinkExternalReference",
         RECORD_READERS,
     ),
+    (
+        "/switchboard.v1.CustomerService/MergeCustomers",
+        &[Supervisor, Service, Admin],
+    ),
+    (
+        "/switchboard.v1.CustomerService/UnmergeCustomer",
+        &[Supervisor, Service, Admin],
+    ),
+    (
+        "/switchboard.v1.CustomerService/FindDuplicateCustomers",
+        &[Supervisor, Service, Admin],
+    ),
     ("/switchboard.v1.ScreenPopService/Lookup", RECORD_READERS),
     (
         "/switchboard.v1.CallEventService/StreamCallEvents",

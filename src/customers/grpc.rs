@@ -5,7 +5,8 @@ use uuid::Uuid;
 
 use super::{
     ContactKind, ContactPoint, ContactValue, Customer, CustomerError, Customers, DEFAULT_PAGE_SIZE,
-    ExternalReference, NewContactPoint, NewCustomer, Profile, ProfilePatch, SearchQuery, Tier,
+    ExternalReference, MergeError, NewContactPoint, NewCustomer, Profile, ProfilePatch,
+    SearchQuery, Tier,
 };
 use crate::audit::Auditor;
 use crate::email::Email;
@@ -44,6 +45,10 @@ impl From<CustomerError> for Status {
             }
             CustomerError::StaleVersion { .. } => Status::aborted(error.to_string()),
             CustomerError::AlreadyExists(_) => Status::already_exists(error.to_string()),
+            CustomerError::Merge(MergeError::SameCustomer) => grpc_status::invalid_argument(
+                &Violations::single("duplicate_id", error.to_string()),
+            ),
+            CustomerError::Merge(_) => Status::failed_precondition(error.to_string()),
             CustomerError::Unavailable(source) => grpc_status::unavailable(source),
             CustomerError::Database(source) => grpc_status::internal(source),
         }
@@ -61,6 +66,75 @@ impl CustomerService for CustomerGrpc {
         let customer = self.customers.create(new).await?;
         Ok(Response::new(v1::CreateCustomerResponse {
             customer: Some(to_proto(customer)),
+        }))
+    }
+
+    async fn merge_customers(
+        &self,
+        request: Request<v1::MergeCustomersRequest>,
+    ) -> Result<Response<v1::MergeCustomersResponse>, Status> {
+        let actor = crate::auth::principal(&request)?.subject;
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let survivor = v.uuid("survivor_id", &r.survivor_id, true);
+        let duplicate = v.uuid("duplicate_id", &r.duplicate_id, true);
+        let (Some(survivor), Some(duplicate), true) = (survivor, duplicate, v.is_empty()) else {
+            return Err(CustomerError::Invalid(v).into());
+        };
+        let merged = self
+            .customers
+            .merge(survivor, duplicate, r.dry_run, &actor)
+            .await?;
+        Ok(Response::new(v1::MergeCustomersResponse {
+            merge_id: merged.merge_id.map(|id| id.to_string()).unwrap_or_default(),
+            survivor: Some(to_proto(merged.survivor)),
+            moved: merged
+                .moved
+                .into_iter()
+                .map(|(table, count)| v1::MovedRows { table, count })
+                .collect(),
+            dropped_contact_points: merged.dropped_contact_points,
+            dropped_memberships: merged.dropped_memberships,
+        }))
+    }
+
+    async fn unmerge_customer(
+        &self,
+        request: Request<v1::UnmergeCustomerRequest>,
+    ) -> Result<Response<v1::UnmergeCustomerResponse>, Status> {
+        let id = Violations::single_uuid("customer_id", &request.get_ref().customer_id)
+            .map_err(CustomerError::Invalid)?;
+        let (survivor, restored) = self.customers.unmerge(id).await?;
+        Ok(Response::new(v1::UnmergeCustomerResponse {
+            survivor: Some(to_proto(survivor)),
+            restored: Some(to_proto(restored)),
+        }))
+    }
+
+    async fn find_duplicate_customers(
+        &self,
+        request: Request<v1::FindDuplicateCustomersRequest>,
+    ) -> Result<Response<v1::FindDuplicateCustomersResponse>, Status> {
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let id = v.uuid("customer_id", &r.customer_id, true);
+        if !(0..=50).contains(&r.limit) {
+            v.add("limit", "must be between 1 and 50 (0 means 10)");
+        }
+        let (Some(id), true) = (id, v.is_empty()) else {
+            return Err(CustomerError::Invalid(v).into());
+        };
+        let limit = if r.limit == 0 { 10 } else { i64::from(r.limit) };
+        let found = self.customers.find_duplicates(id, limit).await?;
+        self.auditor.read(found.iter().map(|(c, _)| c.id));
+        Ok(Response::new(v1::FindDuplicateCustomersResponse {
+            candidates: found
+                .into_iter()
+                .map(|(customer, reasons)| v1::DuplicateCandidate {
+                    customer: Some(to_proto(customer)),
+                    reasons,
+                })
+                .collect(),
         }))
     }
 

@@ -6,7 +6,23 @@
 //! the commit and before the write is acknowledged (see [`crate::screenpop::PopInvalidator`]).
 
 pub mod grpc;
+mod merge;
+mod merge_store;
 mod store;
+
+pub use self::merge::{MergeError, Merged};
+
+/// The tables whose rows a merge moves, and those it leaves on purpose: a test checks that every
+/// table with a `customer_id` column is one or the other.
+pub fn merge_coverage() -> (Vec<&'static str>, &'static [&'static str]) {
+    (
+        merge_store::MOVED_TABLES
+            .iter()
+            .map(|(t, _, _)| *t)
+            .collect(),
+        merge_store::NOT_MOVED,
+    )
+}
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -227,6 +243,8 @@ pub enum CustomerError {
     StaleVersion { sent: i64, current: i64 },
     #[error("{0}")]
     AlreadyExists(&'static str),
+    #[error(transparent)]
+    Merge(#[from] MergeError),
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
     #[error("database error")]
@@ -322,7 +340,7 @@ impl Customers {
     #[tracing::instrument(skip(self))]
     pub async fn get(&self, id: Uuid) -> Result<Customer> {
         let mut conn = self.pool.acquire().await?;
-        store::load(&mut conn, id)
+        self.resolve_merged(&mut conn, id)
             .await?
             .ok_or(CustomerError::NotFound)
     }

@@ -14,6 +14,7 @@ mod health;
 mod helpers;
 mod interactions;
 mod limits;
+mod merges;
 mod privacy;
 mod screenpop;
 mod tls;

@@ -1,0 +1,325 @@
+//! PostgreSQL access for merging and unmerging customers.
+//!
+//! Every table holding customer rows is listed once in [`MOVED_TABLES`], with the statement that
+//! moves a duplicate's rows to the survivor (returning each row's key) and the one that moves
+//! those keys back. A table added later that holds `customer_id` must be listed here; the
+//! `every_customer_table_is_merged` test fails otherwise.
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// (table, move `$2`'s rows to `$1` returning their keys, move keys `$3` from `$1` back to `$2`).
+pub const MOVED_TABLES: &[(&str, &str, &str)] = &[
+    (
+        "contact_points",
+        "UPDATE contact_points SET customer_id = $1 WHERE customer_id = $2 RETURNING id::text",
+        "UPDATE contact_points SET customer_id = $2 WHERE customer_id = $1 AND id::text = ANY($3)",
+    ),
+    (
+        "external_references",
+        "UPDATE external_references SET customer_id = $1 WHERE customer_id = $2 \
+         RETURNING json_build_array(system, external_id)::text",
+        "UPDATE external_references SET customer_id = $2 WHERE customer_id = $1 \
+         AND json_build_array(system, external_id)::text = ANY($3)",
+    ),
+    (
+        "interactions",
+        "UPDATE interactions SET customer_id = $1 WHERE customer_id = $2 RETURNING id::text",
+        "UPDATE interactions SET customer_id = $2 WHERE customer_id = $1 AND id::text = ANY($3)",
+    ),
+    (
+        "cases",
+        "UPDATE cases SET customer_id = $1 WHERE customer_id = $2 RETURNING id::text",
+        "UPDATE cases SET customer_id = $2 WHERE customer_id = $1 AND id::text = ANY($3)",
+    ),
+    (
+        "orders",
+        "UPDATE orders SET customer_id = $1 WHERE customer_id = $2 \
+         RETURNING json_build_array(system, order_id)::text",
+        "UPDATE orders SET customer_id = $2 WHERE customer_id = $1 \
+         AND json_build_array(system, order_id)::text = ANY($3)",
+    ),
+    (
+        "service_events",
+        "UPDATE service_events SET customer_id = $1 WHERE customer_id = $2 \
+         RETURNING json_build_array(system, event_id)::text",
+        "UPDATE service_events SET customer_id = $2 WHERE customer_id = $1 \
+         AND json_build_array(system, event_id)::text = ANY($3)",
+    ),
+    (
+        "calls",
+        "UPDATE calls SET customer_id = $1 WHERE customer_id = $2 \
+         RETURNING json_build_array(gateway_id, call_id)::text",
+        "UPDATE calls SET customer_id = $2 WHERE customer_id = $1 \
+         AND json_build_array(gateway_id, call_id)::text = ANY($3)",
+    ),
+    (
+        "feedback",
+        "UPDATE feedback SET customer_id = $1 WHERE customer_id = $2 RETURNING id::text",
+        "UPDATE feedback SET customer_id = $2 WHERE customer_id = $1 AND id::text = ANY($3)",
+    ),
+    (
+        "campaign_members",
+        "UPDATE campaign_members SET customer_id = $1 WHERE customer_id = $2 RETURNING campaign_id::text",
+        "UPDATE campaign_members SET customer_id = $2 WHERE customer_id = $1 AND campaign_id::text = ANY($3)",
+    ),
+    (
+        "campaign_leases",
+        "UPDATE campaign_leases SET customer_id = $1 WHERE customer_id = $2 RETURNING lease_id::text",
+        "UPDATE campaign_leases SET customer_id = $2 WHERE customer_id = $1 AND lease_id::text = ANY($3)",
+    ),
+    (
+        "campaign_attempts",
+        "UPDATE campaign_attempts SET customer_id = $1 WHERE customer_id = $2 RETURNING lease_id::text",
+        "UPDATE campaign_attempts SET customer_id = $2 WHERE customer_id = $1 AND lease_id::text = ANY($3)",
+    ),
+];
+
+/// Tables whose `customer_id` is deliberately not moved: derived data rebuilt after a merge
+/// (`customer_values`), history that records what happened to whom (`audit_events`), and the
+/// merge lineage itself.
+pub const NOT_MOVED: &[&str] = &["customer_values", "audit_events", "customer_merges"];
+
+pub async fn move_rows(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    survivor: Uuid,
+    duplicate: Uuid,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(sql)
+        .bind(survivor)
+        .bind(duplicate)
+        .fetch_all(conn)
+        .await
+}
+
+pub async fn move_back(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    survivor: Uuid,
+    duplicate: Uuid,
+    keys: &[String],
+) -> sqlx::Result<u64> {
+    Ok(sqlx::query(sql)
+        .bind(survivor)
+        .bind(duplicate)
+        .bind(keys)
+        .execute(conn)
+        .await?
+        .rows_affected())
+}
+
+/// Deletes the duplicate's contact points the survivor already has; returns them whole.
+pub async fn drop_shared_contact_points(
+    conn: &mut PgConnection,
+    survivor: Uuid,
+    duplicate: Uuid,
+) -> sqlx::Result<Vec<serde_json::Value>> {
+    sqlx::query_scalar(
+        "DELETE FROM contact_points d WHERE d.customer_id = $2 AND EXISTS ( \
+           SELECT 1 FROM contact_points s WHERE s.customer_id = $1 AND s.kind = d.kind \
+             AND s.value = d.value AND s.extension = d.extension) \
+         RETURNING to_jsonb(d)",
+    )
+    .bind(survivor)
+    .bind(duplicate)
+    .fetch_all(conn)
+    .await
+}
+
+/// Clears the duplicate's primary flags where the survivor has a primary of the same kind.
+pub async fn demote_primaries(
+    conn: &mut PgConnection,
+    survivor: Uuid,
+    duplicate: Uuid,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "UPDATE contact_points d SET is_primary = false WHERE d.customer_id = $2 AND d.is_primary \
+           AND EXISTS (SELECT 1 FROM contact_points s WHERE s.customer_id = $1 AND s.kind = d.kind \
+                       AND s.is_primary) \
+         RETURNING d.id",
+    )
+    .bind(survivor)
+    .bind(duplicate)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn promote(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<()> {
+    sqlx::query("UPDATE contact_points SET is_primary = true WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Deletes the duplicate's memberships of campaigns the survivor is on; returns them whole.
+pub async fn drop_shared_memberships(
+    conn: &mut PgConnection,
+    survivor: Uuid,
+    duplicate: Uuid,
+) -> sqlx::Result<Vec<serde_json::Value>> {
+    sqlx::query_scalar(
+        "DELETE FROM campaign_members d WHERE d.customer_id = $2 AND EXISTS ( \
+           SELECT 1 FROM campaign_members s WHERE s.customer_id = $1 AND s.campaign_id = d.campaign_id) \
+         RETURNING to_jsonb(d)",
+    )
+    .bind(survivor)
+    .bind(duplicate)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn restore_contact_points(
+    conn: &mut PgConnection,
+    rows: &[serde_json::Value],
+) -> sqlx::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO contact_points OVERRIDING SYSTEM VALUE \
+         SELECT * FROM jsonb_populate_recordset(NULL::contact_points, $1)",
+    )
+    .bind(serde_json::Value::Array(rows.to_vec()))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn restore_memberships(
+    conn: &mut PgConnection,
+    rows: &[serde_json::Value],
+) -> sqlx::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO campaign_members OVERRIDING SYSTEM VALUE \
+         SELECT * FROM jsonb_populate_recordset(NULL::campaign_members, $1)",
+    )
+    .bind(serde_json::Value::Array(rows.to_vec()))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Locks both customers (in id order, so two merges cannot deadlock); returns which are live.
+pub async fn lock_pair(conn: &mut PgConnection, a: Uuid, b: Uuid) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "SELECT id FROM customers WHERE id = ANY($1) AND deleted_at IS NULL AND erased_at IS NULL \
+         ORDER BY id FOR UPDATE",
+    )
+    .bind([a, b].as_slice())
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn tombstone(
+    conn: &mut PgConnection,
+    duplicate: Uuid,
+    survivor: Uuid,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE customers SET merged_into = $2, deleted_at = now(), updated_at = now(), \
+           version = version + 1 WHERE id = $1",
+    )
+    .bind(duplicate)
+    .bind(survivor)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn revive(conn: &mut PgConnection, duplicate: Uuid) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE customers SET merged_into = NULL, deleted_at = NULL, updated_at = now(), \
+           version = version + 1 WHERE id = $1",
+    )
+    .bind(duplicate)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn insert_merge(
+    conn: &mut PgConnection,
+    id: Uuid,
+    survivor: Uuid,
+    duplicate: Uuid,
+    lineage: &serde_json::Value,
+    merged_by: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO customer_merges (id, survivor_id, duplicate_id, lineage, merged_by) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(survivor)
+    .bind(duplicate)
+    .bind(lineage)
+    .bind(merged_by)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The merge in force whose duplicate is `duplicate`, locked: (merge id, survivor, lineage).
+pub async fn merge_in_force(
+    conn: &mut PgConnection,
+    duplicate: Uuid,
+) -> sqlx::Result<Option<(Uuid, Uuid, serde_json::Value)>> {
+    sqlx::query_as(
+        "SELECT id, survivor_id, lineage FROM customer_merges \
+         WHERE duplicate_id = $1 AND unmerged_at IS NULL FOR UPDATE",
+    )
+    .bind(duplicate)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn mark_unmerged(conn: &mut PgConnection, merge_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("UPDATE customer_merges SET unmerged_at = now() WHERE id = $1")
+        .bind(merge_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Where a tombstone points.
+pub async fn merged_into(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Uuid>> {
+    Ok(
+        sqlx::query_scalar::<_, Option<Uuid>>("SELECT merged_into FROM customers WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?
+            .flatten(),
+    )
+}
+
+/// Live customers sharing a phone number or email with `id`, or its exact name (case-insensitive):
+/// (customer id, reasons).
+pub async fn duplicates_of(
+    conn: &mut PgConnection,
+    id: Uuid,
+    limit: i64,
+) -> sqlx::Result<Vec<(Uuid, Vec<String>)>> {
+    sqlx::query_as(
+        "WITH candidates AS ( \
+           SELECT o.customer_id AS id, 'same ' || o.kind AS reason \
+           FROM contact_points mine JOIN contact_points o ON o.kind = mine.kind AND o.value = mine.value \
+           WHERE mine.customer_id = $1 AND o.customer_id <> $1 \
+           UNION \
+           SELECT c.id, 'same name' FROM customers me JOIN customers c \
+             ON lower(c.display_name) COLLATE \"C\" = lower(me.display_name) COLLATE \"C\" \
+           WHERE me.id = $1 AND c.id <> $1 AND c.deleted_at IS NULL \
+         ) \
+         SELECT k.id, array_agg(DISTINCT k.reason ORDER BY k.reason) FROM candidates k \
+         JOIN customers c ON c.id = k.id AND c.deleted_at IS NULL AND c.erased_at IS NULL \
+         GROUP BY k.id ORDER BY count(*) DESC, k.id LIMIT $2",
+    )
+    .bind(id)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
