@@ -39,6 +39,8 @@ const PII_MESSAGES: &[&str] = &[
     ".switchboard.v1.ExportCustomerDataResponse",
     ".switchboard.v1.OutboundContact",
     ".switchboard.v1.Feedback",
+    ".switchboard.v1.ImportRow",
+    ".switchboard.v1.ImportCustomersRequest",
     ".switchboard.v1.MergeCustomersResponse",
     ".switchboard.v1.UnmergeCustomerResponse",
     ".switchboard.v1.DuplicateCandidate",

@@ -36,6 +36,7 @@ use crate::diagnostics::grpc::DiagnosticsGrpc;
 use crate::drain::Draining;
 use crate::feedback::FeedbackDesk;
 use crate::feedback::grpc::FeedbackGrpc;
+use crate::import::grpc::ImportGrpc;
 use crate::interactions::Interactions;
 use crate::interactions::grpc::InteractionGrpc;
 use crate::privacy::Privacy;
@@ -49,6 +50,7 @@ use crate::proto::v1::case_service_server::CaseServiceServer;
 use crate::proto::v1::customer_service_server::CustomerServiceServer;
 use crate::proto::v1::diagnostics_service_server::DiagnosticsServiceServer;
 use crate::proto::v1::feedback_service_server::FeedbackServiceServer;
+use crate::proto::v1::import_service_server::ImportServiceServer;
 use crate::proto::v1::interaction_service_server::InteractionServiceServer;
 use crate::proto::v1::privacy_service_server::PrivacyServiceServer;
 use crate::proto::v1::screen_pop_service_server::ScreenPopServiceServer;
@@ -66,6 +68,7 @@ const HEALTH_SERVICES: &[&str] = &[
     "switchboard.v1.CaseService",
     "switchboard.v1.CampaignService",
     "switchboard.v1.FeedbackService",
+    "switchboard.v1.ImportService",
     "switchboard.v1.AuditService",
     "switchboard.v1.CustomerService",
     "switchboard.v1.ScreenPopService",
@@ -284,6 +287,14 @@ impl Application {
             .add_service(
                 FeedbackServiceServer::new(FeedbackGrpc::new(feedback))
                     .max_decoding_message_size(limits.max_request_bytes),
+            )
+            .add_service(
+                ImportServiceServer::new(ImportGrpc::new(
+                    pool.clone(),
+                    invalidator.clone(),
+                    settings.phones,
+                ))
+                .max_decoding_message_size(limits.max_request_bytes),
             )
             .add_service(AuditServiceServer::new(AuditGrpc::new(pool.clone())))
             .add_service(

@@ -18,6 +18,7 @@
 //! - [`interactions`]: every contact on any channel, dispositions and wrap-up; masked notes.
 //! - [`campaigns`]: marketing campaigns, outbound lists with leased contacts, attempt outcomes.
 //! - [`feedback`]: feedback from anyone, tracked to a resolution; negative feedback opens a case.
+//! - [`import`]: legacy customer import: normalize, match, create/update/skip, dry runs.
 //! - [`cases`]: service cases with SLA due times, legal status changes and a change history.
 //! - [`activity`]: orders and service events from other systems; lifetime value.
 //! - [`agents`]: agent states and the live call stream pushed to softphones across instances.
@@ -48,6 +49,7 @@ pub mod drain;
 pub mod email;
 pub mod feedback;
 pub mod grpc_status;
+pub mod import;
 pub mod interactions;
 pub mod page_token;
 pub mod phone;

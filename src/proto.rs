@@ -37,6 +37,8 @@ redacted_debug! {
     CustomerCard { customer_id, version },
     OutboundContact { lease_id, customer_id, attempts },
     Feedback { id, source, sentiment, status },
+    ImportRow { row_number },
+    ImportCustomersRequest { dry_run },
     MergeCustomersResponse { merge_id, moved },
     UnmergeCustomerResponse {},
     DuplicateCandidate { reasons },

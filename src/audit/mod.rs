@@ -58,6 +58,17 @@ pub async fn record_write(conn: &mut PgConnection, customer_id: Uuid) -> sqlx::R
     }
 }
 
+/// Records, in the caller's transaction, that the current request wrote these customers' data
+/// (one statement for a bulk write such as an import).
+pub async fn record_writes(conn: &mut PgConnection, customer_ids: &[Uuid]) -> sqlx::Result<()> {
+    match current() {
+        Some(context) if !customer_ids.is_empty() => {
+            store::insert_many(conn, &context, customer_ids, "written").await
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Records a read in the caller's transaction rather than through the batching [`Auditor`], for
 /// reads rare and weighty enough to be on the trail before their answer is (a privacy export).
 pub async fn record_read(conn: &mut PgConnection, customer_id: Uuid) -> sqlx::Result<()> {

@@ -26,6 +26,27 @@ pub async fn insert(
     Ok(())
 }
 
+pub async fn insert_many(
+    conn: &mut PgConnection,
+    c: &AuditContext,
+    customer_ids: &[Uuid],
+    outcome: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_events (actor, role, rpc, customer_id, request_id, outcome) \
+         SELECT $1, $2, $3, id, $5, $6 FROM unnest($4::uuid[]) AS id",
+    )
+    .bind(&c.actor)
+    .bind(&c.role)
+    .bind(&c.rpc)
+    .bind(customer_ids)
+    .bind(&c.request_id)
+    .bind(outcome)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Writes a batch with `COPY` (cheaper for PostgreSQL than an `INSERT`: a busy instance writes
 /// one row per card shown).
 pub async fn insert_batch(

@@ -120,6 +120,10 @@ pub const PERMISSIONS: &[(&str, &[Role])] = &[
         &[Supervisor, Service, Admin],
     ),
     (
+        "/switchboard.v1.ImportService/ImportCustomers",
+        &[Supervisor, Service, Admin],
+    ),
+    (
         "/switchboard.v1.InteractionService/LogInteraction",
         RECORD_READERS,
     ),

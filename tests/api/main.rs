@@ -12,6 +12,7 @@ mod faults;
 mod feedback;
 mod health;
 mod helpers;
+mod import;
 mod interactions;
 mod limits;
 mod merges;

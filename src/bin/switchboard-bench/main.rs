@@ -8,9 +8,11 @@
 //! throughput as a share of `echo` measured in the same run. The population scenarios sample
 //! caller numbers from the seeded database (`--database-url`, default `DATABASE_URL`).
 //!
-//! Latency probes (`push`, `pop`) send one request at a time: see `latency.rs`.
+//! Latency probes (`push`, `pop`) send one request at a time: see `latency.rs`. `import` times a
+//! 100,000-row legacy import and its re-run: see `import.rs`.
 
 mod engine;
+mod import;
 mod latency;
 mod workloads;
 
@@ -31,7 +33,7 @@ use crate::workloads::{Connections, Echo, Events, Mixed, PopCold, PopHot, Popula
 )]
 pub struct Args {
     /// Scenario to run.
-    #[arg(value_parser = ["echo", "pop-hot", "pop-cold", "events", "mixed", "push", "pop"])]
+    #[arg(value_parser = ["echo", "pop-hot", "pop-cold", "events", "mixed", "push", "pop", "import"])]
     scenario: String,
     /// The instance to load (and the one gateways report to, for `push`).
     #[arg(long, alias = "server", default_value = "http://127.0.0.1:50051")]
@@ -90,6 +92,9 @@ pub struct Args {
     /// `pop`: hot lookups after the cold pass.
     #[arg(long, default_value_t = 5000)]
     lookups: u32,
+    /// `import`: rows in the file.
+    #[arg(long, default_value_t = 100_000)]
+    rows: u32,
 }
 
 impl Args {
@@ -274,6 +279,10 @@ async fn main() -> anyhow::Result<()> {
         "pop" => {
             let run = format!("p{}", chrono::Utc::now().timestamp_millis());
             latency::pop_scenario(&args, &run).await
+        }
+        "import" => {
+            let run = format!("i{}", chrono::Utc::now().timestamp_millis());
+            import::import_scenario(&args, &run).await
         }
         _ => load(&args).await,
     }

@@ -1,0 +1,246 @@
+//! PostgreSQL access for imports: bulk lookups and one statement per kind of write.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::json;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{Snapshot, Writes};
+use crate::screenpop::{Pending, PopInvalidator};
+
+#[derive(Debug, Clone)]
+pub struct NewCustomer {
+    pub id: Uuid,
+    pub display_name: String,
+    pub company: String,
+    pub preferred_language: String,
+    pub time_zone: String,
+    pub tier: &'static str,
+    pub marketing_consent: bool,
+    pub do_not_call: bool,
+}
+
+pub struct Found {
+    /// Reference -> owner (`None`: owned by a deleted or erased customer).
+    pub refs: Vec<((String, String), Option<Uuid>)>,
+    pub phones: Vec<(String, Uuid)>,
+    pub emails: Vec<(String, Uuid)>,
+}
+
+pub async fn lookup(
+    conn: &mut PgConnection,
+    refs: &[(String, String)],
+    phones: &[String],
+    emails: &[String],
+) -> sqlx::Result<Found> {
+    let (systems, ids): (Vec<String>, Vec<String>) = refs.iter().cloned().unzip();
+    let ref_rows: Vec<(String, String, Uuid, bool)> = sqlx::query_as(
+        "SELECT r.system, r.external_id, r.customer_id, (c.deleted_at IS NULL AND c.erased_at IS NULL) \
+         FROM external_references r JOIN customers c ON c.id = r.customer_id \
+         WHERE (r.system, r.external_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+    )
+    .bind(&systems)
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut by_kind = Vec::with_capacity(2);
+    for (kind, values) in [("phone", phones), ("email", emails)] {
+        let rows: Vec<(String, Uuid)> = sqlx::query_as(
+            "SELECT p.value, p.customer_id FROM contact_points p \
+             JOIN customers c ON c.id = p.customer_id AND c.deleted_at IS NULL AND c.erased_at IS NULL \
+             WHERE p.kind = $1 AND p.value = ANY($2)",
+        )
+        .bind(kind)
+        .bind(values)
+        .fetch_all(&mut *conn)
+        .await?;
+        by_kind.push(rows);
+    }
+    let emails = by_kind.pop().unwrap_or_default();
+    let phones = by_kind.pop().unwrap_or_default();
+    Ok(Found {
+        refs: ref_rows
+            .into_iter()
+            .map(|(system, id, owner, live)| ((system, id), live.then_some(owner)))
+            .collect(),
+        phones,
+        emails,
+    })
+}
+
+/// What the planner needs to know of existing customers.
+pub async fn snapshots(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> sqlx::Result<Vec<(Uuid, Snapshot)>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let profiles: Vec<(Uuid, String, String, String, bool)> = sqlx::query_as(
+        "SELECT id, company, preferred_language, time_zone, do_not_call FROM customers WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut snapshots: HashMap<Uuid, Snapshot> = profiles
+        .into_iter()
+        .map(
+            |(id, company, preferred_language, time_zone, do_not_call)| {
+                (
+                    id,
+                    Snapshot {
+                        company,
+                        preferred_language,
+                        time_zone,
+                        do_not_call,
+                        ..Snapshot::default()
+                    },
+                )
+            },
+        )
+        .collect();
+    let contacts: Vec<(Uuid, String, String)> = sqlx::query_as(
+        "SELECT customer_id, kind, value FROM contact_points WHERE customer_id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (id, kind, value) in contacts {
+        if let Some(s) = snapshots.get_mut(&id) {
+            match kind.as_str() {
+                "phone" => s.phones.insert(value),
+                _ => s.emails.insert(value),
+            };
+        }
+    }
+    let refs: Vec<(Uuid, String, String)> = sqlx::query_as(
+        "SELECT customer_id, system, external_id FROM external_references WHERE customer_id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (id, system, external_id) in refs {
+        if let Some(s) = snapshots.get_mut(&id) {
+            s.refs.insert((system, external_id));
+        }
+    }
+    Ok(snapshots.into_iter().collect())
+}
+
+/// Writes a planned chunk; returns the pop invalidations to apply after the commit.
+pub async fn write(
+    conn: &mut PgConnection,
+    w: &Writes,
+    pops: &PopInvalidator,
+) -> sqlx::Result<Pending> {
+    if !w.creates.is_empty() {
+        let rows: Vec<_> = w
+            .creates
+            .iter()
+            .map(|c| {
+                json!({"id": c.id, "display_name": c.display_name, "company": c.company,
+                       "preferred_language": c.preferred_language, "time_zone": c.time_zone,
+                       "tier": c.tier, "marketing_consent": c.marketing_consent,
+                       "do_not_call": c.do_not_call})
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO customers (id, display_name, company, preferred_language, time_zone, tier, \
+               marketing_consent, do_not_call) \
+             SELECT id, display_name, company, preferred_language, time_zone, tier, marketing_consent, \
+               do_not_call \
+             FROM jsonb_to_recordset($1) AS r(id uuid, display_name text, company text, \
+               preferred_language text, time_zone text, tier text, marketing_consent boolean, \
+               do_not_call boolean)",
+        )
+        .bind(serde_json::Value::Array(rows))
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !w.fills.is_empty() {
+        let rows: Vec<_> = w
+            .fills
+            .iter()
+            .map(|(id, s)| {
+                json!({"id": id, "company": s.company, "preferred_language": s.preferred_language,
+                       "time_zone": s.time_zone, "do_not_call": s.do_not_call})
+            })
+            .collect();
+        // Only blanks are filled and do-not-call only set, whatever a concurrent writer did.
+        sqlx::query(
+            "UPDATE customers c SET \
+               company = CASE WHEN c.company = '' THEN f.company ELSE c.company END, \
+               preferred_language = CASE WHEN c.preferred_language = '' THEN f.preferred_language \
+                                         ELSE c.preferred_language END, \
+               time_zone = CASE WHEN c.time_zone = '' THEN f.time_zone ELSE c.time_zone END, \
+               do_not_call = c.do_not_call OR f.do_not_call, \
+               updated_at = now(), version = c.version + 1 \
+             FROM jsonb_to_recordset($1) AS f(id uuid, company text, preferred_language text, \
+               time_zone text, do_not_call boolean) \
+             WHERE c.id = f.id",
+        )
+        .bind(serde_json::Value::Array(rows))
+        .execute(&mut *conn)
+        .await?;
+    }
+    let touched: Vec<Uuid> = w
+        .creates
+        .iter()
+        .map(|c| c.id)
+        .chain(w.fills.keys().copied())
+        .chain(w.contact_points.iter().map(|(id, _, _)| *id))
+        .chain(w.refs.iter().map(|(id, _, _)| *id))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    if !w.contact_points.is_empty() {
+        let rows: Vec<_> = w
+            .contact_points
+            .iter()
+            .map(|(customer, kind, value)| {
+                json!({"id": Uuid::new_v4(), "customer_id": customer, "kind": kind, "value": value})
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO contact_points (id, customer_id, kind, value) \
+             SELECT id, customer_id, kind, value FROM jsonb_to_recordset($1) \
+               AS r(id uuid, customer_id uuid, kind text, value text) \
+             ON CONFLICT (customer_id, kind, value, extension) DO NOTHING",
+        )
+        .bind(serde_json::Value::Array(rows))
+        .execute(&mut *conn)
+        .await?;
+        // The oldest contact point of each kind becomes primary where there is none.
+        sqlx::query(
+            "UPDATE contact_points SET is_primary = true WHERE id IN ( \
+               SELECT DISTINCT ON (c.customer_id, c.kind) c.id FROM contact_points c \
+               WHERE c.customer_id = ANY($1) AND NOT EXISTS ( \
+                 SELECT 1 FROM contact_points p WHERE p.customer_id = c.customer_id \
+                   AND p.kind = c.kind AND p.is_primary) \
+               ORDER BY c.customer_id, c.kind, c.seq)",
+        )
+        .bind(&touched)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !w.refs.is_empty() {
+        let rows: Vec<_> = w
+            .refs
+            .iter()
+            .map(|(customer, system, id)| {
+                json!({"system": system, "external_id": id, "customer_id": customer})
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO external_references (system, external_id, customer_id) \
+             SELECT system, external_id, customer_id FROM jsonb_to_recordset($1) \
+               AS r(system text, external_id text, customer_id uuid)",
+        )
+        .bind(serde_json::Value::Array(rows))
+        .execute(&mut *conn)
+        .await?;
+    }
+    crate::audit::record_writes(&mut *conn, &touched).await?;
+    pops.record_for_customers(conn, &touched).await
+}
