@@ -247,7 +247,10 @@ async fn a_merge_is_previewed_applied_and_undone_exactly() {
         candidates[0].customer.as_ref().expect("customer").id,
         duplicate.id
     );
-    assert_eq!(candidates[0].reasons, vec!["same phone".to_owned()]);
+    assert_eq!(
+        candidates[0].reasons,
+        vec!["same phone".to_owned(), "similar name".to_owned()]
+    );
 
     let (pop, _) = app.pop("(415) 555-0100").await;
     assert_eq!(pop.card.expect("card").customer_id, duplicate.id);
