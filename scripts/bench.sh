@@ -57,6 +57,6 @@ for scenario in ${BENCH_SCENARIOS:-echo pop-hot pop-hot-10k pop-cold events even
     mixed)       run mixed --rate 4000 --duration 15 --streams 32 --agents 50 --population 100000 --skip-warm ;;
     overload)    run pop-hot --rate 40000 --duration 10 --population 100000 --skip-warm ;;
     # Not in the default list: each run adds 100,000 customers to the benchmark database.
-    import)      run import --rows 100000 ;;
+    import)      run import --rows ${BENCH_IMPORT_ROWS:-100000} ;;
   esac
 done
