@@ -3,6 +3,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -50,6 +51,44 @@ impl PageToken {
             key: wire.k,
             id: wire.i,
         })
+    }
+}
+
+/// Keyset pages ordered by a time, then an id (newest first, or oldest first: the store decides).
+pub struct TimePages<'a> {
+    pub fingerprint: &'a str,
+}
+
+impl TimePages<'_> {
+    /// Where the page after `token` starts: `None` for the first page.
+    pub fn after(&self, token: &str) -> Result<Option<(DateTime<Utc>, Uuid)>, PageTokenError> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        let token = PageToken::decode(token, self.fingerprint)?;
+        let at = DateTime::parse_from_rfc3339(&token.key).map_err(|_| PageTokenError::Malformed)?;
+        Ok(Some((at.with_timezone(&Utc), token.id)))
+    }
+
+    /// Keeps `limit` items of a `limit + 1` fetch; the token of the next page, if there is one,
+    /// points after the last item kept.
+    pub fn page<T>(
+        &self,
+        mut items: Vec<T>,
+        limit: usize,
+        key: impl Fn(&T) -> (DateTime<Utc>, Uuid),
+    ) -> (Vec<T>, Option<String>) {
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let next = match (more, items.last()) {
+            (true, Some(last)) => {
+                let (at, id) = key(last);
+                let key = at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+                Some(PageToken { key, id }.encode(self.fingerprint))
+            }
+            _ => None,
+        };
+        (items, next)
     }
 }
 

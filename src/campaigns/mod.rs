@@ -20,7 +20,7 @@ pub use self::rules::{
     AttemptPolicy, CallingWindow, CampaignStatus, Channel, MemberState, Outcome,
 };
 use crate::db::{self, Failure};
-use crate::page_token::{PageToken, PageTokenError};
+use crate::page_token::{PageTokenError, TimePages};
 use crate::screenpop::PopInvalidator;
 use crate::validation::Violations;
 
@@ -333,40 +333,19 @@ impl Campaigns {
         page_token: &str,
     ) -> Result<Page<Campaign>> {
         let fingerprint = format!("campaigns|{:?}", status.map(CampaignStatus::as_str));
-        let after = match page_token {
-            "" => None,
-            token => {
-                let token = PageToken::decode(token, &fingerprint)?;
-                let created = DateTime::parse_from_rfc3339(&token.key)
-                    .map_err(|_| {
-                        CampaignError::Invalid(Violations::single("page_token", "is malformed"))
-                    })?
-                    .with_timezone(&Utc);
-                Some((created, token.id))
-            }
+        let pages = TimePages {
+            fingerprint: &fingerprint,
         };
+        let after = pages.after(page_token)?;
         let limit = page_size.clamp(1, 100) as usize;
-        let mut items = store::list(
+        let fetched = store::list(
             &mut *self.pool.acquire().await?,
             status,
             after,
             limit as i64 + 1,
         )
         .await?;
-        let more = items.len() > limit;
-        items.truncate(limit);
-        let next_page_token = match (more, items.last()) {
-            (true, Some(last)) => Some(
-                PageToken {
-                    key: last
-                        .created_at
-                        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-                    id: last.id,
-                }
-                .encode(&fingerprint),
-            ),
-            _ => None,
-        };
+        let (items, next_page_token) = pages.page(fetched, limit, |c| (c.created_at, c.id));
         Ok(Page {
             items,
             next_page_token,

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::card_data;
 use crate::cases::{self, NewCase, Priority, SlaPolicy};
 use crate::db::{self, Failure};
-use crate::page_token::{PageToken, PageTokenError};
+use crate::page_token::{PageTokenError, TimePages};
 use crate::screenpop::PopInvalidator;
 use crate::text_enum::text_enum;
 use crate::validation::Violations;
@@ -422,40 +422,19 @@ impl FeedbackDesk {
             filter.source.map(Source::as_str),
             filter.customer_id
         );
-        let after = match page_token {
-            "" => None,
-            token => {
-                let token = PageToken::decode(token, &fingerprint)?;
-                let at = DateTime::parse_from_rfc3339(&token.key)
-                    .map_err(|_| {
-                        FeedbackError::Invalid(Violations::single("page_token", "is malformed"))
-                    })?
-                    .with_timezone(&Utc);
-                Some((at, token.id))
-            }
+        let pages = TimePages {
+            fingerprint: &fingerprint,
         };
+        let after = pages.after(page_token)?;
         let limit = page_size.clamp(1, 100) as usize;
-        let mut items = store::list(
+        let fetched = store::list(
             &mut *self.pool.acquire().await?,
             &filter,
             after,
             limit as i64 + 1,
         )
         .await?;
-        let more = items.len() > limit;
-        items.truncate(limit);
-        let next_page_token = match (more, items.last()) {
-            (true, Some(last)) => Some(
-                PageToken {
-                    key: last
-                        .created_at
-                        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-                    id: last.id,
-                }
-                .encode(&fingerprint),
-            ),
-            _ => None,
-        };
+        let (items, next_page_token) = pages.page(fetched, limit, |f| (f.created_at, f.id));
         Ok(Page {
             items,
             next_page_token,

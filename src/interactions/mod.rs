@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::card_data;
 use crate::db::{self, Failure};
-use crate::page_token::{PageToken, PageTokenError};
+use crate::page_token::{PageTokenError, TimePages};
 use crate::screenpop::PopInvalidator;
 use crate::text_enum::text_enum;
 use crate::validation::Violations;
@@ -218,37 +218,18 @@ impl Interactions {
         page_token: &str,
     ) -> Result<Page<Interaction>> {
         let fingerprint = filter.fingerprint(customer_id);
-        let after = match page_token {
-            "" => None,
-            token => {
-                let token = PageToken::decode(token, &fingerprint)?;
-                let started = DateTime::parse_from_rfc3339(&token.key).map_err(|_| {
-                    InteractionError::Invalid(Violations::single("page_token", "is malformed"))
-                })?;
-                Some((started.with_timezone(&Utc), token.id))
-            }
+        let pages = TimePages {
+            fingerprint: &fingerprint,
         };
+        let after = pages.after(page_token)?;
         let mut conn = self.pool.acquire().await?;
         if !crate::customers::is_live(&mut conn, customer_id).await? {
             return Err(InteractionError::CustomerNotFound);
         }
         let limit = page_size.clamp(1, 100) as usize;
-        let mut items =
+        let fetched =
             store::timeline(&mut conn, customer_id, &filter, after, limit as i64 + 1).await?;
-        let more = items.len() > limit;
-        items.truncate(limit);
-        let next_page_token = match (more, items.last()) {
-            (true, Some(last)) => Some(
-                PageToken {
-                    key: last
-                        .started_at
-                        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-                    id: last.id,
-                }
-                .encode(&fingerprint),
-            ),
-            _ => None,
-        };
+        let (items, next_page_token) = pages.page(fetched, limit, |i| (i.started_at, i.id));
         Ok(Page {
             items,
             next_page_token,

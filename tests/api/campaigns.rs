@@ -125,6 +125,16 @@ async fn next(
         .into_inner()
 }
 
+async fn stats_of(app: &TestApp, campaign: &v1::Campaign) -> v1::GetCampaignStatsResponse {
+    campaigns(app)
+        .get_campaign_stats(v1::GetCampaignStatsRequest {
+            campaign_id: campaign.id.clone(),
+        })
+        .await
+        .expect("stats")
+        .into_inner()
+}
+
 async fn record(
     app: &TestApp,
     lease_id: &str,
@@ -346,13 +356,7 @@ async fn the_list_skips_whoever_must_not_be_called_now() {
     assert_eq!(leased[0].phone_number, "+14155550101");
     assert_eq!(leased[0].offer_text, "Rules: 20% off the annual plan");
 
-    let stats = client
-        .get_campaign_stats(v1::GetCampaignStatsRequest {
-            campaign_id: campaign.id.clone(),
-        })
-        .await
-        .expect("answered")
-        .into_inner();
+    let stats = stats_of(&app, &campaign).await;
     assert_eq!(
         (stats.members, stats.leased, stats.pending, stats.done),
         (6, 2, 4, 0)
@@ -448,13 +452,7 @@ async fn outcomes_space_retries_limit_attempts_and_honor_do_not_call() {
     add(&app, &other, &[bob]).await;
     assert!(next(&mut client, &other, "a-1").await.contact.is_none());
 
-    let stats = client
-        .get_campaign_stats(v1::GetCampaignStatsRequest {
-            campaign_id: campaign.id.clone(),
-        })
-        .await
-        .expect("answered")
-        .into_inner();
+    let stats = stats_of(&app, &campaign).await;
     assert_eq!((stats.attempts, stats.done, stats.conversions), (3, 2, 0));
     let counts: Vec<(v1::OutboundOutcome, i64)> = stats
         .outcomes
@@ -740,13 +738,7 @@ async fn pops_show_offers_and_inbound_calls_are_attributed() {
     for event in CallScript::new("loyalty-1").event(Offered, "").events {
         report(&app, event).await;
     }
-    let stats = campaigns(&app)
-        .get_campaign_stats(v1::GetCampaignStatsRequest {
-            campaign_id: campaign.id.clone(),
-        })
-        .await
-        .expect("answered")
-        .into_inner();
+    let stats = stats_of(&app, &campaign).await;
     assert_eq!(stats.inbound_calls, 1);
 
     // Converted: the offer leaves Ada's pop.
@@ -759,12 +751,6 @@ async fn pops_show_offers_and_inbound_calls_are_attributed() {
         .expect("answered");
     let (done, _) = app.pop("(415) 555-0100").await;
     assert!(done.card.expect("answered").offers.is_empty());
-    let stats = campaigns(&app)
-        .get_campaign_stats(v1::GetCampaignStatsRequest {
-            campaign_id: campaign.id.clone(),
-        })
-        .await
-        .expect("answered")
-        .into_inner();
+    let stats = stats_of(&app, &campaign).await;
     assert_eq!((stats.conversions, stats.conversion_rate), (1, 1.0));
 }
