@@ -378,3 +378,48 @@ async fn the_summary_counts_and_times_resolutions() {
     assert!((summary.share_resolved - 0.25).abs() < 1e-9);
     assert!((summary.median_hours_to_resolution - 2.0).abs() < 1e-6);
 }
+
+#[tokio::test]
+async fn feedback_lists_page_newest_first_and_tokens_belong_to_their_query() {
+    let app = spawn_app().await;
+    for i in 0..3 {
+        submit(
+            &app,
+            v1::SubmitFeedbackRequest {
+                request_id: format!("p-{i}"),
+                source: v1::FeedbackSource::Internal.into(),
+                sentiment: v1::Sentiment::Neutral.into(),
+                category: format!("topic-{i}"),
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+    let list = |page_token: String, category: &str| v1::ListFeedbackRequest {
+        page_size: 2,
+        page_token,
+        category: category.into(),
+        ..Default::default()
+    };
+    let first = desk(&app)
+        .list_feedback(list(String::new(), ""))
+        .await
+        .expect("first page")
+        .into_inner();
+    let categories: Vec<&str> = first.items.iter().map(|f| f.category.as_str()).collect();
+    assert_eq!(categories, vec!["topic-2", "topic-1"]);
+    assert!(!first.next_page_token.is_empty());
+    let second = desk(&app)
+        .list_feedback(list(first.next_page_token.clone(), ""))
+        .await
+        .expect("second page")
+        .into_inner();
+    assert_eq!(second.items.len(), 1);
+    assert_eq!(second.items[0].category, "topic-0");
+    assert!(second.next_page_token.is_empty());
+    let other = desk(&app)
+        .list_feedback(list(first.next_page_token, "topic-0"))
+        .await
+        .expect_err("a token from another query");
+    assert_eq!(other.code(), Code::InvalidArgument);
+}
