@@ -178,13 +178,16 @@ struct Snapshot {
     preferred_language: String,
     time_zone: String,
     do_not_call: bool,
+    has_primary_phone: bool,
+    has_primary_email: bool,
 }
 
 /// The writes one chunk needs.
 #[derive(Debug, Default)]
 struct Writes {
     creates: Vec<store::NewCustomer>,
-    contact_points: Vec<(Uuid, &'static str, String)>,
+    /// (customer, kind, value, primary): the first of its kind a customer gets is primary.
+    contact_points: Vec<(Uuid, &'static str, String, bool)>,
     refs: Vec<(Uuid, String, String)>,
     /// Existing customers changed, with their fills.
     fills: HashMap<Uuid, Snapshot>,
@@ -341,7 +344,10 @@ impl Planner {
         let snapshot = self.customers.entry(id).or_default();
         for phone in &row.phones {
             if snapshot.phones.insert(phone.clone()) {
-                writes.contact_points.push((id, "phone", phone.clone()));
+                let primary = !std::mem::replace(&mut snapshot.has_primary_phone, true);
+                writes
+                    .contact_points
+                    .push((id, "phone", phone.clone(), primary));
                 self.owners_phone
                     .entry(phone.clone())
                     .or_default()
@@ -350,7 +356,10 @@ impl Planner {
         }
         for email in &row.emails {
             if snapshot.emails.insert(email.clone()) {
-                writes.contact_points.push((id, "email", email.clone()));
+                let primary = !std::mem::replace(&mut snapshot.has_primary_email, true);
+                writes
+                    .contact_points
+                    .push((id, "email", email.clone(), primary));
                 self.owners_email
                     .entry(email.clone())
                     .or_default()

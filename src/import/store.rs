@@ -100,18 +100,21 @@ pub async fn snapshots(
             },
         )
         .collect();
-    let contacts: Vec<(Uuid, String, String)> = sqlx::query_as(
-        "SELECT customer_id, kind, value FROM contact_points WHERE customer_id = ANY($1)",
+    let contacts: Vec<(Uuid, String, String, bool)> = sqlx::query_as(
+        "SELECT customer_id, kind, value, is_primary FROM contact_points WHERE customer_id = ANY($1)",
     )
     .bind(ids)
     .fetch_all(&mut *conn)
     .await?;
-    for (id, kind, value) in contacts {
+    for (id, kind, value, primary) in contacts {
         if let Some(s) = snapshots.get_mut(&id) {
-            match kind.as_str() {
-                "phone" => s.phones.insert(value),
-                _ => s.emails.insert(value),
-            };
+            if kind == "phone" {
+                s.phones.insert(value);
+                s.has_primary_phone |= primary;
+            } else {
+                s.emails.insert(value);
+                s.has_primary_email |= primary;
+            }
         }
     }
     let refs: Vec<(Uuid, String, String)> = sqlx::query_as(
@@ -189,7 +192,7 @@ pub async fn write(
         .iter()
         .map(|c| c.id)
         .chain(w.fills.keys().copied())
-        .chain(w.contact_points.iter().map(|(id, _, _)| *id))
+        .chain(w.contact_points.iter().map(|(id, _, _, _)| *id))
         .chain(w.refs.iter().map(|(id, _, _)| *id))
         .collect::<HashSet<_>>()
         .into_iter()
@@ -198,31 +201,22 @@ pub async fn write(
         let rows: Vec<_> = w
             .contact_points
             .iter()
-            .map(|(customer, kind, value)| {
-                json!({"id": Uuid::new_v4(), "customer_id": customer, "kind": kind, "value": value})
+            .map(|(customer, kind, value, primary)| {
+                json!({"id": Uuid::new_v4(), "customer_id": customer, "kind": kind, "value": value,
+                       "is_primary": primary})
             })
             .collect();
         sqlx::query(
-            "INSERT INTO contact_points (id, customer_id, kind, value) \
-             SELECT id, customer_id, kind, value FROM jsonb_to_recordset($1) \
-               AS r(id uuid, customer_id uuid, kind text, value text) \
+            "INSERT INTO contact_points (id, customer_id, kind, value, is_primary) \
+             SELECT id, customer_id, kind, value, is_primary FROM jsonb_to_recordset($1) \
+               AS r(id uuid, customer_id uuid, kind text, value text, is_primary boolean) \
              ON CONFLICT (customer_id, kind, value, extension) DO NOTHING",
         )
         .bind(serde_json::Value::Array(rows))
         .execute(&mut *conn)
         .await?;
-        // The oldest contact point of each kind becomes primary where there is none.
-        sqlx::query(
-            "UPDATE contact_points SET is_primary = true WHERE id IN ( \
-               SELECT DISTINCT ON (c.customer_id, c.kind) c.id FROM contact_points c \
-               WHERE c.customer_id = ANY($1) AND NOT EXISTS ( \
-                 SELECT 1 FROM contact_points p WHERE p.customer_id = c.customer_id \
-                   AND p.kind = c.kind AND p.is_primary) \
-               ORDER BY c.customer_id, c.kind, c.seq)",
-        )
-        .bind(&touched)
-        .execute(&mut *conn)
-        .await?;
+        // The planner made the first contact point of each kind primary where there was none
+        // (a concurrent writer adding a primary meanwhile fails the chunk on the unique index).
     }
     if !w.refs.is_empty() {
         let rows: Vec<_> = w

@@ -171,8 +171,27 @@ async fn an_import_matches_reports_each_row_and_a_rerun_changes_nothing() {
         ada_now
             .contact_points
             .iter()
-            .any(|c| c.value == "ada@example.com")
+            .any(|c| c.value == "ada@example.com" && c.primary),
+        "her first email became her primary email"
     );
+    let grace = app
+        .customers
+        .clone()
+        .get_customer(v1::GetCustomerRequest {
+            id: results[0].customer_id.clone(),
+        })
+        .await
+        .expect("grace")
+        .into_inner()
+        .customer
+        .expect("customer");
+    let primaries: Vec<&str> = grace
+        .contact_points
+        .iter()
+        .filter(|c| c.primary)
+        .map(|c| c.value.as_str())
+        .collect();
+    assert_eq!(primaries, vec!["+12125550199", "grace@example.com"]);
     let (pop, _) = app.pop("(415) 555-0100").await;
     assert!(
         pop.card.expect("card").do_not_call,
