@@ -73,40 +73,42 @@ macro_rules! select {
     };
 }
 
+/// One campaign by a single-parameter `WHERE` (a `select!` literal).
+async fn one<T>(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    key: T,
+) -> sqlx::Result<Option<Campaign>>
+where
+    T: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send,
+{
+    let row: Option<Row> = sqlx::query_as(sql).bind(key).fetch_optional(conn).await?;
+    Ok(row.map(Campaign::from))
+}
+
 pub async fn find_by_request_id(
     conn: &mut PgConnection,
     request_id: &str,
 ) -> sqlx::Result<Option<Campaign>> {
-    let row: Option<Row> = sqlx::query_as(select!("WHERE request_id = $1"))
-        .bind(request_id)
-        .fetch_optional(conn)
-        .await?;
-    Ok(row.map(Campaign::from))
+    one(
+        conn,
+        select!("WHERE request_id = $1"),
+        request_id.to_owned(),
+    )
+    .await
 }
 
 pub async fn load(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Campaign>> {
-    let row: Option<Row> = sqlx::query_as(select!("WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
-    Ok(row.map(Campaign::from))
+    one(conn, select!("WHERE id = $1"), id).await
 }
 
 pub async fn load_for_update(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Campaign>> {
-    let row: Option<Row> = sqlx::query_as(select!("WHERE id = $1 FOR UPDATE"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
-    Ok(row.map(Campaign::from))
+    one(conn, select!("WHERE id = $1 FOR UPDATE"), id).await
 }
 
 /// Holds off a concurrent completion while members are added.
 pub async fn load_for_share(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Campaign>> {
-    let row: Option<Row> = sqlx::query_as(select!("WHERE id = $1 FOR SHARE"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
-    Ok(row.map(Campaign::from))
+    one(conn, select!("WHERE id = $1 FOR SHARE"), id).await
 }
 
 /// Inserts unless the request id is taken (a concurrent retry); returns whether it inserted.
