@@ -754,3 +754,116 @@ async fn pops_show_offers_and_inbound_calls_are_attributed() {
     let stats = stats_of(&app, &campaign).await;
     assert_eq!((stats.conversions, stats.conversion_rate), (1, 1.0));
 }
+
+#[tokio::test]
+async fn every_segment_condition_filters() {
+    let app = spawn_app().await;
+    let days_ago = |n: i64| ts(Utc::now() - chrono::Duration::days(n));
+    // (name, language, segment, USD lifetime value in cents, last contact days ago)
+    let people = [
+        ("Anna", "de", "smb", Some(5_000), Some(10)),
+        ("Ben", "en", "smb", None, None),
+        ("Clara", "de", "enterprise", Some(50_000), Some(1)),
+    ];
+    for (i, (name, language, segment, value, contacted)) in people.into_iter().enumerate() {
+        let id = app
+            .customers
+            .clone()
+            .create_customer(v1::CreateCustomerRequest {
+                display_name: name.into(),
+                preferred_language: language.into(),
+                segment: segment.into(),
+                contact_points: vec![phone(&format!("415-555-04{i:02}"))],
+                ..Default::default()
+            })
+            .await
+            .expect("customer")
+            .into_inner()
+            .customer
+            .expect("customer")
+            .id;
+        if let Some(amount) = value {
+            app.activity()
+                .record_order(v1::RecordOrderRequest {
+                    system: "shop".into(),
+                    order_id: format!("o-{i}"),
+                    customer: Some(v1::CustomerRef {
+                        r#ref: Some(v1::customer_ref::Ref::CustomerId(id.clone())),
+                    }),
+                    amount: Some(v1::Money {
+                        currency: "USD".into(),
+                        amount_minor: amount,
+                    }),
+                    status: v1::OrderStatus::Paid.into(),
+                    ordered_at: days_ago(30),
+                })
+                .await
+                .expect("order");
+        }
+        if let Some(days) = contacted {
+            app.interactions()
+                .log_interaction(v1::LogInteractionRequest {
+                    request_id: format!("i-{i}"),
+                    customer_id: id,
+                    channel: v1::Channel::Voice.into(),
+                    direction: v1::Direction::Inbound.into(),
+                    started_at: days_ago(days),
+                    ..Default::default()
+                })
+                .await
+                .expect("interaction");
+        }
+    }
+    let cases = [
+        (
+            v1::SegmentFilter {
+                languages: vec!["de".into()],
+                ..Default::default()
+            },
+            2,
+        ),
+        (
+            v1::SegmentFilter {
+                segments: vec!["smb".into()],
+                currency: "USD".into(),
+                min_lifetime_value_minor: Some(1_000),
+                ..Default::default()
+            },
+            1,
+        ),
+        (
+            v1::SegmentFilter {
+                currency: "usd".into(),
+                max_lifetime_value_minor: Some(10_000),
+                ..Default::default()
+            },
+            2,
+        ),
+        (
+            v1::SegmentFilter {
+                last_contact_before: days_ago(3),
+                ..Default::default()
+            },
+            2,
+        ),
+        (
+            v1::SegmentFilter {
+                last_contact_after: days_ago(3),
+                ..Default::default()
+            },
+            1,
+        ),
+    ];
+    for (i, (filter, expected)) in cases.into_iter().enumerate() {
+        let campaign = create(&app, outbound(&format!("Segment {i}"))).await;
+        let added = campaigns(&app)
+            .add_campaign_members(v1::AddCampaignMembersRequest {
+                campaign_id: campaign.id,
+                members: Some(v1::add_campaign_members_request::Members::Segment(filter)),
+            })
+            .await
+            .expect("added")
+            .into_inner();
+        assert_eq!(added.added, expected, "filter {i}");
+    }
+}
