@@ -152,6 +152,22 @@ pub fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, tonic::Sta
         .ok_or_else(|| tonic::Status::unauthenticated("no authenticated principal"))
 }
 
+/// The request's message, once the credential may write as the `actor` it names: an AGENT
+/// credential writes as itself only; supervisors, services and admins may name the agent they act
+/// for (the audit trail records the credential either way). An empty actor is left to validation
+/// (INVALID_ARGUMENT).
+pub fn signed<T>(request: tonic::Request<T>, actor: fn(&T) -> &str) -> Result<T, tonic::Status> {
+    let principal = principal(&request)?;
+    let message = request.into_inner();
+    let actor = actor(&message);
+    if principal.role == Role::Agent && !actor.is_empty() && principal.subject != actor {
+        return Err(tonic::Status::permission_denied(
+            "an agent may act only as itself: actor must be the credential's agent id",
+        ));
+    }
+    Ok(message)
+}
+
 /// Why a request has no principal.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthFailure {

@@ -547,7 +547,7 @@ impl CampaignService for CampaignGrpc {
         let (Some(id), Some(agent_id), true) = (id, agent_id, v.is_empty()) else {
             return Err(CampaignError::Invalid(v).into());
         };
-        if principal.role == Role::Agent && principal.subject != agent_id {
+        if !principal.may_act_for_agent(&agent_id) {
             return Err(Status::permission_denied(
                 "an agent may lease contacts only for itself",
             ));

@@ -8,7 +8,7 @@ use super::{
     Priority,
 };
 use crate::agents::parse_agent_id;
-use crate::auth::{self, Role};
+use crate::auth;
 use crate::grpc_status;
 use crate::proto::v1;
 use crate::proto::v1::case_service_server::CaseService;
@@ -40,22 +40,6 @@ impl From<CaseError> for Status {
             CaseError::Database(source) => grpc_status::internal(source),
         }
     }
-}
-
-/// The request's message, once the credential may write as the `actor` it names: an AGENT
-/// credential writes as itself only; supervisors, services and admins may name the agent they act
-/// for (the audit trail records the credential either way). An empty actor is left to validation
-/// (INVALID_ARGUMENT).
-fn signed<T>(request: Request<T>, actor: fn(&T) -> &str) -> Result<T, Status> {
-    let principal = auth::principal(&request)?;
-    let message = request.into_inner();
-    let actor = actor(&message);
-    if principal.role == Role::Agent && !actor.is_empty() && principal.subject != actor {
-        return Err(Status::permission_denied(
-            "an agent may act only as itself: actor must be the credential's agent id",
-        ));
-    }
-    Ok(message)
 }
 
 fn actor(v: &mut Violations, value: &str) -> String {
@@ -148,7 +132,7 @@ impl CaseService for CaseGrpc {
         &self,
         request: Request<v1::OpenCaseRequest>,
     ) -> Result<Response<v1::OpenCaseResponse>, Status> {
-        let r = signed(request, |r| &r.actor)?;
+        let r = auth::signed(request, |r| &r.actor)?;
         let mut v = Violations::new();
         let request_id = v.text("request_id", &r.request_id, 100, true);
         let customer_id = v.uuid("customer_id", &r.customer_id, true);
@@ -190,7 +174,7 @@ impl CaseService for CaseGrpc {
         &self,
         request: Request<v1::UpdateCaseRequest>,
     ) -> Result<Response<v1::UpdateCaseResponse>, Status> {
-        let r = signed(request, |r| &r.actor)?;
+        let r = auth::signed(request, |r| &r.actor)?;
         let mut v = Violations::new();
         let case = r.case.unwrap_or_default();
         let id = v.uuid("case.id", &case.id, true);
@@ -235,7 +219,7 @@ impl CaseService for CaseGrpc {
         request: Request<v1::AssignCaseRequest>,
     ) -> Result<Response<v1::AssignCaseResponse>, Status> {
         use v1::assign_case_request::Assignee as ProtoAssignee;
-        let r = signed(request, |r| &r.actor)?;
+        let r = auth::signed(request, |r| &r.actor)?;
         let mut v = Violations::new();
         let id = v.uuid("case_id", &r.case_id, true);
         let actor = actor(&mut v, &r.actor);
@@ -263,7 +247,7 @@ impl CaseService for CaseGrpc {
         &self,
         request: Request<v1::AddCaseCommentRequest>,
     ) -> Result<Response<v1::AddCaseCommentResponse>, Status> {
-        let r = signed(request, |r| &r.actor)?;
+        let r = auth::signed(request, |r| &r.actor)?;
         let mut v = Violations::new();
         let id = v.uuid("case_id", &r.case_id, true);
         let actor = actor(&mut v, &r.actor);

@@ -8,7 +8,7 @@ use super::{
     Status,
 };
 use crate::agents::parse_agent_id;
-use crate::auth::{self, Role};
+use crate::auth;
 use crate::grpc_status;
 use crate::proto::v1;
 use crate::proto::v1::feedback_service_server::FeedbackService;
@@ -150,16 +150,8 @@ fn long_text(v: &mut Violations, field: &str, value: &str) -> String {
     value.trim().to_owned()
 }
 
-/// The actor named by a lifecycle change, checked against an AGENT credential.
-fn actor<T>(request: &Request<T>, v: &mut Violations, value: &str) -> Result<String, GrpcStatus> {
-    let principal = auth::principal(request)?;
-    let actor = v.check("actor", parse_agent_id(value)).unwrap_or_default();
-    if principal.role == Role::Agent && !actor.is_empty() && principal.subject != actor {
-        return Err(GrpcStatus::permission_denied(
-            "an agent may act only as itself: actor must be the credential's agent id",
-        ));
-    }
-    Ok(actor)
+fn actor(v: &mut Violations, value: &str) -> String {
+    v.check("actor", parse_agent_id(value)).unwrap_or_default()
 }
 
 #[tonic::async_trait]
@@ -244,9 +236,9 @@ impl FeedbackService for FeedbackGrpc {
         &self,
         request: Request<v1::TriageFeedbackRequest>,
     ) -> Result<Response<v1::TriageFeedbackResponse>, GrpcStatus> {
+        let r = auth::signed(request, |r| &r.actor)?;
         let mut v = Violations::new();
-        let actor = actor(&request, &mut v, &request.get_ref().actor)?;
-        let r = request.into_inner();
+        let actor = actor(&mut v, &r.actor);
         let id = v.uuid("id", &r.id, true);
         let owner = v.text("owner", &r.owner, 64, true);
         let due_at = match r.due_at.as_ref().map(from_timestamp) {
@@ -269,9 +261,9 @@ impl FeedbackService for FeedbackGrpc {
         &self,
         request: Request<v1::UpdateFeedbackStatusRequest>,
     ) -> Result<Response<v1::UpdateFeedbackStatusResponse>, GrpcStatus> {
+        let r = auth::signed(request, |r| &r.actor)?;
         let mut v = Violations::new();
-        let actor = actor(&request, &mut v, &request.get_ref().actor)?;
-        let r = request.into_inner();
+        let actor = actor(&mut v, &r.actor);
         let id = v.uuid("id", &r.id, true);
         let status = v.check("status", status(r.status));
         let resolution = long_text(&mut v, "resolution", &r.resolution);
