@@ -466,54 +466,49 @@ impl Import {
 
 /// Loads what the database holds about the chunk's keys and the customers they lead to.
 async fn learn(p: &mut Planner, conn: &mut sqlx::PgConnection, rows: &[Row]) -> Result<()> {
-    {
-        let refs: Vec<(String, String)> = rows
-            .iter()
-            .flat_map(|r| r.refs.iter().cloned())
-            .filter(|r| !p.by_ref.contains_key(r))
-            .collect();
-        let phones: Vec<String> = rows
-            .iter()
-            .flat_map(|r| r.phones.iter().cloned())
-            .filter(|n| !p.owners_phone.contains_key(n))
-            .collect();
-        let emails: Vec<String> = rows
-            .iter()
-            .flat_map(|r| r.emails.iter().cloned())
-            .filter(|e| !p.owners_email.contains_key(e))
-            .collect();
-        let found = store::lookup(&mut *conn, &refs, &phones, &emails).await?;
-        for (key, owner) in found.refs {
-            p.by_ref.insert(key, owner);
-        }
-        for number in phones {
-            p.owners_phone.entry(number).or_default();
-        }
-        for email in emails {
-            p.owners_email.entry(email).or_default();
-        }
-        for (number, owner) in found.phones {
-            p.owners_phone.entry(number).or_default().insert(owner);
-        }
-        for (email, owner) in found.emails {
-            p.owners_email.entry(email).or_default().insert(owner);
-        }
-        let unknown: Vec<Uuid> = p
-            .by_ref
-            .values()
-            .flatten()
-            .chain(p.owners_phone.values().flatten())
-            .chain(p.owners_email.values().flatten())
-            .filter(|id| !p.customers.contains_key(id))
-            .copied()
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        for (id, snapshot) in store::snapshots(conn, &unknown).await? {
-            p.customers.insert(id, snapshot);
-        }
-        Ok(())
+    let refs: Vec<(String, String)> = rows
+        .iter()
+        .flat_map(|r| r.refs.iter().cloned())
+        .filter(|r| !p.by_ref.contains_key(r))
+        .collect();
+    let phones: Vec<String> = rows
+        .iter()
+        .flat_map(|r| r.phones.iter().cloned())
+        .filter(|n| !p.owners_phone.contains_key(n))
+        .collect();
+    let emails: Vec<String> = rows
+        .iter()
+        .flat_map(|r| r.emails.iter().cloned())
+        .filter(|e| !p.owners_email.contains_key(e))
+        .collect();
+    let found = store::lookup(&mut *conn, &refs, &phones, &emails).await?;
+    for number in phones {
+        p.owners_phone.entry(number).or_default();
     }
+    for email in emails {
+        p.owners_email.entry(email).or_default();
+    }
+    // Only the owners this lookup found can be new to the planner: earlier keys' owners were
+    // snapshotted when they were found.
+    let mut unknown = HashSet::new();
+    for (key, owner) in found.refs {
+        unknown.extend(owner);
+        p.by_ref.insert(key, owner);
+    }
+    for (number, owner) in found.phones {
+        unknown.insert(owner);
+        p.owners_phone.entry(number).or_default().insert(owner);
+    }
+    for (email, owner) in found.emails {
+        unknown.insert(owner);
+        p.owners_email.entry(email).or_default().insert(owner);
+    }
+    unknown.retain(|id| !p.customers.contains_key(id));
+    let unknown: Vec<Uuid> = unknown.into_iter().collect();
+    for (id, snapshot) in store::snapshots(conn, &unknown).await? {
+        p.customers.insert(id, snapshot);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
