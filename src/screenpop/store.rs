@@ -353,7 +353,8 @@ pub async fn customer_numbers(
     customer_ids: &[Uuid],
 ) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar(
-        "SELECT value FROM contact_points WHERE customer_id = ANY($1) AND kind = 'phone'",
+        "SELECT p.value FROM unnest($1::uuid[]) AS k(id) \
+         JOIN contact_points p ON p.customer_id = k.id AND p.kind = 'phone'",
     )
     .bind(customer_ids)
     .fetch_all(conn)
