@@ -34,6 +34,8 @@ use crate::customers::grpc::CustomerGrpc;
 use crate::db;
 use crate::diagnostics::grpc::DiagnosticsGrpc;
 use crate::drain::Draining;
+use crate::feed::Sequencer;
+use crate::feed::grpc::EventFeedGrpc;
 use crate::feedback::FeedbackDesk;
 use crate::feedback::grpc::FeedbackGrpc;
 use crate::import::grpc::ImportGrpc;
@@ -49,6 +51,7 @@ use crate::proto::v1::campaign_service_server::CampaignServiceServer;
 use crate::proto::v1::case_service_server::CaseServiceServer;
 use crate::proto::v1::customer_service_server::CustomerServiceServer;
 use crate::proto::v1::diagnostics_service_server::DiagnosticsServiceServer;
+use crate::proto::v1::event_feed_service_server::EventFeedServiceServer;
 use crate::proto::v1::feedback_service_server::FeedbackServiceServer;
 use crate::proto::v1::import_service_server::ImportServiceServer;
 use crate::proto::v1::interaction_service_server::InteractionServiceServer;
@@ -176,6 +179,8 @@ impl Application {
         ));
         let relay = invalidator.spawn_relay(INVALIDATION_RELAY_INTERVAL, stop_rx.clone());
         let offers_refresh = offers.spawn_refresh(stop_rx.clone());
+        let (sequencer, feed_head) = Sequencer::new(pool.clone(), settings.feed_retention);
+        let sequencer = sequencer.spawn(stop_rx.clone());
         let subscriber = settings
             .redis
             .as_ref()
@@ -265,7 +270,7 @@ impl Application {
                 .max_decoding_message_size(limits.max_request_bytes),
             )
             .add_service(
-                AgentServiceServer::new(AgentGrpc::new(agents, watcher, draining))
+                AgentServiceServer::new(AgentGrpc::new(agents, watcher, draining.clone()))
                     .max_decoding_message_size(limits.max_request_bytes),
             )
             .add_service(
@@ -297,6 +302,11 @@ impl Application {
                 .max_decoding_message_size(limits.max_request_bytes),
             )
             .add_service(AuditServiceServer::new(AuditGrpc::new(pool.clone())))
+            .add_service(EventFeedServiceServer::new(EventFeedGrpc::new(
+                pool.clone(),
+                feed_head,
+                draining,
+            )))
             .add_service(
                 DiagnosticsServiceServer::new(DiagnosticsGrpc)
                     .max_decoding_message_size(limits.max_request_bytes),
@@ -335,6 +345,7 @@ impl Application {
         audit_writer.await.ok();
         relay.await.ok();
         offers_refresh.await.ok();
+        sequencer.await.ok();
         if let Some(subscriber) = subscriber {
             subscriber.await.ok();
         }

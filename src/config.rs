@@ -237,6 +237,10 @@ pub struct ServeArgs {
     /// An NPS score (0-10) at or below this is negative feedback and opens a case.
     #[arg(long, env = "SWITCHBOARD_FEEDBACK_NEGATIVE_NPS", default_value_t = 6)]
     pub feedback_negative_nps: i32,
+    /// How long the event feed keeps events (seconds; default 7 days). A subscriber whose cursor
+    /// is older gets OUT_OF_RANGE.
+    #[arg(long, env = "SWITCHBOARD_FEED_RETENTION_SECS", default_value_t = 7 * 24 * 3600)]
+    pub feed_retention_secs: u64,
     /// How long in-flight calls may take to finish after SIGTERM before the server exits (seconds).
     #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
     pub drain_timeout_secs: u64,
@@ -410,6 +414,7 @@ pub struct Settings {
     pub negative_ttl: Duration,
     pub pin_ttl: Duration,
     pub drain_timeout: Duration,
+    pub feed_retention: Duration,
     pub case_sla: SlaPolicy,
     pub feedback: crate::feedback::Thresholds,
     pub auth: AuthSettings,
@@ -460,6 +465,7 @@ impl TryFrom<ServeArgs> for Settings {
             negative_ttl: Duration::from_secs(args.negative_ttl_secs),
             pin_ttl: Duration::from_secs(args.pin_ttl_secs),
             drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+            feed_retention: Duration::from_secs(args.feed_retention_secs),
             case_sla: args.case_sla,
             feedback: crate::feedback::Thresholds {
                 negative_csat: args.feedback_negative_csat,

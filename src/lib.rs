@@ -47,6 +47,7 @@ pub mod db;
 pub mod diagnostics;
 pub mod drain;
 pub mod email;
+pub mod feed;
 pub mod feedback;
 pub mod grpc_status;
 pub mod import;

@@ -147,6 +147,21 @@ impl Activity {
             crate::audit::record_write(&mut tx, *customer).await?;
         }
         let value = store::lifetime_value(&mut tx, customer_id).await?;
+        let event = crate::feed::Event::new(
+            "order.recorded",
+            format!("{}/{}", order.system, order.order_id),
+        )
+        .customer(Some(customer_id))
+        .data(serde_json::json!({
+            "system": order.system,
+            "order_id": order.order_id,
+            "amount_minor": order.amount.amount_minor,
+            "currency": order.amount.currency,
+            "status": order.status.as_str(),
+            "ordered_at": order.ordered_at,
+            "previous_customer_id": previous_owner.filter(|owner| *owner != customer_id),
+        }));
+        crate::feed::record(&mut tx, event).await?;
         let pending = self.pops.record_for_customers(&mut tx, &touched).await?;
         tx.commit().await?;
         self.pops.apply(pending).await;

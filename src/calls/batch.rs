@@ -185,12 +185,18 @@ async fn commit_batch(
         .into_iter()
         .collect();
     let mut histories = store::accepted_steps_of(&mut tx, &keys).await?;
-    let mut current = store::current_of(&mut tx, &keys).await?;
+    let mut current = HashMap::new();
+    let mut customers = HashMap::new();
+    for (key, (now, customer)) in store::current_of(&mut tx, &keys).await? {
+        customers.insert(key.clone(), customer);
+        current.insert(key, now);
+    }
 
     let mut decided: HashMap<(String, String), Ack> = HashMap::new();
     let mut writes: Vec<(&NewEvent, Ack)> = Vec::new();
     let mut records: HashMap<CallKey, (CallRecord, Option<Uuid>)> = HashMap::new();
     let mut outcomes = Vec::with_capacity(events.len());
+    let mut feed = Vec::new();
     for ((event, customer_id), event_key) in events.iter().zip(&event_keys) {
         // A resend (stored, or earlier in this very batch) gets the ack already given.
         if let Some(ack) = stored.get(event_key).or_else(|| decided.get(event_key)) {
@@ -218,7 +224,10 @@ async fn commit_batch(
                 let before = current.get(&key);
                 let entry = records.entry(key.clone()).or_insert((record.clone(), None));
                 entry.0 = record.clone();
-                entry.1 = entry.1.or(*customer_id);
+                entry.1 = entry
+                    .1
+                    .or(*customer_id)
+                    .or_else(|| customers.get(&key).copied().flatten());
                 let view = CallView {
                     gateway_id: event.gateway_id.clone(),
                     call_id: event.call_id.clone(),
@@ -231,6 +240,7 @@ async fn commit_batch(
                     answered_at: record.answered_at,
                     customer_id: *customer_id,
                 };
+                feed.push(feed_event(event, &record, entry.1));
                 let notices = notices(before, &record, event.step.kind, &view);
                 current.insert(key.clone(), (record.state, record.on_call_agents()));
                 (
@@ -255,6 +265,27 @@ async fn commit_batch(
         .map(|(key, (record, customer))| (key, record, *customer))
         .collect();
     store::save_calls(&mut tx, &calls).await?;
+    crate::feed::record_all(&mut tx, &feed).await?;
     tx.commit().await?;
     Ok(outcomes)
+}
+
+/// What the feed says about an accepted call event: the call's state after it, never numbers.
+fn feed_event(event: &NewEvent, record: &CallRecord, customer: Option<Uuid>) -> crate::feed::Event {
+    crate::feed::Event::new(
+        "call.state_changed",
+        format!("{}/{}", event.gateway_id, event.call_id),
+    )
+    .customer(customer)
+    .data(serde_json::json!({
+        "gateway_id": event.gateway_id,
+        "call_id": event.call_id,
+        "event": event.step.kind.as_str(),
+        "state": record.state.as_str(),
+        "outcome": record.outcome.as_str(),
+        "queue": record.queue,
+        "agent_id": record.current_agent,
+        "transfers": record.transfers,
+        "occurred_at": event.step.occurred_at,
+    }))
 }

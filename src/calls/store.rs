@@ -167,14 +167,26 @@ pub async fn accepted_steps_of(
     Ok(histories)
 }
 
-/// The stored state and on-call agents of these calls.
+#[derive(sqlx::FromRow)]
+struct CurrentRow {
+    gateway_id: String,
+    call_id: String,
+    state: String,
+    on_call_agents: Vec<String>,
+    customer_id: Option<Uuid>,
+}
+
+/// A stored call's state and on-call agents, and the customer it is with.
+pub type Current = ((CallState, Vec<String>), Option<Uuid>);
+
+/// The stored state of these calls.
 pub async fn current_of(
     conn: &mut PgConnection,
     keys: &[CallKey],
-) -> sqlx::Result<HashMap<CallKey, (CallState, Vec<String>)>> {
+) -> sqlx::Result<HashMap<CallKey, Current>> {
     let (gateways, calls) = unzip_keys(keys);
-    let rows: Vec<(String, String, String, Vec<String>)> = sqlx::query_as(
-        "SELECT c.gateway_id, c.call_id, c.state, c.on_call_agents FROM calls c \
+    let rows: Vec<CurrentRow> = sqlx::query_as(
+        "SELECT c.gateway_id, c.call_id, c.state, c.on_call_agents, c.customer_id FROM calls c \
          JOIN unnest($1::text[], $2::text[]) AS t(g, id) ON c.gateway_id = t.g AND c.call_id = t.id",
     )
     .bind(gateways)
@@ -182,10 +194,13 @@ pub async fn current_of(
     .fetch_all(conn)
     .await?;
     rows.into_iter()
-        .map(|(gateway, call, state, agents)| {
-            let state = CallState::parse(&state)
-                .ok_or_else(|| sqlx::Error::Decode(format!("call state {state}").into()))?;
-            Ok(((gateway, call), (state, agents)))
+        .map(|row| {
+            let state = CallState::parse(&row.state)
+                .ok_or_else(|| sqlx::Error::Decode(format!("call state {}", row.state).into()))?;
+            Ok((
+                (row.gateway_id, row.call_id),
+                ((state, row.on_call_agents), row.customer_id),
+            ))
         })
         .collect()
 }

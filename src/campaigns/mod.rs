@@ -469,6 +469,18 @@ impl Campaigns {
             callback_at,
         );
         store::finish_attempt(&mut tx, &lease, outcome, callback_at, &after).await?;
+        let event = crate::feed::Event::new("campaign.outcome_recorded", lease_id)
+            .customer(Some(lease.customer_id))
+            .data(serde_json::json!({
+                "campaign_id": lease.campaign_id,
+                "agent_id": lease.agent_id,
+                "outcome": outcome.as_str(),
+                "attempts": after.attempts,
+                "member_state": after.state.as_str(),
+                "next_attempt_at": after.next_attempt_at,
+                "callback_at": callback_at,
+            }));
+        crate::feed::record(&mut tx, event).await?;
         let mut pending = Default::default();
         if outcome == Outcome::DoNotCall {
             crate::customers::flag_do_not_call(&mut tx, lease.customer_id).await?;

@@ -37,6 +37,27 @@ pub struct Case {
 }
 
 impl Case {
+    /// The feed event: status, priority, assignee and dates; never the subject or description.
+    fn event(&self, kind: &'static str) -> crate::feed::Event {
+        let (agent, team) = match &self.assignee {
+            Some(Assignee::Agent(agent)) => (Some(agent.as_str()), None),
+            Some(Assignee::Team(team)) => (None, Some(team.as_str())),
+            None => (None, None),
+        };
+        crate::feed::Event::new(kind, self.id)
+            .customer(Some(self.customer_id))
+            .data(serde_json::json!({
+                "status": self.status.as_str(),
+                "priority": self.priority.as_str(),
+                "assignee_agent_id": agent,
+                "assignee_team": team,
+                "sla_due_at": self.sla_due_at,
+                "resolved_at": self.resolved_at,
+                "closed_at": self.closed_at,
+                "version": self.version,
+            }))
+    }
+
     pub fn is_overdue(&self, now: DateTime<Utc>) -> bool {
         self.status.is_active() && self.sla_due_at < now
     }
@@ -162,6 +183,9 @@ pub async fn open_within(
     let now = Utc::now();
     store::insert(&mut *conn, id, &new, now, sla.due(now, new.priority)).await?;
     store::record_change(conn, id, "opened", "", CaseStatus::New.as_str(), &new.actor).await?;
+    if let Some(case) = store::load(&mut *conn, id).await? {
+        crate::feed::record(conn, case.event("case.opened")).await?;
+    }
     Ok(id)
 }
 
@@ -212,7 +236,7 @@ impl Cases {
             &new.actor,
         )
         .await?;
-        self.finish(tx, id).await
+        self.finish(tx, id, "case.opened").await
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Case> {
@@ -286,7 +310,7 @@ impl Cases {
         for (action, from, to) in changes {
             store::record_change(&mut tx, id, action, &from, &to, actor).await?;
         }
-        self.finish(tx, id).await
+        self.finish(tx, id, "case.updated").await
     }
 
     #[tracing::instrument(skip(self))]
@@ -315,7 +339,7 @@ impl Cases {
             actor,
         )
         .await?;
-        self.finish(tx, id).await
+        self.finish(tx, id, "case.updated").await
     }
 
     #[tracing::instrument(skip(self, text))]
@@ -328,6 +352,10 @@ impl Cases {
         let comment =
             store::insert_comment(&mut tx, case_id, &card_data::mask(text), actor).await?;
         store::record_change(&mut tx, case_id, "commented", "", "", actor).await?;
+        let event = crate::feed::Event::new("case.commented", case_id)
+            .customer(Some(case.customer_id))
+            .data(serde_json::json!({"comment_id": comment.id}));
+        crate::feed::record(&mut tx, event).await?;
         tx.commit().await?;
         Ok(comment)
     }
@@ -394,9 +422,11 @@ impl Cases {
         &self,
         mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
         id: Uuid,
+        kind: &'static str,
     ) -> Result<Case> {
         let case = store::load(&mut tx, id).await?.ok_or(CaseError::NotFound)?;
         crate::audit::record_write(&mut tx, case.customer_id).await?;
+        crate::feed::record(&mut tx, case.event(kind)).await?;
         let pending = self
             .pops
             .record_for_customers(&mut tx, &[case.customer_id])

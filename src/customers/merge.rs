@@ -147,7 +147,13 @@ impl Customers {
             .map_err(|e| CustomerError::Database(sqlx::Error::Encode(Box::new(e))))?;
         store::insert_merge(&mut tx, merge_id, survivor, duplicate, &lineage, merged_by).await?;
         crate::audit::record_write(&mut tx, duplicate).await?;
-        self.commit_and_invalidate(tx, survivor, numbers).await?;
+        let merged_event = crate::feed::Event::new("customer.merged", duplicate)
+            .customer(Some(duplicate))
+            .data(serde_json::json!({"survivor_id": survivor, "merge_id": merge_id}));
+        crate::feed::record(&mut tx, merged_event).await?;
+        let event = result.survivor.event("customer.updated", "merged");
+        self.commit_and_invalidate(tx, survivor, numbers, event)
+            .await?;
         result.merge_id = Some(merge_id);
         Ok(result)
     }
@@ -214,7 +220,13 @@ impl Customers {
             return Err(CustomerError::NotFound);
         };
         crate::audit::record_write(&mut tx, duplicate).await?;
-        self.commit_and_invalidate(tx, survivor, numbers).await?;
+        let unmerged_event = restored
+            .event("customer.unmerged", "unmerged")
+            .data(serde_json::json!({"survivor_id": survivor, "merge_id": merge_id}));
+        crate::feed::record(&mut tx, unmerged_event).await?;
+        let event = kept.event("customer.updated", "unmerged");
+        self.commit_and_invalidate(tx, survivor, numbers, event)
+            .await?;
         Ok((kept, restored))
     }
 

@@ -140,6 +140,22 @@ pub struct Customer {
 }
 
 impl Customer {
+    /// The feed event of a change to this customer: flags and codes, never names or numbers.
+    pub fn event(&self, kind: &'static str, change: &str) -> crate::feed::Event {
+        let p = &self.profile;
+        crate::feed::Event::new(kind, self.id)
+            .customer(Some(self.id))
+            .data(serde_json::json!({
+                "change": change,
+                "version": self.version,
+                "tier": p.tier.as_str(),
+                "vip": p.vip,
+                "segment": p.segment,
+                "marketing_consent": p.marketing_consent,
+                "do_not_call": p.do_not_call,
+            }))
+    }
+
     /// E.164 numbers of every phone contact point: the screen-pop keys that show this customer.
     fn phone_numbers(&self) -> Vec<String> {
         self.contact_points
@@ -332,7 +348,8 @@ impl Customers {
         let customer = store::load(&mut tx, id)
             .await?
             .ok_or(CustomerError::NotFound)?;
-        self.commit_and_invalidate(tx, id, customer.phone_numbers())
+        let event = customer.event("customer.created", "created");
+        self.commit_and_invalidate(tx, id, customer.phone_numbers(), event)
             .await?;
         Ok(customer)
     }
@@ -351,7 +368,7 @@ impl Customers {
         let mut customer = lock_version(&mut tx, id, Some(version)).await?;
         patch.apply(&mut customer.profile);
         store::update_profile(&mut tx, id, &customer.profile).await?;
-        self.finish_write(tx, id, Vec::new()).await
+        self.finish_write(tx, id, Vec::new(), "profile").await
     }
 
     #[tracing::instrument(skip(self))]
@@ -366,7 +383,8 @@ impl Customers {
         check_version(version, current.version)?;
         store::soft_delete(&mut tx, id).await?;
         let numbers = store::phone_numbers(&mut tx, id).await?;
-        self.commit_and_invalidate(tx, id, numbers).await
+        let event = crate::feed::Event::new("customer.deleted", id).customer(Some(id));
+        self.commit_and_invalidate(tx, id, numbers, event).await
     }
 
     #[tracing::instrument(skip(self, query))]
@@ -416,7 +434,8 @@ impl Customers {
         }
         store::insert_contact_point(&mut tx, id, &new, new.primary).await?;
         store::ensure_primaries(&mut tx, id).await?;
-        self.finish_write(tx, id, Vec::new()).await
+        self.finish_write(tx, id, Vec::new(), "contact_point_added")
+            .await
     }
 
     #[tracing::instrument(skip(self))]
@@ -431,7 +450,8 @@ impl Customers {
             ContactKind::Phone => vec![removed.value],
             ContactKind::Email => Vec::new(),
         };
-        self.finish_write(tx, id, removed_numbers).await
+        self.finish_write(tx, id, removed_numbers, "contact_point_removed")
+            .await
     }
 
     #[tracing::instrument(skip(self, reference))]
@@ -454,7 +474,8 @@ impl Customers {
             }
             None => store::insert_external_reference(&mut tx, id, &reference).await?,
         }
-        self.finish_write(tx, id, Vec::new()).await
+        self.finish_write(tx, id, Vec::new(), "reference_linked")
+            .await
     }
 
     /// Bumps the version, reloads the customer, commits, and invalidates every pop that showed it.
@@ -463,24 +484,30 @@ impl Customers {
         mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
         id: Uuid,
         mut extra_numbers: Vec<String>,
+        change: &'static str,
     ) -> Result<Customer> {
         store::touch(&mut tx, id).await?;
         let customer = store::load(&mut tx, id)
             .await?
             .ok_or(CustomerError::NotFound)?;
         extra_numbers.extend(customer.phone_numbers());
-        self.commit_and_invalidate(tx, id, extra_numbers).await?;
+        let event = customer.event("customer.updated", change);
+        self.commit_and_invalidate(tx, id, extra_numbers, event)
+            .await?;
         Ok(customer)
     }
 
-    /// Records the write in the audit trail, commits, and invalidates the pops that showed it.
+    /// Records the write in the audit trail and the event feed, commits, and invalidates the
+    /// pops that showed it.
     async fn commit_and_invalidate(
         &self,
         mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
         customer_id: Uuid,
         numbers: Vec<String>,
+        event: crate::feed::Event,
     ) -> Result<()> {
         crate::audit::record_write(&mut tx, customer_id).await?;
+        crate::feed::record(&mut tx, event).await?;
         let pending = self.pops.record(&mut tx, numbers).await?;
         tx.commit().await?;
         self.pops.apply(pending).await;
@@ -497,7 +524,11 @@ pub async fn is_live(conn: &mut sqlx::PgConnection, id: Uuid) -> sqlx::Result<bo
 /// as a write. The caller invalidates the customer's pops.
 pub async fn flag_do_not_call(conn: &mut sqlx::PgConnection, id: Uuid) -> sqlx::Result<()> {
     store::flag_do_not_call(conn, id).await?;
-    crate::audit::record_write(conn, id).await
+    crate::audit::record_write(conn, id).await?;
+    let event = crate::feed::Event::new("customer.updated", id)
+        .customer(Some(id))
+        .data(serde_json::json!({"change": "do_not_call", "do_not_call": true}));
+    crate::feed::record(conn, event).await
 }
 
 /// Locks the live customer row and checks the version the client read, if it sent one.

@@ -142,6 +142,30 @@ pub struct Feedback {
 }
 
 impl Feedback {
+    /// The feed event: source, sentiment, score, category and lifecycle; never the text or the
+    /// resolution.
+    fn event(&self, kind: &'static str) -> crate::feed::Event {
+        let score = self.score.map(|score| match score {
+            Score::Csat(value) => serde_json::json!({"kind": "csat", "value": value}),
+            Score::Nps(value) => serde_json::json!({"kind": "nps", "value": value}),
+        });
+        crate::feed::Event::new(kind, self.id)
+            .customer(self.customer_id)
+            .data(serde_json::json!({
+                "source": self.source.as_str(),
+                "sentiment": self.sentiment.as_str(),
+                "score": score,
+                "category": self.category,
+                "status": self.status.as_str(),
+                "owner": self.owner,
+                "due_at": self.due_at,
+                "case_id": self.case_id,
+                "interaction_id": self.interaction_id,
+                "resolved_at": self.resolved_at,
+                "closed_at": self.closed_at,
+            }))
+    }
+
     pub fn is_overdue(&self, now: DateTime<Utc>) -> bool {
         self.status.is_open() && self.due_at.is_some_and(|due| due < now)
     }
@@ -301,6 +325,7 @@ impl FeedbackDesk {
         let feedback = store::load(&mut tx, id)
             .await?
             .ok_or(FeedbackError::NotFound)?;
+        crate::feed::record(&mut tx, feedback.event("feedback.submitted")).await?;
         tx.commit().await?;
         self.pops.apply(pending).await;
         Ok((feedback, case_opened))
@@ -454,6 +479,7 @@ impl FeedbackDesk {
         let item = store::load(&mut tx, id)
             .await?
             .ok_or(FeedbackError::NotFound)?;
+        crate::feed::record(&mut tx, item.event("feedback.changed")).await?;
         let pending = match item.customer_id {
             Some(customer) => {
                 crate::audit::record_write(&mut tx, customer).await?;

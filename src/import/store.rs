@@ -7,6 +7,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{Snapshot, Writes};
+use crate::feed::Event;
 use crate::screenpop::{Pending, PopInvalidator};
 
 #[derive(Debug, Clone)]
@@ -28,6 +29,10 @@ pub struct Found {
     pub emails: Vec<(String, Uuid)>,
 }
 
+/// Keys are joined from `unnest` rather than tested with `= ANY($n)`: an import grows the tables
+/// faster than statistics follow, and a cached plan that scans a table testing each row against
+/// a 1,000-element array goes quadratic (600 ms a chunk at 30,000 rows); a join stays linear
+/// whichever plan PostgreSQL picks.
 pub async fn lookup(
     conn: &mut PgConnection,
     refs: &[(String, String)],
@@ -47,9 +52,9 @@ pub async fn lookup(
     let mut by_kind = Vec::with_capacity(2);
     for (kind, values) in [("phone", phones), ("email", emails)] {
         let rows: Vec<(String, Uuid)> = sqlx::query_as(
-            "SELECT p.value, p.customer_id FROM contact_points p \
-             JOIN customers c ON c.id = p.customer_id AND c.deleted_at IS NULL AND c.erased_at IS NULL \
-             WHERE p.kind = $1 AND p.value = ANY($2)",
+            "SELECT p.value, p.customer_id FROM unnest($2::text[]) AS v(value) \
+             JOIN contact_points p ON p.kind = $1 AND p.value = v.value \
+             JOIN customers c ON c.id = p.customer_id AND c.deleted_at IS NULL AND c.erased_at IS NULL",
         )
         .bind(kind)
         .bind(values)
@@ -78,7 +83,8 @@ pub async fn snapshots(
         return Ok(Vec::new());
     }
     let profiles: Vec<(Uuid, String, String, String, bool)> = sqlx::query_as(
-        "SELECT id, company, preferred_language, time_zone, do_not_call FROM customers WHERE id = ANY($1)",
+        "SELECT c.id, c.company, c.preferred_language, c.time_zone, c.do_not_call \
+         FROM unnest($1::uuid[]) AS k(id) JOIN customers c ON c.id = k.id",
     )
     .bind(ids)
     .fetch_all(&mut *conn)
@@ -101,7 +107,8 @@ pub async fn snapshots(
         )
         .collect();
     let contacts: Vec<(Uuid, String, String, bool)> = sqlx::query_as(
-        "SELECT customer_id, kind, value, is_primary FROM contact_points WHERE customer_id = ANY($1)",
+        "SELECT p.customer_id, p.kind, p.value, p.is_primary \
+         FROM unnest($1::uuid[]) AS k(id) JOIN contact_points p ON p.customer_id = k.id",
     )
     .bind(ids)
     .fetch_all(&mut *conn)
@@ -118,7 +125,8 @@ pub async fn snapshots(
         }
     }
     let refs: Vec<(Uuid, String, String)> = sqlx::query_as(
-        "SELECT customer_id, system, external_id FROM external_references WHERE customer_id = ANY($1)",
+        "SELECT r.customer_id, r.system, r.external_id \
+         FROM unnest($1::uuid[]) AS k(id) JOIN external_references r ON r.customer_id = k.id",
     )
     .bind(ids)
     .fetch_all(&mut *conn)
@@ -236,5 +244,22 @@ pub async fn write(
         .await?;
     }
     crate::audit::record_writes(&mut *conn, &touched).await?;
+    let created: HashSet<Uuid> = w.creates.iter().map(|c| c.id).collect();
+    let events: Vec<_> = w
+        .creates
+        .iter()
+        .map(|c| {
+            Event::new("customer.created", c.id)
+                .customer(Some(c.id))
+                .data(json!({"change": "imported", "tier": c.tier,
+                             "marketing_consent": c.marketing_consent, "do_not_call": c.do_not_call}))
+        })
+        .chain(touched.iter().filter(|id| !created.contains(id)).map(|id| {
+            Event::new("customer.updated", id)
+                .customer(Some(*id))
+                .data(json!({"change": "imported"}))
+        }))
+        .collect();
+    crate::feed::record_all(&mut *conn, &events).await?;
     pops.record_for_customers(conn, &touched).await
 }

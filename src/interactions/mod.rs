@@ -68,6 +68,27 @@ pub struct Interaction {
     pub wrap_up_ms: Option<i64>,
 }
 
+impl Interaction {
+    /// The feed event: ids, codes and times; never the notes or the outcome text.
+    fn event(&self, kind: &'static str) -> crate::feed::Event {
+        crate::feed::Event::new(kind, self.id)
+            .customer(Some(self.customer_id))
+            .data(serde_json::json!({
+                "channel": self.channel.as_str(),
+                "direction": self.direction.as_str(),
+                "agent_id": self.agent_id,
+                "gateway_id": self.call.as_ref().map(|(gateway, _)| gateway),
+                "call_id": self.call.as_ref().map(|(_, call)| call),
+                "case_id": self.case_id,
+                "campaign_id": self.campaign_id,
+                "disposition_code": self.disposition_code,
+                "started_at": self.started_at,
+                "ended_at": self.ended_at,
+                "wrap_up_completed_at": self.wrap_up_completed_at,
+            }))
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct TimelineFilter {
     pub channel: Option<Channel>,
@@ -171,6 +192,7 @@ impl Interactions {
             .await?
             .ok_or(InteractionError::NotFound)?;
         crate::audit::record_write(&mut tx, new.customer_id).await?;
+        crate::feed::record(&mut tx, interaction.event("interaction.logged")).await?;
         let pending = self
             .pops
             .record_for_customers(&mut tx, &[new.customer_id])
@@ -201,6 +223,7 @@ impl Interactions {
             .await?
             .ok_or(InteractionError::NotFound)?;
         crate::audit::record_write(&mut tx, interaction.customer_id).await?;
+        crate::feed::record(&mut tx, interaction.event("interaction.wrapped_up")).await?;
         let pending = self
             .pops
             .record_for_customers(&mut tx, &[interaction.customer_id])

@@ -131,6 +131,12 @@ impl Privacy {
         feedback::privacy::erase(&mut tx, id).await?;
         let erased_at = customers::privacy::erase(&mut tx, id).await?;
         audit::record_erasure(&mut tx, id).await?;
+        crate::feed::scrub_customer(&mut tx, id).await?;
+        crate::feed::record(
+            &mut tx,
+            crate::feed::Event::new("customer.erased", id).customer(Some(id)),
+        )
+        .await?;
         let numbers_purged = numbers.len();
         let pending = self.pops.record(&mut tx, numbers).await?;
         tx.commit().await?;

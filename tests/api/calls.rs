@@ -97,7 +97,7 @@ pub async fn report(app: &TestApp, event: v1::CallEvent) -> v1::CallEventAck {
         .expect("ack")
 }
 
-async fn log_in(app: &TestApp, agent: &str) {
+pub async fn log_in(app: &TestApp, agent: &str) {
     app.agents
         .clone()
         .set_agent_state(v1::SetAgentStateRequest {

@@ -142,6 +142,9 @@ pub struct TestOptions {
     pub limits: Limits,
     /// Serve TLS, and connect the test clients with this client configuration.
     pub tls: Option<TestTls>,
+    /// Serve this existing database (a second instance of one deployment) instead of a fresh one.
+    pub database_url: Option<String>,
+    pub feed_retention: Duration,
 }
 
 #[derive(Clone)]
@@ -158,6 +161,8 @@ impl Default for TestOptions {
             acquire_timeout: Duration::from_secs(1),
             case_sla: switchboard::cases::SlaPolicy::default(),
             tls: None,
+            database_url: None,
+            feed_retention: Duration::from_secs(7 * 24 * 3600),
             limits: Limits {
                 rate: switchboard::auth::RateLimit {
                     per_second: 100_000.0,
@@ -202,7 +207,10 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         .postgres_admin_url
         .clone()
         .unwrap_or_else(admin_database_url);
-    let database_url = fresh_database(&admin_url).await;
+    let database_url = match &options.database_url {
+        Some(url) => url.clone(),
+        None => fresh_database(&admin_url).await,
+    };
     let redis_prefix = format!("t:{}:", Uuid::new_v4().simple());
     let settings = Settings {
         listen: "127.0.0.1:0".parse().expect("address"),
@@ -228,6 +236,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         negative_ttl: Duration::from_secs(30),
         pin_ttl: Duration::from_secs(3600),
         drain_timeout: Duration::from_secs(5),
+        feed_retention: options.feed_retention,
         health_interval: Duration::from_millis(100),
     };
     let app = Application::build(settings)

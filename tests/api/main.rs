@@ -9,6 +9,7 @@ mod cases;
 mod customers;
 mod fault_proxy;
 mod faults;
+mod feed;
 mod feedback;
 mod health;
 mod helpers;

@@ -1,0 +1,112 @@
+//! The background task every instance runs: it numbers committed events when no other instance
+//! is doing it, applies retention, and publishes the head so this instance's subscribers wake up.
+//!
+//! Every instance polls (one indexed query per [`POLL_INTERVAL`]) rather than having writers
+//! `NOTIFY`: a `NOTIFY` serializes commits in PostgreSQL, and call events commit thousands of
+//! times a second. So an event reaches subscribers about one poll interval after its commit.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::store::{self, Head};
+
+/// How often each instance looks for new events.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Most events numbered by one statement.
+const SEQUENCE_BATCH: i64 = 5_000;
+/// Most events deleted by one retention statement.
+const PRUNE_BATCH: i64 = 10_000;
+
+/// The feed's head as this instance last saw it.
+#[derive(Clone)]
+pub struct FeedHead(watch::Receiver<Head>);
+
+impl FeedHead {
+    pub fn current(&self) -> Head {
+        *self.0.borrow()
+    }
+
+    pub fn watch(&self) -> watch::Receiver<Head> {
+        self.0.clone()
+    }
+}
+
+pub struct Sequencer {
+    pool: PgPool,
+    retention: Duration,
+    head: watch::Sender<Head>,
+}
+
+impl Sequencer {
+    pub fn new(pool: PgPool, retention: Duration) -> (Self, FeedHead) {
+        let (head, rx) = watch::channel(Head::default());
+        (
+            Self {
+                pool,
+                retention,
+                head,
+            },
+            FeedHead(rx),
+        )
+    }
+
+    /// Runs until `stop` turns true.
+    pub fn spawn(self, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let prune_every =
+                (self.retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+            let mut ticks = tokio::time::interval(POLL_INTERVAL);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_prune = tokio::time::Instant::now();
+            let mut failing = false;
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    _ = stop.wait_for(|stop| *stop) => return,
+                }
+                let prune = last_prune.elapsed() >= prune_every;
+                if prune {
+                    last_prune = tokio::time::Instant::now();
+                }
+                match self.pass(prune).await {
+                    Ok(()) => failing = false,
+                    Err(error) => {
+                        if !failing {
+                            tracing::warn!(%error, "event feed: sequencing paused (retrying)");
+                        }
+                        failing = true;
+                    }
+                }
+            }
+        })
+    }
+
+    async fn pass(&self, prune: bool) -> sqlx::Result<()> {
+        let (mut head, waiting) = store::poll(&self.pool).await?;
+        if waiting && let Some(position) = store::sequence(&self.pool, SEQUENCE_BATCH).await? {
+            head.position = position;
+        }
+        if prune {
+            let retention =
+                chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::MAX);
+            let cutoff = Utc::now() - retention;
+            while store::prune(&self.pool, cutoff, PRUNE_BATCH).await? == PRUNE_BATCH as u64 {}
+            head = store::poll(&self.pool).await?.0;
+        }
+        self.head.send_if_modified(|seen| {
+            // Another instance's read may lag this one's: the head never goes back.
+            let next = Head {
+                position: head.position.max(seen.position),
+                pruned_through: head.pruned_through.max(seen.pruned_through),
+            };
+            let changed = next != *seen;
+            *seen = next;
+            changed
+        });
+        Ok(())
+    }
+}
