@@ -259,13 +259,12 @@ async fn commit_batch(
     }
 
     let rows: Vec<(&NewEvent, &Ack)> = writes.iter().map(|(e, a)| (*e, a)).collect();
-    store::insert_events(&mut tx, &rows).await?;
+    store::insert_events(&mut tx, &rows, &feed).await?;
     let calls: Vec<(&CallKey, &CallRecord, Option<Uuid>)> = records
         .iter()
         .map(|(key, (record, customer))| (key, record, *customer))
         .collect();
     store::save_calls(&mut tx, &calls).await?;
-    crate::feed::record_all(&mut tx, &feed).await?;
     tx.commit().await?;
     Ok(outcomes)
 }

@@ -205,10 +205,12 @@ pub async fn current_of(
         .collect()
 }
 
-/// Inserts events with their acks, in one statement.
+/// Inserts events with their acks, and their feed events, in one statement (the feed's insert
+/// rides along as a CTE: one round trip less on the hottest write path).
 pub async fn insert_events(
     conn: &mut PgConnection,
     events: &[(&NewEvent, &Ack)],
+    feed: &[crate::feed::Event],
 ) -> sqlx::Result<()> {
     if events.is_empty() {
         return Ok(());
@@ -245,8 +247,14 @@ pub async fn insert_events(
             })
         })
         .collect();
+    let feed = crate::feed::Columns::of(feed);
     sqlx::query(
-        "INSERT INTO call_events (gateway_id, event_id, call_id, type, occurred_at, sequence, caller_number, \
+        "WITH feed AS (INSERT INTO feed_events (topic, type, subject_id, customer_id, data) \
+           SELECT topic, type, subject_id, customer_id, data \
+           FROM unnest($2::text[], $3::text[], $4::text[], $5::uuid[], $6::jsonb[]) \
+             WITH ORDINALITY AS e(topic, type, subject_id, customer_id, data, n) \
+           ORDER BY n) \
+         INSERT INTO call_events (gateway_id, event_id, call_id, type, occurred_at, sequence, caller_number, \
            dialed_number, queue, agent_id, target_agent_id, target_queue, attached_data, outcome, reason) \
          SELECT gateway_id, event_id, call_id, type, occurred_at, sequence, caller_number, dialed_number, \
            queue, agent_id, target_agent_id, target_queue, attached_data, outcome, reason \
@@ -256,6 +264,11 @@ pub async fn insert_events(
            reason text)",
     )
     .bind(sqlx::types::Json(rows))
+    .bind(feed.topics)
+    .bind(feed.kinds)
+    .bind(feed.subjects)
+    .bind(feed.customers)
+    .bind(feed.data)
     .execute(conn)
     .await?;
     Ok(())

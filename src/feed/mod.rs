@@ -21,7 +21,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 pub use sequencer::{FeedHead, Sequencer};
-pub use store::{Head, scrub_customer};
+pub use store::{Columns, Head, scrub_customer};
 pub use subscription::{FeedItem, Start, StoredEvent, subscribe};
 
 #[derive(Debug, thiserror::Error)]

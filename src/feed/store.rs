@@ -6,19 +6,39 @@ use uuid::Uuid;
 
 use super::Event;
 
-pub async fn insert(conn: &mut PgConnection, events: &[Event]) -> sqlx::Result<()> {
-    let mut topics = Vec::with_capacity(events.len());
-    let mut kinds = Vec::with_capacity(events.len());
-    let mut subjects = Vec::with_capacity(events.len());
-    let mut customers = Vec::with_capacity(events.len());
-    let mut data = Vec::with_capacity(events.len());
-    for event in events {
-        topics.push(event.topic());
-        kinds.push(event.kind);
-        subjects.push(event.subject_id.as_str());
-        customers.push(event.customer_id);
-        data.push(&event.data);
+/// Events as the column arrays of `unnest($1::text[], $2::text[], $3::text[], $4::uuid[],
+/// $5::jsonb[]) WITH ORDINALITY` (topic, type, subject_id, customer_id, data), for a statement
+/// that inserts them into `feed_events` together with its own write.
+pub struct Columns<'a> {
+    pub topics: Vec<&'static str>,
+    pub kinds: Vec<&'static str>,
+    pub subjects: Vec<&'a str>,
+    pub customers: Vec<Option<Uuid>>,
+    pub data: Vec<&'a serde_json::Value>,
+}
+
+impl<'a> Columns<'a> {
+    pub fn of(events: &'a [Event]) -> Self {
+        let mut columns = Self {
+            topics: Vec::with_capacity(events.len()),
+            kinds: Vec::with_capacity(events.len()),
+            subjects: Vec::with_capacity(events.len()),
+            customers: Vec::with_capacity(events.len()),
+            data: Vec::with_capacity(events.len()),
+        };
+        for event in events {
+            columns.topics.push(event.topic());
+            columns.kinds.push(event.kind);
+            columns.subjects.push(event.subject_id.as_str());
+            columns.customers.push(event.customer_id);
+            columns.data.push(&event.data);
+        }
+        columns
     }
+}
+
+pub async fn insert(conn: &mut PgConnection, events: &[Event]) -> sqlx::Result<()> {
+    let columns = Columns::of(events);
     // WITH ORDINALITY keeps the caller's order in the ids.
     sqlx::query(
         "INSERT INTO feed_events (topic, type, subject_id, customer_id, data) \
@@ -27,11 +47,11 @@ pub async fn insert(conn: &mut PgConnection, events: &[Event]) -> sqlx::Result<(
            WITH ORDINALITY AS e(topic, type, subject_id, customer_id, data, n) \
          ORDER BY n",
     )
-    .bind(topics)
-    .bind(kinds)
-    .bind(subjects)
-    .bind(customers)
-    .bind(data)
+    .bind(columns.topics)
+    .bind(columns.kinds)
+    .bind(columns.subjects)
+    .bind(columns.customers)
+    .bind(columns.data)
     .execute(conn)
     .await?;
     Ok(())
