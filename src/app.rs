@@ -57,11 +57,14 @@ use crate::proto::v1::import_service_server::ImportServiceServer;
 use crate::proto::v1::interaction_service_server::InteractionServiceServer;
 use crate::proto::v1::privacy_service_server::PrivacyServiceServer;
 use crate::proto::v1::screen_pop_service_server::ScreenPopServiceServer;
+use crate::proto::v1::segmentation_service_server::SegmentationServiceServer;
 use crate::proto::{self};
 use crate::redis_link::RedisLink;
 use crate::screenpop::cache::{CacheTtls, PopCache};
 use crate::screenpop::grpc::ScreenPopGrpc;
 use crate::screenpop::{PopInvalidator, PopStats, ScreenPops};
+use crate::segments::Segmentation;
+use crate::segments::grpc::SegmentationGrpc;
 
 /// Services whose health follows PostgreSQL; "" is the server as a whole.
 const HEALTH_SERVICES: &[&str] = &[
@@ -302,6 +305,9 @@ impl Application {
                 .max_decoding_message_size(limits.max_request_bytes),
             )
             .add_service(AuditServiceServer::new(AuditGrpc::new(pool.clone())))
+            .add_service(SegmentationServiceServer::new(SegmentationGrpc::new(
+                Segmentation::new(pool.clone(), invalidator.clone()),
+            )))
             .add_service(EventFeedServiceServer::new(EventFeedGrpc::new(
                 pool.clone(),
                 feed_head,

@@ -9,7 +9,7 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::config::{CreateCustomerArgs, PopArgs, ServerArgs};
+use crate::config::{CreateCustomerArgs, PopArgs, SegmentArgs, ServerArgs};
 use crate::proto::v1;
 use crate::proto::v1::customer_service_client::CustomerServiceClient;
 use crate::proto::v1::screen_pop_service_client::ScreenPopServiceClient;
@@ -73,6 +73,29 @@ fn describe(status: tonic::Status) -> anyhow::Error {
         }
     }
     anyhow::anyhow!(text)
+}
+
+pub async fn segment(args: SegmentArgs) -> anyhow::Result<()> {
+    let mut client = crate::proto::v1::segmentation_service_client::SegmentationServiceClient::new(
+        channel(&args.server).await?,
+    );
+    let response = client
+        .segment_customers(v1::SegmentCustomersRequest {
+            as_of: None,
+            window_days: args.window_days,
+            currency: args.currency,
+        })
+        .await
+        .map_err(describe)?
+        .into_inner();
+    println!(
+        "{} customers scored, {} changed segment, {} ms",
+        response.customers_scored, response.customers_changed, response.took_ms
+    );
+    for count in response.segments {
+        println!("  {:<20} {}", count.segment, count.customers);
+    }
+    Ok(())
 }
 
 pub async fn pop(args: PopArgs) -> anyhow::Result<()> {

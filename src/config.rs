@@ -41,6 +41,8 @@ pub enum Command {
     Seed(SeedArgs),
     /// Client: look up the screen pop for a caller number on a running server.
     Pop(PopArgs),
+    /// Client: score every customer (RFM) and store their segments, on a running server.
+    Segment(SegmentArgs),
     /// Client: create or show customers on a running server.
     #[command(subcommand)]
     Customer(CustomerCommand),
@@ -360,6 +362,18 @@ pub struct PopArgs {
     /// Pin the pop to this call id.
     #[arg(long)]
     pub call_id: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SegmentArgs {
+    /// The window's length in days.
+    #[arg(long, default_value_t = 365)]
+    pub window_days: i32,
+    /// The currency whose spend counts.
+    #[arg(long, default_value = "USD")]
+    pub currency: String,
     #[command(flatten)]
     pub server: ServerArgs,
 }

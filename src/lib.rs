@@ -60,6 +60,7 @@ pub mod proto_time;
 pub mod redis_link;
 pub mod screenpop;
 pub mod seed;
+pub mod segments;
 pub mod single_flight;
 pub mod telemetry;
 mod text_enum;

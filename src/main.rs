@@ -76,6 +76,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Retention(RetentionCommand::Run(args)) => retention(args).await,
         Command::Seed(args) => seed::run(args).await,
         Command::Pop(args) => client::pop(args).await,
+        Command::Segment(args) => client::segment(args).await,
         Command::Customer(CustomerCommand::Create(args)) => client::create_customer(args).await,
         Command::Customer(CustomerCommand::Get { id, server }) => {
             client::get_customer(&server, id).await

@@ -67,6 +67,10 @@ pub const PERMISSIONS: &[(&str, &[Role])] = &[
         "/switchboard.v1.CustomerService/FindDuplicateCustomers",
         &[Supervisor, Service, Admin],
     ),
+    (
+        "/switchboard.v1.SegmentationService/SegmentCustomers",
+        &[Supervisor, Service, Admin],
+    ),
     ("/switchboard.v1.EventFeedService/Subscribe", SYSTEMS),
     ("/switchboard.v1.ScreenPopService/Lookup", RECORD_READERS),
     (

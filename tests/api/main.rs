@@ -19,4 +19,5 @@ mod limits;
 mod merges;
 mod privacy;
 mod screenpop;
+mod segments;
 mod tls;
