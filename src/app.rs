@@ -18,6 +18,8 @@ use crate::activity::grpc::ActivityGrpc;
 use crate::admission::AdmissionLayer;
 use crate::agents::grpc::AgentGrpc;
 use crate::agents::{Agents, Fanout, Watcher};
+use crate::analytics::Analytics;
+use crate::analytics::grpc::AnalyticsGrpc;
 use crate::audit::Auditor;
 use crate::audit::grpc::AuditGrpc;
 use crate::auth::layer::AuthLayer;
@@ -45,6 +47,7 @@ use crate::privacy::Privacy;
 use crate::privacy::grpc::PrivacyGrpc;
 use crate::proto::v1::activity_service_server::ActivityServiceServer;
 use crate::proto::v1::agent_service_server::AgentServiceServer;
+use crate::proto::v1::analytics_service_server::AnalyticsServiceServer;
 use crate::proto::v1::audit_service_server::AuditServiceServer;
 use crate::proto::v1::call_event_service_server::CallEventServiceServer;
 use crate::proto::v1::campaign_service_server::CampaignServiceServer;
@@ -305,6 +308,9 @@ impl Application {
                 .max_decoding_message_size(limits.max_request_bytes),
             )
             .add_service(AuditServiceServer::new(AuditGrpc::new(pool.clone())))
+            .add_service(AnalyticsServiceServer::new(AnalyticsGrpc::new(
+                Analytics::new(pool.clone()),
+            )))
             .add_service(SegmentationServiceServer::new(SegmentationGrpc::new(
                 Segmentation::new(pool.clone(), invalidator.clone()),
             )))

@@ -33,6 +33,7 @@
 pub mod activity;
 pub mod admission;
 pub mod agents;
+pub mod analytics;
 pub mod app;
 pub mod audit;
 pub mod auth;

@@ -71,6 +71,10 @@ pub const PERMISSIONS: &[(&str, &[Role])] = &[
         "/switchboard.v1.SegmentationService/SegmentCustomers",
         &[Supervisor, Service, Admin],
     ),
+    (
+        "/switchboard.v1.AnalyticsService/GetKpis",
+        &[Supervisor, Service, Admin],
+    ),
     ("/switchboard.v1.EventFeedService/Subscribe", SYSTEMS),
     ("/switchboard.v1.ScreenPopService/Lookup", RECORD_READERS),
     (

@@ -1,6 +1,7 @@
 //! Integration tests: the real server, PostgreSQL and Redis, driven through gRPC.
 
 mod activity;
+mod analytics;
 mod audit;
 mod auth;
 mod calls;

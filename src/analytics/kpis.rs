@@ -1,0 +1,110 @@
+//! KPI definitions: from a group's call tallies to its KPIs (pure; docs/KPIS.md in code).
+
+/// What the database sums for a group of calls (times in milliseconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Tally {
+    pub offered: i64,
+    pub answered: i64,
+    pub abandoned: i64,
+    pub short_abandoned: i64,
+    pub in_progress: i64,
+    /// Answered within the service-level threshold.
+    pub answered_within: i64,
+    /// Sum over answered calls of the wait from queue entry (or offer) to answer.
+    pub wait_ms: f64,
+    /// Answered and ended calls: the handled ones.
+    pub handled: i64,
+    pub talk_ms: f64,
+    pub hold_ms: f64,
+    pub wrap_up_ms: f64,
+    /// Answered calls transferred at least once.
+    pub transferred: i64,
+}
+
+/// The KPIs of one group, in the units of the API (counts, fractions, seconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Kpis {
+    pub offered: f64,
+    pub answered: f64,
+    pub abandoned: f64,
+    pub short_abandoned: f64,
+    pub in_progress: f64,
+    pub abandonment_rate: Option<f64>,
+    pub average_speed_of_answer: Option<f64>,
+    pub service_level: Option<f64>,
+    pub average_handle_time: Option<f64>,
+    pub average_talk_time: Option<f64>,
+    pub average_hold_time: Option<f64>,
+    pub average_wrap_up_time: Option<f64>,
+    pub transfer_rate: Option<f64>,
+}
+
+fn ratio(numerator: f64, denominator: i64) -> Option<f64> {
+    (denominator > 0).then(|| numerator / denominator as f64)
+}
+
+impl Tally {
+    pub fn kpis(&self) -> Kpis {
+        // Calls that count for the queue's performance: short abandons (misdials, callers who
+        // changed their mind) and calls still in progress are left out.
+        let decided = self.offered - self.short_abandoned - self.in_progress;
+        let seconds = |ms: f64| ms / 1000.0;
+        Kpis {
+            offered: self.offered as f64,
+            answered: self.answered as f64,
+            abandoned: self.abandoned as f64,
+            short_abandoned: self.short_abandoned as f64,
+            in_progress: self.in_progress as f64,
+            abandonment_rate: ratio((self.abandoned - self.short_abandoned) as f64, decided),
+            average_speed_of_answer: ratio(seconds(self.wait_ms), self.answered),
+            service_level: ratio(self.answered_within as f64, decided),
+            average_handle_time: ratio(
+                seconds(self.talk_ms + self.hold_ms + self.wrap_up_ms),
+                self.handled,
+            ),
+            average_talk_time: ratio(seconds(self.talk_ms), self.handled),
+            average_hold_time: ratio(seconds(self.hold_ms), self.handled),
+            average_wrap_up_time: ratio(seconds(self.wrap_up_ms), self.handled),
+            transfer_rate: ratio(self.transferred as f64, self.answered),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_leave_out_short_abandons_and_calls_in_progress() {
+        let tally = Tally {
+            offered: 10,
+            answered: 6,
+            abandoned: 3,
+            short_abandoned: 1,
+            in_progress: 1,
+            answered_within: 4,
+            wait_ms: 60_000.0,
+            handled: 5,
+            talk_ms: 500_000.0,
+            hold_ms: 50_000.0,
+            wrap_up_ms: 100_000.0,
+            transferred: 3,
+        };
+        let k = tally.kpis();
+        // 10 offered - 1 short abandon - 1 in progress = 8 decided calls.
+        assert_eq!(k.abandonment_rate, Some(2.0 / 8.0));
+        assert_eq!(k.service_level, Some(4.0 / 8.0));
+        assert_eq!(k.average_speed_of_answer, Some(10.0));
+        assert_eq!(k.average_handle_time, Some(130.0));
+        assert_eq!(k.average_talk_time, Some(100.0));
+        assert_eq!(k.transfer_rate, Some(0.5));
+    }
+
+    #[test]
+    fn an_empty_group_has_counts_but_no_averages() {
+        let k = Tally::default().kpis();
+        assert_eq!(k.offered, 0.0);
+        assert_eq!(k.abandonment_rate, None);
+        assert_eq!(k.average_handle_time, None);
+    }
+}

@@ -1,0 +1,144 @@
+//! Decision support: call KPIs per queue, agent, day or hour, against a baseline period.
+//! Definitions are in `kpis.rs` and docs/KPIS.md.
+
+pub mod grpc;
+mod kpis;
+mod store;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use crate::db::{self, Failure};
+
+pub use kpis::{Kpis, Tally};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grouping {
+    Total,
+    Queue,
+    Agent,
+    Day,
+    Hour,
+}
+
+impl Grouping {
+    fn as_str(self) -> &'static str {
+        match self {
+            Grouping::Total => "total",
+            Grouping::Queue => "queue",
+            Grouping::Agent => "agent",
+            Grouping::Day => "day",
+            Grouping::Hour => "hour",
+        }
+    }
+
+    /// Whether a group means the same thing in another period (a queue does; a day does not).
+    fn comparable_across_periods(self) -> bool {
+        matches!(self, Grouping::Queue | Grouping::Agent | Grouping::Total)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+/// A validated KPI request.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub period: Window,
+    pub baseline: Option<Window>,
+    pub grouping: Grouping,
+    pub queues: Vec<String>,
+    pub agents: Vec<String>,
+    pub time_zone: String,
+    pub short_abandon_seconds: i32,
+    pub service_level_seconds: i32,
+}
+
+/// A group's KPIs, with the baseline's when there is one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measured {
+    pub key: String,
+    pub kpis: Kpis,
+    pub baseline: Option<Kpis>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub total: Measured,
+    pub groups: Vec<Measured>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyticsError {
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for AnalyticsError {
+    fn from(error: sqlx::Error) -> Self {
+        match db::classify(&error) {
+            Failure::Unavailable => AnalyticsError::Unavailable(error),
+            _ => AnalyticsError::Database(error),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Analytics {
+    pool: PgPool,
+}
+
+impl Analytics {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Reads in one repeatable-read snapshot, so the totals and the groups agree.
+    #[tracing::instrument(skip(self))]
+    pub async fn kpis(&self, query: &Query) -> Result<Report, AnalyticsError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let total = store::tallies(&mut tx, query, &query.period, Grouping::Total).await?;
+        let groups = match query.grouping {
+            Grouping::Total => Default::default(),
+            grouping => store::tallies(&mut tx, query, &query.period, grouping).await?,
+        };
+        let (baseline_total, baseline_groups) = match query.baseline {
+            None => (None, Default::default()),
+            Some(baseline) => {
+                let total = store::tallies(&mut tx, query, &baseline, Grouping::Total).await?;
+                let groups = match query.grouping {
+                    grouping
+                        if grouping != Grouping::Total && grouping.comparable_across_periods() =>
+                    {
+                        store::tallies(&mut tx, query, &baseline, grouping).await?
+                    }
+                    _ => Default::default(),
+                };
+                (Some(total.get("").copied().unwrap_or_default()), groups)
+            }
+        };
+        tx.commit().await?;
+        let total = Measured {
+            key: String::new(),
+            kpis: total.get("").copied().unwrap_or_default().kpis(),
+            baseline: baseline_total.map(|t| t.kpis()),
+        };
+        let groups = groups
+            .into_iter()
+            .map(|(key, tally)| Measured {
+                baseline: baseline_groups.get(&key).map(Tally::kpis),
+                kpis: tally.kpis(),
+                key,
+            })
+            .collect();
+        Ok(Report { total, groups })
+    }
+}

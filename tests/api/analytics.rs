@@ -1,0 +1,421 @@
+//! AnalyticsService.GetKpis on hand-built call histories with answers worked out by hand
+//! (docs/KPIS.md has the definitions).
+
+use chrono::{DateTime, Duration, SubsecRound as _, TimeZone as _, Utc};
+use switchboard::auth::Role;
+use switchboard::proto::v1;
+use switchboard::proto::v1::CallEventType::{self, *};
+use switchboard::proto::v1::analytics_service_client::AnalyticsServiceClient;
+use tonic::Code;
+
+use crate::calls::{log_in, report};
+use crate::helpers::{TestApp, authed, spawn_app, token, violated_fields};
+
+const GATEWAY: &str = "pbx-1";
+
+fn ts(at: DateTime<Utc>) -> Option<prost_types::Timestamp> {
+    Some(switchboard::proto_time::to_timestamp(at))
+}
+
+/// Reports one call: (event, seconds after `base`, agent) in order; transfers go to `a-2`.
+async fn call(
+    app: &TestApp,
+    id: &str,
+    base: DateTime<Utc>,
+    queue: &str,
+    steps: &[(CallEventType, i64, &str)],
+) {
+    for (n, (kind, at, agent)) in steps.iter().enumerate() {
+        let mut event = v1::CallEvent {
+            gateway_id: GATEWAY.into(),
+            event_id: format!("{id}-{n}"),
+            call_id: id.into(),
+            r#type: (*kind).into(),
+            occurred_at: ts(base + Duration::seconds(*at)),
+            agent_id: (*agent).into(),
+            ..Default::default()
+        };
+        if *kind == Offered {
+            event.caller_number = "(415) 555-0100".into();
+            event.queue = queue.into();
+        }
+        if *kind == Transferred {
+            event.target_agent_id = "a-2".into();
+        }
+        let ack = report(app, event).await;
+        assert_eq!(
+            ack.outcome(),
+            v1::AckOutcome::Accepted,
+            "{id} step {n}: {}",
+            ack.reason
+        );
+    }
+}
+
+fn period(start: DateTime<Utc>, end: DateTime<Utc>) -> Option<v1::Period> {
+    Some(v1::Period {
+        start: ts(start),
+        end: ts(end),
+    })
+}
+
+async fn kpis(app: &TestApp, request: v1::GetKpisRequest) -> v1::GetKpisResponse {
+    AnalyticsServiceClient::new(app.channel.clone())
+        .get_kpis(request)
+        .await
+        .expect("kpis")
+        .into_inner()
+}
+
+fn v(value: &Option<v1::KpiValue>) -> f64 {
+    value.as_ref().and_then(|v| v.value).expect("a value")
+}
+
+fn close(actual: f64, expected: f64, tolerance: f64) -> bool {
+    (actual - expected).abs() <= tolerance
+}
+
+#[tokio::test]
+async fn call_kpis_match_a_hand_built_hour_and_improve_on_the_baseline() {
+    let app = spawn_app().await;
+    for agent in ["a-1", "a-2"] {
+        log_in(&app, agent).await;
+    }
+    let base = (Utc::now() - Duration::hours(1)).trunc_subsecs(0);
+    // A: answered after 10 s by a-1, 10 s on hold, ended after 60 s connected; wrapped up.
+    call(
+        &app,
+        "A",
+        base,
+        "billing",
+        &[
+            (Offered, 0, ""),
+            (Queued, 0, ""),
+            (Ringing, 2, "a-1"),
+            (Answered, 10, "a-1"),
+            (Held, 30, "a-1"),
+            (Resumed, 40, "a-1"),
+            (Ended, 70, ""),
+        ],
+    )
+    .await;
+    // B: a short abandon (3 s).
+    call(
+        &app,
+        "B",
+        base,
+        "billing",
+        &[(Offered, 100, ""), (Queued, 100, ""), (Abandoned, 103, "")],
+    )
+    .await;
+    // C: abandoned after 30 s while ringing a-2.
+    call(
+        &app,
+        "C",
+        base,
+        "billing",
+        &[
+            (Offered, 200, ""),
+            (Queued, 200, ""),
+            (Ringing, 205, "a-2"),
+            (Abandoned, 230, ""),
+        ],
+    )
+    .await;
+    // D: answered after 25 s (outside the 20 s service level), 60 s of talk.
+    call(
+        &app,
+        "D",
+        base,
+        "billing",
+        &[
+            (Offered, 300, ""),
+            (Queued, 300, ""),
+            (Ringing, 320, "a-2"),
+            (Answered, 325, "a-2"),
+            (Ended, 385, ""),
+        ],
+    )
+    .await;
+    // E: answered after 5 s by a-1, transferred to a-2, ended 95 s after the first answer.
+    call(
+        &app,
+        "E",
+        base,
+        "billing",
+        &[
+            (Offered, 500, ""),
+            (Queued, 500, ""),
+            (Ringing, 502, "a-1"),
+            (Answered, 505, "a-1"),
+            (Transferred, 540, "a-1"),
+            (Answered, 545, "a-2"),
+            (Ended, 600, ""),
+        ],
+    )
+    .await;
+    // F: answered after 4 s, still going.
+    call(
+        &app,
+        "F",
+        base,
+        "billing",
+        &[
+            (Offered, 700, ""),
+            (Queued, 700, ""),
+            (Ringing, 702, "a-1"),
+            (Answered, 704, "a-1"),
+        ],
+    )
+    .await;
+    // The baseline hour, a day earlier: one call answered after 40 s.
+    let before = base - Duration::days(1);
+    call(
+        &app,
+        "G",
+        before,
+        "billing",
+        &[
+            (Offered, 0, ""),
+            (Queued, 0, ""),
+            (Ringing, 30, "a-1"),
+            (Answered, 40, "a-1"),
+            (Ended, 100, ""),
+        ],
+    )
+    .await;
+
+    // A's wrap-up: the interaction ended 30 s ago and is wrapped up now.
+    let customer = app.create_customer("Ada", &[]).await;
+    app.interactions()
+        .upsert_disposition(v1::UpsertDispositionRequest {
+            disposition: Some(v1::Disposition {
+                code: "resolved".into(),
+                label: "Resolved".into(),
+                resolves: true,
+                active: true,
+            }),
+        })
+        .await
+        .expect("disposition");
+    let logged = app
+        .interactions()
+        .log_interaction(v1::LogInteractionRequest {
+            request_id: "wrap-A".into(),
+            customer_id: customer.id.clone(),
+            channel: v1::Channel::Voice.into(),
+            direction: v1::Direction::Inbound.into(),
+            agent_id: "a-1".into(),
+            gateway_id: GATEWAY.into(),
+            call_id: "A".into(),
+            started_at: ts(base),
+            ended_at: ts(Utc::now() - Duration::seconds(30)),
+            ..Default::default()
+        })
+        .await
+        .expect("logged")
+        .into_inner()
+        .interaction
+        .expect("interaction");
+    app.interactions()
+        .complete_wrap_up(v1::CompleteWrapUpRequest {
+            interaction_id: logged.id,
+            disposition_code: "resolved".into(),
+            notes: String::new(),
+        })
+        .await
+        .expect("wrapped up");
+
+    let response = kpis(
+        &app,
+        v1::GetKpisRequest {
+            period: period(base, base + Duration::hours(1)),
+            baseline_period: period(before, before + Duration::hours(1)),
+            group_by: v1::KpiGrouping::Agent.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let total = response.total.expect("total").kpis.expect("kpis");
+    assert_eq!(v(&total.offered), 6.0);
+    assert_eq!(v(&total.answered), 4.0);
+    assert_eq!(v(&total.abandoned), 2.0);
+    assert_eq!(v(&total.short_abandoned), 1.0);
+    assert_eq!(v(&total.in_progress), 1.0);
+    // 6 offered - 1 short abandon - 1 in progress = 4 decided calls.
+    assert_eq!(v(&total.abandonment_rate), 0.25, "C of four");
+    assert_eq!(v(&total.service_level), 0.75, "A, E and F within 20 s");
+    assert_eq!(
+        v(&total.average_speed_of_answer),
+        11.0,
+        "(10 + 25 + 5 + 4) / 4"
+    );
+    assert_eq!(v(&total.transfer_rate), 0.25, "E of four answered");
+    assert!(
+        close(v(&total.average_talk_time), 205.0 / 3.0, 1e-6),
+        "(50 + 60 + 95) / 3"
+    );
+    assert!(close(v(&total.average_hold_time), 10.0 / 3.0, 1e-6));
+    // The wrap-up took about 30 s (measured by the server when it was completed).
+    assert!(
+        close(v(&total.average_wrap_up_time), 10.0, 1.0),
+        "30 s / 3 calls"
+    );
+    assert!(close(
+        v(&total.average_handle_time),
+        (205.0 + 10.0 + 30.0) / 3.0,
+        1.0
+    ));
+    // Against the baseline hour: 0 of 1 within the service level, answered after 40 s.
+    let sl = total.service_level.expect("service level");
+    assert_eq!((sl.baseline, sl.change), (Some(0.0), Some(0.75)));
+    let asa = total.average_speed_of_answer.expect("asa");
+    assert_eq!((asa.baseline, asa.change), (Some(40.0), Some(-29.0)));
+
+    let keys: Vec<&str> = response.groups.iter().map(|g| g.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["", "a-1", "a-2"],
+        "unanswered calls group under no agent"
+    );
+    let offered: Vec<f64> = response
+        .groups
+        .iter()
+        .map(|g| v(&g.kpis.as_ref().expect("kpis").offered))
+        .collect();
+    assert_eq!(offered, [2.0, 3.0, 1.0]);
+    let a1 = response.groups[1].kpis.as_ref().expect("kpis");
+    let a1_offered = a1.offered.as_ref().expect("offered");
+    assert_eq!(
+        (a1_offered.baseline, a1_offered.change),
+        (Some(1.0), Some(2.0))
+    );
+    assert_eq!(
+        response.groups[2]
+            .kpis
+            .as_ref()
+            .expect("kpis")
+            .offered
+            .as_ref()
+            .expect("offered")
+            .baseline,
+        None,
+        "a-2 had no baseline calls"
+    );
+}
+
+#[tokio::test]
+async fn days_and_hours_follow_the_offer_and_the_time_zone() {
+    let app = spawn_app().await;
+    log_in(&app, "a-1").await;
+    // Offered ten seconds before midnight UTC, answered after it.
+    let late = Utc
+        .with_ymd_and_hms(2026, 11, 2, 23, 59, 50)
+        .single()
+        .expect("time");
+    call(
+        &app,
+        "M",
+        late,
+        "billing",
+        &[
+            (Offered, 0, ""),
+            (Queued, 0, ""),
+            (Ringing, 5, "a-1"),
+            (Answered, 15, "a-1"),
+            (Ended, 75, ""),
+        ],
+    )
+    .await;
+    let morning = Utc
+        .with_ymd_and_hms(2026, 11, 3, 10, 0, 0)
+        .single()
+        .expect("time");
+    call(
+        &app,
+        "N",
+        morning,
+        "billing",
+        &[(Offered, 0, ""), (Queued, 0, ""), (Abandoned, 60, "")],
+    )
+    .await;
+    let day = |zone: &str, grouping: v1::KpiGrouping| v1::GetKpisRequest {
+        period: period(late - Duration::days(1), morning + Duration::days(1)),
+        group_by: grouping.into(),
+        time_zone: zone.into(),
+        ..Default::default()
+    };
+    let utc = kpis(&app, day("", v1::KpiGrouping::Day)).await;
+    let keys: Vec<&str> = utc.groups.iter().map(|g| g.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["2026-11-02", "2026-11-03"],
+        "the call counts on the day it was offered"
+    );
+    let first = utc.groups[0].kpis.as_ref().expect("kpis");
+    assert_eq!(v(&first.answered), 1.0);
+    assert!(first.offered.as_ref().expect("offered").baseline.is_none());
+    // In New York, 23:59:50 UTC is 18:59:50, and 10:00 UTC on the 3rd is 05:00 on the 3rd.
+    let new_york = kpis(&app, day("America/New_York", v1::KpiGrouping::Hour)).await;
+    let keys: Vec<&str> = new_york.groups.iter().map(|g| g.key.as_str()).collect();
+    assert_eq!(keys, ["2026-11-02T18", "2026-11-03T05"]);
+}
+
+#[tokio::test]
+async fn agent_level_kpis_are_for_supervisors_and_bad_requests_are_refused() {
+    let app = spawn_app().await;
+    let now = Utc::now();
+    let service = AnalyticsServiceClient::new(authed(
+        app.raw_channel.clone(),
+        &token(Role::Service, "erp", None),
+    ));
+    let by_agent = v1::GetKpisRequest {
+        period: period(now - Duration::days(1), now),
+        group_by: v1::KpiGrouping::Agent.into(),
+        ..Default::default()
+    };
+    let denied = service
+        .clone()
+        .get_kpis(by_agent.clone())
+        .await
+        .expect_err("denied");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let by_queue = v1::GetKpisRequest {
+        group_by: v1::KpiGrouping::Queue.into(),
+        ..by_agent.clone()
+    };
+    assert!(
+        service.clone().get_kpis(by_queue).await.is_ok(),
+        "team-level results for services"
+    );
+    let supervisor = AnalyticsServiceClient::new(authed(
+        app.raw_channel.clone(),
+        &token(Role::Supervisor, "sup-1", None),
+    ));
+    assert!(supervisor.clone().get_kpis(by_agent.clone()).await.is_ok());
+
+    let team = supervisor
+        .clone()
+        .get_kpis(v1::GetKpisRequest {
+            group_by: v1::KpiGrouping::Team.into(),
+            ..by_agent.clone()
+        })
+        .await
+        .expect_err("not built");
+    assert_eq!(team.code(), Code::Unimplemented);
+    let bad = supervisor
+        .clone()
+        .get_kpis(v1::GetKpisRequest {
+            period: period(now, now - Duration::days(1)),
+            time_zone: "Mars/Olympus".into(),
+            service_level_seconds: -1,
+            ..Default::default()
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert_eq!(
+        violated_fields(&bad),
+        ["period", "time_zone", "service_level_seconds"]
+    );
+}
