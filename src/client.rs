@@ -9,7 +9,7 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::config::{CreateCustomerArgs, PopArgs, SegmentArgs, ServerArgs};
+use crate::config::{CreateCustomerArgs, KpisArgs, PopArgs, SegmentArgs, ServerArgs};
 use crate::proto::v1;
 use crate::proto::v1::customer_service_client::CustomerServiceClient;
 use crate::proto::v1::screen_pop_service_client::ScreenPopServiceClient;
@@ -95,6 +95,65 @@ pub async fn segment(args: SegmentArgs) -> anyhow::Result<()> {
     for count in response.segments {
         println!("  {:<20} {}", count.segment, count.customers);
     }
+    Ok(())
+}
+
+pub async fn kpis(args: KpisArgs) -> anyhow::Result<()> {
+    let group_by = match args.group_by.as_deref() {
+        None => v1::KpiGrouping::Unspecified,
+        Some("queue") => v1::KpiGrouping::Queue,
+        Some("agent") => v1::KpiGrouping::Agent,
+        Some("day") => v1::KpiGrouping::Day,
+        Some("hour") => v1::KpiGrouping::Hour,
+        Some(other) => anyhow::bail!("unknown grouping {other}: queue, agent, day or hour"),
+    };
+    let mut client = crate::proto::v1::analytics_service_client::AnalyticsServiceClient::new(
+        channel(&args.server).await?,
+    );
+    let started = std::time::Instant::now();
+    let response = client
+        .get_kpis(v1::GetKpisRequest {
+            period: Some(v1::Period {
+                start: Some(crate::proto_time::to_timestamp(args.from)),
+                end: Some(crate::proto_time::to_timestamp(args.to)),
+            }),
+            group_by: group_by.into(),
+            time_zone: args.time_zone,
+            ..Default::default()
+        })
+        .await
+        .map_err(describe)?
+        .into_inner();
+    let elapsed = started.elapsed();
+    let value = |v: &Option<v1::KpiValue>| {
+        v.as_ref()
+            .and_then(|v| v.value)
+            .map_or("-".to_owned(), |v| format!("{v:.3}"))
+    };
+    println!("group          offered  answered  abandon%  ASA(s)  SL  AHT(s)  transfer%");
+    for group in response.total.iter().chain(&response.groups) {
+        let k = group.kpis.unwrap_or_default();
+        let key = if group.key.is_empty() {
+            "(total)"
+        } else {
+            &group.key
+        };
+        println!(
+            "{key:<14} {} {} {} {} {} {} {}",
+            value(&k.offered),
+            value(&k.answered),
+            value(&k.abandonment_rate),
+            value(&k.average_speed_of_answer),
+            value(&k.service_level),
+            value(&k.average_handle_time),
+            value(&k.transfer_rate)
+        );
+    }
+    println!(
+        "({} groups, {} ms round trip)",
+        response.groups.len(),
+        elapsed.as_millis()
+    );
     Ok(())
 }
 

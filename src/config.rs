@@ -43,6 +43,8 @@ pub enum Command {
     Pop(PopArgs),
     /// Client: score every customer (RFM) and store their segments, on a running server.
     Segment(SegmentArgs),
+    /// Client: call KPIs for a period, on a running server.
+    Kpis(KpisArgs),
     /// Client: create or show customers on a running server.
     #[command(subcommand)]
     Customer(CustomerCommand),
@@ -374,6 +376,24 @@ pub struct SegmentArgs {
     /// The currency whose spend counts.
     #[arg(long, default_value = "USD")]
     pub currency: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KpisArgs {
+    /// Start of the period (RFC 3339), inclusive.
+    #[arg(long)]
+    pub from: chrono::DateTime<chrono::Utc>,
+    /// End of the period (RFC 3339), exclusive.
+    #[arg(long)]
+    pub to: chrono::DateTime<chrono::Utc>,
+    /// queue, agent, day or hour (default: totals only).
+    #[arg(long)]
+    pub group_by: Option<String>,
+    /// IANA time zone for days and hours.
+    #[arg(long, default_value = "")]
+    pub time_zone: String,
     #[command(flatten)]
     pub server: ServerArgs,
 }

@@ -77,6 +77,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Seed(args) => seed::run(args).await,
         Command::Pop(args) => client::pop(args).await,
         Command::Segment(args) => client::segment(args).await,
+        Command::Kpis(args) => client::kpis(args).await,
         Command::Customer(CustomerCommand::Create(args)) => client::create_customer(args).await,
         Command::Customer(CustomerCommand::Get { id, server }) => {
             client::get_customer(&server, id).await

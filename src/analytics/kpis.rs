@@ -43,7 +43,33 @@ fn ratio(numerator: f64, denominator: i64) -> Option<f64> {
     (denominator > 0).then(|| numerator / denominator as f64)
 }
 
+impl std::ops::AddAssign for Tally {
+    fn add_assign(&mut self, other: Self) {
+        self.offered += other.offered;
+        self.answered += other.answered;
+        self.abandoned += other.abandoned;
+        self.short_abandoned += other.short_abandoned;
+        self.in_progress += other.in_progress;
+        self.answered_within += other.answered_within;
+        self.wait_ms += other.wait_ms;
+        self.handled += other.handled;
+        self.talk_ms += other.talk_ms;
+        self.hold_ms += other.hold_ms;
+        self.wrap_up_ms += other.wrap_up_ms;
+        self.transferred += other.transferred;
+    }
+}
+
 impl Tally {
+    /// The tally of a whole made of these parts (groups partition the calls).
+    pub fn sum<'a>(parts: impl IntoIterator<Item = &'a Tally>) -> Tally {
+        let mut total = Tally::default();
+        for part in parts {
+            total += *part;
+        }
+        total
+    }
+
     pub fn kpis(&self) -> Kpis {
         // Calls that count for the queue's performance: short abandons (misdials, callers who
         // changed their mind) and calls still in progress are left out.

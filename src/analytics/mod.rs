@@ -105,40 +105,37 @@ impl Analytics {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx)
             .await?;
-        let total = store::tallies(&mut tx, query, &query.period, Grouping::Total).await?;
-        let groups = match query.grouping {
-            Grouping::Total => Default::default(),
-            grouping => store::tallies(&mut tx, query, &query.period, grouping).await?,
-        };
+        // Groups partition the calls: the total is their sum, without a second pass.
+        let groups = store::tallies(&mut tx, query, &query.period, query.grouping).await?;
+        let total = Tally::sum(groups.values());
         let (baseline_total, baseline_groups) = match query.baseline {
             None => (None, Default::default()),
             Some(baseline) => {
-                let total = store::tallies(&mut tx, query, &baseline, Grouping::Total).await?;
-                let groups = match query.grouping {
-                    grouping
-                        if grouping != Grouping::Total && grouping.comparable_across_periods() =>
-                    {
-                        store::tallies(&mut tx, query, &baseline, grouping).await?
-                    }
-                    _ => Default::default(),
+                let grouping = match query.grouping.comparable_across_periods() {
+                    true => query.grouping,
+                    false => Grouping::Total,
                 };
-                (Some(total.get("").copied().unwrap_or_default()), groups)
+                let groups = store::tallies(&mut tx, query, &baseline, grouping).await?;
+                (Some(Tally::sum(groups.values())), groups)
             }
         };
         tx.commit().await?;
         let total = Measured {
             key: String::new(),
-            kpis: total.get("").copied().unwrap_or_default().kpis(),
+            kpis: total.kpis(),
             baseline: baseline_total.map(|t| t.kpis()),
         };
-        let groups = groups
-            .into_iter()
-            .map(|(key, tally)| Measured {
-                baseline: baseline_groups.get(&key).map(Tally::kpis),
-                kpis: tally.kpis(),
-                key,
-            })
-            .collect();
+        let groups = match query.grouping {
+            Grouping::Total => Vec::new(),
+            _ => groups
+                .into_iter()
+                .map(|(key, tally)| Measured {
+                    baseline: baseline_groups.get(&key).map(Tally::kpis),
+                    kpis: tally.kpis(),
+                    key,
+                })
+                .collect(),
+        };
         Ok(Report { total, groups })
     }
 }
