@@ -106,8 +106,17 @@ fn query_of(request: v1::GetKpisRequest) -> Result<Query, Option<Violations>> {
         20,
         &mut violations,
     );
+    let repeat_window_hours = match request.repeat_window_hours {
+        0 => 168,
+        hours @ 1..=2160 => hours,
+        _ => {
+            violations.add("repeat_window_hours", "must be between 1 and 2160 hours");
+            168
+        }
+    };
     match (period, violations.is_empty()) {
         (Some(period), true) => Ok(Query {
+            repeat_window_hours,
             period,
             baseline,
             grouping,
@@ -156,6 +165,11 @@ fn kpis_to_proto(k: &Kpis, b: Option<&Kpis>) -> v1::Kpis {
         average_hold_time: optional(k.average_hold_time, b.map(|b| b.average_hold_time)),
         average_wrap_up_time: optional(k.average_wrap_up_time, b.map(|b| b.average_wrap_up_time)),
         transfer_rate: optional(k.transfer_rate, b.map(|b| b.transfer_rate)),
+        first_contact_resolution: optional(
+            k.first_contact_resolution,
+            b.map(|b| b.first_contact_resolution),
+        ),
+        repeat_contact_rate: optional(k.repeat_contact_rate, b.map(|b| b.repeat_contact_rate)),
     }
 }
 

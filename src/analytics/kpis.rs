@@ -19,6 +19,12 @@ pub struct Tally {
     pub wrap_up_ms: f64,
     /// Answered calls transferred at least once.
     pub transferred: i64,
+    /// Handled calls from a known customer: the base of first-contact resolution.
+    pub with_customer: i64,
+    /// ... followed by another call from the same customer within the repeat window.
+    pub repeated: i64,
+    /// ... wrapped up with a resolving disposition and not repeated.
+    pub first_contact_resolved: i64,
 }
 
 /// The KPIs of one group, in the units of the API (counts, fractions, seconds).
@@ -37,6 +43,8 @@ pub struct Kpis {
     pub average_hold_time: Option<f64>,
     pub average_wrap_up_time: Option<f64>,
     pub transfer_rate: Option<f64>,
+    pub first_contact_resolution: Option<f64>,
+    pub repeat_contact_rate: Option<f64>,
 }
 
 fn ratio(numerator: f64, denominator: i64) -> Option<f64> {
@@ -57,6 +65,9 @@ impl std::ops::AddAssign for Tally {
         self.hold_ms += other.hold_ms;
         self.wrap_up_ms += other.wrap_up_ms;
         self.transferred += other.transferred;
+        self.with_customer += other.with_customer;
+        self.repeated += other.repeated;
+        self.first_contact_resolved += other.first_contact_resolved;
     }
 }
 
@@ -92,6 +103,8 @@ impl Tally {
             average_hold_time: ratio(seconds(self.hold_ms), self.handled),
             average_wrap_up_time: ratio(seconds(self.wrap_up_ms), self.handled),
             transfer_rate: ratio(self.transferred as f64, self.answered),
+            first_contact_resolution: ratio(self.first_contact_resolved as f64, self.with_customer),
+            repeat_contact_rate: ratio(self.repeated as f64, self.with_customer),
         }
     }
 }
@@ -115,6 +128,9 @@ mod tests {
             hold_ms: 50_000.0,
             wrap_up_ms: 100_000.0,
             transferred: 3,
+            with_customer: 4,
+            repeated: 1,
+            first_contact_resolved: 2,
         };
         let k = tally.kpis();
         // 10 offered - 1 short abandon - 1 in progress = 8 decided calls.
@@ -124,6 +140,8 @@ mod tests {
         assert_eq!(k.average_handle_time, Some(130.0));
         assert_eq!(k.average_talk_time, Some(100.0));
         assert_eq!(k.transfer_rate, Some(0.5));
+        assert_eq!(k.first_contact_resolution, Some(0.5));
+        assert_eq!(k.repeat_contact_rate, Some(0.25));
     }
 
     #[test]

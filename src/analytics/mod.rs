@@ -55,6 +55,8 @@ pub struct Query {
     pub time_zone: String,
     pub short_abandon_seconds: i32,
     pub service_level_seconds: i32,
+    /// Another call from the same customer within this many hours makes a call a repeat.
+    pub repeat_window_hours: i32,
 }
 
 /// A group's KPIs, with the baseline's when there is one.
@@ -103,6 +105,10 @@ impl Analytics {
     pub async fn kpis(&self, query: &Query) -> Result<Report, AnalyticsError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        // The repeat lookup sorts a month of calls by customer: in memory, not on disk.
+        sqlx::query("SET LOCAL work_mem = '128MB'")
             .execute(&mut *tx)
             .await?;
         // Groups partition the calls: the total is their sum, without a second pass.

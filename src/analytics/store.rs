@@ -22,9 +22,15 @@ struct Row {
     hold_ms: f64,
     wrap_up_ms: f64,
     transferred: i64,
+    with_customer: i64,
+    repeated: i64,
+    first_contact_resolved: i64,
 }
 
-/// Tallies per group key ("" for everything when `grouping` is `Total`).
+/// Tallies per group key ("" for everything when `grouping` is `Total`). One scan of the calls
+/// offered from the period's start to a repeat window past its end: the window function finds
+/// each customer's next call (a repeat may fall after the period, or in another queue), then
+/// the filters keep the period's calls.
 pub async fn tallies(
     conn: &mut PgConnection,
     query: &Query,
@@ -32,24 +38,36 @@ pub async fn tallies(
     grouping: Grouping,
 ) -> sqlx::Result<BTreeMap<String, Tally>> {
     let rows: Vec<Row> = sqlx::query_as(
-        "WITH c AS ( \
-           SELECT c.*, CASE $3 \
-               WHEN 'queue' THEN COALESCE(c.queue, '') \
-               WHEN 'agent' THEN COALESCE(c.handled_by[1], '') \
-               WHEN 'day' THEN to_char(c.offered_at AT TIME ZONE $4, 'YYYY-MM-DD') \
-               WHEN 'hour' THEN to_char(c.offered_at AT TIME ZONE $4, 'YYYY-MM-DD\"T\"HH24') \
-               ELSE '' END AS key \
+        "WITH span AS ( \
+           SELECT c.gateway_id, c.call_id, c.customer_id, c.queue, c.handled_by[1] AS agent, \
+             c.outcome, c.transfers, c.hold_ms, c.offered_at, c.queued_at, c.answered_at, \
+             c.ended_at, \
+             lead(c.offered_at) OVER (PARTITION BY c.customer_id ORDER BY c.offered_at) \
+               AS next_at \
            FROM calls c \
-           WHERE c.offered_at >= $1 AND c.offered_at < $2 \
-             AND (cardinality($5::text[]) = 0 OR c.queue = ANY($5)) \
-             AND (cardinality($6::text[]) = 0 OR c.handled_by[1] = ANY($6))), \
+           WHERE c.offered_at >= $1 AND c.offered_at < $2 + make_interval(hours => $9)), \
          w AS ( \
-           SELECT i.gateway_id, i.call_id, max(i.wrap_up_ms) AS wrap_up_ms \
-           FROM interactions i \
-           WHERE i.call_id IS NOT NULL AND i.wrap_up_ms IS NOT NULL \
-             AND i.started_at >= $1 - interval '1 day' \
-           GROUP BY 1, 2) \
-         SELECT c.key, \
+           SELECT i.gateway_id, i.call_id, max(i.wrap_up_ms) AS wrap_up_ms, \
+             bool_or(d.resolves) AS resolved \
+           FROM interactions i LEFT JOIN dispositions d ON d.code = i.disposition_code \
+           WHERE i.call_id IS NOT NULL AND i.started_at >= $1 - interval '1 day' \
+           GROUP BY 1, 2), \
+         r AS ( \
+           SELECT c.*, w.wrap_up_ms AS wrap, COALESCE(w.resolved, false) AS resolved, \
+             c.outcome = 'completed' AND c.customer_id IS NOT NULL AS known, \
+             c.next_at IS NOT NULL \
+               AND c.next_at < COALESCE(c.ended_at, c.offered_at) + make_interval(hours => $9) AS is_repeat, \
+             CASE $3 WHEN 'queue' THEN COALESCE(c.queue, '') \
+                     WHEN 'agent' THEN COALESCE(c.agent, '') ELSE '' END AS k_text, \
+             CASE $3 WHEN 'day' THEN date_trunc('day', c.offered_at AT TIME ZONE $4) \
+                     WHEN 'hour' THEN date_trunc('hour', c.offered_at AT TIME ZONE $4) END AS k_time \
+           FROM span c \
+           LEFT JOIN w ON w.gateway_id = c.gateway_id AND w.call_id = c.call_id \
+           WHERE c.offered_at < $2 \
+             AND (cardinality($5::text[]) = 0 OR c.queue = ANY($5)) \
+             AND (cardinality($6::text[]) = 0 OR c.agent = ANY($6))) \
+         SELECT COALESCE(to_char(c.k_time, \
+             CASE $3 WHEN 'day' THEN 'YYYY-MM-DD' ELSE 'YYYY-MM-DD\"T\"HH24' END), c.k_text) AS key, \
            count(*) AS offered, \
            count(*) FILTER (WHERE c.answered_at IS NOT NULL) AS answered, \
            count(*) FILTER (WHERE c.outcome = 'abandoned') AS abandoned, \
@@ -65,10 +83,13 @@ pub async fn tallies(
            COALESCE(sum(1000 * extract(epoch FROM c.ended_at - c.answered_at) - c.hold_ms) \
              FILTER (WHERE c.outcome = 'completed'), 0)::float8 AS talk_ms, \
            COALESCE(sum(c.hold_ms) FILTER (WHERE c.outcome = 'completed'), 0)::float8 AS hold_ms, \
-           COALESCE(sum(w.wrap_up_ms) FILTER (WHERE c.outcome = 'completed'), 0)::float8 AS wrap_up_ms, \
-           count(*) FILTER (WHERE c.answered_at IS NOT NULL AND c.transfers > 0) AS transferred \
-         FROM c LEFT JOIN w ON w.gateway_id = c.gateway_id AND w.call_id = c.call_id \
-         GROUP BY c.key",
+           COALESCE(sum(c.wrap) FILTER (WHERE c.outcome = 'completed'), 0)::float8 AS wrap_up_ms, \
+           count(*) FILTER (WHERE c.answered_at IS NOT NULL AND c.transfers > 0) AS transferred, \
+           count(*) FILTER (WHERE c.known) AS with_customer, \
+           count(*) FILTER (WHERE c.known AND c.is_repeat) AS repeated, \
+           count(*) FILTER (WHERE c.known AND c.resolved AND NOT c.is_repeat) AS first_contact_resolved \
+         FROM r c \
+         GROUP BY c.k_text, c.k_time",
     )
     .bind(window.start)
     .bind(window.end)
@@ -78,6 +99,7 @@ pub async fn tallies(
     .bind(&query.agents)
     .bind(f64::from(query.short_abandon_seconds))
     .bind(f64::from(query.service_level_seconds))
+    .bind(query.repeat_window_hours)
     .fetch_all(conn)
     .await?;
     Ok(rows
@@ -98,6 +120,9 @@ pub async fn tallies(
                     hold_ms: r.hold_ms,
                     wrap_up_ms: r.wrap_up_ms,
                     transferred: r.transferred,
+                    with_customer: r.with_customer,
+                    repeated: r.repeated,
+                    first_contact_resolved: r.first_contact_resolved,
                 },
             )
         })

@@ -18,9 +18,10 @@ fn ts(at: DateTime<Utc>) -> Option<prost_types::Timestamp> {
 }
 
 /// Reports one call: (event, seconds after `base`, agent) in order; transfers go to `a-2`.
-async fn call(
+async fn call_from(
     app: &TestApp,
     id: &str,
+    caller: &str,
     base: DateTime<Utc>,
     queue: &str,
     steps: &[(CallEventType, i64, &str)],
@@ -36,7 +37,7 @@ async fn call(
             ..Default::default()
         };
         if *kind == Offered {
-            event.caller_number = "(415) 555-0100".into();
+            event.caller_number = caller.into();
             event.queue = queue.into();
         }
         if *kind == Transferred {
@@ -50,6 +51,16 @@ async fn call(
             ack.reason
         );
     }
+}
+
+async fn call(
+    app: &TestApp,
+    id: &str,
+    base: DateTime<Utc>,
+    queue: &str,
+    steps: &[(CallEventType, i64, &str)],
+) {
+    call_from(app, id, "(415) 555-0100", base, queue, steps).await;
 }
 
 fn period(start: DateTime<Utc>, end: DateTime<Utc>) -> Option<v1::Period> {
@@ -418,4 +429,96 @@ async fn agent_level_kpis_are_for_supervisors_and_bad_requests_are_refused() {
         violated_fields(&bad),
         ["period", "time_zone", "service_level_seconds"]
     );
+}
+
+async fn wrapped(app: &TestApp, customer: &v1::Customer, call_id: &str, code: &str) {
+    app.interactions()
+        .log_interaction(v1::LogInteractionRequest {
+            request_id: format!("i-{call_id}"),
+            customer_id: customer.id.clone(),
+            channel: v1::Channel::Voice.into(),
+            direction: v1::Direction::Inbound.into(),
+            agent_id: "a-1".into(),
+            gateway_id: GATEWAY.into(),
+            call_id: call_id.into(),
+            started_at: ts(Utc::now() - Duration::hours(3)),
+            disposition_code: code.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("logged");
+}
+
+#[tokio::test]
+async fn first_contact_resolution_needs_a_resolving_disposition_and_no_repeat_call() {
+    let app = spawn_app().await;
+    log_in(&app, "a-1").await;
+    for (code, resolves) in [("resolved", true), ("callback", false)] {
+        app.interactions()
+            .upsert_disposition(v1::UpsertDispositionRequest {
+                disposition: Some(v1::Disposition {
+                    code: code.into(),
+                    label: code.into(),
+                    resolves,
+                    active: true,
+                }),
+            })
+            .await
+            .expect("disposition");
+    }
+    let x = app.create_customer("Xavier", &["(415) 555-0101"]).await;
+    let y = app.create_customer("Yara", &["(415) 555-0102"]).await;
+    let z = app.create_customer("Zoe", &["(415) 555-0103"]).await;
+    let base = (Utc::now() - Duration::hours(4)).trunc_subsecs(0);
+    let handled = [
+        (Offered, 0, ""),
+        (Queued, 0, ""),
+        (Ringing, 2, "a-1"),
+        (Answered, 5, "a-1"),
+        (Ended, 65, ""),
+    ];
+    // X: resolved, never calls again. Y: resolved, but calls again two hours later (resolved
+    // then). Z: not resolved (callback).
+    call_from(&app, "X1", "(415) 555-0101", base, "billing", &handled).await;
+    call_from(&app, "Y1", "(415) 555-0102", base, "billing", &handled).await;
+    call_from(
+        &app,
+        "Y2",
+        "(415) 555-0102",
+        base + Duration::hours(2),
+        "billing",
+        &handled,
+    )
+    .await;
+    call_from(&app, "Z1", "(415) 555-0103", base, "billing", &handled).await;
+    for (customer, call_id, code) in [
+        (&x, "X1", "resolved"),
+        (&y, "Y1", "resolved"),
+        (&y, "Y2", "resolved"),
+        (&z, "Z1", "callback"),
+    ] {
+        wrapped(&app, customer, call_id, code).await;
+    }
+    let request = |hours: i32| v1::GetKpisRequest {
+        period: period(base - Duration::hours(1), Utc::now()),
+        repeat_window_hours: hours,
+        ..Default::default()
+    };
+    let week = kpis(&app, request(0))
+        .await
+        .total
+        .expect("total")
+        .kpis
+        .expect("kpis");
+    assert_eq!(v(&week.first_contact_resolution), 0.5, "X1 and Y2 of four");
+    assert_eq!(v(&week.repeat_contact_rate), 0.25, "Y1 of four");
+    // With a one-hour window, Y's second call is no longer a repeat of the first.
+    let hour = kpis(&app, request(1))
+        .await
+        .total
+        .expect("total")
+        .kpis
+        .expect("kpis");
+    assert_eq!(v(&hour.first_contact_resolution), 0.75);
+    assert_eq!(v(&hour.repeat_contact_rate), 0.0);
 }
