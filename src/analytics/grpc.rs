@@ -170,6 +170,8 @@ fn kpis_to_proto(k: &Kpis, b: Option<&Kpis>) -> v1::Kpis {
             b.map(|b| b.first_contact_resolution),
         ),
         repeat_contact_rate: optional(k.repeat_contact_rate, b.map(|b| b.repeat_contact_rate)),
+        csat: optional(k.csat, b.map(|b| b.csat)),
+        nps: optional(k.nps, b.map(|b| b.nps)),
     }
 }
 

@@ -25,6 +25,12 @@ pub struct Tally {
     pub repeated: i64,
     /// ... wrapped up with a resolving disposition and not repeated.
     pub first_contact_resolved: i64,
+    /// Scores left on feedback linked to the calls.
+    pub csat_sum: i64,
+    pub csat_count: i64,
+    pub nps_promoters: i64,
+    pub nps_detractors: i64,
+    pub nps_count: i64,
 }
 
 /// The KPIs of one group, in the units of the API (counts, fractions, seconds).
@@ -45,6 +51,10 @@ pub struct Kpis {
     pub transfer_rate: Option<f64>,
     pub first_contact_resolution: Option<f64>,
     pub repeat_contact_rate: Option<f64>,
+    /// Mean CSAT (1-5).
+    pub csat: Option<f64>,
+    /// Promoters minus detractors, in points (-100 to 100).
+    pub nps: Option<f64>,
 }
 
 fn ratio(numerator: f64, denominator: i64) -> Option<f64> {
@@ -68,6 +78,11 @@ impl std::ops::AddAssign for Tally {
         self.with_customer += other.with_customer;
         self.repeated += other.repeated;
         self.first_contact_resolved += other.first_contact_resolved;
+        self.csat_sum += other.csat_sum;
+        self.csat_count += other.csat_count;
+        self.nps_promoters += other.nps_promoters;
+        self.nps_detractors += other.nps_detractors;
+        self.nps_count += other.nps_count;
     }
 }
 
@@ -105,6 +120,11 @@ impl Tally {
             transfer_rate: ratio(self.transferred as f64, self.answered),
             first_contact_resolution: ratio(self.first_contact_resolved as f64, self.with_customer),
             repeat_contact_rate: ratio(self.repeated as f64, self.with_customer),
+            csat: ratio(self.csat_sum as f64, self.csat_count),
+            nps: ratio(
+                100.0 * (self.nps_promoters - self.nps_detractors) as f64,
+                self.nps_count,
+            ),
         }
     }
 }
@@ -131,6 +151,11 @@ mod tests {
             with_customer: 4,
             repeated: 1,
             first_contact_resolved: 2,
+            csat_sum: 9,
+            csat_count: 2,
+            nps_promoters: 2,
+            nps_detractors: 1,
+            nps_count: 4,
         };
         let k = tally.kpis();
         // 10 offered - 1 short abandon - 1 in progress = 8 decided calls.
@@ -142,6 +167,8 @@ mod tests {
         assert_eq!(k.transfer_rate, Some(0.5));
         assert_eq!(k.first_contact_resolution, Some(0.5));
         assert_eq!(k.repeat_contact_rate, Some(0.25));
+        assert_eq!(k.csat, Some(4.5));
+        assert_eq!(k.nps, Some(25.0), "(2 - 1) of 4, in points");
     }
 
     #[test]

@@ -25,6 +25,11 @@ struct Row {
     with_customer: i64,
     repeated: i64,
     first_contact_resolved: i64,
+    csat_sum: i64,
+    csat_count: i64,
+    nps_promoters: i64,
+    nps_detractors: i64,
+    nps_count: i64,
 }
 
 /// Tallies per group key ("" for everything when `grouping` is `Total`). One scan of the calls
@@ -52,8 +57,19 @@ pub async fn tallies(
            FROM interactions i LEFT JOIN dispositions d ON d.code = i.disposition_code \
            WHERE i.call_id IS NOT NULL AND i.started_at >= $1 - interval '1 day' \
            GROUP BY 1, 2), \
+         f AS ( \
+           SELECT gateway_id, call_id, \
+             sum(score) FILTER (WHERE score_kind = 'csat') AS csat_sum, \
+             count(*) FILTER (WHERE score_kind = 'csat') AS csat_count, \
+             count(*) FILTER (WHERE score_kind = 'nps' AND score >= 9) AS promoters, \
+             count(*) FILTER (WHERE score_kind = 'nps' AND score <= 6) AS detractors, \
+             count(*) FILTER (WHERE score_kind = 'nps') AS nps_count \
+           FROM feedback \
+           WHERE call_id IS NOT NULL AND score IS NOT NULL AND created_at >= $1 \
+           GROUP BY 1, 2), \
          r AS ( \
            SELECT c.*, w.wrap_up_ms AS wrap, COALESCE(w.resolved, false) AS resolved, \
+             f.csat_sum, f.csat_count, f.promoters, f.detractors, f.nps_count, \
              c.outcome = 'completed' AND c.customer_id IS NOT NULL AS known, \
              c.next_at IS NOT NULL \
                AND c.next_at < COALESCE(c.ended_at, c.offered_at) + make_interval(hours => $9) AS is_repeat, \
@@ -63,6 +79,7 @@ pub async fn tallies(
                      WHEN 'hour' THEN date_trunc('hour', c.offered_at AT TIME ZONE $4) END AS k_time \
            FROM span c \
            LEFT JOIN w ON w.gateway_id = c.gateway_id AND w.call_id = c.call_id \
+           LEFT JOIN f ON f.gateway_id = c.gateway_id AND f.call_id = c.call_id \
            WHERE c.offered_at < $2 \
              AND (cardinality($5::text[]) = 0 OR c.queue = ANY($5)) \
              AND (cardinality($6::text[]) = 0 OR c.agent = ANY($6))) \
@@ -87,7 +104,12 @@ pub async fn tallies(
            count(*) FILTER (WHERE c.answered_at IS NOT NULL AND c.transfers > 0) AS transferred, \
            count(*) FILTER (WHERE c.known) AS with_customer, \
            count(*) FILTER (WHERE c.known AND c.is_repeat) AS repeated, \
-           count(*) FILTER (WHERE c.known AND c.resolved AND NOT c.is_repeat) AS first_contact_resolved \
+           count(*) FILTER (WHERE c.known AND c.resolved AND NOT c.is_repeat) AS first_contact_resolved, \
+           COALESCE(sum(c.csat_sum), 0)::int8 AS csat_sum, \
+           COALESCE(sum(c.csat_count), 0)::int8 AS csat_count, \
+           COALESCE(sum(c.promoters), 0)::int8 AS nps_promoters, \
+           COALESCE(sum(c.detractors), 0)::int8 AS nps_detractors, \
+           COALESCE(sum(c.nps_count), 0)::int8 AS nps_count \
          FROM r c \
          GROUP BY c.k_text, c.k_time",
     )
@@ -123,6 +145,11 @@ pub async fn tallies(
                     with_customer: r.with_customer,
                     repeated: r.repeated,
                     first_contact_resolved: r.first_contact_resolved,
+                    csat_sum: r.csat_sum,
+                    csat_count: r.csat_count,
+                    nps_promoters: r.nps_promoters,
+                    nps_detractors: r.nps_detractors,
+                    nps_count: r.nps_count,
                 },
             )
         })

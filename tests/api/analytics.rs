@@ -237,6 +237,30 @@ async fn call_kpis_match_a_hand_built_hour_and_improve_on_the_baseline() {
         .await
         .expect("wrapped up");
 
+    // Scores left on the calls: CSAT 4 on A and 2 on D; NPS 10 on E and 3 on D.
+    let scores = [
+        ("A", v1::score::Kind::Csat(4)),
+        ("D", v1::score::Kind::Csat(2)),
+        ("E", v1::score::Kind::Nps(10)),
+        ("D", v1::score::Kind::Nps(3)),
+    ];
+    for (n, (call_id, score)) in scores.into_iter().enumerate() {
+        switchboard::proto::v1::feedback_service_client::FeedbackServiceClient::new(
+            app.channel.clone(),
+        )
+        .submit_feedback(v1::SubmitFeedbackRequest {
+            request_id: format!("score-{n}"),
+            source: v1::FeedbackSource::Customer.into(),
+            score: Some(v1::Score { kind: Some(score) }),
+            category: "survey".into(),
+            gateway_id: GATEWAY.into(),
+            call_id: call_id.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("score recorded");
+    }
+
     let response = kpis(
         &app,
         v1::GetKpisRequest {
@@ -284,11 +308,21 @@ async fn call_kpis_match_a_hand_built_hour_and_improve_on_the_baseline() {
     assert_eq!((asa.baseline, asa.change), (Some(40.0), Some(-29.0)));
 
     let keys: Vec<&str> = response.groups.iter().map(|g| g.key.as_str()).collect();
+    assert_eq!(v(&total.csat), 3.0, "(4 + 2) / 2");
+    assert_eq!(v(&total.nps), 0.0, "one promoter, one detractor");
     assert_eq!(
         keys,
         ["", "a-1", "a-2"],
         "unanswered calls group under no agent"
     );
+    let by_agent: Vec<(f64, f64)> = response.groups[1..]
+        .iter()
+        .map(|g| {
+            let k = g.kpis.as_ref().expect("kpis");
+            (v(&k.csat), v(&k.nps))
+        })
+        .collect();
+    assert_eq!(by_agent, [(4.0, 100.0), (2.0, -100.0)]);
     let offered: Vec<f64> = response
         .groups
         .iter()

@@ -252,11 +252,25 @@ async fn redis_contents(app: &TestApp) -> String {
         .get_multiplexed_async_connection()
         .await
         .expect("redis connects");
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}*", app.redis_prefix))
-        .query_async(&mut conn)
-        .await
-        .expect("keys");
+    // SCAN, not KEYS: a development Redis shared with benchmarks can hold millions of keys.
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{}*", app.redis_prefix))
+            .arg("COUNT")
+            .arg(10_000)
+            .query_async(&mut conn)
+            .await
+            .expect("scan");
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
     let mut contents = String::new();
     for key in keys {
         contents.push_str(&key);
