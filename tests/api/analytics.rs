@@ -198,17 +198,7 @@ async fn call_kpis_match_a_hand_built_hour_and_improve_on_the_baseline() {
 
     // A's wrap-up: the interaction ended 30 s ago and is wrapped up now.
     let customer = app.create_customer("Ada", &[]).await;
-    app.interactions()
-        .upsert_disposition(v1::UpsertDispositionRequest {
-            disposition: Some(v1::Disposition {
-                code: "resolved".into(),
-                label: "Resolved".into(),
-                resolves: true,
-                active: true,
-            }),
-        })
-        .await
-        .expect("disposition");
+    app.dispositions(&[("resolved", true)]).await;
     let logged = app
         .interactions()
         .log_interaction(v1::LogInteractionRequest {
@@ -487,19 +477,8 @@ async fn wrapped(app: &TestApp, customer: &v1::Customer, call_id: &str, code: &s
 async fn first_contact_resolution_needs_a_resolving_disposition_and_no_repeat_call() {
     let app = spawn_app().await;
     log_in(&app, "a-1").await;
-    for (code, resolves) in [("resolved", true), ("callback", false)] {
-        app.interactions()
-            .upsert_disposition(v1::UpsertDispositionRequest {
-                disposition: Some(v1::Disposition {
-                    code: code.into(),
-                    label: code.into(),
-                    resolves,
-                    active: true,
-                }),
-            })
-            .await
-            .expect("disposition");
-    }
+    app.dispositions(&[("resolved", true), ("callback", false)])
+        .await;
     let x = app.create_customer("Xavier", &["(415) 555-0101"]).await;
     let y = app.create_customer("Yara", &["(415) 555-0102"]).await;
     let z = app.create_customer("Zoe", &["(415) 555-0103"]).await;

@@ -303,6 +303,23 @@ impl TestApp {
         InteractionServiceClient::new(self.channel.clone())
     }
 
+    /// Adds active wrap-up dispositions: (code, whether it resolves the contact).
+    pub async fn dispositions(&self, codes: &[(&str, bool)]) {
+        for (code, resolves) in codes {
+            self.interactions()
+                .upsert_disposition(v1::UpsertDispositionRequest {
+                    disposition: Some(v1::Disposition {
+                        code: (*code).into(),
+                        label: (*code).into(),
+                        resolves: *resolves,
+                        active: true,
+                    }),
+                })
+                .await
+                .expect("disposition");
+        }
+    }
+
     /// Starts the graceful shutdown SIGTERM triggers; the handle resolves when the server is done.
     pub fn begin_shutdown(&mut self) -> tokio::task::JoinHandle<anyhow::Result<()>> {
         if let Some(shutdown) = self.shutdown.take() {

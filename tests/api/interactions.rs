@@ -13,19 +13,8 @@ fn at(seconds: i64) -> Option<prost_types::Timestamp> {
 }
 
 async fn dispositions(app: &TestApp) {
-    for (code, resolves) in [("resolved", true), ("callback", false)] {
-        app.interactions()
-            .upsert_disposition(v1::UpsertDispositionRequest {
-                disposition: Some(v1::Disposition {
-                    code: code.into(),
-                    label: code.into(),
-                    resolves,
-                    active: true,
-                }),
-            })
-            .await
-            .expect("disposition");
-    }
+    app.dispositions(&[("resolved", true), ("callback", false)])
+        .await;
 }
 
 fn voice(customer_id: &str, request_id: &str, started: i64) -> v1::LogInteractionRequest {
