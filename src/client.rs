@@ -101,11 +101,12 @@ pub async fn segment(args: SegmentArgs) -> anyhow::Result<()> {
 pub async fn kpis(args: KpisArgs) -> anyhow::Result<()> {
     let group_by = match args.group_by.as_deref() {
         None => v1::KpiGrouping::Unspecified,
+        Some("team") => v1::KpiGrouping::Team,
         Some("queue") => v1::KpiGrouping::Queue,
         Some("agent") => v1::KpiGrouping::Agent,
         Some("day") => v1::KpiGrouping::Day,
         Some("hour") => v1::KpiGrouping::Hour,
-        Some(other) => anyhow::bail!("unknown grouping {other}: queue, agent, day or hour"),
+        Some(other) => anyhow::bail!("unknown grouping {other}: team, queue, agent, day or hour"),
     };
     let mut client = crate::proto::v1::analytics_service_client::AnalyticsServiceClient::new(
         channel(&args.server).await?,

@@ -148,4 +148,22 @@ impl AgentService for AgentGrpc {
             changes: changes.into_iter().map(change_to_proto).collect(),
         }))
     }
+
+    async fn set_agent_team(
+        &self,
+        request: Request<v1::SetAgentTeamRequest>,
+    ) -> Result<Response<v1::SetAgentTeamResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = Violations::new();
+        let agent = violations.check("agent_id", parse_agent_id(&request.agent_id));
+        let team = violations.text("team", &request.team, 100, false);
+        let (Some(agent), true) = (agent, violations.is_empty()) else {
+            return Err(AgentError::Invalid(violations).into());
+        };
+        self.agents.set_team(&agent, &team).await?;
+        Ok(Response::new(v1::SetAgentTeamResponse {
+            agent_id: agent,
+            team,
+        }))
+    }
 }

@@ -104,6 +104,12 @@ impl Agents {
         Ok(change)
     }
 
+    /// Puts the agent in `team` ("" for none); an unknown agent becomes known.
+    pub async fn set_team(&self, agent_id: &str, team: &str) -> Result<(), AgentError> {
+        store::set_team(&mut *self.pool.acquire().await?, agent_id, team).await?;
+        Ok(())
+    }
+
     pub async fn list_states(
         &self,
         agent_id: &str,

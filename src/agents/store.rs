@@ -12,6 +12,18 @@ pub async fn ensure_known(conn: &mut PgConnection, agent_id: &str) -> sqlx::Resu
     Ok(())
 }
 
+pub async fn set_team(conn: &mut PgConnection, agent_id: &str, team: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO agents (agent_id, team) VALUES ($1, $2) \
+         ON CONFLICT (agent_id) DO UPDATE SET team = EXCLUDED.team",
+    )
+    .bind(agent_id)
+    .bind(team)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 fn change(row: &sqlx::postgres::PgRow) -> sqlx::Result<StateChange> {
     let state: String = row.try_get("state")?;
     Ok(StateChange {

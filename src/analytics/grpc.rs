@@ -80,7 +80,8 @@ fn query_of(request: v1::GetKpisRequest) -> Result<Query, Option<Violations>> {
         Ok(v1::KpiGrouping::Agent) => Grouping::Agent,
         Ok(v1::KpiGrouping::Day) => Grouping::Day,
         Ok(v1::KpiGrouping::Hour) => Grouping::Hour,
-        Ok(v1::KpiGrouping::Team | v1::KpiGrouping::Campaign) => return Err(None),
+        Ok(v1::KpiGrouping::Team) => Grouping::Team,
+        Ok(v1::KpiGrouping::Campaign) => return Err(None),
         Err(_) => {
             violations.add("group_by", format!("unknown grouping {}", request.group_by));
             Grouping::Total
@@ -194,7 +195,7 @@ impl AnalyticsService for AnalyticsGrpc {
             Err(Some(violations)) => return Err(grpc_status::invalid_argument(&violations)),
             Err(None) => {
                 return Err(Status::unimplemented(
-                    "grouping by team or campaign is not built yet",
+                    "grouping by campaign is not built yet",
                 ));
             }
         };

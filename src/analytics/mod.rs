@@ -17,6 +17,7 @@ pub enum Grouping {
     Total,
     Queue,
     Agent,
+    Team,
     Day,
     Hour,
 }
@@ -27,6 +28,7 @@ impl Grouping {
             Grouping::Total => "total",
             Grouping::Queue => "queue",
             Grouping::Agent => "agent",
+            Grouping::Team => "team",
             Grouping::Day => "day",
             Grouping::Hour => "hour",
         }
@@ -34,7 +36,10 @@ impl Grouping {
 
     /// Whether a group means the same thing in another period (a queue does; a day does not).
     fn comparable_across_periods(self) -> bool {
-        matches!(self, Grouping::Queue | Grouping::Agent | Grouping::Total)
+        matches!(
+            self,
+            Grouping::Queue | Grouping::Agent | Grouping::Team | Grouping::Total
+        )
     }
 }
 

@@ -74,12 +74,14 @@ pub async fn tallies(
              c.next_at IS NOT NULL \
                AND c.next_at < COALESCE(c.ended_at, c.offered_at) + make_interval(hours => $9) AS is_repeat, \
              CASE $3 WHEN 'queue' THEN COALESCE(c.queue, '') \
-                     WHEN 'agent' THEN COALESCE(c.agent, '') ELSE '' END AS k_text, \
+                     WHEN 'agent' THEN COALESCE(c.agent, '') \
+                     WHEN 'team' THEN COALESCE(a.team, '') ELSE '' END AS k_text, \
              CASE $3 WHEN 'day' THEN date_trunc('day', c.offered_at AT TIME ZONE $4) \
                      WHEN 'hour' THEN date_trunc('hour', c.offered_at AT TIME ZONE $4) END AS k_time \
            FROM span c \
            LEFT JOIN w ON w.gateway_id = c.gateway_id AND w.call_id = c.call_id \
            LEFT JOIN f ON f.gateway_id = c.gateway_id AND f.call_id = c.call_id \
+           LEFT JOIN agents a ON a.agent_id = c.agent \
            WHERE c.offered_at < $2 \
              AND (cardinality($5::text[]) = 0 OR c.queue = ANY($5)) \
              AND (cardinality($6::text[]) = 0 OR c.agent = ANY($6))) \

@@ -85,6 +85,7 @@ pub const PERMISSIONS: &[(&str, &[Role])] = &[
     ("/switchboard.v1.AgentService/WatchAgent", STAFF),
     ("/switchboard.v1.AgentService/SetAgentState", STAFF),
     ("/switchboard.v1.AgentService/ListAgentStates", STAFF),
+    ("/switchboard.v1.AgentService/SetAgentTeam", MANAGERS),
     (
         "/switchboard.v1.CampaignService/CreateCampaign",
         &[Supervisor, Service, Admin],

@@ -313,6 +313,33 @@ async fn call_kpis_match_a_hand_built_hour_and_improve_on_the_baseline() {
         })
         .collect();
     assert_eq!(by_agent, [(4.0, 100.0), (2.0, -100.0)]);
+
+    // Teams: a-1 works in north, a-2 in south; calls count for the first answering agent's team.
+    for (agent, team) in [("a-1", "north"), ("a-2", "south")] {
+        app.agents
+            .clone()
+            .set_agent_team(v1::SetAgentTeamRequest {
+                agent_id: agent.into(),
+                team: team.into(),
+            })
+            .await
+            .expect("team set");
+    }
+    let by_team = kpis(
+        &app,
+        v1::GetKpisRequest {
+            period: period(base, base + Duration::hours(1)),
+            group_by: v1::KpiGrouping::Team.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let teams: Vec<(&str, f64)> = by_team
+        .groups
+        .iter()
+        .map(|g| (g.key.as_str(), v(&g.kpis.as_ref().expect("kpis").offered)))
+        .collect();
+    assert_eq!(teams, [("", 2.0), ("north", 3.0), ("south", 1.0)]);
     let offered: Vec<f64> = response
         .groups
         .iter()
@@ -432,7 +459,7 @@ async fn agent_level_kpis_are_for_supervisors_and_bad_requests_are_refused() {
     let team = supervisor
         .clone()
         .get_kpis(v1::GetKpisRequest {
-            group_by: v1::KpiGrouping::Team.into(),
+            group_by: v1::KpiGrouping::Campaign.into(),
             ..by_agent.clone()
         })
         .await
