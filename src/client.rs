@@ -102,11 +102,14 @@ pub async fn kpis(args: KpisArgs) -> anyhow::Result<()> {
     let group_by = match args.group_by.as_deref() {
         None => v1::KpiGrouping::Unspecified,
         Some("team") => v1::KpiGrouping::Team,
+        Some("campaign") => v1::KpiGrouping::Campaign,
         Some("queue") => v1::KpiGrouping::Queue,
         Some("agent") => v1::KpiGrouping::Agent,
         Some("day") => v1::KpiGrouping::Day,
         Some("hour") => v1::KpiGrouping::Hour,
-        Some(other) => anyhow::bail!("unknown grouping {other}: team, queue, agent, day or hour"),
+        Some(other) => {
+            anyhow::bail!("unknown grouping {other}: team, queue, agent, campaign, day or hour")
+        }
     };
     let mut client = crate::proto::v1::analytics_service_client::AnalyticsServiceClient::new(
         channel(&args.server).await?,

@@ -62,8 +62,7 @@ fn seconds(field: &str, value: i32, default: i32, violations: &mut Violations) -
     }
 }
 
-/// Validates the request; `Err(None)` is a grouping not built yet.
-fn query_of(request: v1::GetKpisRequest) -> Result<Query, Option<Violations>> {
+fn query_of(request: v1::GetKpisRequest) -> Result<Query, Violations> {
     let mut violations = Violations::new();
     let period = window("period", request.period.as_ref(), &mut violations);
     if request.period.is_none() {
@@ -81,7 +80,7 @@ fn query_of(request: v1::GetKpisRequest) -> Result<Query, Option<Violations>> {
         Ok(v1::KpiGrouping::Day) => Grouping::Day,
         Ok(v1::KpiGrouping::Hour) => Grouping::Hour,
         Ok(v1::KpiGrouping::Team) => Grouping::Team,
-        Ok(v1::KpiGrouping::Campaign) => return Err(None),
+        Ok(v1::KpiGrouping::Campaign) => Grouping::Campaign,
         Err(_) => {
             violations.add("group_by", format!("unknown grouping {}", request.group_by));
             Grouping::Total
@@ -127,7 +126,7 @@ fn query_of(request: v1::GetKpisRequest) -> Result<Query, Option<Violations>> {
             short_abandon_seconds,
             service_level_seconds,
         }),
-        _ => Err(Some(violations)),
+        _ => Err(violations),
     }
 }
 
@@ -173,6 +172,8 @@ fn kpis_to_proto(k: &Kpis, b: Option<&Kpis>) -> v1::Kpis {
         repeat_contact_rate: optional(k.repeat_contact_rate, b.map(|b| b.repeat_contact_rate)),
         csat: optional(k.csat, b.map(|b| b.csat)),
         nps: optional(k.nps, b.map(|b| b.nps)),
+        conversions: value(k.conversions, b.map(|b| b.conversions)),
+        conversion_rate: optional(k.conversion_rate, b.map(|b| b.conversion_rate)),
     }
 }
 
@@ -190,15 +191,8 @@ impl AnalyticsService for AnalyticsGrpc {
         request: Request<v1::GetKpisRequest>,
     ) -> Result<Response<v1::GetKpisResponse>, Status> {
         let principal = auth::principal(&request)?;
-        let query = match query_of(request.into_inner()) {
-            Ok(query) => query,
-            Err(Some(violations)) => return Err(grpc_status::invalid_argument(&violations)),
-            Err(None) => {
-                return Err(Status::unimplemented(
-                    "grouping by campaign is not built yet",
-                ));
-            }
-        };
+        let query =
+            query_of(request.into_inner()).map_err(|v| grpc_status::invalid_argument(&v))?;
         let agent_level = query.grouping == Grouping::Agent || !query.agents.is_empty();
         if agent_level && !matches!(principal.role, Role::Supervisor | Role::Admin) {
             return Err(Status::permission_denied(

@@ -31,6 +31,9 @@ pub struct Tally {
     pub nps_promoters: i64,
     pub nps_detractors: i64,
     pub nps_count: i64,
+    /// Outbound campaign attempts that reached the customer, and those that converted.
+    pub reached: i64,
+    pub converted: i64,
 }
 
 /// The KPIs of one group, in the units of the API (counts, fractions, seconds).
@@ -55,6 +58,9 @@ pub struct Kpis {
     pub csat: Option<f64>,
     /// Promoters minus detractors, in points (-100 to 100).
     pub nps: Option<f64>,
+    pub conversions: f64,
+    /// Conversions / attempts that reached the customer.
+    pub conversion_rate: Option<f64>,
 }
 
 fn ratio(numerator: f64, denominator: i64) -> Option<f64> {
@@ -83,6 +89,8 @@ impl std::ops::AddAssign for Tally {
         self.nps_promoters += other.nps_promoters;
         self.nps_detractors += other.nps_detractors;
         self.nps_count += other.nps_count;
+        self.reached += other.reached;
+        self.converted += other.converted;
     }
 }
 
@@ -125,6 +133,8 @@ impl Tally {
                 100.0 * (self.nps_promoters - self.nps_detractors) as f64,
                 self.nps_count,
             ),
+            conversions: self.converted as f64,
+            conversion_rate: ratio(self.converted as f64, self.reached),
         }
     }
 }
@@ -156,6 +166,8 @@ mod tests {
             nps_promoters: 2,
             nps_detractors: 1,
             nps_count: 4,
+            reached: 4,
+            converted: 1,
         };
         let k = tally.kpis();
         // 10 offered - 1 short abandon - 1 in progress = 8 decided calls.
@@ -169,6 +181,7 @@ mod tests {
         assert_eq!(k.repeat_contact_rate, Some(0.25));
         assert_eq!(k.csat, Some(4.5));
         assert_eq!(k.nps, Some(25.0), "(2 - 1) of 4, in points");
+        assert_eq!(k.conversion_rate, Some(0.25));
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub enum Grouping {
     Queue,
     Agent,
     Team,
+    Campaign,
     Day,
     Hour,
 }
@@ -29,6 +30,7 @@ impl Grouping {
             Grouping::Queue => "queue",
             Grouping::Agent => "agent",
             Grouping::Team => "team",
+            Grouping::Campaign => "campaign",
             Grouping::Day => "day",
             Grouping::Hour => "hour",
         }
@@ -38,7 +40,11 @@ impl Grouping {
     fn comparable_across_periods(self) -> bool {
         matches!(
             self,
-            Grouping::Queue | Grouping::Agent | Grouping::Team | Grouping::Total
+            Grouping::Queue
+                | Grouping::Agent
+                | Grouping::Team
+                | Grouping::Campaign
+                | Grouping::Total
         )
     }
 }
@@ -95,6 +101,27 @@ impl From<sqlx::Error> for AnalyticsError {
     }
 }
 
+/// Calls and outbound campaign attempts, tallied per group key.
+async fn tallies(
+    conn: &mut sqlx::PgConnection,
+    query: &Query,
+    window: &Window,
+    grouping: Grouping,
+) -> sqlx::Result<std::collections::BTreeMap<String, Tally>> {
+    let mut groups = store::tallies(conn, query, window, grouping).await?;
+    // Conversions are not tied to a queue: they belong to no queue group.
+    let queues_only = grouping == Grouping::Queue || !query.queues.is_empty();
+    if !queues_only {
+        for (key, (reached, converted)) in store::conversions(conn, query, window, grouping).await?
+        {
+            let tally = groups.entry(key).or_default();
+            tally.reached += reached;
+            tally.converted += converted;
+        }
+    }
+    Ok(groups)
+}
+
 #[derive(Clone)]
 pub struct Analytics {
     pool: PgPool,
@@ -117,7 +144,7 @@ impl Analytics {
             .execute(&mut *tx)
             .await?;
         // Groups partition the calls: the total is their sum, without a second pass.
-        let groups = store::tallies(&mut tx, query, &query.period, query.grouping).await?;
+        let groups = tallies(&mut tx, query, &query.period, query.grouping).await?;
         let total = Tally::sum(groups.values());
         let (baseline_total, baseline_groups) = match query.baseline {
             None => (None, Default::default()),
@@ -126,7 +153,7 @@ impl Analytics {
                     true => query.grouping,
                     false => Grouping::Total,
                 };
-                let groups = store::tallies(&mut tx, query, &baseline, grouping).await?;
+                let groups = tallies(&mut tx, query, &baseline, grouping).await?;
                 (Some(Tally::sum(groups.values())), groups)
             }
         };

@@ -46,7 +46,7 @@ pub async fn tallies(
         "WITH span AS ( \
            SELECT c.gateway_id, c.call_id, c.customer_id, c.queue, c.handled_by[1] AS agent, \
              c.outcome, c.transfers, c.hold_ms, c.offered_at, c.queued_at, c.answered_at, \
-             c.ended_at, \
+             c.ended_at, c.dialed_number, \
              lead(c.offered_at) OVER (PARTITION BY c.customer_id ORDER BY c.offered_at) \
                AS next_at \
            FROM calls c \
@@ -75,13 +75,20 @@ pub async fn tallies(
                AND c.next_at < COALESCE(c.ended_at, c.offered_at) + make_interval(hours => $9) AS is_repeat, \
              CASE $3 WHEN 'queue' THEN COALESCE(c.queue, '') \
                      WHEN 'agent' THEN COALESCE(c.agent, '') \
-                     WHEN 'team' THEN COALESCE(a.team, '') ELSE '' END AS k_text, \
+                     WHEN 'team' THEN COALESCE(a.team, '') \
+                     WHEN 'campaign' THEN COALESCE(k.id::text, '') ELSE '' END AS k_text, \
              CASE $3 WHEN 'day' THEN date_trunc('day', c.offered_at AT TIME ZONE $4) \
                      WHEN 'hour' THEN date_trunc('hour', c.offered_at AT TIME ZONE $4) END AS k_time \
            FROM span c \
            LEFT JOIN w ON w.gateway_id = c.gateway_id AND w.call_id = c.call_id \
            LEFT JOIN f ON f.gateway_id = c.gateway_id AND f.call_id = c.call_id \
            LEFT JOIN agents a ON a.agent_id = c.agent \
+           LEFT JOIN ( \
+             SELECT k.id, n.number, k.starts_at, k.ends_at \
+             FROM campaigns k CROSS JOIN unnest(k.dialed_numbers) AS n(number) \
+             WHERE $3 = 'campaign') k \
+             ON k.number = c.dialed_number AND c.offered_at >= k.starts_at \
+               AND c.offered_at < k.ends_at \
            WHERE c.offered_at < $2 \
              AND (cardinality($5::text[]) = 0 OR c.queue = ANY($5)) \
              AND (cardinality($6::text[]) = 0 OR c.agent = ANY($6))) \
@@ -152,8 +159,48 @@ pub async fn tallies(
                     nps_promoters: r.nps_promoters,
                     nps_detractors: r.nps_detractors,
                     nps_count: r.nps_count,
+                    reached: 0,
+                    converted: 0,
                 },
             )
         })
+        .collect())
+}
+
+/// Outbound campaign attempts recorded in the window, per group key: (reached, converted).
+/// Reached: the outcome came from talking to the customer (reached, converted, declined,
+/// callback requested).
+pub async fn conversions(
+    conn: &mut PgConnection,
+    query: &Query,
+    window: &Window,
+    grouping: Grouping,
+) -> sqlx::Result<BTreeMap<String, (i64, i64)>> {
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT CASE $3 \
+             WHEN 'campaign' THEN t.campaign_id::text \
+             WHEN 'agent' THEN t.agent_id \
+             WHEN 'team' THEN COALESCE(a.team, '') \
+             WHEN 'day' THEN to_char(t.at AT TIME ZONE $4, 'YYYY-MM-DD') \
+             WHEN 'hour' THEN to_char(t.at AT TIME ZONE $4, 'YYYY-MM-DD\"T\"HH24') \
+             ELSE '' END AS key, \
+           count(*) FILTER (WHERE t.outcome IN \
+             ('reached', 'converted', 'declined', 'callback_requested')) AS reached, \
+           count(*) FILTER (WHERE t.outcome = 'converted') AS converted \
+         FROM campaign_attempts t LEFT JOIN agents a ON a.agent_id = t.agent_id \
+         WHERE t.at >= $1 AND t.at < $2 \
+           AND (cardinality($5::text[]) = 0 OR t.agent_id = ANY($5)) \
+         GROUP BY 1",
+    )
+    .bind(window.start)
+    .bind(window.end)
+    .bind(grouping.as_str())
+    .bind(&query.time_zone)
+    .bind(&query.agents)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(key, reached, converted)| (key, (reached, converted)))
         .collect())
 }

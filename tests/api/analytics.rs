@@ -456,15 +456,6 @@ async fn agent_level_kpis_are_for_supervisors_and_bad_requests_are_refused() {
     ));
     assert!(supervisor.clone().get_kpis(by_agent.clone()).await.is_ok());
 
-    let team = supervisor
-        .clone()
-        .get_kpis(v1::GetKpisRequest {
-            group_by: v1::KpiGrouping::Campaign.into(),
-            ..by_agent.clone()
-        })
-        .await
-        .expect_err("not built");
-    assert_eq!(team.code(), Code::Unimplemented);
     let bad = supervisor
         .clone()
         .get_kpis(v1::GetKpisRequest {

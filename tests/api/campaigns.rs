@@ -753,6 +753,44 @@ async fn pops_show_offers_and_inbound_calls_are_attributed() {
     assert!(done.card.expect("answered").offers.is_empty());
     let stats = stats_of(&app, &campaign).await;
     assert_eq!((stats.conversions, stats.conversion_rate), (1, 1.0));
+
+    // The KPIs by campaign count the inbound call and the outbound conversion for it.
+    let kpis = switchboard::proto::v1::analytics_service_client::AnalyticsServiceClient::new(
+        app.channel.clone(),
+    )
+    .get_kpis(v1::GetKpisRequest {
+        period: Some(v1::Period {
+            start: ts(Utc::now() - chrono::Duration::days(1)),
+            end: ts(chrono::DateTime::parse_from_rfc3339("2028-01-01T00:00:00Z")
+                .expect("time")
+                .with_timezone(&Utc)),
+        }),
+        group_by: v1::KpiGrouping::Campaign.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("kpis")
+    .into_inner();
+    let groups: Vec<(String, [Option<f64>; 3])> = kpis
+        .groups
+        .iter()
+        .map(|g| {
+            let k = g.kpis.as_ref().expect("kpis");
+            let value = |v: &Option<v1::KpiValue>| v.as_ref().and_then(|v| v.value);
+            (
+                g.key.clone(),
+                [
+                    value(&k.offered),
+                    value(&k.conversions),
+                    value(&k.conversion_rate),
+                ],
+            )
+        })
+        .collect();
+    assert_eq!(
+        groups,
+        [(campaign.id.clone(), [Some(1.0), Some(1.0), Some(1.0)])]
+    );
 }
 
 #[tokio::test]
