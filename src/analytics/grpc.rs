@@ -130,50 +130,36 @@ fn query_of(request: v1::GetKpisRequest) -> Result<Query, Violations> {
     }
 }
 
-fn value(now: f64, baseline: Option<f64>) -> Option<v1::KpiValue> {
-    Some(v1::KpiValue {
-        value: Some(now),
-        baseline,
-        change: baseline.map(|b| now - b),
-    })
-}
-
-fn optional(now: Option<f64>, baseline: Option<Option<f64>>) -> Option<v1::KpiValue> {
-    let baseline = baseline.flatten();
-    Some(v1::KpiValue {
-        value: now,
-        baseline,
-        change: now.zip(baseline).map(|(n, b)| n - b),
-    })
-}
-
-fn kpis_to_proto(k: &Kpis, b: Option<&Kpis>) -> v1::Kpis {
+/// The proto form of every KPI: its value now, and against the baseline when there is one.
+fn kpis_to_proto(now: &Kpis, baseline: Option<&Kpis>) -> v1::Kpis {
+    let kpi = |get: fn(&Kpis) -> Option<f64>| {
+        let (value, baseline) = (get(now), baseline.and_then(get));
+        Some(v1::KpiValue {
+            value,
+            baseline,
+            change: value.zip(baseline).map(|(n, b)| n - b),
+        })
+    };
     v1::Kpis {
-        offered: value(k.offered, b.map(|b| b.offered)),
-        answered: value(k.answered, b.map(|b| b.answered)),
-        abandoned: value(k.abandoned, b.map(|b| b.abandoned)),
-        short_abandoned: value(k.short_abandoned, b.map(|b| b.short_abandoned)),
-        in_progress: value(k.in_progress, b.map(|b| b.in_progress)),
-        abandonment_rate: optional(k.abandonment_rate, b.map(|b| b.abandonment_rate)),
-        average_speed_of_answer: optional(
-            k.average_speed_of_answer,
-            b.map(|b| b.average_speed_of_answer),
-        ),
-        service_level: optional(k.service_level, b.map(|b| b.service_level)),
-        average_handle_time: optional(k.average_handle_time, b.map(|b| b.average_handle_time)),
-        average_talk_time: optional(k.average_talk_time, b.map(|b| b.average_talk_time)),
-        average_hold_time: optional(k.average_hold_time, b.map(|b| b.average_hold_time)),
-        average_wrap_up_time: optional(k.average_wrap_up_time, b.map(|b| b.average_wrap_up_time)),
-        transfer_rate: optional(k.transfer_rate, b.map(|b| b.transfer_rate)),
-        first_contact_resolution: optional(
-            k.first_contact_resolution,
-            b.map(|b| b.first_contact_resolution),
-        ),
-        repeat_contact_rate: optional(k.repeat_contact_rate, b.map(|b| b.repeat_contact_rate)),
-        csat: optional(k.csat, b.map(|b| b.csat)),
-        nps: optional(k.nps, b.map(|b| b.nps)),
-        conversions: value(k.conversions, b.map(|b| b.conversions)),
-        conversion_rate: optional(k.conversion_rate, b.map(|b| b.conversion_rate)),
+        offered: kpi(|k| Some(k.offered)),
+        answered: kpi(|k| Some(k.answered)),
+        abandoned: kpi(|k| Some(k.abandoned)),
+        short_abandoned: kpi(|k| Some(k.short_abandoned)),
+        in_progress: kpi(|k| Some(k.in_progress)),
+        abandonment_rate: kpi(|k| k.abandonment_rate),
+        average_speed_of_answer: kpi(|k| k.average_speed_of_answer),
+        service_level: kpi(|k| k.service_level),
+        average_handle_time: kpi(|k| k.average_handle_time),
+        average_talk_time: kpi(|k| k.average_talk_time),
+        average_hold_time: kpi(|k| k.average_hold_time),
+        average_wrap_up_time: kpi(|k| k.average_wrap_up_time),
+        transfer_rate: kpi(|k| k.transfer_rate),
+        first_contact_resolution: kpi(|k| k.first_contact_resolution),
+        repeat_contact_rate: kpi(|k| k.repeat_contact_rate),
+        csat: kpi(|k| k.csat),
+        nps: kpi(|k| k.nps),
+        conversions: kpi(|k| Some(k.conversions)),
+        conversion_rate: kpi(|k| k.conversion_rate),
     }
 }
 

@@ -247,30 +247,23 @@ pub async fn insert_events(
             })
         })
         .collect();
-    let feed = crate::feed::Columns::of(feed);
-    sqlx::query(
-        "WITH feed AS (INSERT INTO feed_events (topic, type, subject_id, customer_id, data) \
-           SELECT topic, type, subject_id, customer_id, data \
-           FROM unnest($2::text[], $3::text[], $4::text[], $5::uuid[], $6::jsonb[]) \
-             WITH ORDINALITY AS e(topic, type, subject_id, customer_id, data, n) \
-           ORDER BY n) \
-         INSERT INTO call_events (gateway_id, event_id, call_id, type, occurred_at, sequence, caller_number, \
+    let query = sqlx::query(concat!(
+        "WITH feed AS (",
+        crate::feed::insert_events_sql!(),
+        ") INSERT INTO call_events (gateway_id, event_id, call_id, type, occurred_at, sequence, caller_number, \
            dialed_number, queue, agent_id, target_agent_id, target_queue, attached_data, outcome, reason) \
          SELECT gateway_id, event_id, call_id, type, occurred_at, sequence, caller_number, dialed_number, \
            queue, agent_id, target_agent_id, target_queue, attached_data, outcome, reason \
-         FROM jsonb_to_recordset($1) AS r(gateway_id text, event_id text, call_id text, type text, \
+         FROM jsonb_to_recordset($6) AS r(gateway_id text, event_id text, call_id text, type text, \
            occurred_at timestamptz, sequence bigint, caller_number text, dialed_number text, queue text, \
            agent_id text, target_agent_id text, target_queue text, attached_data jsonb, outcome text, \
            reason text)",
-    )
-    .bind(sqlx::types::Json(rows))
-    .bind(feed.topics)
-    .bind(feed.kinds)
-    .bind(feed.subjects)
-    .bind(feed.customers)
-    .bind(feed.data)
-    .execute(conn)
-    .await?;
+    ));
+    crate::feed::Columns::of(feed)
+        .bind(query)
+        .bind(sqlx::types::Json(rows))
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

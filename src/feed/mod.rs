@@ -49,6 +49,19 @@ impl From<sqlx::Error> for FeedError {
     }
 }
 
+/// The insert of [`Columns`] (`$1`-`$5`) into the outbox, in the callers' order (WITH ORDINALITY
+/// keeps it in the ids): a statement of its own, or a CTE of another write (call events).
+macro_rules! insert_events_sql {
+    () => {
+        "INSERT INTO feed_events (topic, type, subject_id, customer_id, data) \
+         SELECT topic, type, subject_id, customer_id, data \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::jsonb[]) \
+           WITH ORDINALITY AS e(topic, type, subject_id, customer_id, data, n) \
+         ORDER BY n"
+    };
+}
+pub(crate) use insert_events_sql;
+
 /// The topics a subscriber can choose from.
 pub const TOPICS: &[&str] = &[
     "customer",
@@ -101,8 +114,7 @@ impl Event {
     }
 
     fn topic(&self) -> &'static str {
-        let kind: &'static str = self.kind;
-        kind.split_once('.').map_or(kind, |(topic, _)| topic)
+        Self::topic_of(self.kind)
     }
 }
 

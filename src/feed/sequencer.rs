@@ -26,10 +26,6 @@ const PRUNE_BATCH: i64 = 10_000;
 pub struct FeedHead(watch::Receiver<Head>);
 
 impl FeedHead {
-    pub fn current(&self) -> Head {
-        *self.0.borrow()
-    }
-
     pub fn watch(&self) -> watch::Receiver<Head> {
         self.0.clone()
     }

@@ -1,20 +1,21 @@
 //! PostgreSQL access for the feed: the outbox rows, the head, sequencing and retention.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
 use super::Event;
 
-/// Events as the column arrays of `unnest($1::text[], $2::text[], $3::text[], $4::uuid[],
-/// $5::jsonb[]) WITH ORDINALITY` (topic, type, subject_id, customer_id, data), for a statement
-/// that inserts them into `feed_events` together with its own write.
+/// Events as the column arrays `$1`-`$5` of [`insert_events_sql!`](crate::feed::insert_events_sql),
+/// for a statement that inserts them into `feed_events`, alone or together with its own write.
 pub struct Columns<'a> {
-    pub topics: Vec<&'static str>,
-    pub kinds: Vec<&'static str>,
-    pub subjects: Vec<&'a str>,
-    pub customers: Vec<Option<Uuid>>,
-    pub data: Vec<&'a serde_json::Value>,
+    topics: Vec<&'static str>,
+    kinds: Vec<&'static str>,
+    subjects: Vec<&'a str>,
+    customers: Vec<Option<Uuid>>,
+    data: Vec<&'a serde_json::Value>,
 }
 
 impl<'a> Columns<'a> {
@@ -35,25 +36,29 @@ impl<'a> Columns<'a> {
         }
         columns
     }
+
+    /// Binds the columns as the query's first five parameters.
+    pub fn bind<'q>(
+        self,
+        query: Query<'q, Postgres, PgArguments>,
+    ) -> Query<'q, Postgres, PgArguments>
+    where
+        'a: 'q,
+    {
+        query
+            .bind(self.topics)
+            .bind(self.kinds)
+            .bind(self.subjects)
+            .bind(self.customers)
+            .bind(self.data)
+    }
 }
 
 pub async fn insert(conn: &mut PgConnection, events: &[Event]) -> sqlx::Result<()> {
-    let columns = Columns::of(events);
-    // WITH ORDINALITY keeps the caller's order in the ids.
-    sqlx::query(
-        "INSERT INTO feed_events (topic, type, subject_id, customer_id, data) \
-         SELECT topic, type, subject_id, customer_id, data \
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::jsonb[]) \
-           WITH ORDINALITY AS e(topic, type, subject_id, customer_id, data, n) \
-         ORDER BY n",
-    )
-    .bind(columns.topics)
-    .bind(columns.kinds)
-    .bind(columns.subjects)
-    .bind(columns.customers)
-    .bind(columns.data)
-    .execute(conn)
-    .await?;
+    Columns::of(events)
+        .bind(sqlx::query(crate::feed::insert_events_sql!()))
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -40,7 +40,7 @@ pub struct Start {
     pub from_latest: bool,
 }
 
-pub fn parse_cursor(cursor: &str) -> Result<i64, FeedError> {
+fn parse_cursor(cursor: &str) -> Result<i64, FeedError> {
     cursor
         .parse::<i64>()
         .ok()
