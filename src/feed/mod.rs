@@ -21,8 +21,8 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 pub use sequencer::{FeedHead, Sequencer};
-pub use store::{Columns, Head, scrub_customer};
-pub use subscription::{FeedItem, Start, StoredEvent, subscribe};
+pub use store::{Columns, Head, StoredEvent, scrub_customer};
+pub use subscription::{FeedItem, Start, subscribe};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {

@@ -173,16 +173,17 @@ pub async fn prune(pool: &PgPool, cutoff: DateTime<Utc>, limit: i64) -> sqlx::Re
     Ok(deleted)
 }
 
-#[derive(Debug, sqlx::FromRow)]
-pub struct Stored {
+/// An event as subscribers get it: its position is its cursor.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct StoredEvent {
     pub position: i64,
     pub topic: String,
     #[sqlx(rename = "type")]
     pub kind: String,
     pub subject_id: String,
     pub customer_id: Option<Uuid>,
-    pub data: String,
-    pub created_at: DateTime<Utc>,
+    pub data_json: String,
+    pub occurred_at: DateTime<Utc>,
 }
 
 /// Up to `limit` events after `after`, of the given topics (all when empty), in position order.
@@ -191,9 +192,10 @@ pub async fn after(
     after: i64,
     topics: &[String],
     limit: i64,
-) -> sqlx::Result<Vec<Stored>> {
+) -> sqlx::Result<Vec<StoredEvent>> {
     sqlx::query_as(
-        "SELECT position, topic, type, subject_id, customer_id, data::text AS data, created_at \
+        "SELECT position, topic, type, subject_id, customer_id, data::text AS data_json, \
+           created_at AS occurred_at \
          FROM feed_events \
          WHERE position > $1 AND (cardinality($2::text[]) = 0 OR topic = ANY($2)) \
          ORDER BY position LIMIT $3",

@@ -2,12 +2,10 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
-use uuid::Uuid;
 
-use super::store::{self, Head};
+use super::store::{self, Head, StoredEvent};
 use super::{FeedError, FeedHead, TOPICS};
 
 /// While nothing matches for this long, a heartbeat carries the cursor forward.
@@ -20,16 +18,6 @@ pub struct FeedItem {
     pub cursor: i64,
     /// `None`: a heartbeat.
     pub event: Option<StoredEvent>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredEvent {
-    pub topic: String,
-    pub kind: String,
-    pub subject_id: String,
-    pub customer_id: Option<Uuid>,
-    pub data_json: String,
-    pub occurred_at: DateTime<Utc>,
 }
 
 /// Where a subscription starts.
@@ -110,18 +98,11 @@ async fn follow(
             }
         };
         let full = page.len() as i64 == PAGE;
-        for stored in page {
-            cursor = stored.position;
+        for event in page {
+            cursor = event.position;
             let item = FeedItem {
                 cursor,
-                event: Some(StoredEvent {
-                    topic: stored.topic,
-                    kind: stored.kind,
-                    subject_id: stored.subject_id,
-                    customer_id: stored.customer_id,
-                    data_json: stored.data,
-                    occurred_at: stored.created_at,
-                }),
+                event: Some(event),
             };
             if tx.send(Ok(item)).await.is_err() {
                 return;
