@@ -80,3 +80,19 @@ pub fn classify(error: &sqlx::Error) -> Failure<'_> {
         _ => Failure::Other,
     }
 }
+
+/// `From<sqlx::Error>` for a context's error enum whose database failures are only
+/// `Unavailable(sqlx::Error)` (retry: UNAVAILABLE) and `Database(sqlx::Error)` (INTERNAL).
+macro_rules! from_sqlx {
+    ($error:ident) => {
+        impl From<sqlx::Error> for $error {
+            fn from(error: sqlx::Error) -> Self {
+                match $crate::db::classify(&error) {
+                    $crate::db::Failure::Unavailable => $error::Unavailable(error),
+                    _ => $error::Database(error),
+                }
+            }
+        }
+    };
+}
+pub(crate) use from_sqlx;

@@ -20,7 +20,6 @@ use uuid::Uuid;
 
 use crate::card_data;
 use crate::customers::ExternalReference;
-use crate::db::{self, Failure};
 use crate::screenpop::PopInvalidator;
 use crate::text_enum::text_enum;
 use crate::validation::Violations;
@@ -111,14 +110,7 @@ pub enum ActivityError {
     Database(#[source] sqlx::Error),
 }
 
-impl From<sqlx::Error> for ActivityError {
-    fn from(error: sqlx::Error) -> Self {
-        match db::classify(&error) {
-            Failure::Unavailable => ActivityError::Unavailable(error),
-            _ => ActivityError::Database(error),
-        }
-    }
-}
+crate::db::from_sqlx!(ActivityError);
 
 #[derive(Clone)]
 pub struct Activity {

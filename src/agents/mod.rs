@@ -11,7 +11,6 @@ use sqlx::PgPool;
 
 pub use self::fanout::{Delivery, Fanout, Subscription};
 pub use self::watch::Watcher;
-use crate::db::{self, Failure};
 use crate::text_enum::text_enum;
 use crate::validation::Violations;
 
@@ -58,14 +57,7 @@ pub enum AgentError {
     Database(#[source] sqlx::Error),
 }
 
-impl From<sqlx::Error> for AgentError {
-    fn from(error: sqlx::Error) -> Self {
-        match db::classify(&error) {
-            Failure::Unavailable => AgentError::Unavailable(error),
-            _ => AgentError::Database(error),
-        }
-    }
-}
+crate::db::from_sqlx!(AgentError);
 
 #[derive(Clone)]
 pub struct Agents {

@@ -8,8 +8,6 @@ mod store;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use crate::db::{self, Failure};
-
 pub use kpis::{Kpis, Tally};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,14 +90,7 @@ pub enum AnalyticsError {
     Database(#[source] sqlx::Error),
 }
 
-impl From<sqlx::Error> for AnalyticsError {
-    fn from(error: sqlx::Error) -> Self {
-        match db::classify(&error) {
-            Failure::Unavailable => AnalyticsError::Unavailable(error),
-            _ => AnalyticsError::Database(error),
-        }
-    }
-}
+crate::db::from_sqlx!(AnalyticsError);
 
 /// Calls and outbound campaign attempts, tallied per group key.
 async fn tallies(

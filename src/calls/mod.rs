@@ -26,7 +26,6 @@ use uuid::Uuid;
 use self::batch::Batcher;
 use self::machine::{CallRecord, CallState, EventType, Step, TransferTarget};
 use crate::agents::Fanout;
-use crate::db::{self, Failure};
 use crate::phone::PhoneParser;
 use crate::proto::v1;
 use crate::screenpop::{PopRequest, ScreenPops};
@@ -119,14 +118,7 @@ pub enum CallEventError {
     Database(#[source] sqlx::Error),
 }
 
-impl From<sqlx::Error> for CallEventError {
-    fn from(error: sqlx::Error) -> Self {
-        match db::classify(&error) {
-            Failure::Unavailable => CallEventError::Unavailable(error),
-            _ => CallEventError::Database(error),
-        }
-    }
-}
+crate::db::from_sqlx!(CallEventError);
 
 #[derive(Clone)]
 pub struct CallEvents {

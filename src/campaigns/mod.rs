@@ -19,7 +19,6 @@ pub use self::offers::{Offer, OfferDirectory};
 pub use self::rules::{
     AttemptPolicy, CallingWindow, CampaignStatus, Channel, MemberState, Outcome,
 };
-use crate::db::{self, Failure};
 use crate::page_token::{PageTokenError, TimePages};
 use crate::screenpop::PopInvalidator;
 use crate::validation::Violations;
@@ -183,14 +182,7 @@ pub enum CampaignError {
     Database(#[source] sqlx::Error),
 }
 
-impl From<sqlx::Error> for CampaignError {
-    fn from(error: sqlx::Error) -> Self {
-        match db::classify(&error) {
-            Failure::Unavailable => CampaignError::Unavailable(error),
-            _ => CampaignError::Database(error),
-        }
-    }
-}
+crate::db::from_sqlx!(CampaignError);
 
 impl From<PageTokenError> for CampaignError {
     fn from(error: PageTokenError) -> Self {

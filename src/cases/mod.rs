@@ -12,7 +12,6 @@ use uuid::Uuid;
 
 pub use self::policy::{CaseStatus, Priority, SlaPolicy};
 use crate::card_data;
-use crate::db::{self, Failure};
 use crate::page_token::{PageToken, PageTokenError};
 use crate::screenpop::PopInvalidator;
 use crate::validation::Violations;
@@ -153,14 +152,7 @@ pub enum CaseError {
     Database(#[source] sqlx::Error),
 }
 
-impl From<sqlx::Error> for CaseError {
-    fn from(error: sqlx::Error) -> Self {
-        match db::classify(&error) {
-            Failure::Unavailable => CaseError::Unavailable(error),
-            _ => CaseError::Database(error),
-        }
-    }
-}
+crate::db::from_sqlx!(CaseError);
 
 impl From<PageTokenError> for CaseError {
     fn from(error: PageTokenError) -> Self {

@@ -40,14 +40,7 @@ pub enum FeedError {
     Database(#[source] sqlx::Error),
 }
 
-impl From<sqlx::Error> for FeedError {
-    fn from(error: sqlx::Error) -> Self {
-        match crate::db::classify(&error) {
-            crate::db::Failure::Unavailable => FeedError::Unavailable(error),
-            _ => FeedError::Database(error),
-        }
-    }
-}
+crate::db::from_sqlx!(FeedError);
 
 /// The insert of [`Columns`] (`$1`-`$5`) into the outbox, in the callers' order (WITH ORDINALITY
 /// keeps it in the ids): a statement of its own, or a CTE of another write (call events).

@@ -15,7 +15,6 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::customers::Tier;
-use crate::db::{self, Failure};
 use crate::email::Email;
 use crate::phone::PhoneParser;
 use crate::screenpop::PopInvalidator;
@@ -79,14 +78,7 @@ pub enum ImportError {
     Database(#[source] sqlx::Error),
 }
 
-impl From<sqlx::Error> for ImportError {
-    fn from(error: sqlx::Error) -> Self {
-        match db::classify(&error) {
-            Failure::Unavailable => ImportError::Unavailable(error),
-            _ => ImportError::Database(error),
-        }
-    }
-}
+crate::db::from_sqlx!(ImportError);
 
 pub type Result<T, E = ImportError> = std::result::Result<T, E>;
 

@@ -26,7 +26,6 @@ pub use self::retention::{RetentionReport, run_retention};
 use crate::audit::{self, AuditEvent};
 use crate::calls::CallSummary;
 use crate::cases::{Case, Change, Comment};
-use crate::db::{self, Failure};
 use crate::interactions::Interaction;
 use crate::screenpop::PopInvalidator;
 use crate::{activity, calls, cases, customers, feedback, interactions};
@@ -41,14 +40,7 @@ pub enum PrivacyError {
     Database(#[source] sqlx::Error),
 }
 
-impl From<sqlx::Error> for PrivacyError {
-    fn from(error: sqlx::Error) -> Self {
-        match db::classify(&error) {
-            Failure::Unavailable => PrivacyError::Unavailable(error),
-            _ => PrivacyError::Database(error),
-        }
-    }
-}
+crate::db::from_sqlx!(PrivacyError);
 
 pub type Result<T, E = PrivacyError> = std::result::Result<T, E>;
 

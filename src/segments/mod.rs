@@ -11,7 +11,6 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::db::{self, Failure};
 use crate::screenpop::PopInvalidator;
 
 pub use rules::{SEGMENTS, segment_of};
@@ -40,14 +39,7 @@ pub enum SegmentError {
     Database(#[source] sqlx::Error),
 }
 
-impl From<sqlx::Error> for SegmentError {
-    fn from(error: sqlx::Error) -> Self {
-        match db::classify(&error) {
-            Failure::Unavailable => SegmentError::Unavailable(error),
-            _ => SegmentError::Database(error),
-        }
-    }
-}
+crate::db::from_sqlx!(SegmentError);
 
 #[derive(Clone)]
 pub struct Segmentation {
