@@ -43,6 +43,7 @@ use crate::feedback::grpc::FeedbackGrpc;
 use crate::import::grpc::ImportGrpc;
 use crate::interactions::Interactions;
 use crate::interactions::grpc::InteractionGrpc;
+use crate::live::Live;
 use crate::privacy::Privacy;
 use crate::privacy::grpc::PrivacyGrpc;
 use crate::proto::v1::activity_service_server::ActivityServiceServer;
@@ -96,6 +97,8 @@ pub struct Application {
     invalidator: PopInvalidator,
     offers: OfferDirectory,
     fanout: Arc<Fanout>,
+    /// The Redis link shared by the pop cache and the live queue state (`None` without Redis).
+    redis: Option<RedisLink>,
 }
 
 impl Application {
@@ -111,7 +114,7 @@ impl Application {
         }
         let link = settings.redis.as_ref().map(RedisLink::new);
         let fanout = Fanout::new(link.clone());
-        let cache = link.map(|link| {
+        let cache = link.clone().map(|link| {
             PopCache::new(
                 link,
                 CacheTtls {
@@ -145,6 +148,7 @@ impl Application {
             invalidator,
             fanout,
             offers,
+            redis: link,
         })
     }
 
@@ -174,6 +178,7 @@ impl Application {
             invalidator,
             fanout,
             offers,
+            redis,
         } = self;
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let (stop_background, stop_rx) = watch::channel(false);
@@ -185,13 +190,15 @@ impl Application {
         ));
         let relay = invalidator.spawn_relay(INVALIDATION_RELAY_INTERVAL, stop_rx.clone());
         let offers_refresh = offers.spawn_refresh(stop_rx.clone());
+        let live = Live::new(pool.clone(), redis, settings.live);
+        let live_rebuild = live.spawn_reconciler(stop_rx.clone());
         let (sequencer, feed_head) = Sequencer::new(pool.clone(), settings.feed_retention);
         let sequencer = sequencer.spawn(stop_rx.clone());
         let subscriber = settings
             .redis
             .as_ref()
             .map(|redis| fanout.spawn_subscriber(redis.url.clone(), stop_rx));
-        let agents = Agents::new(pool.clone());
+        let agents = Agents::new(pool.clone(), live.clone());
         let interactions = Interactions::new(pool.clone(), invalidator.clone());
         let activity = Activity::new(pool.clone(), invalidator.clone());
         let cases = Cases::new(pool.clone(), invalidator.clone(), settings.case_sla);
@@ -209,7 +216,13 @@ impl Application {
             pops: pops.clone(),
             phones: settings.phones,
         };
-        let call_events = CallEvents::new(pool.clone(), pops.clone(), settings.phones, fanout);
+        let call_events = CallEvents::new(
+            pool.clone(),
+            pops.clone(),
+            settings.phones,
+            fanout,
+            live.clone(),
+        );
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -310,6 +323,7 @@ impl Application {
             .add_service(AuditServiceServer::new(AuditGrpc::new(pool.clone())))
             .add_service(AnalyticsServiceServer::new(AnalyticsGrpc::new(
                 Analytics::new(pool.clone()),
+                live,
             )))
             .add_service(SegmentationServiceServer::new(SegmentationGrpc::new(
                 Segmentation::new(pool.clone(), invalidator.clone()),
@@ -357,6 +371,7 @@ impl Application {
         audit_writer.await.ok();
         relay.await.ok();
         offers_refresh.await.ok();
+        live_rebuild.await.ok();
         sequencer.await.ok();
         if let Some(subscriber) = subscriber {
             subscriber.await.ok();

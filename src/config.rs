@@ -245,6 +245,10 @@ pub struct ServeArgs {
     /// is older gets OUT_OF_RANGE.
     #[arg(long, env = "SWITCHBOARD_FEED_RETENTION_SECS", default_value_t = 7 * 24 * 3600)]
     pub feed_retention_secs: u64,
+    /// How often the live queue state in Redis is rebuilt from PostgreSQL, by one instance at a
+    /// time (milliseconds): the most a Redis outage or restart can leave it behind.
+    #[arg(long, env = "SWITCHBOARD_LIVE_REBUILD_MS", default_value_t = 5000)]
+    pub live_rebuild_ms: u64,
     /// How long in-flight calls may take to finish after SIGTERM before the server exits (seconds).
     #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
     pub drain_timeout_secs: u64,
@@ -449,6 +453,7 @@ pub struct Settings {
     pub pin_ttl: Duration,
     pub drain_timeout: Duration,
     pub feed_retention: Duration,
+    pub live: crate::live::LiveSettings,
     pub case_sla: SlaPolicy,
     pub feedback: crate::feedback::Thresholds,
     pub auth: AuthSettings,
@@ -500,6 +505,10 @@ impl TryFrom<ServeArgs> for Settings {
             pin_ttl: Duration::from_secs(args.pin_ttl_secs),
             drain_timeout: Duration::from_secs(args.drain_timeout_secs),
             feed_retention: Duration::from_secs(args.feed_retention_secs),
+            live: crate::live::LiveSettings {
+                reconcile_every: Duration::from_millis(args.live_rebuild_ms.max(100)),
+                ..Default::default()
+            },
             case_sla: args.case_sla,
             feedback: crate::feedback::Thresholds {
                 negative_csat: args.feedback_negative_csat,

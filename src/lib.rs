@@ -22,6 +22,7 @@
 //! - [`cases`]: service cases with SLA due times, legal status changes and a change history.
 //! - [`activity`]: orders and service events from other systems; lifetime value.
 //! - [`agents`]: agent states and the live call stream pushed to softphones across instances.
+//! - [`live`]: live queue statistics from a versioned hot copy in Redis, rebuilt from PostgreSQL.
 //! - [`card_data`]: masking of card numbers and security codes in free text.
 //! - [`seed`]: deterministic synthetic customers for demos and benchmarks.
 //! - [`client`]: the `pop` and `customer` client subcommands.
@@ -53,6 +54,7 @@ pub mod feedback;
 pub mod grpc_status;
 pub mod import;
 pub mod interactions;
+pub mod live;
 pub mod page_token;
 pub mod phone;
 pub mod privacy;

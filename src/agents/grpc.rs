@@ -166,4 +166,30 @@ impl AgentService for AgentGrpc {
             team,
         }))
     }
+
+    async fn set_agent_queues(
+        &self,
+        request: Request<v1::SetAgentQueuesRequest>,
+    ) -> Result<Response<v1::SetAgentQueuesResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = Violations::new();
+        let agent = violations.check("agent_id", parse_agent_id(&request.agent_id));
+        if request.queues.len() > 100 {
+            violations.add("queues", "at most 100 queues");
+        }
+        let queues: Vec<String> = request
+            .queues
+            .iter()
+            .enumerate()
+            .map(|(i, queue)| violations.text(&format!("queues[{i}]"), queue, 100, true))
+            .collect();
+        let (Some(agent), true) = (agent, violations.is_empty()) else {
+            return Err(AgentError::Invalid(violations).into());
+        };
+        let queues = self.agents.set_queues(&agent, &queues).await?;
+        Ok(Response::new(v1::SetAgentQueuesResponse {
+            agent_id: agent,
+            queues,
+        }))
+    }
 }

@@ -11,6 +11,7 @@ use sqlx::PgPool;
 
 pub use self::fanout::{Delivery, Fanout, Subscription};
 pub use self::watch::Watcher;
+use crate::live::Live;
 use crate::text_enum::text_enum;
 use crate::validation::Violations;
 
@@ -62,11 +63,13 @@ crate::db::from_sqlx!(AgentError);
 #[derive(Clone)]
 pub struct Agents {
     pool: PgPool,
+    live: Live,
 }
 
 impl Agents {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    /// `live` gets each committed change for the live queue statistics.
+    pub fn new(pool: PgPool, live: Live) -> Self {
+        Self { pool, live }
     }
 
     /// Makes the agent known (it may then be named in call events).
@@ -93,6 +96,7 @@ impl Agents {
         }
         let change = store::change_state(&mut tx, agent_id, state, reason).await?;
         tx.commit().await?;
+        self.live.record_agent(agent_id).await;
         Ok(change)
     }
 
@@ -100,6 +104,18 @@ impl Agents {
     pub async fn set_team(&self, agent_id: &str, team: &str) -> Result<(), AgentError> {
         store::set_team(&mut *self.pool.acquire().await?, agent_id, team).await?;
         Ok(())
+    }
+
+    /// Sets the queues the agent takes calls from (for live queue statistics); an unknown agent
+    /// becomes known. Returns the queues as stored: sorted, without duplicates.
+    pub async fn set_queues(
+        &self,
+        agent_id: &str,
+        queues: &[String],
+    ) -> Result<Vec<String>, AgentError> {
+        let stored = store::set_queues(&mut *self.pool.acquire().await?, agent_id, queues).await?;
+        self.live.record_agent(agent_id).await;
+        Ok(stored)
     }
 
     pub async fn list_states(

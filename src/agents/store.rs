@@ -24,6 +24,25 @@ pub async fn set_team(conn: &mut PgConnection, agent_id: &str, team: &str) -> sq
     Ok(())
 }
 
+/// Sets the queues the agent takes calls from (sorted, without duplicates); returns them.
+pub async fn set_queues(
+    conn: &mut PgConnection,
+    agent_id: &str,
+    queues: &[String],
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "INSERT INTO agents (agent_id, queues) \
+         SELECT $1, COALESCE(array_agg(DISTINCT q ORDER BY q), '{}') FROM unnest($2::text[]) AS q \
+         ON CONFLICT (agent_id) DO UPDATE SET queues = EXCLUDED.queues, \
+           version = agents.version + 1 \
+         RETURNING queues",
+    )
+    .bind(agent_id)
+    .bind(queues)
+    .fetch_one(conn)
+    .await
+}
+
 fn change(row: &sqlx::postgres::PgRow) -> sqlx::Result<StateChange> {
     let state: String = row.try_get("state")?;
     Ok(StateChange {
@@ -54,7 +73,8 @@ pub async fn change_state(
 ) -> sqlx::Result<StateChange> {
     let row = sqlx::query(
         "WITH changed AS ( \
-           UPDATE agents SET state = $2, reason = $3, since = clock_timestamp() WHERE agent_id = $1 \
+           UPDATE agents SET state = $2, reason = $3, since = clock_timestamp(), version = version + 1 \
+           WHERE agent_id = $1 \
            RETURNING agent_id, state, reason, since) \
          INSERT INTO agent_state_changes (agent_id, state, reason, at) \
          SELECT agent_id, state, reason, since FROM changed \

@@ -5,17 +5,19 @@ use tonic::{Request, Response, Status};
 use super::{Analytics, AnalyticsError, Grouping, Kpis, Measured, Query, Window};
 use crate::auth::{self, Role};
 use crate::grpc_status;
+use crate::live::{self, Live};
 use crate::proto::v1;
 use crate::proto::v1::analytics_service_server::AnalyticsService;
 use crate::validation::Violations;
 
 pub struct AnalyticsGrpc {
     analytics: Analytics,
+    live: Live,
 }
 
 impl AnalyticsGrpc {
-    pub fn new(analytics: Analytics) -> Self {
-        Self { analytics }
+    pub fn new(analytics: Analytics, live: Live) -> Self {
+        Self { analytics, live }
     }
 }
 
@@ -160,6 +162,7 @@ fn kpis_to_proto(now: &Kpis, baseline: Option<&Kpis>) -> v1::Kpis {
         nps: kpi(|k| k.nps),
         conversions: kpi(|k| Some(k.conversions)),
         conversion_rate: kpi(|k| k.conversion_rate),
+        occupancy: kpi(|k| k.occupancy),
     }
 }
 
@@ -190,5 +193,17 @@ impl AnalyticsService for AnalyticsGrpc {
             total: Some(group_to_proto(report.total)),
             groups: report.groups.into_iter().map(group_to_proto).collect(),
         }))
+    }
+
+    async fn get_live_queue_stats(
+        &self,
+        request: Request<v1::GetLiveQueueStatsRequest>,
+    ) -> Result<Response<v1::GetLiveQueueStatsResponse>, Status> {
+        let queues = live::grpc::queues_of(request.get_ref())?;
+        let stats = self.live.stats(&queues).await?;
+        Ok(Response::new(live::grpc::stats_to_proto(
+            stats,
+            chrono::Utc::now(),
+        )))
     }
 }

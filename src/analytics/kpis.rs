@@ -34,6 +34,9 @@ pub struct Tally {
     /// Outbound campaign attempts that reached the customer, and those that converted.
     pub reached: i64,
     pub converted: i64,
+    /// Agent time in BUSY or AFTER_CALL_WORK, and in AVAILABLE (from the state history).
+    pub occupied_ms: f64,
+    pub idle_ms: f64,
 }
 
 /// The KPIs of one group, in the units of the API (counts, fractions, seconds).
@@ -61,6 +64,8 @@ pub struct Kpis {
     pub conversions: f64,
     /// Conversions / attempts that reached the customer.
     pub conversion_rate: Option<f64>,
+    /// Occupied agent time / (occupied + available agent time).
+    pub occupancy: Option<f64>,
 }
 
 fn ratio(numerator: f64, denominator: i64) -> Option<f64> {
@@ -91,6 +96,8 @@ impl std::ops::AddAssign for Tally {
         self.nps_count += other.nps_count;
         self.reached += other.reached;
         self.converted += other.converted;
+        self.occupied_ms += other.occupied_ms;
+        self.idle_ms += other.idle_ms;
     }
 }
 
@@ -135,6 +142,8 @@ impl Tally {
             ),
             conversions: self.converted as f64,
             conversion_rate: ratio(self.converted as f64, self.reached),
+            occupancy: (self.occupied_ms + self.idle_ms > 0.0)
+                .then(|| self.occupied_ms / (self.occupied_ms + self.idle_ms)),
         }
     }
 }
@@ -168,6 +177,8 @@ mod tests {
             nps_count: 4,
             reached: 4,
             converted: 1,
+            occupied_ms: 3_000.0,
+            idle_ms: 1_000.0,
         };
         let k = tally.kpis();
         // 10 offered - 1 short abandon - 1 in progress = 8 decided calls.
@@ -182,6 +193,7 @@ mod tests {
         assert_eq!(k.csat, Some(4.5));
         assert_eq!(k.nps, Some(25.0), "(2 - 1) of 4, in points");
         assert_eq!(k.conversion_rate, Some(0.25));
+        assert_eq!(k.occupancy, Some(0.75));
     }
 
     #[test]
@@ -190,5 +202,6 @@ mod tests {
         assert_eq!(k.offered, 0.0);
         assert_eq!(k.abandonment_rate, None);
         assert_eq!(k.average_handle_time, None);
+        assert_eq!(k.occupancy, None);
     }
 }

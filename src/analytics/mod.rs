@@ -92,7 +92,7 @@ pub enum AnalyticsError {
 
 crate::db::from_sqlx!(AnalyticsError);
 
-/// Calls and outbound campaign attempts, tallied per group key.
+/// Calls, outbound campaign attempts and agent time, tallied per group key.
 async fn tallies(
     conn: &mut sqlx::PgConnection,
     query: &Query,
@@ -108,6 +108,15 @@ async fn tallies(
             let tally = groups.entry(key).or_default();
             tally.reached += reached;
             tally.converted += converted;
+        }
+    }
+    // Agents work no one queue or campaign: occupancy belongs to no such group.
+    let agents_apply = !queues_only && grouping != Grouping::Campaign;
+    if agents_apply {
+        for (key, (occupied, idle)) in store::agent_time(conn, query, window, grouping).await? {
+            let tally = groups.entry(key).or_default();
+            tally.occupied_ms += occupied;
+            tally.idle_ms += idle;
         }
     }
     Ok(groups)
@@ -130,7 +139,7 @@ impl Analytics {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx)
             .await?;
-        // The repeat lookup sorts a month of calls by customer: in memory, not on disk.
+        // The joins of wrap-ups and feedback hash a month of rows: in memory, not on disk.
         sqlx::query("SET LOCAL work_mem = '128MB'")
             .execute(&mut *tx)
             .await?;

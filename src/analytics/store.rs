@@ -33,9 +33,9 @@ struct Row {
 }
 
 /// Tallies per group key ("" for everything when `grouping` is `Total`). One scan of the calls
-/// offered from the period's start to a repeat window past its end: the window function finds
-/// each customer's next call (a repeat may fall after the period, or in another queue), then
-/// the filters keep the period's calls.
+/// offered in the period; each call carries when its customer next called (`next_offered_at`,
+/// kept by triggers: migration 20261202000016), so a repeat that falls after the period or in
+/// another queue is seen without reading those calls.
 pub async fn tallies(
     conn: &mut PgConnection,
     query: &Query,
@@ -46,11 +46,9 @@ pub async fn tallies(
         "WITH span AS ( \
            SELECT c.gateway_id, c.call_id, c.customer_id, c.queue, c.handled_by[1] AS agent, \
              c.outcome, c.transfers, c.hold_ms, c.offered_at, c.queued_at, c.answered_at, \
-             c.ended_at, c.dialed_number, \
-             lead(c.offered_at) OVER (PARTITION BY c.customer_id ORDER BY c.offered_at) \
-               AS next_at \
+             c.ended_at, c.dialed_number, c.next_offered_at AS next_at \
            FROM calls c \
-           WHERE c.offered_at >= $1 AND c.offered_at < $2 + make_interval(hours => $9)), \
+           WHERE c.offered_at >= $1 AND c.offered_at < $2), \
          w AS ( \
            SELECT i.gateway_id, i.call_id, max(i.wrap_up_ms) AS wrap_up_ms, \
              bool_or(d.resolves) AS resolved \
@@ -89,8 +87,7 @@ pub async fn tallies(
              WHERE $3 = 'campaign') k \
              ON k.number = c.dialed_number AND c.offered_at >= k.starts_at \
                AND c.offered_at < k.ends_at \
-           WHERE c.offered_at < $2 \
-             AND (cardinality($5::text[]) = 0 OR c.queue = ANY($5)) \
+           WHERE (cardinality($5::text[]) = 0 OR c.queue = ANY($5)) \
              AND (cardinality($6::text[]) = 0 OR c.agent = ANY($6))) \
          SELECT COALESCE(to_char(c.k_time, \
              CASE $3 WHEN 'day' THEN 'YYYY-MM-DD' ELSE 'YYYY-MM-DD\"T\"HH24' END), c.k_text) AS key, \
@@ -159,8 +156,7 @@ pub async fn tallies(
                     nps_promoters: r.nps_promoters,
                     nps_detractors: r.nps_detractors,
                     nps_count: r.nps_count,
-                    reached: 0,
-                    converted: 0,
+                    ..Tally::default()
                 },
             )
         })
@@ -202,5 +198,73 @@ pub async fn conversions(
     Ok(rows
         .into_iter()
         .map(|(key, reached, converted)| (key, (reached, converted)))
+        .collect())
+}
+
+/// Agent time in the window from the agents' state history, per group key: (occupied ms, idle
+/// ms). Occupied is BUSY or AFTER_CALL_WORK; idle is AVAILABLE; AWAY and OFFLINE count for
+/// neither. Each state lasts from its change to the agent's next change (or now), clipped to the
+/// window and, for days and hours, cut at each bucket's edge in the time zone.
+pub async fn agent_time(
+    conn: &mut PgConnection,
+    query: &Query,
+    window: &Window,
+    grouping: Grouping,
+) -> sqlx::Result<BTreeMap<String, (f64, f64)>> {
+    let rows: Vec<(String, f64, f64)> = sqlx::query_as(
+        "WITH changes AS ( \
+           SELECT s.agent_id, s.state, s.at, s.id FROM agent_state_changes s \
+           WHERE s.at >= $1 AND s.at < $2 \
+           UNION ALL \
+           SELECT a.agent_id, p.state, p.at, p.id FROM agents a \
+           CROSS JOIN LATERAL ( \
+             SELECT state, at, id FROM agent_state_changes \
+             WHERE agent_id = a.agent_id AND at < $1 ORDER BY at DESC, id DESC LIMIT 1) p), \
+         spans AS ( \
+           SELECT agent_id, state, greatest(at, $1) AS since, \
+             least(COALESCE(lead(at) OVER (PARTITION BY agent_id ORDER BY at, id), now()), $2) \
+               AS until \
+           FROM changes \
+           WHERE (cardinality($5::text[]) = 0 OR agent_id = ANY($5))), \
+         pieces AS ( \
+           SELECT s.agent_id, s.state, b.bucket, \
+             greatest(s.since, b.bucket_start) AS since, least(s.until, b.bucket_end) AS until \
+           FROM spans s \
+           CROSS JOIN LATERAL ( \
+             SELECT local AS bucket, local AT TIME ZONE $4 AS bucket_start, \
+               (local + CASE $3 WHEN 'hour' THEN interval '1 hour' ELSE interval '1 day' END) \
+                 AT TIME ZONE $4 AS bucket_end \
+             FROM generate_series( \
+               date_trunc(CASE $3 WHEN 'hour' THEN 'hour' ELSE 'day' END, s.since AT TIME ZONE $4), \
+               s.until AT TIME ZONE $4, \
+               CASE $3 WHEN 'hour' THEN interval '1 hour' ELSE interval '1 day' END) AS local \
+             WHERE $3 IN ('day', 'hour') \
+             UNION ALL \
+             SELECT NULL, s.since, s.until WHERE $3 NOT IN ('day', 'hour')) b \
+           WHERE s.until > s.since AND s.state IN ('busy', 'after_call_work', 'available')) \
+         SELECT CASE $3 \
+             WHEN 'agent' THEN p.agent_id \
+             WHEN 'team' THEN COALESCE(a.team, '') \
+             WHEN 'day' THEN to_char(p.bucket, 'YYYY-MM-DD') \
+             WHEN 'hour' THEN to_char(p.bucket, 'YYYY-MM-DD\"T\"HH24') \
+             ELSE '' END AS key, \
+           COALESCE(sum(1000 * extract(epoch FROM p.until - p.since)) \
+             FILTER (WHERE p.state <> 'available'), 0)::float8 AS occupied_ms, \
+           COALESCE(sum(1000 * extract(epoch FROM p.until - p.since)) \
+             FILTER (WHERE p.state = 'available'), 0)::float8 AS idle_ms \
+         FROM pieces p LEFT JOIN agents a ON a.agent_id = p.agent_id \
+         WHERE p.until > p.since \
+         GROUP BY 1",
+    )
+    .bind(window.start)
+    .bind(window.end)
+    .bind(grouping.as_str())
+    .bind(&query.time_zone)
+    .bind(&query.agents)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(key, occupied, idle)| (key, (occupied, idle)))
         .collect())
 }

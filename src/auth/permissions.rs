@@ -75,6 +75,10 @@ pub const PERMISSIONS: &[(&str, &[Role])] = &[
         "/switchboard.v1.AnalyticsService/GetKpis",
         &[Supervisor, Service, Admin],
     ),
+    (
+        "/switchboard.v1.AnalyticsService/GetLiveQueueStats",
+        RECORD_READERS,
+    ),
     ("/switchboard.v1.EventFeedService/Subscribe", SYSTEMS),
     ("/switchboard.v1.ScreenPopService/Lookup", RECORD_READERS),
     (
@@ -86,6 +90,7 @@ pub const PERMISSIONS: &[(&str, &[Role])] = &[
     ("/switchboard.v1.AgentService/SetAgentState", STAFF),
     ("/switchboard.v1.AgentService/ListAgentStates", STAFF),
     ("/switchboard.v1.AgentService/SetAgentTeam", MANAGERS),
+    ("/switchboard.v1.AgentService/SetAgentQueues", MANAGERS),
     (
         "/switchboard.v1.CampaignService/CreateCampaign",
         &[Supervisor, Service, Admin],

@@ -28,6 +28,7 @@ use super::store::{self, CallKey};
 use super::{Ack, CallEventError, CallView, NewEvent, Notice, notices};
 use crate::agents::Fanout;
 use crate::db::{self, Failure};
+use crate::live::{Live, LiveCall};
 
 /// The most events one transaction takes.
 pub const MAX_BATCH: usize = 256;
@@ -54,11 +55,15 @@ pub struct Batcher {
 
 impl Batcher {
     /// Starts the workers; they stop when every `Batcher` clone is dropped.
-    pub fn start(pool: PgPool, fanout: Arc<Fanout>) -> Self {
+    pub fn start(pool: PgPool, fanout: Arc<Fanout>, live: Live) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..WORKERS {
-            tokio::spawn(work(pool.clone(), Arc::clone(&fanout), Arc::clone(&rx)));
+            let outlets = Outlets {
+                fanout: Arc::clone(&fanout),
+                live: live.clone(),
+            };
+            tokio::spawn(work(pool.clone(), outlets, Arc::clone(&rx)));
         }
         Self { tx }
     }
@@ -86,11 +91,15 @@ fn stopped() -> CallEventError {
     CallEventError::Unavailable(sqlx::Error::PoolClosed)
 }
 
-async fn work(
-    pool: PgPool,
+/// Where a committed batch goes besides the acks.
+struct Outlets {
+    /// The agents on the calls (before the acks: an agent hears of a call no later than the PBX).
     fanout: Arc<Fanout>,
-    rx: Arc<Mutex<mpsc::UnboundedReceiver<Submission>>>,
-) {
+    /// The live queue state (after the acks: it must not slow them).
+    live: Live,
+}
+
+async fn work(pool: PgPool, outlets: Outlets, rx: Arc<Mutex<mpsc::UnboundedReceiver<Submission>>>) {
     loop {
         let mut batch = Vec::new();
         {
@@ -109,16 +118,19 @@ async fn work(
         let events: Vec<(&NewEvent, Option<Uuid>)> =
             batch.iter().map(|s| (&s.event, s.customer_id)).collect();
         match commit_batch(&pool, &events).await {
-            Ok(mut outcomes) => {
+            Ok((mut outcomes, live)) => {
                 let changes: Vec<(CallView, Vec<Notice>)> = outcomes
                     .iter_mut()
                     .filter_map(|outcome| outcome.changed.take())
                     .collect();
                 if !changes.is_empty() {
-                    fanout.publish(&changes).await;
+                    outlets.fanout.publish(&changes).await;
                 }
                 for (submission, outcome) in batch.into_iter().zip(outcomes) {
                     submission.done.send(Ok(outcome.ack)).ok();
+                }
+                if !live.is_empty() {
+                    outlets.live.record_calls(&live).await;
                 }
             }
             Err(error)
@@ -128,11 +140,12 @@ async fn work(
                 for submission in batch {
                     let alone = [(&submission.event, submission.customer_id)];
                     let result = match commit_batch(&pool, &alone).await {
-                        Ok(mut outcomes) => {
+                        Ok((mut outcomes, live)) => {
                             let outcome = outcomes.remove(0);
                             if let Some(change) = outcome.changed {
-                                fanout.publish(&[change]).await;
+                                outlets.fanout.publish(&[change]).await;
                             }
+                            outlets.live.record_calls(&live).await;
                             Ok(outcome.ack)
                         }
                         Err(error) => Err(CallEventError::from(error)),
@@ -163,10 +176,11 @@ fn key_of(event: &NewEvent) -> CallKey {
     (event.gateway_id.clone(), event.call_id.clone())
 }
 
+/// Commits the batch; returns each event's outcome and the live state of each call it changed.
 async fn commit_batch(
     pool: &PgPool,
     events: &[(&NewEvent, Option<Uuid>)],
-) -> sqlx::Result<Vec<Committed>> {
+) -> sqlx::Result<(Vec<Committed>, Vec<LiveCall>)> {
     let mut keys: Vec<CallKey> = events.iter().map(|(e, _)| key_of(e)).collect();
     keys.sort();
     keys.dedup();
@@ -266,7 +280,26 @@ async fn commit_batch(
         .collect();
     store::save_calls(&mut tx, &calls).await?;
     tx.commit().await?;
-    Ok(outcomes)
+    let live = records
+        .iter()
+        .map(|((gateway, call), (record, _))| live_call(gateway, call, record))
+        .collect();
+    Ok((outcomes, live))
+}
+
+/// The call as the live queue statistics see it. An ended call's time is now, which starts its
+/// tombstone's minute (the gateway's clock may differ from ours).
+fn live_call(gateway_id: &str, call_id: &str, record: &CallRecord) -> LiveCall {
+    LiveCall {
+        key: super::pin_key(gateway_id, call_id),
+        version: i64::from(record.event_count),
+        state: record.state,
+        queue: record.queue.clone(),
+        since: match record.state.is_terminal() {
+            true => chrono::Utc::now(),
+            false => record.queued_at.unwrap_or(record.offered_at),
+        },
+    }
 }
 
 /// What the feed says about an accepted call event: the call's state after it, never numbers.

@@ -26,6 +26,7 @@ use uuid::Uuid;
 use self::batch::Batcher;
 use self::machine::{CallRecord, CallState, EventType, Step, TransferTarget};
 use crate::agents::Fanout;
+use crate::live::Live;
 use crate::phone::PhoneParser;
 use crate::proto::v1;
 use crate::screenpop::{PopRequest, ScreenPops};
@@ -128,9 +129,15 @@ pub struct CallEvents {
 }
 
 impl CallEvents {
-    pub fn new(pool: PgPool, pops: ScreenPops, phones: PhoneParser, fanout: Arc<Fanout>) -> Self {
+    pub fn new(
+        pool: PgPool,
+        pops: ScreenPops,
+        phones: PhoneParser,
+        fanout: Arc<Fanout>,
+        live: Live,
+    ) -> Self {
         Self {
-            batcher: Batcher::start(pool, fanout),
+            batcher: Batcher::start(pool, fanout, live),
             pops,
             phones,
         }

@@ -553,3 +553,206 @@ async fn first_contact_resolution_needs_a_resolving_disposition_and_no_repeat_ca
     assert_eq!(v(&hour.first_contact_resolution), 0.75);
     assert_eq!(v(&hour.repeat_contact_rate), 0.0);
 }
+
+/// Agent state history as a fixture: Switchboard stamps state changes with the time they are
+/// made, so a history on known past days is written straight into its table.
+async fn state_history(app: &TestApp, changes: &[(&str, &str, DateTime<Utc>)]) {
+    for (agent, state, at) in changes {
+        sqlx::query("INSERT INTO agent_state_changes (agent_id, state, at) VALUES ($1, $2, $3)")
+            .bind(agent)
+            .bind(state)
+            .bind(at)
+            .execute(&app.db)
+            .await
+            .expect("state change stored");
+    }
+}
+
+fn occupancy(group: &v1::KpiGroup) -> Option<f64> {
+    group
+        .kpis
+        .as_ref()
+        .and_then(|k| k.occupancy.as_ref())
+        .and_then(|o| o.value)
+}
+
+#[tokio::test]
+async fn occupancy_is_busy_and_wrap_up_time_over_staffed_time_cut_at_the_period_and_days() {
+    let app = spawn_app().await;
+    for (agent, team) in [("a-1", "red"), ("a-2", "blue")] {
+        app.agents
+            .clone()
+            .set_agent_team(v1::SetAgentTeamRequest {
+                agent_id: agent.into(),
+                team: team.into(),
+            })
+            .await
+            .expect("team set");
+    }
+    let day = Utc
+        .with_ymd_and_hms(2026, 10, 5, 0, 0, 0)
+        .single()
+        .expect("a day");
+    let m = |minutes: i64| day + Duration::minutes(minutes);
+    state_history(
+        &app,
+        &[
+            // a-1 comes in the evening before: 30 min available, then a call across midnight.
+            ("a-1", "available", m(-60)),
+            ("a-1", "busy", m(-30)),
+            ("a-1", "after_call_work", m(30)),
+            ("a-1", "available", m(45)),
+            ("a-1", "away", m(60)),
+            // a-2: 20 min available, 20 busy, then offline.
+            ("a-2", "available", m(0)),
+            ("a-2", "busy", m(20)),
+            ("a-2", "offline", m(40)),
+        ],
+    )
+    .await;
+
+    // 00:00 to 01:00: a-1 busy 30 (from before the period) + wrap-up 15, available 15;
+    // a-2 busy 20, available 20.
+    let by_team = kpis(
+        &app,
+        v1::GetKpisRequest {
+            period: period(m(0), m(60)),
+            group_by: v1::KpiGrouping::Team.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let total = by_team.total.expect("total");
+    assert_eq!(occupancy(&total), Some(65.0 / 100.0));
+    let teams: Vec<(&str, Option<f64>)> = by_team
+        .groups
+        .iter()
+        .map(|g| (g.key.as_str(), occupancy(g)))
+        .collect();
+    assert_eq!(teams, [("blue", Some(0.5)), ("red", Some(0.75))]);
+
+    // By day from 23:00 the evening before: the call across midnight is cut at midnight.
+    let by_day = kpis(
+        &app,
+        v1::GetKpisRequest {
+            period: period(m(-60), m(60)),
+            group_by: v1::KpiGrouping::Day.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let days: Vec<(&str, Option<f64>)> = by_day
+        .groups
+        .iter()
+        .map(|g| (g.key.as_str(), occupancy(g)))
+        .collect();
+    assert_eq!(
+        days,
+        [("2026-10-04", Some(0.5)), ("2026-10-05", Some(0.65))]
+    );
+
+    // Agents belong to no queue: a queue grouping has no occupancy.
+    let by_queue = kpis(
+        &app,
+        v1::GetKpisRequest {
+            period: period(m(0), m(60)),
+            group_by: v1::KpiGrouping::Queue.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(occupancy(&by_queue.total.expect("total")), None);
+}
+
+fn repeat_rate(response: v1::GetKpisResponse) -> f64 {
+    v(&response
+        .total
+        .expect("total")
+        .kpis
+        .expect("kpis")
+        .repeat_contact_rate)
+}
+
+#[tokio::test]
+async fn repeat_contacts_follow_merges_unmerges_and_calls_reported_out_of_order() {
+    let app = spawn_app().await;
+    log_in(&app, "a-1").await;
+    let ann = app.create_customer("Ann", &["(415) 555-0111"]).await;
+    let twin = app.create_customer("Ann (twin)", &["(415) 555-0112"]).await;
+    let base = (Utc::now() - Duration::hours(6)).trunc_subsecs(0);
+    let handled = [
+        (Offered, 0, ""),
+        (Ringing, 2, "a-1"),
+        (Answered, 5, "a-1"),
+        (Ended, 65, ""),
+    ];
+    // The later call is reported first: Ann's first call still gets it as her next contact.
+    call_from(
+        &app,
+        "A2",
+        "(415) 555-0111",
+        base + Duration::hours(2),
+        "q",
+        &handled,
+    )
+    .await;
+    call_from(&app, "A1", "(415) 555-0111", base, "q", &handled).await;
+    call_from(
+        &app,
+        "T1",
+        "(415) 555-0112",
+        base + Duration::hours(1),
+        "q",
+        &handled,
+    )
+    .await;
+    let request = || v1::GetKpisRequest {
+        period: period(base - Duration::hours(1), Utc::now()),
+        ..Default::default()
+    };
+    assert_eq!(
+        repeat_rate(kpis(&app, request()).await),
+        1.0 / 3.0,
+        "A1 of three"
+    );
+
+    // The twin is Ann: her call at +1h is the next contact of A1 and is followed by A2.
+    app.customers
+        .clone()
+        .merge_customers(v1::MergeCustomersRequest {
+            survivor_id: ann.id.clone(),
+            duplicate_id: twin.id.clone(),
+            dry_run: false,
+        })
+        .await
+        .expect("merged");
+    assert_eq!(
+        repeat_rate(kpis(&app, request()).await),
+        2.0 / 3.0,
+        "A1 and T1"
+    );
+    let next: Vec<Option<DateTime<Utc>>> = sqlx::query_scalar(
+        "SELECT next_offered_at FROM calls WHERE gateway_id = $1 ORDER BY offered_at",
+    )
+    .bind(GATEWAY)
+    .fetch_all(&app.db)
+    .await
+    .expect("calls");
+    assert_eq!(
+        next,
+        [
+            Some(base + Duration::hours(1)),
+            Some(base + Duration::hours(2)),
+            None
+        ]
+    );
+
+    app.customers
+        .clone()
+        .unmerge_customer(v1::UnmergeCustomerRequest {
+            customer_id: twin.id.clone(),
+        })
+        .await
+        .expect("unmerged");
+    assert_eq!(repeat_rate(kpis(&app, request()).await), 1.0 / 3.0);
+}

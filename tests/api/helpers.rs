@@ -145,6 +145,8 @@ pub struct TestOptions {
     /// Serve this existing database (a second instance of one deployment) instead of a fresh one.
     pub database_url: Option<String>,
     pub feed_retention: Duration,
+    /// How often the live queue state in Redis is rebuilt from PostgreSQL.
+    pub live_rebuild: Duration,
 }
 
 #[derive(Clone)]
@@ -163,6 +165,7 @@ impl Default for TestOptions {
             tls: None,
             database_url: None,
             feed_retention: Duration::from_secs(7 * 24 * 3600),
+            live_rebuild: Duration::from_millis(200),
             limits: Limits {
                 rate: switchboard::auth::RateLimit {
                     per_second: 100_000.0,
@@ -237,6 +240,10 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         pin_ttl: Duration::from_secs(3600),
         drain_timeout: Duration::from_secs(5),
         feed_retention: options.feed_retention,
+        live: switchboard::live::LiveSettings {
+            reconcile_every: options.live_rebuild,
+            ..Default::default()
+        },
         health_interval: Duration::from_millis(100),
     };
     let app = Application::build(settings)

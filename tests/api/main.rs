@@ -17,6 +17,7 @@ mod helpers;
 mod import;
 mod interactions;
 mod limits;
+mod live;
 mod merges;
 mod privacy;
 mod screenpop;

@@ -1,0 +1,309 @@
+//! The hot copy of live calls and agents in Redis: two hashes, one entry per call and per agent.
+//!
+//! An entry is `"<version> <state> <since ms> <rest>"` (rest: the queue of a call, the queues of
+//! an agent separated by `\x1f`). Writes go through a script that keeps an entry only when its
+//! version is higher than the stored one, so instances writing in any order converge on the
+//! newest state. An ended call stays as a tombstone (state `ended` or `abandoned`) until the
+//! rebuild removes it, so a late write of an older version cannot bring it back.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use redis::Script;
+
+use super::{LiveAgent, LiveCall};
+use crate::agents::AgentState;
+use crate::calls::machine::CallState;
+use crate::redis_link::{RedisLink, RedisLinkError};
+
+/// How long a tombstone outlives its call: longer than any write can be in flight.
+const TOMBSTONE_TTL_MS: i64 = 60_000;
+const QUEUE_SEPARATOR: char = '\u{1f}';
+
+/// What Redis held before a rebuild read PostgreSQL.
+pub struct Snapshot {
+    pub calls: Vec<(String, String)>,
+}
+
+#[derive(Clone)]
+pub struct Board {
+    link: RedisLink,
+    put_newer: Script,
+    remove_unchanged: Script,
+}
+
+impl Board {
+    pub fn new(link: RedisLink) -> Self {
+        let put_newer = Script::new(
+            r"
+            local written = 0
+            for i = 1, #ARGV, 3 do
+                local old = redis.call('HGET', KEYS[1], ARGV[i])
+                local old_version = old and tonumber(string.match(old, '^(%d+) '))
+                if not old_version or old_version < tonumber(ARGV[i + 1]) then
+                    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2])
+                    written = written + 1
+                end
+            end
+            return written
+            ",
+        );
+        let remove_unchanged = Script::new(
+            r"
+            local removed = 0
+            for i = 1, #ARGV, 2 do
+                if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+                    removed = removed + redis.call('HDEL', KEYS[1], ARGV[i])
+                end
+            end
+            return removed
+            ",
+        );
+        Self {
+            link,
+            put_newer,
+            remove_unchanged,
+        }
+    }
+
+    fn calls_key(&self) -> String {
+        self.link.key("live:calls")
+    }
+
+    fn agents_key(&self) -> String {
+        self.link.key("live:agents")
+    }
+
+    fn built_key(&self) -> String {
+        self.link.key("live:built")
+    }
+
+    async fn put(
+        &self,
+        key: String,
+        entries: Vec<(&str, i64, String)>,
+    ) -> Result<(), RedisLinkError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = self.put_newer.prepare_invoke();
+        invocation.key(key);
+        for (field, version, value) in entries {
+            invocation.arg(field).arg(version).arg(value);
+        }
+        self.link
+            .run(|mut conn| async move { invocation.invoke_async::<i64>(&mut conn).await })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn put_calls(&self, calls: &[LiveCall]) -> Result<(), RedisLinkError> {
+        let entries = calls
+            .iter()
+            .map(|call| {
+                let value = format!(
+                    "{} {} {} {}",
+                    call.version,
+                    call.state.as_str(),
+                    call.since.timestamp_millis(),
+                    call.queue.as_deref().unwrap_or("")
+                );
+                (call.key.as_str(), call.version, value)
+            })
+            .collect();
+        self.put(self.calls_key(), entries).await
+    }
+
+    pub async fn put_agents(&self, agents: &[LiveAgent]) -> Result<(), RedisLinkError> {
+        let entries = agents
+            .iter()
+            .map(|agent| {
+                let queues: Vec<&str> = agent.queues.iter().map(String::as_str).collect();
+                let value = format!(
+                    "{} {} {} {}",
+                    agent.version,
+                    agent.state.as_str(),
+                    agent.since.timestamp_millis(),
+                    queues.join(&QUEUE_SEPARATOR.to_string())
+                );
+                (agent.agent_id.as_str(), agent.version, value)
+            })
+            .collect();
+        self.put(self.agents_key(), entries).await
+    }
+
+    /// Both hashes, or `None` when no rebuild has filled them since Redis last lost its data.
+    pub async fn read(&self) -> Result<Option<(Vec<LiveCall>, Vec<LiveAgent>)>, RedisLinkError> {
+        let (calls_key, agents_key, built_key) =
+            (self.calls_key(), self.agents_key(), self.built_key());
+        let (built, calls, agents): (
+            Option<String>,
+            HashMap<String, String>,
+            HashMap<String, String>,
+        ) = self
+            .link
+            .run(|mut conn| async move {
+                redis::pipe()
+                    .get(&built_key)
+                    .hgetall(&calls_key)
+                    .hgetall(&agents_key)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        if built.is_none() {
+            return Ok(None);
+        }
+        let calls = calls
+            .into_iter()
+            .filter_map(|(key, value)| parse_call(key, &value))
+            .collect();
+        let agents = agents
+            .into_iter()
+            .filter_map(|(id, value)| parse_agent(id, &value))
+            .collect();
+        Ok(Some((calls, agents)))
+    }
+
+    pub async fn snapshot(&self) -> Result<Snapshot, RedisLinkError> {
+        let key = self.calls_key();
+        let calls: HashMap<String, String> =
+            self.link
+                .run(|mut conn| async move {
+                    redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await
+                })
+                .await?;
+        Ok(Snapshot {
+            calls: calls.into_iter().collect(),
+        })
+    }
+
+    pub async fn remove_calls_if_unchanged(
+        &self,
+        gone: &[(String, String)],
+    ) -> Result<(), RedisLinkError> {
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = self.remove_unchanged.prepare_invoke();
+        invocation.key(self.calls_key());
+        for (field, value) in gone {
+            invocation.arg(field).arg(value);
+        }
+        self.link
+            .run(|mut conn| async move { invocation.invoke_async::<i64>(&mut conn).await })
+            .await?;
+        Ok(())
+    }
+
+    /// Marks the copy as whole: reads may use it from now on.
+    pub async fn mark_built(&self) -> Result<(), RedisLinkError> {
+        let key = self.built_key();
+        self.link
+            .run(|mut conn| async move {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(Utc::now().timestamp_millis())
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
+            .await
+    }
+
+    /// Whether this instance should rebuild now: true for one instance per `period`.
+    pub async fn claim_rebuild(&self, period: Duration) -> Result<bool, RedisLinkError> {
+        let key = self.link.key("live:rebuild");
+        let ttl = (period.as_millis() as u64).max(1);
+        let claimed: Option<String> = self
+            .link
+            .run(|mut conn| async move {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(claimed.is_some())
+    }
+}
+
+/// Whether a rebuild may remove this entry of a call PostgreSQL no longer has as live: any live
+/// entry (it ended while Redis was away), or a tombstone past its time.
+pub fn removable(value: &str, now: DateTime<Utc>) -> bool {
+    match parse_call(String::new(), value) {
+        Some(call) if call.state.is_terminal() => {
+            now.timestamp_millis() - call.since.timestamp_millis() > TOMBSTONE_TTL_MS
+        }
+        _ => true,
+    }
+}
+
+/// `version state since rest`, or `None` for anything else.
+fn fields(value: &str) -> Option<(i64, &str, DateTime<Utc>, &str)> {
+    let mut parts = value.splitn(4, ' ');
+    let version = parts.next()?.parse().ok()?;
+    let state = parts.next()?;
+    let since = DateTime::from_timestamp_millis(parts.next()?.parse().ok()?)?;
+    Some((version, state, since, parts.next().unwrap_or("")))
+}
+
+fn parse_call(key: String, value: &str) -> Option<LiveCall> {
+    let (version, state, since, queue) = fields(value)?;
+    Some(LiveCall {
+        key,
+        version,
+        state: CallState::parse(state)?,
+        queue: (!queue.is_empty()).then(|| queue.to_owned()),
+        since,
+    })
+}
+
+fn parse_agent(agent_id: String, value: &str) -> Option<LiveAgent> {
+    let (version, state, since, queues) = fields(value)?;
+    Some(LiveAgent {
+        agent_id,
+        version,
+        state: AgentState::parse(state)?,
+        since,
+        queues: queues
+            .split(QUEUE_SEPARATOR)
+            .filter(|q| !q.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_read_back_as_written() {
+        let value = "7 queued 1800000000000 sales east";
+        let call = parse_call("g/1".into(), value);
+        assert_eq!(
+            call.map(|c| (c.version, c.state, c.queue)),
+            Some((7, CallState::Queued, Some("sales east".to_owned())))
+        );
+        let agent = parse_agent("a".into(), "3 busy 1800000000000 sales\u{1f}support");
+        assert_eq!(
+            agent.map(|a| a.queues),
+            Some(vec!["sales".to_owned(), "support".to_owned()])
+        );
+        assert!(parse_call("g/1".into(), "x queued 1 q").is_none());
+        assert!(parse_call("g/1".into(), "1 sleeping 1 q").is_none());
+    }
+
+    #[test]
+    fn tombstones_stay_a_minute_and_live_entries_go_at_once() {
+        let now = DateTime::from_timestamp_millis(1_800_000_100_000).unwrap_or_default();
+        assert!(!removable("4 ended 1800000050000 sales", now));
+        assert!(removable("4 ended 1800000000000 sales", now));
+        assert!(removable("2 queued 1800000099000 sales", now));
+    }
+}

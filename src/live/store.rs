@@ -1,0 +1,85 @@
+//! The live state as PostgreSQL has it: what the Redis copy is rebuilt from and read instead of it.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+use super::{LiveAgent, LiveCall};
+use crate::agents::AgentState;
+use crate::calls::machine::CallState;
+
+#[derive(sqlx::FromRow)]
+struct CallRow {
+    key: String,
+    version: i64,
+    state: String,
+    queue: Option<String>,
+    since: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct AgentRow {
+    agent_id: String,
+    version: i64,
+    state: String,
+    since: DateTime<Utc>,
+    queues: Vec<String>,
+}
+
+fn agent_of(row: AgentRow) -> Option<LiveAgent> {
+    Some(LiveAgent {
+        state: AgentState::parse(&row.state)?,
+        agent_id: row.agent_id,
+        version: row.version,
+        since: row.since,
+        queues: row.queues,
+    })
+}
+
+/// Calls not ended and updated within `stale_after` (index `calls_live_idx`).
+pub async fn live_calls(
+    conn: &mut PgConnection,
+    stale_after: Duration,
+) -> sqlx::Result<Vec<LiveCall>> {
+    let rows: Vec<CallRow> = sqlx::query_as(
+        "SELECT gateway_id || '/' || call_id AS key, event_count::int8 AS version, state, queue, \
+           COALESCE(queued_at, offered_at, updated_at) AS since \
+         FROM calls \
+         WHERE state NOT IN ('ended', 'abandoned') \
+           AND updated_at > now() - make_interval(secs => $1)",
+    )
+    .bind(stale_after.as_secs_f64())
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| {
+            Some(LiveCall {
+                state: CallState::parse(&row.state)?,
+                key: row.key,
+                version: row.version,
+                queue: row.queue,
+                since: row.since,
+            })
+        })
+        .collect())
+}
+
+pub async fn agents(conn: &mut PgConnection) -> sqlx::Result<Vec<LiveAgent>> {
+    let rows: Vec<AgentRow> =
+        sqlx::query_as("SELECT agent_id, version, state, since, queues FROM agents")
+            .fetch_all(conn)
+            .await?;
+    Ok(rows.into_iter().filter_map(agent_of).collect())
+}
+
+pub async fn agent(conn: &mut PgConnection, agent_id: &str) -> sqlx::Result<Option<LiveAgent>> {
+    let row: Option<AgentRow> = sqlx::query_as(
+        "SELECT agent_id, version, state, since, queues FROM agents WHERE agent_id = $1",
+    )
+    .bind(agent_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.and_then(agent_of))
+}
