@@ -9,7 +9,7 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::config::{CreateCustomerArgs, KpisArgs, PopArgs, SegmentArgs, ServerArgs};
+use crate::config::{CreateCustomerArgs, KpisArgs, PopArgs, QueuesArgs, SegmentArgs, ServerArgs};
 use crate::proto::v1;
 use crate::proto::v1::customer_service_client::CustomerServiceClient;
 use crate::proto::v1::screen_pop_service_client::ScreenPopServiceClient;
@@ -134,7 +134,24 @@ pub async fn kpis(args: KpisArgs) -> anyhow::Result<()> {
             .and_then(|v| v.value)
             .map_or("-".to_owned(), |v| format!("{v:.3}"))
     };
-    println!("group          offered  answered  abandon%  ASA(s)  SL  AHT(s)  transfer%");
+    let count = |v: &Option<v1::KpiValue>| {
+        v.as_ref()
+            .and_then(|v| v.value)
+            .map_or("-".to_owned(), |v| format!("{v:.0}"))
+    };
+    println!(
+        "{:<14} {:>9} {:>9} {:>8} {:>7} {:>6} {:>7} {:>8} {:>6} {:>9}",
+        "group",
+        "offered",
+        "answered",
+        "abandon",
+        "ASA(s)",
+        "SL",
+        "AHT(s)",
+        "transfer",
+        "FCR",
+        "occupancy"
+    );
     for group in response.total.iter().chain(&response.groups) {
         let k = group.kpis.unwrap_or_default();
         let key = if group.key.is_empty() {
@@ -143,20 +160,68 @@ pub async fn kpis(args: KpisArgs) -> anyhow::Result<()> {
             &group.key
         };
         println!(
-            "{key:<14} {} {} {} {} {} {} {}",
-            value(&k.offered),
-            value(&k.answered),
+            "{key:<14} {:>9} {:>9} {:>8} {:>7} {:>6} {:>7} {:>8} {:>6} {:>9}",
+            count(&k.offered),
+            count(&k.answered),
             value(&k.abandonment_rate),
             value(&k.average_speed_of_answer),
             value(&k.service_level),
             value(&k.average_handle_time),
-            value(&k.transfer_rate)
+            value(&k.transfer_rate),
+            value(&k.first_contact_resolution),
+            value(&k.occupancy)
         );
     }
     println!(
         "({} groups, {} ms round trip)",
         response.groups.len(),
         elapsed.as_millis()
+    );
+    Ok(())
+}
+
+/// Prints the live queue board once.
+pub async fn queues(args: QueuesArgs) -> anyhow::Result<()> {
+    let mut client = crate::proto::v1::analytics_service_client::AnalyticsServiceClient::new(
+        channel(&args.server).await?,
+    );
+    let response = client
+        .get_live_queue_stats(v1::GetLiveQueueStatsRequest {
+            queues: args.queues,
+        })
+        .await
+        .map_err(describe)?
+        .into_inner();
+    println!(
+        "{:<16} {:>7} {:>11} {:>10} {:>9} {:>5} {:>8} {:>5}",
+        "queue", "waiting", "longest(s)", "in service", "available", "busy", "wrap-up", "away"
+    );
+    for q in &response.queues {
+        let a = q.agents.unwrap_or_default();
+        println!(
+            "{:<16} {:>7} {:>11.0} {:>10} {:>9} {:>5} {:>8} {:>5}",
+            q.queue,
+            q.calls_waiting,
+            q.longest_wait_seconds,
+            q.calls_in_service,
+            a.available,
+            a.busy,
+            a.after_call_work,
+            a.away
+        );
+    }
+    let a = response.agents.unwrap_or_default();
+    println!(
+        "all agents: {} available, {} busy, {} wrap-up, {} away, {} offline (from {})",
+        a.available,
+        a.busy,
+        a.after_call_work,
+        a.away,
+        a.offline,
+        match response.source() {
+            v1::LiveSource::Redis => "Redis",
+            _ => "PostgreSQL",
+        }
     );
     Ok(())
 }

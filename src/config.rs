@@ -45,6 +45,8 @@ pub enum Command {
     Segment(SegmentArgs),
     /// Client: call KPIs for a period, on a running server.
     Kpis(KpisArgs),
+    /// Client: the live queue board (calls waiting, longest wait, agents by state), once.
+    Queues(QueuesArgs),
     /// Client: create or show customers on a running server.
     #[command(subcommand)]
     Customer(CustomerCommand),
@@ -398,6 +400,15 @@ pub struct KpisArgs {
     /// IANA time zone for days and hours.
     #[arg(long, default_value = "")]
     pub time_zone: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct QueuesArgs {
+    /// Only these queues (repeatable); default: every queue with a call or an agent.
+    #[arg(long = "queue")]
+    pub queues: Vec<String>,
     #[command(flatten)]
     pub server: ServerArgs,
 }

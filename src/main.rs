@@ -78,6 +78,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Pop(args) => client::pop(args).await,
         Command::Segment(args) => client::segment(args).await,
         Command::Kpis(args) => client::kpis(args).await,
+        Command::Queues(args) => client::queues(args).await,
         Command::Customer(CustomerCommand::Create(args)) => client::create_customer(args).await,
         Command::Customer(CustomerCommand::Get { id, server }) => {
             client::get_customer(&server, id).await
