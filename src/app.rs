@@ -86,6 +86,8 @@ const HEALTH_SERVICES: &[&str] = &[
 
 /// How often pending pop invalidations are retried (and the cache re-trusted).
 const INVALIDATION_RELAY_INTERVAL: Duration = Duration::from_millis(500);
+/// How often customers' call chains are restamped (KPI requests also catch up first).
+const CHAIN_STAMP_INTERVAL: Duration = Duration::from_millis(250);
 
 pub struct Application {
     listener: TcpListener,
@@ -192,6 +194,11 @@ impl Application {
         let offers_refresh = offers.spawn_refresh(stop_rx.clone());
         let live = Live::new(pool.clone(), redis, settings.live);
         let live_rebuild = live.spawn_reconciler(stop_rx.clone());
+        let chain_stamper = crate::analytics::spawn_chain_stamper(
+            pool.clone(),
+            CHAIN_STAMP_INTERVAL,
+            stop_rx.clone(),
+        );
         let (sequencer, feed_head) = Sequencer::new(pool.clone(), settings.feed_retention);
         let sequencer = sequencer.spawn(stop_rx.clone());
         let subscriber = settings
@@ -372,6 +379,7 @@ impl Application {
         relay.await.ok();
         offers_refresh.await.ok();
         live_rebuild.await.ok();
+        chain_stamper.await.ok();
         sequencer.await.ok();
         if let Some(subscriber) = subscriber {
             subscriber.await.ok();

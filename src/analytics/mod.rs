@@ -1,6 +1,7 @@
 //! Decision support: call KPIs per queue, agent, day or hour, against a baseline period.
 //! Definitions are in `kpis.rs` and docs/KPIS.md.
 
+mod chains;
 pub mod grpc;
 mod kpis;
 mod store;
@@ -8,6 +9,7 @@ mod store;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
+pub use chains::spawn as spawn_chain_stamper;
 pub use kpis::{Kpis, Tally};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +137,8 @@ impl Analytics {
     /// Reads in one repeatable-read snapshot, so the totals and the groups agree.
     #[tracing::instrument(skip(self))]
     pub async fn kpis(&self, query: &Query) -> Result<Report, AnalyticsError> {
+        // Every call committed before this request has its next contact stamped.
+        chains::catch_up(&self.pool).await?;
         let mut tx = self.pool.begin().await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx)

@@ -77,12 +77,14 @@ pub const MOVED_TABLES: &[(&str, &str, &str)] = &[
 
 /// Tables whose `customer_id` is deliberately not moved: derived data rebuilt after a merge
 /// (`customer_values`), history that records what happened to whom (`audit_events`, and the
-/// event feed, where `customer.merged` tells consumers), and the merge lineage itself.
+/// event feed, where `customer.merged` tells consumers), the merge lineage itself, and the notes
+/// of call chains to restamp (moving calls notes both customers).
 pub const NOT_MOVED: &[&str] = &[
     "customer_values",
     "audit_events",
     "feed_events",
     "customer_merges",
+    "contact_chains_dirty",
 ];
 
 pub async fn move_rows(
