@@ -756,3 +756,48 @@ async fn repeat_contacts_follow_merges_unmerges_and_calls_reported_out_of_order(
         .expect("unmerged");
     assert_eq!(repeat_rate(kpis(&app, request()).await), 1.0 / 3.0);
 }
+
+#[tokio::test]
+async fn concurrent_calls_of_the_same_customers_all_chain_before_the_kpis_are_read() {
+    let app = spawn_app().await;
+    log_in(&app, "a-1").await;
+    let numbers = ["(415) 555-0121", "(415) 555-0122", "(415) 555-0123"];
+    for (n, number) in numbers.iter().enumerate() {
+        app.create_customer(&format!("Caller {n}"), &[number]).await;
+    }
+    let base = (Utc::now() - Duration::hours(3)).trunc_subsecs(0);
+    let handled = [
+        (Offered, 0, ""),
+        (Ringing, 1, "a-1"),
+        (Answered, 2, "a-1"),
+        (Ended, 30, ""),
+    ];
+    // Ten calls per customer, a minute apart, all reported at once (in reverse order of offer
+    // across the three customers), so many land in concurrent batches.
+    let calls: Vec<(String, &str, DateTime<Utc>)> = (0..30)
+        .rev()
+        .map(|i| {
+            let number = numbers[i % 3];
+            let at = base + Duration::minutes(i as i64);
+            (format!("R{i}"), number, at)
+        })
+        .collect();
+    futures::future::join_all(
+        calls
+            .iter()
+            .map(|(id, number, at)| call_from(&app, id, number, *at, "q", &handled)),
+    )
+    .await;
+    // Every call but each customer's last is followed by another within the week.
+    let rate = repeat_rate(
+        kpis(
+            &app,
+            v1::GetKpisRequest {
+                period: period(base - Duration::hours(1), Utc::now()),
+                ..Default::default()
+            },
+        )
+        .await,
+    );
+    assert_eq!(rate, 27.0 / 30.0);
+}
