@@ -28,7 +28,7 @@ if [ "$customers" -lt 1000000 ]; then
 fi
 
 token_file="$(data_dir)/bench-token"
-DATABASE_URL="$bench_db" SWITCHBOARD_LISTEN=127.0.0.1:50071 SWITCHBOARD_REDIS_PREFIX=bench: \
+DATABASE_URL="$bench_db" SWITCHBOARD_LISTEN=127.0.0.1:50071 SWITCHBOARD_METRICS_LISTEN=127.0.0.1:0 SWITCHBOARD_REDIS_PREFIX=bench: \
   SWITCHBOARD_RATE_LIMIT_PER_SECOND=10000000 SWITCHBOARD_RATE_LIMIT_BURST=10000000 RUST_LOG=warn \
   "$bin" serve --dev --dev-token-file "$token_file" 2>"$(data_dir)/bench-server.log" &
 server=$!

@@ -44,6 +44,7 @@ use crate::import::grpc::ImportGrpc;
 use crate::interactions::Interactions;
 use crate::interactions::grpc::InteractionGrpc;
 use crate::live::Live;
+use crate::metrics::{Metrics, RpcMetricsLayer};
 use crate::privacy::Privacy;
 use crate::privacy::grpc::PrivacyGrpc;
 use crate::proto::v1::activity_service_server::ActivityServiceServer;
@@ -101,6 +102,8 @@ pub struct Application {
     fanout: Arc<Fanout>,
     /// The Redis link shared by the pop cache and the live queue state (`None` without Redis).
     redis: Option<RedisLink>,
+    /// The Prometheus metrics port, bound at build (`None`: none).
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Application {
@@ -140,6 +143,14 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
         let local_addr = listener.local_addr()?;
+        let metrics_listener = match settings.metrics_listen {
+            None => None,
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("binding the metrics port {address}"))?,
+            ),
+        };
         Ok(Self {
             listener,
             local_addr,
@@ -151,6 +162,7 @@ impl Application {
             fanout,
             offers,
             redis: link,
+            metrics_listener,
         })
     }
 
@@ -160,6 +172,13 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The metrics port's address, when there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// What screen-pop lookups did since start.
@@ -181,7 +200,9 @@ impl Application {
             fanout,
             offers,
             redis,
+            metrics_listener,
         } = self;
+        let metrics = Arc::new(Metrics::new());
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let (stop_background, stop_rx) = watch::channel(false);
         let monitor = tokio::spawn(monitor_database(
@@ -192,14 +213,33 @@ impl Application {
         ));
         let relay = invalidator.spawn_relay(INVALIDATION_RELAY_INTERVAL, stop_rx.clone());
         let offers_refresh = offers.spawn_refresh(stop_rx.clone());
-        let live = Live::new(pool.clone(), redis, settings.live);
+        let live = Live::new(pool.clone(), redis.clone(), settings.live);
         let live_rebuild = live.spawn_reconciler(stop_rx.clone());
         let chain_stamper = crate::analytics::spawn_chain_stamper(
             pool.clone(),
             CHAIN_STAMP_INTERVAL,
             stop_rx.clone(),
         );
-        let (sequencer, feed_head) = Sequencer::new(pool.clone(), settings.feed_retention);
+        let (sequencer, feed_head) = Sequencer::new(
+            pool.clone(),
+            settings.feed_retention,
+            Arc::clone(&metrics.feed_unsequenced),
+        );
+        let metrics_server = metrics_listener.map(|listener| {
+            let sources = crate::metrics::Sources {
+                pool: pool.clone(),
+                pops: pops.stats(),
+                fanout: Arc::clone(&fanout),
+                redis: redis.clone(),
+                feed_head: feed_head.clone(),
+                feed_unsequenced: Arc::clone(&metrics.feed_unsequenced),
+            };
+            crate::metrics::serve(
+                listener,
+                crate::metrics::registry(&metrics, sources),
+                stop_rx.clone(),
+            )
+        });
         let sequencer = sequencer.spawn(stop_rx.clone());
         let subscriber = settings
             .redis
@@ -266,6 +306,7 @@ impl Application {
         let server = builder
             .max_concurrent_streams(limits.max_concurrent_streams)
             .timeout(limits.default_deadline)
+            .layer(RpcMetricsLayer::new(Arc::clone(&metrics)))
             .layer(AdmissionLayer::new(limits.max_in_flight))
             .layer(AuthLayer::new(authenticator, limiter, auditor.clone()))
             .add_service(health_service)
@@ -292,6 +333,7 @@ impl Application {
                     call_events,
                     settings.phones,
                     draining.clone(),
+                    Arc::clone(&metrics),
                 ))
                 .max_decoding_message_size(limits.max_request_bytes),
             )
@@ -380,6 +422,9 @@ impl Application {
         offers_refresh.await.ok();
         live_rebuild.await.ok();
         chain_stamper.await.ok();
+        if let Some(metrics_server) = metrics_server {
+            metrics_server.await.ok();
+        }
         sequencer.await.ok();
         if let Some(subscriber) = subscriber {
             subscriber.await.ok();

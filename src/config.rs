@@ -198,6 +198,13 @@ pub struct ServeArgs {
     /// Address the gRPC server listens on.
     #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
+    /// Address of the Prometheus metrics port (`GET /metrics`); empty: no metrics port.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_METRICS_LISTEN",
+        default_value = "127.0.0.1:9464"
+    )]
+    pub metrics_listen: String,
     #[command(flatten)]
     pub database: DatabaseArgs,
     /// Redis URL for the screen-pop cache. Without it the service runs uncached.
@@ -454,6 +461,8 @@ fn parse_region(code: &str) -> Result<PhoneParser, String> {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// The Prometheus metrics port; `None`: none.
+    pub metrics_listen: Option<SocketAddr>,
     pub database_url: String,
     pub pool: PoolSettings,
     pub redis: Option<RedisSettings>,
@@ -495,6 +504,12 @@ impl TryFrom<ServeArgs> for Settings {
         };
         Ok(Self {
             listen: args.listen,
+            metrics_listen: match args.metrics_listen.trim() {
+                "" => None,
+                address => Some(address.parse().map_err(|error| {
+                    anyhow::anyhow!("SWITCHBOARD_METRICS_LISTEN {address:?}: {error}")
+                })?),
+            },
             database_url: args.database.database_url,
             pool: PoolSettings {
                 max_connections: args.db_max_connections,

@@ -12,6 +12,7 @@
 //! - [`auth`]: JWT and API-key authentication, the permission table, the auth tower layer.
 //! - [`config`]: the command line and environment settings.
 //! - [`telemetry`]: the tracing subscriber (human or JSON logs, never PII).
+//! - [`metrics`]: Prometheus metrics on the metrics port (`GET /metrics`).
 //! - [`customers`]: the customer record context (domain and service logic, `store`, `grpc`).
 //! - [`screenpop`]: the screen-pop context: lookup, Redis cache, invalidation, call pins.
 //! - [`calls`]: call events from gateways: idempotent, order-independent ingestion and call records.
@@ -55,6 +56,7 @@ pub mod grpc_status;
 pub mod import;
 pub mod interactions;
 pub mod live;
+pub mod metrics;
 pub mod page_token;
 pub mod phone;
 pub mod privacy;

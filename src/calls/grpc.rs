@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::{Stream, StreamExt as _};
 use tokio::sync::oneshot;
@@ -13,6 +14,7 @@ use crate::agents::parse_agent_id;
 use crate::auth::{self, Principal};
 use crate::drain::Draining;
 use crate::grpc_status;
+use crate::metrics::Metrics;
 use crate::phone::PhoneParser;
 use crate::proto::v1;
 use crate::proto::v1::call_event_service_server::CallEventService;
@@ -28,19 +30,46 @@ pub struct CallEventGrpc {
     events: CallEvents,
     phones: PhoneParser,
     draining: Draining,
+    metrics: Arc<Metrics>,
 }
 
 impl CallEventGrpc {
-    pub fn new(events: CallEvents, phones: PhoneParser, draining: Draining) -> Self {
+    pub fn new(
+        events: CallEvents,
+        phones: PhoneParser,
+        draining: Draining,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             events,
             phones,
             draining,
+            metrics,
         }
     }
 
-    /// The ack for one event; `Err` only when nothing could be committed.
+    /// The ack for one event, counted by outcome and timed for the metrics.
     async fn acknowledge(
+        &self,
+        principal: &Principal,
+        event: Option<v1::CallEvent>,
+    ) -> Result<v1::CallEventAck, Status> {
+        let received = std::time::Instant::now();
+        let result = self.decide(principal, event).await;
+        let outcome = match &result {
+            Ok(ack) => match ack.outcome() {
+                v1::AckOutcome::Accepted => "accepted",
+                v1::AckOutcome::Rejected => "rejected",
+                _ => "invalid",
+            },
+            Err(_) => "failed",
+        };
+        self.metrics.call_event(outcome, received.elapsed());
+        result
+    }
+
+    /// The ack for one event; `Err` only when nothing could be committed.
+    async fn decide(
         &self,
         principal: &Principal,
         event: Option<v1::CallEvent>,

@@ -5,6 +5,8 @@
 //! `NOTIFY`: a `NOTIFY` serializes commits in PostgreSQL, and call events commit thousands of
 //! times a second. So an event reaches subscribers about one poll interval after its commit.
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -35,16 +37,19 @@ pub struct Sequencer {
     pool: PgPool,
     retention: Duration,
     head: watch::Sender<Head>,
+    /// Committed events not numbered yet at the last pass (the outbox lag, for metrics).
+    unsequenced: Arc<AtomicI64>,
 }
 
 impl Sequencer {
-    pub fn new(pool: PgPool, retention: Duration) -> (Self, FeedHead) {
+    pub fn new(pool: PgPool, retention: Duration, unsequenced: Arc<AtomicI64>) -> (Self, FeedHead) {
         let (head, rx) = watch::channel(Head::default());
         (
             Self {
                 pool,
                 retention,
                 head,
+                unsequenced,
             },
             FeedHead(rx),
         )
@@ -83,7 +88,11 @@ impl Sequencer {
 
     async fn pass(&self, prune: bool) -> sqlx::Result<()> {
         let (mut head, waiting) = store::poll(&self.pool).await?;
-        if waiting && let Some(position) = store::sequence(&self.pool, SEQUENCE_BATCH).await? {
+        self.unsequenced
+            .store(waiting, std::sync::atomic::Ordering::Relaxed);
+        if waiting > 0
+            && let Some(position) = store::sequence(&self.pool, SEQUENCE_BATCH).await?
+        {
             head.position = position;
         }
         if prune {

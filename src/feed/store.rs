@@ -80,10 +80,11 @@ pub struct Head {
 }
 
 /// The head, and whether committed events wait for a position.
-pub async fn poll(pool: &PgPool) -> sqlx::Result<(Head, bool)> {
-    let (position, pruned_through, waiting): (i64, i64, bool) = sqlx::query_as(
+/// The head, and how many committed events wait to be numbered (few, with the partial index).
+pub async fn poll(pool: &PgPool) -> sqlx::Result<(Head, i64)> {
+    let (position, pruned_through, waiting): (i64, i64, i64) = sqlx::query_as(
         "SELECT position, pruned_through, \
-           EXISTS (SELECT 1 FROM feed_events WHERE position IS NULL) \
+           (SELECT count(*) FROM feed_events WHERE position IS NULL) \
          FROM feed_head",
     )
     .fetch_one(pool)

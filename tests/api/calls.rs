@@ -110,7 +110,7 @@ pub async fn log_in(app: &TestApp, agent: &str) {
 }
 
 /// Opens an agent stream and reads up to its first SYNCED; returns the snapshot and the stream.
-async fn watch(
+pub async fn watch(
     app: &TestApp,
     agent: &str,
 ) -> (

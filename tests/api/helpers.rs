@@ -192,6 +192,8 @@ pub struct TestApp {
     pub raw_channel: Channel,
     pub health: HealthClient<Authed>,
     pub stats: Arc<PopStats>,
+    /// The Prometheus metrics port.
+    pub metrics_address: std::net::SocketAddr,
     pub db: PgPool,
     pub database_url: String,
     /// Sending (or dropping) it starts the same graceful shutdown as SIGTERM.
@@ -217,6 +219,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
     let redis_prefix = format!("t:{}:", Uuid::new_v4().simple());
     let settings = Settings {
         listen: "127.0.0.1:0".parse().expect("address"),
+        metrics_listen: Some("127.0.0.1:0".parse().expect("address")),
         database_url: database_url.clone(),
         case_sla: options.case_sla,
         feedback: switchboard::feedback::Thresholds::default(),
@@ -250,6 +253,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         .await
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let metrics_address = app.metrics_addr().expect("a metrics port");
     let stats = app.pop_stats();
     let (shutdown, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
@@ -282,6 +286,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         raw_channel,
         health: HealthClient::new(channel),
         stats,
+        metrics_address,
         db,
         database_url,
         shutdown: Some(shutdown),

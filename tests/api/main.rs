@@ -19,6 +19,7 @@ mod interactions;
 mod limits;
 mod live;
 mod merges;
+mod metrics;
 mod privacy;
 mod screenpop;
 mod segments;
