@@ -43,6 +43,8 @@ ensure_packages() {
   command -v redis-server >/dev/null || apt_install redis-server
   [ -n "$(pg_bindir)" ] || apt_install postgresql
   command -v protoc >/dev/null || true   # not needed: build.rs uses protox
+  # The Helm chart check runs in a Python virtualenv (scripts/check-helm.sh).
+  python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_install python3-venv
 }
 
 data_dir() {

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every check CI runs: formatting, clippy (warnings are errors), unit and integration tests
+# Runs every check CI runs: the Helm chart (linted, rendered, validated against the Kubernetes
+# schemas), formatting, clippy (warnings are errors), unit and integration tests
 # against a real PostgreSQL and Redis (started locally unless DATABASE_URL / REDIS_URL are set).
 # Integration tests create one database per test and use one Redis key prefix per test.
 set -euo pipefail
@@ -11,6 +12,7 @@ start_postgres
 start_redis
 export SWITCHBOARD_PG_BIN="${SWITCHBOARD_PG_BIN:-$(pg_bindir)}"
 
+scripts/check-helm.sh
 cargo fmt --all --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo test --all-targets
