@@ -70,6 +70,7 @@ use crate::screenpop::grpc::ScreenPopGrpc;
 use crate::screenpop::{PopInvalidator, PopStats, ScreenPops};
 use crate::segments::Segmentation;
 use crate::segments::grpc::SegmentationGrpc;
+use crate::telemetry::RpcSpanLayer;
 
 /// Services whose health follows PostgreSQL; "" is the server as a whole.
 const HEALTH_SERVICES: &[&str] = &[
@@ -306,6 +307,7 @@ impl Application {
         let server = builder
             .max_concurrent_streams(limits.max_concurrent_streams)
             .timeout(limits.default_deadline)
+            .layer(RpcSpanLayer)
             .layer(RpcMetricsLayer::new(Arc::clone(&metrics)))
             .layer(AdmissionLayer::new(limits.max_in_flight))
             .layer(AuthLayer::new(authenticator, limiter, auditor.clone()))

@@ -21,6 +21,19 @@ pub struct Cli {
     /// Log output: human-readable lines or one JSON object per line.
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
     pub log_format: LogFormat,
+    /// Export traces over OTLP/gRPC to this collector (e.g. http://otel-collector:4317); unset:
+    /// no traces.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
+    /// The share of new traces sampled (0 to 1). A request that arrives with a sampled W3C
+    /// `traceparent` is always traced, one that arrives unsampled never is.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_TRACE_SAMPLE_RATIO",
+        default_value_t = 0.1,
+        global = true
+    )]
+    pub trace_sample_ratio: f64,
     #[command(subcommand)]
     pub command: Command,
 }

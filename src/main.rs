@@ -23,8 +23,16 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
-    match run(cli.command).await {
+    let telemetry = telemetry::init(
+        cli.log_format,
+        &telemetry::TraceSettings {
+            otlp_endpoint: cli.otlp_endpoint,
+            sample_ratio: cli.trace_sample_ratio,
+        },
+    );
+    let result = run(cli.command).await;
+    telemetry.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -110,11 +110,20 @@ impl RedisLink {
         let Some(manager) = self.inner.manager.clone().filter(|_| self.is_available()) else {
             return Err(RedisLinkError::Skipped);
         };
-        let result = match tokio::time::timeout(self.inner.op_timeout, command(manager)).await {
+        // A trace span per command (debug: off unless traces are exported). No key, no value.
+        let span = tracing::debug_span!(
+            "redis",
+            otel.kind = "client",
+            db.system = "redis",
+            error = tracing::field::Empty
+        );
+        let timed = tokio::time::timeout(self.inner.op_timeout, command(manager));
+        let result = match tracing::Instrument::instrument(timed, span.clone()).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(error)) => RedisLinkError::Command(error),
             Err(_) => RedisLinkError::Timeout(self.inner.op_timeout),
         };
+        span.record("error", true);
         let failures = self.inner.failures.fetch_add(1, Ordering::Relaxed) + 1;
         let now = self.now_ms();
         let until = now + self.inner.retry_after.as_millis() as u64;

@@ -37,7 +37,13 @@ use uuid::Uuid;
 
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     if std::env::var_os("TEST_LOG").is_some() {
-        switchboard::telemetry::init(switchboard::config::LogFormat::Human);
+        switchboard::telemetry::init(
+            switchboard::config::LogFormat::Human,
+            &switchboard::telemetry::TraceSettings {
+                otlp_endpoint: None,
+                sample_ratio: 0.0,
+            },
+        );
     }
 });
 

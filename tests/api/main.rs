@@ -24,3 +24,4 @@ mod privacy;
 mod screenpop;
 mod segments;
 mod tls;
+mod traces;

@@ -1,0 +1,223 @@
+//! OpenTelemetry traces: the real binary, configured through its environment, exports over OTLP
+//! to an in-process collector (a tonic server implementing the OTLP trace service). The RPC span
+//! continues the caller's `traceparent`, its children hang under it, sampling follows the caller,
+//! and no attribute carries the customer's name or number.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use switchboard::auth::Role;
+use switchboard::proto::v1;
+use switchboard::proto::v1::customer_service_client::CustomerServiceClient;
+use tonic::transport::Channel;
+
+use crate::helpers::{
+    TEST_ISSUER, TEST_SECRET, admin_database_url, authed, free_port, fresh_database, phone,
+    redis_url, token,
+};
+
+#[derive(Clone, Default)]
+struct Collector {
+    spans: Arc<Mutex<Vec<Span>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let spans = request
+            .into_inner()
+            .resource_spans
+            .into_iter()
+            .flat_map(|r| r.scope_spans)
+            .flat_map(|s| s.spans);
+        if let Ok(mut stored) = self.spans.lock() {
+            stored.extend(spans);
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+impl Collector {
+    fn of_trace(&self, trace_id: &[u8]) -> Vec<Span> {
+        self.spans
+            .lock()
+            .map(|spans| {
+                spans
+                    .iter()
+                    .filter(|s| s.trace_id == trace_id)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Every attribute value of a span, its events included, as text.
+fn attribute_text(span: &Span) -> String {
+    let events = span.events.iter().flat_map(|e| e.attributes.iter());
+    span.attributes
+        .iter()
+        .chain(events)
+        .filter_map(|kv| kv.value.as_ref()?.value.as_ref())
+        .map(|value| match value {
+            Value::StringValue(s) => s.clone(),
+            other => format!("{other:?}"),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Stops the server process however the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn spans_continue_the_callers_trace_with_children_and_no_pii() {
+    let collector = Collector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("collector port");
+    let collector_port = listener.local_addr().expect("address").port();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(collector.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+
+    let port = free_port();
+    let database_url = fresh_database(&admin_database_url()).await;
+    let server = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("serve")
+        .env("DATABASE_URL", &database_url)
+        .env("REDIS_URL", redis_url())
+        .env(
+            "SWITCHBOARD_REDIS_PREFIX",
+            format!("traces-{}:", uuid::Uuid::new_v4().simple()),
+        )
+        .env("SWITCHBOARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SWITCHBOARD_METRICS_LISTEN", "")
+        .env("SWITCHBOARD_JWT_HS256_SECRET", TEST_SECRET)
+        .env("SWITCHBOARD_JWT_ISSUER", TEST_ISSUER)
+        .env("SWITCHBOARD_JWT_AUDIENCE", TEST_ISSUER)
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{collector_port}"),
+        )
+        // No new traces: only a caller's sampled trace is followed.
+        .env("SWITCHBOARD_TRACE_SAMPLE_RATIO", "0")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("the switchboard binary starts");
+    let _server = KillOnDrop(server);
+
+    let address = format!("http://127.0.0.1:{port}");
+    let mut channel = None;
+    for _ in 0..200 {
+        if let Ok(connected) = Channel::from_shared(address.clone())
+            .expect("uri")
+            .connect()
+            .await
+        {
+            channel = Some(connected);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let channel = channel.expect("the server listens");
+    let mut customers =
+        CustomerServiceClient::new(authed(channel, &token(Role::Admin, "tracer", None)));
+
+    let create = |name: &str, number: &str, traceparent: Option<&str>| {
+        let mut request = tonic::Request::new(v1::CreateCustomerRequest {
+            display_name: name.into(),
+            contact_points: vec![phone(number)],
+            ..Default::default()
+        });
+        if let Some(traceparent) = traceparent {
+            request
+                .metadata_mut()
+                .insert("traceparent", traceparent.parse().expect("a header value"));
+        }
+        request
+    };
+    let trace_id: [u8; 16] = *b"switchboard-tr-1";
+    let parent_id: [u8; 8] = *b"caller-1";
+    let sampled = format!("00-{}-{}-01", hex(&trace_id), hex(&parent_id));
+    customers
+        .create_customer(create("Grace Hopper", "+14155550177", Some(&sampled)))
+        .await
+        .expect("created (sampled)");
+    let unsampled_trace: [u8; 16] = *b"switchboard-tr-2";
+    let unsampled = format!("00-{}-{}-00", hex(&unsampled_trace), hex(&parent_id));
+    customers
+        .create_customer(create("Ada Lovelace", "+14155550178", Some(&unsampled)))
+        .await
+        .expect("created (not sampled)");
+
+    let mut spans = Vec::new();
+    for _ in 0..100 {
+        spans = collector.of_trace(&trace_id);
+        if spans.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rpc = spans
+        .iter()
+        .find(|s| s.name == "switchboard.v1.CustomerService/CreateCustomer")
+        .unwrap_or_else(|| panic!("the RPC span arrives: {spans:#?}"));
+    assert_eq!(rpc.parent_span_id, parent_id, "continues the caller's span");
+    assert_eq!(rpc.kind, SpanKind::Server as i32);
+    let children: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.parent_span_id == rpc.span_id)
+        .collect();
+    assert!(
+        !children.is_empty(),
+        "the work under the RPC hangs under its span: {spans:#?}"
+    );
+    // Database statements are events on the span that ran them: SQL with placeholders only.
+    let statements: Vec<&str> = spans
+        .iter()
+        .flat_map(|s| s.events.iter())
+        .filter(|e| e.attributes.iter().any(|kv| kv.key == "db.statement"))
+        .map(|e| e.name.as_str())
+        .collect();
+    assert!(!statements.is_empty(), "statement events: {spans:#?}");
+    for span in &spans {
+        let text = attribute_text(span);
+        for secret in ["Grace", "Hopper", "4155550177", "555-0177"] {
+            assert!(
+                !text.contains(secret),
+                "{secret} in span {}: {text}",
+                span.name
+            );
+        }
+    }
+    // The second request's caller did not sample its trace, and new traces are not sampled.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(collector.of_trace(&unsampled_trace).is_empty());
+}
