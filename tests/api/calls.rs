@@ -136,7 +136,7 @@ pub async fn watch(
     }
 }
 
-async fn next(stream: &mut Streaming<v1::WatchAgentResponse>) -> v1::WatchAgentResponse {
+pub async fn next(stream: &mut Streaming<v1::WatchAgentResponse>) -> v1::WatchAgentResponse {
     tokio::time::timeout(Duration::from_secs(10), stream.next())
         .await
         .expect("a message within 10 s")

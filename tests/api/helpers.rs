@@ -704,6 +704,7 @@ impl ServerProcess {
             .env("SWITCHBOARD_JWT_HS256_SECRET", TEST_SECRET)
             .env("SWITCHBOARD_JWT_ISSUER", TEST_ISSUER)
             .env("SWITCHBOARD_JWT_AUDIENCE", TEST_ISSUER)
+            .env("SWITCHBOARD_METRICS_LISTEN", "127.0.0.1:0")
             .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)

@@ -21,6 +21,7 @@ mod live;
 mod merges;
 mod metrics;
 mod privacy;
+mod scale_out;
 mod screenpop;
 mod segments;
 mod tls;

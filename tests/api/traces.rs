@@ -3,6 +3,7 @@
 //! continues the caller's `traceparent`, its children hang under it, sampling follows the caller,
 //! and no attribute carries the customer's name or number.
 
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,8 +22,7 @@ use switchboard::proto::v1::customer_service_client::CustomerServiceClient;
 use tonic::transport::Channel;
 
 use crate::helpers::{
-    TEST_ISSUER, TEST_SECRET, admin_database_url, authed, free_port, fresh_database, phone,
-    redis_url, token,
+    ServerProcess, admin_database_url, authed, free_port, fresh_database, phone, token,
 };
 
 #[derive(Clone, Default)]
@@ -79,16 +79,6 @@ fn attribute_text(span: &Span) -> String {
         .join("\n")
 }
 
-/// Stops the server process however the test ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -106,47 +96,28 @@ async fn spans_continue_the_callers_trace_with_children_and_no_pii() {
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
 
-    let port = free_port();
     let database_url = fresh_database(&admin_database_url()).await;
-    let server = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .arg("serve")
-        .env("DATABASE_URL", &database_url)
-        .env("REDIS_URL", redis_url())
-        .env(
-            "SWITCHBOARD_REDIS_PREFIX",
-            format!("traces-{}:", uuid::Uuid::new_v4().simple()),
-        )
-        .env("SWITCHBOARD_LISTEN", format!("127.0.0.1:{port}"))
-        .env("SWITCHBOARD_METRICS_LISTEN", "")
-        .env("SWITCHBOARD_JWT_HS256_SECRET", TEST_SECRET)
-        .env("SWITCHBOARD_JWT_ISSUER", TEST_ISSUER)
-        .env("SWITCHBOARD_JWT_AUDIENCE", TEST_ISSUER)
-        .env(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            format!("http://127.0.0.1:{collector_port}"),
-        )
-        // No new traces: only a caller's sampled trace is followed.
-        .env("SWITCHBOARD_TRACE_SAMPLE_RATIO", "0")
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("the switchboard binary starts");
-    let _server = KillOnDrop(server);
-
-    let address = format!("http://127.0.0.1:{port}");
-    let mut channel = None;
-    for _ in 0..200 {
-        if let Ok(connected) = Channel::from_shared(address.clone())
-            .expect("uri")
-            .connect()
-            .await
-        {
-            channel = Some(connected);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let channel = channel.expect("the server listens");
+    let prefix = format!("t:{}:", uuid::Uuid::new_v4().simple());
+    let endpoint = format!("http://127.0.0.1:{collector_port}");
+    let server = ServerProcess::start(
+        &database_url,
+        &prefix,
+        free_port(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            // No new traces: only a caller's sampled trace is followed.
+            ("SWITCHBOARD_TRACE_SAMPLE_RATIO", "0"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("RUST_LOG", "warn"),
+        ],
+        Stdio::null(),
+    )
+    .await;
+    let channel = Channel::from_shared(server.address.clone())
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
     let mut customers =
         CustomerServiceClient::new(authed(channel, &token(Role::Admin, "tracer", None)));
 
