@@ -6,7 +6,6 @@
 //! newest state. An ended call stays as a tombstone (state `ended` or `abandoned`) until the
 //! rebuild removes it, so a late write of an older version cannot bring it back.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -20,10 +19,13 @@ use crate::redis_link::{RedisLink, RedisLinkError};
 /// How long a tombstone outlives its call: longer than any write can be in flight.
 const TOMBSTONE_TTL_MS: i64 = 60_000;
 const QUEUE_SEPARATOR: char = '\u{1f}';
+/// Entries per script call or `HSCAN` step.
+const CHUNK: usize = 500;
 
 /// What Redis held before a rebuild read PostgreSQL.
 pub struct Snapshot {
     pub calls: Vec<(String, String)>,
+    pub agents: Vec<(String, String)>,
 }
 
 #[derive(Clone)]
@@ -79,38 +81,30 @@ impl Board {
         self.link.key("live:built")
     }
 
+    /// Writes `entries` through the versioned script, a bounded chunk per call, so Redis is never
+    /// blocked for long.
     async fn put(
         &self,
         key: String,
         entries: Vec<(&str, i64, String)>,
     ) -> Result<(), RedisLinkError> {
-        if entries.is_empty() {
-            return Ok(());
+        for chunk in entries.chunks(CHUNK) {
+            let mut invocation = self.put_newer.prepare_invoke();
+            invocation.key(&key);
+            for (field, version, value) in chunk {
+                invocation.arg(*field).arg(*version).arg(value);
+            }
+            self.link
+                .run(|mut conn| async move { invocation.invoke_async::<i64>(&mut conn).await })
+                .await?;
         }
-        let mut invocation = self.put_newer.prepare_invoke();
-        invocation.key(key);
-        for (field, version, value) in entries {
-            invocation.arg(field).arg(version).arg(value);
-        }
-        self.link
-            .run(|mut conn| async move { invocation.invoke_async::<i64>(&mut conn).await })
-            .await?;
         Ok(())
     }
 
     pub async fn put_calls(&self, calls: &[LiveCall]) -> Result<(), RedisLinkError> {
         let entries = calls
             .iter()
-            .map(|call| {
-                let value = format!(
-                    "{} {} {} {}",
-                    call.version,
-                    call.state.as_str(),
-                    call.since.timestamp_millis(),
-                    call.queue.as_deref().unwrap_or("")
-                );
-                (call.key.as_str(), call.version, value)
-            })
+            .map(|call| (call.key.as_str(), call.version, call_entry(call)))
             .collect();
         self.put(self.calls_key(), entries).await
     }
@@ -118,36 +112,45 @@ impl Board {
     pub async fn put_agents(&self, agents: &[LiveAgent]) -> Result<(), RedisLinkError> {
         let entries = agents
             .iter()
-            .map(|agent| {
-                let queues: Vec<&str> = agent.queues.iter().map(String::as_str).collect();
-                let value = format!(
-                    "{} {} {} {}",
-                    agent.version,
-                    agent.state.as_str(),
-                    agent.since.timestamp_millis(),
-                    queues.join(&QUEUE_SEPARATOR.to_string())
-                );
-                (agent.agent_id.as_str(), agent.version, value)
-            })
+            .map(|agent| (agent.agent_id.as_str(), agent.version, agent_entry(agent)))
             .collect();
         self.put(self.agents_key(), entries).await
     }
 
+    /// Every field of a hash, by `HSCAN` in bounded steps (never one long `HGETALL`).
+    async fn scan(&self, key: &str) -> Result<Vec<(String, String)>, RedisLinkError> {
+        let mut entries = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let key = key.to_owned();
+            let (next, page): (u64, Vec<(String, String)>) = self
+                .link
+                .run(|mut conn| async move {
+                    redis::cmd("HSCAN")
+                        .arg(&key)
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(CHUNK)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?;
+            entries.extend(page);
+            if next == 0 {
+                return Ok(entries);
+            }
+            cursor = next;
+        }
+    }
+
     /// Both hashes, or `None` when no rebuild has filled them since Redis last lost its data.
     pub async fn read(&self) -> Result<Option<(Vec<LiveCall>, Vec<LiveAgent>)>, RedisLinkError> {
-        let (calls_key, agents_key, built_key) =
-            (self.calls_key(), self.agents_key(), self.built_key());
-        let (built, calls, agents): (
-            Option<String>,
-            HashMap<String, String>,
-            HashMap<String, String>,
-        ) = self
+        let built_key = self.built_key();
+        let built: Option<String> = self
             .link
             .run(|mut conn| async move {
-                redis::pipe()
-                    .get(&built_key)
-                    .hgetall(&calls_key)
-                    .hgetall(&agents_key)
+                redis::cmd("GET")
+                    .arg(&built_key)
                     .query_async(&mut conn)
                     .await
             })
@@ -155,11 +158,14 @@ impl Board {
         if built.is_none() {
             return Ok(None);
         }
-        let calls = calls
+        let snapshot = self.snapshot().await?;
+        let calls = snapshot
+            .calls
             .into_iter()
             .filter_map(|(key, value)| parse_call(key, &value))
             .collect();
-        let agents = agents
+        let agents = snapshot
+            .agents
             .into_iter()
             .filter_map(|(id, value)| parse_agent(id, &value))
             .collect();
@@ -167,15 +173,9 @@ impl Board {
     }
 
     pub async fn snapshot(&self) -> Result<Snapshot, RedisLinkError> {
-        let key = self.calls_key();
-        let calls: HashMap<String, String> =
-            self.link
-                .run(|mut conn| async move {
-                    redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await
-                })
-                .await?;
         Ok(Snapshot {
-            calls: calls.into_iter().collect(),
+            calls: self.scan(&self.calls_key()).await?,
+            agents: self.scan(&self.agents_key()).await?,
         })
     }
 
@@ -183,17 +183,16 @@ impl Board {
         &self,
         gone: &[(String, String)],
     ) -> Result<(), RedisLinkError> {
-        if gone.is_empty() {
-            return Ok(());
+        for chunk in gone.chunks(CHUNK) {
+            let mut invocation = self.remove_unchanged.prepare_invoke();
+            invocation.key(self.calls_key());
+            for (field, value) in chunk {
+                invocation.arg(field).arg(value);
+            }
+            self.link
+                .run(|mut conn| async move { invocation.invoke_async::<i64>(&mut conn).await })
+                .await?;
         }
-        let mut invocation = self.remove_unchanged.prepare_invoke();
-        invocation.key(self.calls_key());
-        for (field, value) in gone {
-            invocation.arg(field).arg(value);
-        }
-        self.link
-            .run(|mut conn| async move { invocation.invoke_async::<i64>(&mut conn).await })
-            .await?;
         Ok(())
     }
 
@@ -230,6 +229,29 @@ impl Board {
             .await?;
         Ok(claimed.is_some())
     }
+}
+
+/// A call's entry as stored.
+pub fn call_entry(call: &LiveCall) -> String {
+    format!(
+        "{} {} {} {}",
+        call.version,
+        call.state.as_str(),
+        call.since.timestamp_millis(),
+        call.queue.as_deref().unwrap_or("")
+    )
+}
+
+/// An agent's entry as stored.
+pub fn agent_entry(agent: &LiveAgent) -> String {
+    let queues: Vec<&str> = agent.queues.iter().map(String::as_str).collect();
+    format!(
+        "{} {} {} {}",
+        agent.version,
+        agent.state.as_str(),
+        agent.since.timestamp_millis(),
+        queues.join(&QUEUE_SEPARATOR.to_string())
+    )
 }
 
 /// Whether a rebuild may remove this entry of a call PostgreSQL no longer has as live: any live

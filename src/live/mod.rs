@@ -286,11 +286,36 @@ impl Live {
         };
         let (calls, agents) = self.read_database().await?;
         let live: HashMap<&str, ()> = calls.iter().map(|c| (c.key.as_str(), ())).collect();
+        let now = Utc::now();
         let gone: Vec<(String, String)> = before
             .calls
+            .iter()
+            .filter(|(key, value)| !live.contains_key(key.as_str()) && board::removable(value, now))
+            .cloned()
+            .collect();
+        // Only what Redis lacks or holds differently is written: rebuilding a copy that is
+        // right writes nothing.
+        let held_calls: HashMap<&str, &str> = before
+            .calls
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let held_agents: HashMap<&str, &str> = before
+            .agents
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let calls: Vec<LiveCall> = calls
             .into_iter()
-            .filter(|(key, value)| {
-                !live.contains_key(key.as_str()) && board::removable(value, Utc::now())
+            .filter(|c| {
+                held_calls.get(c.key.as_str()).copied() != Some(board::call_entry(c).as_str())
+            })
+            .collect();
+        let agents: Vec<LiveAgent> = agents
+            .into_iter()
+            .filter(|a| {
+                held_agents.get(a.agent_id.as_str()).copied()
+                    != Some(board::agent_entry(a).as_str())
             })
             .collect();
         let result = async {
