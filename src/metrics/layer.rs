@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use tonic::body::Body;
 use tower::{Layer, Service};
 
-use super::{MethodLabel, Metrics, RpcLabels};
+use super::{Metrics, RpcLabels};
 
 #[derive(Clone)]
 pub struct RpcMetricsLayer {
@@ -106,19 +106,15 @@ where
                     .map_or("OK", |c| code_name(tonic::Code::from(c))),
                 Err(_) => "UNKNOWN",
             };
+            let labels = RpcLabels {
+                method,
+                code: code.to_owned(),
+            };
             metrics
                 .rpc_duration
-                .get_or_create(&MethodLabel {
-                    method: method.clone(),
-                })
+                .get_or_create(&labels)
                 .observe(started.elapsed().as_secs_f64());
-            metrics
-                .rpc_requests
-                .get_or_create(&RpcLabels {
-                    method,
-                    code: code.to_owned(),
-                })
-                .inc();
+            metrics.rpc_requests.get_or_create(&labels).inc();
             response
         })
     }

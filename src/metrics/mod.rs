@@ -1,8 +1,8 @@
 //! Prometheus metrics, served as text on `GET /metrics` of the metrics port.
 //!
 //! What each instance exports (names in `docs/OBSERVABILITY.md`):
-//! - every RPC, by method and status code, and its latency to the response headers (for a
-//!   stream: until it opened), from a tower layer ([`RpcMetricsLayer`]);
+//! - every RPC and its latency to the response headers (for a stream: until it opened), by
+//!   method and status code, from a tower layer ([`RpcMetricsLayer`]);
 //! - call events acknowledged, by outcome, and the time from receipt to the ack;
 //! - screen-pop cache hits, pin hits, PostgreSQL lookups and cache bypasses (fallbacks);
 //! - agent streams open, PostgreSQL pool connections in use and idle, Redis failures, and the
@@ -36,11 +36,6 @@ pub struct RpcLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct MethodLabel {
-    pub method: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     pub outcome: String,
 }
@@ -53,7 +48,7 @@ fn latency_histogram() -> Histogram {
 /// The instruments code updates as it runs.
 pub struct Metrics {
     pub rpc_requests: Family<RpcLabels, Counter>,
-    pub rpc_duration: Family<MethodLabel, Histogram, fn() -> Histogram>,
+    pub rpc_duration: Family<RpcLabels, Histogram, fn() -> Histogram>,
     pub call_events: Family<OutcomeLabel, Counter>,
     pub call_event_ack: Histogram,
     /// Events committed to the feed and not yet numbered, as the sequencer last saw them.
@@ -203,7 +198,7 @@ pub fn registry(metrics: &Arc<Metrics>, sources: Sources) -> Registry {
     );
     registry.register(
         "switchboard_rpc_duration_seconds",
-        "Time from an RPC's request to its response headers (for a stream: until it opened)",
+        "Time from an RPC's request to its response headers (for a stream: until it opened), by method and gRPC status code",
         metrics.rpc_duration.clone(),
     );
     registry.register(

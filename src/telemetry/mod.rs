@@ -5,12 +5,13 @@
 //! - **Logs:** human or JSON lines on stderr; `RUST_LOG` overrides the default `info` level.
 //! - **Traces:** exported over OTLP/gRPC when an endpoint is configured (off otherwise). A span
 //!   per RPC ([`RpcSpanLayer`], which continues the caller's W3C `traceparent`), per domain
-//!   operation (`#[tracing::instrument]`), and per Redis command (`redis_link`). Each database
-//!   statement is an event on the span that ran it (sqlx's statement log: the SQL with its `$n`
+//!   operation (`#[tracing::instrument]`), per Redis command (`redis_link`), and per SQL
+//!   statement ([`statement_spans`], from sqlx's statement log: the SQL with its `$n`
 //!   placeholders and the time taken, never the values). Sampling is parent-based: a sampled
 //!   caller is always traced, an unsampled one never, and new traces at `sample_ratio`.
 
 mod rpc_span;
+mod statement_spans;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig as _;
@@ -85,16 +86,21 @@ pub fn init(format: LogFormat, traces: &TraceSettings) -> Telemetry {
             }
         },
     };
-    // Traces take the info spans, Switchboard's own debug spans (RPCs, Redis commands) and
-    // sqlx's statement log (events on the span that ran the statement).
+    // Traces take the info spans and Switchboard's own debug spans (RPCs, Redis commands);
+    // sqlx's statement log becomes a span per statement.
     let traces = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("switchboard"))
-            .with_filter(EnvFilter::new("info,switchboard=debug,sqlx::query=debug"))
+            .with_filter(EnvFilter::new("info,switchboard=debug"))
+    });
+    let statements = provider.as_ref().map(|provider| {
+        statement_spans::StatementSpans::new(provider.tracer("switchboard"))
+            .with_filter(EnvFilter::new("sqlx::query=debug"))
     });
     let installed = tracing_subscriber::registry()
         .with(logs)
         .with(traces)
+        .with(statements)
         .try_init();
     drop(installed);
     Telemetry { provider }

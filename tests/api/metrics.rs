@@ -114,7 +114,7 @@ async fn metrics_move_with_rpcs_pops_call_events_and_agent_streams() {
     );
     assert_eq!(
         moved(
-            r#"switchboard_rpc_duration_seconds_count{method="switchboard.v1.ScreenPopService/Lookup"}"#
+            r#"switchboard_rpc_duration_seconds_count{method="switchboard.v1.ScreenPopService/Lookup",code="OK"}"#
         ),
         2.0
     );

@@ -170,14 +170,19 @@ async fn spans_continue_the_callers_trace_with_children_and_no_pii() {
         !children.is_empty(),
         "the work under the RPC hangs under its span: {spans:#?}"
     );
-    // Database statements are events on the span that ran them: SQL with placeholders only.
-    let statements: Vec<&str> = spans
+    // Each SQL statement is a CLIENT span under the work that ran it: SQL with placeholders.
+    let statements: Vec<&Span> = spans
         .iter()
-        .flat_map(|s| s.events.iter())
-        .filter(|e| e.attributes.iter().any(|kv| kv.key == "db.statement"))
-        .map(|e| e.name.as_str())
+        .filter(|s| s.attributes.iter().any(|kv| kv.key == "db.statement"))
         .collect();
-    assert!(!statements.is_empty(), "statement events: {spans:#?}");
+    assert!(!statements.is_empty(), "statement spans: {spans:#?}");
+    for statement in &statements {
+        assert_eq!(statement.kind, SpanKind::Client as i32);
+        assert!(
+            spans.iter().any(|s| s.span_id == statement.parent_span_id),
+            "a statement's parent is a span of the same trace"
+        );
+    }
     for span in &spans {
         let text = attribute_text(span);
         for secret in ["Grace", "Hopper", "4155550177", "555-0177"] {
