@@ -164,6 +164,13 @@ impl Collector for Sources {
             "PostgreSQL connections open and idle",
             idle,
         )?;
+        let max = i64::from(self.pool.options().get_max_connections());
+        gauge(
+            e,
+            "switchboard_db_pool_max",
+            "PostgreSQL connections this instance may open",
+            max,
+        )?;
         let redis_failures = self.redis.as_ref().map_or(0, |r| r.failures());
         counter(
             e,

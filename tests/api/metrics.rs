@@ -135,6 +135,7 @@ async fn metrics_move_with_rpcs_pops_call_events_and_agent_streams() {
         value(&after, "switchboard_db_pool_in_use") + value(&after, "switchboard_db_pool_idle")
             >= 1.0
     );
+    assert!(value(&after, "switchboard_db_pool_max") >= 1.0);
     // The feed numbers the events within a sequencer pass or two.
     assert!(
         eventually(std::time::Duration::from_secs(5), || async {
