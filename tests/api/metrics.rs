@@ -50,10 +50,20 @@ async fn metrics_move_with_rpcs_pops_call_events_and_agent_streams() {
     let before = scrape(&app).await;
     assert_eq!(value(&before, "switchboard_agent_streams_open"), 0.0);
 
-    // Pops: the first misses the cache and queries PostgreSQL, the second is a cache hit.
+    // Pops: the first misses the cache and queries PostgreSQL; they go on until one is answered
+    // from Redis (the card is cached once the creation's invalidation has been relayed).
     app.create_customer("Ada Lovelace", &["+14155550100"]).await;
-    app.pop("+14155550100").await;
-    app.pop("+14155550100").await;
+    let mut pops = 0.0;
+    let mut cached = false;
+    for _ in 0..50 {
+        pops += 1.0;
+        if app.pop("+14155550100").await.1 == v1::PopSource::Cache {
+            cached = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(cached, "the card is cached within 50 pops");
     // An RPC that fails.
     let missing = app
         .customers
@@ -110,13 +120,13 @@ async fn metrics_move_with_rpcs_pops_call_events_and_agent_streams() {
         moved(
             r#"switchboard_rpc_requests_total{method="switchboard.v1.ScreenPopService/Lookup",code="OK"}"#
         ),
-        2.0
+        pops
     );
     assert_eq!(
         moved(
             r#"switchboard_rpc_duration_seconds_count{method="switchboard.v1.ScreenPopService/Lookup",code="OK"}"#
         ),
-        2.0
+        pops
     );
     assert_eq!(
         moved(r#"switchboard_call_events_total{outcome="accepted"}"#),
@@ -128,6 +138,7 @@ async fn metrics_move_with_rpcs_pops_call_events_and_agent_streams() {
     );
     assert_eq!(moved("switchboard_call_event_ack_seconds_count"), 6.0);
     assert!(moved("switchboard_call_event_ack_seconds_sum") > 0.0);
+    // At least the pop answered from Redis (the call events' pops may hit the cache too).
     assert!(moved("switchboard_screen_pop_cache_hits_total") >= 1.0);
     assert!(moved("switchboard_screen_pop_database_queries_total") >= 1.0);
     assert_eq!(value(&after, "switchboard_agent_streams_open"), 1.0);
