@@ -44,7 +44,7 @@ use crate::import::grpc::ImportGrpc;
 use crate::interactions::Interactions;
 use crate::interactions::grpc::InteractionGrpc;
 use crate::live::Live;
-use crate::metrics::{Metrics, RpcMetricsLayer};
+use crate::metrics::Metrics;
 use crate::privacy::Privacy;
 use crate::privacy::grpc::PrivacyGrpc;
 use crate::proto::v1::activity_service_server::ActivityServiceServer;
@@ -70,7 +70,7 @@ use crate::screenpop::grpc::ScreenPopGrpc;
 use crate::screenpop::{PopInvalidator, PopStats, ScreenPops};
 use crate::segments::Segmentation;
 use crate::segments::grpc::SegmentationGrpc;
-use crate::telemetry::RpcSpanLayer;
+use crate::telemetry::RpcLayer;
 
 /// Services whose health follows PostgreSQL; "" is the server as a whole.
 const HEALTH_SERVICES: &[&str] = &[
@@ -307,8 +307,7 @@ impl Application {
         let server = builder
             .max_concurrent_streams(limits.max_concurrent_streams)
             .timeout(limits.default_deadline)
-            .layer(RpcSpanLayer)
-            .layer(RpcMetricsLayer::new(Arc::clone(&metrics)))
+            .layer(RpcLayer::new(Arc::clone(&metrics)))
             .layer(AdmissionLayer::new(limits.max_in_flight))
             .layer(AuthLayer::new(authenticator, limiter, auditor.clone()))
             .add_service(health_service)

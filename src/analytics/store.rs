@@ -172,7 +172,8 @@ pub async fn conversions(
     window: &Window,
     grouping: Grouping,
 ) -> sqlx::Result<BTreeMap<String, (i64, i64)>> {
-    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+    pairs_by_key(
+        conn,
         "SELECT CASE $3 \
              WHEN 'campaign' THEN t.campaign_id::text \
              WHEN 'agent' THEN t.agent_id \
@@ -187,18 +188,11 @@ pub async fn conversions(
          WHERE t.at >= $1 AND t.at < $2 \
            AND (cardinality($5::text[]) = 0 OR t.agent_id = ANY($5)) \
          GROUP BY 1",
+        query,
+        window,
+        grouping,
     )
-    .bind(window.start)
-    .bind(window.end)
-    .bind(grouping.as_str())
-    .bind(&query.time_zone)
-    .bind(&query.agents)
-    .fetch_all(conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(key, reached, converted)| (key, (reached, converted)))
-        .collect())
+    .await
 }
 
 /// Agent time in the window from the agents' state history, per group key: (occupied ms, idle
@@ -211,7 +205,8 @@ pub async fn agent_time(
     window: &Window,
     grouping: Grouping,
 ) -> sqlx::Result<BTreeMap<String, (f64, f64)>> {
-    let rows: Vec<(String, f64, f64)> = sqlx::query_as(
+    pairs_by_key(
+        conn,
         "WITH changes AS ( \
            SELECT s.agent_id, s.state, s.at, s.id FROM agent_state_changes s \
            WHERE s.at >= $1 AND s.at < $2 \
@@ -255,16 +250,32 @@ pub async fn agent_time(
          FROM pieces p LEFT JOIN agents a ON a.agent_id = p.agent_id \
          WHERE p.until > p.since \
          GROUP BY 1",
+        query,
+        window,
+        grouping,
     )
-    .bind(window.start)
-    .bind(window.end)
-    .bind(grouping.as_str())
-    .bind(&query.time_zone)
-    .bind(&query.agents)
-    .fetch_all(conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(key, occupied, idle)| (key, (occupied, idle)))
-        .collect())
+    .await
+}
+
+/// Runs a per-group query that takes ($1 start, $2 end, $3 grouping, $4 time zone, $5 agents)
+/// and returns (key, a, b) rows, as a map from key to (a, b).
+async fn pairs_by_key<A, B>(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    query: &Query,
+    window: &Window,
+    grouping: Grouping,
+) -> sqlx::Result<BTreeMap<String, (A, B)>>
+where
+    (String, A, B): for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    let rows: Vec<(String, A, B)> = sqlx::query_as(sql)
+        .bind(window.start)
+        .bind(window.end)
+        .bind(grouping.as_str())
+        .bind(&query.time_zone)
+        .bind(&query.agents)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.into_iter().map(|(key, a, b)| (key, (a, b))).collect())
 }

@@ -210,6 +210,19 @@ impl Board {
             .await
     }
 
+    /// Gives up this instance's claim (after a failed rebuild), so the next attempt may go.
+    pub async fn release_rebuild(&self) -> Result<(), RedisLinkError> {
+        let key = self.link.key("live:rebuild");
+        self.link
+            .run(|mut conn| async move {
+                redis::cmd("DEL")
+                    .arg(&key)
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
+            .await
+    }
+
     /// Whether this instance should rebuild now: true for one instance per `period`.
     pub async fn claim_rebuild(&self, period: Duration) -> Result<bool, RedisLinkError> {
         let key = self.link.key("live:rebuild");

@@ -196,6 +196,19 @@ impl Default for LiveSettings {
     }
 }
 
+/// How soon a failed rebuild is tried again.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+
+/// What a rebuild attempt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rebuild {
+    Done,
+    /// Another instance rebuilt within the period, or there is no Redis.
+    NotMine,
+    /// Redis failed on the way; the copy is as it was.
+    RedisFailed,
+}
+
 #[derive(Clone)]
 pub struct Live {
     pool: PgPool,
@@ -267,22 +280,29 @@ impl Live {
     }
 
     /// Rebuilds the Redis copy from PostgreSQL, when no other instance did within the period.
-    /// Returns whether this instance did it.
-    pub async fn reconcile(&self) -> Result<bool, LiveError> {
+    /// Says whether this instance rebuilt it, left it to another, or met a Redis failure.
+    pub async fn reconcile(&self) -> Result<Rebuild, LiveError> {
         let Some(board) = &self.board else {
-            return Ok(false);
+            return Ok(Rebuild::NotMine);
         };
-        if !board
-            .claim_rebuild(self.settings.reconcile_every)
-            .await
-            .unwrap_or(false)
-        {
-            return Ok(false);
+        match board.claim_rebuild(self.settings.reconcile_every).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(Rebuild::NotMine),
+            Err(_) => return Ok(Rebuild::RedisFailed),
         }
+        let rebuilt = self.rebuild(board).await;
+        if !matches!(rebuilt, Ok(Rebuild::Done)) {
+            // Let the next attempt (here or elsewhere) go at once rather than a period later.
+            board.release_rebuild().await.ok();
+        }
+        rebuilt
+    }
+
+    async fn rebuild(&self, board: &Board) -> Result<Rebuild, LiveError> {
         // What Redis held before PostgreSQL is read: an entry there that PostgreSQL no longer has
         // as live ended before the read, and is removed unless it changed in between.
         let Ok(before) = board.snapshot().await else {
-            return Ok(false);
+            return Ok(Rebuild::RedisFailed);
         };
         let (calls, agents) = self.read_database().await?;
         let live: HashMap<&str, ()> = calls.iter().map(|c| (c.key.as_str(), ())).collect();
@@ -327,12 +347,13 @@ impl Live {
         .await;
         if let Err(error) = result {
             tracing::debug!(%error, "live copy not rebuilt; Redis unavailable");
-            return Ok(false);
+            return Ok(Rebuild::RedisFailed);
         }
-        Ok(true)
+        Ok(Rebuild::Done)
     }
 
-    /// Rebuilds the copy every `reconcile_every` until `stop` changes.
+    /// Rebuilds the copy every `reconcile_every` until `stop` changes; after a failure, again
+    /// within half a second, so a copy never stays unbuilt for a whole period.
     pub fn spawn_reconciler(
         &self,
         mut stop: tokio::sync::watch::Receiver<bool>,
@@ -342,16 +363,21 @@ impl Live {
             if this.board.is_none() {
                 return;
             }
-            let mut tick = tokio::time::interval(this.settings.reconcile_every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut wait = Duration::ZERO;
             loop {
                 tokio::select! {
-                    _ = tick.tick() => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => return,
                 }
-                if let Err(error) = this.reconcile().await {
-                    tracing::warn!(%error, "live queue state rebuild failed");
-                }
+                wait = match this.reconcile().await {
+                    Ok(Rebuild::Done | Rebuild::NotMine) => this.settings.reconcile_every,
+                    Ok(Rebuild::RedisFailed) => RETRY_AFTER.min(this.settings.reconcile_every),
+                    // PostgreSQL failed: retrying sooner would only add to its trouble.
+                    Err(error) => {
+                        tracing::warn!(%error, "live queue state rebuild failed");
+                        this.settings.reconcile_every
+                    }
+                };
             }
         })
     }

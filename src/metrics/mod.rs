@@ -2,7 +2,8 @@
 //!
 //! What each instance exports (names in `docs/OBSERVABILITY.md`):
 //! - every RPC and its latency to the response headers (for a stream: until it opened), by
-//!   method and status code, from a tower layer ([`RpcMetricsLayer`]);
+//!   method and status code, from the RPC layer (`crate::telemetry::RpcLayer`, which also opens
+//!   each RPC's trace span);
 //! - call events acknowledged, by outcome, and the time from receipt to the ack;
 //! - screen-pop cache hits, pin hits, PostgreSQL lookups and cache bypasses (fallbacks);
 //! - agent streams open, PostgreSQL pool connections in use and idle, Redis failures, and the
@@ -11,7 +12,6 @@
 //!
 //! Labels are method names, codes and outcomes only: never ids, numbers or text.
 
-mod layer;
 mod server;
 
 use std::sync::Arc;
@@ -26,7 +26,6 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-pub use self::layer::RpcMetricsLayer;
 pub use self::server::serve;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

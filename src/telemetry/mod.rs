@@ -4,13 +4,13 @@
 //!
 //! - **Logs:** human or JSON lines on stderr; `RUST_LOG` overrides the default `info` level.
 //! - **Traces:** exported over OTLP/gRPC when an endpoint is configured (off otherwise). A span
-//!   per RPC ([`RpcSpanLayer`], which continues the caller's W3C `traceparent`), per domain
+//!   per RPC ([`RpcLayer`], which continues the caller's W3C `traceparent`), per domain
 //!   operation (`#[tracing::instrument]`), per Redis command (`redis_link`), and per SQL
 //!   statement ([`statement_spans`], from sqlx's statement log: the SQL with its `$n`
 //!   placeholders and the time taken, never the values). Sampling is parent-based: a sampled
 //!   caller is always traced, an unsampled one never, and new traces at `sample_ratio`.
 
-mod rpc_span;
+mod rpc_layer;
 mod statement_spans;
 
 use opentelemetry::trace::TracerProvider as _;
@@ -20,7 +20,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
-pub use self::rpc_span::RpcSpanLayer;
+pub use self::rpc_layer::RpcLayer;
 use crate::config::LogFormat;
 
 /// Where traces go, if anywhere.

@@ -161,13 +161,13 @@ async fn floor(app: &TestApp) {
     call(app, "ivr", "", &[(Offered, 0, "")]).await;
 }
 
-/// Asks until the answer comes from `source` and passes `check` (at most 5 s); returns it.
+/// Asks until the answer comes from `source` and passes `check` (at most 10 s); returns it.
 async fn settles_on(
     app: &TestApp,
     source: v1::LiveSource,
     check: impl Fn(&v1::GetLiveQueueStatsResponse) -> bool,
 ) -> v1::GetLiveQueueStatsResponse {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let response = stats(app, &[]).await;
         if response.source() == source && check(&response) {
