@@ -1,10 +1,12 @@
 //! PostgreSQL plumbing: the pool, migrations, and classifying sqlx errors into what a caller can act on.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Transaction};
 
 /// Migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -27,6 +29,47 @@ pub fn lazy_pool(database_url: &str, settings: &PoolSettings) -> Result<PgPool, 
         .acquire_timeout(settings.acquire_timeout)
         .test_before_acquire(false)
         .connect_lazy_with(options))
+}
+
+/// Tasks of this process waiting for a pooled connection right now (sqlx does not count them):
+/// the `switchboard_db_pool_waiting` gauge. Every acquisition goes through [`acquire`] or
+/// [`begin`] (clippy's `disallowed-methods` refuses `Pool::acquire` and `Pool::begin`
+/// elsewhere).
+static WAITING: AtomicI64 = AtomicI64::new(0);
+
+pub fn waiting_for_connection() -> i64 {
+    WAITING.load(Ordering::Relaxed)
+}
+
+/// Counts a waiter until dropped, however the wait ends (done, failed or cancelled).
+struct Waiter;
+
+impl Waiter {
+    fn enter() -> Self {
+        WAITING.fetch_add(1, Ordering::Relaxed);
+        Waiter
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        WAITING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A pooled connection, counted while it is awaited.
+#[allow(clippy::disallowed_methods)]
+pub async fn acquire(pool: &PgPool) -> sqlx::Result<PoolConnection<Postgres>> {
+    let _waiting = Waiter::enter();
+    pool.acquire().await
+}
+
+/// A transaction on a pooled connection, counted as waiting until it has begun (the wait for
+/// the connection, plus the BEGIN round trip).
+#[allow(clippy::disallowed_methods)]
+pub async fn begin(pool: &PgPool) -> sqlx::Result<Transaction<'static, Postgres>> {
+    let _waiting = Waiter::enter();
+    pool.begin().await
 }
 
 /// Waits until PostgreSQL answers, retrying every 500 ms for at most `patience`.
@@ -96,3 +139,36 @@ macro_rules! from_sqlx {
     };
 }
 pub(crate) use from_sqlx;
+
+#[cfg(test)]
+mod waiting_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_waiting_for_a_connection_is_counted_until_it_gives_up() {
+        // A "server" that accepts and never answers: the connection attempt hangs.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let address = listener.local_addr().expect("address");
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let settings = PoolSettings {
+            max_connections: 1,
+            acquire_timeout: Duration::from_millis(400),
+        };
+        let pool =
+            lazy_pool(&format!("postgres://nobody@{address}/none"), &settings).expect("a pool");
+        let before = waiting_for_connection();
+        let waiter = tokio::spawn(async move { acquire(&pool).await.is_err() });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(waiting_for_connection(), before + 1);
+        assert!(waiter.await.expect("joined"), "it gives up at the timeout");
+        assert_eq!(waiting_for_connection(), before);
+        silent.abort();
+    }
+}

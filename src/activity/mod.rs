@@ -126,7 +126,7 @@ impl Activity {
     /// Records or updates an order and returns it with the customer's lifetime value.
     #[tracing::instrument(skip_all, fields(system = %new.system))]
     pub async fn record_order(&self, new: NewOrder) -> Result<(Order, Vec<Money>), ActivityError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         let customer_id = store::resolve_customer(&mut tx, &new.customer)
             .await?
             .ok_or(ActivityError::CustomerNotFound)?;
@@ -168,7 +168,7 @@ impl Activity {
         mut new: NewServiceEvent,
     ) -> Result<ServiceEvent, ActivityError> {
         new.description = card_data::mask(&new.description).into_owned();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         let customer_id = store::resolve_customer(&mut tx, &new.customer)
             .await?
             .ok_or(ActivityError::CustomerNotFound)?;

@@ -74,7 +74,7 @@ impl Agents {
 
     /// Makes the agent known (it may then be named in call events).
     pub async fn ensure_known(&self, agent_id: &str) -> Result<(), AgentError> {
-        store::ensure_known(&mut *self.pool.acquire().await?, agent_id).await?;
+        store::ensure_known(&mut *crate::db::acquire(&self.pool).await?, agent_id).await?;
         Ok(())
     }
 
@@ -86,7 +86,7 @@ impl Agents {
         state: AgentState,
         reason: &str,
     ) -> Result<StateChange, AgentError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         store::ensure_known(&mut tx, agent_id).await?;
         let current = store::lock_current(&mut tx, agent_id)
             .await?
@@ -102,7 +102,7 @@ impl Agents {
 
     /// Puts the agent in `team` ("" for none); an unknown agent becomes known.
     pub async fn set_team(&self, agent_id: &str, team: &str) -> Result<(), AgentError> {
-        store::set_team(&mut *self.pool.acquire().await?, agent_id, team).await?;
+        store::set_team(&mut *crate::db::acquire(&self.pool).await?, agent_id, team).await?;
         Ok(())
     }
 
@@ -113,7 +113,12 @@ impl Agents {
         agent_id: &str,
         queues: &[String],
     ) -> Result<Vec<String>, AgentError> {
-        let stored = store::set_queues(&mut *self.pool.acquire().await?, agent_id, queues).await?;
+        let stored = store::set_queues(
+            &mut *crate::db::acquire(&self.pool).await?,
+            agent_id,
+            queues,
+        )
+        .await?;
         self.live.record_agent(agent_id).await;
         Ok(stored)
     }
@@ -123,7 +128,7 @@ impl Agents {
         agent_id: &str,
         limit: i64,
     ) -> Result<Vec<StateChange>, AgentError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = crate::db::acquire(&self.pool).await?;
         if store::lock_current(&mut conn, agent_id).await?.is_none() {
             return Err(AgentError::NotFound);
         }

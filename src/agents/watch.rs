@@ -115,7 +115,7 @@ impl Watcher {
     }
 
     async fn current_calls(&self, agent_id: &str) -> Result<Vec<CallView>, AgentError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = crate::db::acquire(&self.pool).await?;
         Ok(calls::active_calls_for_agent(&mut conn, agent_id).await?)
     }
 

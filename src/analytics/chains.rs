@@ -28,7 +28,7 @@ pub async fn catch_up(pool: &PgPool) -> sqlx::Result<()> {
 /// One pass over at most `BATCH` notes; without `wait`, none when another instance is in a pass.
 /// Returns the number of notes taken.
 async fn pass(pool: &PgPool, wait: bool) -> sqlx::Result<i64> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     if wait {
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(LOCK)

@@ -139,7 +139,7 @@ impl Analytics {
     pub async fn kpis(&self, query: &Query) -> Result<Report, AnalyticsError> {
         // Every call committed before this request has its next contact stamped.
         chains::catch_up(&self.pool).await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx)
             .await?;

@@ -69,7 +69,7 @@ pub async fn insert_batch(
         data.push_str(outcome);
         data.push('\n');
     }
-    let mut conn = pool.acquire().await?;
+    let mut conn = crate::db::acquire(pool).await?;
     let mut copy = conn
         .copy_in_raw(
             "COPY audit_events (actor, role, rpc, customer_id, request_id, outcome) FROM STDIN",
@@ -131,7 +131,7 @@ pub async fn list(
     .bind(f.until)
     .bind(before_id)
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(&mut *crate::db::acquire(pool).await?)
     .await?;
     Ok(rows
         .into_iter()

@@ -27,7 +27,7 @@ pub async fn create(
     .bind(subject)
     .bind(role.as_str())
     .bind(gateway_id)
-    .execute(pool)
+    .execute(&mut *crate::db::acquire(pool).await?)
     .await?;
     Ok(key)
 }
@@ -38,7 +38,7 @@ pub async fn lookup(pool: &PgPool, key_hash: &[u8; 32]) -> sqlx::Result<Option<P
         "SELECT subject, role, gateway_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
     )
     .bind(key_hash.as_slice())
-    .fetch_optional(pool)
+    .fetch_optional(&mut *crate::db::acquire(pool).await?)
     .await?;
     Ok(row.and_then(|(subject, role, gateway_id)| {
         Some(Principal {

@@ -191,7 +191,7 @@ async fn commit_batch(
     let named: HashSet<&str> = events.iter().flat_map(|(e, _)| e.agents()).collect();
     let named: Vec<&str> = named.into_iter().collect();
 
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     store::lock_calls(&mut tx, &keys).await?;
     let stored = store::stored_acks(&mut tx, &event_keys).await?;
     let unknown: HashSet<String> = store::unknown_agents(&mut tx, &named)

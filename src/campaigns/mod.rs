@@ -209,17 +209,17 @@ impl Campaigns {
 
     #[tracing::instrument(skip_all)]
     pub async fn create(&self, request_id: &str, fields: CampaignFields) -> Result<Campaign> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = crate::db::acquire(&self.pool).await?;
         if let Some(existing) = store::find_by_request_id(&mut conn, request_id).await? {
             return Ok(existing);
         }
         drop(conn);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         let id = Uuid::new_v4();
         if !store::insert(&mut tx, id, request_id, &fields).await? {
             // A concurrent retry with the same request id won.
             drop(tx);
-            let mut conn = self.pool.acquire().await?;
+            let mut conn = crate::db::acquire(&self.pool).await?;
             return store::find_by_request_id(&mut conn, request_id)
                 .await?
                 .ok_or(CampaignError::NotFound);
@@ -236,14 +236,14 @@ impl Campaigns {
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Campaign> {
-        store::load(&mut *self.pool.acquire().await?, id)
+        store::load(&mut *crate::db::acquire(&self.pool).await?, id)
             .await?
             .ok_or(CampaignError::NotFound)
     }
 
     #[tracing::instrument(skip(self, patch))]
     pub async fn update(&self, id: Uuid, version: i64, patch: CampaignPatch) -> Result<Campaign> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         let mut campaign = store::load_for_update(&mut tx, id)
             .await?
             .ok_or(CampaignError::NotFound)?;
@@ -331,7 +331,7 @@ impl Campaigns {
         let after = pages.after(page_token)?;
         let limit = page_size.clamp(1, 100) as usize;
         let fetched = store::list(
-            &mut *self.pool.acquire().await?,
+            &mut *crate::db::acquire(&self.pool).await?,
             status,
             after,
             limit as i64 + 1,
@@ -345,7 +345,7 @@ impl Campaigns {
     }
 
     pub async fn stats(&self, id: Uuid) -> Result<CampaignStats> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = crate::db::acquire(&self.pool).await?;
         let campaign = store::load(&mut conn, id)
             .await?
             .ok_or(CampaignError::NotFound)?;
@@ -355,7 +355,7 @@ impl Campaigns {
     /// Adds members; the pops of those added start showing the campaign's offer.
     #[tracing::instrument(skip_all, fields(campaign_id = %id))]
     pub async fn add_members(&self, id: Uuid, members: Members) -> Result<Added> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         let campaign = store::load_for_share(&mut tx, id)
             .await?
             .ok_or(CampaignError::NotFound)?;
@@ -389,7 +389,7 @@ impl Campaigns {
     #[tracing::instrument(skip(self))]
     pub async fn next_contact(&self, id: Uuid, agent_id: &str) -> Result<NextContact> {
         let now = Utc::now();
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = crate::db::acquire(&self.pool).await?;
         let campaign = store::load(&mut conn, id)
             .await?
             .ok_or(CampaignError::NotFound)?;
@@ -429,7 +429,7 @@ impl Campaigns {
         callback_at: Option<DateTime<Utc>>,
         acting_agent: Option<&str>,
     ) -> Result<Recorded> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         let lease = store::load_lease(&mut tx, lease_id)
             .await?
             .ok_or(CampaignError::LeaseNotFound)?;

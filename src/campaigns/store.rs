@@ -613,7 +613,7 @@ pub async fn running_offers(pool: &PgPool) -> sqlx::Result<Vec<(String, Offer)>>
          FROM campaign_numbers n JOIN campaigns c ON c.id = n.campaign_id \
          WHERE c.status = 'active' AND c.ends_at > now()",
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *crate::db::acquire(pool).await?)
     .await?;
     Ok(rows
         .into_iter()

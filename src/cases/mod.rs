@@ -201,12 +201,13 @@ impl Cases {
     #[tracing::instrument(skip_all, fields(customer_id = %new.customer_id))]
     pub async fn open(&self, mut new: NewCase) -> Result<Case> {
         if let Some(existing) =
-            store::find_by_request_id(&mut *self.pool.acquire().await?, &new.request_id).await?
+            store::find_by_request_id(&mut *crate::db::acquire(&self.pool).await?, &new.request_id)
+                .await?
         {
             return Ok(existing);
         }
         new.description = card_data::mask(&new.description).into_owned();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         if !crate::customers::is_live(&mut tx, new.customer_id).await? {
             return Err(CaseError::CustomerNotFound);
         }
@@ -214,7 +215,7 @@ impl Cases {
         let now = Utc::now();
         if !store::insert(&mut tx, id, &new, now, self.sla.due(now, new.priority)).await? {
             drop(tx);
-            let mut conn = self.pool.acquire().await?;
+            let mut conn = crate::db::acquire(&self.pool).await?;
             return store::find_by_request_id(&mut conn, &new.request_id)
                 .await?
                 .ok_or(CaseError::NotFound);
@@ -232,7 +233,7 @@ impl Cases {
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Case> {
-        store::load(&mut *self.pool.acquire().await?, id)
+        store::load(&mut *crate::db::acquire(&self.pool).await?, id)
             .await?
             .ok_or(CaseError::NotFound)
     }
@@ -245,7 +246,7 @@ impl Cases {
         patch: CasePatch,
         actor: &str,
     ) -> Result<Case> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         let mut case = store::load_for_update(&mut tx, id)
             .await?
             .ok_or(CaseError::NotFound)?;
@@ -307,7 +308,7 @@ impl Cases {
 
     #[tracing::instrument(skip(self))]
     pub async fn assign(&self, id: Uuid, assignee: Assignee, actor: &str) -> Result<Case> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         let mut case = store::load_for_update(&mut tx, id)
             .await?
             .ok_or(CaseError::NotFound)?;
@@ -336,7 +337,7 @@ impl Cases {
 
     #[tracing::instrument(skip(self, text))]
     pub async fn comment(&self, case_id: Uuid, text: &str, actor: &str) -> Result<Comment> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         let case = store::load_for_update(&mut tx, case_id)
             .await?
             .ok_or(CaseError::NotFound)?;
@@ -375,7 +376,7 @@ impl Cases {
         };
         let limit = page_size.clamp(1, 100) as usize;
         let mut items = store::list(
-            &mut *self.pool.acquire().await?,
+            &mut *crate::db::acquire(&self.pool).await?,
             &filter,
             after,
             limit as i64 + 1,
@@ -402,7 +403,7 @@ impl Cases {
     }
 
     pub async fn history(&self, case_id: Uuid) -> Result<Vec<Change>> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = crate::db::acquire(&self.pool).await?;
         store::load(&mut conn, case_id)
             .await?
             .ok_or(CaseError::NotFound)?;

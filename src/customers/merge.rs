@@ -69,7 +69,7 @@ impl Customers {
         if survivor == duplicate {
             return Err(CustomerError::Merge(MergeError::SameCustomer));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         let live = store::lock_pair(&mut tx, survivor, duplicate).await?;
         if live.len() != 2 {
             return Err(CustomerError::NotFound);
@@ -161,7 +161,7 @@ impl Customers {
     /// Undoes the merge in force whose duplicate is `duplicate`; returns (survivor, duplicate).
     #[tracing::instrument(skip(self))]
     pub async fn unmerge(&self, duplicate: Uuid) -> Result<(Customer, Customer)> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         let (merge_id, survivor, lineage) = store::merge_in_force(&mut tx, duplicate)
             .await?
             .ok_or(CustomerError::Merge(MergeError::NoMerge))?;
@@ -236,7 +236,7 @@ impl Customers {
         id: Uuid,
         limit: i64,
     ) -> Result<Vec<(Customer, Vec<String>)>> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = crate::db::acquire(&self.pool).await?;
         super::store::load(&mut conn, id)
             .await?
             .ok_or(CustomerError::NotFound)?;

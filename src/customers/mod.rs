@@ -323,7 +323,7 @@ impl Customers {
         }
         let id = Uuid::new_v4();
         tracing::Span::current().record("customer_id", tracing::field::display(id));
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         if let Err(error) = store::insert_customer(&mut tx, id, &new).await {
             // A concurrent retry with the same request id won the race: answer with its customer.
             if let (Some(request_id), Failure::UniqueViolation("customers_create_request_id_key")) =
@@ -356,7 +356,7 @@ impl Customers {
 
     #[tracing::instrument(skip(self))]
     pub async fn get(&self, id: Uuid) -> Result<Customer> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = crate::db::acquire(&self.pool).await?;
         self.resolve_merged(&mut conn, id)
             .await?
             .ok_or(CustomerError::NotFound)
@@ -364,7 +364,7 @@ impl Customers {
 
     #[tracing::instrument(skip(self, patch))]
     pub async fn update(&self, id: Uuid, version: i64, patch: ProfilePatch) -> Result<Customer> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         let mut customer = lock_version(&mut tx, id, Some(version)).await?;
         patch.apply(&mut customer.profile);
         store::update_profile(&mut tx, id, &customer.profile).await?;
@@ -373,7 +373,7 @@ impl Customers {
 
     #[tracing::instrument(skip(self))]
     pub async fn delete(&self, id: Uuid, version: Option<i64>) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         let Some(current) = store::lock_for_delete(&mut tx, id).await? else {
             return Err(CustomerError::NotFound);
         };
@@ -400,7 +400,7 @@ impl Customers {
             token => Some(PageToken::decode(token, &fingerprint)?),
         };
         let limit = page_size.clamp(1, MAX_PAGE_SIZE);
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = crate::db::acquire(&self.pool).await?;
         let mut ids = store::search_ids(&mut conn, &query, after.as_ref(), limit + 1).await?;
         let more = ids.len() > limit as usize;
         ids.truncate(limit as usize);
@@ -427,7 +427,7 @@ impl Customers {
 
     #[tracing::instrument(skip(self, new))]
     pub async fn add_contact_point(&self, id: Uuid, new: NewContactPoint) -> Result<Customer> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         lock_version(&mut tx, id, None).await?;
         if new.primary {
             store::clear_primary(&mut tx, id, new.value.kind()).await?;
@@ -440,7 +440,7 @@ impl Customers {
 
     #[tracing::instrument(skip(self))]
     pub async fn remove_contact_point(&self, id: Uuid, contact_point_id: Uuid) -> Result<Customer> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         lock_version(&mut tx, id, None).await?;
         let removed = store::delete_contact_point(&mut tx, id, contact_point_id)
             .await?
@@ -460,7 +460,7 @@ impl Customers {
         id: Uuid,
         reference: ExternalReference,
     ) -> Result<Customer> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         lock_version(&mut tx, id, None).await?;
         match store::external_reference_owner(&mut tx, &reference).await? {
             Some(owner) if owner == id => {

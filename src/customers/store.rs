@@ -70,7 +70,7 @@ pub(super) async fn find_by_request_id(
 ) -> sqlx::Result<Option<Uuid>> {
     sqlx::query_scalar("SELECT id FROM customers WHERE create_request_id = $1")
         .bind(request_id)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *crate::db::acquire(pool).await?)
         .await
 }
 

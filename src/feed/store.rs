@@ -87,7 +87,7 @@ pub async fn poll(pool: &PgPool) -> sqlx::Result<(Head, i64)> {
            (SELECT count(*) FROM feed_events WHERE position IS NULL) \
          FROM feed_head",
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *crate::db::acquire(pool).await?)
     .await?;
     Ok((
         Head {
@@ -101,7 +101,7 @@ pub async fn poll(pool: &PgPool) -> sqlx::Result<(Head, i64)> {
 /// Numbers up to `limit` committed events, unless another instance is doing it right now.
 /// Returns the new head position when this call numbered any.
 pub async fn sequence(pool: &PgPool, limit: i64) -> sqlx::Result<Option<i64>> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let Some(head): Option<i64> =
         sqlx::query_scalar("SELECT position FROM feed_head FOR UPDATE SKIP LOCKED")
             .fetch_optional(&mut *tx)
@@ -135,7 +135,7 @@ pub async fn sequence(pool: &PgPool, limit: i64) -> sqlx::Result<Option<i64>> {
 /// Deletes up to `limit` of the oldest events created before `cutoff`, in position order.
 /// Returns how many went.
 pub async fn prune(pool: &PgPool, cutoff: DateTime<Utc>, limit: i64) -> sqlx::Result<u64> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let Some(pruned): Option<i64> =
         sqlx::query_scalar("SELECT pruned_through FROM feed_head FOR UPDATE SKIP LOCKED")
             .fetch_optional(&mut *tx)
@@ -204,6 +204,6 @@ pub async fn after(
     .bind(after)
     .bind(topics)
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(&mut *crate::db::acquire(pool).await?)
     .await
 }

@@ -268,7 +268,7 @@ impl FeedbackDesk {
     /// Records feedback; returns it and whether this call opened its case.
     #[tracing::instrument(skip_all, fields(source = new.source.as_str()))]
     pub async fn submit(&self, mut new: NewFeedback) -> Result<(Feedback, bool)> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = crate::db::acquire(&self.pool).await?;
         if let Some(existing) = store::find_by_request_id(&mut conn, &new.request_id).await? {
             return Ok((existing, false));
         }
@@ -280,7 +280,7 @@ impl FeedbackDesk {
             .unwrap_or(Sentiment::Neutral);
         let negative = sentiment == Sentiment::Negative
             || new.score.is_some_and(|s| s.is_low(self.thresholds));
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         if let Some(customer) = new.customer_id
             && !crate::customers::is_live(&mut tx, customer).await?
         {
@@ -289,7 +289,7 @@ impl FeedbackDesk {
         let id = Uuid::new_v4();
         if !store::insert(&mut tx, id, &new, sentiment).await? {
             drop(tx);
-            let mut conn = self.pool.acquire().await?;
+            let mut conn = crate::db::acquire(&self.pool).await?;
             let existing = store::find_by_request_id(&mut conn, &new.request_id)
                 .await?
                 .ok_or(FeedbackError::NotFound)?;
@@ -332,7 +332,7 @@ impl FeedbackDesk {
     }
 
     pub async fn get(&self, id: Uuid) -> Result<(Feedback, Vec<Change>)> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = crate::db::acquire(&self.pool).await?;
         let feedback = store::load(&mut conn, id)
             .await?
             .ok_or(FeedbackError::NotFound)?;
@@ -349,7 +349,7 @@ impl FeedbackDesk {
         actor: &str,
     ) -> Result<Feedback> {
         let due_at = due_at.trunc_subsecs(6);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         let mut item = store::load_for_update(&mut tx, id)
             .await?
             .ok_or(FeedbackError::NotFound)?;
@@ -397,7 +397,7 @@ impl FeedbackDesk {
         resolution: Option<String>,
         actor: &str,
     ) -> Result<Feedback> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         let mut item = store::load_for_update(&mut tx, id)
             .await?
             .ok_or(FeedbackError::NotFound)?;
@@ -453,7 +453,7 @@ impl FeedbackDesk {
         let after = pages.after(page_token)?;
         let limit = page_size.clamp(1, 100) as usize;
         let fetched = store::list(
-            &mut *self.pool.acquire().await?,
+            &mut *crate::db::acquire(&self.pool).await?,
             &filter,
             after,
             limit as i64 + 1,
@@ -467,7 +467,7 @@ impl FeedbackDesk {
     }
 
     pub async fn summary(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> Result<Summary> {
-        Ok(store::summary(&mut *self.pool.acquire().await?, since, until).await?)
+        Ok(store::summary(&mut *crate::db::acquire(&self.pool).await?, since, until).await?)
     }
 
     /// Audits, invalidates the customer's pops (open negative feedback shows there), commits.

@@ -386,7 +386,7 @@ impl Import {
         dry_run: bool,
     ) -> Result<Self> {
         let dry_run = match dry_run {
-            true => Some(pool.begin().await?),
+            true => Some(crate::db::begin(&pool).await?),
             false => None,
         };
         Ok(Self {
@@ -429,7 +429,7 @@ impl Import {
         let mut own_tx = None;
         let tx = match &mut self.dry_run {
             Some(tx) => tx,
-            None => own_tx.insert(self.pool.begin().await?),
+            None => own_tx.insert(crate::db::begin(&self.pool).await?),
         };
         // An import grows the tables faster than their statistics follow: a plan cached on the
         // connection while a table was small turns a lookup into a scan (measured: 70 s for

@@ -166,13 +166,14 @@ impl Interactions {
     #[tracing::instrument(skip_all, fields(customer_id = %new.customer_id))]
     pub async fn log(&self, mut new: NewInteraction) -> Result<Interaction> {
         if let Some(existing) =
-            store::find_by_request_id(&mut *self.pool.acquire().await?, &new.request_id).await?
+            store::find_by_request_id(&mut *crate::db::acquire(&self.pool).await?, &new.request_id)
+                .await?
         {
             return Ok(existing);
         }
         new.notes = card_data::mask(&new.notes).into_owned();
         new.outcome = card_data::mask(&new.outcome).into_owned();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         if !crate::customers::is_live(&mut tx, new.customer_id).await? {
             return Err(InteractionError::CustomerNotFound);
         }
@@ -183,7 +184,7 @@ impl Interactions {
         if !store::insert(&mut tx, id, &new).await? {
             // A concurrent retry with the same request id won: answer with its interaction.
             drop(tx);
-            let mut conn = self.pool.acquire().await?;
+            let mut conn = crate::db::acquire(&self.pool).await?;
             return store::find_by_request_id(&mut conn, &new.request_id)
                 .await?
                 .ok_or(InteractionError::NotFound);
@@ -209,7 +210,7 @@ impl Interactions {
         disposition_code: &str,
         notes: &str,
     ) -> Result<Interaction> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         let current = store::load_for_update(&mut tx, id)
             .await?
             .ok_or(InteractionError::NotFound)?;
@@ -245,7 +246,7 @@ impl Interactions {
             fingerprint: &fingerprint,
         };
         let after = pages.after(page_token)?;
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = crate::db::acquire(&self.pool).await?;
         if !crate::customers::is_live(&mut conn, customer_id).await? {
             return Err(InteractionError::CustomerNotFound);
         }
@@ -260,11 +261,14 @@ impl Interactions {
     }
 
     pub async fn dispositions(&self) -> Result<Vec<Disposition>> {
-        Ok(store::dispositions(&mut *self.pool.acquire().await?).await?)
+        Ok(store::dispositions(&mut *crate::db::acquire(&self.pool).await?).await?)
     }
 
     pub async fn upsert_disposition(&self, disposition: Disposition) -> Result<Disposition> {
-        Ok(store::upsert_disposition(&mut *self.pool.acquire().await?, &disposition).await?)
+        Ok(
+            store::upsert_disposition(&mut *crate::db::acquire(&self.pool).await?, &disposition)
+                .await?,
+        )
     }
 }
 

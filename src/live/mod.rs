@@ -238,7 +238,7 @@ impl Live {
     /// whole and versioned); failures are left to the next rebuild.
     pub async fn record_agent(&self, agent_id: &str) {
         let Some(board) = &self.board else { return };
-        let agent = match self.pool.acquire().await {
+        let agent = match crate::db::acquire(&self.pool).await {
             Ok(mut conn) => store::agent(&mut conn, agent_id).await,
             Err(error) => Err(error),
         };
@@ -273,7 +273,7 @@ impl Live {
     }
 
     async fn read_database(&self) -> Result<(Vec<LiveCall>, Vec<LiveAgent>), LiveError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = crate::db::acquire(&self.pool).await?;
         let calls = store::live_calls(&mut conn, self.settings.stale_after).await?;
         let agents = store::agents(&mut conn).await?;
         Ok((calls, agents))

@@ -163,6 +163,12 @@ impl Collector for Sources {
             "PostgreSQL connections open and idle",
             idle,
         )?;
+        gauge(
+            e,
+            "switchboard_db_pool_waiting",
+            "Tasks waiting for a PostgreSQL connection (or for their BEGIN)",
+            crate::db::waiting_for_connection(),
+        )?;
         let max = i64::from(self.pool.options().get_max_connections());
         gauge(
             e,

@@ -78,7 +78,7 @@ impl Privacy {
     /// Reads everything in one repeatable-read snapshot, and records the export on the audit
     /// trail in the same transaction, so the export lists itself.
     pub async fn export(&self, id: Uuid) -> Result<CustomerData> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             .execute(&mut *tx)
             .await?;
@@ -104,7 +104,7 @@ impl Privacy {
     /// Erases the customer's personal data in one transaction, then purges their numbers' cached
     /// pops and pins before returning. Erasing an erased customer changes nothing.
     pub async fn erase(&self, id: Uuid) -> Result<Erasure> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         match customers::privacy::lock(&mut tx, id).await? {
             None => return Err(PrivacyError::NotFound),
             Some(Some(erased_at)) => {

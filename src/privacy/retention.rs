@@ -72,7 +72,7 @@ where
 {
     let mut total = 0;
     loop {
-        let mut tx = pool.begin().await?;
+        let mut tx = crate::db::begin(pool).await?;
         let (changed, pending) = batch(&mut tx, pops.clone()).await?;
         tx.commit().await?;
         pops.apply(pending).await;

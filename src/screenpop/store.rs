@@ -162,7 +162,7 @@ pub async fn resolve(pool: &PgPool, number: &str) -> sqlx::Result<v1::ScreenPop>
     )
     .bind(number)
     .bind(MAX_CANDIDATES)
-    .fetch_all(pool)
+    .fetch_all(&mut *crate::db::acquire(pool).await?)
     .await?;
 
     let total = rows.first().map_or(0, |row| row.total);
@@ -382,14 +382,14 @@ pub async fn pending_invalidations(pool: &PgPool, limit: i64) -> sqlx::Result<Ve
          WHERE failed OR created_at < now() - interval '5 seconds' ORDER BY id LIMIT $1",
     )
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(&mut *crate::db::acquire(pool).await?)
     .await
 }
 
 pub async fn mark_invalidations_failed(pool: &PgPool, ids: &[i64]) -> sqlx::Result<()> {
     sqlx::query("UPDATE pop_invalidations SET failed = true WHERE id = ANY($1)")
         .bind(ids)
-        .execute(pool)
+        .execute(&mut *crate::db::acquire(pool).await?)
         .await?;
     Ok(())
 }
@@ -397,7 +397,7 @@ pub async fn mark_invalidations_failed(pool: &PgPool, ids: &[i64]) -> sqlx::Resu
 pub async fn delete_invalidations(pool: &PgPool, ids: &[i64]) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM pop_invalidations WHERE id = ANY($1)")
         .bind(ids)
-        .execute(pool)
+        .execute(&mut *crate::db::acquire(pool).await?)
         .await?;
     Ok(())
 }

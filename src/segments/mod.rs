@@ -56,7 +56,7 @@ impl Segmentation {
     #[tracing::instrument(skip(self))]
     pub async fn run(&self, run: Run) -> Result<Outcome, SegmentError> {
         let started = Instant::now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         store::prepare(&mut tx).await?;
         let scored = store::score(&mut tx, &run).await?;
         let changed: Vec<(Uuid, String)> = store::apply(&mut tx, &rules::grid()).await?;
