@@ -32,6 +32,10 @@
 //!   (field violations), [`grpc_status`] (status helpers), [`page_token`], [`single_flight`],
 //!   [`proto`] (generated code with redacting `Debug`), [`proto_time`] (timestamps).
 
+// The call-event stream's future (tonic stream, group commit, metrics and trace layers) nests
+// deeper than the default limit when the release build computes its layout.
+#![recursion_limit = "256"]
+
 pub mod activity;
 pub mod admission;
 pub mod agents;
