@@ -81,6 +81,25 @@ impl Violations {
         trimmed.to_owned()
     }
 
+    /// A list of at most `max_items` names, each required and at most `max` characters; the
+    /// violations name the list (`field`) or the item (`field[i]`).
+    pub fn texts(
+        &mut self,
+        field: &str,
+        values: &[String],
+        max_items: usize,
+        max: usize,
+    ) -> Vec<String> {
+        if values.len() > max_items {
+            self.add(field, format!("at most {max_items} {field}"));
+        }
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, value)| self.text(&format!("{field}[{i}]"), value, max, true))
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

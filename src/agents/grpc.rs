@@ -174,15 +174,7 @@ impl AgentService for AgentGrpc {
         let request = request.into_inner();
         let mut violations = Violations::new();
         let agent = violations.check("agent_id", parse_agent_id(&request.agent_id));
-        if request.queues.len() > 100 {
-            violations.add("queues", "at most 100 queues");
-        }
-        let queues: Vec<String> = request
-            .queues
-            .iter()
-            .enumerate()
-            .map(|(i, queue)| violations.text(&format!("queues[{i}]"), queue, 100, true))
-            .collect();
+        let queues = violations.texts("queues", &request.queues, 100, 100);
         let (Some(agent), true) = (agent, violations.is_empty()) else {
             return Err(AgentError::Invalid(violations).into());
         };

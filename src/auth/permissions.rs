@@ -176,12 +176,14 @@ pub const PERMISSIONS: &[(&str, &[Role])] = &[
     ("/switchboard.v1.PrivacyService/EraseCustomer", &[Admin]),
 ];
 
+/// [`PERMISSIONS`] by path, built once: every request looks its path up (the auth layer, and
+/// the RPC layer for its metrics label).
+static BY_PATH: std::sync::LazyLock<std::collections::HashMap<&'static str, &'static [Role]>> =
+    std::sync::LazyLock::new(|| PERMISSIONS.iter().copied().collect());
+
 /// The roles that may call `path` (`/package.Service/Method`); `None` when it has no entry.
 pub fn allowed_roles(path: &str) -> Option<&'static [Role]> {
-    PERMISSIONS
-        .iter()
-        .find(|(rpc, _)| *rpc == path)
-        .map(|(_, roles)| *roles)
+    BY_PATH.get(path).copied()
 }
 
 /// Paths that need no credential at all.

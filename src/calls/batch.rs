@@ -306,7 +306,7 @@ fn live_call(gateway_id: &str, call_id: &str, record: &CallRecord) -> LiveCall {
 fn feed_event(event: &NewEvent, record: &CallRecord, customer: Option<Uuid>) -> crate::feed::Event {
     crate::feed::Event::new(
         "call.state_changed",
-        format!("{}/{}", event.gateway_id, event.call_id),
+        super::pin_key(&event.gateway_id, &event.call_id),
     )
     .customer(customer)
     .data(serde_json::json!({

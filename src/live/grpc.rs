@@ -20,15 +20,7 @@ impl From<LiveError> for Status {
 /// The queues asked for: at most 100, each 1 to 100 characters.
 pub fn queues_of(request: &v1::GetLiveQueueStatsRequest) -> Result<Vec<String>, Status> {
     let mut violations = Violations::new();
-    if request.queues.len() > 100 {
-        violations.add("queues", "at most 100 queues");
-    }
-    let queues = request
-        .queues
-        .iter()
-        .enumerate()
-        .map(|(i, queue)| violations.text(&format!("queues[{i}]"), queue, 100, true))
-        .collect();
+    let queues = violations.texts("queues", &request.queues, 100, 100);
     match violations.is_empty() {
         true => Ok(queues),
         false => Err(grpc_status::invalid_argument(&violations)),

@@ -11,7 +11,8 @@ use crate::calls::machine::CallState;
 
 #[derive(sqlx::FromRow)]
 struct CallRow {
-    key: String,
+    gateway_id: String,
+    call_id: String,
     version: i64,
     state: String,
     queue: Option<String>,
@@ -43,7 +44,7 @@ pub async fn live_calls(
     stale_after: Duration,
 ) -> sqlx::Result<Vec<LiveCall>> {
     let rows: Vec<CallRow> = sqlx::query_as(
-        "SELECT gateway_id || '/' || call_id AS key, event_count::int8 AS version, state, queue, \
+        "SELECT gateway_id, call_id, event_count::int8 AS version, state, queue, \
            COALESCE(queued_at, offered_at, updated_at) AS since \
          FROM calls \
          WHERE state NOT IN ('ended', 'abandoned') \
@@ -57,7 +58,7 @@ pub async fn live_calls(
         .filter_map(|row| {
             Some(LiveCall {
                 state: CallState::parse(&row.state)?,
-                key: row.key,
+                key: crate::calls::pin_key(&row.gateway_id, &row.call_id),
                 version: row.version,
                 queue: row.queue,
                 since: row.since,
