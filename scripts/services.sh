@@ -57,6 +57,13 @@ data_dir() {
   printf '%s' "$dir"
 }
 
+# A write-heavy service's settings, not PostgreSQL's defaults (sized for a small laptop): call
+# events write several rows each, and with 128 MB of buffers and 1 GB of WAL between checkpoints
+# the server spent its time in forced checkpoints and backend writes (docs/BENCHMARKS history).
+# Commits stay synchronous: an acked event is on disk.
+PG_TUNING="-c shared_buffers=1GB -c max_wal_size=8GB -c min_wal_size=1GB -c checkpoint_timeout=15min \
+-c checkpoint_completion_target=0.9 -c wal_buffers=64MB -c wal_compression=lz4"
+
 start_postgres() {
   if [ -n "${DATABASE_URL:-}" ]; then
     log "using DATABASE_URL from the environment"
@@ -77,7 +84,7 @@ start_postgres() {
   if ! as_postgres "$bin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
     log "starting PostgreSQL on 127.0.0.1:$PG_PORT (data: $pgdata, log: $pgdata/server.log)"
     as_postgres "$bin/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w -t 60 \
-      -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k /tmp -c max_connections=300" start >/dev/null
+      -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k /tmp -c max_connections=300 $PG_TUNING" start >/dev/null
   fi
   export DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/switchboard"
   if ! as_postgres "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc \

@@ -31,7 +31,7 @@ use crate::phone::PhoneParser;
 use crate::proto::v1;
 use crate::screenpop::{PopRequest, ScreenPops};
 
-pub use self::store::{active_calls_for_agent, privacy};
+pub use self::store::{CallKey, active_calls_for_agent, lock_calls, privacy, try_lock_calls};
 
 /// A validated event.
 #[derive(Debug, Clone)]

@@ -97,21 +97,49 @@ fn unzip_keys(keys: &[CallKey]) -> (Vec<&str>, Vec<&str>) {
     keys.iter().map(|(g, c)| (g.as_str(), c.as_str())).unzip()
 }
 
+/// A call's transaction-scoped lock key, from columns `g` (gateway id) and `c` (call id). Every
+/// writer of a call's record takes it first: call-event batches, and the chain stamper.
+macro_rules! call_lock_key {
+    () => {
+        "hashtextextended(g || '/' || c, 7)"
+    };
+}
+
 /// Takes the transaction-scoped lock of every call in `keys`, in one fixed order (by lock key),
 /// so that two batches sharing calls can never deadlock.
 pub async fn lock_calls(conn: &mut PgConnection, keys: &[CallKey]) -> sqlx::Result<()> {
     let (gateways, calls) = unzip_keys(keys);
-    sqlx::query(
+    sqlx::query(concat!(
         "SELECT pg_advisory_xact_lock(k) FROM ( \
-           SELECT DISTINCT hashtextextended(g || '/' || c, 7) AS k \
-           FROM unnest($1::text[], $2::text[]) AS t(g, c)) locks \
+           SELECT DISTINCT ",
+        call_lock_key!(),
+        " AS k FROM unnest($1::text[], $2::text[]) AS t(g, c)) locks \
          ORDER BY k",
-    )
+    ))
     .bind(gateways)
     .bind(calls)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Takes the lock of each call in `keys` that no other transaction holds, without waiting;
+/// returns the calls locked.
+pub async fn try_lock_calls(
+    conn: &mut PgConnection,
+    keys: &[CallKey],
+) -> sqlx::Result<Vec<CallKey>> {
+    let (gateways, calls) = unzip_keys(keys);
+    sqlx::query_as(concat!(
+        "SELECT g, c FROM unnest($1::text[], $2::text[]) AS t(g, c) \
+         WHERE pg_try_advisory_xact_lock(",
+        call_lock_key!(),
+        ")",
+    ))
+    .bind(gateways)
+    .bind(calls)
+    .fetch_all(conn)
+    .await
 }
 
 /// The acks already given to any of these (gateway id, event id) pairs.

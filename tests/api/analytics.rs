@@ -801,3 +801,88 @@ async fn concurrent_calls_of_the_same_customers_all_chain_before_the_kpis_are_re
     );
     assert_eq!(rate, 27.0 / 30.0);
 }
+
+/// A call's stored next contact, read directly.
+async fn next_contact(app: &TestApp, call_id: &str) -> Option<DateTime<Utc>> {
+    sqlx::query_scalar("SELECT next_offered_at FROM calls WHERE gateway_id = $1 AND call_id = $2")
+        .bind(GATEWAY)
+        .bind(call_id)
+        .fetch_one(&app.db)
+        .await
+        .expect("call")
+}
+
+/// Polls (up to 5 s) until the call's next contact is `expected`; returns what it last read.
+async fn next_contact_becomes(
+    app: &TestApp,
+    call_id: &str,
+    expected: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    let mut seen = next_contact(app, call_id).await;
+    for _ in 0..50 {
+        if seen == expected {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        seen = next_contact(app, call_id).await;
+    }
+    seen
+}
+
+#[tokio::test]
+async fn the_stamper_skips_a_call_a_writer_holds_and_stamps_it_once_let_go() {
+    let app = spawn_app().await;
+    log_in(&app, "a-1").await;
+    app.create_customer("Ann", &["(415) 555-0131"]).await;
+    app.create_customer("Bob", &["(415) 555-0132"]).await;
+    let base = (Utc::now() - Duration::hours(4)).trunc_subsecs(0);
+    let handled = [
+        (Offered, 0, ""),
+        (Ringing, 1, "a-1"),
+        (Answered, 2, "a-1"),
+        (Ended, 30, ""),
+    ];
+    call_from(&app, "ANN-1", "(415) 555-0131", base, "q", &handled).await;
+    call_from(&app, "BOB-1", "(415) 555-0132", base, "q", &handled).await;
+
+    // A writer (as a call-event batch would) holds the lock of Ann's first call while both
+    // customers call again.
+    let mut writer = app.db.begin().await.expect("begin");
+    switchboard::calls::lock_calls(&mut writer, &[(GATEWAY.into(), "ANN-1".into())])
+        .await
+        .expect("lock");
+    let later = base + Duration::hours(1);
+    call_from(&app, "ANN-2", "(415) 555-0131", later, "q", &handled).await;
+    call_from(&app, "BOB-2", "(415) 555-0132", later, "q", &handled).await;
+
+    // The background stamper is not stuck behind the held call: Bob's chain is stamped.
+    assert_eq!(
+        next_contact_becomes(&app, "BOB-1", Some(later)).await,
+        Some(later)
+    );
+    assert_eq!(next_contact(&app, "ANN-1").await, None, "held: not written");
+    let noted: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM contact_chains_dirty WHERE customer_id = (SELECT customer_id FROM calls WHERE call_id = 'ANN-1')")
+            .fetch_one(&app.db)
+            .await
+            .expect("notes");
+    assert!(noted >= 1, "Ann is noted again for a later pass");
+
+    // Once the writer lets go, a later pass stamps Ann's call without being asked.
+    writer.commit().await.expect("commit");
+    assert_eq!(
+        next_contact_becomes(&app, "ANN-1", Some(later)).await,
+        Some(later)
+    );
+    let rate = repeat_rate(
+        kpis(
+            &app,
+            v1::GetKpisRequest {
+                period: period(base - Duration::hours(1), Utc::now()),
+                ..Default::default()
+            },
+        )
+        .await,
+    );
+    assert_eq!(rate, 2.0 / 4.0);
+}
