@@ -268,8 +268,9 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_FEED_RETENTION_SECS", default_value_t = 7 * 24 * 3600)]
     pub feed_retention_secs: u64,
     /// How often the live queue state in Redis is rebuilt from PostgreSQL, by one instance at a
-    /// time (milliseconds): the most a Redis outage or restart can leave it behind.
-    #[arg(long, env = "SWITCHBOARD_LIVE_REBUILD_MS", default_value_t = 5000)]
+    /// time (milliseconds), as a safety net: a failed write or a Redis that lost the copy
+    /// already brings a rebuild within half a second.
+    #[arg(long, env = "SWITCHBOARD_LIVE_REBUILD_MS", default_value_t = 60_000)]
     pub live_rebuild_ms: u64,
     /// How long in-flight calls may take to finish after SIGTERM before the server exits (seconds).
     #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT_SECS", default_value_t = 20)]

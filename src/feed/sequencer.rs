@@ -39,6 +39,7 @@ pub struct Sequencer {
     head: watch::Sender<Head>,
     /// Committed events not numbered yet at the last pass (the outbox lag, for metrics).
     unsequenced: Arc<AtomicI64>,
+    settling: store::Settling,
 }
 
 impl Sequencer {
@@ -50,13 +51,14 @@ impl Sequencer {
                 retention,
                 head,
                 unsequenced,
+                settling: store::Settling::default(),
             },
             FeedHead(rx),
         )
     }
 
     /// Runs until `stop` turns true.
-    pub fn spawn(self, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    pub fn spawn(mut self, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
         tokio::spawn(async move {
             let prune_every =
                 (self.retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
@@ -86,12 +88,14 @@ impl Sequencer {
         })
     }
 
-    async fn pass(&self, prune: bool) -> sqlx::Result<()> {
-        let (mut head, waiting) = store::poll(&self.pool).await?;
+    async fn pass(&mut self, prune: bool) -> sqlx::Result<()> {
+        let poll = store::poll(&self.pool).await?;
+        let mut head = poll.head;
         self.unsequenced
-            .store(waiting, std::sync::atomic::Ordering::Relaxed);
-        if waiting > 0
-            && let Some(position) = store::sequence(&self.pool, SEQUENCE_BATCH).await?
+            .store(poll.waiting, std::sync::atomic::Ordering::Relaxed);
+        if (poll.waiting > 0 || poll.unsettled)
+            && let Some(position) =
+                store::sequence(&self.pool, SEQUENCE_BATCH, &mut self.settling).await?
         {
             head.position = position;
         }
@@ -100,7 +104,7 @@ impl Sequencer {
                 chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::MAX);
             let cutoff = Utc::now() - retention;
             while store::prune(&self.pool, cutoff, PRUNE_BATCH).await? == PRUNE_BATCH as u64 {}
-            head = store::poll(&self.pool).await?.0;
+            head = store::poll(&self.pool).await?.head;
         }
         self.head.send_if_modified(|seen| {
             // Another instance's read may lag this one's: the head never goes back.

@@ -79,57 +79,124 @@ pub struct Head {
     pub pruned_through: i64,
 }
 
-/// The head, and whether committed events wait for a position.
-/// The head, and how many committed events wait to be numbered (few, with the partial index).
-pub async fn poll(pool: &PgPool) -> sqlx::Result<(Head, i64)> {
-    let (position, pruned_through, waiting): (i64, i64, i64) = sqlx::query_as(
-        "SELECT position, pruned_through, \
-           (SELECT count(*) FROM feed_events WHERE position IS NULL) \
-         FROM feed_head",
+/// What one poll sees.
+#[derive(Debug, Clone, Copy)]
+pub struct Poll {
+    pub head: Head,
+    /// Committed events waiting to be numbered.
+    pub waiting: i64,
+    /// Whether the sequencer has ids to settle (see [`Settling`]).
+    pub unsettled: bool,
+}
+
+/// The head, how many committed events wait to be numbered, and whether ids wait to be settled.
+/// The count starts at `settled_through`, so it never walks the index entries that numbering
+/// left dead below it.
+pub async fn poll(pool: &PgPool) -> sqlx::Result<Poll> {
+    let (position, pruned_through, waiting, unsettled): (i64, i64, i64, bool) = sqlx::query_as(
+        "SELECT h.position, h.pruned_through, \
+           (SELECT count(*) FROM feed_events WHERE position IS NULL AND id > h.settled_through), \
+           h.settled_through < (SELECT CASE WHEN is_called THEN last_value ELSE 0 END \
+                                FROM feed_events_id_seq) \
+         FROM feed_head h",
     )
     .fetch_one(&mut *crate::db::acquire(pool).await?)
     .await?;
-    Ok((
-        Head {
+    Ok(Poll {
+        head: Head {
             position,
             pruned_through,
         },
         waiting,
-    ))
+        unsettled,
+    })
 }
 
-/// Numbers up to `limit` committed events, unless another instance is doing it right now.
-/// Returns the new head position when this call numbered any.
-pub async fn sequence(pool: &PgPool, limit: i64) -> sqlx::Result<Option<i64>> {
+/// What the sequencer remembers between passes to advance `feed_head.settled_through`: for each
+/// pass, the last event id drawn before it started, and the pass's own transaction id, assigned
+/// after that read. A writer holds its transaction id before it draws an event id
+/// (`feed_event_id()`, migration 20261202000019), so every id up to the first was drawn by a
+/// transaction older than the second. Once no such transaction runs (the oldest running one, a
+/// snapshot's `xmin`, is not older), the committed ones are all visible, and a numbering statement
+/// that numbered everything it saw settles those ids.
+#[derive(Debug, Default)]
+pub struct Settling {
+    pending: std::collections::VecDeque<(i64, i64)>,
+}
+
+impl Settling {
+    /// Records a pass that drew ids up to `drawn` before its transaction `xid` began writing, and
+    /// whose numbering statement saw `xmin` as the oldest running transaction; returns the highest
+    /// event id now settled, if any. Only a `complete` statement (one that numbered every
+    /// committed event it saw) settles anything.
+    fn advance(&mut self, drawn: i64, xid: i64, xmin: i64, complete: bool) -> Option<i64> {
+        let mut settled = None;
+        while complete && let Some(&(id, older_than)) = self.pending.front() {
+            if older_than > xmin {
+                break;
+            }
+            settled = Some(id);
+            self.pending.pop_front();
+        }
+        self.pending.push_back((drawn, xid));
+        settled
+    }
+}
+
+/// Numbers up to `limit` committed events, and advances `settled_through`, unless another
+/// instance is doing it right now. Returns the new head position when this call numbered any.
+pub async fn sequence(
+    pool: &PgPool,
+    limit: i64,
+    settling: &mut Settling,
+) -> sqlx::Result<Option<i64>> {
     let mut tx = crate::db::begin(pool).await?;
-    let Some(head): Option<i64> =
-        sqlx::query_scalar("SELECT position FROM feed_head FOR UPDATE SKIP LOCKED")
-            .fetch_optional(&mut *tx)
-            .await?
+    // Read before this transaction has an id (the lock below gives it one).
+    let drawn: i64 = sqlx::query_scalar(
+        "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM feed_events_id_seq",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let Some((head, settled_through, xid)): Option<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT position, settled_through, pg_current_xact_id()::text::bigint \
+         FROM feed_head FOR UPDATE SKIP LOCKED",
+    )
+    .fetch_optional(&mut *tx)
+    .await?
     else {
         return Ok(None);
     };
-    let numbered: Option<i64> = sqlx::query_scalar(
+    let (numbered_to, numbered, xmin): (Option<i64>, i64, i64) = sqlx::query_as(
         "WITH next AS ( \
            SELECT id, $1 + row_number() OVER (ORDER BY id) AS position \
-           FROM (SELECT id FROM feed_events WHERE position IS NULL ORDER BY id LIMIT $2) w), \
+           FROM (SELECT id FROM feed_events WHERE position IS NULL AND id > $3 \
+                 ORDER BY id LIMIT $2) w), \
          done AS (UPDATE feed_events e SET position = next.position FROM next \
                   WHERE e.id = next.id RETURNING e.position) \
-         SELECT max(position) FROM done",
+         SELECT max(position), count(*), pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+         FROM done",
     )
     .bind(head)
     .bind(limit)
+    .bind(settled_through)
     .fetch_one(&mut *tx)
     .await?;
-    let Some(new_head) = numbered else {
+    let settled = settling
+        .advance(drawn, xid, xmin, numbered < limit)
+        .filter(|id| *id > settled_through);
+    if numbered_to.is_none() && settled.is_none() {
         return Ok(None);
-    };
-    sqlx::query("UPDATE feed_head SET position = $1")
-        .bind(new_head)
-        .execute(&mut *tx)
-        .await?;
+    }
+    sqlx::query(
+        "UPDATE feed_head SET position = COALESCE($1, position), \
+           settled_through = GREATEST(settled_through, COALESCE($2, 0))",
+    )
+    .bind(numbered_to)
+    .bind(settled)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
-    Ok(Some(new_head))
+    Ok(numbered_to)
 }
 
 /// Deletes up to `limit` of the oldest events created before `cutoff`, in position order.
@@ -206,4 +273,32 @@ pub async fn after(
     .bind(limit)
     .fetch_all(&mut *crate::db::acquire(pool).await?)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Settling;
+
+    #[test]
+    fn ids_settle_once_every_transaction_older_than_the_pass_has_ended() {
+        let mut settling = Settling::default();
+        // Pass 1 (transaction 50): ids up to 100 were drawn before it.
+        assert_eq!(settling.advance(100, 50, 40, true), None);
+        // Pass 2 (transaction 60): transaction 49 still runs, so ids up to 100 may still appear.
+        assert_eq!(settling.advance(180, 60, 49, true), None);
+        // Pass 3: the oldest running transaction is 55: pass 1's ids are settled, not pass 2's.
+        assert_eq!(settling.advance(200, 70, 55, true), Some(100));
+        // Pass 4: nothing older than 70 runs: passes 2 and 3 settle.
+        assert_eq!(settling.advance(250, 80, 70, true), Some(200));
+    }
+
+    #[test]
+    fn a_statement_that_left_events_unnumbered_settles_nothing() {
+        let mut settling = Settling::default();
+        assert_eq!(settling.advance(100, 50, 40, true), None);
+        // Its limit was reached: committed events below 100 may still be unnumbered.
+        assert_eq!(settling.advance(300, 60, 55, false), None);
+        // The next complete statement numbers them: both earlier passes settle.
+        assert_eq!(settling.advance(320, 70, 65, true), Some(300));
+    }
 }

@@ -46,7 +46,7 @@ pub async fn subscribe(
     if let Some(topic) = start.topics.iter().find(|t| !TOPICS.contains(&t.as_str())) {
         return Err(FeedError::UnknownTopic(topic.clone()));
     }
-    let now = store::poll(&pool).await?.0;
+    let now = store::poll(&pool).await?.head;
     let cursor = match (start.after_cursor.as_str(), start.from_latest) {
         ("", true) => now.position,
         ("", false) => now.pruned_through,

@@ -145,17 +145,7 @@ impl Board {
 
     /// Both hashes, or `None` when no rebuild has filled them since Redis last lost its data.
     pub async fn read(&self) -> Result<Option<(Vec<LiveCall>, Vec<LiveAgent>)>, RedisLinkError> {
-        let built_key = self.built_key();
-        let built: Option<String> = self
-            .link
-            .run(|mut conn| async move {
-                redis::cmd("GET")
-                    .arg(&built_key)
-                    .query_async(&mut conn)
-                    .await
-            })
-            .await?;
-        if built.is_none() {
+        if !self.is_built().await? {
             return Ok(None);
         }
         let snapshot = self.snapshot().await?;
@@ -170,6 +160,19 @@ impl Board {
             .filter_map(|(id, value)| parse_agent(id, &value))
             .collect();
         Ok(Some((calls, agents)))
+    }
+
+    /// Whether a rebuild has filled the hashes since Redis last lost its data.
+    pub async fn is_built(&self) -> Result<bool, RedisLinkError> {
+        let built_key = self.built_key();
+        self.link
+            .run(|mut conn| async move {
+                redis::cmd("EXISTS")
+                    .arg(&built_key)
+                    .query_async::<bool>(&mut conn)
+                    .await
+            })
+            .await
     }
 
     pub async fn snapshot(&self) -> Result<Snapshot, RedisLinkError> {
@@ -223,21 +226,24 @@ impl Board {
             .await
     }
 
-    /// Whether this instance should rebuild now: true for one instance per `period`.
-    pub async fn claim_rebuild(&self, period: Duration) -> Result<bool, RedisLinkError> {
+    /// Whether this instance should rebuild now: true for one instance per `period`, and always
+    /// when `forced` (the claim is then taken over, so the others still skip their round).
+    pub async fn claim_rebuild(
+        &self,
+        period: Duration,
+        forced: bool,
+    ) -> Result<bool, RedisLinkError> {
         let key = self.link.key("live:rebuild");
         let ttl = (period.as_millis() as u64).max(1);
         let claimed: Option<String> = self
             .link
             .run(|mut conn| async move {
-                redis::cmd("SET")
-                    .arg(&key)
-                    .arg(1)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl)
-                    .query_async(&mut conn)
-                    .await
+                let mut set = redis::cmd("SET");
+                set.arg(&key).arg(1);
+                if !forced {
+                    set.arg("NX");
+                }
+                set.arg("PX").arg(ttl).query_async(&mut conn).await
             })
             .await?;
         Ok(claimed.is_some())

@@ -14,6 +14,8 @@ pub mod grpc;
 mod store;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -215,6 +217,8 @@ pub struct Live {
     /// `None` without Redis: every read goes to PostgreSQL.
     board: Option<Board>,
     settings: LiveSettings,
+    /// A write to the copy failed on this instance since its last rebuild: rebuild at once.
+    missed: Arc<AtomicBool>,
 }
 
 impl Live {
@@ -223,6 +227,7 @@ impl Live {
             pool,
             board: link.map(Board::new),
             settings,
+            missed: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -231,6 +236,7 @@ impl Live {
         let Some(board) = &self.board else { return };
         if let Err(error) = board.put_calls(calls).await {
             tracing::debug!(%error, "live call state not copied to Redis; the rebuild will");
+            self.missed.store(true, Ordering::Relaxed);
         }
     }
 
@@ -246,6 +252,7 @@ impl Live {
             Ok(Some(agent)) => {
                 if let Err(error) = board.put_agents(&[agent]).await {
                     tracing::debug!(%error, "live agent state not copied to Redis; the rebuild will");
+                    self.missed.store(true, Ordering::Relaxed);
                 }
             }
             Ok(None) => {}
@@ -279,13 +286,17 @@ impl Live {
         Ok((calls, agents))
     }
 
-    /// Rebuilds the Redis copy from PostgreSQL, when no other instance did within the period.
-    /// Says whether this instance rebuilt it, left it to another, or met a Redis failure.
-    pub async fn reconcile(&self) -> Result<Rebuild, LiveError> {
+    /// Rebuilds the Redis copy from PostgreSQL, when no other instance did within the period
+    /// (or regardless, when `forced`). Says whether this instance rebuilt it, left it to another,
+    /// or met a Redis failure.
+    pub async fn reconcile(&self, forced: bool) -> Result<Rebuild, LiveError> {
         let Some(board) = &self.board else {
             return Ok(Rebuild::NotMine);
         };
-        match board.claim_rebuild(self.settings.reconcile_every).await {
+        match board
+            .claim_rebuild(self.settings.reconcile_every, forced)
+            .await
+        {
             Ok(true) => {}
             Ok(false) => return Ok(Rebuild::NotMine),
             Err(_) => return Ok(Rebuild::RedisFailed),
@@ -352,32 +363,44 @@ impl Live {
         Ok(Rebuild::Done)
     }
 
-    /// Rebuilds the copy every `reconcile_every` until `stop` changes; after a failure, again
-    /// within half a second, so a copy never stays unbuilt for a whole period.
+    /// Rebuilds the copy every `reconcile_every` until `stop` changes, and sooner when it needs
+    /// it: within half a second of a failed write on this instance, a failed rebuild, or Redis
+    /// losing the copy (its `live:built` mark gone). The period is only the safety net for what
+    /// nothing noticed, so it can be long: a rebuild reads every live call from both stores.
     pub fn spawn_reconciler(
         &self,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
-            if this.board.is_none() {
+            let Some(board) = this.board.clone() else {
                 return;
-            }
-            let mut wait = Duration::ZERO;
+            };
+            let period = this.settings.reconcile_every;
+            let mut next_round = tokio::time::Instant::now();
             loop {
+                let now = tokio::time::Instant::now();
+                let lost = !matches!(board.is_built().await, Ok(true));
+                let forced = this.missed.swap(false, Ordering::Relaxed) || lost;
+                if forced || now >= next_round {
+                    match this.reconcile(forced).await {
+                        Ok(Rebuild::Done | Rebuild::NotMine) => next_round = now + period,
+                        Ok(Rebuild::RedisFailed) => this.missed.store(true, Ordering::Relaxed),
+                        // PostgreSQL failed: retrying sooner would only add to its trouble.
+                        Err(error) => {
+                            tracing::warn!(%error, "live queue state rebuild failed");
+                            next_round = now + period;
+                            tokio::select! {
+                                _ = tokio::time::sleep(period) => {}
+                                _ = stop.changed() => return,
+                            }
+                        }
+                    }
+                }
                 tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
+                    _ = tokio::time::sleep(RETRY_AFTER.min(period)) => {}
                     _ = stop.changed() => return,
                 }
-                wait = match this.reconcile().await {
-                    Ok(Rebuild::Done | Rebuild::NotMine) => this.settings.reconcile_every,
-                    Ok(Rebuild::RedisFailed) => RETRY_AFTER.min(this.settings.reconcile_every),
-                    // PostgreSQL failed: retrying sooner would only add to its trouble.
-                    Err(error) => {
-                        tracing::warn!(%error, "live queue state rebuild failed");
-                        this.settings.reconcile_every
-                    }
-                };
             }
         })
     }

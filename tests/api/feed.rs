@@ -425,3 +425,68 @@ async fn erasing_a_customer_empties_the_data_of_their_events() {
         "other customers' events are untouched"
     );
 }
+
+/// `feed_head.settled_through`: every event id up to it is numbered or rolled back.
+async fn settled_through(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT settled_through FROM feed_head")
+        .fetch_one(&app.db)
+        .await
+        .expect("head")
+}
+
+#[tokio::test]
+async fn an_event_committed_after_many_later_ones_is_still_numbered_and_delivered() {
+    let app = spawn_app().await;
+    let mut stream = subscribe(&app, v1::SubscribeRequest::default()).await;
+    // A slow writer draws an event id first and keeps its transaction open.
+    let mut slow = app.db.begin().await.expect("begin");
+    switchboard::feed::record(&mut slow, Event::new("order.recorded", "slow"))
+        .await
+        .expect("recorded");
+    let slow_id: i64 = sqlx::query_scalar("SELECT currval('feed_events_id_seq')")
+        .fetch_one(&mut *slow)
+        .await
+        .expect("id");
+    // Thirty later events commit one by one over many sequencer passes, and are delivered.
+    for i in 0..30 {
+        let mut tx = app.db.begin().await.expect("begin");
+        switchboard::feed::record(
+            &mut tx,
+            Event::new("order.recorded", format!("fast-{i:02}")),
+        )
+        .await
+        .expect("recorded");
+        tx.commit().await.expect("commit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fast = read_until(&mut stream, Duration::from_secs(10), |seen| {
+        seen.len() >= 30
+    })
+    .await;
+    assert!(fast.iter().all(|e| e.subject_id.starts_with("fast-")));
+    // Their ids are settled up to, and never past, the open transaction's.
+    let settled = settled_through(&app).await;
+    assert!(
+        settled < slow_id,
+        "settled through {settled}, past {slow_id}"
+    );
+
+    slow.commit().await.expect("commit");
+    let late = read_until(&mut stream, Duration::from_secs(10), |seen| {
+        !seen.is_empty()
+    })
+    .await;
+    assert_eq!(types(&late), ["order.recorded"]);
+    assert_eq!(late[0].subject_id, "slow");
+    assert!(cursor(&late[0]) > cursor(fast.last().expect("30 events")));
+    // With the slow writer gone, the settled ids move past all of them.
+    let mut settled = settled_through(&app).await;
+    for _ in 0..50 {
+        if settled > slow_id + 30 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        settled = settled_through(&app).await;
+    }
+    assert!(settled >= slow_id + 30, "settled through {settled}");
+}
