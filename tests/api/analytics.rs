@@ -673,6 +673,20 @@ fn repeat_rate(response: v1::GetKpisResponse) -> f64 {
         .repeat_contact_rate)
 }
 
+/// The repeat-contact rate of the calls offered from `start` until now.
+async fn repeat_rate_from(app: &TestApp, start: DateTime<Utc>) -> f64 {
+    repeat_rate(
+        kpis(
+            app,
+            v1::GetKpisRequest {
+                period: period(start, Utc::now()),
+                ..Default::default()
+            },
+        )
+        .await,
+    )
+}
+
 #[tokio::test]
 async fn repeat_contacts_follow_merges_unmerges_and_calls_reported_out_of_order() {
     let app = spawn_app().await;
@@ -789,16 +803,7 @@ async fn concurrent_calls_of_the_same_customers_all_chain_before_the_kpis_are_re
     )
     .await;
     // Every call but each customer's last is followed by another within the week.
-    let rate = repeat_rate(
-        kpis(
-            &app,
-            v1::GetKpisRequest {
-                period: period(base - Duration::hours(1), Utc::now()),
-                ..Default::default()
-            },
-        )
-        .await,
-    );
+    let rate = repeat_rate_from(&app, base - Duration::hours(1)).await;
     assert_eq!(rate, 27.0 / 30.0);
 }
 
@@ -874,15 +879,6 @@ async fn the_stamper_skips_a_call_a_writer_holds_and_stamps_it_once_let_go() {
         next_contact_becomes(&app, "ANN-1", Some(later)).await,
         Some(later)
     );
-    let rate = repeat_rate(
-        kpis(
-            &app,
-            v1::GetKpisRequest {
-                period: period(base - Duration::hours(1), Utc::now()),
-                ..Default::default()
-            },
-        )
-        .await,
-    );
+    let rate = repeat_rate_from(&app, base - Duration::hours(1)).await;
     assert_eq!(rate, 2.0 / 4.0);
 }
