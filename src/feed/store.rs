@@ -138,7 +138,10 @@ impl Settling {
             settled = Some(id);
             self.pending.pop_front();
         }
-        self.pending.push_back((drawn, xid));
+        // No new id since the last pass: the older entry settles the same ids sooner.
+        if self.pending.back().is_none_or(|&(last, _)| last < drawn) {
+            self.pending.push_back((drawn, xid));
+        }
         settled
     }
 }
@@ -290,6 +293,10 @@ mod tests {
         assert_eq!(settling.advance(200, 70, 55, true), Some(100));
         // Pass 4: nothing older than 70 runs: passes 2 and 3 settle.
         assert_eq!(settling.advance(250, 80, 70, true), Some(200));
+        // Idle passes (no new id) add nothing to wait for: pass 4's entry settles them all.
+        assert_eq!(settling.advance(250, 90, 75, true), None);
+        assert_eq!(settling.advance(250, 95, 85, true), Some(250));
+        assert_eq!(settling.pending.len(), 1, "only the last pass waits");
     }
 
     #[test]
