@@ -79,27 +79,36 @@ pub struct Head {
     pub pruned_through: i64,
 }
 
+/// Where a poll stops counting events waiting to be numbered.
+pub const WAITING_COUNTED: i64 = 1_001;
+
 /// What one poll sees.
 #[derive(Debug, Clone, Copy)]
 pub struct Poll {
     pub head: Head,
-    /// Committed events waiting to be numbered.
+    /// Committed events waiting to be numbered, up to [`WAITING_COUNTED`].
     pub waiting: i64,
     /// Whether the sequencer has ids to settle (see [`Settling`]).
     pub unsettled: bool,
 }
 
 /// The head, how many committed events wait to be numbered, and whether ids wait to be settled.
-/// The count starts at `settled_through`, so it never walks the index entries that numbering
-/// left dead below it.
+/// The count looks only above `settled_through`: the few events there are checked against
+/// `feed_positions`, one index probe each (`OFFSET 0` keeps the planner from hashing the whole
+/// positions table for an anti-join, which it chose for a parameter it cannot see). It stops at
+/// [`WAITING_COUNTED`]: unbounded, the planner's guess of a third of the table made PostgreSQL
+/// JIT-compile the query on every poll, 64 ms of a 0.07 ms query.
 pub async fn poll(pool: &PgPool) -> sqlx::Result<Poll> {
     let (position, pruned_through, waiting, unsettled): (i64, i64, i64, bool) = sqlx::query_as(
         "SELECT h.position, h.pruned_through, \
-           (SELECT count(*) FROM feed_events WHERE position IS NULL AND id > h.settled_through), \
+           (SELECT count(*) FROM (SELECT 1 FROM feed_events e WHERE e.id > h.settled_through \
+              AND NOT EXISTS (SELECT 1 FROM feed_positions p WHERE p.event_id = e.id OFFSET 0) \
+              LIMIT $1) w), \
            h.settled_through < (SELECT CASE WHEN is_called THEN last_value ELSE 0 END \
                                 FROM feed_events_id_seq) \
          FROM feed_head h",
     )
+    .bind(WAITING_COUNTED)
     .fetch_one(&mut *crate::db::acquire(pool).await?)
     .await?;
     Ok(Poll {
@@ -154,6 +163,9 @@ pub async fn sequence(
     settling: &mut Settling,
 ) -> sqlx::Result<Option<i64>> {
     let mut tx = crate::db::begin(pool).await?;
+    // The numbering statement's row estimates are guesses from parameters; a JIT compilation
+    // would cost far more than the statement.
+    sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
     // Read before this transaction has an id (the lock below gives it one).
     let drawn: i64 = sqlx::query_scalar(
         "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM feed_events_id_seq",
@@ -172,10 +184,12 @@ pub async fn sequence(
     let (numbered_to, numbered, xmin): (Option<i64>, i64, i64) = sqlx::query_as(
         "WITH next AS ( \
            SELECT id, $1 + row_number() OVER (ORDER BY id) AS position \
-           FROM (SELECT id FROM feed_events WHERE position IS NULL AND id > $3 \
-                 ORDER BY id LIMIT $2) w), \
-         done AS (UPDATE feed_events e SET position = next.position FROM next \
-                  WHERE e.id = next.id RETURNING e.position) \
+           FROM (SELECT e.id FROM feed_events e \
+                 WHERE e.id > $3 \
+                   AND NOT EXISTS (SELECT 1 FROM feed_positions p WHERE p.event_id = e.id OFFSET 0) \
+                 ORDER BY e.id LIMIT $2) w), \
+         done AS (INSERT INTO feed_positions (position, event_id) \
+                  SELECT position, id FROM next RETURNING position) \
          SELECT max(position), count(*), pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
          FROM done",
     )
@@ -218,8 +232,9 @@ pub async fn prune(pool: &PgPool, cutoff: DateTime<Utc>, limit: i64) -> sqlx::Re
         "SELECT max(position) FROM ( \
            SELECT position, created_at, \
              bool_or(created_at >= $2) OVER (ORDER BY position) AS reached_young \
-           FROM (SELECT position, created_at FROM feed_events \
-                 WHERE position > $1 ORDER BY position LIMIT $3) oldest) s \
+           FROM (SELECT p.position, e.created_at \
+                 FROM feed_positions p JOIN feed_events e ON e.id = p.event_id \
+                 WHERE p.position > $1 ORDER BY p.position LIMIT $3) oldest) s \
          WHERE NOT reached_young",
     )
     .bind(pruned)
@@ -230,12 +245,16 @@ pub async fn prune(pool: &PgPool, cutoff: DateTime<Utc>, limit: i64) -> sqlx::Re
     let Some(through) = through else {
         return Ok(0);
     };
-    let deleted = sqlx::query("DELETE FROM feed_events WHERE position > $1 AND position <= $2")
-        .bind(pruned)
-        .bind(through)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let deleted = sqlx::query(
+        "WITH gone AS (DELETE FROM feed_positions WHERE position > $1 AND position <= $2 \
+                       RETURNING event_id) \
+         DELETE FROM feed_events WHERE id IN (SELECT event_id FROM gone)",
+    )
+    .bind(pruned)
+    .bind(through)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     sqlx::query("UPDATE feed_head SET pruned_through = $1")
         .bind(through)
         .execute(&mut *tx)
@@ -265,11 +284,11 @@ pub async fn after(
     limit: i64,
 ) -> sqlx::Result<Vec<StoredEvent>> {
     sqlx::query_as(
-        "SELECT position, topic, type, subject_id, customer_id, data::text AS data_json, \
-           created_at AS occurred_at \
-         FROM feed_events \
-         WHERE position > $1 AND (cardinality($2::text[]) = 0 OR topic = ANY($2)) \
-         ORDER BY position LIMIT $3",
+        "SELECT p.position, e.topic, e.type, e.subject_id, e.customer_id, e.data::text AS data_json, \
+           e.created_at AS occurred_at \
+         FROM feed_positions p JOIN feed_events e ON e.id = p.event_id \
+         WHERE p.position > $1 AND (cardinality($2::text[]) = 0 OR e.topic = ANY($2)) \
+         ORDER BY p.position LIMIT $3",
     )
     .bind(after)
     .bind(topics)

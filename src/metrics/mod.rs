@@ -193,7 +193,7 @@ impl Collector for Sources {
         gauge(
             e,
             "switchboard_feed_unsequenced_events",
-            "Feed events committed and not yet sequenced (the outbox lag)",
+            "Feed events committed and not yet sequenced (the outbox lag; counted up to 1,001)",
             self.feed_unsequenced.load(Ordering::Relaxed),
         )?;
         Ok(())
