@@ -9,9 +9,8 @@
 //! by an advisory lock: two passes at once could each read a different moment and the older
 //! one write last. A note committed after a pass read the calls stays for the next pass.
 
-use std::time::Duration;
-
 use std::collections::HashSet;
+use std::time::Duration;
 
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
@@ -125,18 +124,25 @@ async fn restamp(conn: &mut PgConnection, stale: &[Restamp], wait: bool) -> sqlx
         .iter()
         .map(|r| (r.gateway_id.clone(), r.call_id.clone()))
         .collect();
-    let locked: HashSet<CallKey> = if wait {
+    // Waiting, every call is locked; trying, only those no batch holds.
+    let locked: Option<HashSet<CallKey>> = if wait {
         calls::lock_calls(&mut *conn, &keys).await?;
-        keys.into_iter().collect()
+        None
     } else {
-        calls::try_lock_calls(&mut *conn, &keys)
-            .await?
-            .into_iter()
-            .collect()
+        Some(
+            calls::try_lock_calls(&mut *conn, &keys)
+                .await?
+                .into_iter()
+                .collect(),
+        )
     };
-    let (stamped, skipped): (Vec<&Restamp>, Vec<&Restamp>) = stale
-        .iter()
-        .partition(|r| locked.contains(&(r.gateway_id.clone(), r.call_id.clone())));
+    let (mut stamped, mut skipped) = (Vec::new(), Vec::new());
+    for (restamp, key) in stale.iter().zip(&keys) {
+        match locked.as_ref().is_none_or(|l| l.contains(key)) {
+            true => stamped.push(restamp),
+            false => skipped.push(restamp),
+        }
+    }
     sqlx::query(
         "UPDATE calls c SET next_offered_at = u.next_at \
          FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(gateway_id, call_id, next_at) \
