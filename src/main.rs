@@ -45,12 +45,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => {
             let (dev, token_file) = (args.auth.dev, args.auth.dev_token_file.clone());
+            let stop = shutdown_signal()?;
             let settings = Settings::try_from(*args)?;
             if dev {
                 announce_dev_mode(&settings, token_file.as_deref())?;
             }
             let app = Application::build(settings).await?;
-            app.run_until_stopped(shutdown_signal()).await
+            app.run_until_stopped(stop).await
         }
         Command::Apikey(ApiKeyCommand::Create {
             database,
@@ -164,24 +165,24 @@ async fn retention(args: RetentionArgs) -> anyhow::Result<()> {
 }
 
 /// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        tokio::signal::ctrl_c().await.ok();
-    };
+///
+/// The handlers are installed when this is called, not when the future is first polled: the
+/// server answers health checks as soon as it is polled, so a supervisor that sends SIGTERM
+/// right after the first SERVING must find the handler already there (otherwise the default
+/// action kills the process without a drain).
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    #[cfg(unix)]
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = terminate.recv() => {},
+            _ = interrupt.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutdown signal received");
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c().await.ok();
+        tracing::info!("shutdown signal received");
+    })
 }
