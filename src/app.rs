@@ -15,7 +15,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::activity::Activity;
 use crate::activity::grpc::ActivityGrpc;
-use crate::admission::AdmissionLayer;
+use crate::admission::{AdaptiveLimit, AdmissionLayer};
 use crate::agents::grpc::AgentGrpc;
 use crate::agents::{Agents, Fanout, Watcher};
 use crate::analytics::Analytics;
@@ -226,6 +226,8 @@ impl Application {
             settings.feed_retention,
             Arc::clone(&metrics.feed_unsequenced),
         );
+        let admission = AdaptiveLimit::new(settings.limits.max_in_flight, settings.limits.shed_lag);
+        let admission_probe = admission.spawn_probe(stop_rx.clone());
         let metrics_server = metrics_listener.map(|listener| {
             let sources = crate::metrics::Sources {
                 pool: pool.clone(),
@@ -234,6 +236,7 @@ impl Application {
                 redis: redis.clone(),
                 feed_head: feed_head.clone(),
                 feed_unsequenced: Arc::clone(&metrics.feed_unsequenced),
+                admission: Arc::clone(&admission),
             };
             crate::metrics::serve(
                 listener,
@@ -308,7 +311,7 @@ impl Application {
             .max_concurrent_streams(limits.max_concurrent_streams)
             .timeout(limits.default_deadline)
             .layer(RpcLayer::new(Arc::clone(&metrics)))
-            .layer(AdmissionLayer::new(limits.max_in_flight))
+            .layer(AdmissionLayer::new(Arc::clone(&admission)))
             .layer(AuthLayer::new(authenticator, limiter, auditor.clone()))
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -423,6 +426,7 @@ impl Application {
         offers_refresh.await.ok();
         live_rebuild.await.ok();
         chain_stamper.await.ok();
+        admission_probe.await.ok();
         if let Some(metrics_server) = metrics_server {
             metrics_server.await.ok();
         }

@@ -302,6 +302,13 @@ pub struct ServeArgs {
     /// slower still (see BENCHMARKS.md, overload).
     #[arg(long, env = "SWITCHBOARD_MAX_IN_FLIGHT", default_value_t = 256)]
     pub max_in_flight: usize,
+    /// Runtime lag (milliseconds) above which the in-flight limit shrinks: how late a task that
+    /// asked to be woken actually runs, i.e. how long every admitted request waits for a CPU.
+    /// While the lag is above it the limit drops by a quarter every 10 ms (to 4 at least), and
+    /// grows back when it is not. Keep it well under the Redis timeout. 0 keeps the limit fixed
+    /// at --max-in-flight.
+    #[arg(long, env = "SWITCHBOARD_SHED_LAG_MS", default_value_t = 20)]
+    pub shed_lag_ms: u64,
     /// Deadline for calls that bring none (milliseconds); streams are not cut by it.
     #[arg(
         long,
@@ -346,6 +353,8 @@ pub struct Limits {
     pub max_request_bytes: usize,
     pub max_concurrent_streams: u32,
     pub max_in_flight: usize,
+    /// Runtime lag above which the in-flight limit shrinks; zero: never.
+    pub shed_lag: Duration,
     pub default_deadline: Duration,
 }
 
@@ -564,6 +573,7 @@ impl TryFrom<ServeArgs> for Settings {
                 max_request_bytes: args.max_request_bytes,
                 max_concurrent_streams: args.max_concurrent_streams,
                 max_in_flight: args.max_in_flight,
+                shed_lag: Duration::from_millis(args.shed_lag_ms),
                 default_deadline: Duration::from_millis(args.default_deadline_ms),
             },
             health_interval: Duration::from_millis(500),

@@ -91,6 +91,7 @@ pub struct Sources {
     pub redis: Option<crate::redis_link::RedisLink>,
     pub feed_head: crate::feed::FeedHead,
     pub feed_unsequenced: Arc<AtomicI64>,
+    pub admission: Arc<crate::admission::AdaptiveLimit>,
 }
 
 impl std::fmt::Debug for Sources {
@@ -182,6 +183,31 @@ impl Collector for Sources {
             "switchboard_redis_errors",
             "Redis commands that failed or timed out",
             redis_failures,
+        )?;
+        let admission = &self.admission;
+        gauge(
+            e,
+            "switchboard_admission_limit",
+            "Requests this instance admits at once now (shrinks while the runtime lags)",
+            admission.limit() as i64,
+        )?;
+        gauge(
+            e,
+            "switchboard_admission_in_flight",
+            "Requests being handled now",
+            admission.in_flight() as i64,
+        )?;
+        gauge(
+            e,
+            "switchboard_runtime_lag_microseconds",
+            "How late the last 10 ms probe task ran: the wait for a CPU every task sees",
+            i64::try_from(admission.last_lag().as_micros()).unwrap_or(i64::MAX),
+        )?;
+        counter(
+            e,
+            "switchboard_admission_shed",
+            "Requests refused with UNAVAILABLE because the instance was at its limit",
+            admission.shed(),
         )?;
         let head = self.feed_head.watch().borrow().position;
         gauge(

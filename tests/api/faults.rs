@@ -353,6 +353,91 @@ async fn overload_is_shed_at_once_while_admitted_requests_finish() {
     );
 }
 
+/// Sends `count` GetCustomer calls at once; their codes.
+async fn burst_of_reads(app: &TestApp, id: &str, count: usize) -> Vec<Result<(), Code>> {
+    let burst = (0..count).map(|_| {
+        let mut customers = app.customers.clone();
+        let id = id.to_owned();
+        async move {
+            customers
+                .get_customer(v1::GetCustomerRequest { id })
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code())
+        }
+    });
+    futures::future::join_all(burst).await
+}
+
+#[tokio::test]
+async fn a_starved_runtime_sheds_below_the_in_flight_ceiling_and_recovers() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let defaults = TestOptions::default();
+    let app = spawn_app_with(TestOptions {
+        limits: switchboard::config::Limits {
+            max_in_flight: 1000,
+            shed_lag: Duration::from_millis(20),
+            ..defaults.limits
+        },
+        ..TestOptions::default()
+    })
+    .await;
+    let customer = app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    let calm = burst_of_reads(&app, &customer.id, 40).await;
+    assert!(calm.iter().all(Result::is_ok), "calm: {calm:?}");
+
+    // A CPU hog on the server's runtime (this test's thread): every task now runs ~30 ms late.
+    let hogging = Arc::new(AtomicBool::new(true));
+    let hog = tokio::spawn({
+        let hogging = Arc::clone(&hogging);
+        async move {
+            while hogging.load(Ordering::Relaxed) {
+                let until = Instant::now() + Duration::from_millis(30);
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    // Long enough for the probe to see the lag a dozen times: the limit reaches its floor.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let starved = burst_of_reads(&app, &customer.id, 40).await;
+    hogging.store(false, Ordering::Relaxed);
+    hog.await.expect("hog");
+
+    let answered = starved.iter().filter(|r| r.is_ok()).count();
+    let shed = starved
+        .iter()
+        .filter(|r| **r == Err(Code::Unavailable))
+        .count();
+    assert_eq!(
+        answered + shed,
+        starved.len(),
+        "only answers or sheds: {starved:?}"
+    );
+    assert!(answered >= 1, "the floor still admits: {starved:?}");
+    assert!(
+        shed >= 20,
+        "40 at once, far below the ceiling of 1,000, are mostly shed while starved: {shed}"
+    );
+    println!("starved runtime (~30 ms lag, target 20 ms): {answered} of 40 admitted, {shed} shed");
+
+    // The lag is gone: the limit grows back and everything is admitted again.
+    let recovered = eventually(Duration::from_secs(5), || async {
+        burst_of_reads(&app, &customer.id, 40)
+            .await
+            .iter()
+            .all(Result::is_ok)
+    })
+    .await;
+    assert!(
+        recovered,
+        "admits everything again once the runtime keeps up"
+    );
+}
+
 #[tokio::test]
 async fn sigterm_under_load_fails_nothing_in_flight_and_ends_streams_cleanly() {
     use std::sync::atomic::{AtomicBool, Ordering};

@@ -15,6 +15,7 @@ fn limits(rate: RateLimit, deadline: Duration) -> Limits {
         max_request_bytes: 1 << 20,
         max_concurrent_streams: 256,
         max_in_flight: 1000,
+        shed_lag: Duration::ZERO,
         default_deadline: deadline,
     }
 }

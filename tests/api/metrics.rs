@@ -49,6 +49,13 @@ async fn metrics_move_with_rpcs_pops_call_events_and_agent_streams() {
     let app = spawn_app().await;
     let before = scrape(&app).await;
     assert_eq!(value(&before, "switchboard_agent_streams_open"), 0.0);
+    // The test options keep the in-flight limit fixed at its ceiling; nothing is shed.
+    assert_eq!(value(&before, "switchboard_admission_limit"), 1000.0);
+    assert_eq!(value(&before, "switchboard_admission_shed_total"), 0.0);
+    assert!(
+        before.contains_key("switchboard_runtime_lag_microseconds"),
+        "the lag probe is exported"
+    );
 
     // Pops: the first misses the cache and queries PostgreSQL; they go on until one is answered
     // from Redis (the card is cached once the creation's invalidation has been relayed).

@@ -1,9 +1,10 @@
 //! Admission, in front of everything but health: load shedding, the caller's deadline, and the
 //! server's own time on every answer.
 //!
-//! - **Shedding.** At most `max_in_flight` requests are handled at once; beyond that a request is
+//! - **Shedding.** At most `max_in_flight` requests are handled at once, fewer while the runtime
+//!   runs its tasks late (the CPU is the bottleneck; see [`limit`]); beyond that a request is
 //!   refused at once with UNAVAILABLE rather than queued (a queue only turns overload into
-//!   timeouts for everyone). A permit is held until the handler has answered; a stream's body
+//!   timeouts for everyone). A place is held until the handler has answered; a stream's body
 //!   runs on without one.
 //! - **Deadline.** With a `grpc-timeout`, the answer is DEADLINE_EXCEEDED a little before the
 //!   caller's own timer fires (10% earlier, at most 20 ms), so the caller learns why; dropping the
@@ -17,23 +18,24 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use tokio::sync::Semaphore;
 use tonic::Status;
 use tonic::body::Body;
 use tower::{Layer, Service};
 
 use crate::auth::permissions;
 
+pub mod limit;
+
+pub use limit::AdaptiveLimit;
+
 #[derive(Clone)]
 pub struct AdmissionLayer {
-    permits: Arc<Semaphore>,
+    permits: Arc<AdaptiveLimit>,
 }
 
 impl AdmissionLayer {
-    pub fn new(max_in_flight: usize) -> Self {
-        Self {
-            permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
-        }
+    pub fn new(permits: Arc<AdaptiveLimit>) -> Self {
+        Self { permits }
     }
 }
 
@@ -51,7 +53,7 @@ impl<S> Layer<S> for AdmissionLayer {
 #[derive(Clone)]
 pub struct AdmissionService<S> {
     inner: S,
-    permits: Arc<Semaphore>,
+    permits: Arc<AdaptiveLimit>,
 }
 
 impl<S> Service<http::Request<Body>> for AdmissionService<S>
@@ -78,7 +80,7 @@ where
             if permissions::is_public(&path) {
                 return inner.call(request).await;
             }
-            let Ok(_admitted) = permits.try_acquire_owned() else {
+            let Some(_admitted) = permits.try_admit() else {
                 tracing::debug!(rpc = %path, "overloaded: request shed");
                 return Ok(Status::unavailable(
                     "this instance is at capacity; retry with back-off or on another instance",
