@@ -105,6 +105,8 @@ pub struct Application {
     redis: Option<RedisLink>,
     /// The Prometheus metrics port, bound at build (`None`: none).
     metrics_listener: Option<TcpListener>,
+    /// Load shedding, shared with the pops (which skip their PostgreSQL fallback while shedding).
+    admission: Arc<AdaptiveLimit>,
 }
 
 impl Application {
@@ -138,7 +140,14 @@ impl Application {
             tracing::warn!(%error, "pending pop invalidations not drained yet; the relay will retry");
         }
         let offers = OfferDirectory::new(pool.clone());
-        let pops = ScreenPops::new(pool.clone(), cache, invalidator.clone(), offers.clone());
+        let admission = AdaptiveLimit::new(settings.limits.max_in_flight, settings.limits.shed_lag);
+        let pops = ScreenPops::new(
+            pool.clone(),
+            cache,
+            invalidator.clone(),
+            offers.clone(),
+            Arc::clone(&admission),
+        );
         let customers = Customers::new(pool.clone(), invalidator.clone());
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -164,6 +173,7 @@ impl Application {
             offers,
             redis: link,
             metrics_listener,
+            admission,
         })
     }
 
@@ -202,6 +212,7 @@ impl Application {
             offers,
             redis,
             metrics_listener,
+            admission,
         } = self;
         let metrics = Arc::new(Metrics::new());
         let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -226,7 +237,6 @@ impl Application {
             settings.feed_retention,
             Arc::clone(&metrics.feed_unsequenced),
         );
-        let admission = AdaptiveLimit::new(settings.limits.max_in_flight, settings.limits.shed_lag);
         let admission_probe = admission.spawn_probe(stop_rx.clone());
         let metrics_server = metrics_listener.map(|listener| {
             let sources = crate::metrics::Sources {
@@ -311,7 +321,10 @@ impl Application {
             .max_concurrent_streams(limits.max_concurrent_streams)
             .timeout(limits.default_deadline)
             .layer(RpcLayer::new(Arc::clone(&metrics)))
-            .layer(AdmissionLayer::new(Arc::clone(&admission)))
+            .layer(AdmissionLayer::new(
+                Arc::clone(&admission),
+                limits.max_request_bytes,
+            ))
             .layer(AuthLayer::new(authenticator, limiter, auditor.clone()))
             .add_service(health_service)
             .add_service(reflection_v1)

@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 /// How often the probe asks to be woken.
 pub const PROBE_PERIOD: Duration = Duration::from_millis(10);
 
+/// How long after its last refusal an instance counts as shedding (see [`AdaptiveLimit::is_shedding`]).
+pub const SHEDDING_WINDOW: Duration = Duration::from_millis(250);
+
 /// The lowest the limit goes: a few requests always get through, so the lag can be measured
 /// against real work and the instance never refuses everything.
 const FLOOR: usize = 4;
@@ -30,6 +33,9 @@ pub struct AdaptiveLimit {
     in_flight: AtomicUsize,
     last_lag_micros: AtomicU64,
     shed: AtomicU64,
+    /// When the last request was refused, in ms since `epoch` (0: never).
+    last_shed_ms: AtomicU64,
+    epoch: Instant,
 }
 
 /// An admitted request's place; it is given back when dropped.
@@ -55,6 +61,8 @@ impl AdaptiveLimit {
             in_flight: AtomicUsize::new(0),
             last_lag_micros: AtomicU64::new(0),
             shed: AtomicU64::new(0),
+            last_shed_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
         })
     }
 
@@ -64,6 +72,8 @@ impl AdaptiveLimit {
         if before >= self.limit.load(Ordering::Acquire) {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
             self.shed.fetch_add(1, Ordering::Relaxed);
+            self.last_shed_ms
+                .store(self.millis_since_epoch().max(1), Ordering::Relaxed);
             return None;
         }
         Some(Admitted(Arc::clone(self)))
@@ -99,6 +109,25 @@ impl AdaptiveLimit {
     /// The lag the last probe measured.
     pub fn last_lag(&self) -> Duration {
         Duration::from_micros(self.last_lag_micros.load(Ordering::Relaxed))
+    }
+
+    /// Whether the instance is over its capacity: the last probe found the runtime lagging past
+    /// the target (the CPU is short now), or a request was refused in the last
+    /// [`SHEDDING_WINDOW`]. Work that has a cheap failure and a costly fallback should fail then.
+    pub fn is_shedding(&self) -> bool {
+        let last = self.last_shed_ms.load(Ordering::Relaxed);
+        let refused_lately = last != 0
+            && self.millis_since_epoch().saturating_sub(last) < SHEDDING_WINDOW.as_millis() as u64;
+        let lagging = !self.target.is_zero() && self.last_lag() > self.target;
+        lagging || refused_lately
+    }
+
+    fn millis_since_epoch(&self) -> u64 {
+        self.epoch
+            .elapsed()
+            .as_millis()
+            .try_into()
+            .unwrap_or(u64::MAX)
     }
 
     /// Requests refused since start.
@@ -140,9 +169,11 @@ mod tests {
     #[test]
     fn the_ceiling_holds_and_a_place_comes_back_when_dropped() {
         let limit = AdaptiveLimit::new(3, 20 * MS);
+        assert!(!limit.is_shedding(), "nothing refused yet");
         let mut admitted = admit_all(&limit);
         assert_eq!(admitted.len(), 3);
         assert_eq!(limit.shed(), 1, "the fourth was refused");
+        assert!(limit.is_shedding(), "just refused one");
         admitted.pop();
         assert_eq!(limit.in_flight(), 2);
         assert!(limit.try_admit().is_some());
@@ -157,6 +188,7 @@ mod tests {
             limit.observe_lag(80 * MS);
         }
         assert_eq!(limit.limit(), FLOOR);
+        assert!(limit.is_shedding(), "lagging");
         assert_eq!(admit_all(&limit).len(), FLOOR, "the floor still admits");
         limit.observe_lag(20 * MS);
         assert_eq!(limit.limit(), FLOOR + 4, "a 64th of the ceiling back");
@@ -164,6 +196,11 @@ mod tests {
             limit.observe_lag(MS);
         }
         assert_eq!(limit.limit(), 256, "never above the ceiling");
+        std::thread::sleep(SHEDDING_WINDOW + MS);
+        assert!(
+            !limit.is_shedding(),
+            "back at the ceiling, nothing refused for a window"
+        );
         assert_eq!(limit.last_lag(), MS);
     }
 
@@ -178,6 +215,22 @@ mod tests {
         assert!(limit.try_admit().is_none(), "13 in flight, limit 12");
         admitted.truncate(11);
         assert!(limit.try_admit().is_some(), "11 in flight, limit 12");
+    }
+
+    #[test]
+    fn shedding_ends_a_window_after_the_last_refusal() {
+        let limit = AdaptiveLimit::new(1, 20 * MS);
+        let _held = limit.try_admit();
+        assert!(limit.try_admit().is_none());
+        assert!(limit.is_shedding());
+        limit.observe_lag(20 * MS);
+        std::thread::sleep(SHEDDING_WINDOW + 20 * MS);
+        assert!(
+            !limit.is_shedding(),
+            "no refusal for a whole window, lag at the target"
+        );
+        limit.observe_lag(21 * MS);
+        assert!(limit.is_shedding(), "lagging past the target");
     }
 
     #[test]

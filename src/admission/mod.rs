@@ -9,9 +9,12 @@
 //! - **Deadline.** With a `grpc-timeout`, the answer is DEADLINE_EXCEEDED a little before the
 //!   caller's own timer fires (10% earlier, at most 20 ms), so the caller learns why; dropping the
 //!   handler cancels its queries. (tonic's own timeout answers CANCELLED.)
-//! - **Server-Timing.** Every answer carries `server-timing: app;dur=<ms>`, the time from receiving
-//!   the request to the answer, so clients (and the benchmark) can tell server time from network
-//!   and client time.
+//! - **Whole messages first.** A unary call's message is read before it takes a place, so places
+//!   go to work, not to waiting on clients (see [`message`]).
+//! - **Server-Timing.** Every answer carries `server-timing: app;dur=<ms>, recv;dur=<ms>`: the
+//!   time from having the request's message to the answer, and the wait for that message after
+//!   its headers, so clients (and the benchmark) can tell server time from network and client
+//!   time.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -25,17 +28,23 @@ use tower::{Layer, Service};
 use crate::auth::permissions;
 
 pub mod limit;
+mod message;
 
 pub use limit::AdaptiveLimit;
 
 #[derive(Clone)]
 pub struct AdmissionLayer {
     permits: Arc<AdaptiveLimit>,
+    max_message_bytes: usize,
 }
 
 impl AdmissionLayer {
-    pub fn new(permits: Arc<AdaptiveLimit>) -> Self {
-        Self { permits }
+    /// `max_message_bytes`: the largest request message a unary call may send.
+    pub fn new(permits: Arc<AdaptiveLimit>, max_message_bytes: usize) -> Self {
+        Self {
+            permits,
+            max_message_bytes,
+        }
     }
 }
 
@@ -46,6 +55,7 @@ impl<S> Layer<S> for AdmissionLayer {
         AdmissionService {
             inner,
             permits: Arc::clone(&self.permits),
+            max_message_bytes: self.max_message_bytes,
         }
     }
 }
@@ -54,6 +64,7 @@ impl<S> Layer<S> for AdmissionLayer {
 pub struct AdmissionService<S> {
     inner: S,
     permits: Arc<AdaptiveLimit>,
+    max_message_bytes: usize,
 }
 
 impl<S> Service<http::Request<Body>> for AdmissionService<S>
@@ -74,30 +85,44 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let permits = Arc::clone(&self.permits);
+        let max_message_bytes = self.max_message_bytes;
         Box::pin(async move {
             let received = Instant::now();
             let path = request.uri().path().to_owned();
             if permissions::is_public(&path) {
                 return inner.call(request).await;
             }
-            let Some(_admitted) = permits.try_admit() else {
-                tracing::debug!(rpc = %path, "overloaded: request shed");
-                return Ok(Status::unavailable(
-                    "this instance is at capacity; retry with back-off or on another instance",
-                )
-                .into_http());
-            };
             let deadline = request
                 .headers()
                 .get("grpc-timeout")
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_grpc_timeout);
-            let handled = inner.call(request);
-            let response = match deadline {
-                None => handled.await,
+            let admitted = async {
+                let request = if message::sends_one_message(&path) {
+                    let (parts, body) = request.into_parts();
+                    match message::read_ahead(body, max_message_bytes).await {
+                        Ok(body) => http::Request::from_parts(parts, body),
+                        Err(status) => return Ok(status.into_http()),
+                    }
+                } else {
+                    request
+                };
+                let read = Instant::now();
+                let Some(_place) = permits.try_admit() else {
+                    tracing::debug!(rpc = %path, "overloaded: request shed");
+                    return Ok(Status::unavailable(
+                        "this instance is at capacity; retry with back-off or on another instance",
+                    )
+                    .into_http());
+                };
+                let response = inner.call(request).await;
+                response.map(|response| with_timing(response, read.elapsed(), read - received))
+            };
+            match deadline {
+                None => admitted.await,
                 Some(deadline) => {
                     let margin = (deadline / 10).min(Duration::from_millis(20));
-                    match tokio::time::timeout(deadline - margin, handled).await {
+                    match tokio::time::timeout(deadline - margin, admitted).await {
                         Ok(response) => response,
                         Err(_) => {
                             tracing::info!(rpc = %path, ?deadline, "deadline exceeded");
@@ -106,16 +131,27 @@ where
                         }
                     }
                 }
-            };
-            response.map(|mut response| {
-                let value = format!("app;dur={:.3}", received.elapsed().as_secs_f64() * 1000.0);
-                if let Ok(value) = http::HeaderValue::from_str(&value) {
-                    response.headers_mut().insert("server-timing", value);
-                }
-                response
-            })
+            }
         })
     }
+}
+
+/// `server-timing: app;dur=<ms>, recv;dur=<ms>`: the time from having the request's message to
+/// the answer, and the time spent waiting for that message after its headers.
+fn with_timing(
+    mut response: http::Response<Body>,
+    app: Duration,
+    recv: Duration,
+) -> http::Response<Body> {
+    let value = format!(
+        "app;dur={:.3}, recv;dur={:.3}",
+        app.as_secs_f64() * 1000.0,
+        recv.as_secs_f64() * 1000.0
+    );
+    if let Ok(value) = http::HeaderValue::from_str(&value) {
+        response.headers_mut().insert("server-timing", value);
+    }
+    response
 }
 
 /// The `grpc-timeout` header: at most 8 digits and a unit (H, M, S, m, u, n).

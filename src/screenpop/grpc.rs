@@ -32,6 +32,9 @@ impl From<PopError> for Status {
             PopError::Invalid(violations) => grpc_status::invalid_argument(violations),
             PopError::Unavailable(source) => grpc_status::unavailable(source.as_ref()),
             PopError::Database(source) => grpc_status::internal(source.as_ref()),
+            PopError::Overloaded => Status::unavailable(
+                "this instance is at capacity and its cache is not answering; retry with back-off or on another instance",
+            ),
         }
     }
 }

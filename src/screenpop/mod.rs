@@ -7,7 +7,11 @@
 //!    ([`SingleFlight`]); the leader stores the result only if no invalidation has moved the
 //!    generation meanwhile (see [`cache`]).
 //! 3. When Redis is down, slow or not trusted (pending invalidations), the pop comes straight from
-//!    PostgreSQL; Redis is never needed for a correct answer.
+//!    PostgreSQL; Redis is never needed for a correct answer. Except while the instance is
+//!    shedding load ([`AdaptiveLimit::is_shedding`]): then a Redis failure is most likely the
+//!    overload itself (Redis starved of CPU, or its answers queued behind ours), and a query costs
+//!    many times a cache read, so falling back would shrink capacity just when it is short. The
+//!    pop answers UNAVAILABLE instead, as a shed request does, and the softphone retries.
 //!
 //! The pop's cached form is its protobuf encoding, so this context works with the generated
 //! `ScreenPop` message (a prost type, not a tonic one) as its model.
@@ -25,6 +29,7 @@ use sqlx::PgPool;
 
 use self::cache::{NumberKey, PopCache};
 pub use self::invalidation::{Pending, PopInvalidator};
+use crate::admission::AdaptiveLimit;
 use crate::campaigns::OfferDirectory;
 use crate::db::{self, Failure};
 use crate::phone::PhoneNumber;
@@ -56,6 +61,9 @@ pub enum PopError {
     Unavailable(#[source] Arc<sqlx::Error>),
     #[error("database error")]
     Database(#[source] Arc<sqlx::Error>),
+    /// The cache failed while the instance is shedding load: no fallback to PostgreSQL.
+    #[error("overloaded: the cache is not answering and the instance is shedding load")]
+    Overloaded,
 }
 
 impl From<Arc<sqlx::Error>> for PopError {
@@ -100,6 +108,7 @@ pub struct ScreenPops {
     flights: Arc<SingleFlight<(String, Option<i64>), Loaded>>,
     stats: Arc<PopStats>,
     offers: OfferDirectory,
+    admission: Arc<AdaptiveLimit>,
 }
 
 impl ScreenPops {
@@ -108,6 +117,7 @@ impl ScreenPops {
         cache: Option<PopCache>,
         invalidator: PopInvalidator,
         offers: OfferDirectory,
+        admission: Arc<AdaptiveLimit>,
     ) -> Self {
         Self {
             pool,
@@ -116,6 +126,7 @@ impl ScreenPops {
             flights: Arc::default(),
             stats: Arc::default(),
             offers,
+            admission,
         }
     }
 
@@ -130,21 +141,18 @@ impl ScreenPops {
     ) -> Result<(v1::ScreenPop, PopSource), PopError> {
         let number = request.caller.e164();
         let call_id = request.call_id.as_deref();
-        let mut answer = match self
-            .cache
-            .as_ref()
-            .filter(|_| self.invalidator.cache_trusted())
-        {
-            Some(cache) => {
+        let mut answer = match &self.cache {
+            Some(cache) if self.invalidator.cache_trusted() => {
                 let key = NumberKey::of(number);
                 match cache.read(&key, call_id).await {
                     Ok(read) => {
                         self.answer_from_cache_or_load(cache, number, &key, call_id, read)
                             .await?
                     }
-                    Err(_) => self.load_uncached(number).await?,
+                    Err(_) => self.fall_back(number).await?,
                 }
             }
+            Some(_) => self.fall_back(number).await?,
             None => self.load_uncached(number).await?,
         };
         tracing::Span::current().record("source", tracing::field::debug(answer.1));
@@ -228,6 +236,14 @@ impl ScreenPops {
                 .ok();
         }
         Ok(Arc::new((pop, bytes)))
+    }
+
+    /// The cache is configured but failed or is not trusted: PostgreSQL, unless shedding.
+    async fn fall_back(&self, number: &str) -> Result<(v1::ScreenPop, PopSource), PopError> {
+        if self.admission.is_shedding() {
+            return Err(PopError::Overloaded);
+        }
+        self.load_uncached(number).await
     }
 
     async fn load_uncached(&self, number: &str) -> Result<(v1::ScreenPop, PopSource), PopError> {

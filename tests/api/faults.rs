@@ -353,6 +353,53 @@ async fn overload_is_shed_at_once_while_admitted_requests_finish() {
     );
 }
 
+/// A CPU hog on the server's runtime (the test's thread): every task runs ~30 ms late.
+struct CpuHog {
+    hogging: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CpuHog {
+    /// Starts hogging and waits long enough for the lag probe to see it a dozen times, which
+    /// takes the in-flight limit to its floor.
+    async fn start() -> Self {
+        use std::sync::atomic::Ordering;
+        let hogging = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let task = tokio::spawn({
+            let hogging = Arc::clone(&hogging);
+            async move {
+                while hogging.load(Ordering::Relaxed) {
+                    let until = Instant::now() + Duration::from_millis(30);
+                    while Instant::now() < until {
+                        std::hint::spin_loop();
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        Self { hogging, task }
+    }
+
+    async fn stop(self) {
+        self.hogging
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.expect("hog");
+    }
+}
+
+/// Options for an instance whose in-flight limit follows the runtime's lag.
+fn shedding_on_lag(options: TestOptions) -> TestOptions {
+    TestOptions {
+        limits: switchboard::config::Limits {
+            max_in_flight: 1000,
+            shed_lag: Duration::from_millis(20),
+            ..options.limits
+        },
+        ..options
+    }
+}
+
 /// Sends `count` GetCustomer calls at once; their codes.
 async fn burst_of_reads(app: &TestApp, id: &str, count: usize) -> Vec<Result<(), Code>> {
     let burst = (0..count).map(|_| {
@@ -371,41 +418,14 @@ async fn burst_of_reads(app: &TestApp, id: &str, count: usize) -> Vec<Result<(),
 
 #[tokio::test]
 async fn a_starved_runtime_sheds_below_the_in_flight_ceiling_and_recovers() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    let defaults = TestOptions::default();
-    let app = spawn_app_with(TestOptions {
-        limits: switchboard::config::Limits {
-            max_in_flight: 1000,
-            shed_lag: Duration::from_millis(20),
-            ..defaults.limits
-        },
-        ..TestOptions::default()
-    })
-    .await;
+    let app = spawn_app_with(shedding_on_lag(TestOptions::default())).await;
     let customer = app.create_customer("Ada Lovelace", &["+14155550100"]).await;
     let calm = burst_of_reads(&app, &customer.id, 40).await;
     assert!(calm.iter().all(Result::is_ok), "calm: {calm:?}");
 
-    // A CPU hog on the server's runtime (this test's thread): every task now runs ~30 ms late.
-    let hogging = Arc::new(AtomicBool::new(true));
-    let hog = tokio::spawn({
-        let hogging = Arc::clone(&hogging);
-        async move {
-            while hogging.load(Ordering::Relaxed) {
-                let until = Instant::now() + Duration::from_millis(30);
-                while Instant::now() < until {
-                    std::hint::spin_loop();
-                }
-                tokio::task::yield_now().await;
-            }
-        }
-    });
-    // Long enough for the probe to see the lag a dozen times: the limit reaches its floor.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    let hog = CpuHog::start().await;
     let starved = burst_of_reads(&app, &customer.id, 40).await;
-    hogging.store(false, Ordering::Relaxed);
-    hog.await.expect("hog");
+    hog.stop().await;
 
     let answered = starved.iter().filter(|r| r.is_ok()).count();
     let shed = starved
@@ -435,6 +455,72 @@ async fn a_starved_runtime_sheds_below_the_in_flight_ceiling_and_recovers() {
     assert!(
         recovered,
         "admits everything again once the runtime keeps up"
+    );
+}
+
+/// Ada's pop; the status code if it fails.
+async fn lookup(app: &TestApp) -> Result<v1::LookupResponse, Code> {
+    app.pops
+        .clone()
+        .lookup(v1::LookupRequest {
+            caller_number: "+14155550100".into(),
+            ..Default::default()
+        })
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|s| s.code())
+}
+
+#[tokio::test]
+async fn a_shedding_instance_answers_unavailable_instead_of_falling_back_to_postgres() {
+    let redis = redis_url();
+    let proxy = FaultProxy::start(([127, 0, 0, 1], port_of(&redis)).into()).await;
+    let app = spawn_app_with(shedding_on_lag(TestOptions {
+        redis_url: Some(proxy.url_for(&redis, port_of(&redis))),
+        ..TestOptions::default()
+    }))
+    .await;
+    app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    // Cached once the creation's invalidation has been relayed (and, on a busy test machine,
+    // once the runtime is not lagging past the target).
+    let cached = eventually(Duration::from_secs(5), || async {
+        lookup(&app).await.map(|r| r.source()) == Ok(v1::PopSource::Cache)
+    })
+    .await;
+    assert!(cached, "the card is cached");
+    let stats = Arc::clone(&app.stats);
+    let queries = |stats: &switchboard::screenpop::PopStats| {
+        switchboard::screenpop::PopStats::get(&stats.database_queries)
+    };
+
+    // Starved and shedding, and Redis stops answering: pops must not pile onto PostgreSQL.
+    let hog = CpuHog::start().await;
+    proxy.set(Fault::Blackhole);
+    let before = queries(&stats);
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        let burst = (0..40).map(|_| async { lookup(&app).await.map(|_| ()) });
+        codes.extend(futures::future::join_all(burst).await);
+    }
+    let queried = queries(&stats) - before;
+    hog.stop().await;
+    proxy.set(Fault::Pass);
+
+    assert!(
+        codes.iter().all(|c| *c == Err(Code::Unavailable)),
+        "Redis is blackholed, so nothing is answered from the cache, and nothing from PostgreSQL \
+         while shedding: {codes:?}"
+    );
+    assert_eq!(queried, 0, "no fallback queries while shedding");
+
+    // Calm again: Redis or, while it comes back, PostgreSQL answers every pop.
+    let served = eventually(Duration::from_secs(5), || async {
+        lookup(&app).await.is_ok()
+    })
+    .await;
+    assert!(
+        served,
+        "pops are answered once the instance is no longer shedding"
     );
 }
 

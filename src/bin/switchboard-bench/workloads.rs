@@ -45,7 +45,14 @@ fn with_deadline<T>(message: T) -> Request<T> {
 /// The server's time from its `server-timing: app;dur=<ms>` header, in µs.
 fn server_us(metadata: &tonic::metadata::MetadataMap) -> Option<u64> {
     let value = metadata.get("server-timing")?.to_str().ok()?;
-    let ms: f64 = value.split("dur=").nth(1)?.parse().ok()?;
+    let ms: f64 = value
+        .split("app;dur=")
+        .nth(1)?
+        .split(',')
+        .next()?
+        .trim()
+        .parse()
+        .ok()?;
     Some((ms * 1000.0) as u64)
 }
 
