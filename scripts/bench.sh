@@ -47,7 +47,7 @@ run() {
 for scenario in ${BENCH_SCENARIOS:-echo pop-hot pop-hot-10k pop-cold events events-10k mixed overload}; do
   case "$scenario" in
     echo)        run echo --duration 10 --echo-secs 0 ;;
-    pop-hot)     run pop-hot --duration 10 --population 100000 ;;
+    pop-hot)     run pop-hot --duration 10 --population 100000 | tee "$(data_dir)/bench-pop-hot.txt" ;;
     pop-hot-10k) run pop-hot --rate 10000 --duration 15 --population 100000 --skip-warm ;;
     pop-cold)    # Every lookup a miss: drop the cached cards this deployment holds first.
                  redis-cli -u "$REDIS_URL" --scan --pattern 'bench:pop:*' | xargs -r -n 1000 redis-cli -u "$REDIS_URL" del >/dev/null
@@ -55,7 +55,12 @@ for scenario in ${BENCH_SCENARIOS:-echo pop-hot pop-hot-10k pop-cold events even
     events)      run events --duration 10 --concurrency 1024 --streams 64 --agents 50 --population 10000 ;;
     events-10k)  run events --rate 10000 --duration 10 --streams 64 --agents 50 --population 10000 ;;
     mixed)       run mixed --rate 4000 --duration 15 --streams 32 --agents 50 --population 100000 --skip-warm ;;
-    overload)    run pop-hot --rate 40000 --duration 10 --population 100000 --skip-warm ;;
+    overload)    # Twice the closed-loop pop-hot throughput of the last run (40,000/s if none), offered
+                 # over the usual 4 connections and then over 32 (8,192 streams at once).
+                 capacity="$(grep -o '^pop-hot: closed loop.*ok, [0-9]*/s' "$(data_dir)/bench-pop-hot.txt" 2>/dev/null | grep -o '[0-9]*/s$' | tr -d /s || true)"
+                 rate=$(( ${capacity:-20000} * 2 ))
+                 run pop-hot --rate "$rate" --duration 10 --population 100000 --skip-warm
+                 run pop-hot --rate "$rate" --connections 32 --duration 10 --population 100000 --skip-warm ;;
     # Not in the default list: each run adds 100,000 customers to the benchmark database.
     import)      run import --rows ${BENCH_IMPORT_ROWS:-100000} ;;
   esac
