@@ -297,10 +297,10 @@ pub struct ServeArgs {
     pub max_concurrent_streams: u32,
     /// Requests being handled at once by this instance; beyond it, new ones are shed at once with
     /// UNAVAILABLE (retry with back-off, or on another instance) instead of queueing. Keep it near
-    /// capacity (requests/s) x a few ms: a deeper queue makes every request slower than the Redis
-    /// timeout, and an instance whose cache calls time out falls back to PostgreSQL, which is
-    /// slower still (see BENCHMARKS.md, overload).
-    #[arg(long, env = "SWITCHBOARD_MAX_IN_FLIGHT", default_value_t = 256)]
+    /// capacity (requests/s) x a couple of ms: 64 suits two cores (about 27,000 pops/s). Every
+    /// place above that is a queue, and at twice capacity 256 places gave admitted pops a p99 of
+    /// about 100 ms against 13 ms with 64 (docs/RELIABILITY.md). Open streams hold no place.
+    #[arg(long, env = "SWITCHBOARD_MAX_IN_FLIGHT", default_value_t = 64)]
     pub max_in_flight: usize,
     /// Runtime lag (milliseconds) above which the in-flight limit shrinks: how late a task that
     /// asked to be woken actually runs, i.e. how long every admitted request waits for a CPU.
