@@ -15,7 +15,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::activity::Activity;
 use crate::activity::grpc::ActivityGrpc;
-use crate::admission::{AdaptiveLimit, AdmissionLayer};
+use crate::admission::{AdaptiveLimit, AdmissionLayer, Targets};
 use crate::agents::grpc::AgentGrpc;
 use crate::agents::{Agents, Fanout, Watcher};
 use crate::analytics::Analytics;
@@ -140,7 +140,13 @@ impl Application {
             tracing::warn!(%error, "pending pop invalidations not drained yet; the relay will retry");
         }
         let offers = OfferDirectory::new(pool.clone());
-        let admission = AdaptiveLimit::new(settings.limits.max_in_flight, settings.limits.shed_lag);
+        let admission = AdaptiveLimit::new(
+            settings.limits.max_in_flight,
+            Targets {
+                lag: settings.limits.shed_lag,
+                queue: settings.limits.shed_queue,
+            },
+        );
         let pops = ScreenPops::new(
             pool.clone(),
             cache,

@@ -296,11 +296,10 @@ pub struct ServeArgs {
     )]
     pub max_concurrent_streams: u32,
     /// Requests being handled at once by this instance; beyond it, new ones are shed at once with
-    /// UNAVAILABLE (retry with back-off, or on another instance) instead of queueing. Keep it near
-    /// capacity (requests/s) x a couple of ms: 64 suits two cores (about 27,000 pops/s). Every
-    /// place above that is a queue, and at twice capacity 256 places gave admitted pops a p99 of
-    /// about 100 ms against 13 ms with 64 (docs/RELIABILITY.md). Open streams hold no place.
-    #[arg(long, env = "SWITCHBOARD_MAX_IN_FLIGHT", default_value_t = 64)]
+    /// UNAVAILABLE (retry with back-off, or on another instance) instead of queueing. High enough
+    /// to ride out a stall of a few ms at full rate; under sustained overload the limit shrinks
+    /// below it (--shed-lag-ms, --shed-queue-ms). Open streams hold no place.
+    #[arg(long, env = "SWITCHBOARD_MAX_IN_FLIGHT", default_value_t = 256)]
     pub max_in_flight: usize,
     /// Runtime lag (milliseconds) above which the in-flight limit shrinks: how late a task that
     /// asked to be woken actually runs, i.e. how long every admitted request waits for a CPU.
@@ -309,6 +308,11 @@ pub struct ServeArgs {
     /// at --max-in-flight.
     #[arg(long, env = "SWITCHBOARD_SHED_LAG_MS", default_value_t = 20)]
     pub shed_lag_ms: u64,
+    /// Standing queue (milliseconds): when, over 100 ms with at least 8 requests finished, even
+    /// the fastest admitted request took longer than this, everything is waiting, and the
+    /// in-flight limit drops by a quarter (to 4 at least); it grows back when not. 0: off.
+    #[arg(long, env = "SWITCHBOARD_SHED_QUEUE_MS", default_value_t = 10)]
+    pub shed_queue_ms: u64,
     /// Deadline for calls that bring none (milliseconds); streams are not cut by it.
     #[arg(
         long,
@@ -355,6 +359,8 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// Runtime lag above which the in-flight limit shrinks; zero: never.
     pub shed_lag: Duration,
+    /// The fastest request's time (over a window) above which it shrinks; zero: never.
+    pub shed_queue: Duration,
     pub default_deadline: Duration,
 }
 
@@ -574,6 +580,7 @@ impl TryFrom<ServeArgs> for Settings {
                 max_concurrent_streams: args.max_concurrent_streams,
                 max_in_flight: args.max_in_flight,
                 shed_lag: Duration::from_millis(args.shed_lag_ms),
+                shed_queue: Duration::from_millis(args.shed_queue_ms),
                 default_deadline: Duration::from_millis(args.default_deadline_ms),
             },
             health_interval: Duration::from_millis(500),

@@ -1,8 +1,8 @@
 //! Admission, in front of everything but health: load shedding, the caller's deadline, and the
 //! server's own time on every answer.
 //!
-//! - **Shedding.** At most `max_in_flight` requests are handled at once, fewer while the runtime
-//!   runs its tasks late (the CPU is the bottleneck; see [`limit`]); beyond that a request is
+//! - **Shedding.** At most `max_in_flight` requests are handled at once, fewer while the instance
+//!   is congested (its tasks run late, or every request waits; see [`limit`]); beyond that a request is
 //!   refused at once with UNAVAILABLE rather than queued (a queue only turns overload into
 //!   timeouts for everyone). A place is held until the handler has answered; a stream's body
 //!   runs on without one.
@@ -30,7 +30,7 @@ use crate::auth::permissions;
 pub mod limit;
 mod message;
 
-pub use limit::AdaptiveLimit;
+pub use limit::{AdaptiveLimit, Targets};
 
 #[derive(Clone)]
 pub struct AdmissionLayer {

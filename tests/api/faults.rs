@@ -458,6 +458,79 @@ async fn a_starved_runtime_sheds_below_the_in_flight_ceiling_and_recovers() {
     );
 }
 
+#[tokio::test]
+async fn a_standing_queue_behind_a_slow_database_lowers_the_limit_and_sheds_early() {
+    let admin = admin_database_url();
+    let proxy = FaultProxy::start(([127, 0, 0, 1], port_of(&admin)).into()).await;
+    let defaults = TestOptions::default();
+    let app = spawn_app_with(TestOptions {
+        postgres_admin_url: Some(proxy.url_for(&admin, port_of(&admin))),
+        acquire_timeout: Duration::from_secs(5),
+        limits: switchboard::config::Limits {
+            max_in_flight: 100,
+            shed_queue: Duration::from_millis(10),
+            ..defaults.limits
+        },
+        ..TestOptions::default()
+    })
+    .await;
+    let customer = app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    let calm = burst_of_reads(&app, &customer.id, 48).await;
+    assert!(calm.iter().all(Result::is_ok), "calm: {calm:?}");
+
+    // Every round trip now takes 12 ms or more: even the fastest read waits. 48 callers stay
+    // under the ceiling of 100, so only the lowered limit can refuse them.
+    proxy.set(Fault::Delay(Duration::from_millis(6)));
+    let until = Instant::now() + Duration::from_millis(1500);
+    let callers = (0..48).map(|_| {
+        let mut customers = app.customers.clone();
+        let id = customer.id.clone();
+        async move {
+            let (mut answered, mut shed) = (0_u32, 0_u32);
+            while Instant::now() < until {
+                match customers
+                    .get_customer(v1::GetCustomerRequest { id: id.clone() })
+                    .await
+                {
+                    Ok(_) => answered += 1,
+                    Err(status) if status.code() == Code::Unavailable => {
+                        shed += 1;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err(status) => panic!("unexpected {status:?}"),
+                }
+            }
+            (answered, shed)
+        }
+    });
+    let (answered, shed) = futures::future::join_all(callers)
+        .await
+        .into_iter()
+        .fold((0, 0), |(a, s), (x, y)| (a + x, s + y));
+    proxy.set(Fault::Pass);
+    println!(
+        "standing queue (database +6 ms a chunk, 48 callers, ceiling 100): {answered} answered, \
+         {shed} shed"
+    );
+    assert!(answered > 0, "the floor still admits");
+    assert!(
+        shed > 0,
+        "48 callers under a ceiling of 100 are shed only by the lowered limit"
+    );
+
+    let recovered = eventually(Duration::from_secs(5), || async {
+        burst_of_reads(&app, &customer.id, 20)
+            .await
+            .iter()
+            .all(Result::is_ok)
+    })
+    .await;
+    assert!(
+        recovered,
+        "the limit grows back once requests are fast again"
+    );
+}
+
 /// Ada's pop; the status code if it fails.
 async fn lookup(app: &TestApp) -> Result<v1::LookupResponse, Code> {
     app.pops

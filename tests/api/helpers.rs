@@ -183,6 +183,7 @@ impl Default for TestOptions {
                 // Off: the tests share two cores, so a late task here is the harness, not
                 // overload. `faults.rs` turns it on where it is the subject.
                 shed_lag: Duration::ZERO,
+                shed_queue: Duration::ZERO,
                 default_deadline: Duration::from_secs(30),
             },
         }
@@ -709,6 +710,7 @@ impl ServerProcess {
             .env("SWITCHBOARD_JWT_AUDIENCE", TEST_ISSUER)
             .env("SWITCHBOARD_METRICS_LISTEN", "127.0.0.1:0")
             .env("SWITCHBOARD_SHED_LAG_MS", "0")
+            .env("SWITCHBOARD_SHED_QUEUE_MS", "0")
             .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)

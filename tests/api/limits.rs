@@ -16,6 +16,7 @@ fn limits(rate: RateLimit, deadline: Duration) -> Limits {
         max_concurrent_streams: 256,
         max_in_flight: 1000,
         shed_lag: Duration::ZERO,
+        shed_queue: Duration::ZERO,
         default_deadline: deadline,
     }
 }
