@@ -243,6 +243,10 @@ impl Application {
             settings.feed_retention,
             Arc::clone(&metrics.feed_unsequenced),
         );
+        // Stopped only after the server has drained, so the reads of draining calls are written.
+        let (stop_audit, audit_stop) = watch::channel(false);
+        let (auditor, audit_writer) =
+            Auditor::spawn(pool.clone(), audit_stop, settings.audit_max_pending);
         let admission_probe = admission.spawn_probe(stop_rx.clone());
         let metrics_server = metrics_listener.map(|listener| {
             let sources = crate::metrics::Sources {
@@ -253,6 +257,7 @@ impl Application {
                 feed_head: feed_head.clone(),
                 feed_unsequenced: Arc::clone(&metrics.feed_unsequenced),
                 admission: Arc::clone(&admission),
+                auditor: auditor.clone(),
             };
             crate::metrics::serve(
                 listener,
@@ -306,9 +311,6 @@ impl Application {
             .with_keepalive(Some(Duration::from_secs(60)));
         let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
         let authenticator = Arc::new(Authenticator::new(settings.auth.clone(), pool.clone()));
-        // Stopped only after the server has drained, so the reads of draining calls are written.
-        let (stop_audit, audit_stop) = watch::channel(false);
-        let (auditor, audit_writer) = Auditor::spawn(pool.clone(), audit_stop);
         let limits = settings.limits;
         let (start_draining, draining) = Draining::new();
         let limiter = Arc::new(RateLimiter::new(limits.rate));

@@ -275,6 +275,11 @@ pub struct ServeArgs {
     /// How long in-flight calls may take to finish after SIGTERM before the server exits (seconds).
     #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
     pub drain_timeout_secs: u64,
+    /// Audit entries (reads and denials) that may wait for PostgreSQL, about 330 bytes each. While
+    /// PostgreSQL is down, cached pops are still served and audited; beyond this many waiting,
+    /// new entries are dropped, counted and logged rather than growing memory without end.
+    #[arg(long, env = "SWITCHBOARD_AUDIT_MAX_PENDING", default_value_t = 200_000)]
+    pub audit_max_pending: usize,
     /// Sustained requests per second per credential before RESOURCE_EXHAUSTED.
     #[arg(
         long,
@@ -501,6 +506,8 @@ pub struct Settings {
     pub negative_ttl: Duration,
     pub pin_ttl: Duration,
     pub drain_timeout: Duration,
+    /// Audit entries that may wait for PostgreSQL before new ones are dropped.
+    pub audit_max_pending: usize,
     pub feed_retention: Duration,
     pub live: crate::live::LiveSettings,
     pub case_sla: SlaPolicy,
@@ -559,6 +566,7 @@ impl TryFrom<ServeArgs> for Settings {
             negative_ttl: Duration::from_secs(args.negative_ttl_secs),
             pin_ttl: Duration::from_secs(args.pin_ttl_secs),
             drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+            audit_max_pending: args.audit_max_pending,
             feed_retention: Duration::from_secs(args.feed_retention_secs),
             live: crate::live::LiveSettings {
                 reconcile_every: Duration::from_millis(args.live_rebuild_ms.max(100)),

@@ -13,6 +13,8 @@
 pub mod grpc;
 mod store;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -100,22 +102,62 @@ enum Entry {
 }
 
 /// Queues reads and denials for the batching writer.
+///
+/// The queue is bounded: while PostgreSQL is down, cached pops go on being served and audited,
+/// and an unbounded queue would grow until the process ran out of memory (at 10,000 pops/s, about
+/// 3 MB a second). Up to `max_pending` entries wait (about 330 bytes each); beyond that, new
+/// entries are dropped, counted (`switchboard_audit_dropped_total`) and logged.
 #[derive(Clone)]
 pub struct Auditor {
     tx: mpsc::UnboundedSender<Entry>,
+    backlog: Arc<Backlog>,
+}
+
+/// Entries queued or being written, and entries dropped for want of room.
+#[derive(Debug)]
+struct Backlog {
+    pending: AtomicUsize,
+    dropped: AtomicU64,
+    max_pending: usize,
+}
+
+impl Backlog {
+    /// Takes room for one entry, or counts it as dropped.
+    fn admit(&self) -> bool {
+        if self.pending.fetch_add(1, Ordering::AcqRel) >= self.max_pending {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn written(&self, count: usize) {
+        self.pending.fetch_sub(count, Ordering::AcqRel);
+    }
 }
 
 impl Auditor {
-    /// Starts the batching writer; it drains the queue and exits when `stop` fires.
+    /// Starts the batching writer; it drains the queue and exits when `stop` fires. At most
+    /// `max_pending` entries wait to be written.
     pub fn spawn(
         pool: PgPool,
         mut stop: watch::Receiver<bool>,
+        max_pending: usize,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Entry>();
+        let backlog = Arc::new(Backlog {
+            pending: AtomicUsize::new(0),
+            dropped: AtomicU64::new(0),
+            max_pending,
+        });
+        let writer_backlog = Arc::clone(&backlog);
         let task = tokio::spawn(async move {
+            let backlog = writer_backlog;
             let mut batch = Vec::new();
             let mut flushes = Vec::new();
             let mut stopping = false;
+            let mut dropped_logged = 0;
             loop {
                 let tick = tokio::time::sleep(Duration::from_millis(200));
                 tokio::select! {
@@ -135,10 +177,22 @@ impl Auditor {
                         Entry::Flush(done) => flushes.push(done),
                     }
                 }
+                let dropped = backlog.dropped.load(Ordering::Relaxed);
+                if dropped != dropped_logged {
+                    tracing::error!(
+                        dropped_since_start = dropped,
+                        max_pending = backlog.max_pending,
+                        "audit entries dropped: the queue is full while PostgreSQL cannot take them"
+                    );
+                    dropped_logged = dropped;
+                }
                 if !batch.is_empty() {
                     // On failure (PostgreSQL down) the batch is kept and retried at the next tick.
                     match store::insert_batch(&pool, &batch).await {
-                        Ok(()) => batch.clear(),
+                        Ok(()) => {
+                            backlog.written(batch.len());
+                            batch.clear();
+                        }
                         Err(error) => {
                             tracing::warn!(%error, pending = batch.len(), "audit batch not written yet")
                         }
@@ -154,23 +208,42 @@ impl Auditor {
                 }
             }
         });
-        (Self { tx }, task)
+        (Self { tx, backlog }, task)
+    }
+
+    fn enqueue(&self, context: AuditContext, customer: Option<Uuid>, outcome: &'static str) {
+        if self.backlog.admit()
+            && self
+                .tx
+                .send(Entry::Event(context, customer, outcome))
+                .is_err()
+        {
+            self.backlog.written(1);
+        }
+    }
+
+    /// Entries waiting to be written.
+    pub fn pending(&self) -> usize {
+        self.backlog.pending.load(Ordering::Acquire)
+    }
+
+    /// Entries dropped since start because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.backlog.dropped.load(Ordering::Relaxed)
     }
 
     /// Records that the current request read these customers' data.
     pub fn read(&self, customer_ids: impl IntoIterator<Item = Uuid>) {
         if let Some(context) = current() {
             for id in customer_ids {
-                self.tx
-                    .send(Entry::Event(context.clone(), Some(id), "read"))
-                    .ok();
+                self.enqueue(context.clone(), Some(id), "read");
             }
         }
     }
 
     /// Records a denied request.
     pub fn denied(&self, context: AuditContext) {
-        self.tx.send(Entry::Event(context, None, "denied")).ok();
+        self.enqueue(context, None, "denied");
     }
 
     /// Waits until everything queued so far is written.

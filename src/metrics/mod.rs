@@ -92,6 +92,7 @@ pub struct Sources {
     pub feed_head: crate::feed::FeedHead,
     pub feed_unsequenced: Arc<AtomicI64>,
     pub admission: Arc<crate::admission::AdaptiveLimit>,
+    pub auditor: crate::audit::Auditor,
 }
 
 impl std::fmt::Debug for Sources {
@@ -183,6 +184,18 @@ impl Collector for Sources {
             "switchboard_redis_errors",
             "Redis commands that failed or timed out",
             redis_failures,
+        )?;
+        gauge(
+            e,
+            "switchboard_audit_pending",
+            "Audit entries (reads, denials) waiting to be written to PostgreSQL",
+            i64::try_from(self.auditor.pending()).unwrap_or(i64::MAX),
+        )?;
+        counter(
+            e,
+            "switchboard_audit_dropped",
+            "Audit entries dropped because too many were waiting for PostgreSQL",
+            self.auditor.dropped(),
         )?;
         let admission = &self.admission;
         gauge(

@@ -167,3 +167,70 @@ async fn reads_of_customer_data_and_denials_are_audited() {
     let outcomes: Vec<&str> = events.iter().map(|e| e.outcome.as_str()).collect();
     assert_eq!(outcomes, ["read", "read", "written"], "newest first");
 }
+
+/// Audited reads for `customer` written so far.
+async fn reads_of(app: &TestApp, customer: uuid::Uuid) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE outcome = 'read' AND customer_id = $1",
+    )
+    .bind(customer)
+    .fetch_one(&app.db)
+    .await
+    .expect("count")
+}
+
+#[tokio::test]
+async fn reads_audited_while_postgres_is_down_wait_up_to_a_bound_and_the_rest_are_counted() {
+    let postgres = crate::helpers::PrivatePostgres::start();
+    let app = crate::helpers::spawn_app_with(crate::helpers::TestOptions {
+        postgres_admin_url: Some(postgres.admin_url()),
+        acquire_timeout: Duration::from_millis(500),
+        audit_max_pending: 20,
+        ..Default::default()
+    })
+    .await;
+    let customer = app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    let id: uuid::Uuid = customer.id.parse().expect("uuid");
+    let cached = eventually(Duration::from_secs(5), || async {
+        app.pop("+14155550100").await.1 == v1::PopSource::Cache
+    })
+    .await;
+    assert!(cached, "the card is cached");
+    // Everything audited so far is written: nothing is pending when PostgreSQL goes.
+    let settled = eventually(Duration::from_secs(5), || async {
+        crate::metrics::value(
+            &crate::metrics::scrape(&app).await,
+            "switchboard_audit_pending",
+        ) == 0.0
+    })
+    .await;
+    assert!(settled, "the audit queue drains");
+    let before = reads_of(&app, id).await;
+
+    postgres.stop_immediately();
+    for _ in 0..50 {
+        let (pop, source) = app.pop("+14155550100").await;
+        assert_eq!(source, v1::PopSource::Cache, "hot cards still pop");
+        assert!(pop.card.is_some());
+    }
+    let samples = crate::metrics::scrape(&app).await;
+    assert_eq!(
+        crate::metrics::value(&samples, "switchboard_audit_pending"),
+        20.0,
+        "the bound"
+    );
+    assert_eq!(
+        crate::metrics::value(&samples, "switchboard_audit_dropped_total"),
+        30.0,
+        "50 reads, 20 kept"
+    );
+
+    postgres.resume();
+    let written = eventually(Duration::from_secs(10), || async {
+        reads_of(&app, id).await == before + 20
+    })
+    .await;
+    assert!(written, "the 20 kept are written once PostgreSQL is back");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(reads_of(&app, id).await, before + 20, "and no more");
+}

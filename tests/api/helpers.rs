@@ -153,6 +153,8 @@ pub struct TestOptions {
     pub feed_retention: Duration,
     /// How often the live queue state in Redis is rebuilt from PostgreSQL.
     pub live_rebuild: Duration,
+    /// Audit entries that may wait for PostgreSQL.
+    pub audit_max_pending: usize,
 }
 
 #[derive(Clone)]
@@ -172,6 +174,7 @@ impl Default for TestOptions {
             database_url: None,
             feed_retention: Duration::from_secs(7 * 24 * 3600),
             live_rebuild: Duration::from_millis(200),
+            audit_max_pending: 200_000,
             limits: Limits {
                 rate: switchboard::auth::RateLimit {
                     per_second: 100_000.0,
@@ -252,6 +255,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         negative_ttl: Duration::from_secs(30),
         pin_ttl: Duration::from_secs(3600),
         drain_timeout: Duration::from_secs(5),
+        audit_max_pending: options.audit_max_pending,
         feed_retention: options.feed_retention,
         live: switchboard::live::LiveSettings {
             reconcile_every: options.live_rebuild,

@@ -28,7 +28,7 @@ async fn get(app: &TestApp, path: &str) -> (String, String) {
 }
 
 /// Every sample of a scrape: `name{labels}` -> value.
-async fn scrape(app: &TestApp) -> HashMap<String, f64> {
+pub async fn scrape(app: &TestApp) -> HashMap<String, f64> {
     let (status, body) = get(app, "/metrics").await;
     assert!(status.contains("200"), "{status}");
     body.lines()
@@ -40,7 +40,7 @@ async fn scrape(app: &TestApp) -> HashMap<String, f64> {
         .collect()
 }
 
-fn value(samples: &HashMap<String, f64>, name: &str) -> f64 {
+pub fn value(samples: &HashMap<String, f64>, name: &str) -> f64 {
     samples.get(name).copied().unwrap_or(0.0)
 }
 
