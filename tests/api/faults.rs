@@ -402,6 +402,17 @@ fn shedding_on_lag(options: TestOptions) -> TestOptions {
     }
 }
 
+/// Whether, within 5 s of trying, `count` reads at once are all answered (the limit grew back).
+async fn all_admitted_within_5_s(app: &TestApp, id: &str, count: usize) -> bool {
+    eventually(Duration::from_secs(5), || async {
+        burst_of_reads(app, id, count)
+            .await
+            .iter()
+            .all(Result::is_ok)
+    })
+    .await
+}
+
 /// Sends `count` GetCustomer calls at once; their codes.
 async fn burst_of_reads(app: &TestApp, id: &str, count: usize) -> Vec<Result<(), Code>> {
     let burst = (0..count).map(|_| {
@@ -447,13 +458,7 @@ async fn a_starved_runtime_sheds_below_the_in_flight_ceiling_and_recovers() {
     println!("starved runtime (~40 ms lag, target 20 ms): {answered} of 40 admitted, {shed} shed");
 
     // The lag is gone: the limit grows back and everything is admitted again.
-    let recovered = eventually(Duration::from_secs(5), || async {
-        burst_of_reads(&app, &customer.id, 40)
-            .await
-            .iter()
-            .all(Result::is_ok)
-    })
-    .await;
+    let recovered = all_admitted_within_5_s(&app, &customer.id, 40).await;
     assert!(
         recovered,
         "admits everything again once the runtime keeps up"
@@ -520,13 +525,7 @@ async fn a_standing_queue_behind_a_slow_database_lowers_the_limit_and_sheds_earl
         "48 callers under a ceiling of 100 are shed only by the lowered limit"
     );
 
-    let recovered = eventually(Duration::from_secs(5), || async {
-        burst_of_reads(&app, &customer.id, 20)
-            .await
-            .iter()
-            .all(Result::is_ok)
-    })
-    .await;
+    let recovered = all_admitted_within_5_s(&app, &customer.id, 20).await;
     assert!(
         recovered,
         "the limit grows back once requests are fast again"
