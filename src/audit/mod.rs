@@ -31,17 +31,17 @@ pub struct AuditContext {
 }
 
 tokio::task_local! {
-    static CONTEXT: AuditContext;
+    static CONTEXT: Arc<AuditContext>;
 }
 
 /// Runs `future` (a request's handler) with `context` as its audit context.
-pub async fn scope<F: Future>(context: AuditContext, future: F) -> F::Output {
-    CONTEXT.scope(context, future).await
+pub async fn scope<F: Future>(context: impl Into<Arc<AuditContext>>, future: F) -> F::Output {
+    CONTEXT.scope(context.into(), future).await
 }
 
-/// The current request's context, if any.
-pub fn current() -> Option<AuditContext> {
-    CONTEXT.try_with(Clone::clone).ok()
+/// The current request's context, if any: shared, so each audited read costs no string copies.
+pub fn current() -> Option<Arc<AuditContext>> {
+    CONTEXT.try_with(Arc::clone).ok()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +97,7 @@ pub async fn for_customer(
 }
 
 enum Entry {
-    Event(AuditContext, Option<Uuid>, &'static str),
+    Event(Arc<AuditContext>, Option<Uuid>, &'static str),
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -105,8 +105,9 @@ enum Entry {
 ///
 /// The queue is bounded: while PostgreSQL is down, cached pops go on being served and audited,
 /// and an unbounded queue would grow until the process ran out of memory (at 10,000 pops/s, about
-/// 3 MB a second). Up to `max_pending` entries wait (about 330 bytes each); beyond that, new
-/// entries are dropped, counted (`switchboard_audit_dropped_total`) and logged.
+/// 3 MB a second). Up to `max_pending` entries wait (about 300 bytes each, most of it the
+/// request's context, which the entries of one request share); beyond that, new entries are
+/// dropped, counted (`switchboard_audit_dropped_total`) and logged.
 #[derive(Clone)]
 pub struct Auditor {
     tx: mpsc::UnboundedSender<Entry>,
@@ -211,7 +212,7 @@ impl Auditor {
         (Self { tx, backlog }, task)
     }
 
-    fn enqueue(&self, context: AuditContext, customer: Option<Uuid>, outcome: &'static str) {
+    fn enqueue(&self, context: Arc<AuditContext>, customer: Option<Uuid>, outcome: &'static str) {
         if self.backlog.admit()
             && self
                 .tx
@@ -236,14 +237,14 @@ impl Auditor {
     pub fn read(&self, customer_ids: impl IntoIterator<Item = Uuid>) {
         if let Some(context) = current() {
             for id in customer_ids {
-                self.enqueue(context.clone(), Some(id), "read");
+                self.enqueue(Arc::clone(&context), Some(id), "read");
             }
         }
     }
 
     /// Records a denied request.
     pub fn denied(&self, context: AuditContext) {
-        self.enqueue(context, None, "denied");
+        self.enqueue(Arc::new(context), None, "denied");
     }
 
     /// Waits until everything queued so far is written.

@@ -51,7 +51,7 @@ pub async fn insert_many(
 /// one row per card shown).
 pub async fn insert_batch(
     pool: &PgPool,
-    batch: &[(AuditContext, Option<Uuid>, &'static str)],
+    batch: &[(std::sync::Arc<AuditContext>, Option<Uuid>, &'static str)],
 ) -> sqlx::Result<()> {
     let mut data = String::with_capacity(batch.len() * 96);
     for (context, customer, outcome) in batch {
