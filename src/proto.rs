@@ -15,6 +15,35 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     tonic::include_file_descriptor_set!("switchboard_descriptor");
 
+/// One RPC of the descriptor set: its HTTP/2 path and whether its client sends a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcMethod {
+    /// `/switchboard.v1.Service/Method`
+    pub path: String,
+    pub client_streaming: bool,
+}
+
+/// Every RPC that [`FILE_DESCRIPTOR_SET`] declares (empty if it cannot be decoded, which the
+/// permission table's test would catch).
+pub fn rpc_methods() -> Vec<RpcMethod> {
+    use prost::Message as _;
+    let Ok(descriptors) = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET) else {
+        return Vec::new();
+    };
+    descriptors
+        .file
+        .iter()
+        .flat_map(|file| {
+            file.service.iter().flat_map(move |service| {
+                service.method.iter().map(move |method| RpcMethod {
+                    path: format!("/{}.{}/{}", file.package(), service.name(), method.name()),
+                    client_streaming: method.client_streaming(),
+                })
+            })
+        })
+        .collect()
+}
+
 macro_rules! redacted_debug {
     ($($ty:ident { $($field:ident),* }),* $(,)?) => {
         $(impl fmt::Debug for v1::$ty {

@@ -63,8 +63,6 @@ pub struct AdaptiveLimit {
     probes: AtomicU64,
     /// The last window found a standing queue.
     standing_queue: AtomicBool,
-    /// The last probe found the instance congested (lag or standing queue).
-    congested: AtomicBool,
     shed: AtomicU64,
     /// When the last request was refused, in ms since `epoch` (0: never).
     last_shed_ms: AtomicU64,
@@ -100,7 +98,6 @@ impl AdaptiveLimit {
             window_count: AtomicU64::new(0),
             probes: AtomicU64::new(0),
             standing_queue: AtomicBool::new(false),
-            congested: AtomicBool::new(false),
             shed: AtomicU64::new(0),
             last_shed_ms: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -141,8 +138,7 @@ impl AdaptiveLimit {
             lag.as_micros().try_into().unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
-        let lagging = !self.targets.lag.is_zero() && lag > self.targets.lag;
-        let mut shrink = lagging;
+        let mut shrink = self.lagging(lag);
         if (self.probes.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(PROBES_PER_WINDOW) {
             let fastest = self.window_fastest_micros.swap(u64::MAX, Ordering::Relaxed);
             let count = self.window_count.swap(0, Ordering::Relaxed);
@@ -153,7 +149,6 @@ impl AdaptiveLimit {
             shrink |= standing;
         }
         let standing = self.standing_queue.load(Ordering::Relaxed);
-        self.congested.store(lagging || standing, Ordering::Relaxed);
         let limit = self.limit.load(Ordering::Acquire);
         let next = if shrink {
             (limit - limit / 4).max(self.floor)
@@ -185,7 +180,13 @@ impl AdaptiveLimit {
         let last = self.last_shed_ms.load(Ordering::Relaxed);
         let refused_lately = last != 0
             && self.millis_since_epoch().saturating_sub(last) < SHEDDING_WINDOW.as_millis() as u64;
-        self.congested.load(Ordering::Relaxed) || refused_lately
+        self.lagging(self.last_lag())
+            || self.standing_queue.load(Ordering::Relaxed)
+            || refused_lately
+    }
+
+    fn lagging(&self, lag: Duration) -> bool {
+        !self.targets.lag.is_zero() && lag > self.targets.lag
     }
 
     fn millis_since_epoch(&self) -> u64 {

@@ -13,7 +13,6 @@ use std::collections::HashSet;
 use std::sync::LazyLock;
 
 use http_body_util::{BodyExt as _, Full, Limited};
-use prost::Message as _;
 use tonic::Status;
 use tonic::body::Body;
 
@@ -22,24 +21,10 @@ const FRAME_HEADER_BYTES: usize = 5;
 
 /// The paths of this service's RPCs whose client sends exactly one message.
 static UNARY_REQUESTS: LazyLock<HashSet<String>> = LazyLock::new(|| {
-    let Ok(descriptors) = prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET)
-    else {
-        return HashSet::new();
-    };
-    descriptors
-        .file
-        .iter()
-        .flat_map(|file| {
-            file.service.iter().flat_map(move |service| {
-                service
-                    .method
-                    .iter()
-                    .filter(|method| !method.client_streaming())
-                    .map(move |method| {
-                        format!("/{}.{}/{}", file.package(), service.name(), method.name())
-                    })
-            })
-        })
+    crate::proto::rpc_methods()
+        .into_iter()
+        .filter(|method| !method.client_streaming)
+        .map(|method| method.path)
         .collect()
 });
 

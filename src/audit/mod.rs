@@ -105,7 +105,7 @@ enum Entry {
 ///
 /// The queue is bounded: while PostgreSQL is down, cached pops go on being served and audited,
 /// and an unbounded queue would grow until the process ran out of memory (at 10,000 pops/s, about
-/// 3 MB a second). Up to `max_pending` entries wait (about 300 bytes each, most of it the
+/// 3 MB a second). Up to `max_pending` entries wait (about 330 bytes each, most of it the
 /// request's context, which the entries of one request share); beyond that, new entries are
 /// dropped, counted (`switchboard_audit_dropped_total`) and logged.
 #[derive(Clone)]

@@ -201,7 +201,7 @@ impl Collector for Sources {
         gauge(
             e,
             "switchboard_admission_limit",
-            "Requests this instance admits at once now (shrinks while the runtime lags)",
+            "Requests this instance admits at once now (below --max-in-flight while congested)",
             admission.limit() as i64,
         )?;
         gauge(

@@ -19,6 +19,14 @@ use crate::helpers::{
 const SERVING: i32 = ServingStatus::Serving as i32;
 const NOT_SERVING: i32 = ServingStatus::NotServing as i32;
 
+/// A fault proxy in front of the server at `url` (PostgreSQL or Redis), and `url` through it.
+async fn behind_proxy(url: &str) -> (FaultProxy, String) {
+    let port = port_of(url);
+    let proxy = FaultProxy::start(([127, 0, 0, 1], port).into()).await;
+    let proxied = proxy.url_for(url, port);
+    (proxy, proxied)
+}
+
 fn port_of(url: &str) -> u16 {
     let authority = url.split('@').next_back().unwrap_or(url);
     let authority = authority.trim_start_matches("redis://");
@@ -199,9 +207,9 @@ struct PopLog {
 #[tokio::test]
 async fn pops_ride_out_a_slow_blackholed_then_reset_redis_without_a_failure_or_a_stale_card() {
     let redis = redis_url();
-    let proxy = FaultProxy::start(([127, 0, 0, 1], port_of(&redis)).into()).await;
+    let (proxy, redis_via_proxy) = behind_proxy(&redis).await;
     let app = spawn_app_with(TestOptions {
-        redis_url: Some(proxy.url_for(&redis, port_of(&redis))),
+        redis_url: Some(redis_via_proxy),
         ..Default::default()
     })
     .await;
@@ -233,9 +241,9 @@ async fn pops_ride_out_a_slow_blackholed_then_reset_redis_without_a_failure_or_a
 #[tokio::test]
 async fn a_client_deadline_holds_while_postgres_is_frozen_and_leaves_no_query_behind() {
     let admin = admin_database_url();
-    let proxy = FaultProxy::start(([127, 0, 0, 1], port_of(&admin)).into()).await;
+    let (proxy, admin_via_proxy) = behind_proxy(&admin).await;
     let app = spawn_app_with(TestOptions {
-        postgres_admin_url: Some(proxy.url_for(&admin, port_of(&admin))),
+        postgres_admin_url: Some(admin_via_proxy),
         ..Default::default()
     })
     .await;
@@ -293,10 +301,10 @@ async fn a_client_deadline_holds_while_postgres_is_frozen_and_leaves_no_query_be
 #[tokio::test]
 async fn overload_is_shed_at_once_while_admitted_requests_finish() {
     let admin = admin_database_url();
-    let proxy = FaultProxy::start(([127, 0, 0, 1], port_of(&admin)).into()).await;
+    let (proxy, admin_via_proxy) = behind_proxy(&admin).await;
     let defaults = TestOptions::default();
     let app = spawn_app_with(TestOptions {
-        postgres_admin_url: Some(proxy.url_for(&admin, port_of(&admin))),
+        postgres_admin_url: Some(admin_via_proxy),
         limits: switchboard::config::Limits {
             max_in_flight: 4,
             ..defaults.limits
@@ -468,10 +476,10 @@ async fn a_starved_runtime_sheds_below_the_in_flight_ceiling_and_recovers() {
 #[tokio::test]
 async fn a_standing_queue_behind_a_slow_database_lowers_the_limit_and_sheds_early() {
     let admin = admin_database_url();
-    let proxy = FaultProxy::start(([127, 0, 0, 1], port_of(&admin)).into()).await;
+    let (proxy, admin_via_proxy) = behind_proxy(&admin).await;
     let defaults = TestOptions::default();
     let app = spawn_app_with(TestOptions {
-        postgres_admin_url: Some(proxy.url_for(&admin, port_of(&admin))),
+        postgres_admin_url: Some(admin_via_proxy),
         acquire_timeout: Duration::from_secs(5),
         limits: switchboard::config::Limits {
             max_in_flight: 100,
@@ -548,9 +556,9 @@ async fn lookup(app: &TestApp) -> Result<v1::LookupResponse, Code> {
 #[tokio::test]
 async fn a_shedding_instance_answers_unavailable_instead_of_falling_back_to_postgres() {
     let redis = redis_url();
-    let proxy = FaultProxy::start(([127, 0, 0, 1], port_of(&redis)).into()).await;
+    let (proxy, redis_via_proxy) = behind_proxy(&redis).await;
     let app = spawn_app_with(shedding_on_lag(TestOptions {
-        redis_url: Some(proxy.url_for(&redis, port_of(&redis))),
+        redis_url: Some(redis_via_proxy),
         ..TestOptions::default()
     }))
     .await;
