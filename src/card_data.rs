@@ -1,8 +1,9 @@
 //! Card data never stored (PCI DSS): masking applied to free text (agent notes, feedback) before it
 //! reaches PostgreSQL, Redis, logs or any event.
 //!
-//! - A run of 13 to 19 digits, with single spaces or dashes between digit groups, that passes the
-//!   Luhn check is a card number: every digit but the last four becomes `*`. Within a longer run of
+//! - A run of 13 to 19 digits, with a single space, dash, dot or slash between digit groups
+//!   (`4111 1111 1111 1111`, `4111-1111-1111-1111`, `4111.1111.1111.1111`, `4111/1111/1111/1111`,
+//!   `3782.822463.10005`), that passes the Luhn check is a card number: every digit but the last four becomes `*`. Within a longer run of
 //!   groups ("4111 1111 1111 1111 2025"), any consecutive groups that form a card number are masked.
 //! - A security-code phrase ("CVV 123", "cvc: 1234", "security code is 123", "CID 1234") loses its
 //!   digits.
@@ -70,7 +71,7 @@ fn runs(chars: &[char]) -> Vec<Vec<(usize, usize)>> {
             }
             groups.push((start, i));
             let separated = i + 1 < chars.len()
-                && matches!(chars[i], ' ' | '-')
+                && matches!(chars[i], ' ' | '-' | '.' | '/')
                 && chars[i + 1].is_ascii_digit();
             if !separated {
                 break;
@@ -184,6 +185,10 @@ mod tests {
         assert_eq!(mask("4111 1111 1111 1111"), "**** **** **** 1111");
         assert_eq!(mask("amex 3782-822463-10005."), "amex ****-******-*0005.");
         assert_eq!(mask("4111 1111 1111 1111 2025"), "**** **** **** 1111 2025");
+        assert_eq!(mask("4111.1111.1111.1111"), "****.****.****.1111");
+        assert_eq!(mask("4111/1111/1111/1111"), "****/****/****/1111");
+        assert_eq!(mask("3782.822463.10005"), "****.******.*0005");
+        assert_eq!(mask("pan=4111-1111.1111/1111;"), "pan=****-****.****/1111;");
     }
 
     #[test]
@@ -205,6 +210,7 @@ mod tests {
             "ticket 4111111111111112 (fails Luhn)",
             "security code question answered",
             "cvv 12345678",
+            "version 1.2.3, due 2024.05.01 or 01/05/2024, total 1234.56",
         ] {
             assert!(matches!(mask(text), Cow::Borrowed(_)), "{text}");
         }
@@ -232,8 +238,8 @@ mod tests {
     fn formatted(number: &str, style: u8) -> String {
         match style {
             0 => number.to_owned(),
-            1 | 2 => {
-                let sep = if style == 1 { " " } else { "-" };
+            1..=4 => {
+                let sep = [" ", "-", ".", "/"][usize::from(style - 1)];
                 number
                     .as_bytes()
                     .chunks(4)
@@ -263,7 +269,7 @@ mod tests {
             body in prop::collection::vec(0u32..10, 18),
             prefix in prop::sample::select(vec!["4", "51", "37", "6011", "35"]),
             len in 13usize..=19,
-            style in 0u8..3,
+            style in 0u8..5,
             decoys in prop::collection::vec(decoy(), 1..4),
             code in 100u32..9999,
         ) {

@@ -6,7 +6,11 @@
 
 use std::fmt;
 
+use chrono::{DateTime, Utc};
+use prost_types::Timestamp;
 use uuid::Uuid;
+
+use crate::proto_time::{OUT_OF_RANGE, from_timestamp};
 
 /// One bad field: its path in the request (`contact_points[1].value`) and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +65,26 @@ impl Violations {
         self.check(field, Uuid::parse_str(value).map_err(|_| "must be a UUID"))
     }
 
+    /// Parses a timestamp field (the one parser for every request field and filter, see
+    /// [`crate::proto_time`]): "is required" when it is absent (and `required`), out of range when
+    /// it is outside 0001-01-01 to 9999-12-31.
+    pub fn time(
+        &mut self,
+        field: &str,
+        value: Option<&Timestamp>,
+        required: bool,
+    ) -> Option<DateTime<Utc>> {
+        match value {
+            None => {
+                if required {
+                    self.add(field, "is required");
+                }
+                None
+            }
+            Some(ts) => self.check(field, from_timestamp(ts).ok_or(OUT_OF_RANGE)),
+        }
+    }
+
     /// A request's only UUID field: its value, or its one violation.
     pub fn single_uuid(field: &str, value: &str) -> Result<Uuid, Violations> {
         let mut violations = Self::new();
@@ -79,6 +103,21 @@ impl Violations {
             self.add(field, "must not contain control characters");
         }
         trimmed.to_owned()
+    }
+
+    /// Checks multi-line free text (notes, comments, descriptions): at most `max` characters, and
+    /// no control character but tab, newline and carriage return (NUL among them: PostgreSQL
+    /// refuses it in text). Returned as sent, not trimmed.
+    pub fn free_text(&mut self, field: &str, value: &str, max: usize) -> String {
+        if value.chars().count() > max {
+            self.add(field, format!("must be at most {max} characters"));
+        } else if value.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
+            self.add(
+                field,
+                "must not contain control characters other than tab and newline",
+            );
+        }
+        value.to_owned()
     }
 
     /// A list of at most `max_items` names, each required and at most `max` characters; the
@@ -154,9 +193,49 @@ mod tests {
         v.text("b", "   ", 5, true);
         v.text("c", "abcdef", 5, false);
         v.text("d", "a\u{7}b", 5, false);
+        v.text("e", "a\u{0}b", 5, false);
+        v.text("f", "a\tb", 5, false);
         let fields: Vec<_> = v.iter().map(|f| f.field.as_str()).collect();
-        assert_eq!(fields, ["b", "c", "d"]);
+        assert_eq!(fields, ["b", "c", "d", "e", "f"]);
         assert!(v.finish(|| ()).is_err());
+    }
+
+    #[test]
+    fn free_text_keeps_lines_and_tabs_but_refuses_nul_and_other_controls() {
+        let mut v = Violations::new();
+        assert_eq!(v.free_text("a", " one\n\ttwo\r\n", 20), " one\n\ttwo\r\n");
+        assert!(v.is_empty());
+        v.free_text("b", "x\u{0}y", 20);
+        v.free_text("c", "x\u{1b}[2J", 20);
+        v.free_text("d", "\u{85}", 20);
+        v.free_text("e", "abcdef", 5);
+        let fields: Vec<_> = v.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(fields, ["b", "c", "d", "e"]);
+    }
+
+    #[test]
+    fn times_outside_the_protobuf_range_are_named() {
+        let mut v = Violations::new();
+        let year_zero = Timestamp {
+            seconds: -62_135_596_801,
+            nanos: 0,
+        };
+        let year_10000 = Timestamp {
+            seconds: 253_402_300_800,
+            nanos: 0,
+        };
+        assert!(v.time("a", Some(&year_zero), true).is_none());
+        assert!(v.time("b", Some(&year_10000), false).is_none());
+        assert!(v.time("c", None, false).is_none());
+        assert!(v.time("d", None, true).is_none());
+        let found: Vec<_> = v
+            .iter()
+            .map(|f| (f.field.as_str(), f.description.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [("a", OUT_OF_RANGE), ("b", OUT_OF_RANGE), ("d", "is required")]
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::customers::ExternalReference;
 use crate::grpc_status;
 use crate::proto::v1;
 use crate::proto::v1::activity_service_server::ActivityService;
-use crate::proto_time::{from_timestamp, to_timestamp};
+use crate::proto_time::to_timestamp;
 use crate::validation::Violations;
 
 pub struct ActivityGrpc {
@@ -60,20 +60,6 @@ fn customer_ref(v: &mut Violations, customer: Option<v1::CustomerRef>) -> Option
         }
         None => {
             v.add("customer", "set customer_id or external_reference");
-            None
-        }
-    }
-}
-
-fn time(
-    v: &mut Violations,
-    field: &str,
-    ts: Option<&prost_types::Timestamp>,
-) -> Option<chrono::DateTime<chrono::Utc>> {
-    match ts {
-        Some(ts) => v.check(field, from_timestamp(ts).ok_or("is not a valid time")),
-        None => {
-            v.add(field, "is required");
             None
         }
     }
@@ -146,7 +132,7 @@ fn new_order(r: v1::RecordOrderRequest) -> Result<NewOrder, Violations> {
             None
         }
     };
-    let ordered_at = time(&mut v, "ordered_at", r.ordered_at.as_ref());
+    let ordered_at = v.time("ordered_at", r.ordered_at.as_ref(), true);
     match (customer, amount, status, ordered_at) {
         (Some(customer), Some(amount), Some(status), Some(ordered_at)) if v.is_empty() => {
             Ok(NewOrder {
@@ -182,7 +168,7 @@ fn new_service_event(r: v1::RecordServiceEventRequest) -> Result<NewServiceEvent
     if r.description.chars().count() > 2000 {
         v.add("description", "must be at most 2000 characters");
     }
-    let occurred_at = time(&mut v, "occurred_at", r.occurred_at.as_ref());
+    let occurred_at = v.time("occurred_at", r.occurred_at.as_ref(), true);
     match (customer, kind, occurred_at) {
         (Some(customer), Some(kind), Some(occurred_at)) if v.is_empty() => Ok(NewServiceEvent {
             system,

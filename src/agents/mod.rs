@@ -46,6 +46,16 @@ pub fn parse_agent_id(value: &str) -> Result<String, &'static str> {
     Ok(value.to_owned())
 }
 
+/// Makes the agents a gateway's accepted call event named known, in the event's transaction,
+/// marked as known only from the gateway when Switchboard had never seen them (see
+/// [`Agents::list`]). An agent known already is left as it is.
+pub async fn learn_from_gateway(
+    conn: &mut sqlx::PgConnection,
+    agent_ids: &[&str],
+) -> sqlx::Result<()> {
+    store::learn_from_gateway(conn, agent_ids).await
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error("{0}")]

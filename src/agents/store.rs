@@ -4,17 +4,36 @@ use sqlx::{PgConnection, Row};
 
 use super::{AgentState, StateChange};
 
+/// The agent's softphone is here now: known from the desktop if it was not known at all.
 pub async fn ensure_known(conn: &mut PgConnection, agent_id: &str) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO agents (agent_id) VALUES ($1) ON CONFLICT (agent_id) DO NOTHING")
-        .bind(agent_id)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO agents (agent_id, known_from, desktop_seen_at) VALUES ($1, 'desktop', now()) \
+         ON CONFLICT (agent_id) DO UPDATE SET desktop_seen_at = now()",
+    )
+    .bind(agent_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Agents a gateway named that were never seen: known from the gateway from now on.
+pub async fn learn_from_gateway(conn: &mut PgConnection, agent_ids: &[&str]) -> sqlx::Result<()> {
+    if agent_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO agents (agent_id, known_from) SELECT a, 'gateway' FROM unnest($1::text[]) AS a \
+         ORDER BY a ON CONFLICT (agent_id) DO NOTHING",
+    )
+    .bind(agent_ids)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
 pub async fn set_team(conn: &mut PgConnection, agent_id: &str, team: &str) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO agents (agent_id, team) VALUES ($1, $2) \
+        "INSERT INTO agents (agent_id, team, known_from) VALUES ($1, $2, 'directory') \
          ON CONFLICT (agent_id) DO UPDATE SET team = EXCLUDED.team",
     )
     .bind(agent_id)
@@ -31,8 +50,8 @@ pub async fn set_queues(
     queues: &[String],
 ) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar(
-        "INSERT INTO agents (agent_id, queues) \
-         SELECT $1, COALESCE(array_agg(DISTINCT q ORDER BY q), '{}') FROM unnest($2::text[]) AS q \
+        "INSERT INTO agents (agent_id, queues, known_from) \
+         SELECT $1, COALESCE(array_agg(DISTINCT q ORDER BY q), '{}'), 'directory' FROM unnest($2::text[]) AS q \
          ON CONFLICT (agent_id) DO UPDATE SET queues = EXCLUDED.queues, \
            version = agents.version + 1 \
          RETURNING queues",

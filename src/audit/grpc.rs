@@ -8,7 +8,7 @@ use super::{AuditEvent, AuditFilter};
 use crate::grpc_status;
 use crate::proto::v1;
 use crate::proto::v1::audit_service_server::AuditService;
-use crate::proto_time::{from_timestamp, to_timestamp};
+use crate::proto_time::to_timestamp;
 use crate::validation::Violations;
 
 pub struct AuditGrpc {
@@ -36,14 +36,8 @@ impl AuditService for AuditGrpc {
                 Uuid::parse_str(id).map_err(|_| "must be a UUID"),
             ),
         };
-        let since = r
-            .since
-            .as_ref()
-            .and_then(|t| v.check("since", from_timestamp(t).ok_or("is not a valid time")));
-        let until = r
-            .until
-            .as_ref()
-            .and_then(|t| v.check("until", from_timestamp(t).ok_or("is not a valid time")));
+        let since = v.time("since", r.since.as_ref(), false);
+        let until = v.time("until", r.until.as_ref(), false);
         let limit = match r.page_size {
             0 => 100,
             n @ 1..=500 => i64::from(n),

@@ -4,17 +4,20 @@
 //! Each of a few workers takes whatever events are queued (at most [`MAX_BATCH`]; it never waits to
 //! fill a batch, so an idle system commits each event alone, at once) and, in one transaction:
 //! 1. locks every call of the batch, in one fixed order (no deadlock between batches);
-//! 2. reads, in one query each, the acks already given, the agents never seen, the calls' accepted
-//!    histories and their stored states;
+//! 2. reads, in one query each, the acks already given (with their payloads' fingerprints), the
+//!    calls' accepted histories and their stored states;
 //! 3. runs each event through the state machine in arrival order, updating its call's history as
 //!    it goes (so two events of one call in a batch behave as they would one after the other);
-//! 4. writes every event with its ack and every changed call record, one statement each;
+//! 4. writes the agents first named by accepted events (known from the gateway), every event with
+//!    its ack and every changed call record, one statement each;
 //! 5. commits; then publishes the batch's changes to the agents in one Redis round trip, and only
 //!    then answers each event's waiter (so a call's change is pushed before the gateway can send
 //!    the call's next event).
 //!
 //! If the transaction fails, no event of the batch is acked. A failure that is not PostgreSQL
-//! being unavailable is retried one event per transaction, so one bad event cannot fail others.
+//! being unavailable is retried one event per transaction, so one bad event cannot fail others;
+//! an event whose own transaction PostgreSQL refuses for its data (SQLSTATE classes 22, 23 and
+//! 54) is acked INVALID, stored nowhere, and the stream it came on goes on.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -133,9 +136,11 @@ async fn work(pool: PgPool, outlets: Outlets, rx: Arc<Mutex<mpsc::UnboundedRecei
                     outlets.live.record_calls(&live).await;
                 }
             }
-            Err(error)
-                if batch.len() > 1 && !matches!(db::classify(&error), Failure::Unavailable) =>
-            {
+            Err(error) if batch.len() == 1 => {
+                let submission = batch.remove(0);
+                submission.done.send(alone_failed(error)).ok();
+            }
+            Err(error) if !matches!(db::classify(&error), Failure::Unavailable) => {
                 tracing::warn!(%error, size = batch.len(), "call event batch failed; retrying one by one");
                 for submission in batch {
                     let alone = [(&submission.event, submission.customer_id)];
@@ -148,7 +153,7 @@ async fn work(pool: PgPool, outlets: Outlets, rx: Arc<Mutex<mpsc::UnboundedRecei
                             outlets.live.record_calls(&live).await;
                             Ok(outcome.ack)
                         }
-                        Err(error) => Err(CallEventError::from(error)),
+                        Err(error) => alone_failed(error),
                     };
                     submission.done.send(result).ok();
                 }
@@ -160,6 +165,30 @@ async fn work(pool: PgPool, outlets: Outlets, rx: Arc<Mutex<mpsc::UnboundedRecei
             }
         }
     }
+}
+
+/// The answer for an event whose own transaction failed: INVALID when PostgreSQL refused its data
+/// (a data exception, a constraint, a value too large: resending it unchanged fails the same way),
+/// the error otherwise (the stream ends UNAVAILABLE and the gateway resends).
+fn alone_failed(error: sqlx::Error) -> Result<Ack, CallEventError> {
+    let refused = match &error {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| ["22", "23", "54"].iter().any(|c| code.starts_with(c))),
+        _ => false,
+    };
+    if refused {
+        // The database's message may quote the value: log the class, never the text.
+        let code = match &error {
+            sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()).unwrap_or_default(),
+            _ => String::new(),
+        };
+        tracing::warn!(sqlstate = %code, "call event refused by PostgreSQL; acked INVALID");
+        return Ok(Ack::Invalid(format!(
+            "PostgreSQL refused this event's data (SQLSTATE {code}); nothing was stored"
+        )));
+    }
+    Err(CallEventError::from(error))
 }
 
 /// The same failure for each waiter of a failed batch (a `sqlx::Error` cannot be cloned).
@@ -188,16 +217,11 @@ async fn commit_batch(
         .iter()
         .map(|(e, _)| (e.gateway_id.clone(), e.step.event_id.clone()))
         .collect();
-    let named: HashSet<&str> = events.iter().flat_map(|(e, _)| e.agents()).collect();
-    let named: Vec<&str> = named.into_iter().collect();
+    let fingerprints: Vec<Vec<u8>> = events.iter().map(|(e, _)| e.fingerprint()).collect();
 
     let mut tx = crate::db::begin(pool).await?;
     store::lock_calls(&mut tx, &keys).await?;
     let stored = store::stored_acks(&mut tx, &event_keys).await?;
-    let unknown: HashSet<String> = store::unknown_agents(&mut tx, &named)
-        .await?
-        .into_iter()
-        .collect();
     let mut histories = store::accepted_steps_of(&mut tx, &keys).await?;
     let mut current = HashMap::new();
     let mut customers = HashMap::new();
@@ -206,28 +230,34 @@ async fn commit_batch(
         current.insert(key, now);
     }
 
-    let mut decided: HashMap<(String, String), Ack> = HashMap::new();
-    let mut writes: Vec<(&NewEvent, Ack)> = Vec::new();
+    let mut decided: HashMap<(String, String), (Ack, Option<Vec<u8>>)> = HashMap::new();
+    let mut writes: Vec<(&NewEvent, Ack, &[u8])> = Vec::new();
+    let mut named: HashSet<&str> = HashSet::new();
     let mut records: HashMap<CallKey, (CallRecord, Option<Uuid>)> = HashMap::new();
     let mut outcomes = Vec::with_capacity(events.len());
     let mut feed = Vec::new();
-    for ((event, customer_id), event_key) in events.iter().zip(&event_keys) {
-        // A resend (stored, or earlier in this very batch) gets the ack already given.
-        if let Some(ack) = stored.get(event_key).or_else(|| decided.get(event_key)) {
-            outcomes.push(Committed {
-                ack: ack.clone(),
-                changed: None,
-            });
+    for (((event, customer_id), event_key), fingerprint) in
+        events.iter().zip(&event_keys).zip(&fingerprints)
+    {
+        // A resend (stored, or earlier in this very batch) gets the ack already given; the same
+        // event id with another payload is a gateway bug, told as such and not stored.
+        if let Some((ack, hash)) = stored.get(event_key).or_else(|| decided.get(event_key)) {
+            let ack = match hash {
+                Some(hash) if hash != fingerprint => {
+                    tracing::warn!(event_id = %event_key.1, "event id reused with another payload");
+                    Ack::DuplicateId
+                }
+                _ => ack.clone(),
+            };
+            outcomes.push(Committed { ack, changed: None });
             continue;
         }
         let key = key_of(event);
         let history = histories.remove(&key).unwrap_or_default();
-        let admitted = match event.agents().into_iter().find(|a| unknown.contains(*a)) {
-            Some(agent) => Err(machine::Impossible(format!(
-                "unknown agent {agent:?}: it has never logged in"
-            ))),
-            None => machine::admit(history.clone(), event.step.clone()),
-        };
+        let admitted = machine::admit(history.clone(), event.step.clone());
+        if admitted.is_ok() {
+            named.extend(event.agents());
+        }
         let (history, outcome) = match admitted {
             Err(reason) => {
                 tracing::info!(reason = %reason.0, "call event rejected");
@@ -267,12 +297,18 @@ async fn commit_batch(
             }
         };
         histories.insert(key, history);
-        decided.insert(event_key.clone(), outcome.ack.clone());
-        writes.push((event, outcome.ack.clone()));
+        decided.insert(
+            event_key.clone(),
+            (outcome.ack.clone(), Some(fingerprint.clone())),
+        );
+        writes.push((event, outcome.ack.clone(), fingerprint));
         outcomes.push(outcome);
     }
 
-    let rows: Vec<(&NewEvent, &Ack)> = writes.iter().map(|(e, a)| (*e, a)).collect();
+    let mut named: Vec<&str> = named.into_iter().collect();
+    named.sort_unstable();
+    crate::agents::learn_from_gateway(&mut tx, &named).await?;
+    let rows: Vec<(&NewEvent, &Ack, &[u8])> = writes.iter().map(|(e, a, h)| (*e, a, *h)).collect();
     store::insert_events(&mut tx, &rows, &feed).await?;
     let calls: Vec<(&CallKey, &CallRecord, Option<Uuid>)> = records
         .iter()

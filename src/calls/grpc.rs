@@ -18,7 +18,6 @@ use crate::metrics::Metrics;
 use crate::phone::PhoneParser;
 use crate::proto::v1;
 use crate::proto::v1::call_event_service_server::CallEventService;
-use crate::proto_time::from_timestamp;
 use crate::validation::Violations;
 
 /// Events of one stream processed at once (events of one call are still applied in order).
@@ -60,6 +59,7 @@ impl CallEventGrpc {
             Ok(ack) => match ack.outcome() {
                 v1::AckOutcome::Accepted => "accepted",
                 v1::AckOutcome::Rejected => "rejected",
+                v1::AckOutcome::DuplicateId => "duplicate_id",
                 _ => "invalid",
             },
             Err(_) => "failed",
@@ -110,6 +110,20 @@ impl CallEventGrpc {
                 event_id,
                 outcome: v1::AckOutcome::Rejected.into(),
                 reason,
+                ..Default::default()
+            },
+            Ack::Invalid(reason) => v1::CallEventAck {
+                event_id,
+                outcome: v1::AckOutcome::Invalid.into(),
+                reason,
+                ..Default::default()
+            },
+            Ack::DuplicateId => v1::CallEventAck {
+                event_id,
+                outcome: v1::AckOutcome::DuplicateId.into(),
+                reason: "this event_id was used before for an event with another payload; \
+                         the first one stands and this one was not stored"
+                    .into(),
                 ..Default::default()
             },
         })
@@ -171,19 +185,7 @@ pub fn parse_event(event: v1::CallEvent, phones: &PhoneParser) -> Result<NewEven
             None
         }
     };
-    let occurred_at = match &event.occurred_at {
-        Some(ts) => {
-            let time = from_timestamp(ts);
-            if time.is_none() {
-                violations.add("occurred_at", "is not a valid time");
-            }
-            time
-        }
-        None => {
-            violations.add("occurred_at", "is required");
-            None
-        }
-    };
+    let occurred_at = violations.time("occurred_at", event.occurred_at.as_ref(), true);
     let caller_number = match event.caller_number.trim() {
         "" => {
             if kind == Some(EventType::Offered) {
@@ -237,18 +239,25 @@ pub fn parse_event(event: v1::CallEvent, phones: &PhoneParser) -> Result<NewEven
             format!("at most {MAX_ATTACHED_ENTRIES} entries"),
         );
     }
+    // IVRs put what callers key in here: keys and values are masked like every free text.
     let mut attached_data = BTreeMap::new();
-    for (key, value) in event.attached_data {
-        if key.is_empty() || key.chars().count() > 64 {
-            violations.add("attached_data", "keys must be 1 to 64 characters");
-        } else if value.chars().count() > 1024 {
+    let sorted: BTreeMap<String, String> = event.attached_data.into_iter().collect();
+    for (i, (key, value)) in sorted.into_iter().enumerate() {
+        // The key may be what is wrong with it: the violation names the entry by its position in
+        // key order.
+        let field = format!("attached_data[{i}]");
+        if key.is_empty() || key.chars().count() > 64 || key.chars().any(char::is_control) {
             violations.add(
-                format!("attached_data[{key}]"),
-                "values must be at most 1024 characters",
+                format!("{field}.key"),
+                "must be 1 to 64 characters without control characters",
             );
-        } else {
-            attached_data.insert(key, value);
+            continue;
         }
+        let value = violations.free_text(&format!("{field}.value"), &value, 1024);
+        attached_data.insert(
+            crate::card_data::mask(&key).into_owned(),
+            crate::card_data::mask(&value).into_owned(),
+        );
     }
     let (Some(kind), Some(occurred_at), true) = (kind, occurred_at, violations.is_empty()) else {
         return Err(violations);

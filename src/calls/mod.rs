@@ -10,6 +10,16 @@
 //!    same ack;
 //! 3. after the commit, and only then, the ack is returned and the agents whose view of the call
 //!    changed are notified (through [`crate::agents::Fanout`]).
+//!
+//! Three rules keep one gateway's mistake from costing it anything else:
+//! - an agent named by an accepted event who was never seen before becomes known, marked as
+//!   known from the gateway ([`crate::agents::learn_from_gateway`]): desk phones and PBX-only
+//!   agents count in KPIs, and the agent directory lists them as drift;
+//! - a resend is recognised by its payload's fingerprint ([`NewEvent::fingerprint`]): the same
+//!   payload gets the stored ack, another payload under a used event id gets
+//!   [`Ack::DuplicateId`] and is not stored;
+//! - an event PostgreSQL refuses (which edge validation should already have caught) is acked
+//!   [`Ack::Invalid`] alone, and the rest of its batch commits without it.
 
 mod batch;
 pub mod grpc;
@@ -45,8 +55,14 @@ pub struct NewEvent {
 /// What the gateway is told about an event it sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ack {
+    /// Stored and applied.
     Accepted,
+    /// Stored, not applied: impossible in the call's history.
     Rejected(String),
+    /// Not stored: PostgreSQL refused the event's data (edge validation missed it).
+    Invalid(String),
+    /// Not stored: the event id was used before for an event with another payload.
+    DuplicateId,
 }
 
 /// A call as kept for the record (a privacy export shows these).
@@ -180,7 +196,33 @@ impl CallEvents {
 }
 
 impl NewEvent {
-    /// Agents this event names, which must be known.
+    /// SHA-256 of everything the event says (after parsing, so a resend that writes the same
+    /// number another way is still the same event), to tell a resend from a reused event id.
+    pub fn fingerprint(&self) -> Vec<u8> {
+        use sha2::Digest as _;
+        let step = &self.step;
+        let target = match &step.target {
+            Some(TransferTarget::Agent(agent)) => Some(("agent", agent.as_str())),
+            Some(TransferTarget::Queue(queue)) => Some(("queue", queue.as_str())),
+            None => None,
+        };
+        // serde_json's maps keep their keys sorted: one encoding per payload.
+        let payload = serde_json::json!({
+            "call_id": self.call_id,
+            "type": step.kind.as_str(),
+            "occurred_at": step.occurred_at,
+            "sequence": step.sequence,
+            "caller_number": step.caller_number,
+            "dialed_number": step.dialed_number,
+            "queue": step.queue,
+            "agent_id": step.agent_id,
+            "target": target,
+            "attached_data": self.attached_data,
+        });
+        sha2::Sha256::digest(payload.to_string().as_bytes()).to_vec()
+    }
+
+    /// Agents this event names (made known from the gateway when the event is accepted).
     fn agents(&self) -> Vec<&str> {
         let mut agents: Vec<&str> = self.step.agent_id.iter().map(String::as_str).collect();
         if let Some(TransferTarget::Agent(target)) = &self.step.target {

@@ -9,22 +9,6 @@ use uuid::Uuid;
 use super::machine::{CallRecord, CallState, EventType, Step, TransferTarget};
 use super::{Ack, CallView, NewEvent};
 
-/// Agents among `agent_ids` that Switchboard has never seen.
-pub async fn unknown_agents(
-    conn: &mut PgConnection,
-    agent_ids: &[&str],
-) -> sqlx::Result<Vec<String>> {
-    if agent_ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    sqlx::query_scalar(
-        "SELECT a FROM unnest($1::text[]) AS a WHERE NOT EXISTS (SELECT 1 FROM agents WHERE agent_id = a)",
-    )
-    .bind(agent_ids)
-    .fetch_all(conn)
-    .await
-}
-
 fn step_from_row(row: &sqlx::postgres::PgRow) -> sqlx::Result<Step> {
     let kind: String = row.try_get("type")?;
     let target_agent: Option<String> = row.try_get("target_agent_id")?;
@@ -142,14 +126,18 @@ pub async fn try_lock_calls(
     .await
 }
 
+/// An ack already given, with the fingerprint of the payload it was given to (`None` for events
+/// stored before fingerprints were kept).
+pub type StoredAck = (Ack, Option<Vec<u8>>);
+
 /// The acks already given to any of these (gateway id, event id) pairs.
 pub async fn stored_acks(
     conn: &mut PgConnection,
     events: &[(String, String)],
-) -> sqlx::Result<HashMap<(String, String), Ack>> {
+) -> sqlx::Result<HashMap<(String, String), StoredAck>> {
     let (gateways, ids) = unzip_keys(events);
-    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
-        "SELECT e.gateway_id, e.event_id, e.outcome, e.reason FROM call_events e \
+    let rows: Vec<(String, String, String, String, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT e.gateway_id, e.event_id, e.outcome, e.reason, e.payload_hash FROM call_events e \
          JOIN unnest($1::text[], $2::text[]) AS t(g, id) ON e.gateway_id = t.g AND e.event_id = t.id",
     )
     .bind(gateways)
@@ -158,13 +146,13 @@ pub async fn stored_acks(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(gateway, id, outcome, reason)| {
+        .map(|(gateway, id, outcome, reason, hash)| {
             let ack = if outcome == "accepted" {
                 Ack::Accepted
             } else {
                 Ack::Rejected(reason)
             };
-            ((gateway, id), ack)
+            ((gateway, id), (ack, hash))
         })
         .collect())
 }
@@ -233,11 +221,12 @@ pub async fn current_of(
         .collect()
 }
 
-/// Inserts events with their acks, and their feed events, in one statement (the feed's insert
-/// rides along as a CTE: one round trip less on the hottest write path).
+/// Inserts events with their acks (accepted or rejected: the others are never stored) and
+/// payload fingerprints, and their feed events, in one statement (the feed's insert rides along
+/// as a CTE: one round trip less on the hottest write path).
 pub async fn insert_events(
     conn: &mut PgConnection,
-    events: &[(&NewEvent, &Ack)],
+    events: &[(&NewEvent, &Ack, &[u8])],
     feed: &[crate::feed::Event],
 ) -> sqlx::Result<()> {
     if events.is_empty() {
@@ -245,7 +234,7 @@ pub async fn insert_events(
     }
     let rows: Vec<serde_json::Value> = events
         .iter()
-        .map(|(event, ack)| {
+        .map(|(event, ack, hash)| {
             let step = &event.step;
             let (target_agent, target_queue) = match &step.target {
                 Some(TransferTarget::Agent(a)) => (Some(a.as_str()), None),
@@ -255,7 +244,10 @@ pub async fn insert_events(
             let (outcome, reason) = match ack {
                 Ack::Accepted => ("accepted", ""),
                 Ack::Rejected(reason) => ("rejected", reason.as_str()),
+                // Never written (`commit_batch` stores only these two); the CHECK would refuse it.
+                Ack::Invalid(_) | Ack::DuplicateId => ("", ""),
             };
+            let hash: String = hash.iter().map(|b| format!("{b:02x}")).collect();
             serde_json::json!({
                 "gateway_id": event.gateway_id,
                 "event_id": step.event_id,
@@ -272,6 +264,7 @@ pub async fn insert_events(
                 "attached_data": event.attached_data,
                 "outcome": outcome,
                 "reason": reason,
+                "payload_hash": hash,
             })
         })
         .collect();
@@ -279,13 +272,15 @@ pub async fn insert_events(
         "WITH feed AS (",
         crate::feed::insert_events_sql!(),
         ") INSERT INTO call_events (gateway_id, event_id, call_id, type, occurred_at, sequence, caller_number, \
-           dialed_number, queue, agent_id, target_agent_id, target_queue, attached_data, outcome, reason) \
+           dialed_number, queue, agent_id, target_agent_id, target_queue, attached_data, outcome, reason, \
+           payload_hash) \
          SELECT gateway_id, event_id, call_id, type, occurred_at, sequence, caller_number, dialed_number, \
-           queue, agent_id, target_agent_id, target_queue, attached_data, outcome, reason \
+           queue, agent_id, target_agent_id, target_queue, attached_data, outcome, reason, \
+           decode(payload_hash, 'hex') \
          FROM jsonb_to_recordset($6) AS r(gateway_id text, event_id text, call_id text, type text, \
            occurred_at timestamptz, sequence bigint, caller_number text, dialed_number text, queue text, \
            agent_id text, target_agent_id text, target_queue text, attached_data jsonb, outcome text, \
-           reason text)",
+           reason text, payload_hash text)",
     ));
     crate::feed::Columns::of(feed)
         .bind(query)

@@ -1,6 +1,6 @@
 //! `switchboard.v1.CampaignService`: proto <-> domain and `CampaignError` -> `Status`.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{Duration, Utc};
 use tonic::{Request, Response, Status};
 
 use super::{
@@ -14,7 +14,7 @@ use crate::grpc_status;
 use crate::phone::PhoneParser;
 use crate::proto::v1;
 use crate::proto::v1::campaign_service_server::CampaignService;
-use crate::proto_time::{from_timestamp, to_timestamp};
+use crate::proto_time::to_timestamp;
 use crate::validation::Violations;
 
 const MAX_OFFER: usize = 2_000;
@@ -129,34 +129,6 @@ fn member_state_to_proto(state: MemberState) -> v1::MemberState {
     }
 }
 
-fn time(
-    v: &mut Violations,
-    field: &str,
-    value: Option<&prost_types::Timestamp>,
-) -> Option<DateTime<Utc>> {
-    match value {
-        None => {
-            v.add(field, "is required");
-            None
-        }
-        Some(ts) => {
-            let parsed = from_timestamp(ts);
-            if parsed.is_none() {
-                v.add(field, "is not a valid time");
-            }
-            parsed
-        }
-    }
-}
-
-fn optional_time(
-    v: &mut Violations,
-    field: &str,
-    value: Option<&prost_types::Timestamp>,
-) -> Option<DateTime<Utc>> {
-    value.and_then(|ts| time(v, field, Some(ts)))
-}
-
 fn time_zone(v: &mut Violations, field: &str, value: &str) -> String {
     let value = v.text(field, value, 64, false);
     if value.is_empty() {
@@ -237,8 +209,8 @@ impl CampaignGrpc {
         } else {
             v.check("campaign.status", status(c.status))
         };
-        let starts_at = time(v, "campaign.starts_at", c.starts_at.as_ref());
-        let ends_at = time(v, "campaign.ends_at", c.ends_at.as_ref());
+        let starts_at = v.time("campaign.starts_at", c.starts_at.as_ref(), true);
+        let ends_at = v.time("campaign.ends_at", c.ends_at.as_ref(), true);
         if let (Some(s), Some(e)) = (starts_at, ends_at)
             && e <= s
         {
@@ -328,15 +300,15 @@ fn segment_filter(v: &mut Violations, s: v1::SegmentFilter) -> SegmentFilter {
         currency: s.currency.to_ascii_uppercase(),
         min_lifetime_value_minor: s.min_lifetime_value_minor,
         max_lifetime_value_minor: s.max_lifetime_value_minor,
-        last_contact_before: optional_time(
-            v,
+        last_contact_before: v.time(
             "segment.last_contact_before",
             s.last_contact_before.as_ref(),
+            false,
         ),
-        last_contact_after: optional_time(
-            v,
+        last_contact_after: v.time(
             "segment.last_contact_after",
             s.last_contact_after.as_ref(),
+            false,
         ),
         has_open_case: s.has_open_case,
     }
@@ -385,9 +357,9 @@ impl CampaignService for CampaignGrpc {
                 "name" => patch.name = Some(v.text("campaign.name", &c.name, 200, true)),
                 "status" => patch.status = v.check("campaign.status", status(c.status)),
                 "starts_at" => {
-                    patch.starts_at = time(&mut v, "campaign.starts_at", c.starts_at.as_ref())
+                    patch.starts_at = v.time("campaign.starts_at", c.starts_at.as_ref(), true)
                 }
-                "ends_at" => patch.ends_at = time(&mut v, "campaign.ends_at", c.ends_at.as_ref()),
+                "ends_at" => patch.ends_at = v.time("campaign.ends_at", c.ends_at.as_ref(), true),
                 "offer_text" => {
                     patch.offer_text =
                         Some(v.text("campaign.offer_text", &c.offer_text, MAX_OFFER, false))
@@ -585,7 +557,7 @@ impl CampaignService for CampaignGrpc {
         let lease_id = v.uuid("lease_id", &r.lease_id, true);
         let outcome = v.check("outcome", outcome(r.outcome));
         let callback_at = if outcome == Some(Outcome::CallbackRequested) {
-            let at = time(&mut v, "callback_at", r.callback_at.as_ref());
+            let at = v.time("callback_at", r.callback_at.as_ref(), true);
             let now = Utc::now();
             if at.is_some_and(|at| at <= now || at > now + Duration::days(MAX_CALLBACK_DAYS)) {
                 v.add(

@@ -12,7 +12,7 @@ use crate::auth;
 use crate::grpc_status;
 use crate::proto::v1;
 use crate::proto::v1::feedback_service_server::FeedbackService;
-use crate::proto_time::{from_timestamp, to_timestamp};
+use crate::proto_time::to_timestamp;
 use crate::validation::Violations;
 
 const MAX_TEXT: usize = 10_000;
@@ -241,13 +241,7 @@ impl FeedbackService for FeedbackGrpc {
         let actor = actor(&mut v, &r.actor);
         let id = v.uuid("id", &r.id, true);
         let owner = v.text("owner", &r.owner, 64, true);
-        let due_at = match r.due_at.as_ref().map(from_timestamp) {
-            Some(Some(at)) => Some(at),
-            _ => {
-                v.add("due_at", "is required");
-                None
-            }
-        };
+        let due_at = v.time("due_at", r.due_at.as_ref(), true);
         let (Some(id), Some(due_at), true) = (id, due_at, v.is_empty()) else {
             return Err(FeedbackError::Invalid(v).into());
         };
@@ -326,18 +320,8 @@ impl FeedbackService for FeedbackGrpc {
     ) -> Result<Response<v1::GetFeedbackSummaryResponse>, GrpcStatus> {
         let r = request.into_inner();
         let mut v = Violations::new();
-        let mut time = |field: &str, value: Option<prost_types::Timestamp>| match value
-            .as_ref()
-            .map(from_timestamp)
-        {
-            Some(Some(at)) => Some(at),
-            _ => {
-                v.add(field, "is required");
-                None
-            }
-        };
-        let since = time("since", r.since);
-        let until = time("until", r.until);
+        let since = v.time("since", r.since.as_ref(), true);
+        let until = v.time("until", r.until.as_ref(), true);
         if let (Some(s), Some(u)) = (since, until)
             && u <= s
         {

@@ -11,7 +11,7 @@ use crate::agents::parse_agent_id;
 use crate::grpc_status;
 use crate::proto::v1;
 use crate::proto::v1::interaction_service_server::InteractionService;
-use crate::proto_time::{from_timestamp, to_timestamp};
+use crate::proto_time::to_timestamp;
 use crate::validation::Violations;
 
 const MAX_NOTES: usize = 10_000;
@@ -110,20 +110,8 @@ fn new_interaction(r: v1::LogInteractionRequest) -> Result<NewInteraction, Viola
             NaiveDate::parse_from_str(date, "%Y-%m-%d").map_err(|_| "must be YYYY-MM-DD"),
         ),
     };
-    let started_at = match &r.started_at {
-        Some(ts) => v.check(
-            "started_at",
-            from_timestamp(ts).ok_or("is not a valid time"),
-        ),
-        None => {
-            v.add("started_at", "is required");
-            None
-        }
-    };
-    let ended_at = match &r.ended_at {
-        Some(ts) => v.check("ended_at", from_timestamp(ts).ok_or("is not a valid time")),
-        None => None,
-    };
+    let started_at = v.time("started_at", r.started_at.as_ref(), true);
+    let ended_at = v.time("ended_at", r.ended_at.as_ref(), false);
     if let (Some(start), Some(end)) = (started_at, ended_at)
         && end < start
     {
@@ -256,18 +244,8 @@ impl InteractionService for InteractionGrpc {
             "" => None,
             agent => v.check("agent_id", parse_agent_id(agent)),
         };
-        let started_after = r.started_after.as_ref().and_then(|ts| {
-            v.check(
-                "started_after",
-                from_timestamp(ts).ok_or("is not a valid time"),
-            )
-        });
-        let started_before = r.started_before.as_ref().and_then(|ts| {
-            v.check(
-                "started_before",
-                from_timestamp(ts).ok_or("is not a valid time"),
-            )
-        });
+        let started_after = v.time("started_after", r.started_after.as_ref(), false);
+        let started_before = v.time("started_before", r.started_before.as_ref(), false);
         let page_size = match r.page_size {
             0 => 20,
             n @ 1..=100 => n as u32,

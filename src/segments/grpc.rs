@@ -32,13 +32,7 @@ fn run_of(request: v1::SegmentCustomersRequest) -> Result<Run, Violations> {
     let mut violations = Violations::new();
     let as_of = match &request.as_of {
         None => Some(Utc::now()),
-        Some(at) => {
-            let parsed = crate::proto_time::from_timestamp(at);
-            if parsed.is_none() {
-                violations.add("as_of", "is not a valid time");
-            }
-            parsed
-        }
+        at => violations.time("as_of", at.as_ref(), true),
     };
     let window_days = match request.window_days {
         0 => 365,
