@@ -173,6 +173,103 @@ fn mask_phrases(chars: &mut [char], lower: &[char]) -> bool {
     changed
 }
 
+/// Every string field of every request that is stored as free text, as `Message.field`: each is
+/// masked with [`mask`] before it is stored (most through
+/// [`crate::validation::Violations::masked_text`] or `free_text` then `mask`, at the edge or in the
+/// context's service logic). A test walks the descriptor set and fails when a string field of a
+/// request is neither here nor exempt by name in [`EXEMPT`].
+pub const MASKED: &[&str] = &[
+    "AddCaseCommentRequest.text",
+    "CallEvent.attached_data",
+    "Campaign.name",
+    "Campaign.offer_text",
+    "Case.description",
+    "Case.subject",
+    "CompleteWrapUpRequest.notes",
+    "ContactPoint.label",
+    "CreateCustomerRequest.company",
+    "CreateCustomerRequest.display_name",
+    "Customer.company",
+    "Customer.display_name",
+    "Disposition.label",
+    "ImportRow.company",
+    "ImportRow.display_name",
+    "LogInteractionRequest.notes",
+    "LogInteractionRequest.outcome",
+    "NewContactPoint.label",
+    "OpenCaseRequest.description",
+    "OpenCaseRequest.subject",
+    "RecordServiceEventRequest.description",
+    "SetAgentStateRequest.reason",
+    "SubmitFeedbackRequest.text",
+    "UpdateFeedbackStatusRequest.resolution",
+];
+
+const IDENTIFIER: &str = "an identifier or key (UUID, agent id, a system's own id, a page token): \
+parsed at the edge, not free text, and a match key that masking would break";
+const NUMBER: &str = "a phone number or email address: parsed and normalized (E.164, RFC 5321), \
+so it holds no card number in any form that passes parsing";
+const CODE: &str = "a code or short name from a catalog (queue, team, status, category, currency, \
+language, time zone): compared exactly, so masking would change its meaning";
+const FILTER: &str = "a read filter: compared with stored values, never stored";
+
+/// String fields exempt from masking, by field name, each with its reason.
+pub const EXEMPT: &[(&str, &str)] = &[
+    ("actor", IDENTIFIER),
+    ("after_cursor", IDENTIFIER),
+    ("agent_id", IDENTIFIER),
+    ("assignee_agent_id", IDENTIFIER),
+    ("call_id", IDENTIFIER),
+    ("campaign_id", IDENTIFIER),
+    ("case_id", IDENTIFIER),
+    ("contact_point_id", IDENTIFIER),
+    ("customer_id", IDENTIFIER),
+    ("duplicate_id", IDENTIFIER),
+    ("event_id", IDENTIFIER),
+    ("external_id", IDENTIFIER),
+    ("gateway_id", IDENTIFIER),
+    ("id", IDENTIFIER),
+    ("ids", IDENTIFIER),
+    ("interaction_id", IDENTIFIER),
+    ("lease_id", IDENTIFIER),
+    ("order_id", IDENTIFIER),
+    ("page_token", IDENTIFIER),
+    ("request_id", IDENTIFIER),
+    ("survivor_id", IDENTIFIER),
+    ("target_agent_id", IDENTIFIER),
+    ("caller_number", NUMBER),
+    ("dialed_number", NUMBER),
+    ("dialed_numbers", NUMBER),
+    ("email", NUMBER),
+    ("emails", NUMBER),
+    ("extension", NUMBER),
+    ("phone", NUMBER),
+    ("phones", NUMBER),
+    ("value", NUMBER),
+    ("assignee_team", CODE),
+    ("category", CODE),
+    ("code", CODE),
+    ("currency", CODE),
+    ("default_time_zone", CODE),
+    ("disposition_code", CODE),
+    ("follow_up_on", CODE),
+    ("languages", CODE),
+    ("owner", CODE),
+    ("preferred_language", CODE),
+    ("queue", CODE),
+    ("queues", CODE),
+    ("segment", CODE),
+    ("segments", CODE),
+    ("status", CODE),
+    ("system", CODE),
+    ("target_queue", CODE),
+    ("team", CODE),
+    ("time_zone", CODE),
+    ("topics", CODE),
+    ("agents", FILTER),
+    ("name_prefix", FILTER),
+];
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -288,6 +385,109 @@ mod tests {
             for decoy in &decoys {
                 prop_assert!(masked.contains(decoy.as_str()), "{decoy} kept in {masked}");
             }
+        }
+    }
+}
+
+/// The masking table against the descriptor set (as `auth::permissions` does for RPCs).
+#[cfg(test)]
+mod every_field {
+    use std::collections::{BTreeSet, HashMap};
+
+    use prost::Message as _;
+    use prost_types::field_descriptor_proto::Type;
+    use prost_types::{DescriptorProto, FileDescriptorSet};
+
+    use super::{EXEMPT, MASKED};
+
+    /// Every string field reachable from any request of a `switchboard.v1` RPC, as
+    /// `Message.field` (a `map<string, string>` counts as one field).
+    fn request_string_fields() -> BTreeSet<(String, String)> {
+        let set =
+            FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET).expect("descriptors");
+        fn add(prefix: &str, m: &DescriptorProto, all: &mut HashMap<String, DescriptorProto>) {
+            let name = format!("{prefix}.{}", m.name());
+            for nested in &m.nested_type {
+                add(&name, nested, all);
+            }
+            all.insert(name, m.clone());
+        }
+        let mut messages = HashMap::new();
+        for file in &set.file {
+            for m in &file.message_type {
+                add(&format!(".{}", file.package()), m, &mut messages);
+            }
+        }
+        let mut stack: Vec<String> = set
+            .file
+            .iter()
+            .filter(|f| f.package() == "switchboard.v1")
+            .flat_map(|f| &f.service)
+            .flat_map(|s| &s.method)
+            .map(|m| m.input_type().to_owned())
+            .collect();
+        let (mut seen, mut fields) = (BTreeSet::new(), BTreeSet::new());
+        while let Some(name) = stack.pop() {
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            let Some(message) = messages.get(&name) else {
+                continue;
+            };
+            let short = name.trim_start_matches(".switchboard.v1.").to_owned();
+            for field in &message.field {
+                let nested = messages.get(field.type_name());
+                let is_map =
+                    nested.is_some_and(|n| n.options.as_ref().is_some_and(|o| o.map_entry()));
+                match field.r#type() {
+                    Type::String => {
+                        fields.insert((short.clone(), field.name().to_owned()));
+                    }
+                    Type::Message if is_map => {
+                        fields.insert((short.clone(), field.name().to_owned()));
+                    }
+                    Type::Message if field.type_name().starts_with(".switchboard.v1.") => {
+                        stack.push(field.type_name().to_owned());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        fields
+    }
+
+    #[test]
+    fn every_request_string_field_is_masked_or_exempt_with_a_reason() {
+        let fields = request_string_fields();
+        assert!(fields.len() > 100, "the walk found the requests' fields");
+        let unlisted: Vec<String> = fields
+            .iter()
+            .map(|(message, field)| (format!("{message}.{field}"), field))
+            .filter(|(full, field)| {
+                !MASKED.contains(&full.as_str()) && !EXEMPT.iter().any(|(name, _)| name == field)
+            })
+            .map(|(full, _)| full)
+            .collect();
+        assert!(
+            unlisted.is_empty(),
+            "free-text fields neither masked nor exempt (add each to card_data::MASKED, and mask \
+             it, or to EXEMPT with its reason): {unlisted:?}"
+        );
+        let full: BTreeSet<String> = fields.iter().map(|(m, f)| format!("{m}.{f}")).collect();
+        let stale: Vec<&&str> = MASKED.iter().filter(|m| !full.contains(**m)).collect();
+        assert!(
+            stale.is_empty(),
+            "masked entries naming no field: {stale:?}"
+        );
+        for (name, _) in EXEMPT {
+            assert!(
+                fields.iter().any(|(_, field)| field == name),
+                "exemption {name} names no field"
+            );
+            assert!(
+                !MASKED.iter().any(|m| m.ends_with(&format!(".{name}"))),
+                "{name} is both masked and exempt"
+            );
         }
     }
 }

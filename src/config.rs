@@ -595,3 +595,19 @@ impl TryFrom<ServeArgs> for Settings {
         })
     }
 }
+
+/// Writes a file that holds a secret (the dev token, a key): readable and writable by its owner
+/// only (mode 0600), including when it existed before with a wider mode.
+pub fn write_secret_file(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // `mode` applies only to a file created now: narrow one that was already there first.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(contents)
+}

@@ -110,7 +110,7 @@ fn announce_dev_mode(
         )
         .ok_or_else(|| anyhow::anyhow!("dev mode signs with HS256"))?;
     if let Some(path) = token_file {
-        std::fs::write(path, &token)?;
+        switchboard::config::write_secret_file(path, token.as_bytes())?;
     }
     eprintln!("==================== DEVELOPMENT MODE: NOT FOR PRODUCTION ====================");
     eprintln!("Random signing secret; this ADMIN token is valid for 12 hours:");

@@ -105,13 +105,23 @@ impl Violations {
         trimmed.to_owned()
     }
 
+    /// [`Self::text`], then card numbers and security codes masked ([`crate::card_data::mask`]):
+    /// for one-line free text that is stored (names, labels, subjects, reasons).
+    pub fn masked_text(&mut self, field: &str, value: &str, max: usize, required: bool) -> String {
+        let text = self.text(field, value, max, required);
+        crate::card_data::mask(&text).into_owned()
+    }
+
     /// Checks multi-line free text (notes, comments, descriptions): at most `max` characters, and
     /// no control character but tab, newline and carriage return (NUL among them: PostgreSQL
     /// refuses it in text). Returned as sent, not trimmed.
     pub fn free_text(&mut self, field: &str, value: &str, max: usize) -> String {
         if value.chars().count() > max {
             self.add(field, format!("must be at most {max} characters"));
-        } else if value.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
+        } else if value
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        {
             self.add(
                 field,
                 "must not contain control characters other than tab and newline",
@@ -234,7 +244,11 @@ mod tests {
             .collect();
         assert_eq!(
             found,
-            [("a", OUT_OF_RANGE), ("b", OUT_OF_RANGE), ("d", "is required")]
+            [
+                ("a", OUT_OF_RANGE),
+                ("b", OUT_OF_RANGE),
+                ("d", "is required")
+            ]
         );
     }
 

@@ -165,9 +165,7 @@ fn new_service_event(r: v1::RecordServiceEventRequest) -> Result<NewServiceEvent
         }
     };
     let status = v.text("status", &r.status, 40, false);
-    if r.description.chars().count() > 2000 {
-        v.add("description", "must be at most 2000 characters");
-    }
+    v.free_text("description", &r.description, 2000);
     let occurred_at = v.time("occurred_at", r.occurred_at.as_ref(), true);
     match (customer, kind, occurred_at) {
         (Some(customer), Some(kind), Some(occurred_at)) if v.is_empty() => Ok(NewServiceEvent {

@@ -113,7 +113,7 @@ impl AgentService for AgentGrpc {
                 None
             }
         };
-        let reason = violations.text("reason", &request.reason, 100, false);
+        let reason = violations.masked_text("reason", &request.reason, 100, false);
         let (Some(agent), Some(state), true) = (agent, state, violations.is_empty()) else {
             return Err(AgentError::Invalid(violations).into());
         };

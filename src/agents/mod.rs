@@ -96,6 +96,7 @@ impl Agents {
         state: AgentState,
         reason: &str,
     ) -> Result<StateChange, AgentError> {
+        let reason = &*crate::card_data::mask(reason);
         let mut tx = crate::db::begin(&self.pool).await?;
         store::ensure_known(&mut tx, agent_id).await?;
         let current = store::lock_current(&mut tx, agent_id)

@@ -202,7 +202,7 @@ impl CampaignGrpc {
     }
 
     fn fields(&self, v: &mut Violations, c: &v1::Campaign) -> Option<CampaignFields> {
-        let name = v.text("campaign.name", &c.name, 200, true);
+        let name = v.masked_text("campaign.name", &c.name, 200, true);
         let channel = v.check("campaign.channel", channel(c.channel));
         let status = if c.status == 0 {
             Some(CampaignStatus::Draft)
@@ -216,7 +216,7 @@ impl CampaignGrpc {
         {
             v.add("campaign.ends_at", "must be after starts_at");
         }
-        let offer_text = v.text("campaign.offer_text", &c.offer_text, MAX_OFFER, false);
+        let offer_text = v.masked_text("campaign.offer_text", &c.offer_text, MAX_OFFER, false);
         let dialed_numbers = self.dialed_numbers(v, &c.dialed_numbers);
         let policy = AttemptPolicy {
             max_attempts: max_attempts(v, c.max_attempts),
@@ -354,7 +354,7 @@ impl CampaignService for CampaignGrpc {
         let mut patch = CampaignPatch::default();
         for path in &paths {
             match path.as_str() {
-                "name" => patch.name = Some(v.text("campaign.name", &c.name, 200, true)),
+                "name" => patch.name = Some(v.masked_text("campaign.name", &c.name, 200, true)),
                 "status" => patch.status = v.check("campaign.status", status(c.status)),
                 "starts_at" => {
                     patch.starts_at = v.time("campaign.starts_at", c.starts_at.as_ref(), true)
@@ -362,7 +362,7 @@ impl CampaignService for CampaignGrpc {
                 "ends_at" => patch.ends_at = v.time("campaign.ends_at", c.ends_at.as_ref(), true),
                 "offer_text" => {
                     patch.offer_text =
-                        Some(v.text("campaign.offer_text", &c.offer_text, MAX_OFFER, false))
+                        Some(v.masked_text("campaign.offer_text", &c.offer_text, MAX_OFFER, false))
                 }
                 "dialed_numbers" => {
                     patch.dialed_numbers = Some(self.dialed_numbers(&mut v, &c.dialed_numbers))

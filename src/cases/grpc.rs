@@ -47,10 +47,7 @@ fn actor(v: &mut Violations, value: &str) -> String {
 }
 
 fn long_text(v: &mut Violations, field: &str, value: &str) -> String {
-    if value.chars().count() > MAX_TEXT {
-        v.add(field, format!("must be at most {MAX_TEXT} characters"));
-    }
-    value.trim().to_owned()
+    v.free_text(field, value, MAX_TEXT).trim().to_owned()
 }
 
 fn priority(value: i32, default: Option<Priority>) -> Result<Priority, String> {
@@ -136,7 +133,7 @@ impl CaseService for CaseGrpc {
         let mut v = Violations::new();
         let request_id = v.text("request_id", &r.request_id, 100, true);
         let customer_id = v.uuid("customer_id", &r.customer_id, true);
-        let subject = v.text("subject", &r.subject, 200, true);
+        let subject = v.masked_text("subject", &r.subject, 200, true);
         let description = long_text(&mut v, "description", &r.description);
         let priority = v.check("priority", priority(r.priority, Some(Priority::Normal)));
         let actor = actor(&mut v, &r.actor);
@@ -189,7 +186,9 @@ impl CaseService for CaseGrpc {
         let mut patch = CasePatch::default();
         for path in &paths {
             match path.as_str() {
-                "subject" => patch.subject = Some(v.text("case.subject", &case.subject, 200, true)),
+                "subject" => {
+                    patch.subject = Some(v.masked_text("case.subject", &case.subject, 200, true))
+                }
                 "description" => {
                     patch.description =
                         Some(long_text(&mut v, "case.description", &case.description))

@@ -170,6 +170,7 @@ pub async fn open_within(
     sla: &SlaPolicy,
     mut new: NewCase,
 ) -> sqlx::Result<Uuid> {
+    new.subject = card_data::mask(&new.subject).into_owned();
     new.description = card_data::mask(&new.description).into_owned();
     let id = Uuid::new_v4();
     let now = Utc::now();
@@ -206,6 +207,7 @@ impl Cases {
         {
             return Ok(existing);
         }
+        new.subject = card_data::mask(&new.subject).into_owned();
         new.description = card_data::mask(&new.description).into_owned();
         let mut tx = crate::db::begin(&self.pool).await?;
         if !crate::customers::is_live(&mut tx, new.customer_id).await? {
@@ -285,7 +287,11 @@ impl Cases {
             case.priority = priority;
             case.sla_due_at = self.sla.due(case.created_at, priority);
         }
-        if let Some(subject) = patch.subject.filter(|s| *s != case.subject) {
+        if let Some(subject) = patch
+            .subject
+            .map(|s| card_data::mask(&s).into_owned())
+            .filter(|s| *s != case.subject)
+        {
             changes.push(("subject", case.subject.clone(), subject.clone()));
             case.subject = subject;
         }

@@ -307,8 +307,8 @@ struct ProfileFields<'a> {
 
 fn profile_texts(fields: &ProfileFields<'_>, violations: &mut Violations) -> [String; 5] {
     [
-        violations.text("display_name", fields.display_name, 200, true),
-        violations.text("company", fields.company, 200, false),
+        violations.masked_text("display_name", fields.display_name, 200, true),
+        violations.masked_text("company", fields.company, 200, false),
         language("preferred_language", fields.preferred_language, violations),
         time_zone("time_zone", fields.time_zone, violations),
         violations.text("segment", fields.segment, 64, false),
@@ -321,7 +321,7 @@ fn new_contact_point(
     phones: &PhoneParser,
     violations: &mut Violations,
 ) -> Option<NewContactPoint> {
-    let label = violations.text(&format!("{field}.label"), &cp.label, 40, false);
+    let label = violations.masked_text(&format!("{field}.label"), &cp.label, 40, false);
     let value_field = format!("{field}.value");
     let value = match v1::ContactKind::try_from(cp.kind) {
         Ok(v1::ContactKind::Phone) => violations
@@ -468,10 +468,10 @@ fn update(request: v1::UpdateCustomerRequest) -> Result<(Uuid, i64, ProfilePatch
         match path.as_str() {
             "display_name" => {
                 patch.display_name =
-                    Some(violations.text(&field, &customer.display_name, 200, true))
+                    Some(violations.masked_text(&field, &customer.display_name, 200, true))
             }
             "company" => {
-                patch.company = Some(violations.text(&field, &customer.company, 200, false))
+                patch.company = Some(violations.masked_text(&field, &customer.company, 200, false))
             }
             "preferred_language" => {
                 patch.preferred_language = Some(language(

@@ -144,10 +144,7 @@ fn change_to_proto(c: Change) -> v1::FeedbackChange {
 }
 
 fn long_text(v: &mut Violations, field: &str, value: &str) -> String {
-    if value.chars().count() > MAX_TEXT {
-        v.add(field, format!("must be at most {MAX_TEXT} characters"));
-    }
-    value.trim().to_owned()
+    v.free_text(field, value, MAX_TEXT).trim().to_owned()
 }
 
 fn actor(v: &mut Violations, value: &str) -> String {

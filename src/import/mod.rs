@@ -84,6 +84,35 @@ pub type Result<T, E = ImportError> = std::result::Result<T, E>;
 
 fn normalize(raw: RawRow, phones: &PhoneParser) -> Result<Row, (String, String)> {
     let reject = |field: &str, reason: &str| (field.to_owned(), reason.to_owned());
+    // PostgreSQL refuses NUL in text, and no field of a customer holds a control character.
+    let texts = [
+        ("display_name", &raw.display_name),
+        ("company", &raw.company),
+        ("preferred_language", &raw.preferred_language),
+        ("time_zone", &raw.time_zone),
+    ];
+    let lists = [("phones", &raw.phones), ("emails", &raw.emails)];
+    let controlled = texts
+        .into_iter()
+        .map(|(field, value)| (field.to_owned(), value))
+        .chain(lists.into_iter().flat_map(|(field, values)| {
+            values
+                .iter()
+                .enumerate()
+                .map(move |(i, value)| (format!("{field}[{i}]"), value))
+        }))
+        .chain(
+            raw.external_references
+                .iter()
+                .enumerate()
+                .flat_map(|(i, (system, id))| {
+                    [system, id].map(|value| (format!("external_references[{i}]"), value))
+                }),
+        )
+        .find(|(_, value)| value.chars().any(char::is_control));
+    if let Some((field, _)) = controlled {
+        return Err(reject(&field, "must not contain control characters"));
+    }
     let display_name = raw
         .display_name
         .split_whitespace()
@@ -147,8 +176,8 @@ fn normalize(raw: RawRow, phones: &PhoneParser) -> Result<Row, (String, String)>
     refs.retain(|r| seen.insert(r.clone()));
     Ok(Row {
         row_number: raw.row_number,
-        display_name,
-        company,
+        display_name: crate::card_data::mask(&display_name).into_owned(),
+        company: crate::card_data::mask(&company).into_owned(),
         phones: numbers,
         emails,
         refs,

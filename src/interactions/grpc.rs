@@ -99,10 +99,8 @@ fn new_interaction(r: v1::LogInteractionRequest) -> Result<NewInteraction, Viola
     let case_id = v.uuid("case_id", &r.case_id, false);
     let campaign_id = v.text("campaign_id", &r.campaign_id, 64, false);
     let disposition_code = disposition_code(&mut v, "disposition_code", &r.disposition_code, false);
-    let outcome = v.text("outcome", &r.outcome, 200, false);
-    if r.notes.chars().count() > MAX_NOTES {
-        v.add("notes", format!("must be at most {MAX_NOTES} characters"));
-    }
+    let outcome = v.masked_text("outcome", &r.outcome, 200, false);
+    v.free_text("notes", &r.notes, MAX_NOTES);
     let follow_up_on = match r.follow_up_on.trim() {
         "" => None,
         date => v.check(
@@ -208,9 +206,7 @@ impl InteractionService for InteractionGrpc {
         let mut v = Violations::new();
         let id = v.uuid("interaction_id", &r.interaction_id, true);
         let code = disposition_code(&mut v, "disposition_code", &r.disposition_code, true);
-        if r.notes.chars().count() > MAX_NOTES {
-            v.add("notes", format!("must be at most {MAX_NOTES} characters"));
-        }
+        v.free_text("notes", &r.notes, MAX_NOTES);
         let (Some(id), Some(code), true) = (id, code, v.is_empty()) else {
             return Err(InteractionError::Invalid(v).into());
         };
@@ -290,7 +286,7 @@ impl InteractionService for InteractionGrpc {
         let d = request.into_inner().disposition.unwrap_or_default();
         let mut v = Violations::new();
         let code = disposition_code(&mut v, "disposition.code", &d.code, true);
-        let label = v.text("disposition.label", &d.label, 100, true);
+        let label = v.masked_text("disposition.label", &d.label, 100, true);
         let (Some(code), true) = (code, v.is_empty()) else {
             return Err(InteractionError::Invalid(v).into());
         };

@@ -929,7 +929,9 @@ async fn poison_events_fail_alone_and_every_good_event_around_them_is_acked_and_
     nul_key.attached_data.insert("ac\0count".into(), "1".into());
     bad.push((nul_key, "attached_data[0].key"));
     let mut nul_value = offered("bad-2");
-    nul_value.attached_data.insert("account".into(), "12\03".into());
+    nul_value
+        .attached_data
+        .insert("account".into(), "12\03".into());
     bad.push((nul_value, "attached_data[0].value"));
     let mut year_zero = offered("bad-3");
     year_zero.occurred_at = at(-62_135_596_801, 0);
@@ -973,7 +975,10 @@ async fn poison_events_fail_alone_and_every_good_event_around_them_is_acked_and_
             .await
             .expect("events");
     good.sort();
-    assert_eq!(stored, good, "stored if and only if acked as stored, once each");
+    assert_eq!(
+        stored, good,
+        "stored if and only if acked as stored, once each"
+    );
 
     // The unary form answers the same per-event INVALID, never INTERNAL.
     for (event, field) in &bad {
@@ -996,7 +1001,10 @@ async fn an_event_postgresql_refuses_is_acked_invalid_alone_and_its_batch_commit
     use v1::CallEventType::*;
     let mut events = Vec::new();
     for i in 0..40 {
-        let mut event = CallScript::new(&format!("c-{i}")).event(Offered, "").events.remove(0);
+        let mut event = CallScript::new(&format!("c-{i}"))
+            .event(Offered, "")
+            .events
+            .remove(0);
         if i % 10 == 3 {
             event.queue = "refused".into();
         }
@@ -1010,7 +1018,13 @@ async fn an_event_postgresql_refuses_is_acked_invalid_alone_and_its_batch_commit
         } else {
             v1::AckOutcome::Accepted
         };
-        assert_eq!(ack.outcome(), expected, "{}: {}", event.event_id, ack.reason);
+        assert_eq!(
+            ack.outcome(),
+            expected,
+            "{}: {}",
+            event.event_id,
+            ack.reason
+        );
     }
     assert!(acks.iter().any(|a| a.reason.contains("SQLSTATE 23514")));
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM call_events")
@@ -1029,7 +1043,10 @@ async fn a_pbx_only_agent_is_learned_and_the_answered_call_counts_for_them() {
         assert_eq!(ack.outcome(), v1::AckOutcome::Accepted, "{}", ack.reason);
     }
     let row = call_row(&app, "c-desk").await;
-    assert_eq!((row.state.as_str(), row.outcome.as_str()), ("ended", "completed"));
+    assert_eq!(
+        (row.state.as_str(), row.outcome.as_str()),
+        ("ended", "completed")
+    );
     assert_eq!(row.handled_by, ["desk-7"]);
     let known_from: String =
         sqlx::query_scalar("SELECT known_from FROM agents WHERE agent_id = 'desk-7'")
@@ -1044,7 +1061,10 @@ async fn a_reused_event_id_with_another_payload_is_acked_as_a_duplicate_id_and_n
     let app = spawn_app().await;
     use v1::CallEventType::*;
     let first = CallScript::new("c-1").event(Offered, "").events.remove(0);
-    assert_eq!(report(&app, first.clone()).await.outcome(), v1::AckOutcome::Accepted);
+    assert_eq!(
+        report(&app, first.clone()).await.outcome(),
+        v1::AckOutcome::Accepted
+    );
     // The same event written another way is the same event: the stored ack.
     let mut same = first.clone();
     same.caller_number = "+14155550100".into();

@@ -271,3 +271,35 @@ async fn logs_are_json_and_carry_no_phone_numbers_or_names() {
         assert!(!logs.contains(secret), "logs contain {secret:?}");
     }
 }
+
+#[tokio::test]
+async fn the_dev_token_file_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let database_url = fresh_database(&crate::helpers::admin_database_url()).await;
+    let port = free_port();
+    let prefix = format!("t:{}:", uuid::Uuid::new_v4().simple());
+    let dir = std::env::temp_dir().join(format!("sb-dev-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("dev-token");
+    // Left by an older version, world-readable.
+    std::fs::write(&path, "old").expect("old token");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let path_text = path.to_str().expect("utf-8 path");
+    let mut server = ServerProcess::start(
+        &database_url,
+        &prefix,
+        port,
+        &[
+            ("SWITCHBOARD_DEV", "true"),
+            ("SWITCHBOARD_DEV_TOKEN_FILE", path_text),
+        ],
+        Stdio::null(),
+    )
+    .await;
+    let metadata = std::fs::metadata(&path).expect("token file");
+    let token = std::fs::read_to_string(&path).expect("token");
+    assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
+    assert!(token.starts_with("ey"), "a JWT was written");
+    assert!(server.signal_and_wait("TERM").await.success());
+    std::fs::remove_dir_all(&dir).ok();
+}
