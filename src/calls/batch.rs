@@ -230,7 +230,7 @@ async fn commit_batch(
         current.insert(key, now);
     }
 
-    let mut decided: HashMap<(String, String), (Ack, Option<Vec<u8>>)> = HashMap::new();
+    let mut decided: HashMap<(String, String), store::StoredAck> = HashMap::new();
     let mut writes: Vec<(&NewEvent, Ack, &[u8])> = Vec::new();
     let mut named: HashSet<&str> = HashSet::new();
     let mut records: HashMap<CallKey, (CallRecord, Option<Uuid>)> = HashMap::new();

@@ -136,7 +136,15 @@ pub async fn stored_acks(
     events: &[(String, String)],
 ) -> sqlx::Result<HashMap<(String, String), StoredAck>> {
     let (gateways, ids) = unzip_keys(events);
-    let rows: Vec<(String, String, String, String, Option<Vec<u8>>)> = sqlx::query_as(
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        gateway_id: String,
+        event_id: String,
+        outcome: String,
+        reason: String,
+        payload_hash: Option<Vec<u8>>,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT e.gateway_id, e.event_id, e.outcome, e.reason, e.payload_hash FROM call_events e \
          JOIN unnest($1::text[], $2::text[]) AS t(g, id) ON e.gateway_id = t.g AND e.event_id = t.id",
     )
@@ -146,13 +154,13 @@ pub async fn stored_acks(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(gateway, id, outcome, reason, hash)| {
-            let ack = if outcome == "accepted" {
+        .map(|row| {
+            let ack = if row.outcome == "accepted" {
                 Ack::Accepted
             } else {
-                Ack::Rejected(reason)
+                Ack::Rejected(row.reason)
             };
-            ((gateway, id), (ack, hash))
+            ((row.gateway_id, row.event_id), (ack, row.payload_hash))
         })
         .collect())
 }

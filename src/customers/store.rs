@@ -511,6 +511,33 @@ pub mod privacy {
             .await
     }
 
+    /// Every customer merged into `id`, directly or through a chain of merges (the tombstones
+    /// whose `merged_into` leads to `id`).
+    pub async fn merged_into(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Vec<Uuid>> {
+        sqlx::query_scalar(
+            "WITH RECURSIVE lineage AS ( \
+               SELECT id FROM customers WHERE merged_into = $1 \
+               UNION SELECT c.id FROM customers c JOIN lineage l ON c.merged_into = l.id) \
+             SELECT id FROM lineage ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(conn)
+        .await
+    }
+
+    /// Drops what the merges of `ids` kept to undo them (keys and profile values moved): an erased
+    /// customer is never unmerged.
+    pub async fn scrub_merges(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<()> {
+        sqlx::query(
+            "UPDATE customer_merges SET lineage = '{\"erased\": true}' \
+             WHERE survivor_id = ANY($1) OR duplicate_id = ANY($1)",
+        )
+        .bind(ids)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
     /// Removes the contact points and external references and anonymizes the row, which stays
     /// (deleted) so that calls, interactions and orders still count. Returns the erase time.
     pub async fn erase(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<DateTime<Utc>> {

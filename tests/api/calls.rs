@@ -931,7 +931,7 @@ async fn poison_events_fail_alone_and_every_good_event_around_them_is_acked_and_
     let mut nul_value = offered("bad-2");
     nul_value
         .attached_data
-        .insert("account".into(), "12\03".into());
+        .insert("account".into(), "12\u{0}3".into());
     bad.push((nul_value, "attached_data[0].value"));
     let mut year_zero = offered("bad-3");
     year_zero.occurred_at = at(-62_135_596_801, 0);
@@ -1091,5 +1091,88 @@ async fn a_reused_event_id_with_another_payload_is_acked_as_a_duplicate_id_and_n
         samples.get(r#"switchboard_call_events_total{outcome="duplicate_id"}"#),
         Some(&2.0),
         "counted"
+    );
+}
+
+/// Every stored text of the test's database, as one string.
+async fn stored_text(app: &TestApp) -> String {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+    )
+    .fetch_all(&app.db)
+    .await
+    .expect("tables");
+    let mut all = String::new();
+    for table in tables {
+        let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT t::text FROM {table} t"
+        )))
+        .fetch_all(&app.db)
+        .await
+        .expect("rows");
+        all.push_str(&rows.join("\n"));
+    }
+    all
+}
+
+#[tokio::test]
+async fn card_numbers_are_masked_in_attached_data_case_subjects_and_agent_reasons() {
+    let app = spawn_app().await;
+    let customer = app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    // Separated by dots and slashes, which were never masked, and in fields that masked nothing.
+    let cards = [
+        "4111.1111.1111.1111",
+        "4111/1111/1111/1111",
+        "3782.822463.10005",
+    ];
+    use v1::CallEventType::*;
+    let mut offered = CallScript::new("c-ivr").event(Offered, "").events.remove(0);
+    offered.attached_data.insert("card".into(), cards[0].into());
+    offered
+        .attached_data
+        .insert("cvv".into(), "security code 123".into());
+    offered
+        .attached_data
+        .insert(format!("pan {}", cards[2]), "yes".into());
+    assert_eq!(
+        report(&app, offered).await.outcome(),
+        v1::AckOutcome::Accepted
+    );
+    app.cases()
+        .open_case(v1::OpenCaseRequest {
+            request_id: "c-1".into(),
+            customer_id: customer.id.clone(),
+            subject: format!("refund to {}", cards[1]),
+            description: format!("caller read {}", cards[2]),
+            priority: v1::CasePriority::Normal.into(),
+            actor: "a-17".into(),
+        })
+        .await
+        .expect("opened");
+    app.agents
+        .clone()
+        .set_agent_state(v1::SetAgentStateRequest {
+            agent_id: "a-17".into(),
+            state: v1::AgentState::Away.into(),
+            reason: format!("paying {}", cards[0]),
+        })
+        .await
+        .expect("state set");
+
+    let stored = stored_text(&app).await;
+    for card in cards {
+        let digits: String = card.chars().filter(char::is_ascii_digit).collect();
+        let head = &digits[..digits.len() - 4];
+        let compact: String = stored
+            .chars()
+            .filter(|c| c.is_ascii_digit() || *c == '*')
+            .collect();
+        assert!(!stored.contains(card), "{card} stored as sent");
+        assert!(!compact.contains(head), "{card}'s digits stored");
+    }
+    assert!(!stored.contains("code 123"), "the security code is stored");
+    assert!(
+        stored.contains("****.****.****.1111"),
+        "masked, last four kept"
     );
 }

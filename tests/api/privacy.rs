@@ -548,3 +548,59 @@ async fn retention_blanks_old_free_text_only_and_refreshes_cached_pops() {
     assert_eq!(source, v1::PopSource::Database);
     assert_eq!(outcomes(&fresh), ["new-notes-outcome", ""]);
 }
+
+#[tokio::test]
+async fn erasing_a_customer_erases_every_duplicate_merged_into_them_before() {
+    let app = spawn_app().await;
+    let m = Markers::new();
+    let survivor = customer_with_everything(&app, &m).await;
+    // Two duplicates of the same person, one merged into the other before it joins the survivor:
+    // each tombstone keeps its own row.
+    let dup = Markers::new();
+    let mut duplicate_ids = Vec::new();
+    for what in ["first", "second"] {
+        let customer = app
+            .customers
+            .clone()
+            .create_customer(v1::CreateCustomerRequest {
+                display_name: dup.text(&format!("{what}-name")),
+                company: dup.text(&format!("{what}-company")),
+                contact_points: vec![email(&format!("{}@example.com", dup.text(what)))],
+                ..Default::default()
+            })
+            .await
+            .expect("created")
+            .into_inner()
+            .customer
+            .expect("customer");
+        duplicate_ids.push(customer.id);
+    }
+    let merge = |survivor_id: &str, duplicate_id: &str| v1::MergeCustomersRequest {
+        survivor_id: survivor_id.into(),
+        duplicate_id: duplicate_id.into(),
+        dry_run: false,
+    };
+    let mut customers = app.customers.clone();
+    customers
+        .merge_customers(merge(&duplicate_ids[0], &duplicate_ids[1]))
+        .await
+        .expect("second merged into first");
+    customers
+        .merge_customers(merge(&survivor.id, &duplicate_ids[0]))
+        .await
+        .expect("first merged into the survivor");
+    let needles = [m.needles(), dup.needles()].concat();
+    assert!(found(&pg_dump(&app), &needles).contains(&dup.tag.as_str()));
+
+    erase(&app, &survivor.id).await;
+
+    assert_eq!(found(&pg_dump(&app), &needles), Vec::<&str>::new());
+    let erased: Vec<bool> = sqlx::query_scalar(
+        "SELECT erased_at IS NOT NULL FROM customers WHERE id = ANY($1::uuid[]) ORDER BY id",
+    )
+    .bind(&duplicate_ids)
+    .fetch_all(&app.db)
+    .await
+    .expect("tombstones");
+    assert_eq!(erased, [true, true]);
+}
