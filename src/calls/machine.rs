@@ -39,6 +39,17 @@ pub enum TransferTarget {
     Queue(String),
 }
 
+impl TransferTarget {
+    /// (target agent, target queue) of an optional target, as the event's two fields hold them.
+    pub fn columns(target: Option<&Self>) -> (Option<&str>, Option<&str>) {
+        match target {
+            Some(Self::Agent(agent)) => (Some(agent), None),
+            Some(Self::Queue(queue)) => (None, Some(queue)),
+            None => (None, None),
+        }
+    }
+}
+
 /// The part of an event the machine reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {

@@ -201,11 +201,7 @@ impl NewEvent {
     pub fn fingerprint(&self) -> Vec<u8> {
         use sha2::Digest as _;
         let step = &self.step;
-        let target = match &step.target {
-            Some(TransferTarget::Agent(agent)) => Some(("agent", agent.as_str())),
-            Some(TransferTarget::Queue(queue)) => Some(("queue", queue.as_str())),
-            None => None,
-        };
+        let (target_agent, target_queue) = TransferTarget::columns(step.target.as_ref());
         // serde_json's maps keep their keys sorted: one encoding per payload.
         let payload = serde_json::json!({
             "call_id": self.call_id,
@@ -216,7 +212,8 @@ impl NewEvent {
             "dialed_number": step.dialed_number,
             "queue": step.queue,
             "agent_id": step.agent_id,
-            "target": target,
+            "target_agent_id": target_agent,
+            "target_queue": target_queue,
             "attached_data": self.attached_data,
         });
         sha2::Sha256::digest(payload.to_string().as_bytes()).to_vec()

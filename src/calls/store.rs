@@ -244,11 +244,7 @@ pub async fn insert_events(
         .iter()
         .map(|(event, ack, hash)| {
             let step = &event.step;
-            let (target_agent, target_queue) = match &step.target {
-                Some(TransferTarget::Agent(a)) => (Some(a.as_str()), None),
-                Some(TransferTarget::Queue(q)) => (None, Some(q.as_str())),
-                None => (None, None),
-            };
+            let (target_agent, target_queue) = TransferTarget::columns(step.target.as_ref());
             let (outcome, reason) = match ack {
                 Ack::Accepted => ("accepted", ""),
                 Ack::Rejected(reason) => ("rejected", reason.as_str()),

@@ -115,15 +115,27 @@ impl Privacy {
             }
             Some(None) => {}
         }
-        let numbers = customers::privacy::phone_numbers(&mut tx, id).await?;
-        calls::privacy::erase(&mut tx, id, &numbers).await?;
-        interactions::privacy::erase(&mut tx, id).await?;
-        cases::privacy::erase(&mut tx, id).await?;
-        activity::privacy::erase(&mut tx, id).await?;
-        feedback::privacy::erase(&mut tx, id).await?;
-        let erased_at = customers::privacy::erase(&mut tx, id).await?;
-        audit::record_erasure(&mut tx, id).await?;
-        crate::feed::scrub_customer(&mut tx, id).await?;
+        // The customer and every duplicate merged into them before: each tombstone still holds
+        // its own row (name, company), and the merges kept what they moved.
+        let mut lineage = vec![id];
+        lineage.extend(customers::privacy::merged_into(&mut tx, id).await?);
+        let mut numbers = Vec::new();
+        let mut erased_at = None;
+        for &customer in &lineage {
+            let own = customers::privacy::phone_numbers(&mut tx, customer).await?;
+            calls::privacy::erase(&mut tx, customer, &own).await?;
+            interactions::privacy::erase(&mut tx, customer).await?;
+            cases::privacy::erase(&mut tx, customer).await?;
+            activity::privacy::erase(&mut tx, customer).await?;
+            feedback::privacy::erase(&mut tx, customer).await?;
+            let at = customers::privacy::erase(&mut tx, customer).await?;
+            erased_at = erased_at.or(Some(at));
+            audit::record_erasure(&mut tx, customer).await?;
+            crate::feed::scrub_customer(&mut tx, customer).await?;
+            numbers.extend(own);
+        }
+        customers::privacy::scrub_merges(&mut tx, &lineage).await?;
+        let erased_at = erased_at.unwrap_or_else(Utc::now);
         crate::feed::record(
             &mut tx,
             crate::feed::Event::new("customer.erased", id).customer(Some(id)),
