@@ -202,6 +202,7 @@ pub const MASKED: &[&str] = &[
     "RecordServiceEventRequest.description",
     "SetAgentStateRequest.reason",
     "SubmitFeedbackRequest.text",
+    "UpsertAgentRequest.display_name",
     "UpdateFeedbackStatusRequest.resolution",
 ];
 
@@ -235,6 +236,7 @@ pub const EXEMPT: &[(&str, &str)] = &[
     ("order_id", IDENTIFIER),
     ("page_token", IDENTIFIER),
     ("request_id", IDENTIFIER),
+    ("sip_user", IDENTIFIER),
     ("survivor_id", IDENTIFIER),
     ("target_agent_id", IDENTIFIER),
     ("caller_number", NUMBER),

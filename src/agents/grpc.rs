@@ -6,10 +6,14 @@ use futures::{Stream, StreamExt as _};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::{AgentError, AgentState, Agents, StateChange, Watcher, parse_agent_id};
+use super::{
+    AgentEntry, AgentError, AgentFilter, AgentState, Agents, KnownFrom, Provision, StateChange,
+    Watcher, parse_agent_id,
+};
 use crate::auth::{self, Principal};
 use crate::drain::Draining;
 use crate::grpc_status;
+use crate::page_token::PageToken;
 use crate::proto::v1;
 use crate::proto::v1::agent_service_server::AgentService;
 use crate::proto_time::to_timestamp;
@@ -58,14 +62,72 @@ fn agent_id(value: &str) -> Result<String, AgentError> {
     parse_agent_id(value).map_err(|e| AgentError::Invalid(Violations::single("agent_id", e)))
 }
 
-fn change_to_proto(change: StateChange) -> v1::AgentStateChange {
-    let state = match change.state {
+fn state_to_proto(state: AgentState) -> v1::AgentState {
+    match state {
         AgentState::Available => v1::AgentState::Available,
         AgentState::Busy => v1::AgentState::Busy,
         AgentState::AfterCallWork => v1::AgentState::AfterCallWork,
         AgentState::Away => v1::AgentState::Away,
         AgentState::Offline => v1::AgentState::Offline,
+    }
+}
+
+fn entry_to_proto(entry: AgentEntry) -> v1::Agent {
+    let p = entry.provision;
+    v1::Agent {
+        agent_id: p.agent_id,
+        display_name: p.display_name,
+        team: p.team,
+        queues: p.queues,
+        extension: p.extension,
+        sip_user: p.sip_user,
+        known_from: match entry.known_from {
+            KnownFrom::Desktop => v1::AgentKnownFrom::Desktop,
+            KnownFrom::Directory => v1::AgentKnownFrom::Directory,
+            KnownFrom::Gateway => v1::AgentKnownFrom::Gateway,
+        }
+        .into(),
+        provision_time: entry.provisioned_at.map(to_timestamp),
+        desktop_seen_time: entry.desktop_seen_at.map(to_timestamp),
+        state: state_to_proto(entry.state).into(),
+    }
+}
+
+/// Parses an agent's directory entry; every bad field is reported.
+fn provision(r: v1::UpsertAgentRequest) -> Result<Provision, Violations> {
+    let mut v = Violations::new();
+    let agent_id = v.check("agent_id", parse_agent_id(&r.agent_id));
+    let display_name = v.masked_text("display_name", &r.display_name, 100, false);
+    let team = v.text("team", &r.team, 100, false);
+    let queues = v.texts("queues", &r.queues, 100, 100);
+    let extension = r.extension.trim().to_owned();
+    if !extension.is_empty()
+        && (extension.len() > 32
+            || !extension
+                .chars()
+                .all(|c| c.is_ascii_digit() || "*#".contains(c)))
+    {
+        v.add("extension", "must be 1 to 32 of 0-9, * and #");
+    }
+    let sip_user = v.text("sip_user", &r.sip_user, 64, false);
+    if sip_user.chars().any(char::is_whitespace) {
+        v.add("sip_user", "must not contain spaces");
+    }
+    let Some(agent_id) = agent_id else {
+        return Err(v);
     };
+    v.finish(|| Provision {
+        agent_id,
+        display_name,
+        team,
+        queues,
+        extension,
+        sip_user,
+    })
+}
+
+fn change_to_proto(change: StateChange) -> v1::AgentStateChange {
+    let state = state_to_proto(change.state);
     v1::AgentStateChange {
         state: state.into(),
         reason: change.reason,
@@ -164,6 +226,74 @@ impl AgentService for AgentGrpc {
         Ok(Response::new(v1::SetAgentTeamResponse {
             agent_id: agent,
             team,
+        }))
+    }
+
+    async fn upsert_agent(
+        &self,
+        request: Request<v1::UpsertAgentRequest>,
+    ) -> Result<Response<v1::UpsertAgentResponse>, Status> {
+        let provision = provision(request.into_inner()).map_err(AgentError::Invalid)?;
+        let entry = self.agents.provision(&provision).await?;
+        Ok(Response::new(v1::UpsertAgentResponse {
+            agent: Some(entry_to_proto(entry)),
+        }))
+    }
+
+    async fn list_agents(
+        &self,
+        request: Request<v1::ListAgentsRequest>,
+    ) -> Result<Response<v1::ListAgentsResponse>, Status> {
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let team = Some(v.text("team", &r.team, 100, false)).filter(|t| !t.is_empty());
+        let limit = match r.page_size {
+            0 => 100,
+            n @ 1..=500 => i64::from(n),
+            _ => {
+                v.add("page_size", "must be between 1 and 500");
+                0
+            }
+        };
+        let fingerprint = format!(
+            "agents:{}:{}",
+            r.gateway_only,
+            team.as_deref().unwrap_or("")
+        );
+        let after = match r.page_token.as_str() {
+            "" => None,
+            token => v
+                .check("page_token", PageToken::decode(token, &fingerprint))
+                .map(|t| t.key),
+        };
+        if !v.is_empty() {
+            return Err(AgentError::Invalid(v).into());
+        }
+        let filter = AgentFilter {
+            gateway_only: r.gateway_only,
+            team,
+            after,
+            limit: limit + 1,
+        };
+        let mut agents = self.agents.list(&filter).await?;
+        let next_page_token = if agents.len() as i64 > limit {
+            agents.truncate(limit as usize);
+            agents
+                .last()
+                .map(|last| {
+                    PageToken {
+                        key: last.provision.agent_id.clone(),
+                        id: uuid::Uuid::nil(),
+                    }
+                    .encode(&fingerprint)
+                })
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(v1::ListAgentsResponse {
+            agents: agents.into_iter().map(entry_to_proto).collect(),
+            next_page_token,
         }))
     }
 

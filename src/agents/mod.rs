@@ -23,6 +23,44 @@ text_enum!(AgentState {
     Offline => "offline",
 });
 
+text_enum!(KnownFrom {
+    Desktop => "desktop",
+    Directory => "directory",
+    Gateway => "gateway",
+});
+
+/// An agent's directory entry, as an operator provisions it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provision {
+    pub agent_id: String,
+    pub display_name: String,
+    pub team: String,
+    pub queues: Vec<String>,
+    pub extension: String,
+    pub sip_user: String,
+}
+
+/// An agent as the directory lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentEntry {
+    pub provision: Provision,
+    pub known_from: KnownFrom,
+    pub provisioned_at: Option<DateTime<Utc>>,
+    pub desktop_seen_at: Option<DateTime<Utc>>,
+    pub state: AgentState,
+}
+
+/// Which agents [`Agents::list`] returns, and where the page starts.
+#[derive(Debug, Clone, Default)]
+pub struct AgentFilter {
+    /// Only agents never provisioned and never on a softphone: known from gateway events alone.
+    pub gateway_only: bool,
+    pub team: Option<String>,
+    /// The last agent id of the previous page.
+    pub after: Option<String>,
+    pub limit: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateChange {
     pub state: AgentState,
@@ -132,6 +170,19 @@ impl Agents {
         .await?;
         self.live.record_agent(agent_id).await;
         Ok(stored)
+    }
+
+    /// Writes the agent's directory entry (replacing the earlier one) and marks them provisioned.
+    pub async fn provision(&self, provision: &Provision) -> Result<AgentEntry, AgentError> {
+        let entry =
+            store::provision(&mut *crate::db::acquire(&self.pool).await?, provision).await?;
+        self.live.record_agent(&provision.agent_id).await;
+        Ok(entry)
+    }
+
+    /// Agents in id order after `filter.after`, at most `filter.limit`.
+    pub async fn list(&self, filter: &AgentFilter) -> Result<Vec<AgentEntry>, AgentError> {
+        Ok(store::list(&mut *crate::db::acquire(&self.pool).await?, filter).await?)
     }
 
     pub async fn list_states(

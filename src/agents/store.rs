@@ -2,7 +2,81 @@
 
 use sqlx::{PgConnection, Row};
 
-use super::{AgentState, StateChange};
+use super::{AgentEntry, AgentFilter, AgentState, KnownFrom, Provision, StateChange};
+
+/// The columns [`entry`] reads.
+macro_rules! entry_columns {
+    () => {
+        "agent_id, display_name, team, queues, extension, sip_user, known_from, provisioned_at, \
+         desktop_seen_at, state"
+    };
+}
+
+fn entry(row: &sqlx::postgres::PgRow) -> sqlx::Result<AgentEntry> {
+    let known_from: String = row.try_get("known_from")?;
+    let state: String = row.try_get("state")?;
+    Ok(AgentEntry {
+        provision: Provision {
+            agent_id: row.try_get("agent_id")?,
+            display_name: row.try_get("display_name")?,
+            team: row.try_get("team")?,
+            queues: row.try_get("queues")?,
+            extension: row.try_get("extension")?,
+            sip_user: row.try_get("sip_user")?,
+        },
+        known_from: KnownFrom::parse(&known_from)
+            .ok_or_else(|| sqlx::Error::Decode(format!("known from {known_from}").into()))?,
+        provisioned_at: row.try_get("provisioned_at")?,
+        desktop_seen_at: row.try_get("desktop_seen_at")?,
+        state: AgentState::parse(&state)
+            .ok_or_else(|| sqlx::Error::Decode(format!("agent state {state}").into()))?,
+    })
+}
+
+/// Writes the agent's directory entry and marks them provisioned; returns the entry.
+pub async fn provision(conn: &mut PgConnection, p: &Provision) -> sqlx::Result<AgentEntry> {
+    let row = sqlx::query(concat!(
+        "INSERT INTO agents (agent_id, display_name, team, queues, extension, sip_user, known_from, \
+           provisioned_at) \
+         SELECT $1, $2, $3, COALESCE(array_agg(DISTINCT q ORDER BY q), '{}'), $5, $6, 'directory', now() \
+         FROM unnest($4::text[]) AS q \
+         ON CONFLICT (agent_id) DO UPDATE SET display_name = EXCLUDED.display_name, \
+           team = EXCLUDED.team, queues = EXCLUDED.queues, extension = EXCLUDED.extension, \
+           sip_user = EXCLUDED.sip_user, provisioned_at = EXCLUDED.provisioned_at, \
+           version = agents.version + 1 \
+         RETURNING ",
+        entry_columns!()
+    ))
+    .bind(&p.agent_id)
+    .bind(&p.display_name)
+    .bind(&p.team)
+    .bind(&p.queues)
+    .bind(&p.extension)
+    .bind(&p.sip_user)
+    .fetch_one(conn)
+    .await?;
+    entry(&row)
+}
+
+/// Agents in id order after `filter.after`.
+pub async fn list(conn: &mut PgConnection, filter: &AgentFilter) -> sqlx::Result<Vec<AgentEntry>> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        entry_columns!(),
+        " FROM agents \
+         WHERE ($1::text IS NULL OR agent_id > $1) \
+           AND (NOT $2 OR (provisioned_at IS NULL AND desktop_seen_at IS NULL)) \
+           AND ($3::text IS NULL OR team = $3) \
+         ORDER BY agent_id LIMIT $4"
+    ))
+    .bind(&filter.after)
+    .bind(filter.gateway_only)
+    .bind(&filter.team)
+    .bind(filter.limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(entry).collect()
+}
 
 /// The agent's softphone is here now: known from the desktop if it was not known at all.
 pub async fn ensure_known(conn: &mut PgConnection, agent_id: &str) -> sqlx::Result<()> {

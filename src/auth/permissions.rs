@@ -92,6 +92,14 @@ pub const PERMISSIONS: &[(&str, &[Role])] = &[
     ("/switchboard.v1.AgentService/SetAgentTeam", MANAGERS),
     ("/switchboard.v1.AgentService/SetAgentQueues", MANAGERS),
     (
+        "/switchboard.v1.AgentService/UpsertAgent",
+        &[Supervisor, Service, Admin],
+    ),
+    (
+        "/switchboard.v1.AgentService/ListAgents",
+        &[Supervisor, Service, Admin],
+    ),
+    (
         "/switchboard.v1.CampaignService/CreateCampaign",
         &[Supervisor, Service, Admin],
     ),

@@ -1054,6 +1054,94 @@ async fn a_pbx_only_agent_is_learned_and_the_answered_call_counts_for_them() {
             .await
             .expect("the agent is known");
     assert_eq!(known_from, "gateway");
+
+    // The directory shows the drift: desk-7 is known from the gateway alone, while an agent on a
+    // softphone and a provisioned one are not listed.
+    log_in(&app, "a-1").await;
+    let mut agents = app.agents.clone();
+    let provisioned = agents
+        .upsert_agent(v1::UpsertAgentRequest {
+            agent_id: "a-2".into(),
+            display_name: "Grace Hopper".into(),
+            team: "billing".into(),
+            queues: vec!["billing".into(), "billing".into(), "vip".into()],
+            extension: "2002".into(),
+            sip_user: "grace".into(),
+        })
+        .await
+        .expect("provisioned")
+        .into_inner()
+        .agent
+        .expect("agent");
+    assert_eq!(provisioned.queues, ["billing", "vip"]);
+    assert_eq!(provisioned.known_from(), v1::AgentKnownFrom::Directory);
+    assert!(provisioned.provision_time.is_some());
+    let gateway_only = |agents: &mut v1::agent_service_client::AgentServiceClient<_>| {
+        let mut agents = agents.clone();
+        async move {
+            agents
+                .list_agents(v1::ListAgentsRequest {
+                    gateway_only: true,
+                    ..Default::default()
+                })
+                .await
+                .expect("listed")
+                .into_inner()
+                .agents
+                .into_iter()
+                .map(|a| (a.agent_id.clone(), a.known_from()))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        gateway_only(&mut agents).await,
+        [("desk-7".to_owned(), v1::AgentKnownFrom::Gateway)]
+    );
+    // Provisioning the desk phone's agent resolves the drift.
+    agents
+        .upsert_agent(v1::UpsertAgentRequest {
+            agent_id: "desk-7".into(),
+            extension: "1007".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("provisioned");
+    assert_eq!(gateway_only(&mut agents).await, []);
+
+    // Every agent, a page at a time, in id order.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = agents
+            .list_agents(v1::ListAgentsRequest {
+                page_size: 2,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("page")
+            .into_inner();
+        seen.extend(page.agents.into_iter().map(|a| a.agent_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen, ["a-1", "a-2", "desk-7"]);
+
+    let bad = agents
+        .upsert_agent(v1::UpsertAgentRequest {
+            agent_id: "a-3".into(),
+            extension: "12 34".into(),
+            sip_user: "has space".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("invalid");
+    assert_eq!(
+        crate::helpers::violated_fields(&bad),
+        ["extension", "sip_user"]
+    );
 }
 
 #[tokio::test]
