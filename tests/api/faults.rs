@@ -411,8 +411,14 @@ fn shedding_on_lag(options: TestOptions) -> TestOptions {
 }
 
 /// Whether, within 5 s of trying, `count` reads at once are all answered (the limit grew back).
-async fn all_admitted_within_5_s(app: &TestApp, id: &str, count: usize) -> bool {
+///
+/// Each try follows a quiet 300 ms. Bursts sent back to back kept the limit down in a debug build
+/// on two busy cores: the fastest of eight reads through the test's proxy could take over the
+/// 10 ms target, which is a standing queue by the rule's own definition, so the test failed now
+/// and then without anything being wrong. Idle, the limit grows back by one place per 10 ms probe.
+async fn all_admitted_again(app: &TestApp, id: &str, count: usize) -> bool {
     eventually(Duration::from_secs(5), || async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
         burst_of_reads(app, id, count)
             .await
             .iter()
@@ -466,7 +472,7 @@ async fn a_starved_runtime_sheds_below_the_in_flight_ceiling_and_recovers() {
     println!("starved runtime (~40 ms lag, target 20 ms): {answered} of 40 admitted, {shed} shed");
 
     // The lag is gone: the limit grows back and everything is admitted again.
-    let recovered = all_admitted_within_5_s(&app, &customer.id, 40).await;
+    let recovered = all_admitted_again(&app, &customer.id, 40).await;
     assert!(
         recovered,
         "admits everything again once the runtime keeps up"
@@ -533,7 +539,7 @@ async fn a_standing_queue_behind_a_slow_database_lowers_the_limit_and_sheds_earl
         "48 callers under a ceiling of 100 are shed only by the lowered limit"
     );
 
-    let recovered = all_admitted_within_5_s(&app, &customer.id, 20).await;
+    let recovered = all_admitted_again(&app, &customer.id, 20).await;
     assert!(
         recovered,
         "the limit grows back once requests are fast again"
