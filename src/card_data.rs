@@ -38,6 +38,35 @@ pub fn mask(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// A key-value pair masked as one (call events' attached data, where an IVR stores what the caller
+/// keyed in under a name): both are masked, and when the key names a security code (`cvv`,
+/// `security code`, ...) every digit of the value is, since the value is the code itself.
+pub fn mask_entry(key: &str, value: &str) -> (String, String) {
+    // "card_security_code", "security-code" and "Security Code" name the same thing.
+    let lower: String = key
+        .to_lowercase()
+        .chars()
+        .map(|c| if matches!(c, '_' | '-' | '.') { ' ' } else { c })
+        .collect();
+    let names_a_code = SECURITY_CODE_WORDS.iter().any(|word| {
+        lower.match_indices(word).any(|(at, _)| {
+            !lower[..at]
+                .chars()
+                .next_back()
+                .is_some_and(char::is_alphanumeric)
+        })
+    });
+    let value = if names_a_code {
+        value
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '*' } else { c })
+            .collect()
+    } else {
+        mask(value).into_owned()
+    };
+    (mask(key).into_owned(), value)
+}
+
 fn luhn_valid(digits: &[u32]) -> bool {
     let sum: u32 = digits
         .iter()
@@ -288,6 +317,25 @@ mod tests {
         assert_eq!(mask("4111/1111/1111/1111"), "****/****/****/1111");
         assert_eq!(mask("3782.822463.10005"), "****.******.*0005");
         assert_eq!(mask("pan=4111-1111.1111/1111;"), "pan=****-****.****/1111;");
+    }
+
+    #[test]
+    fn a_value_under_a_security_code_key_loses_every_digit() {
+        assert_eq!(mask_entry("CVV", "123"), ("CVV".into(), "***".into()));
+        assert_eq!(
+            mask_entry("card_security_code", "4 5 6"),
+            ("card_security_code".into(), "* * *".into())
+        );
+        assert_eq!(
+            mask_entry("pan 4111.1111.1111.1111", "menu 2"),
+            ("pan ****.****.****.1111".into(), "menu 2".into())
+        );
+        // "cid" inside another word is no security code.
+        assert_eq!(mask_entry("acid", "12"), ("acid".into(), "12".into()));
+        assert_eq!(
+            mask_entry("account", "12345"),
+            ("account".into(), "12345".into())
+        );
     }
 
     #[test]

@@ -76,6 +76,17 @@ pub enum RetentionCommand {
     /// Blank interaction notes and outcomes, case comments and call events' attached data older
     /// than the retention period. Safe to interrupt and re-run; run it daily (a CronJob).
     Run(RetentionArgs),
+    /// Mask card numbers and security codes in rows stored before masking covered their field
+    /// (case subjects, agent-state reasons, names, labels, call events' attached data) or their
+    /// form (numbers separated by dots or slashes). Run once after upgrading; safe to interrupt
+    /// and re-run, and beside the servers.
+    Remask(RemaskArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RemaskArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 #[derive(Debug, Clone, Args)]

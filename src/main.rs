@@ -83,6 +83,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Retention(RetentionCommand::Run(args)) => retention(args).await,
+        Command::Retention(RetentionCommand::Remask(args)) => {
+            let pool = sqlx::PgPool::connect(&args.database.database_url).await?;
+            db::migrate(&pool).await?;
+            let report = switchboard::privacy::remask(&pool).await?;
+            let total: u64 = report.iter().map(|(_, n)| n).sum();
+            for (column, rows) in report.iter().filter(|(_, n)| *n > 0) {
+                println!("{column}: {rows} rows masked");
+            }
+            println!("remask finished: {total} rows masked");
+            Ok(())
+        }
         Command::Seed(args) => seed::run(args).await,
         Command::Pop(args) => client::pop(args).await,
         Command::Segment(args) => client::segment(args).await,

@@ -254,10 +254,8 @@ pub fn parse_event(event: v1::CallEvent, phones: &PhoneParser) -> Result<NewEven
             continue;
         }
         let value = violations.free_text(&format!("{field}.value"), &value, 1024);
-        attached_data.insert(
-            crate::card_data::mask(&key).into_owned(),
-            crate::card_data::mask(&value).into_owned(),
-        );
+        let (key, value) = crate::card_data::mask_entry(&key, &value);
+        attached_data.insert(key, value);
     }
     let (Some(kind), Some(occurred_at), true) = (kind, occurred_at, violations.is_empty()) else {
         return Err(violations);

@@ -16,12 +16,14 @@
 //! event descriptions and the attached data of their calls' events.
 
 pub mod grpc;
+mod remask;
 mod retention;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+pub use self::remask::{RemaskReport, remask};
 pub use self::retention::{RetentionReport, run_retention};
 use crate::audit::{self, AuditEvent};
 use crate::calls::CallSummary;

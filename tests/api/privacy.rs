@@ -604,3 +604,103 @@ async fn erasing_a_customer_erases_every_duplicate_merged_into_them_before() {
     .expect("tombstones");
     assert_eq!(erased, [true, true]);
 }
+
+#[tokio::test]
+async fn remask_masks_card_numbers_stored_by_older_releases_and_a_second_run_changes_nothing() {
+    let app = spawn_app().await;
+    let customer = app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    let case = app
+        .cases()
+        .open_case(v1::OpenCaseRequest {
+            request_id: "c-1".into(),
+            customer_id: customer.id.clone(),
+            subject: "refund".into(),
+            description: "refund".into(),
+            priority: v1::CasePriority::Normal.into(),
+            actor: "a-17".into(),
+        })
+        .await
+        .expect("opened")
+        .into_inner()
+        .case
+        .expect("case");
+    app.agents
+        .clone()
+        .set_agent_state(v1::SetAgentStateRequest {
+            agent_id: "a-17".into(),
+            state: v1::AgentState::Away.into(),
+            reason: "lunch".into(),
+        })
+        .await
+        .expect("state");
+    let customer_id = Uuid::parse_str(&customer.id).expect("uuid");
+    let case_id = Uuid::parse_str(&case.id).expect("uuid");
+    // What an older release stored as sent.
+    for statement in [
+        "UPDATE cases SET subject = 'card 4111.1111.1111.1111', description = 'pan 4111/1111/1111/1111' WHERE id = $1",
+        "UPDATE customers SET company = 'Amex 3782.822463.10005 Ltd' WHERE id = $2",
+        "UPDATE agent_state_changes SET reason = 'paid with 4111 1111 1111 1111 cvv 123'",
+        "INSERT INTO call_events (gateway_id, event_id, call_id, type, occurred_at, attached_data, outcome) \
+         VALUES ('pbx-1', 'e-1', 'c-1', 'offered', now(), \
+                 '{\"card\": \"4111111111111111\", \"cvv\": \"987\", \"menu\": \"2\"}', 'accepted')",
+    ] {
+        sqlx::query(statement)
+            .bind(case_id)
+            .bind(customer_id)
+            .execute(&app.db)
+            .await
+            .expect(statement);
+    }
+
+    let remask = || {
+        let run = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["retention", "remask"])
+            .env("DATABASE_URL", &app.database_url)
+            .output()
+            .expect("remask runs");
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        String::from_utf8_lossy(&run.stdout).into_owned()
+    };
+    let first = remask();
+    assert!(first.contains("remask finished: 5 rows masked"), "{first}");
+    assert!(first.contains("cases.subject: 1 rows masked"), "{first}");
+
+    let (subject, description): (String, String) =
+        sqlx::query_as("SELECT subject, description FROM cases WHERE id = $1")
+            .bind(case_id)
+            .fetch_one(&app.db)
+            .await
+            .expect("case");
+    assert_eq!(subject, "card ****.****.****.1111");
+    assert_eq!(description, "pan ****/****/****/1111");
+    let company: String = sqlx::query_scalar("SELECT company FROM customers WHERE id = $1")
+        .bind(customer_id)
+        .fetch_one(&app.db)
+        .await
+        .expect("customer");
+    assert_eq!(company, "Amex ****.******.*0005 Ltd");
+    let reason: String = sqlx::query_scalar("SELECT reason FROM agent_state_changes")
+        .fetch_one(&app.db)
+        .await
+        .expect("reason");
+    assert_eq!(reason, "paid with **** **** **** 1111 cvv ***");
+    let attached: serde_json::Value =
+        sqlx::query_scalar("SELECT attached_data FROM call_events WHERE event_id = 'e-1'")
+            .fetch_one(&app.db)
+            .await
+            .expect("event");
+    assert_eq!(
+        attached,
+        serde_json::json!({"card": "************1111", "cvv": "***", "menu": "2"})
+    );
+
+    let second = remask();
+    assert!(
+        second.contains("remask finished: 0 rows masked"),
+        "{second}"
+    );
+}

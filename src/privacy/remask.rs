@@ -1,0 +1,204 @@
+//! `switchboard retention remask`: masks card numbers and security codes in rows stored before
+//! masking covered their field (see [`crate::card_data`]): case subjects and history, agent-state
+//! reasons, names, labels, campaign text, call events' attached data, and any text with card
+//! numbers separated by dots or slashes, which older releases did not recognise.
+//!
+//! Each column is walked in physical order (`ctid`), a batch of rows at a time, each batch in its
+//! own short transaction, reading only rows with a digit in them. A row is written only when
+//! masking changes it, and only if it still holds what was read (a concurrent edit wins), so the
+//! command can run beside the servers, be interrupted, and be run again: a second run changes
+//! nothing. Cached screen pops that show a re-masked name refresh when their TTL ends.
+
+use sqlx::PgPool;
+
+use super::Result;
+use crate::card_data::{mask, mask_entry};
+
+const BATCH: i64 = 1000;
+
+/// How a column holds its text.
+#[derive(Clone, Copy)]
+enum Kind {
+    Text,
+    /// A JSON document whose keys and string values are all masked.
+    Json,
+}
+
+struct Column {
+    name: &'static str,
+    kind: Kind,
+    /// `$1`: the last ctid read; `$2`: the batch size. Rows: (ctid as text, the column as text).
+    select: &'static str,
+    /// `$1`: the ctid; `$2`: the masked text; `$3`: the text as read.
+    update: &'static str,
+}
+
+macro_rules! column {
+    ($table:literal, $column:literal, $kind:ident, $cast:literal) => {
+        Column {
+            name: concat!($table, ".", $column),
+            kind: Kind::$kind,
+            select: concat!(
+                "SELECT ctid::text, ",
+                $column,
+                "::text FROM ",
+                $table,
+                " WHERE ctid > $1::tid AND ",
+                $column,
+                "::text ~ '[0-9]' ORDER BY ctid LIMIT $2"
+            ),
+            update: concat!(
+                "UPDATE ",
+                $table,
+                " SET ",
+                $column,
+                " = $2::",
+                $cast,
+                " WHERE ctid = $1::tid AND ",
+                $column,
+                "::text = $3"
+            ),
+        }
+    };
+    ($table:literal, $column:literal) => {
+        column!($table, $column, Text, "text")
+    };
+}
+
+/// Every stored column that holds free text (the storage side of `card_data::MASKED`).
+const COLUMNS: &[Column] = &[
+    column!("agent_state_changes", "reason"),
+    column!("agents", "reason"),
+    column!("agents", "display_name"),
+    column!("call_events", "attached_data", Json, "jsonb"),
+    column!("campaigns", "name"),
+    column!("campaigns", "offer_text"),
+    column!("case_comments", "text"),
+    column!("case_history", "\"from\""),
+    column!("case_history", "\"to\""),
+    column!("cases", "subject"),
+    column!("cases", "description"),
+    column!("contact_points", "label"),
+    column!("customers", "display_name"),
+    column!("customers", "company"),
+    column!("dispositions", "label"),
+    column!("feedback", "text"),
+    column!("feedback", "resolution"),
+    column!("feedback_history", "from_value"),
+    column!("feedback_history", "to_value"),
+    column!("interactions", "notes"),
+    column!("interactions", "outcome"),
+    column!("service_events", "description"),
+];
+
+/// Rows changed, per column (`table.column`), in the order walked.
+pub type RemaskReport = Vec<(&'static str, u64)>;
+
+/// Masks every stored free-text column; returns how many rows each changed.
+pub async fn remask(pool: &PgPool) -> Result<RemaskReport> {
+    let mut report = Vec::with_capacity(COLUMNS.len());
+    for column in COLUMNS {
+        report.push((column.name, remask_column(pool, column).await?));
+    }
+    Ok(report)
+}
+
+async fn remask_column(pool: &PgPool, column: &Column) -> Result<u64> {
+    let mut after = "(0,0)".to_owned();
+    let mut changed = 0;
+    loop {
+        let mut tx = crate::db::begin(pool).await?;
+        let rows: Vec<(String, String)> = sqlx::query_as(column.select)
+            .bind(&after)
+            .bind(BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+        let Some((last, _)) = rows.last() else {
+            return Ok(changed);
+        };
+        after = last.clone();
+        for (ctid, text) in &rows {
+            let Some(masked) = masked(column.kind, text) else {
+                continue;
+            };
+            changed += sqlx::query(column.update)
+                .bind(ctid)
+                .bind(&masked)
+                .bind(text)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+    }
+}
+
+/// The masked text, when masking changes it.
+fn masked(kind: Kind, text: &str) -> Option<String> {
+    match kind {
+        Kind::Text => match mask(text) {
+            std::borrow::Cow::Owned(masked) => Some(masked),
+            std::borrow::Cow::Borrowed(_) => None,
+        },
+        Kind::Json => {
+            let value: serde_json::Value = serde_json::from_str(text).ok()?;
+            let masked = mask_json(&value);
+            (masked != value).then(|| masked.to_string())
+        }
+    }
+}
+
+fn mask_json(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => Value::String(mask(s).into_owned()),
+        Value::Array(items) => Value::Array(items.iter().map(mask_json).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) => {
+                        let (k, s) = mask_entry(k, s);
+                        (k, Value::String(s))
+                    }
+                    v => (mask(k).into_owned(), mask_json(v)),
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_keys_and_string_values_are_masked_and_clean_json_is_left_alone() {
+        let stored = r#"{"pan 4111.1111.1111.1111":"cvv 123","n":4111111111111111,"ok":"fine"}"#;
+        let changed = masked(Kind::Json, stored).expect("changed");
+        let value: serde_json::Value = serde_json::from_str(&changed).expect("json");
+        assert_eq!(value["pan ****.****.****.1111"], "cvv ***");
+        let coded = masked(Kind::Json, r#"{"cvv":"321"}"#).expect("changed");
+        assert_eq!(coded, r#"{"cvv":"***"}"#);
+        assert_eq!(value["ok"], "fine");
+        assert_eq!(masked(Kind::Json, r#"{"ivr":"1"}"#), None);
+        assert_eq!(masked(Kind::Text, "call me at 415-555-0100"), None);
+    }
+
+    #[test]
+    fn every_column_statement_names_its_table() {
+        for column in COLUMNS {
+            let table = column.name.split('.').next().unwrap_or_default();
+            assert!(
+                column.select.contains(&format!("FROM {table} ")),
+                "{}",
+                column.name
+            );
+            assert!(
+                column.update.starts_with(&format!("UPDATE {table} SET")),
+                "{}",
+                column.name
+            );
+        }
+    }
+}
