@@ -429,33 +429,48 @@ impl Application {
             () = shutdown => {}
         }
 
+        // One deadline for the whole stop, whatever state PostgreSQL and Redis are in: what is
+        // not flushed by then is counted and named in one log line, and the process exits.
+        let deadline = tokio::time::Instant::now() + settings.drain_timeout;
         tracing::info!("shutting down: NOT_SERVING, draining in-flight calls");
         stop_background.send(true).ok();
         monitor.await.ok();
         set_health(&reporter, ServingStatus::NotServing).await;
         start_draining.send(true).ok();
         stop_accepting.send(()).ok();
-        match tokio::time::timeout(settings.drain_timeout, &mut server).await {
+        match tokio::time::timeout_at(deadline, &mut server).await {
             Ok(result) => result.context("gRPC server failed while draining")?,
             Err(_) => {
                 tracing::warn!(timeout = ?settings.drain_timeout, "drain timeout: closing remaining calls")
             }
         }
         stop_audit.send(true).ok();
-        audit_writer.await.ok();
-        relay.await.ok();
-        offers_refresh.await.ok();
-        live_rebuild.await.ok();
-        chain_stamper.await.ok();
-        admission_probe.await.ok();
-        if let Some(metrics_server) = metrics_server {
-            metrics_server.await.ok();
+        let flushed = tokio::time::timeout_at(deadline, async {
+            audit_writer.await.ok();
+            relay.await.ok();
+            offers_refresh.await.ok();
+            live_rebuild.await.ok();
+            chain_stamper.await.ok();
+            admission_probe.await.ok();
+            if let Some(metrics_server) = metrics_server {
+                metrics_server.await.ok();
+            }
+            sequencer.await.ok();
+            if let Some(subscriber) = subscriber {
+                subscriber.await.ok();
+            }
+            pool.close().await;
+        })
+        .await;
+        if flushed.is_err() {
+            // The tasks still waiting end with the runtime when this returns.
+            let lost = auditor.abandon();
+            tracing::error!(
+                audit_entries_lost = lost,
+                timeout = ?settings.drain_timeout,
+                "stopped at the drain deadline with work not flushed: {lost} audit entries not written"
+            );
         }
-        sequencer.await.ok();
-        if let Some(subscriber) = subscriber {
-            subscriber.await.ok();
-        }
-        pool.close().await;
         tracing::info!("stopped");
         Ok(())
     }

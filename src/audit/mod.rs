@@ -228,7 +228,17 @@ impl Auditor {
         self.backlog.pending.load(Ordering::Acquire)
     }
 
-    /// Entries dropped since start because the queue was full.
+    /// Gives up on every entry still waiting (shutdown's deadline has come while PostgreSQL
+    /// cannot take them): counts them as dropped and returns how many there were.
+    pub fn abandon(&self) -> usize {
+        let lost = self.backlog.pending.swap(0, Ordering::AcqRel);
+        self.backlog
+            .dropped
+            .fetch_add(lost as u64, Ordering::Relaxed);
+        lost
+    }
+
+    /// Entries dropped since start because the queue was full, or abandoned at shutdown.
     pub fn dropped(&self) -> u64 {
         self.backlog.dropped.load(Ordering::Relaxed)
     }

@@ -303,3 +303,77 @@ async fn the_dev_token_file_is_readable_by_its_owner_only() {
     assert!(server.signal_and_wait("TERM").await.success());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test]
+async fn with_postgresql_down_sigterm_still_exits_zero_within_the_drain_timeout_and_names_what_was_lost()
+ {
+    let postgres = crate::helpers::PrivatePostgres::start();
+    let database_url = fresh_database(&postgres.admin_url()).await;
+    let port = free_port();
+    let prefix = format!("t:{}:", uuid::Uuid::new_v4().simple());
+    let log_path =
+        std::env::temp_dir().join(format!("sb-stop-{}.log", uuid::Uuid::new_v4().simple()));
+    let log_file = std::fs::File::create(&log_path).expect("log file");
+    let envs = [("SWITCHBOARD_DRAIN_TIMEOUT_SECS", "3")];
+    let mut server =
+        ServerProcess::start(&database_url, &prefix, port, &envs, Stdio::from(log_file)).await;
+    let channel = server.channel().await;
+    let mut customers = v1::customer_service_client::CustomerServiceClient::new(channel.clone());
+    let mut pops = v1::screen_pop_service_client::ScreenPopServiceClient::new(channel);
+    customers
+        .create_customer(v1::CreateCustomerRequest {
+            display_name: "Ada Lovelace".into(),
+            contact_points: vec![crate::helpers::phone("+1 415 555 0100")],
+            ..Default::default()
+        })
+        .await
+        .expect("created");
+    let pop = v1::LookupRequest {
+        caller_number: "+14155550100".into(),
+        ..Default::default()
+    };
+    let cached = crate::helpers::eventually(Duration::from_secs(5), || {
+        let mut pops = pops.clone();
+        let pop = pop.clone();
+        async move {
+            pops.lookup(pop)
+                .await
+                .is_ok_and(|r| r.get_ref().source() == v1::PopSource::Cache)
+        }
+    })
+    .await;
+    assert!(cached, "the card is cached");
+
+    postgres.stop_immediately();
+    // Audited reads that PostgreSQL can no longer take.
+    for _ in 0..10 {
+        let answer = pops
+            .lookup(pop.clone())
+            .await
+            .expect("a hot pop still answers");
+        assert_eq!(answer.get_ref().source(), v1::PopSource::Cache);
+    }
+    let stopping = std::time::Instant::now();
+    let status = server.signal_and_wait("TERM").await;
+    let took = stopping.elapsed();
+    let logs = std::fs::read_to_string(&log_path).expect("logs");
+    std::fs::remove_file(&log_path).ok();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        took < Duration::from_millis(4500),
+        "stopped in {took:?}, drain timeout 3 s"
+    );
+    let lost: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("audit entries not written"))
+        .collect();
+    assert_eq!(lost.len(), 1, "one line names what was lost: {logs}");
+    // The ten reads after PostgreSQL stopped, and any audited just before that was not written.
+    let count: usize = lost[0]
+        .split(" audit entries not written")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a count in {}", lost[0]));
+    assert!(count >= 10, "{}", lost[0]);
+}
