@@ -3,6 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use super::{Analytics, AnalyticsError, Grouping, Kpis, Measured, Query, Window};
+use crate::agents::parse_agent_id;
 use crate::auth::{self, Role};
 use crate::grpc_status;
 use crate::live::{self, Live};
@@ -107,14 +108,24 @@ fn query_of(request: v1::GetKpisRequest) -> Result<Query, Violations> {
             168
         }
     };
+    let queues = violations.texts("queues", &request.queues, 100, 100);
+    let agents = request
+        .agents
+        .iter()
+        .enumerate()
+        .filter_map(|(i, agent)| violations.check(&format!("agents[{i}]"), parse_agent_id(agent)))
+        .collect();
+    if request.agents.len() > 100 {
+        violations.add("agents", "at most 100 agents");
+    }
     match (period, violations.is_empty()) {
         (Some(period), true) => Ok(Query {
             repeat_window_hours,
             period,
             baseline,
             grouping,
-            queues: request.queues,
-            agents: request.agents,
+            queues,
+            agents,
             time_zone,
             short_abandon_seconds,
             service_level_seconds,

@@ -55,10 +55,10 @@ impl AuditService for AuditGrpc {
                     .map_err(|_| "is not a page token from this service"),
             ),
         };
+        let actor = Some(v.text("actor", &r.actor, 200, false)).filter(|a| !a.is_empty());
         if !v.is_empty() {
             return Err(grpc_status::invalid_argument(&v));
         }
-        let actor = Some(r.actor.trim().to_owned()).filter(|a| !a.is_empty());
         let filter = AuditFilter {
             actor,
             customer_id,

@@ -287,15 +287,18 @@ impl FeedbackService for FeedbackGrpc {
         if !(0..=100).contains(&r.page_size) {
             v.add("page_size", "must be between 1 and 100 (0 means 20)");
         }
+        let owner = Some(v.text("owner", &r.owner, 64, false)).filter(|o| !o.is_empty());
+        let category = Some(v.text("category", &r.category, 64, false))
+            .filter(|c| !c.is_empty())
+            .map(|c| c.to_lowercase());
         if !v.is_empty() {
             return Err(FeedbackError::Invalid(v).into());
         }
-        let text = |s: String| (!s.trim().is_empty()).then(|| s.trim().to_owned());
         let filter = Filter {
             open_only: r.open_only,
             overdue_only: r.overdue_only,
-            owner: text(r.owner),
-            category: text(r.category).map(|c| c.to_lowercase()),
+            owner,
+            category,
             source,
             customer_id,
         };

@@ -10,6 +10,7 @@ mod calls;
 mod campaigns;
 mod cases;
 mod customers;
+mod every_field;
 mod fault_proxy;
 mod faults;
 mod feed;
