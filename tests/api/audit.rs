@@ -234,3 +234,44 @@ async fn reads_audited_while_postgres_is_down_wait_up_to_a_bound_and_the_rest_ar
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(reads_of(&app, id).await, before + 20, "and no more");
 }
+
+#[tokio::test]
+async fn list_filters_refuse_timestamps_outside_the_protobuf_range() {
+    let app = crate::helpers::spawn_app().await;
+    let customer = app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    let year_zero = Some(prost_types::Timestamp {
+        seconds: -62_135_596_801,
+        nanos: 0,
+    });
+    let year_10000 = Some(prost_types::Timestamp {
+        seconds: 253_402_300_800,
+        nanos: 0,
+    });
+    let interactions = app
+        .interactions()
+        .list_interactions(v1::ListInteractionsRequest {
+            customer_id: customer.id.clone(),
+            started_after: year_zero,
+            started_before: year_10000,
+            ..Default::default()
+        })
+        .await
+        .expect_err("out of range");
+    assert_eq!(
+        crate::helpers::violated_fields(&interactions),
+        ["started_after", "started_before"]
+    );
+    let audit = app
+        .audit()
+        .list_audit_events(v1::ListAuditEventsRequest {
+            since: year_10000,
+            until: Some(prost_types::Timestamp {
+                seconds: 0,
+                nanos: 1_000_000_000,
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect_err("out of range");
+    assert_eq!(crate::helpers::violated_fields(&audit), ["since", "until"]);
+}

@@ -589,6 +589,30 @@ async fn erasing_a_customer_erases_every_duplicate_merged_into_them_before() {
         .merge_customers(merge(&survivor.id, &duplicate_ids[0]))
         .await
         .expect("first merged into the survivor");
+    // A third copy of the same person came from the legacy import, and was merged in too.
+    let imported = v1::import_service_client::ImportServiceClient::new(app.channel.clone())
+        .import_customers(tokio_stream::iter([v1::ImportCustomersRequest {
+            rows: vec![v1::ImportRow {
+                display_name: dup.text("imported-name"),
+                company: dup.text("imported-company"),
+                emails: vec![format!("{}@example.com", dup.text("imported"))],
+                ..Default::default()
+            }],
+            dry_run: false,
+        }]))
+        .await
+        .expect("import")
+        .into_inner()
+        .message()
+        .await
+        .expect("answer")
+        .expect("a result");
+    let imported_id = imported.results[0].customer_id.clone();
+    customers
+        .merge_customers(merge(&survivor.id, &imported_id))
+        .await
+        .expect("the imported copy merged into the survivor");
+    duplicate_ids.push(imported_id);
     let needles = [m.needles(), dup.needles()].concat();
     assert!(found(&pg_dump(&app), &needles).contains(&dup.tag.as_str()));
 
@@ -602,7 +626,7 @@ async fn erasing_a_customer_erases_every_duplicate_merged_into_them_before() {
     .fetch_all(&app.db)
     .await
     .expect("tombstones");
-    assert_eq!(erased, [true, true]);
+    assert_eq!(erased, [true, true, true]);
 }
 
 #[tokio::test]
