@@ -30,7 +30,7 @@ fn cases() -> usize {
     std::env::var("EVERY_FIELD_CASES")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(16)
+        .unwrap_or(32)
 }
 
 /// Tables background tasks write on their own (the feed sequencer, the chain stamper, the pop
