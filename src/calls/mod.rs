@@ -200,23 +200,33 @@ impl NewEvent {
     /// number another way is still the same event), to tell a resend from a reused event id.
     pub fn fingerprint(&self) -> Vec<u8> {
         use sha2::Digest as _;
+        // serde_json's maps keep their keys sorted: one encoding per payload.
+        let payload = serde_json::Value::Object(self.payload());
+        sha2::Sha256::digest(payload.to_string().as_bytes()).to_vec()
+    }
+
+    /// Everything the event says but its identity (gateway id, event id), by column name: what
+    /// is stored, and what [`Self::fingerprint`] hashes.
+    pub fn payload(&self) -> serde_json::Map<String, serde_json::Value> {
         let step = &self.step;
         let (target_agent, target_queue) = TransferTarget::columns(step.target.as_ref());
-        // serde_json's maps keep their keys sorted: one encoding per payload.
-        let payload = serde_json::json!({
-            "call_id": self.call_id,
-            "type": step.kind.as_str(),
-            "occurred_at": step.occurred_at,
-            "sequence": step.sequence,
-            "caller_number": step.caller_number,
-            "dialed_number": step.dialed_number,
-            "queue": step.queue,
-            "agent_id": step.agent_id,
-            "target_agent_id": target_agent,
-            "target_queue": target_queue,
-            "attached_data": self.attached_data,
-        });
-        sha2::Sha256::digest(payload.to_string().as_bytes()).to_vec()
+        use serde_json::json;
+        [
+            ("call_id", json!(self.call_id)),
+            ("type", json!(step.kind.as_str())),
+            ("occurred_at", json!(step.occurred_at)),
+            ("sequence", json!(step.sequence)),
+            ("caller_number", json!(step.caller_number)),
+            ("dialed_number", json!(step.dialed_number)),
+            ("queue", json!(step.queue)),
+            ("agent_id", json!(step.agent_id)),
+            ("target_agent_id", json!(target_agent)),
+            ("target_queue", json!(target_queue)),
+            ("attached_data", json!(self.attached_data)),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect()
     }
 
     /// Agents this event names (made known from the gateway when the event is accepted).

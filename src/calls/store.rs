@@ -243,8 +243,6 @@ pub async fn insert_events(
     let rows: Vec<serde_json::Value> = events
         .iter()
         .map(|(event, ack, hash)| {
-            let step = &event.step;
-            let (target_agent, target_queue) = TransferTarget::columns(step.target.as_ref());
             let (outcome, reason) = match ack {
                 Ack::Accepted => ("accepted", ""),
                 Ack::Rejected(reason) => ("rejected", reason.as_str()),
@@ -252,24 +250,13 @@ pub async fn insert_events(
                 Ack::Invalid(_) | Ack::DuplicateId => ("", ""),
             };
             let hash: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-            serde_json::json!({
-                "gateway_id": event.gateway_id,
-                "event_id": step.event_id,
-                "call_id": event.call_id,
-                "type": step.kind.as_str(),
-                "occurred_at": step.occurred_at,
-                "sequence": step.sequence,
-                "caller_number": step.caller_number,
-                "dialed_number": step.dialed_number,
-                "queue": step.queue,
-                "agent_id": step.agent_id,
-                "target_agent_id": target_agent,
-                "target_queue": target_queue,
-                "attached_data": event.attached_data,
-                "outcome": outcome,
-                "reason": reason,
-                "payload_hash": hash,
-            })
+            let mut row = event.payload();
+            row.insert("gateway_id".into(), event.gateway_id.clone().into());
+            row.insert("event_id".into(), event.step.event_id.clone().into());
+            row.insert("outcome".into(), outcome.into());
+            row.insert("reason".into(), reason.into());
+            row.insert("payload_hash".into(), hash.into());
+            serde_json::Value::Object(row)
         })
         .collect();
     let query = sqlx::query(concat!(
