@@ -241,6 +241,20 @@ pub async fn pop(args: PopArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     let source = response.source();
     let pop = response.pop.unwrap_or_default();
+    match pop.caller_kind() {
+        v1::CallerKind::Withheld => {
+            println!("Withheld number ({} µs round trip)", elapsed.as_micros());
+            return Ok(());
+        }
+        v1::CallerKind::NotANumber => {
+            println!(
+                "Not a phone number: a SIP user ({} µs round trip)",
+                elapsed.as_micros()
+            );
+            return Ok(());
+        }
+        _ => {}
+    }
     println!(
         "{} {:?} ({:?}, {} µs round trip)",
         pop.normalized_number,

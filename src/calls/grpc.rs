@@ -15,7 +15,7 @@ use crate::auth::{self, Principal};
 use crate::drain::Draining;
 use crate::grpc_status;
 use crate::metrics::Metrics;
-use crate::phone::PhoneParser;
+use crate::phone::{Caller, PhoneParser};
 use crate::proto::v1;
 use crate::proto::v1::call_event_service_server::CallEventService;
 use crate::validation::Violations;
@@ -186,6 +186,7 @@ pub fn parse_event(event: v1::CallEvent, phones: &PhoneParser) -> Result<NewEven
         }
     };
     let occurred_at = violations.time("occurred_at", event.occurred_at.as_ref(), true);
+    // A withheld caller, or a SIP user that is not a number, is a call with no number: normal.
     let caller_number = match event.caller_number.trim() {
         "" => {
             if kind == Some(EventType::Offered) {
@@ -193,9 +194,10 @@ pub fn parse_event(event: v1::CallEvent, phones: &PhoneParser) -> Result<NewEven
             }
             None
         }
-        number => violations
-            .check("caller_number", phones.parse(number, ""))
-            .map(|p| p.e164().to_owned()),
+        number => match violations.check("caller_number", phones.parse_caller(number)) {
+            Some(Caller::Number(number)) => Some(number.e164().to_owned()),
+            Some(Caller::Withheld | Caller::NotANumber) | None => None,
+        },
     };
     let dialed_number = match event.dialed_number.trim() {
         "" => None,

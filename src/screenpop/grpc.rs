@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status};
 use super::{PopError, PopRequest, PopSource, ScreenPops};
 use crate::audit::Auditor;
 use crate::grpc_status;
-use crate::phone::PhoneParser;
+use crate::phone::{Caller, PhoneParser};
 use crate::proto::v1;
 use crate::proto::v1::screen_pop_service_server::ScreenPopService;
 use crate::validation::Violations;
@@ -39,26 +39,33 @@ impl From<PopError> for Status {
     }
 }
 
+/// A lookup to make, or the answer for a caller with no number to look up.
+enum Parsed {
+    Lookup(PopRequest),
+    NoNumber(v1::CallerKind),
+}
+
 /// Parses a lookup; every bad field is reported.
-pub fn pop_request(
-    request: &v1::LookupRequest,
-    phones: &PhoneParser,
-) -> Result<PopRequest, Violations> {
+fn pop_request(request: &v1::LookupRequest, phones: &PhoneParser) -> Result<Parsed, Violations> {
     let mut violations = Violations::new();
-    let caller = violations.check("caller_number", phones.parse(&request.caller_number, ""));
+    let caller = violations.check("caller_number", phones.parse_caller(&request.caller_number));
     let dialed = match request.dialed_number.trim() {
         "" => None,
         dialed => violations.check("dialed_number", phones.parse(dialed, "")),
     };
     let call_id = violations.text("call_id", &request.call_id, 128, false);
-    match caller {
-        Some(caller) if violations.is_empty() => Ok(PopRequest {
+    if !violations.is_empty() {
+        return Err(violations);
+    }
+    Ok(match caller {
+        Some(Caller::Number(caller)) => Parsed::Lookup(PopRequest {
             caller,
             dialed,
             call_id: (!call_id.is_empty()).then_some(call_id),
         }),
-        _ => Err(violations),
-    }
+        Some(Caller::Withheld) => Parsed::NoNumber(v1::CallerKind::Withheld),
+        Some(Caller::NotANumber) | None => Parsed::NoNumber(v1::CallerKind::NotANumber),
+    })
 }
 
 #[tonic::async_trait]
@@ -67,8 +74,22 @@ impl ScreenPopService for ScreenPopGrpc {
         &self,
         request: Request<v1::LookupRequest>,
     ) -> Result<Response<v1::LookupResponse>, Status> {
-        let request = pop_request(request.get_ref(), &self.phones).map_err(PopError::Invalid)?;
-        let (pop, source) = self.pops.lookup(&request).await?;
+        let request = match pop_request(request.get_ref(), &self.phones) {
+            Ok(Parsed::Lookup(request)) => request,
+            Ok(Parsed::NoNumber(kind)) => {
+                return Ok(Response::new(v1::LookupResponse {
+                    pop: Some(v1::ScreenPop {
+                        r#match: v1::MatchKind::None.into(),
+                        caller_kind: kind.into(),
+                        ..Default::default()
+                    }),
+                    source: v1::PopSource::None.into(),
+                }));
+            }
+            Err(violations) => return Err(PopError::Invalid(violations).into()),
+        };
+        let (mut pop, source) = self.pops.lookup(&request).await?;
+        pop.caller_kind = v1::CallerKind::Number.into();
         let shown = pop.card.iter().chain(pop.candidates.iter());
         self.auditor
             .read(shown.filter_map(|card| uuid::Uuid::parse_str(&card.customer_id).ok()));

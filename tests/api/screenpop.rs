@@ -57,7 +57,16 @@ async fn pops_match_exact_multiple_and_none() {
 async fn unparseable_numbers_are_invalid_arguments() {
     let app = spawn_app().await;
     let mut pops = app.pops.clone();
-    for bad in ["", "hello", "+1 123"] {
+    // Empty is a withheld caller now (see the number-forms test); control characters and a
+    // 100 KB string are malformed.
+    let huge = "1".repeat(100_000);
+    for bad in [
+        "hello",
+        "+1 123",
+        "+1415\u{0}5550100",
+        "sip:+1415\r\n5550100@pbx",
+        &huge,
+    ] {
         let status = pops
             .lookup(v1::LookupRequest {
                 caller_number: bad.into(),
@@ -487,5 +496,131 @@ async fn a_write_in_progress_elsewhere_leaves_the_cache_on_and_a_failed_one_is_r
             app.pop("+14155550100").await.1 == v1::PopSource::Cache
         })
         .await
+    );
+}
+
+#[tokio::test]
+async fn every_number_form_a_gateway_sends_pops_the_card_and_withheld_callers_are_not_errors() {
+    let app = spawn_app().await;
+    let ada = app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    let uk = app
+        .create_customer("Grace Hopper", &["+44 20 7946 0958"])
+        .await;
+    let mut pops = app.pops.clone();
+    let mut lookup = async |caller: &str| {
+        pops.lookup(v1::LookupRequest {
+            caller_number: caller.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|status| panic!("{caller:?}: {status:?}"))
+        .into_inner()
+    };
+    for (form, customer) in [
+        ("sip:+14155550100@pbx.example.com", &ada),
+        ("sip:+14155550100@pbx.example.com;user=phone", &ada),
+        (
+            "sips:%2B14155550100@pbx.example.com:5061;transport=tls",
+            &ada,
+        ),
+        ("\"Ada\" <sip:4155550100@10.0.0.1>", &ada),
+        ("tel:+1-415-555-0100", &ada),
+        ("tel:+1-415-555-0100;ext=12", &ada),
+        ("+1 415 555 0100;ext=12", &ada),
+        ("415-555-0100 x12", &ada),
+        ("415-555-0100 ext. 12", &ada),
+        ("＋１ ４１５ ５５５ ０１００", &ada),
+        ("011 44 20 7946 0958", &uk),
+        ("0044 20 7946 0958", &uk),
+    ] {
+        let answer = lookup(form).await;
+        let pop = answer.pop.expect("pop");
+        assert_eq!(pop.r#match(), v1::MatchKind::Exact, "{form}");
+        assert_eq!(pop.caller_kind(), v1::CallerKind::Number, "{form}");
+        assert_eq!(pop.card.expect("card").customer_id, customer.id, "{form}");
+    }
+    for (form, kind) in [
+        ("", v1::CallerKind::Withheld),
+        ("anonymous", v1::CallerKind::Withheld),
+        ("Restricted", v1::CallerKind::Withheld),
+        ("UNAVAILABLE", v1::CallerKind::Withheld),
+        ("unknown", v1::CallerKind::Withheld),
+        ("private", v1::CallerKind::Withheld),
+        (
+            "\"Anonymous\" <sip:anonymous@anonymous.invalid>",
+            v1::CallerKind::Withheld,
+        ),
+        ("sip:alice@example.com", v1::CallerKind::NotANumber),
+    ] {
+        let answer = lookup(form).await;
+        assert_eq!(answer.source(), v1::PopSource::None, "{form:?}");
+        let pop = answer.pop.expect("pop");
+        assert_eq!(
+            (pop.r#match(), pop.caller_kind()),
+            (v1::MatchKind::None, kind),
+            "{form:?}"
+        );
+        assert!(pop.card.is_none() && pop.normalized_number.is_empty());
+    }
+
+    // The same forms wherever a number comes in: a contact point, and a gateway's call events.
+    app.customers
+        .clone()
+        .add_contact_point(v1::AddContactPointRequest {
+            customer_id: ada.id.clone(),
+            contact_point: Some(crate::helpers::phone("tel:+1-415-555-0101")),
+        })
+        .await
+        .expect("a tel: URI is a number");
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM contact_points WHERE value = '+14155550101'")
+            .fetch_one(&app.db)
+            .await
+            .expect("contact points");
+    assert_eq!(stored, 1, "stored in E.164");
+    let mut calls = app.calls.clone();
+    for (call_id, caller) in [
+        ("c-sip", "\"Ada\" <sip:+14155550100@pbx;user=phone>"),
+        ("c-anon", "anonymous"),
+        ("c-alice", "sip:alice@example.com"),
+    ] {
+        let ack = calls
+            .report_call_event(v1::ReportCallEventRequest {
+                event: Some(v1::CallEvent {
+                    gateway_id: "pbx-1".into(),
+                    event_id: format!("{call_id}-0"),
+                    call_id: call_id.into(),
+                    r#type: v1::CallEventType::Offered.into(),
+                    occurred_at: Some(switchboard::proto_time::to_timestamp(chrono::Utc::now())),
+                    caller_number: caller.into(),
+                    dialed_number: "sip:+18005550199@pbx".into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("reported")
+            .into_inner()
+            .ack
+            .expect("ack");
+        assert_eq!(
+            ack.outcome(),
+            v1::AckOutcome::Accepted,
+            "{caller}: {}",
+            ack.reason
+        );
+    }
+    let stored: Vec<(String, Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT call_id, caller_number, dialed_number FROM calls ORDER BY call_id")
+            .fetch_all(&app.db)
+            .await
+            .expect("calls");
+    let dialed = Some("+18005550199".to_owned());
+    assert_eq!(
+        stored,
+        [
+            ("c-alice".to_owned(), None, dialed.clone()),
+            ("c-anon".to_owned(), None, dialed.clone()),
+            ("c-sip".to_owned(), Some("+14155550100".to_owned()), dialed),
+        ]
     );
 }
