@@ -325,9 +325,15 @@ impl Application {
             }
             builder = builder.tls_config(config).context("TLS configuration")?;
         }
+        // gRPC-web (HTTP/1.1 and HTTP/2, binary and text) is translated into gRPC first, so every
+        // layer below (metrics and traces, admission, auth, rate limits, audit) sees it as gRPC:
+        // nothing bypasses a layer. CORS answers browsers' preflights before anything else.
         let server = builder
+            .accept_http1(true)
             .max_concurrent_streams(limits.max_concurrent_streams)
             .timeout(limits.default_deadline)
+            .layer(crate::grpc_web::cors(&settings.cors_allow_origins))
+            .layer(tonic_web::GrpcWebLayer::new())
             .layer(RpcLayer::new(Arc::clone(&metrics)))
             .layer(AdmissionLayer::new(
                 Arc::clone(&admission),

@@ -311,6 +311,11 @@ pub struct ServeArgs {
         default_value_t = 256
     )]
     pub max_concurrent_streams: u32,
+    /// Browser origins allowed to call over gRPC-web (repeat the flag, or comma-separate in the
+    /// environment), e.g. `https://desk.example.com`. Empty (the default): no CORS headers for
+    /// anyone, so browsers on other origins cannot call; non-browser gRPC-web clients still can.
+    #[arg(long, env = "SWITCHBOARD_CORS_ALLOW_ORIGIN", value_delimiter = ',')]
+    pub cors_allow_origin: Vec<String>,
     /// Requests being handled at once by this instance; beyond it, new ones are shed at once with
     /// UNAVAILABLE (retry with back-off, or on another instance) instead of queueing. High enough
     /// to ride out a stall of a few ms at full rate; under sustained overload the limit shrinks
@@ -529,6 +534,8 @@ pub struct Settings {
     pub tls: Option<TlsSettings>,
     /// How often PostgreSQL reachability is checked for the health service.
     pub health_interval: Duration,
+    /// Browser origins allowed to call over gRPC-web (exact `scheme://host[:port]`).
+    pub cors_allow_origins: Vec<http::HeaderValue>,
 }
 
 impl TryFrom<ServeArgs> for Settings {
@@ -603,6 +610,16 @@ impl TryFrom<ServeArgs> for Settings {
                 default_deadline: Duration::from_millis(args.default_deadline_ms),
             },
             health_interval: Duration::from_millis(500),
+            cors_allow_origins: args
+                .cors_allow_origin
+                .iter()
+                .filter(|o| !o.trim().is_empty())
+                .map(|origin| {
+                    http::HeaderValue::from_str(origin.trim().trim_end_matches('/')).map_err(|_| {
+                        anyhow::anyhow!("--cors-allow-origin {origin:?} is not a header value")
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?,
         })
     }
 }

@@ -29,7 +29,7 @@
 //! - [`client`]: the `pop` and `customer` client subcommands.
 //! - Shared plumbing: [`db`] (pool, migrations, error classes), [`redis_link`] (a Redis connection
 //!   with timeouts and back-off), [`phone`] and [`email`] (parsing at the edge), [`validation`]
-//!   (field violations), [`grpc_status`] (status helpers), [`page_token`], [`single_flight`],
+//!   (field violations), [`grpc_status`] (status helpers), [`grpc_web`] (gRPC-web and CORS), [`page_token`], [`single_flight`],
 //!   [`proto`] (generated code with redacting `Debug`), [`proto_time`] (timestamps).
 
 // The call-event stream's future (tonic stream, group commit, metrics and trace layers) nests
@@ -57,6 +57,7 @@ pub mod email;
 pub mod feed;
 pub mod feedback;
 pub mod grpc_status;
+pub mod grpc_web;
 pub mod import;
 pub mod interactions;
 pub mod live;

@@ -155,6 +155,8 @@ pub struct TestOptions {
     pub live_rebuild: Duration,
     /// Audit entries that may wait for PostgreSQL.
     pub audit_max_pending: usize,
+    /// Browser origins allowed over gRPC-web.
+    pub cors_allow_origins: Vec<http::HeaderValue>,
 }
 
 #[derive(Clone)]
@@ -175,6 +177,7 @@ impl Default for TestOptions {
             feed_retention: Duration::from_secs(7 * 24 * 3600),
             live_rebuild: Duration::from_millis(200),
             audit_max_pending: 200_000,
+            cors_allow_origins: Vec::new(),
             limits: Limits {
                 rate: switchboard::auth::RateLimit {
                     per_second: 100_000.0,
@@ -262,6 +265,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
             ..Default::default()
         },
         health_interval: Duration::from_millis(100),
+        cors_allow_origins: options.cors_allow_origins.clone(),
     };
     let app = Application::build(settings)
         .await

@@ -15,6 +15,7 @@ mod fault_proxy;
 mod faults;
 mod feed;
 mod feedback;
+mod grpc_web;
 mod health;
 mod helpers;
 mod import;
