@@ -171,24 +171,24 @@ async fn work(pool: PgPool, outlets: Outlets, rx: Arc<Mutex<mpsc::UnboundedRecei
 /// (a data exception, a constraint, a value too large: resending it unchanged fails the same way),
 /// the error otherwise (the stream ends UNAVAILABLE and the gateway resends).
 fn alone_failed(error: sqlx::Error) -> Result<Ack, CallEventError> {
-    let refused = match &error {
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|code| ["22", "23", "54"].iter().any(|c| code.starts_with(c))),
-        _ => false,
+    let code = match &error {
+        sqlx::Error::Database(db) => db.code().map(|code| code.into_owned()),
+        _ => None,
     };
-    if refused {
-        // The database's message may quote the value: log the class, never the text.
-        let code = match &error {
-            sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()).unwrap_or_default(),
-            _ => String::new(),
-        };
-        tracing::warn!(sqlstate = %code, "call event refused by PostgreSQL; acked INVALID");
-        return Ok(Ack::Invalid(format!(
-            "PostgreSQL refused this event's data (SQLSTATE {code}); nothing was stored"
-        )));
+    match code {
+        Some(code)
+            if ["22", "23", "54"]
+                .iter()
+                .any(|class| code.starts_with(class)) =>
+        {
+            // The database's message may quote the value: log the class, never the text.
+            tracing::warn!(sqlstate = %code, "call event refused by PostgreSQL; acked INVALID");
+            Ok(Ack::Invalid(format!(
+                "PostgreSQL refused this event's data (SQLSTATE {code}); nothing was stored"
+            )))
+        }
+        _ => Err(CallEventError::from(error)),
     }
-    Err(CallEventError::from(error))
 }
 
 /// The same failure for each waiter of a failed batch (a `sqlx::Error` cannot be cloned).
