@@ -83,6 +83,9 @@ def check_objects(scenario, values, manifests, objects):
     grace = pod["terminationGracePeriodSeconds"]
     sleep = container["lifecycle"]["preStop"]["sleep"]["seconds"]
     config = next(o for o in by_kind(objects, "ConfigMap"))
+    origins = values.get("config", {}).get("corsAllowOrigins", [])
+    if config["data"].get("SWITCHBOARD_CORS_ALLOW_ORIGIN", "") != ",".join(origins):
+        fail(scenario, "config.corsAllowOrigins reaches SWITCHBOARD_CORS_ALLOW_ORIGIN, comma-separated")
     drain = int(config["data"]["SWITCHBOARD_DRAIN_TIMEOUT_SECS"])
     if grace <= sleep + drain:
         fail(scenario, f"grace {grace}s must exceed preStop {sleep}s + drain {drain}s")
@@ -154,6 +157,7 @@ def main():
 
     must_refuse("a replica count that is not a number", {"replicaCount": "three"})
     must_refuse("a database URL written into values", {"databaseUrl": "postgres://u:p@db/sb"})
+    must_refuse("a CORS origin with a path", {"config": {"corsAllowOrigins": ["https://desk.example.com/app"]}})
     must_refuse("a grace period shorter than the drain", {"terminationGracePeriodSeconds": 10})
     must_refuse("RS256 without a JWKS", {"auth": {"algorithm": "RS256"}})
     must_refuse("an unknown pull policy", {"image": {"pullPolicy": "Sometimes"}})
