@@ -351,21 +351,7 @@ async fn call(
 /// Rows to point at: a customer, a case, an interaction, feedback, agents.
 async fn palette(app: &TestApp) -> Palette {
     let customer = app.create_customer("Ada Lovelace", &["+14155550100"]).await;
-    let case = app
-        .cases()
-        .open_case(v1::OpenCaseRequest {
-            request_id: "seed-case".into(),
-            customer_id: customer.id.clone(),
-            subject: "refund".into(),
-            description: "refund".into(),
-            priority: v1::CasePriority::Normal.into(),
-            actor: "a-17".into(),
-        })
-        .await
-        .expect("case")
-        .into_inner()
-        .case
-        .expect("case");
+    let case = app.open_case(&customer.id, "seed-case").await;
     app.dispositions(&[("resolved", true)]).await;
     let interaction = app
         .interactions()

@@ -359,6 +359,24 @@ impl TestApp {
     }
 
     /// Creates a customer with the given phones (any format) and returns it.
+    /// Opens a NORMAL case "refund" for the customer, as agent a-17.
+    pub async fn open_case(&self, customer_id: &str, request_id: &str) -> v1::Case {
+        self.cases()
+            .open_case(v1::OpenCaseRequest {
+                request_id: request_id.into(),
+                customer_id: customer_id.into(),
+                subject: "refund".into(),
+                description: "refund".into(),
+                priority: v1::CasePriority::Normal.into(),
+                actor: "a-17".into(),
+            })
+            .await
+            .expect("case opened")
+            .into_inner()
+            .case
+            .expect("case")
+    }
+
     pub async fn create_customer(&self, name: &str, phones: &[&str]) -> v1::Customer {
         let request = v1::CreateCustomerRequest {
             display_name: name.into(),

@@ -633,21 +633,7 @@ async fn erasing_a_customer_erases_every_duplicate_merged_into_them_before() {
 async fn remask_masks_card_numbers_stored_by_older_releases_and_a_second_run_changes_nothing() {
     let app = spawn_app().await;
     let customer = app.create_customer("Ada Lovelace", &["+14155550100"]).await;
-    let case = app
-        .cases()
-        .open_case(v1::OpenCaseRequest {
-            request_id: "c-1".into(),
-            customer_id: customer.id.clone(),
-            subject: "refund".into(),
-            description: "refund".into(),
-            priority: v1::CasePriority::Normal.into(),
-            actor: "a-17".into(),
-        })
-        .await
-        .expect("opened")
-        .into_inner()
-        .case
-        .expect("case");
+    let case = app.open_case(&customer.id, "c-1").await;
     app.agents
         .clone()
         .set_agent_state(v1::SetAgentStateRequest {
