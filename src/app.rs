@@ -52,6 +52,7 @@ use crate::proto::v1::agent_service_server::AgentServiceServer;
 use crate::proto::v1::analytics_service_server::AnalyticsServiceServer;
 use crate::proto::v1::audit_service_server::AuditServiceServer;
 use crate::proto::v1::call_event_service_server::CallEventServiceServer;
+use crate::proto::v1::caller_id_service_server::CallerIdServiceServer;
 use crate::proto::v1::campaign_service_server::CampaignServiceServer;
 use crate::proto::v1::case_service_server::CaseServiceServer;
 use crate::proto::v1::customer_service_server::CustomerServiceServer;
@@ -67,6 +68,7 @@ use crate::proto::{self};
 use crate::redis_link::RedisLink;
 use crate::screenpop::cache::{CacheTtls, PopCache};
 use crate::screenpop::grpc::ScreenPopGrpc;
+use crate::screenpop::http::CallerIdHttpLayer;
 use crate::screenpop::{PopInvalidator, PopStats, ScreenPops};
 use crate::segments::Segmentation;
 use crate::segments::grpc::SegmentationGrpc;
@@ -314,6 +316,7 @@ impl Application {
         let limits = settings.limits;
         let (start_draining, draining) = Draining::new();
         let limiter = Arc::new(RateLimiter::new(limits.rate));
+        let pop_grpc = ScreenPopGrpc::new(pops, settings.phones, auditor.clone());
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = &settings.tls {
             let mut config =
@@ -325,14 +328,16 @@ impl Application {
             }
             builder = builder.tls_config(config).context("TLS configuration")?;
         }
-        // gRPC-web (HTTP/1.1 and HTTP/2, binary and text) is translated into gRPC first, so every
-        // layer below (metrics and traces, admission, auth, rate limits, audit) sees it as gRPC:
-        // nothing bypasses a layer. CORS answers browsers' preflights before anything else.
+        // The dialplans' HTTP caller-ID GETs and gRPC-web (HTTP/1.1 and HTTP/2, binary and text)
+        // are translated into gRPC first, so every layer below (metrics and traces, admission,
+        // auth, rate limits, audit) sees gRPC: nothing bypasses a layer. CORS answers browsers'
+        // preflights before anything else.
         let server = builder
             .accept_http1(true)
             .max_concurrent_streams(limits.max_concurrent_streams)
             .timeout(limits.default_deadline)
             .layer(crate::grpc_web::cors(&settings.cors_allow_origins))
+            .layer(CallerIdHttpLayer)
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(RpcLayer::new(Arc::clone(&metrics)))
             .layer(AdmissionLayer::new(
@@ -352,12 +357,12 @@ impl Application {
                 .max_decoding_message_size(limits.max_request_bytes),
             )
             .add_service(
-                ScreenPopServiceServer::new(ScreenPopGrpc::new(
-                    pops,
-                    settings.phones,
-                    auditor.clone(),
-                ))
-                .max_decoding_message_size(limits.max_request_bytes),
+                ScreenPopServiceServer::new(pop_grpc.clone())
+                    .max_decoding_message_size(limits.max_request_bytes),
+            )
+            .add_service(
+                CallerIdServiceServer::new(pop_grpc)
+                    .max_decoding_message_size(limits.max_request_bytes),
             )
             .add_service(
                 CallEventServiceServer::new(CallEventGrpc::new(

@@ -111,7 +111,8 @@ pub enum ApiKeyCommand {
     Create {
         #[command(flatten)]
         database: DatabaseArgs,
-        /// agent, supervisor, gateway, service or admin.
+        /// agent, supervisor, gateway, service, admin, or lookup (caller-ID lookups only:
+        /// CallerIdService and GET /v1/cid, /v1/pop).
         #[arg(long)]
         role: String,
         /// Required for gateways: the gateway id the key may report events for.

@@ -73,7 +73,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 switchboard::auth::create_api_key(&pool, &subject, role, gateway_id.as_deref())
                     .await?;
             println!("{key}");
-            eprintln!("Store this key now: it is shown once. Send it as the x-api-key header.");
+            eprintln!(
+                "Store this key now: it is shown once. Send it as the x-api-key header (or \
+                 authorization: Bearer <key>; lookup keys also as ?key= on /v1/cid and /v1/pop)."
+            );
             Ok(())
         }
         Command::Migrate(args) => {

@@ -7,6 +7,10 @@ use sqlx::PgPool;
 
 use super::{Principal, Role};
 
+/// Every key starts with this, so `authorization: Bearer` can carry a key as well as a JWT (a JWT
+/// starts with its base64url header, `eyJ`).
+pub const PREFIX: &str = "sbk_";
+
 pub fn hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
@@ -19,7 +23,7 @@ pub async fn create(
     gateway_id: Option<&str>,
 ) -> sqlx::Result<String> {
     let secret: [u8; 32] = rand::random();
-    let key = format!("sbk_{}", URL_SAFE_NO_PAD.encode(secret));
+    let key = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(secret));
     sqlx::query(
         "INSERT INTO api_keys (key_hash, subject, role, gateway_id) VALUES ($1, $2, $3, $4)",
     )

@@ -4,9 +4,12 @@
 //! - a bearer JWT (`authorization: Bearer ...`), verified with the `jsonwebtoken` crate against the
 //!   configured algorithm only (HS256 with a shared secret, or RS256/ES256 with keys from a JWKS
 //!   file), with `exp`, `iss`, `aud` and `sub` required and `nbf` checked. The `role` claim is one of
-//!   agent, supervisor, gateway, service, admin; gateways carry a `gateway_id` claim, agents are
-//!   their `sub`;
-//! - or an API key (`x-api-key: ...`), stored as a SHA-256 hash (`switchboard apikey create`).
+//!   agent, supervisor, gateway, service, admin, lookup; gateways carry a `gateway_id` claim,
+//!   agents are their `sub`;
+//! - or an API key (`x-api-key: ...`, or `authorization: Bearer sbk_...`), stored as a SHA-256
+//!   hash (`switchboard apikey create`). The HTTP caller-ID lookups also take it as `?key=`, which
+//!   their layer moves into `x-api-key` before anything logs the request
+//!   ([`crate::screenpop::http`]).
 //!
 //! [`layer::AuthLayer`] authenticates, checks the permission table ([`permissions`]) and puts the
 //! [`Principal`] in the request's extensions for the handlers' resource checks.
@@ -30,7 +33,7 @@ pub use self::api_keys::create as create_api_key;
 pub use self::rate_limit::{RateLimit, RateLimiter};
 use crate::text_enum::text_enum;
 
-text_enum!(Role { Agent => "agent", Supervisor => "supervisor", Gateway => "gateway", Service => "service", Admin => "admin" });
+text_enum!(Role { Agent => "agent", Supervisor => "supervisor", Gateway => "gateway", Service => "service", Admin => "admin", Lookup => "lookup" });
 
 /// Who is calling, as established by their credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +51,7 @@ impl Principal {
         match self.role {
             Role::Agent => self.subject == agent_id,
             Role::Supervisor | Role::Admin => true,
-            Role::Gateway | Role::Service => false,
+            Role::Gateway | Role::Service | Role::Lookup => false,
         }
     }
 
@@ -171,7 +174,7 @@ pub fn signed<T>(request: tonic::Request<T>, actor: fn(&T) -> &str) -> Result<T,
 /// Why a request has no principal.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthFailure {
-    #[error("a credential is required (authorization: Bearer <jwt>, or x-api-key)")]
+    #[error("a credential is required (authorization: Bearer <jwt or API key>, or x-api-key)")]
     Missing,
     #[error("the credential is not valid")]
     Invalid,
@@ -226,8 +229,13 @@ impl Authenticator {
                 .to_str()
                 .ok()
                 .and_then(|v| v.strip_prefix("Bearer "))
-                .ok_or(AuthFailure::Invalid)?;
-            Some(self.verify_jwt(token.trim())?)
+                .ok_or(AuthFailure::Invalid)?
+                .trim();
+            if token.starts_with(api_keys::PREFIX) {
+                Some(self.verify_api_key(token).await?)
+            } else {
+                Some(self.verify_jwt(token)?)
+            }
         } else if let Some(value) = headers.get("x-api-key") {
             Some(
                 self.verify_api_key(value.to_str().map_err(|_| AuthFailure::Invalid)?)

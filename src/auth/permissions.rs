@@ -5,9 +5,12 @@
 //! Resource rules (an agent only on its own stream, a gateway only for its own gateway id) are
 //! checked by the handlers, which know the resource.
 
-use super::Role::{self, Admin, Agent, Gateway, Service, Supervisor};
+use super::Role::{self, Admin, Agent, Gateway, Lookup, Service, Supervisor};
 
+/// Every role but LOOKUP, which may only look callers up.
 const EVERYONE: &[Role] = &[Agent, Supervisor, Gateway, Service, Admin];
+/// Everyone, and the dialplans' caller-ID keys: these RPCs show a name and routing hints only.
+const CALLER_ID: &[Role] = &[Agent, Supervisor, Gateway, Service, Admin, Lookup];
 const STAFF: &[Role] = &[Agent, Supervisor, Admin];
 const RECORD_READERS: &[Role] = &[Agent, Supervisor, Service, Admin];
 const MANAGERS: &[Role] = &[Supervisor, Admin];
@@ -81,6 +84,11 @@ pub const PERMISSIONS: &[(&str, &[Role])] = &[
     ),
     ("/switchboard.v1.EventFeedService/Subscribe", SYSTEMS),
     ("/switchboard.v1.ScreenPopService/Lookup", RECORD_READERS),
+    ("/switchboard.v1.CallerIdService/GetCallerName", CALLER_ID),
+    (
+        "/switchboard.v1.CallerIdService/GetCallerRouting",
+        CALLER_ID,
+    ),
     (
         "/switchboard.v1.CallEventService/StreamCallEvents",
         GATEWAYS,
@@ -223,5 +231,22 @@ mod tests {
         {
             assert!(served.iter().any(|s| s == rpc), "{rpc} is not an RPC");
         }
+    }
+
+    /// A lookup key reaches the two caller-ID RPCs and nothing else, reflection included.
+    #[test]
+    fn a_lookup_credential_can_only_look_callers_up() {
+        let reachable: Vec<&str> = PERMISSIONS
+            .iter()
+            .filter(|(_, roles)| roles.contains(&Lookup))
+            .map(|(rpc, _)| *rpc)
+            .collect();
+        assert_eq!(
+            reachable,
+            [
+                "/switchboard.v1.CallerIdService/GetCallerName",
+                "/switchboard.v1.CallerIdService/GetCallerRouting",
+            ]
+        );
     }
 }

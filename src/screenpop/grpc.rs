@@ -1,15 +1,18 @@
-//! `switchboard.v1.ScreenPopService`: request parsing and `PopError` -> `Status`.
+//! `switchboard.v1.ScreenPopService` and `switchboard.v1.CallerIdService`: request parsing and
+//! `PopError` -> `Status`. Both answer from the same lookup and audit the customers they show.
 
 use tonic::{Request, Response, Status};
 
-use super::{PopError, PopRequest, PopSource, ScreenPops};
+use super::{PopError, PopRequest, PopSource, ScreenPops, caller_id};
 use crate::audit::Auditor;
 use crate::grpc_status;
 use crate::phone::{Caller, PhoneParser};
 use crate::proto::v1;
+use crate::proto::v1::caller_id_service_server::CallerIdService;
 use crate::proto::v1::screen_pop_service_server::ScreenPopService;
 use crate::validation::Violations;
 
+#[derive(Clone)]
 pub struct ScreenPopGrpc {
     pops: ScreenPops,
     phones: PhoneParser,
@@ -46,14 +49,19 @@ enum Parsed {
 }
 
 /// Parses a lookup; every bad field is reported.
-fn pop_request(request: &v1::LookupRequest, phones: &PhoneParser) -> Result<Parsed, Violations> {
+fn pop_request(
+    caller_number: &str,
+    dialed_number: &str,
+    call_id: &str,
+    phones: &PhoneParser,
+) -> Result<Parsed, Violations> {
     let mut violations = Violations::new();
-    let caller = violations.check("caller_number", phones.parse_caller(&request.caller_number));
-    let dialed = match request.dialed_number.trim() {
+    let caller = violations.check("caller_number", phones.parse_caller(caller_number));
+    let dialed = match dialed_number.trim() {
         "" => None,
         dialed => violations.check("dialed_number", phones.parse(dialed, "")),
     };
-    let call_id = violations.text("call_id", &request.call_id, 128, false);
+    let call_id = violations.text("call_id", call_id, 128, false);
     if !violations.is_empty() {
         return Err(violations);
     }
@@ -68,23 +76,24 @@ fn pop_request(request: &v1::LookupRequest, phones: &PhoneParser) -> Result<Pars
     })
 }
 
-#[tonic::async_trait]
-impl ScreenPopService for ScreenPopGrpc {
-    async fn lookup(
+impl ScreenPopGrpc {
+    /// The pop for a request (audited as a read of the customers it shows) and where it came
+    /// from; a caller with no number to look up gets NONE with its kind, and no lookup.
+    async fn pop(
         &self,
-        request: Request<v1::LookupRequest>,
-    ) -> Result<Response<v1::LookupResponse>, Status> {
-        let request = match pop_request(request.get_ref(), &self.phones) {
+        caller_number: &str,
+        dialed_number: &str,
+        call_id: &str,
+    ) -> Result<(v1::ScreenPop, v1::PopSource), Status> {
+        let request = match pop_request(caller_number, dialed_number, call_id, &self.phones) {
             Ok(Parsed::Lookup(request)) => request,
             Ok(Parsed::NoNumber(kind)) => {
-                return Ok(Response::new(v1::LookupResponse {
-                    pop: Some(v1::ScreenPop {
-                        r#match: v1::MatchKind::None.into(),
-                        caller_kind: kind.into(),
-                        ..Default::default()
-                    }),
-                    source: v1::PopSource::None.into(),
-                }));
+                let pop = v1::ScreenPop {
+                    r#match: v1::MatchKind::None.into(),
+                    caller_kind: kind.into(),
+                    ..Default::default()
+                };
+                return Ok((pop, v1::PopSource::None));
             }
             Err(violations) => return Err(PopError::Invalid(violations).into()),
         };
@@ -99,9 +108,57 @@ impl ScreenPopService for ScreenPopGrpc {
             PopSource::Shared => v1::PopSource::Shared,
             PopSource::CallPin => v1::PopSource::CallPin,
         };
+        Ok((pop, source))
+    }
+}
+
+#[tonic::async_trait]
+impl ScreenPopService for ScreenPopGrpc {
+    async fn lookup(
+        &self,
+        request: Request<v1::LookupRequest>,
+    ) -> Result<Response<v1::LookupResponse>, Status> {
+        let request = request.get_ref();
+        let (pop, source) = self
+            .pop(
+                &request.caller_number,
+                &request.dialed_number,
+                &request.call_id,
+            )
+            .await?;
         Ok(Response::new(v1::LookupResponse {
             pop: Some(pop),
             source: source.into(),
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl CallerIdService for ScreenPopGrpc {
+    async fn get_caller_name(
+        &self,
+        request: Request<v1::GetCallerNameRequest>,
+    ) -> Result<Response<v1::GetCallerNameResponse>, Status> {
+        let (pop, _) = self.pop(&request.get_ref().caller_number, "", "").await?;
+        Ok(Response::new(v1::GetCallerNameResponse {
+            name: caller_id::caller_name(&pop),
+            r#match: pop.r#match,
+            caller_kind: pop.caller_kind,
+        }))
+    }
+
+    async fn get_caller_routing(
+        &self,
+        request: Request<v1::GetCallerRoutingRequest>,
+    ) -> Result<Response<v1::GetCallerRoutingResponse>, Status> {
+        let request = request.get_ref();
+        let (pop, source) = self
+            .pop(
+                &request.caller_number,
+                &request.dialed_number,
+                &request.call_id,
+            )
+            .await?;
+        Ok(Response::new(caller_id::routing(&pop, source)))
     }
 }

@@ -17,7 +17,9 @@
 //! `ScreenPop` message (a prost type, not a tonic one) as its model.
 
 pub mod cache;
+pub mod caller_id;
 pub mod grpc;
+pub mod http;
 mod invalidation;
 mod store;
 

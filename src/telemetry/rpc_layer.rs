@@ -63,30 +63,6 @@ impl Extractor for Headers<'_> {
     }
 }
 
-/// A gRPC status code's name, as Prometheus users read them.
-fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
 /// The method label: the RPC path of a known service, else "other" (unknown paths are not
 /// allowed to grow the label set).
 fn method_of(path: &str) -> String {
@@ -157,7 +133,7 @@ where
                 recorder.record("rpc.grpc.status_code", code as i64);
                 let labels = RpcLabels {
                     method,
-                    code: code_name(code).to_owned(),
+                    code: crate::grpc_status::code_name(code).to_owned(),
                 };
                 metrics
                     .rpc_duration

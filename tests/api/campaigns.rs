@@ -29,7 +29,7 @@ fn as_agent(app: &TestApp, agent: &str) -> CampaignServiceClient<Authed> {
 }
 
 /// An active outbound campaign running from yesterday to 2028, callable all day in every zone.
-fn outbound(name: &str) -> v1::Campaign {
+pub fn outbound(name: &str) -> v1::Campaign {
     v1::Campaign {
         name: name.into(),
         channel: v1::CampaignChannel::OutboundCall.into(),
@@ -47,7 +47,7 @@ fn outbound(name: &str) -> v1::Campaign {
     }
 }
 
-async fn create(app: &TestApp, campaign: v1::Campaign) -> v1::Campaign {
+pub async fn create(app: &TestApp, campaign: v1::Campaign) -> v1::Campaign {
     campaigns(app)
         .create_campaign(v1::CreateCampaignRequest {
             request_id: uuid::Uuid::new_v4().to_string(),

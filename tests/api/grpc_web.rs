@@ -7,13 +7,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::{Buf as _, Bytes};
 use http_body_util::{BodyExt as _, Full};
-use hyper_util::rt::TokioIo;
 use prost::Message as _;
 use switchboard::auth::Role;
 use switchboard::proto::v1;
 
 use crate::calls::{CallScript, log_in, report};
-use crate::helpers::{TestApp, TestOptions, spawn_app, spawn_app_with, token};
+use crate::helpers::{TestApp, TestOptions, http1, spawn_app, spawn_app_with, token};
 
 const DESK: &str = "https://desk.example.com";
 
@@ -49,21 +48,6 @@ fn grpc_status(trailers: &str) -> Option<&str> {
         .map(str::trim)
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-/// An HTTP/1.1 connection to the server (no HTTP/2, as a browser's gRPC-web fetch may use).
-async fn http1(app: &TestApp) -> Sender {
-    let address = app.address.trim_start_matches("http://");
-    let stream = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connect");
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("HTTP/1.1 handshake");
-    tokio::spawn(connection);
-    sender
-}
-
 fn request(
     path: &str,
     content_type: &str,
@@ -96,7 +80,7 @@ async fn unary(
     token: Option<&str>,
 ) -> (http::HeaderMap, Vec<Vec<u8>>, String) {
     let body = frame(0, &message.encode_to_vec());
-    let response = http1(app)
+    let response = http1(&app.address)
         .await
         .send_request(request(
             path,
@@ -161,7 +145,7 @@ async fn lookup_over_grpc_web_in_binary_and_text_modes_on_http1_goes_through_eve
         "accept",
         http::HeaderValue::from_static("application/grpc-web-text"),
     );
-    let response = http1(&app)
+    let response = http1(&app.address)
         .await
         .send_request(text_request)
         .await
@@ -260,7 +244,7 @@ async fn a_softphone_on_grpc_web_gets_the_ringing_push_with_the_pop() {
         agent_id: "a-17".into(),
     };
     let agent = token(Role::Agent, "a-17", None);
-    let response = http1(&app)
+    let response = http1(&app.address)
         .await
         .send_request(request(
             "/switchboard.v1.AgentService/WatchAgent",
@@ -339,7 +323,7 @@ async fn preflight(app: &TestApp, origin: &str) -> http::Response<hyper::body::I
         )
         .body(Full::new(Bytes::new()))
         .expect("request");
-    http1(app)
+    http1(&app.address)
         .await
         .send_request(request)
         .await
@@ -393,7 +377,7 @@ async fn cors_answers_allowed_origins_only_and_lets_browsers_cache_the_preflight
         let body = frame(0, &lookup.encode_to_vec());
         let app = &app;
         async move {
-            http1(app)
+            http1(&app.address)
                 .await
                 .send_request(request(
                     "/switchboard.v1.ScreenPopService/Lookup",

@@ -821,3 +821,20 @@ pub async fn log_in_and_watch(
         .expect("watching")
         .into_inner()
 }
+
+/// An HTTP/1.1 client connection, as a browser's fetch or a dialplan's curl may use.
+pub type Http1 = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
+
+/// An HTTP/1.1 connection (no HTTP/2) to `address` (`http://host:port`).
+pub async fn http1(address: &str) -> Http1 {
+    let address = address.trim_start_matches("http://");
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("HTTP/1.1 handshake");
+    tokio::spawn(connection);
+    sender
+}
