@@ -13,12 +13,13 @@ use tonic::service::interceptor::InterceptedService;
 
 use crate::helpers::{Authed, TEST_ISSUER, TEST_SECRET, TestApp, authed, spawn_app, token};
 
-const ROLES: [Role; 5] = [
+const ROLES: [Role; 6] = [
     Role::Agent,
     Role::Supervisor,
     Role::Gateway,
     Role::Service,
     Role::Admin,
+    Role::Lookup,
 ];
 
 fn as_role(app: &TestApp, role: Role) -> Authed {
