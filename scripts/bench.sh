@@ -44,7 +44,7 @@ run() {
   echo
 }
 
-for scenario in ${BENCH_SCENARIOS:-echo pop-hot pop-hot-10k pop-cold events events-10k mixed overload}; do
+for scenario in ${BENCH_SCENARIOS:-echo pop-hot pop-hot-10k pop-cold events events-10k mixed overload http-cid http-pop grpc-web-pop}; do
   case "$scenario" in
     echo)        run echo --duration 10 --echo-secs 0 ;;
     pop-hot)     run pop-hot --duration 10 --population 100000 | tee "$(data_dir)/bench-pop-hot.txt" ;;
@@ -61,6 +61,10 @@ for scenario in ${BENCH_SCENARIOS:-echo pop-hot pop-hot-10k pop-cold events even
                  rate=$(( ${capacity:-20000} * 2 ))
                  run pop-hot --rate "$rate" --duration 10 --population 100000 --skip-warm
                  run pop-hot --rate "$rate" --connections 32 --duration 10 --population 100000 --skip-warm ;;
+    # The edge: the same hot lookups over HTTP/1.1 keep-alive (64 connections, 64 in flight), each
+    # after native pop-hot measured in the same run as its yardstick.
+    http-cid|http-pop|grpc-web-pop)
+                 run "$scenario" --duration 10 --population 100000 --skip-warm ;;
     # Not in the default list: each run adds 100,000 customers to the benchmark database.
     import)      run import --rows ${BENCH_IMPORT_ROWS:-100000} ;;
   esac

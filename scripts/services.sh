@@ -39,12 +39,31 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
+# web/: npm packages from the lockfile, and the generated clients must match proto/ (a proto change
+# without `npm run generate` fails here).
+web_clients() {
+  (
+    cd "$ROOT/web"
+    npm ci --no-audit --no-fund --loglevel=error
+    npx buf generate
+    local stale
+    stale="$(git status --porcelain -- src/gen)"
+    if [ -n "$stale" ]; then
+      printf 'web/src/gen is stale; run `npm run generate` in web/ and commit:\n%s\n' "$stale" >&2
+      exit 1
+    fi
+    npx tsc -p .
+  )
+}
+
 ensure_packages() {
   command -v redis-server >/dev/null || apt_install redis-server
   [ -n "$(pg_bindir)" ] || apt_install postgresql
   command -v protoc >/dev/null || true   # not needed: build.rs uses protox
   # The Helm chart check runs in a Python virtualenv (scripts/check-helm.sh).
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_install python3-venv
+  # The TypeScript clients (web/) and the gRPC-web client test: Node.js and npm.
+  command -v npm >/dev/null || apt_install nodejs npm
 }
 
 data_dir() {

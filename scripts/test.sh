@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check CI runs: the Helm chart (linted, rendered, validated against the Kubernetes
-# schemas), formatting, clippy (warnings are errors), unit and integration tests
+# schemas), the TypeScript clients (installed from the lockfile, regenerated from proto/ and
+# compared with the committed ones, type-checked), formatting, clippy (warnings are errors), unit
+# and integration tests
 # against a real PostgreSQL and Redis (started locally unless DATABASE_URL / REDIS_URL are set).
 # Integration tests create one database per test and use one Redis key prefix per test.
 set -euo pipefail
@@ -13,6 +15,7 @@ start_redis
 export SWITCHBOARD_PG_BIN="${SWITCHBOARD_PG_BIN:-$(pg_bindir)}"
 
 scripts/check-helm.sh
+web_clients
 cargo fmt --all --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo test --all-targets

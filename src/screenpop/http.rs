@@ -258,18 +258,28 @@ fn basic_password(value: &HeaderValue) -> Option<Result<HeaderValue, ()>> {
     Some(password.ok_or(()))
 }
 
-/// The HTTP answer for the gRPC response.
+/// The HTTP answer for the gRPC response, with its `server-timing` (the server's own time).
 async fn answer(lookup: Lookup, response: Response<Body>) -> Response<Body> {
     let (parts, body) = response.into_parts();
-    let collected = match body.collect().await {
-        Ok(collected) => collected,
-        Err(status) => return render(lookup, &status),
+    let mut answer = match body.collect().await {
+        Ok(collected) => answer_of(lookup, &parts.headers, collected),
+        Err(status) => render(lookup, &status),
     };
-    let trailers = collected.trailers().cloned();
-    let status = trailers
-        .as_ref()
+    if let Some(timing) = parts.headers.get("server-timing") {
+        answer.headers_mut().insert("server-timing", timing.clone());
+    }
+    answer
+}
+
+fn answer_of(
+    lookup: Lookup,
+    headers: &HeaderMap,
+    collected: http_body_util::Collected<Bytes>,
+) -> Response<Body> {
+    let status = collected
+        .trailers()
         .and_then(Status::from_header_map)
-        .or_else(|| Status::from_header_map(&parts.headers))
+        .or_else(|| Status::from_header_map(headers))
         .unwrap_or_else(|| Status::internal("the answer carried no status"));
     if status.code() != Code::Ok {
         return render(lookup, &status);

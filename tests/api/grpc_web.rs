@@ -1,5 +1,6 @@
 //! gRPC-web on the gRPC port, spoken by hand over HTTP/1.1 (as a browser's fetch would): binary and
-//! text modes, a server stream, CORS, and every layer (auth, metrics, audit) applied.
+//! text modes, a server stream, CORS, and every layer (auth, metrics, audit) applied; and by a real
+//! npm client, Connect-ES with clients generated from `proto/` (`web/scripts/grpc-web-probe.ts`).
 
 use std::time::Duration;
 
@@ -411,4 +412,72 @@ async fn cors_answers_allowed_origins_only_and_lets_browsers_cache_the_preflight
         cors_headers(preflight(&closed, DESK).await.headers()),
         Vec::<(String, String)>::new()
     );
+}
+
+/// Connect-ES's gRPC-web transport for Node (`@connectrpc/connect-node`, over HTTP/1.1), with the
+/// clients `protoc-gen-es` generated from `proto/` into `web/src/gen`: a lookup, then a WatchAgent
+/// stream that receives the RINGING push with the card.
+#[tokio::test]
+async fn a_connect_es_grpc_web_client_looks_up_and_receives_the_ringing_push() {
+    use tokio::io::AsyncBufReadExt as _;
+
+    let web = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
+    let tsx = web.join("node_modules/.bin/tsx");
+    assert!(
+        tsx.exists(),
+        "web/node_modules is missing: run `npm ci` in web/ (scripts/test.sh does)"
+    );
+    let app = spawn_app().await;
+    app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    let mut probe = tokio::process::Command::new(&tsx)
+        .arg("scripts/grpc-web-probe.ts")
+        .current_dir(&web)
+        .env("SWITCHBOARD_URL", &app.address)
+        .env("SWITCHBOARD_TOKEN", token(Role::Agent, "a-17", None))
+        .env("SWITCHBOARD_AGENT_TOKEN", token(Role::Agent, "a-17", None))
+        .env("SWITCHBOARD_AGENT_ID", "a-17")
+        .env("SWITCHBOARD_CALLER", "sip:+14155550100@pbx.example.com")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs the probe");
+    let mut lines = tokio::io::BufReader::new(probe.stdout.take().expect("stdout")).lines();
+    let mut next = async || -> serde_json::Value {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the probe answers within 30 s")
+            .expect("stdout readable")
+            .expect("the probe printed a line before exiting (its stderr says why)");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    };
+
+    let lookup = next().await;
+    assert_eq!(lookup["step"], "lookup");
+    assert_eq!(lookup["match"], "EXACT");
+    assert_eq!(lookup["name"], "Ada Lovelace");
+    let synced = next().await;
+    assert_eq!(
+        (synced["step"].as_str(), synced["kind"].as_str()),
+        (Some("push"), Some("SYNCED"))
+    );
+
+    use v1::CallEventType::*;
+    let script = CallScript::new("c-npm")
+        .event(Offered, "")
+        .event(Ringing, "a-17");
+    for event in script.events {
+        assert_eq!(
+            report(&app, event).await.outcome(),
+            v1::AckOutcome::Accepted
+        );
+    }
+    let ringing = next().await;
+    assert_eq!(ringing["kind"], "RINGING");
+    assert_eq!(ringing["callId"], "c-npm");
+    assert_eq!(ringing["name"], "Ada Lovelace");
+    let status = tokio::time::timeout(Duration::from_secs(10), probe.wait())
+        .await
+        .expect("the probe exits after the push")
+        .expect("exit status");
+    assert!(status.success(), "{status:?}");
 }

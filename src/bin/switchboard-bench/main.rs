@@ -8,10 +8,15 @@
 //! throughput as a share of `echo` measured in the same run. The population scenarios sample
 //! caller numbers from the seeded database (`--database-url`, default `DATABASE_URL`).
 //!
+//! The edge scenarios (`http-cid`, `http-pop`, `grpc-web-pop`) run pop-hot's lookups over HTTP/1.1
+//! keep-alive connections (see `http1.rs`), and measure native pop-hot first, in the same run with
+//! the same mode, as their yardstick: each prints its throughput as a share of it.
+//!
 //! Latency probes (`push`, `pop`) send one request at a time: see `latency.rs`. `import` times a
 //! 100,000-row legacy import and its re-run: see `import.rs`.
 
 mod engine;
+mod http1;
 mod import;
 mod latency;
 mod workloads;
@@ -24,6 +29,7 @@ use clap::Parser;
 use futures::StreamExt as _;
 
 use crate::engine::{Mode, Report, Workload};
+use crate::http1::{Http1Kind, Http1Pool, Http1Pop};
 use crate::workloads::{Connections, Echo, Events, Mixed, PopCold, PopHot, Population, Zipf};
 
 #[derive(Debug, Parser)]
@@ -33,7 +39,7 @@ use crate::workloads::{Connections, Echo, Events, Mixed, PopCold, PopHot, Popula
 )]
 pub struct Args {
     /// Scenario to run.
-    #[arg(value_parser = ["echo", "pop-hot", "pop-cold", "events", "mixed", "push", "pop", "import"])]
+    #[arg(value_parser = ["echo", "pop-hot", "pop-cold", "events", "mixed", "http-cid", "http-pop", "grpc-web-pop", "push", "pop", "import"])]
     scenario: String,
     /// The instance to load (and the one gateways report to, for `push`).
     #[arg(long, alias = "server", default_value = "http://127.0.0.1:50051")]
@@ -56,6 +62,10 @@ pub struct Args {
     /// HTTP/2 connections, used round robin.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// `http-cid`, `http-pop`, `grpc-web-pop`: HTTP/1.1 keep-alive connections (one request at a
+    /// time each; 0: as many as the closed loop's concurrency, or 256 in open loop).
+    #[arg(long, default_value_t = 0)]
+    http1_connections: usize,
     /// Measured seconds.
     #[arg(long, default_value_t = 10)]
     duration: u64,
@@ -196,6 +206,9 @@ async fn workload(args: &Args, connections: &Connections) -> anyhow::Result<Arc<
                 .await?,
             )
         }
+        scenario if Http1Kind::of(scenario).is_some() => {
+            anyhow::bail!("{scenario} runs through edge_load")
+        }
         _ => {
             let sampled = population(args).await?;
             if !args.skip_warm {
@@ -239,7 +252,72 @@ async fn measure(workload: Arc<dyn Workload>, mode: Mode, warmup: u64, duration:
     engine::run(workload, mode, Duration::from_secs(duration), next).await
 }
 
+/// An edge scenario: native pop-hot over HTTP/2 first, then the same lookups over HTTP/1.1, each
+/// against the echo yardstick and the edge one against native pop-hot.
+async fn edge_load(args: &Args, kind: Http1Kind) -> anyhow::Result<()> {
+    let connections = connections(args).await?;
+    let echo = measure(
+        Arc::new(Echo(connections.clone())),
+        Mode::Closed { concurrency: 64 },
+        1,
+        args.echo_secs.max(1),
+    )
+    .await;
+    echo.print("echo (yardstick)");
+    let sampled = population(args).await?;
+    if !args.skip_warm {
+        warm(&connections, &sampled.numbers).await;
+    }
+    let numbers = Arc::new(sampled.numbers);
+    let native = measure(
+        Arc::new(PopHot {
+            connections: connections.clone(),
+            zipf: Zipf::new(numbers.len(), args.zipf),
+            numbers: Arc::clone(&numbers),
+        }),
+        args.mode(),
+        args.warmup,
+        args.duration,
+    )
+    .await;
+    native.print("pop-hot (native gRPC, yardstick)");
+    let size = match (args.http1_connections, args.mode()) {
+        (0, Mode::Closed { concurrency }) => concurrency,
+        (0, Mode::Open { .. }) => 256,
+        (size, _) => size,
+    };
+    let pool = Http1Pool::open(&args.gateway_server, args.token.as_deref(), size).await?;
+    let edge = measure(
+        Arc::new(Http1Pop {
+            pool,
+            zipf: Zipf::new(numbers.len(), args.zipf),
+            numbers,
+            kind,
+        }),
+        args.mode(),
+        args.warmup,
+        args.duration,
+    )
+    .await;
+    edge.print(&format!("{} ({size} HTTP/1.1 connections)", args.scenario));
+    let ratio = |a: &Report, b: &Report| a.throughput() / b.throughput().max(1e-9);
+    println!(
+        "  pop-hot / echo: {:.2}; {} / echo: {:.2}; {} / pop-hot: {:.2} ({:.0}/s against {:.0}/s)",
+        ratio(&native, &echo),
+        args.scenario,
+        ratio(&edge, &echo),
+        args.scenario,
+        ratio(&edge, &native),
+        edge.throughput(),
+        native.throughput(),
+    );
+    Ok(())
+}
+
 async fn load(args: &Args) -> anyhow::Result<()> {
+    if let Some(kind) = Http1Kind::of(&args.scenario) {
+        return edge_load(args, kind).await;
+    }
     let connections = connections(args).await?;
     let echo = if args.echo_secs > 0 && args.scenario != "echo" {
         let report = measure(

@@ -44,7 +44,12 @@ fn with_deadline<T>(message: T) -> Request<T> {
 
 /// The server's time from its `server-timing: app;dur=<ms>` header, in µs.
 fn server_us(metadata: &tonic::metadata::MetadataMap) -> Option<u64> {
-    let value = metadata.get("server-timing")?.to_str().ok()?;
+    server_us_of(metadata.get("server-timing").map(|v| v.as_ref()))
+}
+
+/// The server's time in a `server-timing: app;dur=<ms>` header value, in µs.
+pub fn server_us_of(header: Option<&[u8]>) -> Option<u64> {
+    let value = std::str::from_utf8(header?).ok()?;
     let ms: f64 = value
         .split("app;dur=")
         .nth(1)?
@@ -142,7 +147,7 @@ impl Connections {
     }
 }
 
-fn rng(index: u64) -> SmallRng {
+pub fn rng(index: u64) -> SmallRng {
     SmallRng::seed_from_u64(index.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
