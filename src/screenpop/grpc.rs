@@ -49,19 +49,14 @@ enum Parsed {
 }
 
 /// Parses a lookup; every bad field is reported.
-fn pop_request(
-    caller_number: &str,
-    dialed_number: &str,
-    call_id: &str,
-    phones: &PhoneParser,
-) -> Result<Parsed, Violations> {
+fn pop_request(request: &v1::LookupRequest, phones: &PhoneParser) -> Result<Parsed, Violations> {
     let mut violations = Violations::new();
-    let caller = violations.check("caller_number", phones.parse_caller(caller_number));
-    let dialed = match dialed_number.trim() {
+    let caller = violations.check("caller_number", phones.parse_caller(&request.caller_number));
+    let dialed = match request.dialed_number.trim() {
         "" => None,
         dialed => violations.check("dialed_number", phones.parse(dialed, "")),
     };
-    let call_id = violations.text("call_id", call_id, 128, false);
+    let call_id = violations.text("call_id", &request.call_id, 128, false);
     if !violations.is_empty() {
         return Err(violations);
     }
@@ -81,11 +76,9 @@ impl ScreenPopGrpc {
     /// from; a caller with no number to look up gets NONE with its kind, and no lookup.
     async fn pop(
         &self,
-        caller_number: &str,
-        dialed_number: &str,
-        call_id: &str,
+        request: &v1::LookupRequest,
     ) -> Result<(v1::ScreenPop, v1::PopSource), Status> {
-        let request = match pop_request(caller_number, dialed_number, call_id, &self.phones) {
+        let request = match pop_request(request, &self.phones) {
             Ok(Parsed::Lookup(request)) => request,
             Ok(Parsed::NoNumber(kind)) => {
                 let pop = v1::ScreenPop {
@@ -118,14 +111,7 @@ impl ScreenPopService for ScreenPopGrpc {
         &self,
         request: Request<v1::LookupRequest>,
     ) -> Result<Response<v1::LookupResponse>, Status> {
-        let request = request.get_ref();
-        let (pop, source) = self
-            .pop(
-                &request.caller_number,
-                &request.dialed_number,
-                &request.call_id,
-            )
-            .await?;
+        let (pop, source) = self.pop(request.get_ref()).await?;
         Ok(Response::new(v1::LookupResponse {
             pop: Some(pop),
             source: source.into(),
@@ -139,7 +125,12 @@ impl CallerIdService for ScreenPopGrpc {
         &self,
         request: Request<v1::GetCallerNameRequest>,
     ) -> Result<Response<v1::GetCallerNameResponse>, Status> {
-        let (pop, _) = self.pop(&request.get_ref().caller_number, "", "").await?;
+        let caller_number = request.into_inner().caller_number;
+        let lookup = v1::LookupRequest {
+            caller_number,
+            ..Default::default()
+        };
+        let (pop, _) = self.pop(&lookup).await?;
         Ok(Response::new(v1::GetCallerNameResponse {
             name: caller_id::caller_name(&pop),
             r#match: pop.r#match,
@@ -151,14 +142,13 @@ impl CallerIdService for ScreenPopGrpc {
         &self,
         request: Request<v1::GetCallerRoutingRequest>,
     ) -> Result<Response<v1::GetCallerRoutingResponse>, Status> {
-        let request = request.get_ref();
-        let (pop, source) = self
-            .pop(
-                &request.caller_number,
-                &request.dialed_number,
-                &request.call_id,
-            )
-            .await?;
+        let request = request.into_inner();
+        let lookup = v1::LookupRequest {
+            caller_number: request.caller_number,
+            dialed_number: request.dialed_number,
+            call_id: request.call_id,
+        };
+        let (pop, source) = self.pop(&lookup).await?;
         Ok(Response::new(caller_id::routing(&pop, source)))
     }
 }

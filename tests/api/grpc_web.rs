@@ -17,6 +17,17 @@ use crate::helpers::{TestApp, TestOptions, http1, spawn_app, spawn_app_with, tok
 
 const DESK: &str = "https://desk.example.com";
 
+/// The PBX offers a call from Ada's number and rings `agent` with it.
+async fn ring(app: &TestApp, call_id: &str, agent: &str) {
+    use v1::CallEventType::{Offered, Ringing};
+    let script = CallScript::new(call_id)
+        .event(Offered, "")
+        .event(Ringing, agent);
+    for event in script.events {
+        assert_eq!(report(app, event).await.outcome(), v1::AckOutcome::Accepted);
+    }
+}
+
 /// One gRPC-web frame: flag byte, big-endian length, payload.
 fn frame(flag: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = vec![flag];
@@ -283,16 +294,7 @@ async fn a_softphone_on_grpc_web_gets_the_ringing_push_with_the_pop() {
     };
     assert_eq!(next().await.kind(), v1::AgentCallEventKind::Synced);
 
-    use v1::CallEventType::*;
-    let script = CallScript::new("c-web")
-        .event(Offered, "")
-        .event(Ringing, "a-17");
-    for event in script.events {
-        assert_eq!(
-            report(&app, event).await.outcome(),
-            v1::AckOutcome::Accepted
-        );
-    }
+    ring(&app, "c-web", "a-17").await;
     let ringing = next().await;
     assert_eq!(ringing.kind(), v1::AgentCallEventKind::Ringing);
     let card = ringing.pop.expect("pop").card.expect("card");
@@ -461,16 +463,7 @@ async fn a_connect_es_grpc_web_client_looks_up_and_receives_the_ringing_push() {
         (Some("push"), Some("SYNCED"))
     );
 
-    use v1::CallEventType::*;
-    let script = CallScript::new("c-npm")
-        .event(Offered, "")
-        .event(Ringing, "a-17");
-    for event in script.events {
-        assert_eq!(
-            report(&app, event).await.outcome(),
-            v1::AckOutcome::Accepted
-        );
-    }
+    ring(&app, "c-npm", "a-17").await;
     let ringing = next().await;
     assert_eq!(ringing["kind"], "RINGING");
     assert_eq!(ringing["callId"], "c-npm");
