@@ -23,8 +23,6 @@ const PII_MESSAGES: &[&str] = &[
     ".switchboard.v1.GetCallerRoutingResponse",
     ".switchboard.v1.CallEvent",
     ".switchboard.v1.AgentCall",
-    ".switchboard.v1.AgentNotification",
-    ".switchboard.v1.AgentFanout",
     ".switchboard.v1.WatchAgentResponse",
     ".switchboard.v1.Interaction",
     ".switchboard.v1.LogInteractionRequest",

@@ -56,6 +56,13 @@ web_clients() {
   )
 }
 
+# The API: buf lint (STANDARD rules, exceptions in buf.yaml) and buf breaking against the released
+# API (api/switchboard-v1.binpb), with the buf CLI from web/'s npm packages.
+api_checks() {
+  "$ROOT/web/node_modules/.bin/buf" lint
+  "$ROOT/web/node_modules/.bin/buf" breaking --against "$ROOT/api/switchboard-v1.binpb"
+}
+
 ensure_packages() {
   command -v redis-server >/dev/null || apt_install redis-server
   [ -n "$(pg_bindir)" ] || apt_install postgresql

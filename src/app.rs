@@ -74,20 +74,6 @@ use crate::segments::Segmentation;
 use crate::segments::grpc::SegmentationGrpc;
 use crate::telemetry::RpcLayer;
 
-/// Services whose health follows PostgreSQL; "" is the server as a whole.
-const HEALTH_SERVICES: &[&str] = &[
-    "",
-    "switchboard.v1.InteractionService",
-    "switchboard.v1.ActivityService",
-    "switchboard.v1.CaseService",
-    "switchboard.v1.CampaignService",
-    "switchboard.v1.FeedbackService",
-    "switchboard.v1.ImportService",
-    "switchboard.v1.AuditService",
-    "switchboard.v1.CustomerService",
-    "switchboard.v1.ScreenPopService",
-];
-
 /// How often pending pop invalidations are retried (and the cache re-trusted).
 const INVALIDATION_RELAY_INTERVAL: Duration = Duration::from_millis(500);
 /// How often customers' call chains are restamped (KPI requests also catch up first).
@@ -487,9 +473,12 @@ impl Application {
     }
 }
 
+/// Every service's health follows PostgreSQL: the server as a whole ("") and each service the
+/// descriptor set declares, so a probe naming any of them gets an answer, never NOT_FOUND.
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
-    for service in HEALTH_SERVICES {
-        reporter.set_service_status(service, status).await;
+    reporter.set_service_status("", status).await;
+    for service in proto::service_names() {
+        reporter.set_service_status(&service, status).await;
     }
 }
 

@@ -640,3 +640,43 @@ pub fn write_secret_file(path: &std::path::Path, contents: &[u8]) -> std::io::Re
     file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     file.write_all(contents)
 }
+
+#[cfg(test)]
+mod readme_tests {
+    use clap::CommandFactory as _;
+
+    /// Every `serve` flag is in the README's configuration table, which is one table (a blank
+    /// line inside it would end the table and print the rest as text).
+    #[test]
+    fn the_readme_configuration_table_lists_every_serve_flag() {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("## Configuration")
+            .nth(1)
+            .expect("a Configuration section");
+        let table: Vec<&str> = section
+            .lines()
+            .skip_while(|line| !line.starts_with('|'))
+            .take_while(|line| line.starts_with('|'))
+            .collect();
+        let command = super::Cli::command();
+        let serve = command.find_subcommand("serve").expect("serve");
+        for argument in serve.get_arguments() {
+            let Some(long) = argument.get_long() else {
+                continue;
+            };
+            if matches!(long, "help" | "version") {
+                continue;
+            }
+            let mentioned = table.iter().any(|line| {
+                line.contains(&format!("`--{long}`"))
+                    || line.contains(&format!("`--{long},"))
+                    || line.contains(&format!("--{long}`,"))
+            });
+            assert!(
+                mentioned,
+                "--{long} is not in README.md's configuration table"
+            );
+        }
+    }
+}

@@ -24,13 +24,21 @@
 //! - [`activity`]: orders and service events from other systems; lifetime value.
 //! - [`agents`]: agent states and the live call stream pushed to softphones across instances.
 //! - [`live`]: live queue statistics from a versioned hot copy in Redis, rebuilt from PostgreSQL.
+//! - [`analytics`]: KPIs over calls, interactions and feedback, against a baseline period.
+//! - [`segments`]: RFM segmentation of customers, evaluated in the database.
+//! - [`feed`]: the event feed: every change, numbered in commit order, for other systems.
+//! - [`privacy`]: export of everything held about a customer, erasure, and retention.
+//! - [`diagnostics`]: `Echo`, the benchmark's yardstick.
+//! - [`admission`]: load shedding in front of authentication, and the `server-timing` header.
+//! - [`drain`]: how long-lived streams end when the server stops.
 //! - [`card_data`]: masking of card numbers and security codes in free text.
 //! - [`seed`]: deterministic synthetic customers for demos and benchmarks.
 //! - [`client`]: the `pop` and `customer` client subcommands.
 //! - Shared plumbing: [`db`] (pool, migrations, error classes), [`redis_link`] (a Redis connection
 //!   with timeouts and back-off), [`phone`] and [`email`] (parsing at the edge), [`validation`]
-//!   (field violations), [`grpc_status`] (status helpers), [`grpc_web`] (gRPC-web and CORS), [`page_token`], [`single_flight`],
-//!   [`proto`] (generated code with redacting `Debug`), [`proto_time`] (timestamps).
+//!   (field violations), [`grpc_status`] (status helpers), [`grpc_web`] (gRPC-web and CORS),
+//!   [`page_token`], [`single_flight`], [`proto`] (generated code with redacting `Debug`),
+//!   [`proto_time`] (timestamps), `text_enum` (enums stored as text).
 
 // The call-event stream's future (tonic stream, group commit, metrics and trace layers) nests
 // deeper than the default limit when the release build computes its layout.
@@ -75,3 +83,27 @@ pub mod single_flight;
 pub mod telemetry;
 mod text_enum;
 pub mod validation;
+
+#[cfg(test)]
+mod layout_tests {
+    /// Every module declared above is named in the layout list at the top of this file.
+    #[test]
+    fn the_layout_list_names_every_module() {
+        let source = include_str!("lib.rs");
+        let (docs, declarations) = source.split_once("#![recursion_limit").unwrap_or_default();
+        let modules: Vec<&str> = declarations
+            .lines()
+            .filter_map(|line| {
+                let line = line.trim_start_matches("pub ");
+                line.strip_prefix("mod ")?.strip_suffix(';')
+            })
+            .collect();
+        assert!(modules.len() > 30, "{modules:?}");
+        for module in modules {
+            assert!(
+                docs.contains(&format!("[`{module}`]")) || docs.contains(&format!("`{module}`")),
+                "the layout list in lib.rs does not name `{module}`"
+            );
+        }
+    }
+}

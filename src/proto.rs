@@ -44,6 +44,20 @@ pub fn rpc_methods() -> Vec<RpcMethod> {
         .collect()
 }
 
+/// Every service [`FILE_DESCRIPTOR_SET`] declares, as `package.Service` (the names gRPC health
+/// and reflection use).
+pub fn service_names() -> Vec<String> {
+    let mut names: Vec<String> = rpc_methods()
+        .into_iter()
+        .filter_map(|method| {
+            let service = method.path.trim_start_matches('/').split_once('/')?.0;
+            Some(service.to_owned())
+        })
+        .collect();
+    names.dedup();
+    names
+}
+
 macro_rules! redacted_debug {
     ($($ty:ident { $($field:ident),* }),* $(,)?) => {
         $(impl fmt::Debug for v1::$ty {
@@ -82,8 +96,6 @@ redacted_debug! {
     GetCallerRoutingResponse { caller_kind, candidate_count, source },
     CallEvent { gateway_id, event_id, call_id, r#type },
     AgentCall { gateway_id, call_id, state, current_agent_id },
-    AgentNotification { agent_id, kind, call },
-    AgentFanout { notifications },
     WatchAgentResponse { kind, call },
     Interaction { id, customer_id, channel, disposition_code },
     LogInteractionRequest { request_id, customer_id, channel },

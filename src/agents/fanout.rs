@@ -31,9 +31,49 @@ const WATCHER_BUFFER: usize = 64;
 const ENDED_CALL_TTL_SECS: u64 = 3600;
 const ACTIVE_CALL_TTL_SECS: u64 = 12 * 3600;
 
+/// What instances exchange over Redis pub/sub. It is internal, so it is not in the public proto
+/// package; its field numbers are those of the `switchboard.v1.AgentFanout` message it replaced,
+/// so instances of both versions understand each other during a rolling upgrade.
+#[derive(Clone, PartialEq, prost::Message)]
+#[prost(skip_debug)]
+pub struct Envelope {
+    #[prost(message, repeated, tag = "1")]
+    pub notifications: Vec<AgentNotification>,
+}
+
+/// One agent's notice of a call change, as fanned out.
+#[derive(Clone, PartialEq, prost::Message)]
+#[prost(skip_debug)]
+pub struct AgentNotification {
+    #[prost(string, tag = "1")]
+    pub agent_id: String,
+    #[prost(enumeration = "v1::AgentCallEventKind", tag = "2")]
+    pub kind: i32,
+    /// The call carries the caller's number: no derived `Debug` prints it.
+    #[prost(message, optional, tag = "3")]
+    pub call: Option<v1::AgentCall>,
+}
+
+impl std::fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Envelope")
+            .field("notifications", &self.notifications)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for AgentNotification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentNotification")
+            .field("agent_id", &self.agent_id)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum Delivery {
-    Notice(Box<v1::AgentNotification>),
+    Notice(Box<AgentNotification>),
     /// Changes may have been missed: send a fresh snapshot.
     Resync,
 }
@@ -120,7 +160,7 @@ impl Fanout {
     /// Publishes committed changes (in commit order): every call's hot state and all their
     /// notifications, in one Redis round trip.
     pub async fn publish(&self, changes: &[(CallView, Vec<Notice>)]) {
-        let notifications: Vec<v1::AgentNotification> = changes
+        let notifications: Vec<AgentNotification> = changes
             .iter()
             .flat_map(|(_, notices)| notices.iter().cloned().map(notification))
             .collect();
@@ -147,7 +187,7 @@ impl Fanout {
             })
             .collect();
         // Encoded from a borrow: the notifications themselves are needed again only if Redis fails.
-        let envelope = v1::AgentFanout { notifications };
+        let envelope = Envelope { notifications };
         let encoded = (!envelope.notifications.is_empty()).then(|| envelope.encode_to_vec());
         let channel = self.channel.clone();
         let result = link
@@ -173,7 +213,7 @@ impl Fanout {
         }
     }
 
-    fn dispatch(&self, notifications: Vec<v1::AgentNotification>) {
+    fn dispatch(&self, notifications: Vec<AgentNotification>) {
         let local = self.local.lock().unwrap_or_else(|p| p.into_inner());
         for notification in notifications {
             for slot in local.get(&notification.agent_id).into_iter().flatten() {
@@ -226,7 +266,7 @@ impl Fanout {
                         loop {
                             tokio::select! {
                                 message = messages.next() => match message {
-                                    Some(message) => match v1::AgentFanout::decode(message.get_payload_bytes()) {
+                                    Some(message) => match Envelope::decode(message.get_payload_bytes()) {
                                         Ok(envelope) => this.dispatch(envelope.notifications),
                                         Err(error) => tracing::warn!(%error, "undecodable agent fan-out message"),
                                     },
@@ -279,7 +319,7 @@ pub fn agent_call(call: &CallView) -> v1::AgentCall {
     }
 }
 
-fn notification(notice: Notice) -> v1::AgentNotification {
+fn notification(notice: Notice) -> AgentNotification {
     let kind = match notice.kind {
         NoticeKind::Ringing => v1::AgentCallEventKind::Ringing,
         NoticeKind::Answered => v1::AgentCallEventKind::Answered,
@@ -289,7 +329,7 @@ fn notification(notice: Notice) -> v1::AgentNotification {
         NoticeKind::TransferredAway => v1::AgentCallEventKind::TransferredAway,
         NoticeKind::Ended => v1::AgentCallEventKind::Ended,
     };
-    v1::AgentNotification {
+    AgentNotification {
         agent_id: notice.agent_id,
         kind: kind.into(),
         call: Some(agent_call(&notice.call)),

@@ -28,10 +28,16 @@ async fn health_reports_serving_and_reflection_lists_the_services() {
     })
     .await;
     assert!(serving);
-    assert_eq!(
-        app.health_status("switchboard.v1.ScreenPopService").await,
-        Some(SERVING)
-    );
+    // Every service answers a probe that names it (a Kubernetes gRPC probe may name any).
+    let services = switchboard::proto::service_names();
+    assert!(services.len() >= 17, "{services:?}");
+    for service in services {
+        assert_eq!(
+            app.health_status(&service).await,
+            Some(SERVING),
+            "{service}"
+        );
+    }
 
     let mut reflection = ServerReflectionClient::new(app.channel.clone());
     let request = ServerReflectionRequest {
