@@ -56,9 +56,16 @@ web_clients() {
   )
 }
 
-# The API: buf lint (STANDARD rules, exceptions in buf.yaml) and buf breaking against the released
-# API (api/switchboard-v1.binpb), with the buf CLI from web/'s npm packages.
+# The API: lines of at most 100 columns, buf lint (STANDARD rules, exceptions in buf.yaml) and buf
+# breaking against the released API (api/switchboard-v1.binpb), with the buf CLI from web/'s npm
+# packages.
 api_checks() {
+  local long
+  long="$(awk 'length > 100 {print FILENAME ":" FNR ": " length " columns"}' "$ROOT"/proto/switchboard/v1/*.proto)"
+  if [ -n "$long" ]; then
+    printf 'proto lines over 100 columns:\n%s\n' "$long" >&2
+    return 1
+  fi
   "$ROOT/web/node_modules/.bin/buf" lint
   "$ROOT/web/node_modules/.bin/buf" breaking --against "$ROOT/api/switchboard-v1.binpb"
 }

@@ -389,8 +389,9 @@ export const ServiceEventKindSchema: GenEnum<ServiceEventKind> = /*@__PURE__*/
  * ActivityService is how other systems (ERP, billing, field service) put their sales and service
  * facts on the shared customer record, so agents see them on the screen pop.
  *
- * Both writes are idempotent on (system, id): a resend updates the stored fact, never duplicates it.
- * Each write invalidates the screen pops of the customer(s) it touches before it is acknowledged.
+ * Both writes are idempotent on (system, id): a resend updates the stored fact, never duplicates
+ * it. Each write invalidates the screen pops of the customer(s) it touches before it is
+ * acknowledged.
  *
  * @generated from service switchboard.v1.ActivityService
  */

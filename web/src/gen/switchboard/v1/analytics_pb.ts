@@ -516,7 +516,7 @@ export enum KpiGrouping {
   HOUR = 4,
 
   /**
-   * the team (AgentService.SetAgentTeam) of the first agent who answered; "" for none
+   * The team (AgentService.SetAgentTeam) of the first agent who answered; "" for none.
    *
    * @generated from enum value: KPI_GROUPING_TEAM = 5;
    */

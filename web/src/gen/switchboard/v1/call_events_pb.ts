@@ -375,7 +375,8 @@ export const AckOutcomeSchema: GenEnum<AckOutcome> = /*@__PURE__*/
  * concurrently or after a reconnect, has exactly one effect and returns the same ack, so a gateway
  * resends every event it has no ack for. Sending an event id already used with a different payload
  * (any field but gateway_id and event_id differs after parsing) is a gateway bug: it is acked
- * DUPLICATE_ID, not stored, and counted (metric switchboard_call_events_total{outcome="duplicate_id"}).
+ * DUPLICATE_ID, not stored, and counted (metric
+ * switchboard_call_events_total{outcome="duplicate_id"}).
  *
  * Agents: an event may name an agent Switchboard has never seen (a desk phone, an agent known only
  * to the PBX). When the event is accepted, that agent becomes known, marked as known only from the

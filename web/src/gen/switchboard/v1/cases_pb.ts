@@ -616,9 +616,9 @@ export const CasePrioritySchema: GenEnum<CasePriority> = /*@__PURE__*/
  *
  * `actor` on each write names who acts (an agent id). With an AGENT credential it must be the
  * agent itself (else PERMISSION_DENIED); supervisors, services and admins may name the agent they
- * act for, and the audit trail records the credential either way. Descriptions and comments are masked like interaction notes. Writes that change what the
- * screen pop shows (open, update, assign) invalidate the customer's pops before they are
- * acknowledged.
+ * act for, and the audit trail records the credential either way. Descriptions and comments are
+ * masked like interaction notes. Writes that change what the screen pop shows (open, update,
+ * assign) invalidate the customer's pops before they are acknowledged.
  *
  * Status flow: NEW -> OPEN -> PENDING -> RESOLVED -> CLOSED; PENDING -> OPEN (the customer
  * answered); OPEN -> RESOLVED; RESOLVED -> OPEN (reopen). Any other change is FAILED_PRECONDITION.

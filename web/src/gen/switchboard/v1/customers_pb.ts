@@ -916,8 +916,9 @@ export const ContactKindSchema: GenEnum<ContactKind> = /*@__PURE__*/
  * marketing share. Every write bumps the customer's `version` and invalidates the screen pops that
  * would show the customer before it is acknowledged.
  *
- * Errors common to every RPC: INVALID_ARGUMENT with a `google.rpc.BadRequest` detail naming each bad
- * field; UNAVAILABLE when PostgreSQL cannot be reached (nothing was written; retry with backoff).
+ * Errors common to every RPC: INVALID_ARGUMENT with a `google.rpc.BadRequest` detail naming each
+ * bad field; UNAVAILABLE when PostgreSQL cannot be reached (nothing was written; retry with
+ * backoff).
  *
  * @generated from service switchboard.v1.CustomerService
  */
@@ -926,8 +927,9 @@ export const CustomerService: GenService<{
    * Creates a customer with its contact points and external references in one transaction.
    * Errors: INVALID_ARGUMENT (empty name, invalid phone or email, over-long field, unknown enum),
    * ALREADY_EXISTS (an external reference is already linked to another customer).
-   * Idempotent when `request_id` is set: a retry with the same `request_id` returns the customer the
-   * first call created and creates nothing. Without `request_id` a retry creates a second customer.
+   * Idempotent when `request_id` is set: a retry with the same `request_id` returns the customer
+   * the first call created and creates nothing. Without `request_id` a retry creates a second
+   * customer.
    *
    * @generated from rpc switchboard.v1.CustomerService.CreateCustomer
    */
@@ -949,10 +951,11 @@ export const CustomerService: GenService<{
     output: typeof GetCustomerResponseSchema;
   },
   /**
-   * Changes the fields named in `update_mask` (see UpdateCustomerRequest), only if `customer.version`
-   * is still the stored version. Errors: NOT_FOUND, ABORTED (stale version: nothing changed; read the
-   * customer again and reapply), INVALID_ARGUMENT (empty or unknown mask path, bad value).
-   * Idempotent: a retry of a request that succeeded gets ABORTED (the version moved), never a double write.
+   * Changes the fields named in `update_mask` (see UpdateCustomerRequest), only if
+   * `customer.version` is still the stored version. Errors: NOT_FOUND, ABORTED (stale version:
+   * nothing changed; read the customer again and reapply), INVALID_ARGUMENT (empty or unknown mask
+   * path, bad value). Idempotent: a retry of a request that succeeded gets ABORTED (the version
+   * moved), never a double write.
    *
    * @generated from rpc switchboard.v1.CustomerService.UpdateCustomer
    */
@@ -962,8 +965,8 @@ export const CustomerService: GenService<{
     output: typeof UpdateCustomerResponseSchema;
   },
   /**
-   * Soft-deletes a customer: it disappears from Get, Search and screen pops, the rows stay for audit.
-   * Errors: NOT_FOUND (never existed), ABORTED (`version` given and stale).
+   * Soft-deletes a customer: it disappears from Get, Search and screen pops, the rows stay for
+   * audit. Errors: NOT_FOUND (never existed), ABORTED (`version` given and stale).
    * Idempotent: deleting an already deleted customer succeeds again.
    *
    * @generated from rpc switchboard.v1.CustomerService.DeleteCustomer

@@ -538,9 +538,10 @@ export const DirectionSchema: GenEnum<Direction> = /*@__PURE__*/
  */
 export const InteractionService: GenService<{
   /**
-   * Logs a contact. Idempotent on `request_id` (required): a retry returns the interaction the first
-   * call created. Errors: INVALID_ARGUMENT, NOT_FOUND (customer or linked case), FAILED_PRECONDITION
-   * (unknown or retired disposition code). `campaign_id` is free text until campaigns exist.
+   * Logs a contact. Idempotent on `request_id` (required): a retry returns the interaction the
+   * first call created. Errors: INVALID_ARGUMENT, NOT_FOUND (customer or linked case),
+   * FAILED_PRECONDITION (unknown or retired disposition code). `campaign_id` is free text until
+   * campaigns exist.
    *
    * @generated from rpc switchboard.v1.InteractionService.LogInteraction
    */
@@ -551,9 +552,9 @@ export const InteractionService: GenService<{
   },
   /**
    * Closes the agent's after-call work: sets the disposition (and optional notes), and records the
-   * wrap-up time (from the end of the contact to now). Idempotent: completing an interaction already
-   * wrapped up returns it unchanged. Errors: NOT_FOUND, FAILED_PRECONDITION (unknown disposition),
-   * INVALID_ARGUMENT.
+   * wrap-up time (from the end of the contact to now). Idempotent: completing an interaction
+   * already wrapped up returns it unchanged. Errors: NOT_FOUND, FAILED_PRECONDITION (unknown
+   * disposition), INVALID_ARGUMENT.
    *
    * @generated from rpc switchboard.v1.InteractionService.CompleteWrapUp
    */
@@ -565,7 +566,8 @@ export const InteractionService: GenService<{
   /**
    * The customer's timeline, newest first (by start time, then id), with optional filters.
    * Keyset pagination: interactions logged while paging never shift or repeat later pages.
-   * Errors: INVALID_ARGUMENT (bad filter, token from another query), NOT_FOUND (customer). Read-only.
+   * Errors: INVALID_ARGUMENT (bad filter, token from another query), NOT_FOUND (customer).
+   * Read-only.
    *
    * @generated from rpc switchboard.v1.InteractionService.ListInteractions
    */
