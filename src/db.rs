@@ -87,6 +87,14 @@ pub async fn wait_until_reachable(pool: &PgPool, patience: Duration) -> Result<(
     }
 }
 
+/// Whether PostgreSQL answers `SELECT 1` within `patience` (the health probe).
+pub async fn ping(pool: &PgPool, patience: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(patience, sqlx::query("SELECT 1").execute(pool)).await,
+        Ok(Ok(_))
+    )
+}
+
 /// Applies pending migrations; safe to run from several instances at once (sqlx takes an advisory lock).
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await

@@ -6,8 +6,9 @@
 //!
 //! # Layout
 //!
-//! - [`app`]: `Application::build` binds the listener, connects, migrates; `run_until_stopped`
-//!   serves health, reflection and the services, and drains on shutdown.
+//! - [`app`]: start-up and shutdown: the composition root that builds every service
+//!   (`app/wiring.rs`), the background tasks behind one stop handle (`app/background.rs`), and the
+//!   server with its layers (`app/server.rs`); `run_until_stopped` drains on shutdown.
 //! - [`audit`]: the audit trail (writes in their own transaction, reads and denials batched).
 //! - [`auth`]: JWT and API-key authentication, the permission table, the auth tower layer.
 //! - [`config`]: the command line and environment settings.

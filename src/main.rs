@@ -3,16 +3,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use std::time::Duration;
 use switchboard::app::Application;
 use switchboard::auth::Role;
 
 use switchboard::config::{
     ApiKeyCommand, Cli, Command, CustomerCommand, RetentionArgs, RetentionCommand, Settings,
 };
-use switchboard::redis_link::{RedisLink, RedisSettings};
-use switchboard::screenpop::PopInvalidator;
-use switchboard::screenpop::cache::{CacheTtls, PopCache};
 use switchboard::{client, db, seed, telemetry};
 
 /// mimalloc instead of glibc's allocator: a hot screen pop allocates and frees many small strings,
@@ -141,29 +137,12 @@ fn announce_dev_mode(
 
 /// `switchboard retention run`: purges, then invalidates the pops that showed purged text.
 async fn retention(args: RetentionArgs) -> anyhow::Result<()> {
-    let pool = sqlx::PgPool::connect(&args.database.database_url).await?;
-    db::migrate(&pool).await?;
-    let cache = args.redis_url.filter(|url| !url.is_empty()).map(|url| {
-        let link = RedisLink::new(&RedisSettings {
-            url,
-            key_prefix: args.redis_prefix,
-            op_timeout: Duration::from_millis(500),
-            retry_after: Duration::from_secs(1),
-        });
-        // Only invalidation is used here; the TTLs are never read.
-        let ttls = CacheTtls {
-            pop: Duration::ZERO,
-            negative: Duration::ZERO,
-            pin: Duration::ZERO,
-        };
-        PopCache::new(link, ttls)
-    });
-    if cache.is_none() {
-        tracing::warn!("no REDIS_URL: cached pops may show purged outcomes until they expire");
-    }
-    let pops = PopInvalidator::new(pool.clone(), cache);
-    let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(args.keep_days));
-    let report = switchboard::privacy::run_retention(&pool, &pops, cutoff).await?;
+    let target = switchboard::privacy::RetentionTarget {
+        database_url: args.database.database_url,
+        redis_url: args.redis_url,
+        redis_prefix: args.redis_prefix,
+    };
+    let (cutoff, report) = switchboard::privacy::run_retention_job(target, args.keep_days).await?;
     tracing::info!(
         %cutoff,
         interactions = report.interactions,

@@ -24,7 +24,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 pub use self::remask::{RemaskReport, remask};
-pub use self::retention::{RetentionReport, run_retention};
+pub use self::retention::{RetentionReport, RetentionTarget, run_retention, run_retention_job};
 use crate::audit::{self, AuditEvent};
 use crate::calls::CallSummary;
 use crate::cases::{Case, Change, Comment};

@@ -17,6 +17,40 @@ use crate::{calls, cases, interactions};
 
 const BATCH: i64 = 1000;
 
+/// Where the retention job runs against: the database, and the Redis of the servers whose cached
+/// pops must be refreshed (`None`: no Redis; cached pops expire by themselves).
+pub struct RetentionTarget {
+    pub database_url: String,
+    pub redis_url: Option<String>,
+    pub redis_prefix: String,
+}
+
+/// `switchboard retention run`, wired: connects, migrates, blanks what is older than `keep_days`,
+/// and invalidates the pops that showed it. Returns the cutoff and what was blanked.
+pub async fn run_retention_job(
+    target: RetentionTarget,
+    keep_days: u32,
+) -> anyhow::Result<(DateTime<Utc>, RetentionReport)> {
+    let pool = PgPool::connect(&target.database_url).await?;
+    crate::db::migrate(&pool).await?;
+    let cache = target.redis_url.filter(|url| !url.is_empty()).map(|url| {
+        let link = crate::redis_link::RedisLink::new(&crate::redis_link::RedisSettings {
+            url,
+            key_prefix: target.redis_prefix,
+            op_timeout: std::time::Duration::from_millis(500),
+            retry_after: std::time::Duration::from_secs(1),
+        });
+        crate::screenpop::cache::PopCache::invalidation_only(link)
+    });
+    if cache.is_none() {
+        tracing::warn!("no REDIS_URL: cached pops may show purged outcomes until they expire");
+    }
+    let pops = PopInvalidator::new(pool.clone(), cache);
+    let cutoff = Utc::now() - chrono::Duration::days(i64::from(keep_days));
+    let report = run_retention(&pool, &pops, cutoff).await?;
+    Ok((cutoff, report))
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RetentionReport {
     pub interactions: u64,

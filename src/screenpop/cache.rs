@@ -86,6 +86,18 @@ pub struct PopCache {
 }
 
 impl PopCache {
+    /// A cache used only to invalidate (the retention job): its TTLs are never read.
+    pub fn invalidation_only(link: RedisLink) -> Self {
+        Self::new(
+            link,
+            CacheTtls {
+                pop: Duration::ZERO,
+                negative: Duration::ZERO,
+                pin: Duration::ZERO,
+            },
+        )
+    }
+
     pub fn new(link: RedisLink, ttls: CacheTtls) -> Self {
         let store_if_current = Script::new(
             r"

@@ -1,0 +1,177 @@
+//! The composition root: every service Switchboard runs, built from the settings in one place.
+//!
+//! [`Core`] is what `Application::build` makes before serving (the pool, Redis, the pop cache and
+//! its invalidator, customers, the offer directory, admission): tests read its pop statistics
+//! before the server runs. [`Services`] is the rest, built once the background tasks have started
+//! the parts they own (the audit writer, the feed sequencer, the live board).
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+
+use crate::activity::Activity;
+use crate::admission::{AdaptiveLimit, Targets};
+use crate::agents::{Agents, Fanout, Watcher};
+use crate::analytics::Analytics;
+use crate::audit::Auditor;
+use crate::calls::CallEvents;
+use crate::campaigns::{Campaigns, OfferDirectory};
+use crate::cases::Cases;
+use crate::config::Settings;
+use crate::customers::Customers;
+use crate::feed::FeedHead;
+use crate::feedback::FeedbackDesk;
+use crate::interactions::Interactions;
+use crate::live::Live;
+use crate::privacy::Privacy;
+use crate::redis_link::RedisLink;
+use crate::screenpop::cache::{CacheTtls, PopCache};
+use crate::screenpop::{PopInvalidator, ScreenPops};
+use crate::segments::Segmentation;
+
+/// What exists from `build` on.
+pub struct Core {
+    pub pool: PgPool,
+    /// The Redis link shared by the pop cache, the fan-out and the live board (`None`: no Redis).
+    pub redis: Option<RedisLink>,
+    pub customers: Customers,
+    pub pops: ScreenPops,
+    pub invalidator: PopInvalidator,
+    pub offers: OfferDirectory,
+    pub fanout: Arc<Fanout>,
+    /// Load shedding, shared with the pops (which skip their PostgreSQL fallback while shedding).
+    pub admission: Arc<AdaptiveLimit>,
+}
+
+impl Core {
+    /// Builds the core on `pool`, and drains the pop invalidations a previous run left pending.
+    pub async fn build(settings: &Settings, pool: PgPool) -> Self {
+        let redis = settings.redis.as_ref().map(RedisLink::new);
+        let fanout = Fanout::new(redis.clone());
+        let cache = redis.clone().map(|link| {
+            PopCache::new(
+                link,
+                CacheTtls {
+                    pop: settings.pop_ttl,
+                    negative: settings.negative_ttl,
+                    pin: settings.pin_ttl,
+                },
+            )
+        });
+        if cache.is_none() {
+            tracing::warn!("no REDIS_URL: screen pops are served from PostgreSQL only");
+        }
+        let invalidator = PopInvalidator::new(pool.clone(), cache.clone());
+        if let Err(error) = invalidator.drain_once().await {
+            tracing::warn!(%error, "pending pop invalidations not drained yet; the relay will retry");
+        }
+        let offers = OfferDirectory::new(pool.clone());
+        let admission = AdaptiveLimit::new(
+            settings.limits.max_in_flight,
+            Targets {
+                lag: settings.limits.shed_lag,
+                queue: settings.limits.shed_queue,
+            },
+        );
+        let pops = ScreenPops::new(
+            pool.clone(),
+            cache,
+            invalidator.clone(),
+            offers.clone(),
+            Arc::clone(&admission),
+        );
+        let customers = Customers::new(pool.clone(), invalidator.clone());
+        Self {
+            pool,
+            redis,
+            customers,
+            pops,
+            invalidator,
+            offers,
+            fanout,
+            admission,
+        }
+    }
+}
+
+/// What the background tasks own and the services use.
+pub struct Shared {
+    pub auditor: Auditor,
+    pub feed_head: FeedHead,
+    pub live: Live,
+}
+
+/// Every domain service the server exposes.
+pub struct Services {
+    pub pool: PgPool,
+    pub invalidator: PopInvalidator,
+    pub customers: Customers,
+    pub pops: ScreenPops,
+    pub call_events: CallEvents,
+    pub agents: Agents,
+    pub watcher: Watcher,
+    pub interactions: Interactions,
+    pub activity: Activity,
+    pub cases: Cases,
+    pub campaigns: Campaigns,
+    pub feedback: FeedbackDesk,
+    pub analytics: Analytics,
+    pub live: Live,
+    pub segmentation: Segmentation,
+    pub privacy: Privacy,
+    pub feed_head: FeedHead,
+}
+
+impl Services {
+    pub fn build(core: Core, shared: &Shared, settings: &Settings) -> Self {
+        let Core {
+            pool,
+            customers,
+            pops,
+            invalidator,
+            offers,
+            fanout,
+            ..
+        } = core;
+        let live = shared.live.clone();
+        let agents = Agents::new(pool.clone(), live.clone());
+        let watcher = Watcher {
+            pool: pool.clone(),
+            agents: agents.clone(),
+            fanout: fanout.clone(),
+            pops: pops.clone(),
+            phones: settings.phones,
+        };
+        let call_events = CallEvents::new(
+            pool.clone(),
+            pops.clone(),
+            settings.phones,
+            fanout,
+            live.clone(),
+        );
+        Self {
+            interactions: Interactions::new(pool.clone(), invalidator.clone()),
+            activity: Activity::new(pool.clone(), invalidator.clone()),
+            cases: Cases::new(pool.clone(), invalidator.clone(), settings.case_sla),
+            campaigns: Campaigns::new(pool.clone(), invalidator.clone(), offers),
+            feedback: FeedbackDesk::new(
+                pool.clone(),
+                invalidator.clone(),
+                settings.case_sla,
+                settings.feedback,
+            ),
+            analytics: Analytics::new(pool.clone()),
+            segmentation: Segmentation::new(pool.clone(), invalidator.clone()),
+            privacy: Privacy::new(pool.clone(), invalidator.clone()),
+            feed_head: shared.feed_head.clone(),
+            customers,
+            pops,
+            call_events,
+            agents,
+            watcher,
+            live,
+            invalidator,
+            pool,
+        }
+    }
+}
