@@ -16,6 +16,8 @@
 //! - [`metrics`]: Prometheus metrics on the metrics port (`GET /metrics`).
 //! - [`customers`]: the customer record context (domain and service logic, `store`, `grpc`).
 //! - [`screenpop`]: the screen-pop context: lookup, Redis cache, invalidation, call pins.
+//! - [`call_model`]: the live-call vocabulary calls, agents, live and push share (a leaf).
+//! - [`push`]: the fan-out of call changes to the agents watching them, across instances.
 //! - [`calls`]: call events from gateways: idempotent, order-independent ingestion and call records.
 //! - [`interactions`]: every contact on any channel, dispositions and wrap-up; masked notes.
 //! - [`campaigns`]: marketing campaigns, outbound lists with leased contacts, attempt outcomes.
@@ -32,6 +34,7 @@
 //! - [`diagnostics`]: `Echo`, the benchmark's yardstick.
 //! - [`admission`]: load shedding in front of authentication, and the `server-timing` header.
 //! - [`drain`]: how long-lived streams end when the server stops.
+//! - [`ids`]: identities several contexts name (external references), a leaf.
 //! - [`card_data`]: masking of card numbers and security codes in free text.
 //! - [`seed`]: deterministic synthetic customers for demos and benchmarks.
 //! - [`client`]: the `pop` and `customer` client subcommands.
@@ -52,6 +55,7 @@ pub mod analytics;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod call_model;
 pub mod calls;
 pub mod campaigns;
 pub mod card_data;
@@ -67,6 +71,7 @@ pub mod feed;
 pub mod feedback;
 pub mod grpc_status;
 pub mod grpc_web;
+pub mod ids;
 pub mod import;
 pub mod interactions;
 pub mod live;
@@ -76,6 +81,7 @@ pub mod phone;
 pub mod privacy;
 pub mod proto;
 pub mod proto_time;
+pub mod push;
 pub mod redis_link;
 pub mod screenpop;
 pub mod seed;
@@ -106,5 +112,143 @@ mod layout_tests {
                 "the layout list in lib.rs does not name `{module}`"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod module_graph_tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::{Path, PathBuf};
+
+    /// The top-level modules of `src/` (a folder or a file), each with its files.
+    fn modules() -> BTreeMap<String, Vec<PathBuf>> {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut modules = BTreeMap::new();
+        for entry in std::fs::read_dir(&src).expect("src/").flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if matches!(name.as_str(), "bin" | "lib.rs" | "main.rs") {
+                continue;
+            }
+            let module = name.trim_end_matches(".rs").to_owned();
+            let mut files = Vec::new();
+            let mut pending = vec![path];
+            while let Some(path) = pending.pop() {
+                if path.is_dir() {
+                    pending.extend(
+                        std::fs::read_dir(&path)
+                            .expect("dir")
+                            .flatten()
+                            .map(|e| e.path()),
+                    );
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    files.push(path);
+                }
+            }
+            modules.insert(module, files);
+        }
+        modules
+    }
+
+    /// The modules a file's code (before its first test module, comments left out) names as
+    /// `crate::x` or in `crate::{x, y::z}`.
+    fn references(source: &str) -> BTreeSet<String> {
+        let code = source.split("#[cfg(test)]").next().unwrap_or_default();
+        let mut found = BTreeSet::new();
+        for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
+            let mut rest = line;
+            while let Some(at) = rest.find("crate::") {
+                rest = &rest[at + "crate::".len()..];
+                if let Some(group) = rest.strip_prefix('{') {
+                    let group = group.split('}').next().unwrap_or_default();
+                    for item in group.split(',') {
+                        let name: String = item
+                            .trim()
+                            .chars()
+                            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                            .collect();
+                        found.insert(name);
+                    }
+                } else {
+                    let name: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    found.insert(name);
+                }
+            }
+        }
+        found
+    }
+
+    /// No two contexts import each other, directly or through others: shared concepts live in
+    /// leaf modules (`call_model`, `ids`) and dependencies that would point back go through a
+    /// narrow interface the other side implements (`screenpop::DialedOffers`,
+    /// `agents::ActiveCalls`).
+    #[test]
+    fn the_module_graph_has_no_cycles() {
+        let modules = modules();
+        let mut graph: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for (module, files) in &modules {
+            let edges = graph.entry(module.as_str()).or_default();
+            for file in files {
+                let source = std::fs::read_to_string(file).expect("readable source");
+                for target in references(&source) {
+                    if let Some((name, _)) = modules.get_key_value(&target)
+                        && name != module
+                    {
+                        edges.insert(name.as_str());
+                    }
+                }
+            }
+        }
+        assert!(graph.len() > 30, "{:?}", graph.keys());
+        // Depth-first search; a node met again while on the path closes a cycle.
+        fn visit<'a>(
+            node: &'a str,
+            graph: &BTreeMap<&'a str, BTreeSet<&'a str>>,
+            path: &mut Vec<&'a str>,
+            done: &mut BTreeSet<&'a str>,
+        ) -> Option<Vec<&'a str>> {
+            if let Some(at) = path.iter().position(|n| *n == node) {
+                let mut cycle = path[at..].to_vec();
+                cycle.push(node);
+                return Some(cycle);
+            }
+            if !done.insert(node) {
+                return None;
+            }
+            path.push(node);
+            for next in graph.get(node).into_iter().flatten() {
+                if let Some(cycle) = visit(next, graph, path, done) {
+                    return Some(cycle);
+                }
+            }
+            path.pop();
+            None
+        }
+        let mut done = BTreeSet::new();
+        for node in graph.keys() {
+            if let Some(cycle) = visit(node, &graph, &mut Vec::new(), &mut done) {
+                panic!(
+                    "the modules import each other in a cycle: {}",
+                    cycle.join(" -> ")
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn grouped_and_plain_paths_are_both_references() {
+        let found = references(
+            "use crate::{db, proto::v1};\nlet x = crate::phone::parse();\n// crate::live\n",
+        );
+        assert_eq!(
+            found,
+            ["db", "phone", "proto"]
+                .into_iter()
+                .map(String::from)
+                .collect()
+        );
     }
 }

@@ -7,8 +7,8 @@ use super::{
     Activity, ActivityError, CustomerRef, Money, NewOrder, NewServiceEvent, Order, OrderStatus,
     ServiceEvent, ServiceEventKind,
 };
-use crate::customers::ExternalReference;
 use crate::grpc_status;
+use crate::ids::ExternalReference;
 use crate::proto::v1;
 use crate::proto::v1::activity_service_server::ActivityService;
 use crate::proto_time::to_timestamp;

@@ -1,7 +1,6 @@
 //! Agents: their availability state (with history, for occupancy) and the live stream of their
-//! calls with screen pops, fed across instances through Redis pub/sub ([`Fanout`]).
+//! calls with screen pops, fed across instances through Redis pub/sub ([`crate::push`]).
 
-mod fanout;
 pub mod grpc;
 mod store;
 mod watch;
@@ -9,19 +8,11 @@ mod watch;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-pub use self::fanout::{Delivery, Fanout, Subscription};
-pub use self::watch::Watcher;
+pub use self::watch::{ActiveCalls, Watcher};
+pub use crate::call_model::{AgentState, parse_agent_id};
 use crate::live::Live;
 use crate::text_enum::text_enum;
 use crate::validation::Violations;
-
-text_enum!(AgentState {
-    Available => "available",
-    Busy => "busy",
-    AfterCallWork => "after_call_work",
-    Away => "away",
-    Offline => "offline",
-});
 
 text_enum!(KnownFrom {
     Desktop => "desktop",
@@ -66,22 +57,6 @@ pub struct StateChange {
     pub state: AgentState,
     pub reason: String,
     pub since: DateTime<Utc>,
-}
-
-/// Agent ids: 1 to 64 characters of letters, digits, `.`, `_`, `-`, `@`.
-pub fn parse_agent_id(value: &str) -> Result<String, &'static str> {
-    let value = value.trim();
-    if value.is_empty() {
-        return Err("is required");
-    }
-    if value.len() > 64
-        || !value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
-    {
-        return Err("must be 1 to 64 letters, digits, '.', '_', '-' or '@'");
-    }
-    Ok(value.to_owned())
 }
 
 /// Makes the agents a gateway's accepted call event named known, in the event's transaction,

@@ -3,22 +3,28 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use sqlx::PgPool;
+use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
-use super::fanout::{Delivery, Fanout, agent_call};
 use super::{AgentError, Agents};
-use crate::calls::{self, CallView};
+use crate::call_model::CallView;
 use crate::phone::PhoneParser;
 use crate::proto::v1;
+use crate::push::{Delivery, Fanout, agent_call};
 use crate::screenpop::{PopRequest, ScreenPops};
 
 /// Responses buffered towards one softphone before the watcher waits for it.
 const RESPONSE_BUFFER: usize = 32;
 
+/// Where a watcher reads the calls an agent is on now, for its first snapshot: the calls context
+/// implements it (`calls::CallBook`), so agents never import calls.
+pub trait ActiveCalls: Send + Sync {
+    fn for_agent<'a>(&'a self, agent_id: &'a str) -> BoxFuture<'a, sqlx::Result<Vec<CallView>>>;
+}
+
 #[derive(Clone)]
 pub struct Watcher {
-    pub pool: PgPool,
+    pub calls: Arc<dyn ActiveCalls>,
     pub agents: Agents,
     pub fanout: Arc<Fanout>,
     pub pops: ScreenPops,
@@ -115,8 +121,7 @@ impl Watcher {
     }
 
     async fn current_calls(&self, agent_id: &str) -> Result<Vec<CallView>, AgentError> {
-        let mut conn = crate::db::acquire(&self.pool).await?;
-        Ok(calls::active_calls_for_agent(&mut conn, agent_id).await?)
+        Ok(self.calls.for_agent(agent_id).await?)
     }
 
     /// The call's pop (its pin when current); `None` without a caller number or on failure.
@@ -130,7 +135,7 @@ impl Watcher {
         let request = PopRequest {
             caller,
             dialed: None,
-            call_id: Some(calls::pin_key(gateway_id, call_id)),
+            call_id: Some(crate::call_model::call_key(gateway_id, call_id)),
         };
         self.pops.lookup(&request).await.ok().map(|(pop, _)| pop)
     }

@@ -3,8 +3,8 @@
 use tonic::{Request, Response, Status};
 
 use super::{Analytics, AnalyticsError, Grouping, Kpis, Measured, Query, Window};
-use crate::agents::parse_agent_id;
 use crate::auth::{self, Role};
+use crate::call_model::parse_agent_id;
 use crate::grpc_status;
 use crate::live::{self, Live};
 use crate::proto::v1;

@@ -11,10 +11,10 @@ use sqlx::PgPool;
 
 use crate::activity::Activity;
 use crate::admission::{AdaptiveLimit, Targets};
-use crate::agents::{Agents, Fanout, Watcher};
+use crate::agents::{Agents, Watcher};
 use crate::analytics::Analytics;
 use crate::audit::Auditor;
-use crate::calls::CallEvents;
+use crate::calls::{CallBook, CallEvents};
 use crate::campaigns::{Campaigns, OfferDirectory};
 use crate::cases::Cases;
 use crate::config::Settings;
@@ -24,6 +24,7 @@ use crate::feedback::FeedbackDesk;
 use crate::interactions::Interactions;
 use crate::live::Live;
 use crate::privacy::Privacy;
+use crate::push::Fanout;
 use crate::redis_link::RedisLink;
 use crate::screenpop::cache::{CacheTtls, PopCache};
 use crate::screenpop::{PopInvalidator, ScreenPops};
@@ -77,7 +78,7 @@ impl Core {
             pool.clone(),
             cache,
             invalidator.clone(),
-            offers.clone(),
+            Arc::new(offers.clone()),
             Arc::clone(&admission),
         );
         let customers = Customers::new(pool.clone(), invalidator.clone());
@@ -136,7 +137,7 @@ impl Services {
         let live = shared.live.clone();
         let agents = Agents::new(pool.clone(), live.clone());
         let watcher = Watcher {
-            pool: pool.clone(),
+            calls: Arc::new(CallBook::new(pool.clone())),
             agents: agents.clone(),
             fanout: fanout.clone(),
             pops: pops.clone(),

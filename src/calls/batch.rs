@@ -29,9 +29,9 @@ use uuid::Uuid;
 use super::machine::{self, CallRecord};
 use super::store::{self, CallKey};
 use super::{Ack, CallEventError, CallView, NewEvent, Notice, notices};
-use crate::agents::Fanout;
 use crate::db::{self, Failure};
 use crate::live::{Live, LiveCall};
+use crate::push::Fanout;
 
 /// The most events one transaction takes.
 pub const MAX_BATCH: usize = 256;
@@ -327,7 +327,7 @@ async fn commit_batch(
 /// tombstone's minute (the gateway's clock may differ from ours).
 fn live_call(gateway_id: &str, call_id: &str, record: &CallRecord) -> LiveCall {
     LiveCall {
-        key: super::pin_key(gateway_id, call_id),
+        key: crate::call_model::call_key(gateway_id, call_id),
         version: i64::from(record.event_count),
         state: record.state,
         queue: record.queue.clone(),
@@ -342,7 +342,7 @@ fn live_call(gateway_id: &str, call_id: &str, record: &CallRecord) -> LiveCall {
 fn feed_event(event: &NewEvent, record: &CallRecord, customer: Option<Uuid>) -> crate::feed::Event {
     crate::feed::Event::new(
         "call.state_changed",
-        super::pin_key(&event.gateway_id, &event.call_id),
+        crate::call_model::call_key(&event.gateway_id, &event.call_id),
     )
     .customer(customer)
     .data(serde_json::json!({

@@ -10,8 +10,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::machine::{EventType, Step, TransferTarget};
 use super::{Ack, CallEventError, CallEvents, NewEvent};
-use crate::agents::parse_agent_id;
 use crate::auth::{self, Principal};
+use crate::call_model::parse_agent_id;
 use crate::drain::Draining;
 use crate::grpc_status;
 use crate::metrics::Metrics;

@@ -14,6 +14,7 @@
 
 use chrono::{DateTime, Utc};
 
+pub use crate::call_model::CallState;
 use crate::text_enum::text_enum;
 
 text_enum!(
@@ -68,22 +69,6 @@ impl Step {
     /// The order events are applied in.
     pub fn sort_key(&self) -> (DateTime<Utc>, i64, &str) {
         (self.occurred_at, self.sequence, &self.event_id)
-    }
-}
-
-text_enum!(CallState {
-    Offered => "offered",
-    Queued => "queued",
-    Ringing => "ringing",
-    Connected => "connected",
-    Held => "held",
-    Ended => "ended",
-    Abandoned => "abandoned",
-});
-
-impl CallState {
-    pub fn is_terminal(self) -> bool {
-        matches!(self, CallState::Ended | CallState::Abandoned)
     }
 }
 

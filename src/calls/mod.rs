@@ -9,7 +9,7 @@
 //!    stored with its ack (accepted or rejected), so that a concurrent or later resend gets the
 //!    same ack;
 //! 3. after the commit, and only then, the ack is returned and the agents whose view of the call
-//!    changed are notified (through [`crate::agents::Fanout`]).
+//!    changed are notified (through [`crate::push::Fanout`]).
 //!
 //! Three rules keep one gateway's mistake from costing it anything else:
 //! - an agent named by an accepted event who was never seen before becomes known, marked as
@@ -35,10 +35,10 @@ use uuid::Uuid;
 
 use self::batch::Batcher;
 use self::machine::{CallRecord, CallState, EventType, Step, TransferTarget};
-use crate::agents::Fanout;
 use crate::live::Live;
 use crate::phone::PhoneParser;
 use crate::proto::v1;
+use crate::push::Fanout;
 use crate::screenpop::{PopRequest, ScreenPops};
 
 pub use self::store::{CallKey, active_calls_for_agent, lock_calls, privacy, try_lock_calls};
@@ -82,50 +82,7 @@ pub struct CallSummary {
     pub hold_ms: i64,
 }
 
-/// A call as an agent's softphone shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallView {
-    pub gateway_id: String,
-    pub call_id: String,
-    pub state: CallState,
-    pub caller_number: Option<String>,
-    pub dialed_number: Option<String>,
-    pub queue: Option<String>,
-    pub current_agent: Option<String>,
-    pub offered_at: Option<DateTime<Utc>>,
-    pub answered_at: Option<DateTime<Utc>>,
-    pub customer_id: Option<Uuid>,
-}
-
-impl CallView {
-    /// The key the call's screen pop is pinned under.
-    pub fn pin_key(&self) -> String {
-        pin_key(&self.gateway_id, &self.call_id)
-    }
-}
-
-pub fn pin_key(gateway_id: &str, call_id: &str) -> String {
-    format!("{gateway_id}/{call_id}")
-}
-
-/// What changed for one agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoticeKind {
-    Ringing,
-    Answered,
-    Held,
-    Resumed,
-    Conferenced,
-    TransferredAway,
-    Ended,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Notice {
-    pub agent_id: String,
-    pub kind: NoticeKind,
-    pub call: CallView,
-}
+pub use crate::call_model::{CallView, Notice, NoticeKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CallEventError {
@@ -136,6 +93,30 @@ pub enum CallEventError {
 }
 
 crate::db::from_sqlx!(CallEventError);
+
+/// The calls an agent is on now, read for a softphone's first snapshot.
+#[derive(Clone)]
+pub struct CallBook {
+    pool: PgPool,
+}
+
+impl CallBook {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+impl crate::agents::ActiveCalls for CallBook {
+    fn for_agent<'a>(
+        &'a self,
+        agent_id: &'a str,
+    ) -> futures::future::BoxFuture<'a, sqlx::Result<Vec<CallView>>> {
+        Box::pin(async move {
+            let mut conn = crate::db::acquire(&self.pool).await?;
+            active_calls_for_agent(&mut conn, agent_id).await
+        })
+    }
+}
 
 #[derive(Clone)]
 pub struct CallEvents {
@@ -180,7 +161,10 @@ impl CallEvents {
         let request = PopRequest {
             caller,
             dialed: None,
-            call_id: Some(pin_key(&event.gateway_id, &event.call_id)),
+            call_id: Some(crate::call_model::call_key(
+                &event.gateway_id,
+                &event.call_id,
+            )),
         };
         match self.pops.lookup(&request).await {
             Ok((pop, _)) if pop.r#match() == v1::MatchKind::Exact => pop

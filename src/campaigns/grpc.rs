@@ -8,8 +8,8 @@ use super::{
     CampaignStatus, Campaigns, Channel, MAX_EXPLICIT_MEMBERS, MemberState, Members, NextContact,
     Outcome, SegmentFilter,
 };
-use crate::agents::parse_agent_id;
 use crate::auth::{self, Role};
+use crate::call_model::parse_agent_id;
 use crate::grpc_status;
 use crate::phone::PhoneParser;
 use crate::proto::v1;

@@ -70,11 +70,26 @@ impl OfferDirectory {
     }
 
     /// The offer of the running campaign that owns `dialed` (E.164), if any.
-    pub fn for_dialed(&self, dialed: &str, now: DateTime<Utc>) -> Option<Offer> {
+    pub fn offer_for(&self, dialed: &str, now: DateTime<Utc>) -> Option<Offer> {
         let snapshot = self.by_number.read().ok()?.clone();
         snapshot
             .get(dialed)
             .filter(|offer| offer.starts_at <= now && now < offer.ends_at)
             .cloned()
+    }
+}
+
+impl crate::screenpop::DialedOffers for OfferDirectory {
+    fn for_dialed(
+        &self,
+        dialed: &str,
+        now: DateTime<Utc>,
+    ) -> Option<crate::screenpop::DialedOffer> {
+        self.offer_for(dialed, now)
+            .map(|offer| crate::screenpop::DialedOffer {
+                campaign_id: offer.campaign_id,
+                name: offer.name,
+                offer_text: offer.offer_text,
+            })
     }
 }

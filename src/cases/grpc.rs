@@ -7,8 +7,8 @@ use super::{
     Assignee, Case, CaseError, CaseFilter, CasePatch, CaseStatus, Cases, Change, Comment, NewCase,
     Priority,
 };
-use crate::agents::parse_agent_id;
 use crate::auth;
+use crate::call_model::parse_agent_id;
 use crate::grpc_status;
 use crate::proto::v1;
 use crate::proto::v1::case_service_server::CaseService;

@@ -108,11 +108,7 @@ pub struct NewContactPoint {
     pub primary: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ExternalReference {
-    pub system: String,
-    pub external_id: String,
-}
+pub use crate::ids::ExternalReference;
 
 /// The descriptive fields of a customer, as created or updated.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,8 +7,8 @@ use super::{
     Change, Feedback, FeedbackDesk, FeedbackError, Filter, NewFeedback, Score, Sentiment, Source,
     Status,
 };
-use crate::agents::parse_agent_id;
 use crate::auth;
+use crate::call_model::parse_agent_id;
 use crate::grpc_status;
 use crate::proto::v1;
 use crate::proto::v1::feedback_service_server::FeedbackService;

@@ -7,7 +7,7 @@ use super::{
     Channel, Direction, Disposition, Interaction, InteractionError, Interactions, NewInteraction,
     TimelineFilter,
 };
-use crate::agents::parse_agent_id;
+use crate::call_model::parse_agent_id;
 use crate::grpc_status;
 use crate::proto::v1;
 use crate::proto::v1::interaction_service_server::InteractionService;

@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use redis::Script;
 
 use super::{LiveAgent, LiveCall};
-use crate::agents::AgentState;
-use crate::calls::machine::CallState;
+use crate::call_model::AgentState;
+use crate::call_model::CallState;
 use crate::redis_link::{RedisLink, RedisLinkError};
 
 /// How long a tombstone outlives its call: longer than any write can be in flight.

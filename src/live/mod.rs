@@ -22,8 +22,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use self::board::Board;
-use crate::agents::AgentState;
-use crate::calls::machine::CallState;
+use crate::call_model::AgentState;
+use crate::call_model::CallState;
 use crate::redis_link::RedisLink;
 
 /// A call as the live statistics see it.

@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use super::{LiveAgent, LiveCall};
-use crate::agents::AgentState;
-use crate::calls::machine::CallState;
+use crate::call_model::AgentState;
+use crate::call_model::CallState;
 
 #[derive(sqlx::FromRow)]
 struct CallRow {
@@ -58,7 +58,7 @@ pub async fn live_calls(
         .filter_map(|row| {
             Some(LiveCall {
                 state: CallState::parse(&row.state)?,
-                key: crate::calls::pin_key(&row.gateway_id, &row.call_id),
+                key: crate::call_model::call_key(&row.gateway_id, &row.call_id),
                 version: row.version,
                 queue: row.queue,
                 since: row.since,

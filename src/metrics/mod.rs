@@ -87,7 +87,7 @@ impl Default for Metrics {
 pub struct Sources {
     pub pool: sqlx::PgPool,
     pub pops: Arc<crate::screenpop::PopStats>,
-    pub fanout: Arc<crate::agents::Fanout>,
+    pub fanout: Arc<crate::push::Fanout>,
     pub redis: Option<crate::redis_link::RedisLink>,
     pub feed_head: crate::feed::FeedHead,
     pub feed_unsequenced: Arc<AtomicI64>,

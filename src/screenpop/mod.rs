@@ -32,12 +32,26 @@ use sqlx::PgPool;
 use self::cache::{NumberKey, PopCache};
 pub use self::invalidation::{Pending, PopInvalidator};
 use crate::admission::AdaptiveLimit;
-use crate::campaigns::OfferDirectory;
 use crate::db::{self, Failure};
 use crate::phone::PhoneNumber;
 use crate::proto::v1;
 use crate::single_flight::SingleFlight;
 use crate::validation::Violations;
+
+/// The running campaign that owns a dialed number, as the pop names it (inbound attribution).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialedOffer {
+    pub campaign_id: uuid::Uuid,
+    pub name: String,
+    pub offer_text: String,
+}
+
+/// Where a pop asks which running campaign owns a dialed number. The campaigns context implements
+/// it (`campaigns::OfferDirectory`), so screenpop never imports campaigns.
+pub trait DialedOffers: Send + Sync {
+    /// The offer of the campaign running at `now` that owns `dialed` (E.164), if any.
+    fn for_dialed(&self, dialed: &str, now: chrono::DateTime<chrono::Utc>) -> Option<DialedOffer>;
+}
 
 /// A validated lookup.
 #[derive(Debug, Clone)]
@@ -109,7 +123,7 @@ pub struct ScreenPops {
     invalidator: PopInvalidator,
     flights: Arc<SingleFlight<(String, Option<i64>), Loaded>>,
     stats: Arc<PopStats>,
-    offers: OfferDirectory,
+    offers: Arc<dyn DialedOffers>,
     admission: Arc<AdaptiveLimit>,
 }
 
@@ -118,7 +132,7 @@ impl ScreenPops {
         pool: PgPool,
         cache: Option<PopCache>,
         invalidator: PopInvalidator,
-        offers: OfferDirectory,
+        offers: Arc<dyn DialedOffers>,
         admission: Arc<AdaptiveLimit>,
     ) -> Self {
         Self {

@@ -1,4 +1,6 @@
-//! Fan-out of call changes to the agents watching them, on whichever instance they are.
+//! Push: the fan-out of call changes to the agents watching them, on whichever instance they
+//! are. A call-event batch's commit publishes here (then records on the live board); softphone
+//! streams (`agents::Watcher`) subscribe here.
 //!
 //! The instance that commits a call event publishes its notifications on one Redis pub/sub
 //! channel (`{prefix}agent-events`); every instance subscribes to it and hands each notification
@@ -20,7 +22,7 @@ use futures::StreamExt as _;
 use prost::Message as _;
 use tokio::sync::{mpsc, watch};
 
-use crate::calls::{CallView, Notice, NoticeKind};
+use crate::call_model::{CallView, Notice, NoticeKind};
 use crate::proto::v1;
 use crate::proto_time::to_timestamp;
 use crate::redis_link::RedisLink;
@@ -183,7 +185,7 @@ impl Fanout {
                     ..agent_call(call)
                 }
                 .encode_to_vec();
-                (link.key(&format!("call:{}", call.pin_key())), bytes, ttl)
+                (link.key(&format!("call:{}", call.key())), bytes, ttl)
             })
             .collect();
         // Encoded from a borrow: the notifications themselves are needed again only if Redis fails.
@@ -292,7 +294,7 @@ impl Fanout {
 
 /// The wire form of a call for softphones.
 pub fn agent_call(call: &CallView) -> v1::AgentCall {
-    use crate::calls::machine::CallState;
+    use crate::call_model::CallState;
     let state = match call.state {
         CallState::Offered => v1::CallState::Offered,
         CallState::Queued => v1::CallState::Queued,
@@ -339,7 +341,7 @@ fn notification(notice: Notice) -> AgentNotification {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calls::machine::CallState;
+    use crate::call_model::CallState;
 
     fn notice(agent: &str, n: usize) -> Notice {
         Notice {
