@@ -247,14 +247,7 @@ impl AgentService for AgentGrpc {
         let r = request.into_inner();
         let mut v = Violations::new();
         let team = Some(v.text("team", &r.team, 100, false)).filter(|t| !t.is_empty());
-        let limit = match r.page_size {
-            0 => 100,
-            n @ 1..=500 => i64::from(n),
-            _ => {
-                v.add("page_size", "must be between 1 and 500");
-                0
-            }
-        };
+        let limit = i64::from(v.page_size(r.page_size, 100, 500));
         let fingerprint = format!(
             "agents:{}:{}",
             r.gateway_only,

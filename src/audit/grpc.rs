@@ -38,14 +38,7 @@ impl AuditService for AuditGrpc {
         };
         let since = v.time("since", r.since.as_ref(), false);
         let until = v.time("until", r.until.as_ref(), false);
-        let limit = match r.page_size {
-            0 => 100,
-            n @ 1..=500 => i64::from(n),
-            _ => {
-                v.add("page_size", "must be between 1 and 500");
-                100
-            }
-        };
+        let limit = i64::from(v.page_size(r.page_size, 100, 500));
         let before_id = match r.page_token.as_str() {
             "" => None,
             token => v.check(

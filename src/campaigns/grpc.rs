@@ -417,17 +417,10 @@ impl CampaignService for CampaignGrpc {
             0 => None,
             value => v.check("status", status(value)),
         };
-        if !(0..=100).contains(&r.page_size) {
-            v.add("page_size", "must be between 1 and 100 (0 means 20)");
-        }
+        let page_size = v.page_size(r.page_size, 20, 100);
         if !v.is_empty() {
             return Err(CampaignError::Invalid(v).into());
         }
-        let page_size = if r.page_size == 0 {
-            20
-        } else {
-            r.page_size as u32
-        };
         let page = self
             .campaigns
             .list(status, page_size, &r.page_token)

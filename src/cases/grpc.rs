@@ -282,14 +282,7 @@ impl CaseService for CaseGrpc {
             agent => v.check("assignee_agent_id", parse_agent_id(agent)),
         };
         let team = Some(v.text("team", &r.team, 64, false)).filter(|t| !t.is_empty());
-        let page_size = match r.page_size {
-            0 => 20,
-            n @ 1..=100 => n as u32,
-            _ => {
-                v.add("page_size", "must be between 1 and 100");
-                20
-            }
-        };
+        let page_size = v.page_size(r.page_size, 20, 100);
         if !v.is_empty() {
             return Err(CaseError::Invalid(v).into());
         }

@@ -521,17 +521,8 @@ fn search(
 ) -> Result<(SearchQuery, u32), Violations> {
     use v1::search_customers_request::Query;
     let mut violations = Violations::new();
-    let page_size = match request.page_size {
-        0 => DEFAULT_PAGE_SIZE,
-        n if (1..=super::MAX_PAGE_SIZE as i32).contains(&n) => n as u32,
-        _ => {
-            violations.add(
-                "page_size",
-                format!("must be between 1 and {}", super::MAX_PAGE_SIZE),
-            );
-            DEFAULT_PAGE_SIZE
-        }
-    };
+    let page_size =
+        violations.page_size(request.page_size, DEFAULT_PAGE_SIZE, super::MAX_PAGE_SIZE);
     let query = match &request.query {
         Some(Query::Phone(phone)) => violations
             .check("phone", phones.parse(phone, ""))

@@ -284,9 +284,7 @@ impl FeedbackService for FeedbackGrpc {
             value => v.check("source", source(value)),
         };
         let customer_id = v.uuid("customer_id", &r.customer_id, false);
-        if !(0..=100).contains(&r.page_size) {
-            v.add("page_size", "must be between 1 and 100 (0 means 20)");
-        }
+        let page_size = v.page_size(r.page_size, 20, 100);
         let owner = Some(v.text("owner", &r.owner, 64, false)).filter(|o| !o.is_empty());
         let category = Some(v.text("category", &r.category, 64, false))
             .filter(|c| !c.is_empty())
@@ -301,11 +299,6 @@ impl FeedbackService for FeedbackGrpc {
             category,
             source,
             customer_id,
-        };
-        let page_size = if r.page_size == 0 {
-            20
-        } else {
-            r.page_size as u32
         };
         let page = self.desk.list(filter, page_size, &r.page_token).await?;
         Ok(Response::new(v1::ListFeedbackResponse {

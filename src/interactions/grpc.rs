@@ -242,14 +242,7 @@ impl InteractionService for InteractionGrpc {
         };
         let started_after = v.time("started_after", r.started_after.as_ref(), false);
         let started_before = v.time("started_before", r.started_before.as_ref(), false);
-        let page_size = match r.page_size {
-            0 => 20,
-            n @ 1..=100 => n as u32,
-            _ => {
-                v.add("page_size", "must be between 1 and 100");
-                20
-            }
-        };
+        let page_size = v.page_size(r.page_size, 20, 100);
         let (Some(customer_id), true) = (customer_id, v.is_empty()) else {
             return Err(InteractionError::Invalid(v).into());
         };
