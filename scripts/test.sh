@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every check CI runs: the Helm chart (linted, rendered, validated against the Kubernetes
 # schemas), the TypeScript clients (installed from the lockfile, regenerated from proto/ and
-# compared with the committed ones, type-checked), the API (buf lint, buf breaking), formatting, clippy (warnings are errors), unit
-# and integration tests
-# against a real PostgreSQL and Redis (started locally unless DATABASE_URL / REDIS_URL are set).
+# compared with the committed ones, type-checked), the API (buf lint, buf breaking), formatting,
+# clippy (warnings are errors), the compile-time SQL data (.sqlx/, against a database migrated
+# from migrations/), unit and integration tests against a real PostgreSQL and Redis (started
+# locally unless DATABASE_URL / REDIS_URL are set).
 # Integration tests create one database per test and use one Redis key prefix per test.
 set -euo pipefail
 source "$(dirname "$0")/services.sh"
@@ -19,4 +20,5 @@ web_clients
 api_checks
 cargo fmt --all --check
 cargo clippy --all-targets --quiet -- -D warnings
+scripts/sqlx-prepare.sh --check
 cargo test --all-targets

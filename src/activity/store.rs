@@ -16,18 +16,20 @@ pub async fn resolve_customer(
 ) -> sqlx::Result<Option<Uuid>> {
     match customer {
         CustomerRef::Id(id) => {
-            sqlx::query_scalar("SELECT id FROM customers WHERE id = $1 AND deleted_at IS NULL")
-                .bind(id)
-                .fetch_optional(conn)
-                .await
+            sqlx::query_scalar!(
+                "SELECT id FROM customers WHERE id = $1 AND deleted_at IS NULL",
+                id
+            )
+            .fetch_optional(conn)
+            .await
         }
         CustomerRef::External(reference) => {
-            sqlx::query_scalar(
+            sqlx::query_scalar!(
                 "SELECT c.id FROM external_references r JOIN customers c ON c.id = r.customer_id \
                  WHERE r.system = $1 AND r.external_id = $2 AND c.deleted_at IS NULL",
+                &reference.system,
+                &reference.external_id
             )
-            .bind(&reference.system)
-            .bind(&reference.external_id)
             .fetch_optional(conn)
             .await
         }
@@ -40,11 +42,11 @@ pub async fn lock_order_owner(
     system: &str,
     order_id: &str,
 ) -> sqlx::Result<Option<Uuid>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT customer_id FROM orders WHERE system = $1 AND order_id = $2 FOR UPDATE",
+        system,
+        order_id
     )
-    .bind(system)
-    .bind(order_id)
     .fetch_optional(conn)
     .await
 }
@@ -103,16 +105,18 @@ impl From<OrderRow> for Order {
 
 /// Rebuilds the customer's lifetime value from its orders (neither cancelled nor returned).
 pub async fn recompute_value(conn: &mut PgConnection, customer_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM customer_values WHERE customer_id = $1")
-        .bind(customer_id)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(
+    sqlx::query!(
+        "DELETE FROM customer_values WHERE customer_id = $1",
+        customer_id
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
         "INSERT INTO customer_values (customer_id, currency, lifetime_minor, orders, last_order_at) \
          SELECT customer_id, currency, sum(amount_minor), count(*), max(ordered_at) FROM orders \
          WHERE customer_id = $1 AND status NOT IN ('cancelled', 'returned') GROUP BY customer_id, currency",
+        customer_id
     )
-    .bind(customer_id)
     .execute(conn)
     .await?;
     Ok(())
@@ -220,10 +224,12 @@ pub mod privacy {
 
     /// Blanks service event descriptions; orders hold no personal text and stay for KPIs.
     pub async fn erase(conn: &mut PgConnection, customer_id: Uuid) -> sqlx::Result<()> {
-        sqlx::query("UPDATE service_events SET description = '' WHERE customer_id = $1")
-            .bind(customer_id)
-            .execute(conn)
-            .await?;
+        sqlx::query!(
+            "UPDATE service_events SET description = '' WHERE customer_id = $1",
+            customer_id
+        )
+        .execute(conn)
+        .await?;
         Ok(())
     }
 }

@@ -12,15 +12,15 @@ pub async fn insert(
     customer_id: Option<Uuid>,
     outcome: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO audit_events (actor, role, rpc, customer_id, request_id, outcome) VALUES ($1, $2, $3, $4, $5, $6)",
+        &c.actor,
+        &c.role,
+        &c.rpc,
+        customer_id,
+        &c.request_id,
+        outcome
     )
-    .bind(&c.actor)
-    .bind(&c.role)
-    .bind(&c.rpc)
-    .bind(customer_id)
-    .bind(&c.request_id)
-    .bind(outcome)
     .execute(conn)
     .await?;
     Ok(())
@@ -32,16 +32,16 @@ pub async fn insert_many(
     customer_ids: &[Uuid],
     outcome: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO audit_events (actor, role, rpc, customer_id, request_id, outcome) \
          SELECT $1, $2, $3, id, $5, $6 FROM unnest($4::uuid[]) AS id",
+        &c.actor,
+        &c.role,
+        &c.rpc,
+        customer_ids,
+        &c.request_id,
+        outcome
     )
-    .bind(&c.actor)
-    .bind(&c.role)
-    .bind(&c.rpc)
-    .bind(customer_ids)
-    .bind(&c.request_id)
-    .bind(outcome)
     .execute(conn)
     .await?;
     Ok(())

@@ -24,31 +24,13 @@ pub async fn create(
 ) -> sqlx::Result<String> {
     let secret: [u8; 32] = rand::random();
     let key = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(secret));
-    sqlx::query(
-        "INSERT INTO api_keys (key_hash, subject, role, gateway_id) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(hash(&key).as_slice())
-    .bind(subject)
-    .bind(role.as_str())
-    .bind(gateway_id)
-    .execute(&mut *crate::db::acquire(pool).await?)
-    .await?;
+    let mut conn = crate::db::acquire(pool).await?;
+    super::store::insert_key(&mut conn, &hash(&key), subject, role, gateway_id).await?;
     Ok(key)
 }
 
 /// The principal of a live (not revoked) key.
 pub async fn lookup(pool: &PgPool, key_hash: &[u8; 32]) -> sqlx::Result<Option<Principal>> {
-    let row: Option<(String, String, Option<String>)> = sqlx::query_as(
-        "SELECT subject, role, gateway_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
-    )
-    .bind(key_hash.as_slice())
-    .fetch_optional(&mut *crate::db::acquire(pool).await?)
-    .await?;
-    Ok(row.and_then(|(subject, role, gateway_id)| {
-        Some(Principal {
-            subject,
-            role: Role::parse(&role)?,
-            gateway_id,
-        })
-    }))
+    let mut conn = crate::db::acquire(pool).await?;
+    super::store::live_key(&mut conn, key_hash).await
 }

@@ -19,6 +19,7 @@ pub mod client_cert;
 pub mod layer;
 pub mod permissions;
 mod rate_limit;
+mod store;
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -95,19 +95,19 @@ pub async fn insert(
     now: DateTime<Utc>,
     due: DateTime<Utc>,
 ) -> sqlx::Result<bool> {
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "INSERT INTO cases (id, request_id, customer_id, subject, description, status, priority, sla_due_at, \
            created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, 'new', $6, $7, $8, $8) ON CONFLICT (request_id) DO NOTHING",
+        id,
+        &new.request_id,
+        new.customer_id,
+        &new.subject,
+        &new.description,
+        new.priority.rank(),
+        due,
+        now
     )
-    .bind(id)
-    .bind(&new.request_id)
-    .bind(new.customer_id)
-    .bind(&new.subject)
-    .bind(&new.description)
-    .bind(new.priority.rank())
-    .bind(due)
-    .bind(now)
     .execute(conn)
     .await?
     .rows_affected();
@@ -121,22 +121,22 @@ pub async fn save(conn: &mut PgConnection, case: &Case) -> sqlx::Result<()> {
         Some(Assignee::Team(team)) => (None, Some(team.as_str())),
         None => (None, None),
     };
-    sqlx::query(
+    sqlx::query!(
         "UPDATE cases SET subject = $2, description = $3, status = $4, priority = $5, assignee_agent_id = $6, \
            assignee_team = $7, sla_due_at = $8, resolved_at = $9, closed_at = $10, version = version + 1, \
            updated_at = now() \
          WHERE id = $1",
+        case.id,
+        &case.subject,
+        &case.description,
+        case.status.as_str(),
+        case.priority.rank(),
+        agent,
+        team,
+        case.sla_due_at,
+        case.resolved_at,
+        case.closed_at
     )
-    .bind(case.id)
-    .bind(&case.subject)
-    .bind(&case.description)
-    .bind(case.status.as_str())
-    .bind(case.priority.rank())
-    .bind(agent)
-    .bind(team)
-    .bind(case.sla_due_at)
-    .bind(case.resolved_at)
-    .bind(case.closed_at)
     .execute(conn)
     .await?;
     Ok(())
@@ -150,12 +150,14 @@ pub async fn record_change(
     to: &str,
     actor: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO case_history (case_id, action, \"from\", \"to\", actor) VALUES ($1, $2, $3, $4, $5)")
-        .bind(case_id)
-        .bind(action)
-        .bind(from)
-        .bind(to)
-        .bind(actor)
+    sqlx::query!(
+        "INSERT INTO case_history (case_id, action, \"from\", \"to\", actor) VALUES ($1, $2, $3, $4, $5)",
+        case_id,
+        action,
+        from,
+        to,
+        actor
+    )
         .execute(conn)
         .await?;
     Ok(())
@@ -285,24 +287,24 @@ pub mod privacy {
     /// Blanks subjects, descriptions, comments and the subject changes in the history; statuses,
     /// priorities, assignees and times stay for KPIs.
     pub async fn erase(conn: &mut PgConnection, customer_id: Uuid) -> sqlx::Result<()> {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE cases SET subject = '(erased)', description = '' WHERE customer_id = $1",
+            customer_id
         )
-        .bind(customer_id)
         .execute(&mut *conn)
         .await?;
-        sqlx::query(
+        sqlx::query!(
             "UPDATE case_comments SET text = '' \
              WHERE case_id IN (SELECT id FROM cases WHERE customer_id = $1)",
+            customer_id
         )
-        .bind(customer_id)
         .execute(&mut *conn)
         .await?;
-        sqlx::query(
+        sqlx::query!(
             "UPDATE case_history SET \"from\" = '', \"to\" = '' \
              WHERE action = 'subject' AND case_id IN (SELECT id FROM cases WHERE customer_id = $1)",
+            customer_id
         )
-        .bind(customer_id)
         .execute(conn)
         .await?;
         Ok(())
@@ -314,13 +316,13 @@ pub mod privacy {
         cutoff: DateTime<Utc>,
         limit: i64,
     ) -> sqlx::Result<u64> {
-        let done = sqlx::query(
+        let done = sqlx::query!(
             "UPDATE case_comments SET text = '' WHERE id IN ( \
                SELECT id FROM case_comments WHERE created_at < $1 AND text <> '' \
                LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            cutoff,
+            limit
         )
-        .bind(cutoff)
-        .bind(limit)
         .execute(conn)
         .await?;
         Ok(done.rows_affected())

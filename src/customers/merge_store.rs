@@ -122,14 +122,14 @@ pub async fn drop_shared_contact_points(
     survivor: Uuid,
     duplicate: Uuid,
 ) -> sqlx::Result<Vec<serde_json::Value>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "DELETE FROM contact_points d WHERE d.customer_id = $2 AND EXISTS ( \
            SELECT 1 FROM contact_points s WHERE s.customer_id = $1 AND s.kind = d.kind \
              AND s.value = d.value AND s.extension = d.extension) \
-         RETURNING to_jsonb(d)",
+         RETURNING to_jsonb(d) AS \"row!\"",
+        survivor,
+        duplicate
     )
-    .bind(survivor)
-    .bind(duplicate)
     .fetch_all(conn)
     .await
 }
@@ -140,23 +140,25 @@ pub async fn demote_primaries(
     survivor: Uuid,
     duplicate: Uuid,
 ) -> sqlx::Result<Vec<Uuid>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "UPDATE contact_points d SET is_primary = false WHERE d.customer_id = $2 AND d.is_primary \
            AND EXISTS (SELECT 1 FROM contact_points s WHERE s.customer_id = $1 AND s.kind = d.kind \
                        AND s.is_primary) \
          RETURNING d.id",
+        survivor,
+        duplicate
     )
-    .bind(survivor)
-    .bind(duplicate)
     .fetch_all(conn)
     .await
 }
 
 pub async fn promote(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<()> {
-    sqlx::query("UPDATE contact_points SET is_primary = true WHERE id = ANY($1)")
-        .bind(ids)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "UPDATE contact_points SET is_primary = true WHERE id = ANY($1)",
+        ids
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -166,13 +168,13 @@ pub async fn drop_shared_memberships(
     survivor: Uuid,
     duplicate: Uuid,
 ) -> sqlx::Result<Vec<serde_json::Value>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "DELETE FROM campaign_members d WHERE d.customer_id = $2 AND EXISTS ( \
            SELECT 1 FROM campaign_members s WHERE s.customer_id = $1 AND s.campaign_id = d.campaign_id) \
-         RETURNING to_jsonb(d)",
+         RETURNING to_jsonb(d) AS \"row!\"",
+        survivor,
+        duplicate
     )
-    .bind(survivor)
-    .bind(duplicate)
     .fetch_all(conn)
     .await
 }
@@ -184,11 +186,11 @@ pub async fn restore_contact_points(
     if rows.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO contact_points OVERRIDING SYSTEM VALUE \
          SELECT * FROM jsonb_populate_recordset(NULL::contact_points, $1)",
+        serde_json::Value::Array(rows.to_vec())
     )
-    .bind(serde_json::Value::Array(rows.to_vec()))
     .execute(conn)
     .await?;
     Ok(())
@@ -201,11 +203,11 @@ pub async fn restore_memberships(
     if rows.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO campaign_members OVERRIDING SYSTEM VALUE \
          SELECT * FROM jsonb_populate_recordset(NULL::campaign_members, $1)",
+        serde_json::Value::Array(rows.to_vec())
     )
-    .bind(serde_json::Value::Array(rows.to_vec()))
     .execute(conn)
     .await?;
     Ok(())
@@ -213,11 +215,12 @@ pub async fn restore_memberships(
 
 /// Locks both customers (in id order, so two merges cannot deadlock); returns which are live.
 pub async fn lock_pair(conn: &mut PgConnection, a: Uuid, b: Uuid) -> sqlx::Result<Vec<Uuid>> {
-    sqlx::query_scalar(
+    let pair = [a, b];
+    sqlx::query_scalar!(
         "SELECT id FROM customers WHERE id = ANY($1) AND deleted_at IS NULL AND erased_at IS NULL \
          ORDER BY id FOR UPDATE",
+        pair.as_slice()
     )
-    .bind([a, b].as_slice())
     .fetch_all(conn)
     .await
 }
@@ -227,23 +230,23 @@ pub async fn tombstone(
     duplicate: Uuid,
     survivor: Uuid,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE customers SET merged_into = $2, deleted_at = now(), updated_at = now(), \
            version = version + 1 WHERE id = $1",
+        duplicate,
+        survivor
     )
-    .bind(duplicate)
-    .bind(survivor)
     .execute(conn)
     .await?;
     Ok(())
 }
 
 pub async fn revive(conn: &mut PgConnection, duplicate: Uuid) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE customers SET merged_into = NULL, deleted_at = NULL, updated_at = now(), \
            version = version + 1 WHERE id = $1",
+        duplicate
     )
-    .bind(duplicate)
     .execute(conn)
     .await?;
     Ok(())
@@ -257,15 +260,15 @@ pub async fn insert_merge(
     lineage: &serde_json::Value,
     merged_by: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO customer_merges (id, survivor_id, duplicate_id, lineage, merged_by) \
          VALUES ($1, $2, $3, $4, $5)",
+        id,
+        survivor,
+        duplicate,
+        lineage,
+        merged_by
     )
-    .bind(id)
-    .bind(survivor)
-    .bind(duplicate)
-    .bind(lineage)
-    .bind(merged_by)
     .execute(conn)
     .await?;
     Ok(())
@@ -286,10 +289,12 @@ pub async fn merge_in_force(
 }
 
 pub async fn mark_unmerged(conn: &mut PgConnection, merge_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("UPDATE customer_merges SET unmerged_at = now() WHERE id = $1")
-        .bind(merge_id)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "UPDATE customer_merges SET unmerged_at = now() WHERE id = $1",
+        merge_id
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

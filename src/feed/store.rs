@@ -64,10 +64,12 @@ pub async fn insert(conn: &mut PgConnection, events: &[Event]) -> sqlx::Result<(
 
 /// Empties the data of every event about an erased customer, in the erasure's transaction.
 pub async fn scrub_customer(conn: &mut PgConnection, customer_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("UPDATE feed_events SET data = '{}' WHERE customer_id = $1 AND data <> '{}'")
-        .bind(customer_id)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "UPDATE feed_events SET data = '{}' WHERE customer_id = $1 AND data <> '{}'",
+        customer_id
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -165,10 +167,12 @@ pub async fn sequence(
     let mut tx = crate::db::begin(pool).await?;
     // The numbering statement's row estimates are guesses from parameters; a JIT compilation
     // would cost far more than the statement.
-    sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
+    sqlx::query!("SET LOCAL jit = off")
+        .execute(&mut *tx)
+        .await?;
     // Read before this transaction has an id (the lock below gives it one).
-    let drawn: i64 = sqlx::query_scalar(
-        "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM feed_events_id_seq",
+    let drawn: i64 = sqlx::query_scalar!(
+        r#"SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS "drawn!" FROM feed_events_id_seq"#
     )
     .fetch_one(&mut *tx)
     .await?;
@@ -204,12 +208,12 @@ pub async fn sequence(
     if numbered_to.is_none() && settled.is_none() {
         return Ok(None);
     }
-    sqlx::query(
+    sqlx::query!(
         "UPDATE feed_head SET position = COALESCE($1, position), \
-           settled_through = GREATEST(settled_through, COALESCE($2, 0))",
+           settled_through = GREATEST(settled_through, COALESCE($2::int8, 0))",
+        numbered_to,
+        settled
     )
-    .bind(numbered_to)
-    .bind(settled)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -221,14 +225,14 @@ pub async fn sequence(
 pub async fn prune(pool: &PgPool, cutoff: DateTime<Utc>, limit: i64) -> sqlx::Result<u64> {
     let mut tx = crate::db::begin(pool).await?;
     let Some(pruned): Option<i64> =
-        sqlx::query_scalar("SELECT pruned_through FROM feed_head FOR UPDATE SKIP LOCKED")
+        sqlx::query_scalar!("SELECT pruned_through FROM feed_head FOR UPDATE SKIP LOCKED")
             .fetch_optional(&mut *tx)
             .await?
     else {
         return Ok(0);
     };
     // The oldest events first, up to the first one young enough to keep.
-    let through: Option<i64> = sqlx::query_scalar(
+    let through: Option<i64> = sqlx::query_scalar!(
         "SELECT max(position) FROM ( \
            SELECT position, created_at, \
              bool_or(created_at >= $2) OVER (ORDER BY position) AS reached_young \
@@ -236,27 +240,26 @@ pub async fn prune(pool: &PgPool, cutoff: DateTime<Utc>, limit: i64) -> sqlx::Re
                  FROM feed_positions p JOIN feed_events e ON e.id = p.event_id \
                  WHERE p.position > $1 ORDER BY p.position LIMIT $3) oldest) s \
          WHERE NOT reached_young",
+        pruned,
+        cutoff,
+        limit
     )
-    .bind(pruned)
-    .bind(cutoff)
-    .bind(limit)
     .fetch_one(&mut *tx)
     .await?;
     let Some(through) = through else {
         return Ok(0);
     };
-    let deleted = sqlx::query(
+    let deleted = sqlx::query!(
         "WITH gone AS (DELETE FROM feed_positions WHERE position > $1 AND position <= $2 \
                        RETURNING event_id) \
          DELETE FROM feed_events WHERE id IN (SELECT event_id FROM gone)",
+        pruned,
+        through
     )
-    .bind(pruned)
-    .bind(through)
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    sqlx::query("UPDATE feed_head SET pruned_through = $1")
-        .bind(through)
+    sqlx::query!("UPDATE feed_head SET pruned_through = $1", through)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;

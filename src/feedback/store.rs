@@ -112,25 +112,25 @@ pub async fn insert(
         None => (None, None),
     };
     let (gateway_id, call_id) = new.call.clone().unzip();
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "INSERT INTO feedback (id, request_id, source, sentiment, score_kind, score, category, text, \
            customer_id, interaction_id, case_id, gateway_id, call_id) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
          ON CONFLICT (request_id) DO NOTHING",
+        id,
+        &new.request_id,
+        new.source.as_str(),
+        sentiment.as_str(),
+        score_kind,
+        score,
+        &new.category,
+        &new.text,
+        new.customer_id,
+        new.interaction_id,
+        new.case_id,
+        gateway_id,
+        call_id
     )
-    .bind(id)
-    .bind(&new.request_id)
-    .bind(new.source.as_str())
-    .bind(sentiment.as_str())
-    .bind(score_kind)
-    .bind(score)
-    .bind(&new.category)
-    .bind(&new.text)
-    .bind(new.customer_id)
-    .bind(new.interaction_id)
-    .bind(new.case_id)
-    .bind(gateway_id)
-    .bind(call_id)
     .execute(conn)
     .await?
     .rows_affected();
@@ -138,26 +138,28 @@ pub async fn insert(
 }
 
 pub async fn link_case(conn: &mut PgConnection, id: Uuid, case_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("UPDATE feedback SET case_id = $2 WHERE id = $1")
-        .bind(id)
-        .bind(case_id)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "UPDATE feedback SET case_id = $2 WHERE id = $1",
+        id,
+        case_id
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
 pub async fn save(conn: &mut PgConnection, f: &Feedback) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE feedback SET status = $2, owner = $3, due_at = $4, resolution = $5, resolved_at = $6, \
            closed_at = $7, updated_at = now() WHERE id = $1",
+        f.id,
+        f.status.as_str(),
+        f.owner.as_deref(),
+        f.due_at,
+        f.resolution.as_deref(),
+        f.resolved_at,
+        f.closed_at
     )
-    .bind(f.id)
-    .bind(f.status.as_str())
-    .bind(&f.owner)
-    .bind(f.due_at)
-    .bind(&f.resolution)
-    .bind(f.resolved_at)
-    .bind(f.closed_at)
     .execute(conn)
     .await?;
     Ok(())
@@ -171,15 +173,15 @@ pub async fn record_change(
     to: &str,
     actor: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO feedback_history (feedback_id, action, from_value, to_value, actor) \
          VALUES ($1, $2, $3, $4, $5)",
+        id,
+        action,
+        from,
+        to,
+        actor
     )
-    .bind(id)
-    .bind(action)
-    .bind(from)
-    .bind(to)
-    .bind(actor)
     .execute(conn)
     .await?;
     Ok(())
@@ -306,12 +308,12 @@ pub mod privacy {
     /// Blanks the text and resolution of the customer's feedback; source, sentiment, score,
     /// category, status and times stay for the summary and KPIs.
     pub async fn erase(conn: &mut PgConnection, customer_id: Uuid) -> sqlx::Result<()> {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE feedback SET text = '', \
                resolution = CASE WHEN resolution IS NULL THEN NULL ELSE '(erased)' END \
              WHERE customer_id = $1",
+            customer_id
         )
-        .bind(customer_id)
         .execute(conn)
         .await?;
         Ok(())

@@ -156,16 +156,16 @@ pub async fn write(
                        "do_not_call": c.do_not_call})
             })
             .collect();
-        sqlx::query(
-            "INSERT INTO customers (id, display_name, company, preferred_language, time_zone, tier, \
+        sqlx::query!(
+        "INSERT INTO customers (id, display_name, company, preferred_language, time_zone, tier, \
                marketing_consent, do_not_call) \
              SELECT id, display_name, company, preferred_language, time_zone, tier, marketing_consent, \
                do_not_call \
              FROM jsonb_to_recordset($1) AS r(id uuid, display_name text, company text, \
                preferred_language text, time_zone text, tier text, marketing_consent boolean, \
                do_not_call boolean)",
-        )
-        .bind(serde_json::Value::Array(rows))
+        serde_json::Value::Array(rows)
+    )
         .execute(&mut *conn)
         .await?;
     }
@@ -179,7 +179,7 @@ pub async fn write(
             })
             .collect();
         // Only blanks are filled and do-not-call only set, whatever a concurrent writer did.
-        sqlx::query(
+        sqlx::query!(
             "UPDATE customers c SET \
                company = CASE WHEN c.company = '' THEN f.company ELSE c.company END, \
                preferred_language = CASE WHEN c.preferred_language = '' THEN f.preferred_language \
@@ -190,8 +190,8 @@ pub async fn write(
              FROM jsonb_to_recordset($1) AS f(id uuid, company text, preferred_language text, \
                time_zone text, do_not_call boolean) \
              WHERE c.id = f.id",
+            serde_json::Value::Array(rows)
         )
-        .bind(serde_json::Value::Array(rows))
         .execute(&mut *conn)
         .await?;
     }
@@ -214,13 +214,13 @@ pub async fn write(
                        "is_primary": primary})
             })
             .collect();
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO contact_points (id, customer_id, kind, value, is_primary) \
              SELECT id, customer_id, kind, value, is_primary FROM jsonb_to_recordset($1) \
                AS r(id uuid, customer_id uuid, kind text, value text, is_primary boolean) \
              ON CONFLICT (customer_id, kind, value, extension) DO NOTHING",
+            serde_json::Value::Array(rows)
         )
-        .bind(serde_json::Value::Array(rows))
         .execute(&mut *conn)
         .await?;
         // The planner made the first contact point of each kind primary where there was none
@@ -234,12 +234,12 @@ pub async fn write(
                 json!({"system": system, "external_id": id, "customer_id": customer})
             })
             .collect();
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO external_references (system, external_id, customer_id) \
              SELECT system, external_id, customer_id FROM jsonb_to_recordset($1) \
                AS r(system text, external_id text, customer_id uuid)",
+            serde_json::Value::Array(rows)
         )
-        .bind(serde_json::Value::Array(rows))
         .execute(&mut *conn)
         .await?;
     }

@@ -95,28 +95,28 @@ pub async fn load_for_update(
 /// Inserts unless the request id is taken (a concurrent retry); returns whether it inserted.
 pub async fn insert(conn: &mut PgConnection, id: Uuid, new: &NewInteraction) -> sqlx::Result<bool> {
     let (gateway_id, call_id) = new.call.clone().unzip();
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "INSERT INTO interactions (id, request_id, customer_id, channel, direction, agent_id, gateway_id, call_id, \
            case_id, campaign_id, disposition_code, outcome, notes, follow_up_on, started_at, ended_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
          ON CONFLICT (request_id) DO NOTHING",
+        id,
+        &new.request_id,
+        new.customer_id,
+        new.channel.as_str(),
+        new.direction.as_str(),
+        new.agent_id.as_deref(),
+        gateway_id,
+        call_id,
+        new.case_id,
+        new.campaign_id.as_deref(),
+        new.disposition_code.as_deref(),
+        &new.outcome,
+        &new.notes,
+        new.follow_up_on,
+        new.started_at,
+        new.ended_at
     )
-    .bind(id)
-    .bind(&new.request_id)
-    .bind(new.customer_id)
-    .bind(new.channel.as_str())
-    .bind(new.direction.as_str())
-    .bind(&new.agent_id)
-    .bind(gateway_id)
-    .bind(call_id)
-    .bind(new.case_id)
-    .bind(&new.campaign_id)
-    .bind(&new.disposition_code)
-    .bind(&new.outcome)
-    .bind(&new.notes)
-    .bind(new.follow_up_on)
-    .bind(new.started_at)
-    .bind(new.ended_at)
     .execute(conn)
     .await?
     .rows_affected();
@@ -129,16 +129,16 @@ pub async fn complete_wrap_up(
     disposition: &str,
     extra_notes: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE interactions SET disposition_code = $2, \
            notes = CASE WHEN $3 = '' THEN notes WHEN notes = '' THEN $3 ELSE notes || E'\\n' || $3 END, \
            wrap_up_completed_at = now(), \
            wrap_up_ms = GREATEST(0, (extract(epoch FROM now() - COALESCE(ended_at, started_at)) * 1000)::bigint) \
          WHERE id = $1",
+        id,
+        disposition,
+        extra_notes
     )
-    .bind(id)
-    .bind(disposition)
-    .bind(extra_notes)
     .execute(conn)
     .await?;
     Ok(())
@@ -252,10 +252,12 @@ pub mod privacy {
 
     /// Blanks the customer's notes and free-text outcomes; dispositions and timings stay for KPIs.
     pub async fn erase(conn: &mut PgConnection, customer_id: Uuid) -> sqlx::Result<()> {
-        sqlx::query("UPDATE interactions SET notes = '', outcome = '' WHERE customer_id = $1")
-            .bind(customer_id)
-            .execute(conn)
-            .await?;
+        sqlx::query!(
+            "UPDATE interactions SET notes = '', outcome = '' WHERE customer_id = $1",
+            customer_id
+        )
+        .execute(conn)
+        .await?;
         Ok(())
     }
 
@@ -266,14 +268,14 @@ pub mod privacy {
         cutoff: DateTime<Utc>,
         limit: i64,
     ) -> sqlx::Result<Vec<Uuid>> {
-        sqlx::query_scalar(
-            "UPDATE interactions SET notes = '', outcome = '' WHERE id IN ( \
+        sqlx::query_scalar!(
+        "UPDATE interactions SET notes = '', outcome = '' WHERE id IN ( \
                SELECT id FROM interactions WHERE started_at < $1 AND (notes <> '' OR outcome <> '') \
                LIMIT $2 FOR UPDATE SKIP LOCKED) \
              RETURNING customer_id",
-        )
-        .bind(cutoff)
-        .bind(limit)
+        cutoff,
+        limit
+    )
         .fetch_all(conn)
         .await
     }

@@ -9,7 +9,6 @@ use super::{LiveAgent, LiveCall};
 use crate::call_model::AgentState;
 use crate::call_model::CallState;
 
-#[derive(sqlx::FromRow)]
 struct CallRow {
     gateway_id: String,
     call_id: String,
@@ -19,7 +18,6 @@ struct CallRow {
     since: DateTime<Utc>,
 }
 
-#[derive(sqlx::FromRow)]
 struct AgentRow {
     agent_id: String,
     version: i64,
@@ -43,14 +41,15 @@ pub async fn live_calls(
     conn: &mut PgConnection,
     stale_after: Duration,
 ) -> sqlx::Result<Vec<LiveCall>> {
-    let rows: Vec<CallRow> = sqlx::query_as(
-        "SELECT gateway_id, call_id, event_count::int8 AS version, state, queue, \
-           COALESCE(queued_at, offered_at, updated_at) AS since \
-         FROM calls \
-         WHERE state NOT IN ('ended', 'abandoned') \
-           AND updated_at > now() - make_interval(secs => $1)",
+    let rows = sqlx::query_as!(
+        CallRow,
+        r#"SELECT gateway_id, call_id, event_count::int8 AS "version!", state, queue,
+             COALESCE(queued_at, offered_at, updated_at) AS "since!"
+           FROM calls
+           WHERE state NOT IN ('ended', 'abandoned')
+             AND updated_at > now() - make_interval(secs => $1)"#,
+        stale_after.as_secs_f64(),
     )
-    .bind(stale_after.as_secs_f64())
     .fetch_all(conn)
     .await?;
     Ok(rows
@@ -68,18 +67,21 @@ pub async fn live_calls(
 }
 
 pub async fn agents(conn: &mut PgConnection) -> sqlx::Result<Vec<LiveAgent>> {
-    let rows: Vec<AgentRow> =
-        sqlx::query_as("SELECT agent_id, version, state, since, queues FROM agents")
-            .fetch_all(conn)
-            .await?;
+    let rows = sqlx::query_as!(
+        AgentRow,
+        "SELECT agent_id, version, state, since, queues FROM agents"
+    )
+    .fetch_all(conn)
+    .await?;
     Ok(rows.into_iter().filter_map(agent_of).collect())
 }
 
 pub async fn agent(conn: &mut PgConnection, agent_id: &str) -> sqlx::Result<Option<LiveAgent>> {
-    let row: Option<AgentRow> = sqlx::query_as(
+    let row = sqlx::query_as!(
+        AgentRow,
         "SELECT agent_id, version, state, since, queues FROM agents WHERE agent_id = $1",
+        agent_id,
     )
-    .bind(agent_id)
     .fetch_optional(conn)
     .await?;
     Ok(row.and_then(agent_of))

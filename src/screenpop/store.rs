@@ -352,11 +352,11 @@ pub async fn customer_numbers(
     conn: &mut PgConnection,
     customer_ids: &[Uuid],
 ) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT p.value FROM unnest($1::uuid[]) AS k(id) \
          JOIN contact_points p ON p.customer_id = k.id AND p.kind = 'phone'",
+        customer_ids
     )
-    .bind(customer_ids)
     .fetch_all(conn)
     .await
 }
@@ -365,11 +365,11 @@ pub async fn record_invalidations(
     conn: &mut PgConnection,
     numbers: &[NumberKey],
 ) -> sqlx::Result<Vec<i64>> {
-    let keys: Vec<&str> = numbers.iter().map(NumberKey::as_str).collect();
-    sqlx::query_scalar(
+    let keys: Vec<String> = numbers.iter().map(|k| k.as_str().to_owned()).collect();
+    sqlx::query_scalar!(
         "INSERT INTO pop_invalidations (number_key) SELECT unnest($1::text[]) RETURNING id",
+        &keys
     )
-    .bind(keys)
     .fetch_all(conn)
     .await
 }
@@ -387,16 +387,17 @@ pub async fn pending_invalidations(pool: &PgPool, limit: i64) -> sqlx::Result<Ve
 }
 
 pub async fn mark_invalidations_failed(pool: &PgPool, ids: &[i64]) -> sqlx::Result<()> {
-    sqlx::query("UPDATE pop_invalidations SET failed = true WHERE id = ANY($1)")
-        .bind(ids)
-        .execute(&mut *crate::db::acquire(pool).await?)
-        .await?;
+    sqlx::query!(
+        "UPDATE pop_invalidations SET failed = true WHERE id = ANY($1)",
+        ids
+    )
+    .execute(&mut *crate::db::acquire(pool).await?)
+    .await?;
     Ok(())
 }
 
 pub async fn delete_invalidations(pool: &PgPool, ids: &[i64]) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM pop_invalidations WHERE id = ANY($1)")
-        .bind(ids)
+    sqlx::query!("DELETE FROM pop_invalidations WHERE id = ANY($1)", ids)
         .execute(&mut *crate::db::acquire(pool).await?)
         .await?;
     Ok(())
