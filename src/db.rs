@@ -76,7 +76,7 @@ pub async fn begin(pool: &PgPool) -> sqlx::Result<Transaction<'static, Postgres>
 pub async fn wait_until_reachable(pool: &PgPool, patience: Duration) -> Result<(), sqlx::Error> {
     let deadline = tokio::time::Instant::now() + patience;
     loop {
-        match sqlx::query("SELECT 1").execute(pool).await {
+        match sqlx::query_scalar!("SELECT 1 AS ok").fetch_one(pool).await {
             Ok(_) => return Ok(()),
             Err(error) if tokio::time::Instant::now() < deadline => {
                 tracing::info!(%error, "waiting for PostgreSQL");
@@ -87,10 +87,51 @@ pub async fn wait_until_reachable(pool: &PgPool, patience: Duration) -> Result<(
     }
 }
 
+/// How the rest of a transaction runs, for the few that need more than the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionMode {
+    /// One snapshot for every statement (an export that must agree with itself).
+    RepeatableRead,
+    /// One snapshot, reading only (KPIs over several statements).
+    RepeatableReadOnly,
+    /// Sorts and hashes of up to 128 MB in memory (the KPI joins).
+    WorkMem128Mb,
+    /// A fresh plan for every statement (an import grows tables faster than their statistics).
+    CustomPlans,
+    /// No JIT compilation (the feed's numbering: a JIT costs more than the statement).
+    NoJit,
+}
+
+/// Sets `mode` for the rest of the current transaction.
+pub async fn set_transaction(
+    conn: &mut sqlx::PgConnection,
+    mode: TransactionMode,
+) -> sqlx::Result<()> {
+    let statement = match mode {
+        TransactionMode::RepeatableRead => {
+            sqlx::query!("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        }
+        TransactionMode::RepeatableReadOnly => {
+            sqlx::query!("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        }
+        TransactionMode::WorkMem128Mb => sqlx::query!("SET LOCAL work_mem = '128MB'"),
+        TransactionMode::CustomPlans => {
+            sqlx::query!("SET LOCAL plan_cache_mode = force_custom_plan")
+        }
+        TransactionMode::NoJit => sqlx::query!("SET LOCAL jit = off"),
+    };
+    statement.execute(conn).await?;
+    Ok(())
+}
+
 /// Whether PostgreSQL answers `SELECT 1` within `patience` (the health probe).
 pub async fn ping(pool: &PgPool, patience: Duration) -> bool {
     matches!(
-        tokio::time::timeout(patience, sqlx::query("SELECT 1").execute(pool)).await,
+        tokio::time::timeout(
+            patience,
+            sqlx::query_scalar!("SELECT 1 AS ok").fetch_one(pool)
+        )
+        .await,
         Ok(Ok(_))
     )
 }

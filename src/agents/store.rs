@@ -80,11 +80,11 @@ pub async fn list(conn: &mut PgConnection, filter: &AgentFilter) -> sqlx::Result
 
 /// The agent's softphone is here now: known from the desktop if it was not known at all.
 pub async fn ensure_known(conn: &mut PgConnection, agent_id: &str) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO agents (agent_id, known_from, desktop_seen_at) VALUES ($1, 'desktop', now()) \
          ON CONFLICT (agent_id) DO UPDATE SET desktop_seen_at = now()",
+        agent_id
     )
-    .bind(agent_id)
     .execute(conn)
     .await?;
     Ok(())
@@ -95,23 +95,23 @@ pub async fn learn_from_gateway(conn: &mut PgConnection, agent_ids: &[&str]) -> 
     if agent_ids.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO agents (agent_id, known_from) SELECT a, 'gateway' FROM unnest($1::text[]) AS a \
          ORDER BY a ON CONFLICT (agent_id) DO NOTHING",
+        &agent_ids.iter().map(|id| (*id).to_owned()).collect::<Vec<String>>()
     )
-    .bind(agent_ids)
     .execute(conn)
     .await?;
     Ok(())
 }
 
 pub async fn set_team(conn: &mut PgConnection, agent_id: &str, team: &str) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO agents (agent_id, team, known_from) VALUES ($1, $2, 'directory') \
          ON CONFLICT (agent_id) DO UPDATE SET team = EXCLUDED.team",
+        agent_id,
+        team
     )
-    .bind(agent_id)
-    .bind(team)
     .execute(conn)
     .await?;
     Ok(())
@@ -123,15 +123,15 @@ pub async fn set_queues(
     agent_id: &str,
     queues: &[String],
 ) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "INSERT INTO agents (agent_id, queues, known_from) \
          SELECT $1, COALESCE(array_agg(DISTINCT q ORDER BY q), '{}'), 'directory' FROM unnest($2::text[]) AS q \
          ON CONFLICT (agent_id) DO UPDATE SET queues = EXCLUDED.queues, \
            version = agents.version + 1 \
          RETURNING queues",
+        agent_id,
+        queues
     )
-    .bind(agent_id)
-    .bind(queues)
     .fetch_one(conn)
     .await
 }

@@ -140,13 +140,9 @@ impl Analytics {
         // Every call committed before this request has its next contact stamped.
         chains::catch_up(&self.pool).await?;
         let mut tx = crate::db::begin(&self.pool).await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .execute(&mut *tx)
-            .await?;
+        crate::db::set_transaction(&mut tx, crate::db::TransactionMode::RepeatableReadOnly).await?;
         // The joins of wrap-ups and feedback hash a month of rows: in memory, not on disk.
-        sqlx::query("SET LOCAL work_mem = '128MB'")
-            .execute(&mut *tx)
-            .await?;
+        crate::db::set_transaction(&mut tx, crate::db::TransactionMode::WorkMem128Mb).await?;
         // Groups partition the calls: the total is their sum, without a second pass.
         let groups = tallies(&mut tx, query, &query.period, query.grouping).await?;
         let total = Tally::sum(groups.values());

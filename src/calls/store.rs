@@ -314,7 +314,7 @@ pub async fn save_calls(
             })
         })
         .collect();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO calls (gateway_id, call_id, state, outcome, caller_number, dialed_number, queue, current_agent, \
            on_call_agents, handled_by, transfers, offered_at, queued_at, answered_at, ended_at, hold_ms, customer_id, \
            event_count, updated_at) \
@@ -332,8 +332,8 @@ pub async fn save_calls(
            queued_at = EXCLUDED.queued_at, answered_at = EXCLUDED.answered_at, ended_at = EXCLUDED.ended_at, \
            hold_ms = EXCLUDED.hold_ms, customer_id = COALESCE(calls.customer_id, EXCLUDED.customer_id), \
            event_count = EXCLUDED.event_count, updated_at = now()",
+        serde_json::Value::Array(rows)
     )
-    .bind(sqlx::types::Json(rows))
     .execute(conn)
     .await?;
     Ok(())
@@ -409,24 +409,24 @@ pub mod privacy {
         customer_id: Uuid,
         numbers: &[String],
     ) -> sqlx::Result<()> {
-        sqlx::query(
+        sqlx::query!(
             "WITH erased AS ( \
                UPDATE calls SET caller_number = NULL \
                WHERE customer_id = $1 OR caller_number = ANY($2) \
                RETURNING gateway_id, call_id) \
              UPDATE call_events e SET caller_number = NULL, attached_data = '{}' \
              FROM erased WHERE e.gateway_id = erased.gateway_id AND e.call_id = erased.call_id",
+            customer_id,
+            numbers
         )
-        .bind(customer_id)
-        .bind(numbers)
         .execute(&mut *conn)
         .await?;
         // Events of calls whose record never kept the number (a later event changed it).
-        sqlx::query(
+        sqlx::query!(
             "UPDATE call_events SET caller_number = NULL, attached_data = '{}' \
              WHERE caller_number = ANY($1)",
+            numbers
         )
-        .bind(numbers)
         .execute(conn)
         .await?;
         Ok(())
@@ -439,13 +439,13 @@ pub mod privacy {
         cutoff: DateTime<Utc>,
         limit: i64,
     ) -> sqlx::Result<u64> {
-        let done = sqlx::query(
-            "UPDATE call_events SET attached_data = '{}' WHERE (gateway_id, event_id) IN ( \
+        let done = sqlx::query!(
+        "UPDATE call_events SET attached_data = '{}' WHERE (gateway_id, event_id) IN ( \
                SELECT gateway_id, event_id FROM call_events WHERE received_at < $1 AND attached_data <> '{}' \
                LIMIT $2 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(cutoff)
-        .bind(limit)
+        cutoff,
+        limit
+    )
         .execute(conn)
         .await?;
         Ok(done.rows_affected())

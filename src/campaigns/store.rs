@@ -176,12 +176,12 @@ pub async fn claim_numbers(
     if numbers.is_empty() {
         return Ok(());
     }
-    let claimed: Vec<String> = sqlx::query_scalar(
+    let claimed: Vec<String> = sqlx::query_scalar!(
         "INSERT INTO campaign_numbers (number, campaign_id) SELECT n, $2 FROM unnest($1::text[]) n \
          ON CONFLICT (number) DO NOTHING RETURNING number",
+        numbers,
+        campaign_id
     )
-    .bind(numbers)
-    .bind(campaign_id)
     .fetch_all(conn)
     .await?;
     match numbers.iter().find(|n| !claimed.contains(n)) {
@@ -191,10 +191,12 @@ pub async fn claim_numbers(
 }
 
 pub async fn release_numbers(conn: &mut PgConnection, campaign_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM campaign_numbers WHERE campaign_id = $1")
-        .bind(campaign_id)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM campaign_numbers WHERE campaign_id = $1",
+        campaign_id
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -242,20 +244,20 @@ pub async fn stats(
     .bind(campaign.id)
     .fetch_all(&mut *conn)
     .await?;
-    let reached_members: i64 = sqlx::query_scalar(
-        "SELECT count(DISTINCT customer_id) FROM campaign_attempts \
+    let reached_members: i64 = sqlx::query_scalar!(
+        "SELECT count(DISTINCT customer_id) AS \"n!\" FROM campaign_attempts \
          WHERE campaign_id = $1 AND outcome IN ('reached', 'converted', 'declined')",
+        campaign.id
     )
-    .bind(campaign.id)
     .fetch_one(&mut *conn)
     .await?;
-    let inbound_calls: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM calls WHERE dialed_number = ANY($1) \
+    let inbound_calls: i64 = sqlx::query_scalar!(
+        "SELECT count(*) AS \"n!\" FROM calls WHERE dialed_number = ANY($1) \
            AND offered_at >= $2 AND offered_at < $3",
+        &campaign.fields.dialed_numbers,
+        campaign.fields.starts_at,
+        campaign.fields.ends_at
     )
-    .bind(&campaign.fields.dialed_numbers)
-    .bind(campaign.fields.starts_at)
-    .bind(campaign.fields.ends_at)
     .fetch_one(&mut *conn)
     .await?;
     let outcomes: Vec<(Outcome, i64)> = counts
@@ -290,13 +292,13 @@ pub async fn first_missing_customer(
     conn: &mut PgConnection,
     ids: &[Uuid],
 ) -> sqlx::Result<Option<Uuid>> {
-    sqlx::query_scalar(
-        "SELECT i FROM unnest($1::uuid[]) WITH ORDINALITY AS t(i, n) \
+    sqlx::query_scalar!(
+        "SELECT i AS \"i!\" FROM unnest($1::uuid[]) WITH ORDINALITY AS t(i, n) \
          WHERE NOT EXISTS (SELECT 1 FROM customers c WHERE c.id = t.i AND c.deleted_at IS NULL \
                              AND c.erased_at IS NULL) \
          ORDER BY n LIMIT 1",
+        ids
     )
-    .bind(ids)
     .fetch_optional(conn)
     .await
 }
@@ -312,14 +314,14 @@ pub async fn add_ids(
     distinct.sort();
     distinct.dedup();
     // Insertion in the order given, so the list is called in that order.
-    let added: Vec<Uuid> = sqlx::query_scalar(
+    let added: Vec<Uuid> = sqlx::query_scalar!(
         "INSERT INTO campaign_members (campaign_id, customer_id) \
          SELECT $1, i FROM (SELECT DISTINCT ON (i) i, n FROM unnest($2::uuid[]) WITH ORDINALITY AS t(i, n) \
                             ORDER BY i, n) d ORDER BY n \
          ON CONFLICT (campaign_id, customer_id) DO NOTHING RETURNING customer_id",
+        campaign_id,
+        ids
     )
-    .bind(campaign_id)
-    .bind(ids)
     .fetch_all(conn)
     .await?;
     Ok((distinct.len() as i64, added))
@@ -377,10 +379,10 @@ pub async fn open_member_ids(
     conn: &mut PgConnection,
     campaign_id: Uuid,
 ) -> sqlx::Result<Vec<Uuid>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT customer_id FROM campaign_members WHERE campaign_id = $1 AND state <> 'done'",
+        campaign_id
     )
-    .bind(campaign_id)
     .fetch_all(conn)
     .await
 }
@@ -470,15 +472,15 @@ pub async fn earliest_retry(
     campaign_id: Uuid,
     now: DateTime<Utc>,
 ) -> sqlx::Result<Option<DateTime<Utc>>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT min(CASE WHEN state = 'leased' AND lease_expires_at > $2 \
                          THEN GREATEST(lease_expires_at, COALESCE(next_attempt_at, lease_expires_at)) \
                          ELSE next_attempt_at END) \
          FROM campaign_members WHERE campaign_id = $1 AND state <> 'done' \
            AND ((state = 'leased' AND lease_expires_at > $2) OR next_attempt_at > $2)",
+        campaign_id,
+        now
     )
-    .bind(campaign_id)
-    .bind(now)
     .fetch_one(conn)
     .await
 }
@@ -563,34 +565,34 @@ pub async fn finish_attempt(
     let callback_at = (outcome == Outcome::CallbackRequested)
         .then_some(callback_at)
         .flatten();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO campaign_attempts (lease_id, campaign_id, customer_id, agent_id, outcome, callback_at, \
            member_state, attempts, next_attempt_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        lease.lease_id,
+        lease.campaign_id,
+        lease.customer_id,
+        &lease.agent_id,
+        outcome.as_str(),
+        callback_at,
+        after.state.as_str(),
+        after.attempts,
+        after.next_attempt_at
     )
-    .bind(lease.lease_id)
-    .bind(lease.campaign_id)
-    .bind(lease.customer_id)
-    .bind(&lease.agent_id)
-    .bind(outcome.as_str())
-    .bind(callback_at)
-    .bind(after.state.as_str())
-    .bind(after.attempts)
-    .bind(after.next_attempt_at)
     .execute(&mut *conn)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "UPDATE campaign_members SET state = $3, attempts = $4, next_attempt_at = $5, callback_at = $6, \
            last_outcome = $7, lease_id = NULL, leased_by = NULL, lease_expires_at = NULL, updated_at = now() \
          WHERE campaign_id = $1 AND customer_id = $2",
+        lease.campaign_id,
+        lease.customer_id,
+        after.state.as_str(),
+        after.attempts,
+        after.next_attempt_at,
+        callback_at,
+        outcome.as_str()
     )
-    .bind(lease.campaign_id)
-    .bind(lease.customer_id)
-    .bind(after.state.as_str())
-    .bind(after.attempts)
-    .bind(after.next_attempt_at)
-    .bind(callback_at)
-    .bind(outcome.as_str())
     .execute(conn)
     .await?;
     Ok(())

@@ -68,10 +68,12 @@ pub(super) async fn find_by_request_id(
     pool: &PgPool,
     request_id: &str,
 ) -> sqlx::Result<Option<Uuid>> {
-    sqlx::query_scalar("SELECT id FROM customers WHERE create_request_id = $1")
-        .bind(request_id)
-        .fetch_optional(&mut *crate::db::acquire(pool).await?)
-        .await
+    sqlx::query_scalar!(
+        "SELECT id FROM customers WHERE create_request_id = $1",
+        request_id
+    )
+    .fetch_optional(&mut *crate::db::acquire(pool).await?)
+    .await
 }
 
 pub(super) async fn insert_customer(
@@ -99,17 +101,17 @@ pub(super) async fn insert_contact_point(
     cp: &NewContactPoint,
     primary: bool,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO contact_points (id, customer_id, kind, value, extension, label, is_primary) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        Uuid::new_v4(),
+        customer_id,
+        cp.value.kind().as_str(),
+        cp.value.stored_value(),
+        cp.value.extension(),
+        &cp.label,
+        primary
     )
-    .bind(Uuid::new_v4())
-    .bind(customer_id)
-    .bind(cp.value.kind().as_str())
-    .bind(cp.value.stored_value())
-    .bind(cp.value.extension())
-    .bind(&cp.label)
-    .bind(primary)
     .execute(conn)
     .await?;
     Ok(())
@@ -120,15 +122,15 @@ pub(super) async fn ensure_primaries(
     conn: &mut PgConnection,
     customer_id: Uuid,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE contact_points SET is_primary = true WHERE id IN ( \
            SELECT DISTINCT ON (kind) id FROM contact_points cp \
            WHERE customer_id = $1 AND NOT EXISTS ( \
              SELECT 1 FROM contact_points p \
              WHERE p.customer_id = $1 AND p.kind = cp.kind AND p.is_primary) \
            ORDER BY kind, seq)",
+        customer_id
     )
-    .bind(customer_id)
     .execute(conn)
     .await?;
     Ok(())
@@ -139,9 +141,11 @@ pub(super) async fn clear_primary(
     customer_id: Uuid,
     kind: ContactKind,
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE contact_points SET is_primary = false WHERE customer_id = $1 AND kind = $2 AND is_primary")
-        .bind(customer_id)
-        .bind(kind.as_str())
+    sqlx::query!(
+        "UPDATE contact_points SET is_primary = false WHERE customer_id = $1 AND kind = $2 AND is_primary",
+        customer_id,
+        kind.as_str()
+    )
         .execute(conn)
         .await?;
     Ok(())
@@ -152,12 +156,12 @@ pub(super) async fn insert_external_reference(
     customer_id: Uuid,
     reference: &ExternalReference,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO external_references (system, external_id, customer_id) VALUES ($1, $2, $3)",
+        &reference.system,
+        &reference.external_id,
+        customer_id
     )
-    .bind(&reference.system)
-    .bind(&reference.external_id)
-    .bind(customer_id)
     .execute(conn)
     .await?;
     Ok(())
@@ -167,31 +171,31 @@ pub(super) async fn external_reference_owner(
     conn: &mut PgConnection,
     reference: &ExternalReference,
 ) -> sqlx::Result<Option<Uuid>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT customer_id FROM external_references WHERE system = $1 AND external_id = $2",
+        &reference.system,
+        &reference.external_id
     )
-    .bind(&reference.system)
-    .bind(&reference.external_id)
     .fetch_optional(conn)
     .await
 }
 
 pub(super) async fn flag_do_not_call(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE customers SET do_not_call = true, updated_at = now(), version = version + 1 \
          WHERE id = $1 AND NOT do_not_call",
+        id
     )
-    .bind(id)
     .execute(conn)
     .await?;
     Ok(())
 }
 
 pub(super) async fn is_live(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<bool> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM customers WHERE id = $1 AND deleted_at IS NULL)",
+    sqlx::query_scalar!(
+        "SELECT EXISTS (SELECT 1 FROM customers WHERE id = $1 AND deleted_at IS NULL) AS \"live!\"",
+        id
     )
-    .bind(id)
     .fetch_one(conn)
     .await
 }
@@ -206,10 +210,10 @@ pub(super) async fn load_for_update(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> sqlx::Result<Option<Customer>> {
-    let locked: Option<Uuid> = sqlx::query_scalar(
+    let locked: Option<Uuid> = sqlx::query_scalar!(
         "SELECT id FROM customers WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+        id
     )
-    .bind(id)
     .fetch_optional(&mut *conn)
     .await?;
     match locked {
@@ -243,18 +247,22 @@ pub(super) async fn lock_for_delete(
 }
 
 pub(super) async fn soft_delete(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("UPDATE customers SET deleted_at = now(), updated_at = now(), version = version + 1 WHERE id = $1")
-        .bind(id)
+    sqlx::query!(
+        "UPDATE customers SET deleted_at = now(), updated_at = now(), version = version + 1 WHERE id = $1",
+        id
+    )
         .execute(conn)
         .await?;
     Ok(())
 }
 
 pub(super) async fn phone_numbers(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar("SELECT value FROM contact_points WHERE customer_id = $1 AND kind = 'phone'")
-        .bind(id)
-        .fetch_all(conn)
-        .await
+    sqlx::query_scalar!(
+        "SELECT value FROM contact_points WHERE customer_id = $1 AND kind = 'phone'",
+        id
+    )
+    .fetch_all(conn)
+    .await
 }
 
 pub(super) async fn update_profile(
@@ -273,10 +281,12 @@ pub(super) async fn update_profile(
 
 /// Records a change: bumps the version and the update time.
 pub(super) async fn touch(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("UPDATE customers SET version = version + 1, updated_at = now() WHERE id = $1")
-        .bind(id)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "UPDATE customers SET version = version + 1, updated_at = now() WHERE id = $1",
+        id
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -505,22 +515,24 @@ pub mod privacy {
         conn: &mut PgConnection,
         id: Uuid,
     ) -> sqlx::Result<Option<Option<DateTime<Utc>>>> {
-        sqlx::query_scalar("SELECT erased_at FROM customers WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(conn)
-            .await
+        sqlx::query_scalar!(
+            "SELECT erased_at FROM customers WHERE id = $1 FOR UPDATE",
+            id
+        )
+        .fetch_optional(conn)
+        .await
     }
 
     /// Every customer merged into `id`, directly or through a chain of merges (the tombstones
     /// whose `merged_into` leads to `id`).
     pub async fn merged_into(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Vec<Uuid>> {
-        sqlx::query_scalar(
+        sqlx::query_scalar!(
             "WITH RECURSIVE lineage AS ( \
                SELECT id FROM customers WHERE merged_into = $1 \
                UNION SELECT c.id FROM customers c JOIN lineage l ON c.merged_into = l.id) \
-             SELECT id FROM lineage ORDER BY id",
+             SELECT id AS \"id!\" FROM lineage ORDER BY id",
+            id
         )
-        .bind(id)
         .fetch_all(conn)
         .await
     }
@@ -528,11 +540,11 @@ pub mod privacy {
     /// Drops what the merges of `ids` kept to undo them (keys and profile values moved): an erased
     /// customer is never unmerged.
     pub async fn scrub_merges(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<()> {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE customer_merges SET lineage = '{\"erased\": true}' \
              WHERE survivor_id = ANY($1) OR duplicate_id = ANY($1)",
+            ids
         )
-        .bind(ids)
         .execute(conn)
         .await?;
         Ok(())
@@ -541,22 +553,20 @@ pub mod privacy {
     /// Removes the contact points and external references and anonymizes the row, which stays
     /// (deleted) so that calls, interactions and orders still count. Returns the erase time.
     pub async fn erase(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<DateTime<Utc>> {
-        sqlx::query("DELETE FROM contact_points WHERE customer_id = $1")
-            .bind(id)
+        sqlx::query!("DELETE FROM contact_points WHERE customer_id = $1", id)
             .execute(&mut *conn)
             .await?;
-        sqlx::query("DELETE FROM external_references WHERE customer_id = $1")
-            .bind(id)
+        sqlx::query!("DELETE FROM external_references WHERE customer_id = $1", id)
             .execute(&mut *conn)
             .await?;
-        sqlx::query_scalar(
-            "UPDATE customers SET display_name = '(erased)', company = '', preferred_language = '', \
+        sqlx::query_scalar!(
+        "UPDATE customers SET display_name = '(erased)', company = '', preferred_language = '', \
                time_zone = '', segment = '', vip = false, marketing_consent = false, \
                create_request_id = NULL, deleted_at = COALESCE(deleted_at, now()), erased_at = now(), \
                updated_at = now(), version = version + 1 \
-             WHERE id = $1 RETURNING erased_at",
-        )
-        .bind(id)
+             WHERE id = $1 RETURNING erased_at AS \"erased_at!\"",
+        id
+    )
         .fetch_one(conn)
         .await
     }

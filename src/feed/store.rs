@@ -167,9 +167,7 @@ pub async fn sequence(
     let mut tx = crate::db::begin(pool).await?;
     // The numbering statement's row estimates are guesses from parameters; a JIT compilation
     // would cost far more than the statement.
-    sqlx::query!("SET LOCAL jit = off")
-        .execute(&mut *tx)
-        .await?;
+    crate::db::set_transaction(&mut tx, crate::db::TransactionMode::NoJit).await?;
     // Read before this transaction has an id (the lock below gives it one).
     let drawn: i64 = sqlx::query_scalar!(
         r#"SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS "drawn!" FROM feed_events_id_seq"#

@@ -463,9 +463,7 @@ impl Import {
         // An import grows the tables faster than their statistics follow: a plan cached on the
         // connection while a table was small turns a lookup into a scan (measured: 70 s for
         // 100,000 rows into an empty database, 21 s with fresh plans). Planning costs ~1 ms.
-        sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
-            .execute(&mut **tx)
-            .await?;
+        crate::db::set_transaction(tx, crate::db::TransactionMode::CustomPlans).await?;
         learn(&mut self.planner, tx, &normalized).await?;
         let mut writes = Writes::default();
         let mut planned = normalized

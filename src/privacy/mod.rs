@@ -81,9 +81,7 @@ impl Privacy {
     /// trail in the same transaction, so the export lists itself.
     pub async fn export(&self, id: Uuid) -> Result<CustomerData> {
         let mut tx = crate::db::begin(&self.pool).await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            .execute(&mut *tx)
-            .await?;
+        crate::db::set_transaction(&mut tx, crate::db::TransactionMode::RepeatableRead).await?;
         let customer = customers::privacy::load(&mut tx, id)
             .await?
             .ok_or(PrivacyError::NotFound)?;
