@@ -67,20 +67,21 @@ pub async fn upsert_order(
     customer_id: Uuid,
     new: &NewOrder,
 ) -> sqlx::Result<Order> {
-    let row: OrderRow = sqlx::query_as(
+    let row = sqlx::query_as!(
+        OrderRow,
         "INSERT INTO orders (system, order_id, customer_id, amount_minor, currency, status, ordered_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) \
          ON CONFLICT (system, order_id) DO UPDATE SET customer_id = $3, amount_minor = $4, currency = $5, \
            status = $6, ordered_at = $7, updated_at = now() \
          RETURNING system, order_id, customer_id, amount_minor, currency, status, ordered_at",
+        &new.system,
+        &new.order_id,
+        customer_id,
+        new.amount.amount_minor,
+        &new.amount.currency,
+        new.status.as_str(),
+        new.ordered_at
     )
-    .bind(&new.system)
-    .bind(&new.order_id)
-    .bind(customer_id)
-    .bind(new.amount.amount_minor)
-    .bind(&new.amount.currency)
-    .bind(new.status.as_str())
-    .bind(new.ordered_at)
     .fetch_one(conn)
     .await?;
     Ok(Order::from(row))
@@ -157,20 +158,21 @@ pub async fn upsert_service_event(
     customer_id: Uuid,
     new: &NewServiceEvent,
 ) -> sqlx::Result<ServiceEvent> {
-    let row: ServiceEventRow = sqlx::query_as(
+    let row = sqlx::query_as!(
+        ServiceEventRow,
         "INSERT INTO service_events (system, event_id, customer_id, kind, status, description, occurred_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) \
          ON CONFLICT (system, event_id) DO UPDATE SET customer_id = $3, kind = $4, status = $5, \
            description = $6, occurred_at = $7, updated_at = now() \
          RETURNING system, event_id, customer_id, kind, status, description, occurred_at",
+        &new.system,
+        &new.event_id,
+        customer_id,
+        new.kind.as_str(),
+        &new.status,
+        &new.description,
+        new.occurred_at
     )
-    .bind(&new.system)
-    .bind(&new.event_id)
-    .bind(customer_id)
-    .bind(new.kind.as_str())
-    .bind(&new.status)
-    .bind(&new.description)
-    .bind(new.occurred_at)
     .fetch_one(conn)
     .await?;
     Ok(ServiceEvent::from(row))
@@ -199,10 +201,11 @@ pub mod privacy {
 
     /// The customer's orders, oldest first.
     pub async fn orders(conn: &mut PgConnection, customer_id: Uuid) -> sqlx::Result<Vec<Order>> {
-        let rows: Vec<OrderRow> = sqlx::query_as(
-            "SELECT system, order_id, customer_id, amount_minor, currency, status, ordered_at              FROM orders WHERE customer_id = $1 ORDER BY ordered_at, system, order_id",
-        )
-        .bind(customer_id)
+        let rows = sqlx::query_as!(
+        OrderRow,
+        "SELECT system, order_id, customer_id, amount_minor, currency, status, ordered_at              FROM orders WHERE customer_id = $1 ORDER BY ordered_at, system, order_id",
+        customer_id
+    )
         .fetch_all(conn)
         .await?;
         Ok(rows.into_iter().map(Order::from).collect())
@@ -213,10 +216,11 @@ pub mod privacy {
         conn: &mut PgConnection,
         customer_id: Uuid,
     ) -> sqlx::Result<Vec<ServiceEvent>> {
-        let rows: Vec<ServiceEventRow> = sqlx::query_as(
-            "SELECT system, event_id, customer_id, kind, status, description, occurred_at              FROM service_events WHERE customer_id = $1 ORDER BY occurred_at, system, event_id",
-        )
-        .bind(customer_id)
+        let rows = sqlx::query_as!(
+        ServiceEventRow,
+        "SELECT system, event_id, customer_id, kind, status, description, occurred_at              FROM service_events WHERE customer_id = $1 ORDER BY occurred_at, system, event_id",
+        customer_id
+    )
         .fetch_all(conn)
         .await?;
         Ok(rows.into_iter().map(ServiceEvent::from).collect())

@@ -118,19 +118,20 @@ pub async fn list(
     before_id: Option<i64>,
     limit: i64,
 ) -> sqlx::Result<Vec<(i64, AuditEvent)>> {
-    let rows: Vec<Row> = sqlx::query_as(
+    let rows = sqlx::query_as!(
+        Row,
         "SELECT id, at, actor, role, rpc, customer_id, request_id, outcome FROM audit_events \
          WHERE ($1::text IS NULL OR actor = $1) AND ($2::uuid IS NULL OR customer_id = $2) \
            AND ($3::timestamptz IS NULL OR at >= $3) AND ($4::timestamptz IS NULL OR at < $4) \
            AND ($5::bigint IS NULL OR id < $5) \
          ORDER BY id DESC LIMIT $6",
+        f.actor.as_deref(),
+        f.customer_id,
+        f.since,
+        f.until,
+        before_id,
+        limit
     )
-    .bind(&f.actor)
-    .bind(f.customer_id)
-    .bind(f.since)
-    .bind(f.until)
-    .bind(before_id)
-    .bind(limit)
     .fetch_all(&mut *crate::db::acquire(pool).await?)
     .await?;
     Ok(rows
@@ -143,11 +144,12 @@ pub async fn for_customer(
     conn: &mut PgConnection,
     customer_id: Uuid,
 ) -> sqlx::Result<Vec<AuditEvent>> {
-    let rows: Vec<Row> = sqlx::query_as(
+    let rows = sqlx::query_as!(
+        Row,
         "SELECT id, at, actor, role, rpc, customer_id, request_id, outcome FROM audit_events \
          WHERE customer_id = $1 ORDER BY id",
+        customer_id
     )
-    .bind(customer_id)
     .fetch_all(conn)
     .await?;
     Ok(rows.into_iter().map(AuditEvent::from).collect())

@@ -48,13 +48,14 @@ pub async fn active_calls_for_agent(
     conn: &mut PgConnection,
     agent_id: &str,
 ) -> sqlx::Result<Vec<CallView>> {
-    let rows: Vec<CallViewRow> = sqlx::query_as(
+    let rows = sqlx::query_as!(
+        CallViewRow,
         "SELECT gateway_id, call_id, state, caller_number, dialed_number, queue, current_agent, offered_at, \
                 answered_at, customer_id \
          FROM calls WHERE on_call_agents @> ARRAY[$1] AND state NOT IN ('ended', 'abandoned') \
          ORDER BY offered_at, gateway_id, call_id",
+        agent_id
     )
-    .bind(agent_id)
     .fetch_all(conn)
     .await?;
     Ok(rows
@@ -77,8 +78,8 @@ pub async fn active_calls_for_agent(
 /// A call's key: (gateway id, call id).
 pub type CallKey = (String, String);
 
-fn unzip_keys(keys: &[CallKey]) -> (Vec<&str>, Vec<&str>) {
-    keys.iter().map(|(g, c)| (g.as_str(), c.as_str())).unzip()
+fn unzip_keys(keys: &[CallKey]) -> (Vec<String>, Vec<String>) {
+    keys.iter().cloned().unzip()
 }
 
 /// A call's transaction-scoped lock key, from columns `g` (gateway id) and `c` (call id). Every
@@ -144,12 +145,13 @@ pub async fn stored_acks(
         reason: String,
         payload_hash: Option<Vec<u8>>,
     }
-    let rows: Vec<Row> = sqlx::query_as(
+    let rows = sqlx::query_as!(
+        Row,
         "SELECT e.gateway_id, e.event_id, e.outcome, e.reason, e.payload_hash FROM call_events e \
          JOIN unnest($1::text[], $2::text[]) AS t(g, id) ON e.gateway_id = t.g AND e.event_id = t.id",
+        &gateways,
+        &ids
     )
-    .bind(gateways)
-    .bind(ids)
     .fetch_all(conn)
     .await?;
     Ok(rows
@@ -209,12 +211,13 @@ pub async fn current_of(
     keys: &[CallKey],
 ) -> sqlx::Result<HashMap<CallKey, Current>> {
     let (gateways, calls) = unzip_keys(keys);
-    let rows: Vec<CurrentRow> = sqlx::query_as(
+    let rows = sqlx::query_as!(
+        CurrentRow,
         "SELECT c.gateway_id, c.call_id, c.state, c.on_call_agents, c.customer_id FROM calls c \
          JOIN unnest($1::text[], $2::text[]) AS t(g, id) ON c.gateway_id = t.g AND c.call_id = t.id",
+        &gateways,
+        &calls
     )
-    .bind(gateways)
-    .bind(calls)
     .fetch_all(conn)
     .await?;
     rows.into_iter()
@@ -370,14 +373,15 @@ pub mod privacy {
         customer_id: Uuid,
         numbers: &[String],
     ) -> sqlx::Result<Vec<CallSummary>> {
-        let rows: Vec<Row> = sqlx::query_as(
+        let rows = sqlx::query_as!(
+            Row,
             "SELECT gateway_id, call_id, state, caller_number, dialed_number, queue, handled_by, \
                transfers, offered_at, answered_at, ended_at, hold_ms FROM calls \
              WHERE customer_id = $1 OR caller_number = ANY($2) \
              ORDER BY offered_at NULLS LAST, gateway_id, call_id",
+            customer_id,
+            numbers
         )
-        .bind(customer_id)
-        .bind(numbers)
         .fetch_all(conn)
         .await?;
         rows.into_iter()

@@ -409,8 +409,9 @@ pub async fn lease_next(
 ) -> sqlx::Result<Option<Lease>> {
     for callbacks_only in [true, false] {
         let lease_id = Uuid::new_v4();
-        let row: Option<LeaseRow> = sqlx::query_as(
-            "WITH next AS ( \
+        let row = sqlx::query_as!(
+        LeaseRow,
+        "WITH next AS ( \
                SELECT m.campaign_id, m.customer_id FROM campaign_members m \
                JOIN customers c ON c.id = m.customer_id \
                WHERE m.campaign_id = $1 \
@@ -433,20 +434,24 @@ pub async fn lease_next(
                INSERT INTO campaign_leases (lease_id, campaign_id, customer_id, agent_id, leased_at, expires_at) \
                SELECT $2, $1, customer_id, $3, $4, lease_expires_at FROM leased \
              ) \
-             SELECT l.customer_id, c.display_name, c.time_zone, l.attempts, l.callback_at, l.lease_expires_at, \
+             SELECT l.customer_id AS \"customer_id!\", c.display_name, c.time_zone, \
+                    l.attempts AS \"attempts!\", l.callback_at, l.lease_expires_at AS \"lease_expires_at!\", \
                     (SELECT p.value FROM contact_points p WHERE p.customer_id = l.customer_id AND p.kind = 'phone' \
                      ORDER BY p.is_primary DESC, p.seq LIMIT 1) AS phone \
              FROM leased l JOIN customers c ON c.id = l.customer_id",
-        )
-        .bind(campaign.id)
-        .bind(lease_id)
-        .bind(agent_id)
-        .bind(now)
-        .bind(campaign.fields.policy.max_attempts)
-        .bind(&campaign.fields.default_time_zone)
-        .bind(open_zones)
-        .bind(callbacks_only)
-        .bind(campaign.fields.lease.num_seconds() as f64)
+        campaign.id,
+        lease_id,
+        agent_id,
+        now,
+        campaign.fields.policy.max_attempts,
+        &campaign.fields.default_time_zone,
+        &open_zones
+            .iter()
+            .map(|zone| (*zone).to_owned())
+            .collect::<Vec<String>>(),
+        callbacks_only,
+        campaign.fields.lease.num_seconds() as f64
+    )
         .fetch_optional(&mut *conn)
         .await?;
         if let Some(row) = row {
@@ -610,10 +615,11 @@ struct OfferRow {
 
 /// Dialed number -> offer of every running campaign.
 pub async fn running_offers(pool: &PgPool) -> sqlx::Result<Vec<(String, Offer)>> {
-    let rows: Vec<OfferRow> = sqlx::query_as(
+    let rows = sqlx::query_as!(
+        OfferRow,
         "SELECT n.number, c.id, c.name, c.offer_text, c.starts_at, c.ends_at \
          FROM campaign_numbers n JOIN campaigns c ON c.id = n.campaign_id \
-         WHERE c.status = 'active' AND c.ends_at > now()",
+         WHERE c.status = 'active' AND c.ends_at > now()"
     )
     .fetch_all(&mut *crate::db::acquire(pool).await?)
     .await?;

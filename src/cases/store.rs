@@ -51,11 +51,11 @@ impl From<Row> for Case {
 }
 
 macro_rules! select {
-    ($rest:literal) => {
-        concat!(
-            "SELECT id, customer_id, subject, description, status, priority, assignee_agent_id, assignee_team, ",
-            "sla_due_at, created_at, updated_at, resolved_at, closed_at, version FROM cases ",
-            $rest
+    ($rest:tt $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            Row,
+            "SELECT id, customer_id, subject, description, status, priority, assignee_agent_id, assignee_team, sla_due_at, created_at, updated_at, resolved_at, closed_at, version FROM cases " + $rest
+            $(, $arg)*
         )
     };
 }
@@ -64,24 +64,19 @@ pub async fn find_by_request_id(
     conn: &mut PgConnection,
     request_id: &str,
 ) -> sqlx::Result<Option<Case>> {
-    let row: Option<Row> = sqlx::query_as(select!("WHERE request_id = $1"))
-        .bind(request_id)
+    let row = select!("WHERE request_id = $1", request_id)
         .fetch_optional(conn)
         .await?;
     Ok(row.map(Case::from))
 }
 
 pub async fn load(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Case>> {
-    let row: Option<Row> = sqlx::query_as(select!("WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
+    let row = select!("WHERE id = $1", id).fetch_optional(conn).await?;
     Ok(row.map(Case::from))
 }
 
 pub async fn load_for_update(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Case>> {
-    let row: Option<Row> = sqlx::query_as(select!("WHERE id = $1 FOR UPDATE"))
-        .bind(id)
+    let row = select!("WHERE id = $1 FOR UPDATE", id)
         .fetch_optional(conn)
         .await?;
     Ok(row.map(Case::from))
@@ -194,7 +189,7 @@ pub async fn list(
     after: Option<(i16, DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> sqlx::Result<Vec<Case>> {
-    let rows: Vec<Row> = sqlx::query_as(select!(
+    let rows = select!(
         "WHERE ($1::uuid IS NULL OR customer_id = $1) \
            AND ($2::text IS NULL OR status = $2) \
            AND ($3::text IS NULL OR assignee_agent_id = $3) \
@@ -202,17 +197,17 @@ pub async fn list(
            AND (NOT $5 OR (status IN ('new', 'open', 'pending') AND sla_due_at < now())) \
            AND ($6::smallint IS NULL OR priority < $6 \
                 OR (priority = $6 AND (sla_due_at, id) > ($7::timestamptz, $8::uuid))) \
-         ORDER BY priority DESC, sla_due_at, id LIMIT $9"
-    ))
-    .bind(filter.customer_id)
-    .bind(filter.status.map(CaseStatus::as_str))
-    .bind(&filter.agent_id)
-    .bind(&filter.team)
-    .bind(filter.overdue_only)
-    .bind(after.map(|(rank, _, _)| rank))
-    .bind(after.map(|(_, due, _)| due))
-    .bind(after.map(|(_, _, id)| id))
-    .bind(limit)
+         ORDER BY priority DESC, sla_due_at, id LIMIT $9",
+        filter.customer_id,
+        filter.status.map(CaseStatus::as_str),
+        filter.agent_id.as_deref(),
+        filter.team.as_deref(),
+        filter.overdue_only,
+        after.map(|(rank, _, _)| rank),
+        after.map(|(_, due, _)| due),
+        after.map(|(_, _, id)| id),
+        limit
+    )
     .fetch_all(conn)
     .await?;
     Ok(rows.into_iter().map(Case::from).collect())
@@ -250,11 +245,12 @@ pub mod privacy {
         conn: &mut PgConnection,
         customer_id: Uuid,
     ) -> sqlx::Result<Vec<(Case, Vec<Comment>, Vec<Change>)>> {
-        let rows: Vec<Row> =
-            sqlx::query_as(select!("WHERE customer_id = $1 ORDER BY created_at, id"))
-                .bind(customer_id)
-                .fetch_all(&mut *conn)
-                .await?;
+        let rows = select!(
+            "WHERE customer_id = $1 ORDER BY created_at, id",
+            customer_id
+        )
+        .fetch_all(&mut *conn)
+        .await?;
         let mut cases = Vec::with_capacity(rows.len());
         for case in rows.into_iter().map(Case::from) {
             let comments = comments(&mut *conn, case.id).await?;

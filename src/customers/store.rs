@@ -295,12 +295,13 @@ pub(super) async fn delete_contact_point(
     customer_id: Uuid,
     contact_point_id: Uuid,
 ) -> sqlx::Result<Option<ContactPoint>> {
-    let row: Option<ContactRow> = sqlx::query_as(
+    let row = sqlx::query_as!(
+        ContactRow,
         "DELETE FROM contact_points WHERE customer_id = $1 AND id = $2 \
          RETURNING customer_id, id, kind, value, extension, label, is_primary",
+        customer_id,
+        contact_point_id
     )
-    .bind(customer_id)
-    .bind(contact_point_id)
     .fetch_optional(conn)
     .await?;
     Ok(row.map(ContactPoint::from))
@@ -386,27 +387,30 @@ async fn load_rows(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let rows: Vec<CustomerRow> = sqlx::query_as(
+    let rows = sqlx::query_as!(
+        CustomerRow,
         "SELECT id, display_name, company, preferred_language, time_zone, tier, vip, segment, \
          marketing_consent, do_not_call, created_at, updated_at, version \
          FROM customers WHERE id = ANY($1) AND ($2 OR deleted_at IS NULL)",
+        ids,
+        include_deleted
     )
-    .bind(ids)
-    .bind(include_deleted)
     .fetch_all(&mut *conn)
     .await?;
-    let contacts: Vec<ContactRow> = sqlx::query_as(
+    let contacts = sqlx::query_as!(
+        ContactRow,
         "SELECT customer_id, id, kind, value, extension, label, is_primary FROM contact_points \
          WHERE customer_id = ANY($1) ORDER BY seq",
+        ids
     )
-    .bind(ids)
     .fetch_all(&mut *conn)
     .await?;
-    let references: Vec<ReferenceRow> = sqlx::query_as(
+    let references = sqlx::query_as!(
+        ReferenceRow,
         "SELECT customer_id, system, external_id FROM external_references \
          WHERE customer_id = ANY($1) ORDER BY system, external_id",
+        ids
     )
-    .bind(ids)
     .fetch_all(&mut *conn)
     .await?;
 

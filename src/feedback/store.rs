@@ -62,12 +62,11 @@ impl From<Row> for Feedback {
 }
 
 macro_rules! select {
-    ($rest:literal) => {
-        concat!(
-            "SELECT id, source, sentiment, score_kind, score, category, text, customer_id, interaction_id, ",
-            "case_id, gateway_id, call_id, status, owner, due_at, resolution, created_at, updated_at, ",
-            "resolved_at, closed_at FROM feedback ",
-            $rest
+    ($rest:tt $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            Row,
+            "SELECT id, source, sentiment, score_kind, score, category, text, customer_id, interaction_id, case_id, gateway_id, call_id, status, owner, due_at, resolution, created_at, updated_at, resolved_at, closed_at FROM feedback " + $rest
+            $(, $arg)*
         )
     };
 }
@@ -76,24 +75,19 @@ pub async fn find_by_request_id(
     conn: &mut PgConnection,
     request_id: &str,
 ) -> sqlx::Result<Option<Feedback>> {
-    let row: Option<Row> = sqlx::query_as(select!("WHERE request_id = $1"))
-        .bind(request_id)
+    let row = select!("WHERE request_id = $1", request_id)
         .fetch_optional(conn)
         .await?;
     Ok(row.map(Feedback::from))
 }
 
 pub async fn load(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Feedback>> {
-    let row: Option<Row> = sqlx::query_as(select!("WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
+    let row = select!("WHERE id = $1", id).fetch_optional(conn).await?;
     Ok(row.map(Feedback::from))
 }
 
 pub async fn load_for_update(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Feedback>> {
-    let row: Option<Row> = sqlx::query_as(select!("WHERE id = $1 FOR UPDATE"))
-        .bind(id)
+    let row = select!("WHERE id = $1 FOR UPDATE", id)
         .fetch_optional(conn)
         .await?;
     Ok(row.map(Feedback::from))
@@ -214,7 +208,7 @@ pub async fn list(
     limit: i64,
 ) -> sqlx::Result<Vec<Feedback>> {
     let (after_at, after_id) = after.unzip();
-    let rows: Vec<Row> = sqlx::query_as(select!(
+    let rows = select!(
         "WHERE (NOT $1 OR status NOT IN ('resolved', 'closed')) \
            AND (NOT $2 OR (status NOT IN ('resolved', 'closed') AND due_at < now())) \
            AND ($3::text IS NULL OR owner = $3) \
@@ -222,17 +216,17 @@ pub async fn list(
            AND ($5::text IS NULL OR source = $5) \
            AND ($6::uuid IS NULL OR customer_id = $6) \
            AND ($7::timestamptz IS NULL OR (created_at, id) < ($7, $8)) \
-         ORDER BY created_at DESC, id DESC LIMIT $9"
-    ))
-    .bind(f.open_only)
-    .bind(f.overdue_only)
-    .bind(&f.owner)
-    .bind(&f.category)
-    .bind(f.source.map(Source::as_str))
-    .bind(f.customer_id)
-    .bind(after_at)
-    .bind(after_id)
-    .bind(limit)
+         ORDER BY created_at DESC, id DESC LIMIT $9",
+        f.open_only,
+        f.overdue_only,
+        f.owner.as_deref(),
+        f.category.as_deref(),
+        f.source.map(Source::as_str),
+        f.customer_id,
+        after_at,
+        after_id,
+        limit
+    )
     .fetch_all(conn)
     .await?;
     Ok(rows.into_iter().map(Feedback::from).collect())
@@ -297,11 +291,12 @@ pub mod privacy {
         conn: &mut PgConnection,
         customer_id: Uuid,
     ) -> sqlx::Result<Vec<Feedback>> {
-        let rows: Vec<Row> =
-            sqlx::query_as(select!("WHERE customer_id = $1 ORDER BY created_at, id"))
-                .bind(customer_id)
-                .fetch_all(conn)
-                .await?;
+        let rows = select!(
+            "WHERE customer_id = $1 ORDER BY created_at, id",
+            customer_id
+        )
+        .fetch_all(conn)
+        .await?;
         Ok(rows.into_iter().map(Feedback::from).collect())
     }
 

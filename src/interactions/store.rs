@@ -52,12 +52,11 @@ impl From<Row> for Interaction {
 }
 
 macro_rules! select {
-    ($rest:literal) => {
-        concat!(
-            "SELECT id, customer_id, channel, direction, agent_id, gateway_id, call_id, case_id, campaign_id, ",
-            "disposition_code, outcome, notes, follow_up_on, started_at, ended_at, wrap_up_completed_at, wrap_up_ms ",
-            "FROM interactions ",
-            $rest
+    ($rest:tt $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            Row,
+            "SELECT id, customer_id, channel, direction, agent_id, gateway_id, call_id, case_id, campaign_id, disposition_code, outcome, notes, follow_up_on, started_at, ended_at, wrap_up_completed_at, wrap_up_ms FROM interactions " + $rest
+            $(, $arg)*
         )
     };
 }
@@ -66,18 +65,14 @@ pub async fn find_by_request_id(
     conn: &mut PgConnection,
     request_id: &str,
 ) -> sqlx::Result<Option<Interaction>> {
-    let row: Option<Row> = sqlx::query_as(select!("WHERE request_id = $1"))
-        .bind(request_id)
+    let row = select!("WHERE request_id = $1", request_id)
         .fetch_optional(conn)
         .await?;
     Ok(row.map(Interaction::from))
 }
 
 pub async fn load(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Interaction>> {
-    let row: Option<Row> = sqlx::query_as(select!("WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
+    let row = select!("WHERE id = $1", id).fetch_optional(conn).await?;
     Ok(row.map(Interaction::from))
 }
 
@@ -85,8 +80,7 @@ pub async fn load_for_update(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> sqlx::Result<Option<Interaction>> {
-    let row: Option<Row> = sqlx::query_as(select!("WHERE id = $1 FOR UPDATE"))
-        .bind(id)
+    let row = select!("WHERE id = $1 FOR UPDATE", id)
         .fetch_optional(conn)
         .await?;
     Ok(row.map(Interaction::from))
@@ -152,23 +146,23 @@ pub async fn timeline(
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> sqlx::Result<Vec<Interaction>> {
-    let rows: Vec<Row> = sqlx::query_as(select!(
+    let rows = select!(
         "WHERE customer_id = $1 \
            AND ($2::text IS NULL OR channel = $2) \
            AND ($3::text IS NULL OR agent_id = $3) \
            AND ($4::timestamptz IS NULL OR started_at >= $4) \
            AND ($5::timestamptz IS NULL OR started_at < $5) \
            AND ($6::timestamptz IS NULL OR (started_at, id) < ($6, $7::uuid)) \
-         ORDER BY started_at DESC, id DESC LIMIT $8"
-    ))
-    .bind(customer_id)
-    .bind(filter.channel.map(Channel::as_str))
-    .bind(&filter.agent_id)
-    .bind(filter.started_after)
-    .bind(filter.started_before)
-    .bind(after.map(|(t, _)| t))
-    .bind(after.map(|(_, id)| id))
-    .bind(limit)
+         ORDER BY started_at DESC, id DESC LIMIT $8",
+        customer_id,
+        filter.channel.map(Channel::as_str),
+        filter.agent_id.as_deref(),
+        filter.started_after,
+        filter.started_before,
+        after.map(|(t, _)| t),
+        after.map(|(_, id)| id),
+        limit
+    )
     .fetch_all(conn)
     .await?;
     Ok(rows.into_iter().map(Interaction::from).collect())
@@ -194,17 +188,20 @@ impl From<DispositionRow> for Disposition {
 }
 
 pub async fn disposition(conn: &mut PgConnection, code: &str) -> sqlx::Result<Option<Disposition>> {
-    let row: Option<DispositionRow> =
-        sqlx::query_as("SELECT code, label, resolves, active FROM dispositions WHERE code = $1")
-            .bind(code)
-            .fetch_optional(conn)
-            .await?;
+    let row = sqlx::query_as!(
+        DispositionRow,
+        "SELECT code, label, resolves, active FROM dispositions WHERE code = $1",
+        code
+    )
+    .fetch_optional(conn)
+    .await?;
     Ok(row.map(Disposition::from))
 }
 
 pub async fn dispositions(conn: &mut PgConnection) -> sqlx::Result<Vec<Disposition>> {
-    let rows: Vec<DispositionRow> = sqlx::query_as(
-        "SELECT code, label, resolves, active FROM dispositions ORDER BY active DESC, code",
+    let rows = sqlx::query_as!(
+        DispositionRow,
+        "SELECT code, label, resolves, active FROM dispositions ORDER BY active DESC, code"
     )
     .fetch_all(conn)
     .await?;
@@ -215,15 +212,16 @@ pub async fn upsert_disposition(
     conn: &mut PgConnection,
     d: &Disposition,
 ) -> sqlx::Result<Disposition> {
-    let row: DispositionRow = sqlx::query_as(
+    let row = sqlx::query_as!(
+        DispositionRow,
         "INSERT INTO dispositions (code, label, resolves, active) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (code) DO UPDATE SET label = $2, resolves = $3, active = $4, updated_at = now() \
          RETURNING code, label, resolves, active",
+        &d.code,
+        &d.label,
+        d.resolves,
+        d.active
     )
-    .bind(&d.code)
-    .bind(&d.label)
-    .bind(d.resolves)
-    .bind(d.active)
     .fetch_one(conn)
     .await?;
     Ok(row.into())
@@ -242,11 +240,12 @@ pub mod privacy {
         conn: &mut PgConnection,
         customer_id: Uuid,
     ) -> sqlx::Result<Vec<Interaction>> {
-        let rows: Vec<Row> =
-            sqlx::query_as(select!("WHERE customer_id = $1 ORDER BY started_at, id"))
-                .bind(customer_id)
-                .fetch_all(conn)
-                .await?;
+        let rows = select!(
+            "WHERE customer_id = $1 ORDER BY started_at, id",
+            customer_id
+        )
+        .fetch_all(conn)
+        .await?;
         Ok(rows.into_iter().map(Interaction::from).collect())
     }
 
