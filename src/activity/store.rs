@@ -127,12 +127,15 @@ pub async fn lifetime_value(
     conn: &mut PgConnection,
     customer_id: Uuid,
 ) -> sqlx::Result<Vec<Money>> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
+    let rows: Vec<(String, i64)> = sqlx::query!(
         "SELECT currency, lifetime_minor FROM customer_values WHERE customer_id = $1 ORDER BY currency",
+        customer_id
     )
-    .bind(customer_id)
     .fetch_all(conn)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|row| (row.currency, row.lifetime_minor))
+    .collect();
     Ok(rows
         .into_iter()
         .map(|(currency, amount_minor)| Money {

@@ -226,24 +226,29 @@ pub async fn stats(
     campaign: &Campaign,
     now: DateTime<Utc>,
 ) -> sqlx::Result<CampaignStats> {
-    let (members, pending, leased, done): (i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT count(*), \
-                count(*) FILTER (WHERE state = 'pending' OR (state = 'leased' AND lease_expires_at <= $2)), \
-                count(*) FILTER (WHERE state = 'leased' AND lease_expires_at > $2), \
-                count(*) FILTER (WHERE state = 'done') \
+    let tally = sqlx::query!(
+        "SELECT count(*) AS \"members!\", \
+                count(*) FILTER (WHERE state = 'pending' OR (state = 'leased' AND lease_expires_at <= $2)) \
+                  AS \"pending!\", \
+                count(*) FILTER (WHERE state = 'leased' AND lease_expires_at > $2) AS \"leased!\", \
+                count(*) FILTER (WHERE state = 'done') AS \"done!\" \
          FROM campaign_members WHERE campaign_id = $1",
+        campaign.id,
+        now
     )
-    .bind(campaign.id)
-    .bind(now)
     .fetch_one(&mut *conn)
     .await?;
-    let counts: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT outcome, count(*) FROM campaign_attempts WHERE campaign_id = $1 \
+    let (members, pending, leased, done) = (tally.members, tally.pending, tally.leased, tally.done);
+    let counts: Vec<(String, i64)> = sqlx::query!(
+        "SELECT outcome, count(*) AS \"n!\" FROM campaign_attempts WHERE campaign_id = $1 \
          GROUP BY outcome ORDER BY outcome",
+        campaign.id
     )
-    .bind(campaign.id)
     .fetch_all(&mut *conn)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|row| (row.outcome, row.n))
+    .collect();
     let reached_members: i64 = sqlx::query_scalar!(
         "SELECT count(DISTINCT customer_id) AS \"n!\" FROM campaign_attempts \
          WHERE campaign_id = $1 AND outcome IN ('reached', 'converted', 'declined')",
@@ -501,17 +506,17 @@ pub async fn load_lease(
     conn: &mut PgConnection,
     lease_id: Uuid,
 ) -> sqlx::Result<Option<LeaseRecord>> {
-    let row: Option<(Uuid, Uuid, String)> = sqlx::query_as(
+    let row = sqlx::query!(
         "SELECT campaign_id, customer_id, agent_id FROM campaign_leases WHERE lease_id = $1",
+        lease_id
     )
-    .bind(lease_id)
     .fetch_optional(conn)
     .await?;
-    Ok(row.map(|(campaign_id, customer_id, agent_id)| LeaseRecord {
+    Ok(row.map(|row| LeaseRecord {
         lease_id,
-        campaign_id,
-        customer_id,
-        agent_id,
+        campaign_id: row.campaign_id,
+        customer_id: row.customer_id,
+        agent_id: row.agent_id,
     }))
 }
 
@@ -520,12 +525,13 @@ pub async fn recorded_attempt(
     conn: &mut PgConnection,
     lease_id: Uuid,
 ) -> sqlx::Result<Option<(Outcome, AfterOutcome)>> {
-    let row: Option<(String, String, i32, Option<DateTime<Utc>>)> = sqlx::query_as(
+    let row = sqlx::query!(
         "SELECT outcome, member_state, attempts, next_attempt_at FROM campaign_attempts WHERE lease_id = $1",
+        lease_id
     )
-    .bind(lease_id)
     .fetch_optional(conn)
-    .await?;
+    .await?
+    .map(|row| (row.outcome, row.member_state, row.attempts, row.next_attempt_at));
     Ok(row.and_then(|(outcome, state, attempts, next_attempt_at)| {
         Some((
             Outcome::parse(&outcome)?,
@@ -548,15 +554,15 @@ pub async fn lock_member(
     campaign_id: Uuid,
     customer_id: Uuid,
 ) -> sqlx::Result<MemberRow> {
-    let (lease_id, attempts): (Option<Uuid>, i32) = sqlx::query_as(
+    sqlx::query_as!(
+        MemberRow,
         "SELECT lease_id, attempts FROM campaign_members \
          WHERE campaign_id = $1 AND customer_id = $2 FOR UPDATE",
+        campaign_id,
+        customer_id
     )
-    .bind(campaign_id)
-    .bind(customer_id)
     .fetch_one(conn)
-    .await?;
-    Ok(MemberRow { lease_id, attempts })
+    .await
 }
 
 /// Writes the attempt and moves the member to its next state, ending the lease.

@@ -164,15 +164,16 @@ pub async fn insert_comment(
     text: &str,
     author: &str,
 ) -> sqlx::Result<Comment> {
-    let (id, created_at): (Uuid, DateTime<Utc>) = sqlx::query_as(
+    let row = sqlx::query!(
         "INSERT INTO case_comments (id, case_id, author, text) VALUES ($1, $2, $3, $4) RETURNING id, created_at",
+        Uuid::new_v4(),
+        case_id,
+        author,
+        text
     )
-    .bind(Uuid::new_v4())
-    .bind(case_id)
-    .bind(author)
-    .bind(text)
     .fetch_one(conn)
     .await?;
+    let (id, created_at): (Uuid, DateTime<Utc>) = (row.id, row.created_at);
     Ok(Comment {
         id,
         case_id,
@@ -214,12 +215,15 @@ pub async fn list(
 }
 
 pub async fn history(conn: &mut PgConnection, case_id: Uuid) -> sqlx::Result<Vec<Change>> {
-    let rows: Vec<(String, String, String, String, DateTime<Utc>)> = sqlx::query_as(
+    let rows: Vec<(String, String, String, String, DateTime<Utc>)> = sqlx::query!(
         "SELECT action, \"from\", \"to\", actor, at FROM case_history WHERE case_id = $1 ORDER BY id",
+        case_id
     )
-    .bind(case_id)
     .fetch_all(conn)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|row| (row.action, row.from, row.to, row.actor, row.at))
+    .collect();
     Ok(rows
         .into_iter()
         .map(|(action, from, to, actor, at)| Change {
@@ -261,13 +265,16 @@ pub mod privacy {
     }
 
     async fn comments(conn: &mut PgConnection, case_id: Uuid) -> sqlx::Result<Vec<Comment>> {
-        let rows: Vec<(Uuid, String, String, DateTime<Utc>)> = sqlx::query_as(
+        let rows: Vec<(Uuid, String, String, DateTime<Utc>)> = sqlx::query!(
             "SELECT id, author, text, created_at FROM case_comments WHERE case_id = $1 \
              ORDER BY created_at, id",
+            case_id
         )
-        .bind(case_id)
         .fetch_all(conn)
-        .await?;
+        .await?
+        .into_iter()
+        .map(|row| (row.id, row.author, row.text, row.created_at))
+        .collect();
         Ok(rows
             .into_iter()
             .map(|(id, author, text, created_at)| Comment {

@@ -495,11 +495,14 @@ pub mod privacy {
         let Some(customer) = super::load_rows(&mut *conn, &[id], true).await?.pop() else {
             return Ok(None);
         };
+        let row = sqlx::query!(
+            "SELECT deleted_at, erased_at FROM customers WHERE id = $1",
+            id
+        )
+        .fetch_one(&mut *conn)
+        .await?;
         let (deleted_at, erased_at): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
-            sqlx::query_as("SELECT deleted_at, erased_at FROM customers WHERE id = $1")
-                .bind(id)
-                .fetch_one(&mut *conn)
-                .await?;
+            (row.deleted_at, row.erased_at);
         let phone_numbers = super::phone_numbers(conn, id).await?;
         Ok(Some(Held {
             customer,

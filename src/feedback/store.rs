@@ -182,13 +182,16 @@ pub async fn record_change(
 }
 
 pub async fn history(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Vec<Change>> {
-    let rows: Vec<(String, String, String, String, DateTime<Utc>)> = sqlx::query_as(
+    let rows: Vec<(String, String, String, String, DateTime<Utc>)> = sqlx::query!(
         "SELECT action, from_value, to_value, actor, at FROM feedback_history \
          WHERE feedback_id = $1 ORDER BY id",
+        id
     )
-    .bind(id)
     .fetch_all(conn)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|row| (row.action, row.from_value, row.to_value, row.actor, row.at))
+    .collect();
     Ok(rows
         .into_iter()
         .map(|(action, from, to, actor, at)| Change {

@@ -51,15 +51,18 @@ pub async fn lookup(
     .await?;
     let mut by_kind = Vec::with_capacity(2);
     for (kind, values) in [("phone", phones), ("email", emails)] {
-        let rows: Vec<(String, Uuid)> = sqlx::query_as(
-            "SELECT p.value, p.customer_id FROM unnest($2::text[]) AS v(value) \
+        let rows: Vec<(String, Uuid)> = sqlx::query!(
+        "SELECT p.value, p.customer_id FROM unnest($2::text[]) AS v(value) \
              JOIN contact_points p ON p.kind = $1 AND p.value = v.value \
              JOIN customers c ON c.id = p.customer_id AND c.deleted_at IS NULL AND c.erased_at IS NULL",
-        )
-        .bind(kind)
-        .bind(values)
-        .fetch_all(&mut *conn)
-        .await?;
+        kind,
+        values
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|row| (row.value, row.customer_id))
+    .collect();
         by_kind.push(rows);
     }
     let emails = by_kind.pop().unwrap_or_default();
@@ -82,13 +85,24 @@ pub async fn snapshots(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let profiles: Vec<(Uuid, String, String, String, bool)> = sqlx::query_as(
+    let profiles: Vec<(Uuid, String, String, String, bool)> = sqlx::query!(
         "SELECT c.id, c.company, c.preferred_language, c.time_zone, c.do_not_call \
          FROM unnest($1::uuid[]) AS k(id) JOIN customers c ON c.id = k.id",
+        ids
     )
-    .bind(ids)
     .fetch_all(&mut *conn)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|row| {
+        (
+            row.id,
+            row.company,
+            row.preferred_language,
+            row.time_zone,
+            row.do_not_call,
+        )
+    })
+    .collect();
     let mut snapshots: HashMap<Uuid, Snapshot> = profiles
         .into_iter()
         .map(
@@ -106,13 +120,16 @@ pub async fn snapshots(
             },
         )
         .collect();
-    let contacts: Vec<(Uuid, String, String, bool)> = sqlx::query_as(
+    let contacts: Vec<(Uuid, String, String, bool)> = sqlx::query!(
         "SELECT p.customer_id, p.kind, p.value, p.is_primary \
          FROM unnest($1::uuid[]) AS k(id) JOIN contact_points p ON p.customer_id = k.id",
+        ids
     )
-    .bind(ids)
     .fetch_all(&mut *conn)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|row| (row.customer_id, row.kind, row.value, row.is_primary))
+    .collect();
     for (id, kind, value, primary) in contacts {
         if let Some(s) = snapshots.get_mut(&id) {
             if kind == "phone" {
@@ -124,13 +141,16 @@ pub async fn snapshots(
             }
         }
     }
-    let refs: Vec<(Uuid, String, String)> = sqlx::query_as(
+    let refs: Vec<(Uuid, String, String)> = sqlx::query!(
         "SELECT r.customer_id, r.system, r.external_id \
          FROM unnest($1::uuid[]) AS k(id) JOIN external_references r ON r.customer_id = k.id",
+        ids
     )
-    .bind(ids)
     .fetch_all(&mut *conn)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|row| (row.customer_id, row.system, row.external_id))
+    .collect();
     for (id, system, external_id) in refs {
         if let Some(s) = snapshots.get_mut(&id) {
             s.refs.insert((system, external_id));
