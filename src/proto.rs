@@ -45,17 +45,21 @@ pub fn rpc_methods() -> Vec<RpcMethod> {
 }
 
 /// Every service [`FILE_DESCRIPTOR_SET`] declares, as `package.Service` (the names gRPC health
-/// and reflection use).
-pub fn service_names() -> Vec<String> {
-    let mut names: Vec<String> = rpc_methods()
-        .into_iter()
-        .filter_map(|method| {
-            let service = method.path.trim_start_matches('/').split_once('/')?.0;
-            Some(service.to_owned())
-        })
-        .collect();
-    names.dedup();
-    names
+/// and reflection use). Decoded once: health reports them on every change of the database's
+/// state, and a decode is CPU work a busy runtime should not repeat.
+pub fn service_names() -> &'static [String] {
+    static NAMES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        let mut names: Vec<String> = rpc_methods()
+            .into_iter()
+            .filter_map(|method| {
+                let service = method.path.trim_start_matches('/').split_once('/')?.0;
+                Some(service.to_owned())
+            })
+            .collect();
+        names.dedup();
+        names
+    });
+    &NAMES
 }
 
 macro_rules! redacted_debug {

@@ -101,6 +101,33 @@ impl RedisLink {
         self.inner.failures.load(Ordering::Relaxed)
     }
 
+    /// Opens the connection before the first command needs it: the connect and handshake would
+    /// otherwise count against that command's short timeout, and the first pops after a deploy
+    /// would fall back to PostgreSQL and distrust the cache for a relay pass. Best effort, within
+    /// `patience`: a Redis that does not answer is logged, and commands keep trying on their own.
+    pub async fn warm(&self, patience: Duration) {
+        let Some(manager) = self.inner.manager.clone() else {
+            return;
+        };
+        let ping = async move {
+            let mut last = None;
+            for _ in 0..3 {
+                let mut manager = manager.clone();
+                match redis::cmd("PING").query_async::<String>(&mut manager).await {
+                    Ok(_) => return Ok(()),
+                    Err(error) => last = Some(error),
+                }
+            }
+            Err(last)
+        };
+        match tokio::time::timeout(patience, ping).await {
+            Ok(Ok(())) => tracing::debug!("redis connection open"),
+            _ => tracing::info!(
+                "redis did not answer at start; serving from PostgreSQL until it does"
+            ),
+        }
+    }
+
     /// Runs one command or pipeline under the timeout; on failure, starts a back-off period.
     pub async fn run<T, F, Fut>(&self, command: F) -> Result<T, RedisLinkError>
     where
@@ -131,7 +158,7 @@ impl RedisLink {
         // Once per back-off period, not once per failed command: under load, hundreds of commands
         // in flight fail together, and a log line each would add to the overload.
         if previous <= now {
-            tracing::warn!(error = %result, failures, "redis unavailable; serving from PostgreSQL");
+            tracing::warn!(error = %crate::grpc_status::ErrorChain(&result), failures, "redis unavailable; serving from PostgreSQL");
         }
         Err(result)
     }

@@ -136,13 +136,18 @@ pub async fn set_queues(
     .await
 }
 
-fn change(row: &sqlx::postgres::PgRow) -> sqlx::Result<StateChange> {
-    let state: String = row.try_get("state")?;
+struct ChangeRow {
+    state: String,
+    reason: String,
+    since: chrono::DateTime<chrono::Utc>,
+}
+
+fn change(row: ChangeRow) -> sqlx::Result<StateChange> {
     Ok(StateChange {
-        state: AgentState::parse(&state)
-            .ok_or_else(|| sqlx::Error::Decode(format!("agent state {state}").into()))?,
-        reason: row.try_get("reason")?,
-        since: row.try_get("since")?,
+        state: AgentState::parse(&row.state)
+            .ok_or_else(|| sqlx::Error::Decode(format!("agent state {}", row.state).into()))?,
+        reason: row.reason,
+        since: row.since,
     })
 }
 
@@ -151,11 +156,14 @@ pub async fn lock_current(
     conn: &mut PgConnection,
     agent_id: &str,
 ) -> sqlx::Result<Option<StateChange>> {
-    let row = sqlx::query("SELECT state, reason, since FROM agents WHERE agent_id = $1 FOR UPDATE")
-        .bind(agent_id)
-        .fetch_optional(conn)
-        .await?;
-    row.as_ref().map(change).transpose()
+    let row = sqlx::query_as!(
+        ChangeRow,
+        "SELECT state, reason, since FROM agents WHERE agent_id = $1 FOR UPDATE",
+        agent_id
+    )
+    .fetch_optional(conn)
+    .await?;
+    row.map(change).transpose()
 }
 
 pub async fn change_state(
@@ -164,7 +172,8 @@ pub async fn change_state(
     state: AgentState,
     reason: &str,
 ) -> sqlx::Result<StateChange> {
-    let row = sqlx::query(
+    let row = sqlx::query_as!(
+        ChangeRow,
         "WITH changed AS ( \
            UPDATE agents SET state = $2, reason = $3, since = clock_timestamp(), version = version + 1 \
            WHERE agent_id = $1 \
@@ -172,13 +181,13 @@ pub async fn change_state(
          INSERT INTO agent_state_changes (agent_id, state, reason, at) \
          SELECT agent_id, state, reason, since FROM changed \
          RETURNING state, reason, at AS since",
+        agent_id,
+        state.as_str(),
+        reason
     )
-    .bind(agent_id)
-    .bind(state.as_str())
-    .bind(reason)
     .fetch_one(conn)
     .await?;
-    change(&row)
+    change(row)
 }
 
 pub async fn history(
@@ -186,13 +195,14 @@ pub async fn history(
     agent_id: &str,
     limit: i64,
 ) -> sqlx::Result<Vec<StateChange>> {
-    let rows = sqlx::query(
+    let rows = sqlx::query_as!(
+        ChangeRow,
         "SELECT state, reason, at AS since FROM agent_state_changes WHERE agent_id = $1 \
          ORDER BY at DESC, id DESC LIMIT $2",
+        agent_id,
+        limit
     )
-    .bind(agent_id)
-    .bind(limit)
     .fetch_all(conn)
     .await?;
-    rows.iter().map(change).collect()
+    rows.into_iter().map(change).collect()
 }

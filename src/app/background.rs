@@ -144,7 +144,7 @@ impl Background {
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status("", status).await;
     for service in proto::service_names() {
-        reporter.set_service_status(&service, status).await;
+        reporter.set_service_status(service, status).await;
     }
 }
 

@@ -46,6 +46,11 @@ impl Application {
             db::migrate(&pool).await.context("applying migrations")?;
         }
         let core = Core::build(&settings, pool).await;
+        // Loaded now, not on the runtime once requests are in flight: the descriptor set's service
+        // names, and the phone-number metadata (its first parse compiles many patterns and would
+        // hold the runtime long enough to time out the Redis commands waiting on it).
+        crate::proto::service_names();
+        settings.phones.parse("+14155550100", "").ok();
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;

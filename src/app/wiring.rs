@@ -48,6 +48,9 @@ impl Core {
     /// Builds the core on `pool`, and drains the pop invalidations a previous run left pending.
     pub async fn build(settings: &Settings, pool: PgPool) -> Self {
         let redis = settings.redis.as_ref().map(RedisLink::new);
+        if let Some(link) = &redis {
+            link.warm(std::time::Duration::from_secs(1)).await;
+        }
         let fanout = Fanout::new(redis.clone());
         let cache = redis.clone().map(|link| {
             PopCache::new(

@@ -13,22 +13,6 @@ use super::{
 };
 use crate::page_token::PageToken;
 
-type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
-
-/// Binds the profile as parameters `$2` to `$10`, in the column order of `customers`.
-fn bind_profile<'q>(query: PgQuery<'q>, p: &'q Profile) -> PgQuery<'q> {
-    query
-        .bind(&p.display_name)
-        .bind(&p.company)
-        .bind(&p.preferred_language)
-        .bind(&p.time_zone)
-        .bind(p.tier.as_str())
-        .bind(p.vip)
-        .bind(&p.segment)
-        .bind(p.marketing_consent)
-        .bind(p.do_not_call)
-}
-
 #[derive(sqlx::FromRow)]
 struct CustomerRow {
     id: Uuid,
@@ -82,16 +66,24 @@ pub(super) async fn insert_customer(
     new: &NewCustomer,
 ) -> sqlx::Result<()> {
     let p = &new.profile;
-    let query = sqlx::query(
+    sqlx::query!(
         "INSERT INTO customers (id, display_name, company, preferred_language, time_zone, tier, vip, \
          segment, marketing_consent, do_not_call, create_request_id) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        id,
+        &p.display_name,
+        &p.company,
+        &p.preferred_language,
+        &p.time_zone,
+        p.tier.as_str(),
+        p.vip,
+        &p.segment,
+        p.marketing_consent,
+        p.do_not_call,
+        new.request_id.as_deref()
     )
-    .bind(id);
-    bind_profile(query, p)
-        .bind(new.request_id.as_deref())
-        .execute(conn)
-        .await?;
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -231,19 +223,16 @@ pub(super) async fn lock_for_delete(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> sqlx::Result<Option<DeleteState>> {
-    let row = sqlx::query(
-        "SELECT version, deleted_at IS NOT NULL AS deleted FROM customers WHERE id = $1 FOR UPDATE",
+    let row = sqlx::query!(
+        "SELECT version, deleted_at IS NOT NULL AS \"deleted!\" FROM customers WHERE id = $1 FOR UPDATE",
+        id
     )
-    .bind(id)
     .fetch_optional(conn)
     .await?;
-    row.map(|row| {
-        Ok(DeleteState {
-            version: row.try_get("version")?,
-            deleted: row.try_get("deleted")?,
-        })
-    })
-    .transpose()
+    Ok(row.map(|row| DeleteState {
+        version: row.version,
+        deleted: row.deleted,
+    }))
 }
 
 pub(super) async fn soft_delete(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
@@ -270,12 +259,22 @@ pub(super) async fn update_profile(
     id: Uuid,
     p: &Profile,
 ) -> sqlx::Result<()> {
-    let query = sqlx::query(
+    sqlx::query!(
         "UPDATE customers SET display_name = $2, company = $3, preferred_language = $4, time_zone = $5, \
          tier = $6, vip = $7, segment = $8, marketing_consent = $9, do_not_call = $10 WHERE id = $1",
+        id,
+        &p.display_name,
+        &p.company,
+        &p.preferred_language,
+        &p.time_zone,
+        p.tier.as_str(),
+        p.vip,
+        &p.segment,
+        p.marketing_consent,
+        p.do_not_call
     )
-    .bind(id);
-    bind_profile(query, p).execute(conn).await?;
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

@@ -32,11 +32,7 @@ async fn health_reports_serving_and_reflection_lists_the_services() {
     let services = switchboard::proto::service_names();
     assert!(services.len() >= 17, "{services:?}");
     for service in services {
-        assert_eq!(
-            app.health_status(&service).await,
-            Some(SERVING),
-            "{service}"
-        );
+        assert_eq!(app.health_status(service).await, Some(SERVING), "{service}");
     }
 
     let mut reflection = ServerReflectionClient::new(app.channel.clone());
