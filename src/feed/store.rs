@@ -101,18 +101,20 @@ pub struct Poll {
 /// [`WAITING_COUNTED`]: unbounded, the planner's guess of a third of the table made PostgreSQL
 /// JIT-compile the query on every poll, 64 ms of a 0.07 ms query.
 pub async fn poll(pool: &PgPool) -> sqlx::Result<Poll> {
-    let (position, pruned_through, waiting, unsettled): (i64, i64, i64, bool) = sqlx::query_as(
+    let row = sqlx::query!(
         "SELECT h.position, h.pruned_through, \
            (SELECT count(*) FROM (SELECT 1 FROM feed_events e WHERE e.id > h.settled_through \
               AND NOT EXISTS (SELECT 1 FROM feed_positions p WHERE p.event_id = e.id OFFSET 0) \
-              LIMIT $1) w), \
+              LIMIT $1) w) AS \"waiting!\", \
            h.settled_through < (SELECT CASE WHEN is_called THEN last_value ELSE 0 END \
-                                FROM feed_events_id_seq) \
+                                FROM feed_events_id_seq) AS \"unsettled!\" \
          FROM feed_head h",
+        WAITING_COUNTED
     )
-    .bind(WAITING_COUNTED)
     .fetch_one(&mut *crate::db::acquire(pool).await?)
     .await?;
+    let (position, pruned_through, waiting, unsettled) =
+        (row.position, row.pruned_through, row.waiting, row.unsettled);
     Ok(Poll {
         head: Head {
             position,
@@ -174,16 +176,16 @@ pub async fn sequence(
     )
     .fetch_one(&mut *tx)
     .await?;
-    let Some((head, settled_through, xid)): Option<(i64, i64, i64)> = sqlx::query_as(
-        "SELECT position, settled_through, pg_current_xact_id()::text::bigint \
-         FROM feed_head FOR UPDATE SKIP LOCKED",
+    let Some((head, settled_through, xid)) = sqlx::query!(
+        "SELECT position, settled_through, pg_current_xact_id()::text::bigint AS \"xid!\" \
+         FROM feed_head FOR UPDATE SKIP LOCKED"
     )
     .fetch_optional(&mut *tx)
     .await?
-    else {
+    .map(|row| (row.position, row.settled_through, row.xid)) else {
         return Ok(None);
     };
-    let (numbered_to, numbered, xmin): (Option<i64>, i64, i64) = sqlx::query_as(
+    let row = sqlx::query!(
         "WITH next AS ( \
            SELECT id, $1 + row_number() OVER (ORDER BY id) AS position \
            FROM (SELECT e.id FROM feed_events e \
@@ -192,14 +194,16 @@ pub async fn sequence(
                  ORDER BY e.id LIMIT $2) w), \
          done AS (INSERT INTO feed_positions (position, event_id) \
                   SELECT position, id FROM next RETURNING position) \
-         SELECT max(position), count(*), pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+         SELECT max(position) AS numbered_to, count(*) AS \"numbered!\", \
+           pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS \"xmin!\" \
          FROM done",
+        head,
+        limit,
+        settled_through
     )
-    .bind(head)
-    .bind(limit)
-    .bind(settled_through)
     .fetch_one(&mut *tx)
     .await?;
+    let (numbered_to, numbered, xmin) = (row.numbered_to, row.numbered, row.xmin);
     let settled = settling
         .advance(drawn, xid, xmin, numbered < limit)
         .filter(|id| *id > settled_through);

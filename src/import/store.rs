@@ -40,15 +40,19 @@ pub async fn lookup(
     emails: &[String],
 ) -> sqlx::Result<Found> {
     let (systems, ids): (Vec<String>, Vec<String>) = refs.iter().cloned().unzip();
-    let ref_rows: Vec<(String, String, Uuid, bool)> = sqlx::query_as(
-        "SELECT r.system, r.external_id, r.customer_id, (c.deleted_at IS NULL AND c.erased_at IS NULL) \
+    let ref_rows: Vec<(String, String, Uuid, bool)> = sqlx::query!(
+        "SELECT r.system, r.external_id, r.customer_id, \
+           (c.deleted_at IS NULL AND c.erased_at IS NULL) AS \"live!\" \
          FROM external_references r JOIN customers c ON c.id = r.customer_id \
          WHERE (r.system, r.external_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+        &systems,
+        &ids
     )
-    .bind(&systems)
-    .bind(&ids)
     .fetch_all(&mut *conn)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|row| (row.system, row.external_id, row.customer_id, row.live))
+    .collect();
     let mut by_kind = Vec::with_capacity(2);
     for (kind, values) in [("phone", phones), ("email", emails)] {
         let rows: Vec<(String, Uuid)> = sqlx::query!(

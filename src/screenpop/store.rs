@@ -377,13 +377,17 @@ pub async fn record_invalidations(
 /// Invalidations a writer could not apply (failed), or should have applied long ago (it died
 /// between its commit and Redis). Fresh rows are a writer's normal path in progress.
 pub async fn pending_invalidations(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<(i64, String)>> {
-    sqlx::query_as(
+    let rows = sqlx::query!(
         "SELECT id, number_key FROM pop_invalidations \
          WHERE failed OR created_at < now() - interval '5 seconds' ORDER BY id LIMIT $1",
+        limit
     )
-    .bind(limit)
     .fetch_all(&mut *crate::db::acquire(pool).await?)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.id, row.number_key))
+        .collect())
 }
 
 pub async fn mark_invalidations_failed(pool: &PgPool, ids: &[i64]) -> sqlx::Result<()> {
