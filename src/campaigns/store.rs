@@ -111,6 +111,30 @@ pub async fn load_for_share(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<O
     one(conn, select!("WHERE id = $1 FOR SHARE"), id).await
 }
 
+/// A checked statement with `leading` arguments, then the 13 client-set columns of `f`, from `name`
+/// to `default_time_zone` in table order.
+macro_rules! with_fields {
+    ($sql:literal, [$($leading:expr),*], $f:expr) => {
+        sqlx::query!(
+            $sql,
+            $($leading,)*
+            &$f.name,
+            $f.channel.as_str(),
+            $f.status.as_str(),
+            $f.starts_at,
+            $f.ends_at,
+            &$f.offer_text,
+            &$f.dialed_numbers,
+            $f.policy.max_attempts,
+            $f.policy.retry_after.num_seconds(),
+            $f.lease.num_seconds(),
+            $f.window.start_minute,
+            $f.window.end_minute,
+            &$f.default_time_zone
+        )
+    };
+}
+
 /// Inserts unless the request id is taken (a concurrent retry); returns whether it inserted.
 pub async fn insert(
     conn: &mut PgConnection,
@@ -118,27 +142,14 @@ pub async fn insert(
     request_id: &str,
     f: &CampaignFields,
 ) -> sqlx::Result<bool> {
-    let inserted = sqlx::query!(
+    let inserted = with_fields!(
         "INSERT INTO campaigns (id, request_id, name, channel, status, starts_at, ends_at, offer_text, \
            dialed_numbers, max_attempts, retry_after_seconds, lease_seconds, window_start, window_end, \
            default_time_zone) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
          ON CONFLICT (request_id) DO NOTHING",
-        id,
-        request_id,
-        &f.name,
-        f.channel.as_str(),
-        f.status.as_str(),
-        f.starts_at,
-        f.ends_at,
-        &f.offer_text,
-        &f.dialed_numbers,
-        f.policy.max_attempts,
-        f.policy.retry_after.num_seconds(),
-        f.lease.num_seconds(),
-        f.window.start_minute,
-        f.window.end_minute,
-        &f.default_time_zone
+        [id, request_id],
+        f
     )
     .execute(conn)
     .await?
@@ -150,26 +161,14 @@ pub async fn insert(
 /// back unchanged.)
 pub async fn save(conn: &mut PgConnection, c: &Campaign) -> sqlx::Result<()> {
     let f = &c.fields;
-    sqlx::query!(
+    with_fields!(
         "UPDATE campaigns SET name = $2, channel = $3, status = $4, starts_at = $5, ends_at = $6, \
            offer_text = $7, dialed_numbers = $8, max_attempts = $9, retry_after_seconds = $10, \
            lease_seconds = $11, window_start = $12, window_end = $13, default_time_zone = $14, \
            updated_at = now(), version = version + 1 \
          WHERE id = $1",
-        c.id,
-        &f.name,
-        f.channel.as_str(),
-        f.status.as_str(),
-        f.starts_at,
-        f.ends_at,
-        &f.offer_text,
-        &f.dialed_numbers,
-        f.policy.max_attempts,
-        f.policy.retry_after.num_seconds(),
-        f.lease.num_seconds(),
-        f.window.start_minute,
-        f.window.end_minute,
-        &f.default_time_zone
+        [c.id],
+        f
     )
     .execute(conn)
     .await?;

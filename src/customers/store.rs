@@ -13,6 +13,27 @@ use super::{
 };
 use crate::page_token::PageToken;
 
+/// A checked statement with the customer's id as `$1` and the profile as `$2` to `$10`, in the
+/// column order of `customers`, then any further arguments.
+macro_rules! with_profile {
+    ($sql:literal, $id:expr, $p:expr $(, $rest:expr)* $(,)?) => {
+        sqlx::query!(
+            $sql,
+            $id,
+            &$p.display_name,
+            &$p.company,
+            &$p.preferred_language,
+            &$p.time_zone,
+            $p.tier.as_str(),
+            $p.vip,
+            &$p.segment,
+            $p.marketing_consent,
+            $p.do_not_call
+            $(, $rest)*
+        )
+    };
+}
+
 #[derive(sqlx::FromRow)]
 struct CustomerRow {
     id: Uuid,
@@ -65,21 +86,12 @@ pub(super) async fn insert_customer(
     id: Uuid,
     new: &NewCustomer,
 ) -> sqlx::Result<()> {
-    let p = &new.profile;
-    sqlx::query!(
+    with_profile!(
         "INSERT INTO customers (id, display_name, company, preferred_language, time_zone, tier, vip, \
          segment, marketing_consent, do_not_call, create_request_id) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         id,
-        &p.display_name,
-        &p.company,
-        &p.preferred_language,
-        &p.time_zone,
-        p.tier.as_str(),
-        p.vip,
-        &p.segment,
-        p.marketing_consent,
-        p.do_not_call,
+        new.profile,
         new.request_id.as_deref()
     )
     .execute(conn)
@@ -259,19 +271,11 @@ pub(super) async fn update_profile(
     id: Uuid,
     p: &Profile,
 ) -> sqlx::Result<()> {
-    sqlx::query!(
+    with_profile!(
         "UPDATE customers SET display_name = $2, company = $3, preferred_language = $4, time_zone = $5, \
          tier = $6, vip = $7, segment = $8, marketing_consent = $9, do_not_call = $10 WHERE id = $1",
         id,
-        &p.display_name,
-        &p.company,
-        &p.preferred_language,
-        &p.time_zone,
-        p.tier.as_str(),
-        p.vip,
-        &p.segment,
-        p.marketing_consent,
-        p.do_not_call
+        p
     )
     .execute(conn)
     .await?;
