@@ -218,7 +218,7 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
         }
     }
     producer.await?;
-    sqlx::query("ANALYZE customers, contact_points, external_references")
+    sqlx::query!("ANALYZE customers, contact_points, external_references")
         .execute(&mut conn)
         .await?;
     println!(
@@ -394,17 +394,17 @@ async fn demo_customers(conn: &mut PgConnection) -> anyhow::Result<()> {
     let mut tx = conn.begin().await?;
     for (id, name, company, tier, vip, language, zone, phone, email, erp) in demo {
         let id = Uuid::parse_str(id)?;
-        let inserted = sqlx::query(
-            "INSERT INTO customers (id, display_name, company, tier, vip, preferred_language, time_zone, marketing_consent) \
+        let inserted = sqlx::query!(
+        "INSERT INTO customers (id, display_name, company, tier, vip, preferred_language, time_zone, marketing_consent) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, true) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(name)
-        .bind(company)
-        .bind(tier)
-        .bind(vip)
-        .bind(language)
-        .bind(zone)
+        id,
+        name,
+        company,
+        tier,
+        vip,
+        language,
+        zone
+    )
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -412,21 +412,23 @@ async fn demo_customers(conn: &mut PgConnection) -> anyhow::Result<()> {
             continue;
         }
         for (kind, value, label) in [("phone", phone, "mobile"), ("email", email, "personal")] {
-            sqlx::query(
-                "INSERT INTO contact_points (id, customer_id, kind, value, label, is_primary) VALUES ($1, $2, $3, $4, $5, true)",
-            )
-            .bind(Uuid::new_v4())
-            .bind(id)
-            .bind(kind)
-            .bind(value)
-            .bind(label)
+            sqlx::query!(
+        "INSERT INTO contact_points (id, customer_id, kind, value, label, is_primary) VALUES ($1, $2, $3, $4, $5, true)",
+        Uuid::new_v4(),
+        id,
+        kind,
+        value,
+        label
+    )
             .execute(&mut *tx)
             .await?;
         }
         if let Some(erp) = erp {
-            sqlx::query("INSERT INTO external_references (system, external_id, customer_id) VALUES ('erp', $1, $2)")
-                .bind(erp)
-                .bind(id)
+            sqlx::query!(
+        "INSERT INTO external_references (system, external_id, customer_id) VALUES ('erp', $1, $2)",
+        erp,
+        id
+    )
                 .execute(&mut *tx)
                 .await?;
         }

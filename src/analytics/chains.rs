@@ -16,16 +16,11 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::store::{self, Restamp};
 use crate::calls::{self, CallKey};
 
 /// Notes taken per pass.
 const BATCH: i64 = 10_000;
-/// Notes taken, and per noted customer where their chain changed (`None`: anywhere).
-type ChainNotes = (
-    i64,
-    Vec<uuid::Uuid>,
-    Vec<Option<chrono::DateTime<chrono::Utc>>>,
-);
 
 /// The advisory lock key of the stamper (one pass at a time, across instances).
 const LOCK: i64 = 20_261_202_016;
@@ -41,78 +36,22 @@ pub async fn catch_up(pool: &PgPool) -> sqlx::Result<()> {
 /// Returns the number of notes taken.
 async fn pass(pool: &PgPool, wait: bool) -> sqlx::Result<i64> {
     let mut tx = crate::db::begin(pool).await?;
-    if wait {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(LOCK)
-            .execute(&mut *tx)
-            .await?;
-    } else {
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-            .bind(LOCK)
-            .fetch_one(&mut *tx)
-            .await?;
-        if !locked {
-            return Ok(0);
-        }
+    if !store::lock_stamper(&mut tx, LOCK, wait).await? {
+        return Ok(0);
     }
-    let (taken, customers, since): ChainNotes = sqlx::query_as(
-        "WITH taken AS ( \
-           DELETE FROM contact_chains_dirty \
-           WHERE id IN (SELECT id FROM contact_chains_dirty ORDER BY id LIMIT $1) \
-           RETURNING customer_id, since), \
-         per_customer AS ( \
-           SELECT customer_id, CASE WHEN bool_or(since IS NULL) THEN NULL ELSE min(since) END AS since \
-           FROM taken GROUP BY customer_id) \
-         SELECT (SELECT count(*) FROM taken), COALESCE(array_agg(customer_id), '{}'), \
-                COALESCE(array_agg(since), '{}') \
-         FROM per_customer",
-    )
-    .bind(BATCH)
-    .fetch_one(&mut *tx)
-    .await?;
+    let (taken, customers, since) = store::take_chain_notes(&mut tx, BATCH).await?;
     if taken == 0 {
         return Ok(0);
     }
     // Per customer, the suffix of the chain from the last call offered before `since` (all of it
     // when `since` is unknown): every call whose next contact can have changed, and each one's
     // next contact is inside the suffix too. Only the calls whose stamp differs come back.
-    let stale: Vec<Restamp> = sqlx::query_as(
-        "SELECT n.customer_id, n.since, n.gateway_id, n.call_id, n.next_at \
-         FROM (SELECT d.customer_id, d.since, t.gateway_id, t.call_id, \
-                 lead(t.offered_at) OVER (PARTITION BY d.customer_id \
-                                          ORDER BY t.offered_at, t.gateway_id, t.call_id) AS next_at \
-               FROM unnest($1::uuid[], $2::timestamptz[]) AS d(customer_id, since) \
-               CROSS JOIN LATERAL ( \
-                 SELECT CASE WHEN d.since IS NULL THEN '-infinity'::timestamptz \
-                        ELSE COALESCE((SELECT max(p.offered_at) FROM calls p \
-                                       WHERE p.customer_id = d.customer_id AND p.offered_at < d.since), \
-                                      d.since) END AS start) s \
-               CROSS JOIN LATERAL ( \
-                 SELECT x.gateway_id, x.call_id, x.offered_at FROM calls x \
-                 WHERE x.customer_id = d.customer_id AND x.offered_at >= s.start) t) n \
-         JOIN calls c ON c.gateway_id = n.gateway_id AND c.call_id = n.call_id \
-         WHERE c.next_offered_at IS DISTINCT FROM n.next_at",
-    )
-    .bind(&customers)
-    .bind(&since)
-    .fetch_all(&mut *tx)
-    .await?;
+    let stale = store::stale_stamps(&mut tx, &customers, &since).await?;
     if !stale.is_empty() {
         restamp(&mut tx, &stale, wait).await?;
     }
     tx.commit().await?;
     Ok(taken)
-}
-
-/// A call whose stamp is out of date: its customer and where their chain changed, the call, and
-/// its next contact.
-#[derive(sqlx::FromRow)]
-struct Restamp {
-    customer_id: uuid::Uuid,
-    since: Option<chrono::DateTime<chrono::Utc>>,
-    gateway_id: String,
-    call_id: String,
-    next_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Writes the new stamps under each call's lock, the one call-event batches take before they
@@ -143,37 +82,11 @@ async fn restamp(conn: &mut PgConnection, stale: &[Restamp], wait: bool) -> sqlx
             false => skipped.push(restamp),
         }
     }
-    sqlx::query(
-        "UPDATE calls c SET next_offered_at = u.next_at \
-         FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(gateway_id, call_id, next_at) \
-         WHERE c.gateway_id = u.gateway_id AND c.call_id = u.call_id",
-    )
-    .bind(
-        stamped
-            .iter()
-            .map(|r| r.gateway_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        stamped
-            .iter()
-            .map(|r| r.call_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(stamped.iter().map(|r| r.next_at).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await?;
+    store::write_stamps(&mut *conn, &stamped).await?;
     if !skipped.is_empty() {
         let notes: HashSet<_> = skipped.iter().map(|r| (r.customer_id, r.since)).collect();
         let (customers, since): (Vec<_>, Vec<_>) = notes.into_iter().unzip();
-        sqlx::query(
-            "INSERT INTO contact_chains_dirty (customer_id, since) \
-             SELECT * FROM unnest($1::uuid[], $2::timestamptz[])",
-        )
-        .bind(customers)
-        .bind(since)
-        .execute(&mut *conn)
-        .await?;
+        store::note_chains(&mut *conn, &customers, &since).await?;
     }
     Ok(())
 }

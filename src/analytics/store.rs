@@ -279,3 +279,129 @@ where
         .await?;
     Ok(rows.into_iter().map(|(key, a, b)| (key, (a, b))).collect())
 }
+
+// The call-chain stamper's statements (`chains.rs`). They stay checked at run time: they bind
+// arrays with NULL elements, which the query macros cannot type.
+
+/// Notes taken, and per noted customer where their chain changed (`None`: anywhere).
+pub type ChainNotes = (
+    i64,
+    Vec<uuid::Uuid>,
+    Vec<Option<chrono::DateTime<chrono::Utc>>>,
+);
+
+/// A call whose stamp is out of date: its customer and where their chain changed, the call, and
+/// its next contact.
+#[derive(sqlx::FromRow)]
+pub struct Restamp {
+    pub customer_id: uuid::Uuid,
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    pub gateway_id: String,
+    pub call_id: String,
+    pub next_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Takes the stamper's advisory lock for the transaction: waiting for it, or (without `wait`)
+/// only if it is free. Returns whether it is held.
+pub async fn lock_stamper(conn: &mut PgConnection, key: i64, wait: bool) -> sqlx::Result<bool> {
+    if wait {
+        sqlx::query!("SELECT pg_advisory_xact_lock($1)", key)
+            .execute(conn)
+            .await?;
+        Ok(true)
+    } else {
+        sqlx::query_scalar!("SELECT pg_try_advisory_xact_lock($1) AS \"locked!\"", key)
+            .fetch_one(conn)
+            .await
+    }
+}
+
+/// Takes up to `batch` notes: how many, and per noted customer where the chain changed.
+pub async fn take_chain_notes(conn: &mut PgConnection, batch: i64) -> sqlx::Result<ChainNotes> {
+    sqlx::query_as(
+        "WITH taken AS ( \
+           DELETE FROM contact_chains_dirty \
+           WHERE id IN (SELECT id FROM contact_chains_dirty ORDER BY id LIMIT $1) \
+           RETURNING customer_id, since), \
+         per_customer AS ( \
+           SELECT customer_id, CASE WHEN bool_or(since IS NULL) THEN NULL ELSE min(since) END AS since \
+           FROM taken GROUP BY customer_id) \
+         SELECT (SELECT count(*) FROM taken), COALESCE(array_agg(customer_id), '{}'), \
+                COALESCE(array_agg(since), '{}') \
+         FROM per_customer",
+    )
+    .bind(batch)
+    .fetch_one(conn)
+    .await
+}
+
+/// The calls of these customers' chains (from where each changed) whose stamp differs.
+pub async fn stale_stamps(
+    conn: &mut PgConnection,
+    customers: &[uuid::Uuid],
+    since: &[Option<chrono::DateTime<chrono::Utc>>],
+) -> sqlx::Result<Vec<Restamp>> {
+    sqlx::query_as(
+        "SELECT n.customer_id, n.since, n.gateway_id, n.call_id, n.next_at \
+         FROM (SELECT d.customer_id, d.since, t.gateway_id, t.call_id, \
+                 lead(t.offered_at) OVER (PARTITION BY d.customer_id \
+                                          ORDER BY t.offered_at, t.gateway_id, t.call_id) AS next_at \
+               FROM unnest($1::uuid[], $2::timestamptz[]) AS d(customer_id, since) \
+               CROSS JOIN LATERAL ( \
+                 SELECT CASE WHEN d.since IS NULL THEN '-infinity'::timestamptz \
+                        ELSE COALESCE((SELECT max(p.offered_at) FROM calls p \
+                                       WHERE p.customer_id = d.customer_id AND p.offered_at < d.since), \
+                                      d.since) END AS start) s \
+               CROSS JOIN LATERAL ( \
+                 SELECT x.gateway_id, x.call_id, x.offered_at FROM calls x \
+                 WHERE x.customer_id = d.customer_id AND x.offered_at >= s.start) t) n \
+         JOIN calls c ON c.gateway_id = n.gateway_id AND c.call_id = n.call_id \
+         WHERE c.next_offered_at IS DISTINCT FROM n.next_at",
+    )
+    .bind(customers)
+    .bind(since)
+    .fetch_all(conn)
+    .await
+}
+
+/// Writes the new next-contact stamps.
+pub async fn write_stamps(conn: &mut PgConnection, stamped: &[&Restamp]) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE calls c SET next_offered_at = u.next_at \
+         FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(gateway_id, call_id, next_at) \
+         WHERE c.gateway_id = u.gateway_id AND c.call_id = u.call_id",
+    )
+    .bind(
+        stamped
+            .iter()
+            .map(|r| r.gateway_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        stamped
+            .iter()
+            .map(|r| r.call_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(stamped.iter().map(|r| r.next_at).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Notes these customers' chains again, for the next pass.
+pub async fn note_chains(
+    conn: &mut PgConnection,
+    customers: &[uuid::Uuid],
+    since: &[Option<chrono::DateTime<chrono::Utc>>],
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO contact_chains_dirty (customer_id, since) \
+         SELECT * FROM unnest($1::uuid[], $2::timestamptz[])",
+    )
+    .bind(customers)
+    .bind(since)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -18,6 +18,7 @@
 pub mod grpc;
 mod remask;
 mod retention;
+mod store;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;

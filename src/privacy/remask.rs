@@ -12,84 +12,10 @@
 use sqlx::PgPool;
 
 use super::Result;
+use super::store::{COLUMNS, Column, Kind};
 use crate::card_data::{mask, mask_entry};
 
 const BATCH: i64 = 1000;
-
-/// How a column holds its text.
-#[derive(Clone, Copy)]
-enum Kind {
-    Text,
-    /// A JSON document whose keys and string values are all masked.
-    Json,
-}
-
-struct Column {
-    name: &'static str,
-    kind: Kind,
-    /// `$1`: the last ctid read; `$2`: the batch size. Rows: (ctid as text, the column as text).
-    select: &'static str,
-    /// `$1`: the ctid; `$2`: the masked text; `$3`: the text as read.
-    update: &'static str,
-}
-
-macro_rules! column {
-    ($table:literal, $column:literal, $kind:ident, $cast:literal) => {
-        Column {
-            name: concat!($table, ".", $column),
-            kind: Kind::$kind,
-            select: concat!(
-                "SELECT ctid::text, ",
-                $column,
-                "::text FROM ",
-                $table,
-                " WHERE ctid > $1::tid AND ",
-                $column,
-                "::text ~ '[0-9]' ORDER BY ctid LIMIT $2"
-            ),
-            update: concat!(
-                "UPDATE ",
-                $table,
-                " SET ",
-                $column,
-                " = $2::",
-                $cast,
-                " WHERE ctid = $1::tid AND ",
-                $column,
-                "::text = $3"
-            ),
-        }
-    };
-    ($table:literal, $column:literal) => {
-        column!($table, $column, Text, "text")
-    };
-}
-
-/// Every stored column that holds free text (the storage side of `card_data::MASKED`).
-const COLUMNS: &[Column] = &[
-    column!("agent_state_changes", "reason"),
-    column!("agents", "reason"),
-    column!("agents", "display_name"),
-    column!("call_events", "attached_data", Json, "jsonb"),
-    column!("campaigns", "name"),
-    column!("campaigns", "offer_text"),
-    column!("case_comments", "text"),
-    column!("case_history", "\"from\""),
-    column!("case_history", "\"to\""),
-    column!("cases", "subject"),
-    column!("cases", "description"),
-    column!("contact_points", "label"),
-    column!("customers", "display_name"),
-    column!("customers", "company"),
-    column!("dispositions", "label"),
-    column!("feedback", "text"),
-    column!("feedback", "resolution"),
-    column!("feedback_history", "from_value"),
-    column!("feedback_history", "to_value"),
-    column!("interactions", "notes"),
-    column!("interactions", "outcome"),
-    column!("service_events", "description"),
-];
 
 /// Rows changed, per column (`table.column`), in the order walked.
 pub type RemaskReport = Vec<(&'static str, u64)>;
@@ -108,11 +34,7 @@ async fn remask_column(pool: &PgPool, column: &Column) -> Result<u64> {
     let mut changed = 0;
     loop {
         let mut tx = crate::db::begin(pool).await?;
-        let rows: Vec<(String, String)> = sqlx::query_as(column.select)
-            .bind(&after)
-            .bind(BATCH)
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows = super::store::texts_after(&mut tx, column, &after, BATCH).await?;
         let Some((last, _)) = rows.last() else {
             return Ok(changed);
         };
@@ -121,13 +43,7 @@ async fn remask_column(pool: &PgPool, column: &Column) -> Result<u64> {
             let Some(masked) = masked(column.kind, text) else {
                 continue;
             };
-            changed += sqlx::query(column.update)
-                .bind(ctid)
-                .bind(&masked)
-                .bind(text)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            changed += super::store::replace_text(&mut tx, column, ctid, &masked, text).await?;
         }
         tx.commit().await?;
     }
