@@ -210,11 +210,8 @@ fn add_services<L>(
             CampaignServiceServer::new(CampaignGrpc::new(s.campaigns, phones)).limited(max),
         )
         .add_service(FeedbackServiceServer::new(FeedbackGrpc::new(s.feedback)).limited(max))
-        .add_service(
-            ImportServiceServer::new(ImportGrpc::new(s.pool.clone(), s.invalidator, phones))
-                .limited(max),
-        )
-        .add_service(AuditServiceServer::new(AuditGrpc::new(s.pool.clone())).limited(max))
+        .add_service(ImportServiceServer::new(ImportGrpc::new(s.import)).limited(max))
+        .add_service(AuditServiceServer::new(AuditGrpc::new(s.audit)).limited(max))
         .add_service(
             AnalyticsServiceServer::new(AnalyticsGrpc::new(s.analytics, s.live)).limited(max),
         )
@@ -222,8 +219,7 @@ fn add_services<L>(
             SegmentationServiceServer::new(SegmentationGrpc::new(s.segmentation)).limited(max),
         )
         .add_service(
-            EventFeedServiceServer::new(EventFeedGrpc::new(s.pool, s.feed_head, draining.clone()))
-                .limited(max),
+            EventFeedServiceServer::new(EventFeedGrpc::new(s.feed, draining.clone())).limited(max),
         )
         .add_service(DiagnosticsServiceServer::new(DiagnosticsGrpc).limited(max))
         .add_service(PrivacyServiceServer::new(PrivacyGrpc::new(s.privacy)).limited(max))

@@ -13,14 +13,15 @@ use crate::activity::Activity;
 use crate::admission::{AdaptiveLimit, Targets};
 use crate::agents::{Agents, Watcher};
 use crate::analytics::Analytics;
-use crate::audit::Auditor;
+use crate::audit::{AuditLog, Auditor};
 use crate::calls::{CallBook, CallEvents};
 use crate::campaigns::{Campaigns, OfferDirectory};
 use crate::cases::Cases;
 use crate::config::Settings;
 use crate::customers::Customers;
-use crate::feed::FeedHead;
+use crate::feed::{EventFeed, FeedHead};
 use crate::feedback::FeedbackDesk;
+use crate::import::Importer;
 use crate::interactions::Interactions;
 use crate::live::Live;
 use crate::privacy::Privacy;
@@ -108,7 +109,6 @@ pub struct Shared {
 /// Every domain service the server exposes.
 pub struct Services {
     pub pool: PgPool,
-    pub invalidator: PopInvalidator,
     pub customers: Customers,
     pub pops: ScreenPops,
     pub call_events: CallEvents,
@@ -123,7 +123,9 @@ pub struct Services {
     pub live: Live,
     pub segmentation: Segmentation,
     pub privacy: Privacy,
-    pub feed_head: FeedHead,
+    pub feed: EventFeed,
+    pub audit: AuditLog,
+    pub import: Importer,
 }
 
 impl Services {
@@ -167,14 +169,15 @@ impl Services {
             analytics: Analytics::new(pool.clone()),
             segmentation: Segmentation::new(pool.clone(), invalidator.clone()),
             privacy: Privacy::new(pool.clone(), invalidator.clone()),
-            feed_head: shared.feed_head.clone(),
+            feed: EventFeed::new(pool.clone(), shared.feed_head.clone()),
+            audit: AuditLog::new(pool.clone()),
+            import: Importer::new(pool.clone(), invalidator.clone(), settings.phones),
             customers,
             pops,
             call_events,
             agents,
             watcher,
             live,
-            invalidator,
             pool,
         }
     }

@@ -1,6 +1,5 @@
 //! `switchboard.v1.AuditService`.
 
-use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -12,12 +11,12 @@ use crate::proto_time::to_timestamp;
 use crate::validation::Violations;
 
 pub struct AuditGrpc {
-    pool: PgPool,
+    log: super::AuditLog,
 }
 
 impl AuditGrpc {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(log: super::AuditLog) -> Self {
+        Self { log }
     }
 }
 
@@ -58,7 +57,9 @@ impl AuditService for AuditGrpc {
             since,
             until,
         };
-        let mut rows = super::list(&self.pool, &filter, before_id, limit + 1)
+        let mut rows = self
+            .log
+            .list(&filter, before_id, limit + 1)
             .await
             .map_err(|e| match crate::db::classify(&e) {
                 crate::db::Failure::Unavailable => grpc_status::unavailable(&e),

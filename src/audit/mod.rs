@@ -275,11 +275,24 @@ pub struct AuditFilter {
     pub until: Option<DateTime<Utc>>,
 }
 
-pub async fn list(
-    pool: &PgPool,
-    filter: &AuditFilter,
-    before_id: Option<i64>,
-    limit: i64,
-) -> sqlx::Result<Vec<(i64, AuditEvent)>> {
-    store::list(pool, filter, before_id, limit).await
+/// The audit trail as `AuditService` reads it.
+#[derive(Clone)]
+pub struct AuditLog {
+    pool: PgPool,
+}
+
+impl AuditLog {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Events matching `filter`, newest first, before the event `before_id`, at most `limit`.
+    pub async fn list(
+        &self,
+        filter: &AuditFilter,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> sqlx::Result<Vec<(i64, AuditEvent)>> {
+        store::list(&self.pool, filter, before_id, limit).await
+    }
 }

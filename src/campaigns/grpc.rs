@@ -18,7 +18,6 @@ use crate::proto_time::to_timestamp;
 use crate::validation::Violations;
 
 const MAX_OFFER: usize = 2_000;
-const MAX_CALLBACK_DAYS: i64 = 90;
 
 pub struct CampaignGrpc {
     campaigns: Campaigns,
@@ -551,11 +550,13 @@ impl CampaignService for CampaignGrpc {
         let outcome = v.check("outcome", outcome(r.outcome));
         let callback_at = if outcome == Some(Outcome::CallbackRequested) {
             let at = v.time("callback_at", r.callback_at.as_ref(), true);
-            let now = Utc::now();
-            if at.is_some_and(|at| at <= now || at > now + Duration::days(MAX_CALLBACK_DAYS)) {
+            if at.is_some_and(|at| !super::rules::callback_allowed(at, Utc::now())) {
                 v.add(
                     "callback_at",
-                    format!("must be in the future and within {MAX_CALLBACK_DAYS} days"),
+                    format!(
+                        "must be in the future and within {} days",
+                        super::rules::MAX_CALLBACK_DAYS
+                    ),
                 );
             }
             at

@@ -74,6 +74,15 @@ pub struct AfterOutcome {
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
+/// How far ahead a callback may be booked.
+pub const MAX_CALLBACK_DAYS: i64 = 90;
+
+/// Whether a callback at `at`, booked at `now`, is allowed: in the future and within
+/// [`MAX_CALLBACK_DAYS`].
+pub fn callback_allowed(at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    at > now && at <= now + chrono::Duration::days(MAX_CALLBACK_DAYS)
+}
+
 /// What `outcome` does to a member that had made `attempts` counted attempts.
 ///
 /// - no answer, busy, voicemail: one more attempt; again after `retry_after`, or done once the
@@ -261,5 +270,14 @@ mod tests {
             }
             .is_valid()
         );
+    }
+
+    #[test]
+    fn a_callback_is_booked_in_the_future_and_within_ninety_days() {
+        let now = Utc.with_ymd_and_hms(2026, 12, 1, 12, 0, 0).unwrap();
+        assert!(callback_allowed(now + chrono::Duration::minutes(1), now));
+        assert!(callback_allowed(now + chrono::Duration::days(90), now));
+        assert!(!callback_allowed(now, now));
+        assert!(!callback_allowed(now + chrono::Duration::days(91), now));
     }
 }

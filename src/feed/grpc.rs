@@ -3,12 +3,12 @@
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt as _};
-use sqlx::PgPool;
+
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
-use super::{FeedError, FeedHead, FeedItem, Start};
+use super::{FeedError, FeedItem, Start};
 use crate::drain::Draining;
 use crate::grpc_status;
 use crate::proto::v1;
@@ -16,18 +16,13 @@ use crate::proto::v1::event_feed_service_server::EventFeedService;
 use crate::validation::Violations;
 
 pub struct EventFeedGrpc {
-    pool: PgPool,
-    head: FeedHead,
+    feed: super::EventFeed,
     draining: Draining,
 }
 
 impl EventFeedGrpc {
-    pub fn new(pool: PgPool, head: FeedHead, draining: Draining) -> Self {
-        Self {
-            pool,
-            head,
-            draining,
-        }
+    pub fn new(feed: super::EventFeed, draining: Draining) -> Self {
+        Self { feed, draining }
     }
 }
 
@@ -99,7 +94,7 @@ impl EventFeedService for EventFeedGrpc {
             topics: request.topics,
             from_latest: request.from_latest,
         };
-        let items = super::subscribe(self.pool.clone(), self.head.clone(), start).await?;
+        let items = self.feed.subscribe(start).await?;
         // On drain the stream ends cleanly; the consumer resumes from its cursor elsewhere.
         let stream = ReceiverStream::new(items)
             .map(|item| item.map(item_to_proto).map_err(Status::from))

@@ -21,6 +21,27 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 pub use sequencer::{FeedHead, Sequencer};
+
+/// The event feed as subscribers read it: committed events in position order.
+#[derive(Clone)]
+pub struct EventFeed {
+    pool: sqlx::PgPool,
+    head: FeedHead,
+}
+
+impl EventFeed {
+    pub fn new(pool: sqlx::PgPool, head: FeedHead) -> Self {
+        Self { pool, head }
+    }
+
+    /// A subscription from `start`: its events as they are numbered, until the receiver drops.
+    pub async fn subscribe(
+        &self,
+        start: Start,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<FeedItem, FeedError>>, FeedError> {
+        subscription::subscribe(self.pool.clone(), self.head.clone(), start).await
+    }
+}
 pub use store::{Columns, Head, StoredEvent, scrub_customer};
 pub use subscription::{FeedItem, Start, subscribe};
 

@@ -2,28 +2,23 @@
 
 use std::pin::Pin;
 
-use sqlx::PgPool;
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{Import, ImportError, MAX_ROWS_PER_CHUNK, Outcome, RawRow, RowResult};
 use crate::customers::Tier;
 use crate::grpc_status;
-use crate::phone::PhoneParser;
 use crate::proto::v1;
 use crate::proto::v1::import_service_server::ImportService;
-use crate::screenpop::PopInvalidator;
 use crate::validation::Violations;
 
 pub struct ImportGrpc {
-    pool: PgPool,
-    pops: PopInvalidator,
-    phones: PhoneParser,
+    importer: super::Importer,
 }
 
 impl ImportGrpc {
-    pub fn new(pool: PgPool, pops: PopInvalidator, phones: PhoneParser) -> Self {
-        Self { pool, pops, phones }
+    pub fn new(importer: super::Importer) -> Self {
+        Self { importer }
     }
 }
 
@@ -97,7 +92,7 @@ impl ImportService for ImportGrpc {
     ) -> Result<Response<Self::ImportCustomersStream>, Status> {
         let mut input = request.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let (pool, pops, phones) = (self.pool.clone(), self.pops.clone(), self.phones);
+        let importer = self.importer.clone();
         // The task outlives this call: it keeps the audit context the auth layer set.
         let context = crate::audit::current();
         let work = async move {
@@ -132,17 +127,13 @@ impl ImportService for ImportGrpc {
                         return;
                     }
                     Some(current) => current,
-                    None => {
-                        match Import::start(pool.clone(), pops.clone(), phones, message.dry_run)
-                            .await
-                        {
-                            Ok(started) => import.insert(started),
-                            Err(error) => {
-                                tx.send(Err(error.into())).await.ok();
-                                return;
-                            }
+                    None => match importer.start(message.dry_run).await {
+                        Ok(started) => import.insert(started),
+                        Err(error) => {
+                            tx.send(Err(error.into())).await.ok();
+                            return;
                         }
-                    }
+                    },
                 };
                 let rows = message.rows.into_iter().map(raw_row).collect();
                 let answer = current

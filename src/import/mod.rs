@@ -407,6 +407,25 @@ pub struct Import {
     next_position: i64,
 }
 
+/// Starts imports: what every import of this service shares.
+#[derive(Clone)]
+pub struct Importer {
+    pool: PgPool,
+    pops: PopInvalidator,
+    phones: PhoneParser,
+}
+
+impl Importer {
+    pub fn new(pool: PgPool, pops: PopInvalidator, phones: PhoneParser) -> Self {
+        Self { pool, pops, phones }
+    }
+
+    /// A new import (the first chunk's `dry_run` holds for the whole import).
+    pub async fn start(&self, dry_run: bool) -> Result<Import> {
+        Import::start(self.pool.clone(), self.pops.clone(), self.phones, dry_run).await
+    }
+}
+
 impl Import {
     pub async fn start(
         pool: PgPool,
