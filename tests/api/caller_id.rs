@@ -1,7 +1,6 @@
 //! The dialplans' HTTP caller-ID lookups (`GET /v1/cid/{number}`, `GET /v1/pop/{number}`) and the
 //! LOOKUP credential they use, spoken over plain HTTP/1.1 as curl in a dialplan would.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -541,18 +540,13 @@ async fn http_lookups_are_audited_counted_and_rate_limited_per_credential() {
 async fn a_lookup_key_never_reaches_the_logs_or_the_audit_trail() {
     let database_url = fresh_database(&crate::helpers::admin_database_url()).await;
     let port = free_port();
-    let log_path = std::env::temp_dir().join(format!(
-        "sb-cid-log-{}.jsonl",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let log_file = std::fs::File::create(&log_path).expect("log file");
+    let (log, log_file) = crate::helpers::LogFile::create("sb-cid");
     let prefix = format!("t:{}:", uuid::Uuid::new_v4().simple());
     let envs = [
         ("RUST_LOG", "debug,switchboard=trace"),
         ("SWITCHBOARD_LOG_FORMAT", "json"),
     ];
-    let mut server =
-        ServerProcess::start(&database_url, &prefix, port, &envs, Stdio::from(log_file)).await;
+    let mut server = ServerProcess::start(&database_url, &prefix, port, &envs, log_file).await;
     let db = sqlx::PgPool::connect(&database_url).await.expect("pool");
     let key = switchboard::auth::create_api_key(&db, "pbx", Role::Lookup, None)
         .await
@@ -592,8 +586,7 @@ async fn a_lookup_key_never_reaches_the_logs_or_the_audit_trail() {
     .fetch_one(&db)
     .await
     .expect("count");
-    let logs = std::fs::read_to_string(&log_path).expect("logs");
-    std::fs::remove_file(&log_path).ok();
+    let logs = log.take();
     assert!(
         logs.contains("CallerIdService/GetCallerName") && logs.contains("unauthenticated request"),
         "the lookups and the refused key were logged"

@@ -214,13 +214,10 @@ async fn shutdown_stops_accepting_and_lets_in_flight_calls_finish() {
 async fn logs_are_json_and_carry_no_phone_numbers_or_names() {
     let database_url = fresh_database(&crate::helpers::admin_database_url()).await;
     let port = free_port();
-    let log_path =
-        std::env::temp_dir().join(format!("sb-log-{}.jsonl", uuid::Uuid::new_v4().simple()));
-    let log_file = std::fs::File::create(&log_path).expect("log file");
+    let (log, log_file) = crate::helpers::LogFile::create("sb-log");
     let prefix = format!("t:{}:", uuid::Uuid::new_v4().simple());
     let envs = [("RUST_LOG", "debug"), ("SWITCHBOARD_LOG_FORMAT", "json")];
-    let mut server =
-        ServerProcess::start(&database_url, &prefix, port, &envs, Stdio::from(log_file)).await;
+    let mut server = ServerProcess::start(&database_url, &prefix, port, &envs, log_file).await;
     let channel = server.channel().await;
     let mut customers = v1::customer_service_client::CustomerServiceClient::new(channel.clone());
     let mut pops = v1::screen_pop_service_client::ScreenPopServiceClient::new(channel);
@@ -255,8 +252,7 @@ async fn logs_are_json_and_carry_no_phone_numbers_or_names() {
 
     let status = server.signal_and_wait("TERM").await;
     assert!(status.success(), "exit status {status:?}");
-    let logs = std::fs::read_to_string(&log_path).expect("logs");
-    std::fs::remove_file(&log_path).ok();
+    let logs = log.take();
     assert!(logs.lines().count() > 5, "debug logging produced output");
     for line in logs.lines() {
         serde_json::from_str::<serde_json::Value>(line)
@@ -313,12 +309,9 @@ async fn with_postgresql_down_sigterm_still_exits_zero_within_the_drain_timeout_
     let database_url = fresh_database(&postgres.admin_url()).await;
     let port = free_port();
     let prefix = format!("t:{}:", uuid::Uuid::new_v4().simple());
-    let log_path =
-        std::env::temp_dir().join(format!("sb-stop-{}.log", uuid::Uuid::new_v4().simple()));
-    let log_file = std::fs::File::create(&log_path).expect("log file");
+    let (log, log_file) = crate::helpers::LogFile::create("sb-stop");
     let envs = [("SWITCHBOARD_DRAIN_TIMEOUT_SECS", "3")];
-    let mut server =
-        ServerProcess::start(&database_url, &prefix, port, &envs, Stdio::from(log_file)).await;
+    let mut server = ServerProcess::start(&database_url, &prefix, port, &envs, log_file).await;
     let channel = server.channel().await;
     let mut customers = v1::customer_service_client::CustomerServiceClient::new(channel.clone());
     let mut pops = v1::screen_pop_service_client::ScreenPopServiceClient::new(channel);
@@ -358,8 +351,7 @@ async fn with_postgresql_down_sigterm_still_exits_zero_within_the_drain_timeout_
     let stopping = std::time::Instant::now();
     let status = server.signal_and_wait("TERM").await;
     let took = stopping.elapsed();
-    let logs = std::fs::read_to_string(&log_path).expect("logs");
-    std::fs::remove_file(&log_path).ok();
+    let logs = log.take();
     assert!(status.success(), "exit status {status:?}");
     assert!(
         took < Duration::from_millis(4500),

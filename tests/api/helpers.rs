@@ -710,6 +710,27 @@ impl Drop for PrivateRedis {
     }
 }
 
+/// A file a server process writes its logs to: read once it has stopped, then removed.
+pub struct LogFile {
+    path: PathBuf,
+}
+
+impl LogFile {
+    /// A fresh file in the temp directory, and the handle to give the process as its stderr.
+    pub fn create(name: &str) -> (Self, Stdio) {
+        let path = std::env::temp_dir().join(format!("{name}-{}.log", Uuid::new_v4().simple()));
+        let file = std::fs::File::create(&path).expect("log file");
+        (Self { path }, Stdio::from(file))
+    }
+
+    /// Everything logged, and the file removed.
+    pub fn take(self) -> String {
+        let logs = std::fs::read_to_string(&self.path).expect("logs");
+        std::fs::remove_file(&self.path).ok();
+        logs
+    }
+}
+
 /// The `switchboard serve` binary as a separate process.
 pub struct ServerProcess {
     pub child: Child,
