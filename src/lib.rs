@@ -34,7 +34,9 @@
 //! - [`diagnostics`]: `Echo`, the benchmark's yardstick.
 //! - [`admission`]: load shedding in front of authentication, and the `server-timing` header.
 //! - [`drain`]: how long-lived streams end when the server stops.
-//! - [`ids`]: identities several contexts name (external references), a leaf.
+//! - [`ids`]: identities several contexts name (typed customer, agent and gateway ids, external
+//!   references), a leaf.
+//! - [`customer_rows`]: the port through which a merge moves rows other contexts own (a leaf).
 //! - [`card_data`]: masking of card numbers and security codes in free text.
 //! - [`seed`]: deterministic synthetic customers for demos and benchmarks.
 //! - [`client`]: the `pop` and `customer` client subcommands.
@@ -62,6 +64,7 @@ pub mod card_data;
 pub mod cases;
 pub mod client;
 pub mod config;
+pub mod customer_rows;
 pub mod customers;
 pub mod db;
 pub mod diagnostics;

@@ -5,6 +5,8 @@
 pub mod grpc;
 mod store;
 
+pub use self::store::CUSTOMER_ROWS;
+
 /// Rebuilds a customer's lifetime value from its orders, in the caller's transaction (after
 /// orders moved between customers).
 pub async fn recompute_value(

@@ -240,3 +240,22 @@ pub mod privacy {
         Ok(())
     }
 }
+
+/// This context's rows per customer, as a merge moves them and an unmerge moves them back (the
+/// keys are kept in merges' lineage: never change their form).
+pub const CUSTOMER_ROWS: &[crate::customer_rows::CustomerRows] = &[
+    crate::customer_rows::customer_rows!(
+        "orders",
+        reassign: "UPDATE orders SET customer_id = $1 WHERE customer_id = $2 \
+                   RETURNING json_build_array(system, order_id)::text AS \"key!\"",
+        restore: "UPDATE orders SET customer_id = $2 WHERE customer_id = $1 \
+                  AND json_build_array(system, order_id)::text = ANY($3)",
+    ),
+    crate::customer_rows::customer_rows!(
+        "service_events",
+        reassign: "UPDATE service_events SET customer_id = $1 WHERE customer_id = $2 \
+                   RETURNING json_build_array(system, event_id)::text AS \"key!\"",
+        restore: "UPDATE service_events SET customer_id = $2 WHERE customer_id = $1 \
+                  AND json_build_array(system, event_id)::text = ANY($3)",
+    ),
+];

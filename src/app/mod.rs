@@ -7,7 +7,7 @@
 
 mod background;
 mod server;
-mod wiring;
+pub mod wiring;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

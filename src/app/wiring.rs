@@ -18,6 +18,7 @@ use crate::calls::{CallBook, CallEvents};
 use crate::campaigns::{Campaigns, OfferDirectory};
 use crate::cases::Cases;
 use crate::config::Settings;
+use crate::customer_rows::CustomerRows;
 use crate::customers::Customers;
 use crate::feed::{EventFeed, FeedHead};
 use crate::feedback::FeedbackDesk;
@@ -85,7 +86,7 @@ impl Core {
             Arc::new(offers.clone()),
             Arc::clone(&admission),
         );
-        let customers = Customers::new(pool.clone(), invalidator.clone());
+        let customers = Customers::new(pool.clone(), invalidator.clone(), customer_rows());
         Self {
             pool,
             redis,
@@ -181,4 +182,21 @@ impl Services {
             pool,
         }
     }
+}
+
+/// Every context's rows per customer, in the order a merge moves them: the customer record's own,
+/// then each context that keeps rows per customer. A context that adds such a table lists it in
+/// its store's `CUSTOMER_ROWS` (or in `customers::NOT_MOVED`); a test checks the schema against
+/// this list.
+pub fn customer_rows() -> Vec<CustomerRows> {
+    [
+        crate::customers::CUSTOMER_ROWS,
+        crate::interactions::CUSTOMER_ROWS,
+        crate::cases::CUSTOMER_ROWS,
+        crate::activity::CUSTOMER_ROWS,
+        crate::calls::CUSTOMER_ROWS,
+        crate::feedback::CUSTOMER_ROWS,
+        crate::campaigns::CUSTOMER_ROWS,
+    ]
+    .concat()
 }

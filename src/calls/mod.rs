@@ -26,6 +26,8 @@ pub mod grpc;
 pub mod machine;
 mod store;
 
+pub use self::store::CUSTOMER_ROWS;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

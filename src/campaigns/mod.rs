@@ -11,6 +11,8 @@ mod offers;
 pub mod rules;
 mod store;
 
+pub use self::store::CUSTOMER_ROWS;
+
 use chrono::{DateTime, Duration, SubsecRound as _, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;

@@ -4,6 +4,8 @@ use chrono::{DateTime, Duration, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::ids::CustomerId;
+
 use super::rules::AfterOutcome;
 use super::{
     AttemptPolicy, CallingWindow, Campaign, CampaignError, CampaignFields, CampaignStats,
@@ -653,4 +655,71 @@ pub async fn running_offers(pool: &PgPool) -> sqlx::Result<Vec<(String, Offer)>>
             )
         })
         .collect())
+}
+
+/// This context's rows per customer, as a merge moves them and an unmerge moves them back (the
+/// keys are kept in merges' lineage: never change their form).
+pub const CUSTOMER_ROWS: &[crate::customer_rows::CustomerRows] = &[
+    crate::customer_rows::CustomerRows {
+        shared: Some(crate::customer_rows::SharedRows {
+            lineage_key: "dropped_memberships",
+            drop: |conn, from, to| Box::pin(drop_shared_memberships(conn, from, to)),
+            put_back: |conn, rows| Box::pin(restore_memberships(conn, rows)),
+        }),
+        ..crate::customer_rows::customer_rows!(
+            "campaign_members",
+            reassign: "UPDATE campaign_members SET customer_id = $1 WHERE customer_id = $2 \
+                       RETURNING campaign_id::text AS \"key!\"",
+            restore: "UPDATE campaign_members SET customer_id = $2 WHERE customer_id = $1 \
+                      AND campaign_id::text = ANY($3)",
+        )
+    },
+    crate::customer_rows::customer_rows!(
+        "campaign_leases",
+        reassign: "UPDATE campaign_leases SET customer_id = $1 WHERE customer_id = $2 \
+                   RETURNING lease_id::text AS \"key!\"",
+        restore: "UPDATE campaign_leases SET customer_id = $2 WHERE customer_id = $1 \
+                  AND lease_id::text = ANY($3)",
+    ),
+    crate::customer_rows::customer_rows!(
+        "campaign_attempts",
+        reassign: "UPDATE campaign_attempts SET customer_id = $1 WHERE customer_id = $2 \
+                   RETURNING lease_id::text AS \"key!\"",
+        restore: "UPDATE campaign_attempts SET customer_id = $2 WHERE customer_id = $1 \
+                  AND lease_id::text = ANY($3)",
+    ),
+];
+
+/// Deletes `from`'s memberships of campaigns `to` is on; returns them whole.
+async fn drop_shared_memberships(
+    conn: &mut PgConnection,
+    from: CustomerId,
+    to: CustomerId,
+) -> sqlx::Result<Vec<serde_json::Value>> {
+    sqlx::query_scalar!(
+        "DELETE FROM campaign_members d WHERE d.customer_id = $2 AND EXISTS ( \
+           SELECT 1 FROM campaign_members s WHERE s.customer_id = $1 AND s.campaign_id = d.campaign_id) \
+         RETURNING to_jsonb(d) AS \"row!\"",
+        to.as_uuid(),
+        from.as_uuid()
+    )
+    .fetch_all(conn)
+    .await
+}
+
+async fn restore_memberships(
+    conn: &mut PgConnection,
+    rows: &[serde_json::Value],
+) -> sqlx::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query!(
+        "INSERT INTO campaign_members OVERRIDING SYSTEM VALUE \
+         SELECT * FROM jsonb_populate_recordset(NULL::campaign_members, $1)",
+        serde_json::Value::Array(rows.to_vec())
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }

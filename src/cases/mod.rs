@@ -6,6 +6,8 @@ pub mod grpc;
 mod policy;
 mod store;
 
+pub use self::store::CUSTOMER_ROWS;
+
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;

@@ -331,3 +331,14 @@ pub mod privacy {
         Ok(done.rows_affected())
     }
 }
+
+/// This context's rows per customer, as a merge moves them and an unmerge moves them back (the
+/// keys are kept in merges' lineage: never change their form).
+pub const CUSTOMER_ROWS: &[crate::customer_rows::CustomerRows] =
+    &[crate::customer_rows::customer_rows!(
+        "cases",
+        reassign: "UPDATE cases SET customer_id = $1 WHERE customer_id = $2 \
+                   RETURNING id::text AS \"key!\"",
+        restore: "UPDATE cases SET customer_id = $2 WHERE customer_id = $1 \
+                  AND id::text = ANY($3)",
+    )];

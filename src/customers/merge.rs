@@ -18,15 +18,19 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::merge_store::{self as store, MOVED_TABLES};
+use super::merge_store as store;
 use super::{Customer, CustomerError, Customers, Result};
+use crate::ids::CustomerId;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Lineage {
     /// Table -> keys of the rows moved to the survivor.
     moved: BTreeMap<String, Vec<String>>,
     dropped_contact_points: Vec<serde_json::Value>,
-    dropped_memberships: Vec<serde_json::Value>,
+    /// Rows another context dropped as shared (by its `SharedRows::lineage_key`, such as
+    /// `dropped_memberships`), kept at the top level as lineage has always kept them.
+    #[serde(flatten)]
+    dropped: BTreeMap<String, Vec<serde_json::Value>>,
     demoted_primaries: Vec<Uuid>,
     /// Survivor profile field -> the value the merge filled in.
     filled: BTreeMap<String, String>,
@@ -87,14 +91,19 @@ impl Customers {
             dropped_contact_points: store::drop_shared_contact_points(&mut tx, survivor, duplicate)
                 .await?,
             demoted_primaries: store::demote_primaries(&mut tx, survivor, duplicate).await?,
-            dropped_memberships: store::drop_shared_memberships(&mut tx, survivor, duplicate)
-                .await?,
             ..Lineage::default()
         };
-        for (table, move_sql, _) in MOVED_TABLES {
-            let keys = store::move_rows(&mut tx, move_sql, survivor, duplicate).await?;
+        let (from, to) = (CustomerId::new(duplicate), CustomerId::new(survivor));
+        for rows in self.rows.iter() {
+            if let Some(shared) = &rows.shared {
+                let dropped = (shared.drop)(&mut tx, from, to).await?;
+                lineage
+                    .dropped
+                    .insert(shared.lineage_key.to_owned(), dropped);
+            }
+            let keys = (rows.reassign)(&mut tx, from, to).await?;
             if !keys.is_empty() {
-                lineage.moved.insert((*table).to_owned(), keys);
+                lineage.moved.insert(rows.table.to_owned(), keys);
             }
         }
         let mut profile = kept.profile.clone();
@@ -136,7 +145,10 @@ impl Customers {
             survivor: merged,
             moved,
             dropped_contact_points: lineage.dropped_contact_points.len() as i64,
-            dropped_memberships: lineage.dropped_memberships.len() as i64,
+            dropped_memberships: lineage
+                .dropped
+                .get("dropped_memberships")
+                .map_or(0, |rows| rows.len() as i64),
         };
         if dry_run {
             tx.rollback().await?;
@@ -172,14 +184,21 @@ impl Customers {
             return Err(CustomerError::Merge(MergeError::SurvivorGone));
         }
         store::revive(&mut tx, duplicate).await?;
-        for (table, _, back_sql) in MOVED_TABLES {
-            if let Some(keys) = lineage.moved.get(*table) {
-                store::move_back(&mut tx, back_sql, survivor, duplicate, keys).await?;
+        let (from, to) = (CustomerId::new(survivor), CustomerId::new(duplicate));
+        for rows in self.rows.iter() {
+            if let Some(keys) = lineage.moved.get(rows.table) {
+                (rows.restore)(&mut tx, from, to, keys).await?;
             }
         }
         store::promote(&mut tx, &lineage.demoted_primaries).await?;
         store::restore_contact_points(&mut tx, &lineage.dropped_contact_points).await?;
-        store::restore_memberships(&mut tx, &lineage.dropped_memberships).await?;
+        for rows in self.rows.iter() {
+            if let Some(shared) = &rows.shared
+                && let Some(dropped) = lineage.dropped.get(shared.lineage_key)
+            {
+                (shared.put_back)(&mut tx, dropped).await?;
+            }
+        }
 
         let kept = super::store::load(&mut tx, survivor)
             .await?

@@ -1,77 +1,29 @@
 //! PostgreSQL access for merging and unmerging customers.
 //!
-//! Every table holding customer rows is listed once in [`MOVED_TABLES`], with the statement that
-//! moves a duplicate's rows to the survivor (returning each row's key) and the one that moves
-//! those keys back. A table added later that holds `customer_id` must be listed here; the
-//! `every_customer_table_is_merged` test fails otherwise.
+//! The customer record's own tables. Every other table holding customer rows is moved by its
+//! owning context's store (see [`crate::customer_rows`]); a table added later that holds
+//! `customer_id` must be in some context's `CUSTOMER_ROWS` or in [`NOT_MOVED`], or the
+//! `every_customer_table_is_merged_or_left_on_purpose` test fails.
 
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-/// (table, move `$2`'s rows to `$1` returning their keys, move keys `$3` from `$1` back to `$2`).
-pub const MOVED_TABLES: &[(&str, &str, &str)] = &[
-    (
+/// The customer record's own rows per customer that a merge moves: the other contexts' tables
+/// are moved by their own stores (their `CUSTOMER_ROWS`), composed in `app::wiring`.
+pub const CUSTOMER_ROWS: &[crate::customer_rows::CustomerRows] = &[
+    crate::customer_rows::customer_rows!(
         "contact_points",
-        "UPDATE contact_points SET customer_id = $1 WHERE customer_id = $2 RETURNING id::text",
-        "UPDATE contact_points SET customer_id = $2 WHERE customer_id = $1 AND id::text = ANY($3)",
+        reassign: "UPDATE contact_points SET customer_id = $1 WHERE customer_id = $2 \
+                   RETURNING id::text AS \"key!\"",
+        restore: "UPDATE contact_points SET customer_id = $2 WHERE customer_id = $1 \
+                  AND id::text = ANY($3)",
     ),
-    (
+    crate::customer_rows::customer_rows!(
         "external_references",
-        "UPDATE external_references SET customer_id = $1 WHERE customer_id = $2 \
-         RETURNING json_build_array(system, external_id)::text",
-        "UPDATE external_references SET customer_id = $2 WHERE customer_id = $1 \
-         AND json_build_array(system, external_id)::text = ANY($3)",
-    ),
-    (
-        "interactions",
-        "UPDATE interactions SET customer_id = $1 WHERE customer_id = $2 RETURNING id::text",
-        "UPDATE interactions SET customer_id = $2 WHERE customer_id = $1 AND id::text = ANY($3)",
-    ),
-    (
-        "cases",
-        "UPDATE cases SET customer_id = $1 WHERE customer_id = $2 RETURNING id::text",
-        "UPDATE cases SET customer_id = $2 WHERE customer_id = $1 AND id::text = ANY($3)",
-    ),
-    (
-        "orders",
-        "UPDATE orders SET customer_id = $1 WHERE customer_id = $2 \
-         RETURNING json_build_array(system, order_id)::text",
-        "UPDATE orders SET customer_id = $2 WHERE customer_id = $1 \
-         AND json_build_array(system, order_id)::text = ANY($3)",
-    ),
-    (
-        "service_events",
-        "UPDATE service_events SET customer_id = $1 WHERE customer_id = $2 \
-         RETURNING json_build_array(system, event_id)::text",
-        "UPDATE service_events SET customer_id = $2 WHERE customer_id = $1 \
-         AND json_build_array(system, event_id)::text = ANY($3)",
-    ),
-    (
-        "calls",
-        "UPDATE calls SET customer_id = $1 WHERE customer_id = $2 \
-         RETURNING json_build_array(gateway_id, call_id)::text",
-        "UPDATE calls SET customer_id = $2 WHERE customer_id = $1 \
-         AND json_build_array(gateway_id, call_id)::text = ANY($3)",
-    ),
-    (
-        "feedback",
-        "UPDATE feedback SET customer_id = $1 WHERE customer_id = $2 RETURNING id::text",
-        "UPDATE feedback SET customer_id = $2 WHERE customer_id = $1 AND id::text = ANY($3)",
-    ),
-    (
-        "campaign_members",
-        "UPDATE campaign_members SET customer_id = $1 WHERE customer_id = $2 RETURNING campaign_id::text",
-        "UPDATE campaign_members SET customer_id = $2 WHERE customer_id = $1 AND campaign_id::text = ANY($3)",
-    ),
-    (
-        "campaign_leases",
-        "UPDATE campaign_leases SET customer_id = $1 WHERE customer_id = $2 RETURNING lease_id::text",
-        "UPDATE campaign_leases SET customer_id = $2 WHERE customer_id = $1 AND lease_id::text = ANY($3)",
-    ),
-    (
-        "campaign_attempts",
-        "UPDATE campaign_attempts SET customer_id = $1 WHERE customer_id = $2 RETURNING lease_id::text",
-        "UPDATE campaign_attempts SET customer_id = $2 WHERE customer_id = $1 AND lease_id::text = ANY($3)",
+        reassign: "UPDATE external_references SET customer_id = $1 WHERE customer_id = $2 \
+                   RETURNING json_build_array(system, external_id)::text AS \"key!\"",
+        restore: "UPDATE external_references SET customer_id = $2 WHERE customer_id = $1 \
+                  AND json_build_array(system, external_id)::text = ANY($3)",
     ),
 ];
 
@@ -86,35 +38,6 @@ pub const NOT_MOVED: &[&str] = &[
     "customer_merges",
     "contact_chains_dirty",
 ];
-
-pub async fn move_rows(
-    conn: &mut PgConnection,
-    sql: &'static str,
-    survivor: Uuid,
-    duplicate: Uuid,
-) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar(sql)
-        .bind(survivor)
-        .bind(duplicate)
-        .fetch_all(conn)
-        .await
-}
-
-pub async fn move_back(
-    conn: &mut PgConnection,
-    sql: &'static str,
-    survivor: Uuid,
-    duplicate: Uuid,
-    keys: &[String],
-) -> sqlx::Result<u64> {
-    Ok(sqlx::query(sql)
-        .bind(survivor)
-        .bind(duplicate)
-        .bind(keys)
-        .execute(conn)
-        .await?
-        .rows_affected())
-}
 
 /// Deletes the duplicate's contact points the survivor already has; returns them whole.
 pub async fn drop_shared_contact_points(
@@ -162,23 +85,6 @@ pub async fn promote(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<()> 
     Ok(())
 }
 
-/// Deletes the duplicate's memberships of campaigns the survivor is on; returns them whole.
-pub async fn drop_shared_memberships(
-    conn: &mut PgConnection,
-    survivor: Uuid,
-    duplicate: Uuid,
-) -> sqlx::Result<Vec<serde_json::Value>> {
-    sqlx::query_scalar!(
-        "DELETE FROM campaign_members d WHERE d.customer_id = $2 AND EXISTS ( \
-           SELECT 1 FROM campaign_members s WHERE s.customer_id = $1 AND s.campaign_id = d.campaign_id) \
-         RETURNING to_jsonb(d) AS \"row!\"",
-        survivor,
-        duplicate
-    )
-    .fetch_all(conn)
-    .await
-}
-
 pub async fn restore_contact_points(
     conn: &mut PgConnection,
     rows: &[serde_json::Value],
@@ -189,23 +95,6 @@ pub async fn restore_contact_points(
     sqlx::query!(
         "INSERT INTO contact_points OVERRIDING SYSTEM VALUE \
          SELECT * FROM jsonb_populate_recordset(NULL::contact_points, $1)",
-        serde_json::Value::Array(rows.to_vec())
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-pub async fn restore_memberships(
-    conn: &mut PgConnection,
-    rows: &[serde_json::Value],
-) -> sqlx::Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    sqlx::query!(
-        "INSERT INTO campaign_members OVERRIDING SYSTEM VALUE \
-         SELECT * FROM jsonb_populate_recordset(NULL::campaign_members, $1)",
         serde_json::Value::Array(rows.to_vec())
     )
     .execute(conn)
@@ -279,13 +168,14 @@ pub async fn merge_in_force(
     conn: &mut PgConnection,
     duplicate: Uuid,
 ) -> sqlx::Result<Option<(Uuid, Uuid, serde_json::Value)>> {
-    sqlx::query_as(
+    Ok(sqlx::query!(
         "SELECT id, survivor_id, lineage FROM customer_merges \
          WHERE duplicate_id = $1 AND unmerged_at IS NULL FOR UPDATE",
+        duplicate
     )
-    .bind(duplicate)
     .fetch_optional(conn)
-    .await
+    .await?
+    .map(|r| (r.id, r.survivor_id, r.lineage)))
 }
 
 pub async fn mark_unmerged(conn: &mut PgConnection, merge_id: Uuid) -> sqlx::Result<()> {
@@ -301,8 +191,7 @@ pub async fn mark_unmerged(conn: &mut PgConnection, merge_id: Uuid) -> sqlx::Res
 /// Where a tombstone points.
 pub async fn merged_into(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Uuid>> {
     Ok(
-        sqlx::query_scalar::<_, Option<Uuid>>("SELECT merged_into FROM customers WHERE id = $1")
-            .bind(id)
+        sqlx::query_scalar!("SELECT merged_into FROM customers WHERE id = $1", id)
             .fetch_optional(conn)
             .await?
             .flatten(),

@@ -12,22 +12,15 @@ mod store;
 
 pub use self::merge::{MergeError, Merged};
 
-/// The tables whose rows a merge moves, and those it leaves on purpose: a test checks that every
-/// table with a `customer_id` column is one or the other.
-pub fn merge_coverage() -> (Vec<&'static str>, &'static [&'static str]) {
-    (
-        merge_store::MOVED_TABLES
-            .iter()
-            .map(|(t, _, _)| *t)
-            .collect(),
-        merge_store::NOT_MOVED,
-    )
-}
+pub use self::merge_store::{CUSTOMER_ROWS, NOT_MOVED};
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::customer_rows::CustomerRows;
 use crate::db::{self, Failure};
 use crate::email::Email;
 use crate::page_token::{PageToken, PageTokenError};
@@ -303,11 +296,17 @@ pub const MAX_PAGE_SIZE: u32 = 100;
 pub struct Customers {
     pool: PgPool,
     pops: PopInvalidator,
+    /// Every context's rows per customer, which a merge moves (this context's own included).
+    rows: Arc<[CustomerRows]>,
 }
 
 impl Customers {
-    pub fn new(pool: PgPool, pops: PopInvalidator) -> Self {
-        Self { pool, pops }
+    pub fn new(pool: PgPool, pops: PopInvalidator, rows: Vec<CustomerRows>) -> Self {
+        Self {
+            pool,
+            pops,
+            rows: rows.into(),
+        }
     }
 
     #[tracing::instrument(skip_all, fields(customer_id))]

@@ -6,6 +6,8 @@
 pub mod grpc;
 mod store;
 
+pub use self::store::CUSTOMER_ROWS;
+
 pub use self::store::privacy;
 
 use chrono::{DateTime, SubsecRound as _, Utc};

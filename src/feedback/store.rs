@@ -317,3 +317,14 @@ pub mod privacy {
         Ok(())
     }
 }
+
+/// This context's rows per customer, as a merge moves them and an unmerge moves them back (the
+/// keys are kept in merges' lineage: never change their form).
+pub const CUSTOMER_ROWS: &[crate::customer_rows::CustomerRows] =
+    &[crate::customer_rows::customer_rows!(
+        "feedback",
+        reassign: "UPDATE feedback SET customer_id = $1 WHERE customer_id = $2 \
+                   RETURNING id::text AS \"key!\"",
+        restore: "UPDATE feedback SET customer_id = $2 WHERE customer_id = $1 \
+                  AND id::text = ANY($3)",
+    )];

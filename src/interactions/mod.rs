@@ -5,6 +5,8 @@
 pub mod grpc;
 mod store;
 
+pub use self::store::CUSTOMER_ROWS;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;

@@ -279,3 +279,14 @@ pub mod privacy {
         .await
     }
 }
+
+/// This context's rows per customer, as a merge moves them and an unmerge moves them back (the
+/// keys are kept in merges' lineage: never change their form).
+pub const CUSTOMER_ROWS: &[crate::customer_rows::CustomerRows] =
+    &[crate::customer_rows::customer_rows!(
+        "interactions",
+        reassign: "UPDATE interactions SET customer_id = $1 WHERE customer_id = $2 \
+                   RETURNING id::text AS \"key!\"",
+        restore: "UPDATE interactions SET customer_id = $2 WHERE customer_id = $1 \
+                  AND id::text = ANY($3)",
+    )];
