@@ -149,22 +149,6 @@ impl Violations {
             .collect()
     }
 
-    /// A list's `page_size`: 0 means `default`, 1 to `max` is taken as it is, anything else is a
-    /// violation naming the bounds (and `default` is returned). One rule for every list RPC.
-    pub fn page_size(&mut self, value: i32, default: u32, max: u32) -> u32 {
-        match u32::try_from(value) {
-            Ok(0) => default,
-            Ok(size) if size <= max => size,
-            _ => {
-                self.add(
-                    "page_size",
-                    format!("must be between 1 and {max} (0 means {default})"),
-                );
-                default
-            }
-        }
-    }
-
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -271,23 +255,5 @@ mod tests {
     #[test]
     fn finish_without_violations_returns_the_value() {
         assert_eq!(Violations::new().finish(|| 7), Ok(7));
-    }
-
-    #[test]
-    fn page_sizes_default_at_zero_and_name_their_bounds() {
-        let mut v = Violations::new();
-        assert_eq!(v.page_size(0, 20, 100), 20);
-        assert_eq!(v.page_size(100, 20, 100), 100);
-        assert!(v.is_empty());
-        assert_eq!(v.page_size(101, 20, 100), 20);
-        assert_eq!(v.page_size(-1, 20, 100), 20);
-        let messages: Vec<String> = v
-            .iter()
-            .map(|f| format!("{}: {}", f.field, f.description))
-            .collect();
-        assert_eq!(
-            messages,
-            ["page_size: must be between 1 and 100 (0 means 20)"; 2]
-        );
     }
 }

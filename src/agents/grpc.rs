@@ -13,7 +13,7 @@ use super::{
 use crate::auth::{self, Principal};
 use crate::drain::Draining;
 use crate::grpc_status;
-use crate::page_token::PageToken;
+use crate::page_token::{LONG_PAGES, PageRequest};
 use crate::proto::v1;
 use crate::proto::v1::agent_service_server::AgentService;
 use crate::proto_time::to_timestamp;
@@ -247,18 +247,15 @@ impl AgentService for AgentGrpc {
         let r = request.into_inner();
         let mut v = Violations::new();
         let team = Some(v.text("team", &r.team, 100, false)).filter(|t| !t.is_empty());
-        let limit = i64::from(v.page_size(r.page_size, 100, 500));
+        let page = PageRequest::parse(&mut v, r.page_size, &r.page_token, LONG_PAGES);
         let fingerprint = format!(
             "agents:{}:{}",
             r.gateway_only,
             team.as_deref().unwrap_or("")
         );
-        let after = match r.page_token.as_str() {
-            "" => None,
-            token => v
-                .check("page_token", PageToken::decode(token, &fingerprint))
-                .map(|t| t.key),
-        };
+        let after = v
+            .check("page_token", page.after::<String>(&fingerprint))
+            .flatten();
         if !v.is_empty() {
             return Err(AgentError::Invalid(v).into());
         }
@@ -266,27 +263,14 @@ impl AgentService for AgentGrpc {
             gateway_only: r.gateway_only,
             team,
             after,
-            limit: limit + 1,
+            limit: page.fetch_limit(),
         };
-        let mut agents = self.agents.list(&filter).await?;
-        let next_page_token = if agents.len() as i64 > limit {
-            agents.truncate(limit as usize);
-            agents
-                .last()
-                .map(|last| {
-                    PageToken {
-                        key: last.provision.agent_id.clone(),
-                        id: uuid::Uuid::nil(),
-                    }
-                    .encode(&fingerprint)
-                })
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let agents = self.agents.list(&filter).await?;
+        let (agents, next_page_token) =
+            page.page(&fingerprint, agents, |a| a.provision.agent_id.clone());
         Ok(Response::new(v1::ListAgentsResponse {
             agents: agents.into_iter().map(entry_to_proto).collect(),
-            next_page_token,
+            next_page_token: next_page_token.unwrap_or_default(),
         }))
     }
 

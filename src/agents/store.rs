@@ -1,41 +1,60 @@
 //! PostgreSQL access for agents and their state history.
 
-use sqlx::{PgConnection, Row};
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
 
 use super::{AgentEntry, AgentFilter, AgentState, KnownFrom, Provision, StateChange};
 
-/// The columns [`entry`] reads.
-macro_rules! entry_columns {
-    () => {
-        "agent_id, display_name, team, queues, extension, sip_user, known_from, provisioned_at, \
-         desktop_seen_at, state"
+/// An agents row as [`entry`] reads it.
+struct EntryRow {
+    agent_id: String,
+    display_name: String,
+    team: String,
+    queues: Vec<String>,
+    extension: String,
+    sip_user: String,
+    known_from: String,
+    provisioned_at: Option<DateTime<Utc>>,
+    desktop_seen_at: Option<DateTime<Utc>>,
+    state: String,
+}
+
+/// A checked query naming the columns of [`EntryRow`] between `$lead` and `$tail`.
+macro_rules! with_entry {
+    ($lead:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            EntryRow,
+            $lead
+                + "agent_id, display_name, team, queues, extension, sip_user, known_from, \
+                   provisioned_at, desktop_seen_at, state"
+                + $tail
+            $(, $arg)*
+        )
     };
 }
 
-fn entry(row: &sqlx::postgres::PgRow) -> sqlx::Result<AgentEntry> {
-    let known_from: String = row.try_get("known_from")?;
-    let state: String = row.try_get("state")?;
+fn entry(row: EntryRow) -> sqlx::Result<AgentEntry> {
     Ok(AgentEntry {
         provision: Provision {
-            agent_id: row.try_get("agent_id")?,
-            display_name: row.try_get("display_name")?,
-            team: row.try_get("team")?,
-            queues: row.try_get("queues")?,
-            extension: row.try_get("extension")?,
-            sip_user: row.try_get("sip_user")?,
+            agent_id: row.agent_id,
+            display_name: row.display_name,
+            team: row.team,
+            queues: row.queues,
+            extension: row.extension,
+            sip_user: row.sip_user,
         },
-        known_from: KnownFrom::parse(&known_from)
-            .ok_or_else(|| sqlx::Error::Decode(format!("known from {known_from}").into()))?,
-        provisioned_at: row.try_get("provisioned_at")?,
-        desktop_seen_at: row.try_get("desktop_seen_at")?,
-        state: AgentState::parse(&state)
-            .ok_or_else(|| sqlx::Error::Decode(format!("agent state {state}").into()))?,
+        known_from: KnownFrom::parse(&row.known_from)
+            .ok_or_else(|| sqlx::Error::Decode(format!("known from {}", row.known_from).into()))?,
+        provisioned_at: row.provisioned_at,
+        desktop_seen_at: row.desktop_seen_at,
+        state: AgentState::parse(&row.state)
+            .ok_or_else(|| sqlx::Error::Decode(format!("agent state {}", row.state).into()))?,
     })
 }
 
 /// Writes the agent's directory entry and marks them provisioned; returns the entry.
 pub async fn provision(conn: &mut PgConnection, p: &Provision) -> sqlx::Result<AgentEntry> {
-    let row = sqlx::query(concat!(
+    let row = with_entry!(
         "INSERT INTO agents (agent_id, display_name, team, queues, extension, sip_user, known_from, \
            provisioned_at) \
          SELECT $1, $2, $3, COALESCE(array_agg(DISTINCT q ORDER BY q), '{}'), $5, $6, 'directory', now() \
@@ -45,37 +64,38 @@ pub async fn provision(conn: &mut PgConnection, p: &Provision) -> sqlx::Result<A
            sip_user = EXCLUDED.sip_user, provisioned_at = EXCLUDED.provisioned_at, \
            version = agents.version + 1 \
          RETURNING ",
-        entry_columns!()
-    ))
-    .bind(&p.agent_id)
-    .bind(&p.display_name)
-    .bind(&p.team)
-    .bind(&p.queues)
-    .bind(&p.extension)
-    .bind(&p.sip_user)
+        "",
+        &p.agent_id,
+        &p.display_name,
+        &p.team,
+        &p.queues,
+        &p.extension,
+        &p.sip_user
+    )
     .fetch_one(conn)
     .await?;
-    entry(&row)
+    entry(row)
 }
 
 /// Agents in id order after `filter.after`.
 pub async fn list(conn: &mut PgConnection, filter: &AgentFilter) -> sqlx::Result<Vec<AgentEntry>> {
-    let rows = sqlx::query(concat!(
+    with_entry!(
         "SELECT ",
-        entry_columns!(),
         " FROM agents \
          WHERE ($1::text IS NULL OR agent_id > $1) \
            AND (NOT $2 OR (provisioned_at IS NULL AND desktop_seen_at IS NULL)) \
            AND ($3::text IS NULL OR team = $3) \
-         ORDER BY agent_id LIMIT $4"
-    ))
-    .bind(&filter.after)
-    .bind(filter.gateway_only)
-    .bind(&filter.team)
-    .bind(filter.limit)
+         ORDER BY agent_id LIMIT $4",
+        filter.after.as_deref(),
+        filter.gateway_only,
+        filter.team.as_deref(),
+        filter.limit
+    )
     .fetch_all(conn)
-    .await?;
-    rows.iter().map(entry).collect()
+    .await?
+    .into_iter()
+    .map(entry)
+    .collect()
 }
 
 /// The agent's softphone is here now: known from the desktop if it was not known at all.

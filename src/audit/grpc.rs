@@ -5,6 +5,7 @@ use uuid::Uuid;
 
 use super::{AuditEvent, AuditFilter};
 use crate::grpc_status;
+use crate::page_token::{LONG_PAGES, PageRequest};
 use crate::proto::v1;
 use crate::proto::v1::audit_service_server::AuditService;
 use crate::proto_time::to_timestamp;
@@ -37,17 +38,15 @@ impl AuditService for AuditGrpc {
         };
         let since = v.time("since", r.since.as_ref(), false);
         let until = v.time("until", r.until.as_ref(), false);
-        let limit = i64::from(v.page_size(r.page_size, 100, 500));
-        let before_id = match r.page_token.as_str() {
-            "" => None,
-            token => v.check(
-                "page_token",
-                token
-                    .parse::<i64>()
-                    .map_err(|_| "is not a page token from this service"),
-            ),
-        };
+        let page = PageRequest::parse(&mut v, r.page_size, &r.page_token, LONG_PAGES);
         let actor = Some(v.text("actor", &r.actor, 200, false)).filter(|a| !a.is_empty());
+        let fingerprint = format!(
+            "audit|{:?}|{customer_id:?}|{since:?}|{until:?}",
+            actor.as_deref()
+        );
+        let before_id = v
+            .check("page_token", page.after::<i64>(&fingerprint))
+            .flatten();
         if !v.is_empty() {
             return Err(grpc_status::invalid_argument(&v));
         }
@@ -57,26 +56,18 @@ impl AuditService for AuditGrpc {
             since,
             until,
         };
-        let mut rows = self
+        let rows = self
             .log
-            .list(&filter, before_id, limit + 1)
+            .list(&filter, before_id, page.fetch_limit())
             .await
             .map_err(|e| match crate::db::classify(&e) {
                 crate::db::Failure::Unavailable => grpc_status::unavailable(&e),
                 _ => grpc_status::internal(&e),
             })?;
-        let more = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        let next_page_token = if more {
-            rows.last()
-                .map(|(id, _)| id.to_string())
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (rows, next_page_token) = page.page(&fingerprint, rows, |(id, _)| *id);
         Ok(Response::new(v1::ListAuditEventsResponse {
             events: rows.into_iter().map(|(_, e)| to_proto(e)).collect(),
-            next_page_token,
+            next_page_token: next_page_token.unwrap_or_default(),
         }))
     }
 }

@@ -11,6 +11,7 @@ use super::{
 use crate::auth::{self, Role};
 use crate::call_model::parse_agent_id;
 use crate::grpc_status;
+use crate::page_token::{PageRequest, SHORT_PAGES};
 use crate::phone::PhoneParser;
 use crate::proto::v1;
 use crate::proto::v1::campaign_service_server::CampaignService;
@@ -416,14 +417,11 @@ impl CampaignService for CampaignGrpc {
             0 => None,
             value => v.check("status", status(value)),
         };
-        let page_size = v.page_size(r.page_size, 20, 100);
+        let page = PageRequest::parse(&mut v, r.page_size, &r.page_token, SHORT_PAGES);
         if !v.is_empty() {
             return Err(CampaignError::Invalid(v).into());
         }
-        let page = self
-            .campaigns
-            .list(status, page_size, &r.page_token)
-            .await?;
+        let page = self.campaigns.list(status, &page).await?;
         Ok(Response::new(v1::ListCampaignsResponse {
             campaigns: page.items.into_iter().map(to_proto).collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),

@@ -21,7 +21,7 @@ pub use self::offers::{Offer, OfferDirectory};
 pub use self::rules::{
     AttemptPolicy, CallingWindow, CampaignStatus, Channel, MemberState, Outcome,
 };
-use crate::page_token::{PageTokenError, TimePages};
+use crate::page_token::{PageRequest, PageTokenError};
 use crate::screenpop::PopInvalidator;
 use crate::validation::Violations;
 
@@ -323,23 +323,18 @@ impl Campaigns {
     pub async fn list(
         &self,
         status: Option<CampaignStatus>,
-        page_size: u32,
-        page_token: &str,
+        page: &PageRequest,
     ) -> Result<Page<Campaign>> {
         let fingerprint = format!("campaigns|{:?}", status.map(CampaignStatus::as_str));
-        let pages = TimePages {
-            fingerprint: &fingerprint,
-        };
-        let after = pages.after(page_token)?;
-        let limit = page_size.clamp(1, 100) as usize;
+        let after = page.after(&fingerprint)?;
         let fetched = store::list(
             &mut *crate::db::acquire(&self.pool).await?,
             status,
             after,
-            limit as i64 + 1,
+            page.fetch_limit(),
         )
         .await?;
-        let (items, next_page_token) = pages.page(fetched, limit, |c| (c.created_at, c.id));
+        let (items, next_page_token) = page.page(&fingerprint, fetched, |c| (c.created_at, c.id));
         Ok(Page {
             items,
             next_page_token,

@@ -10,6 +10,7 @@ use super::{
 use crate::auth;
 use crate::call_model::parse_agent_id;
 use crate::grpc_status;
+use crate::page_token::{PageRequest, SHORT_PAGES};
 use crate::proto::v1;
 use crate::proto::v1::case_service_server::CaseService;
 use crate::proto_time::to_timestamp;
@@ -282,7 +283,7 @@ impl CaseService for CaseGrpc {
             agent => v.check("assignee_agent_id", parse_agent_id(agent)),
         };
         let team = Some(v.text("team", &r.team, 64, false)).filter(|t| !t.is_empty());
-        let page_size = v.page_size(r.page_size, 20, 100);
+        let page = PageRequest::parse(&mut v, r.page_size, &r.page_token, SHORT_PAGES);
         if !v.is_empty() {
             return Err(CaseError::Invalid(v).into());
         }
@@ -293,7 +294,7 @@ impl CaseService for CaseGrpc {
             team,
             overdue_only: r.overdue_only,
         };
-        let page = self.cases.list(filter, page_size, &r.page_token).await?;
+        let page = self.cases.list(filter, &page).await?;
         Ok(Response::new(v1::ListCasesResponse {
             cases: page.items.into_iter().map(to_proto).collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 pub use self::policy::{CaseStatus, Priority, SlaPolicy};
 use crate::card_data;
-use crate::page_token::{PageToken, PageTokenError};
+use crate::page_token::{PageKey, PageRequest, PageToken, PageTokenError};
 use crate::screenpop::PopInvalidator;
 use crate::validation::Violations;
 
@@ -155,6 +155,32 @@ pub enum CaseError {
 }
 
 crate::db::from_sqlx!(CaseError);
+
+/// Where a page of cases starts: the priority's rank, the SLA due time, then the id.
+struct SlaOrder {
+    rank: i16,
+    due: DateTime<Utc>,
+    id: Uuid,
+}
+
+impl PageKey for SlaOrder {
+    fn to_token(&self) -> PageToken {
+        let due = self.due.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        PageToken {
+            key: format!("{}|{due}", self.rank),
+            id: self.id,
+        }
+    }
+
+    fn from_token(token: PageToken) -> Option<Self> {
+        let (rank, due) = token.key.split_once('|')?;
+        Some(Self {
+            rank: rank.parse().ok()?,
+            due: DateTime::parse_from_rfc3339(due).ok()?.with_timezone(&Utc),
+            id: token.id,
+        })
+    }
+}
 
 impl From<PageTokenError> for CaseError {
     fn from(error: PageTokenError) -> Self {
@@ -361,49 +387,23 @@ impl Cases {
         Ok(comment)
     }
 
-    pub async fn list(
-        &self,
-        filter: CaseFilter,
-        page_size: u32,
-        page_token: &str,
-    ) -> Result<Page<Case>> {
+    pub async fn list(&self, filter: CaseFilter, page: &PageRequest) -> Result<Page<Case>> {
         let fingerprint = filter.fingerprint();
-        let after = match page_token {
-            "" => None,
-            token => {
-                let token = PageToken::decode(token, &fingerprint)?;
-                let malformed =
-                    || CaseError::Invalid(Violations::single("page_token", "is malformed"));
-                let (rank, due) = token.key.split_once('|').ok_or_else(malformed)?;
-                let rank: i16 = rank.parse().map_err(|_| malformed())?;
-                let due = DateTime::parse_from_rfc3339(due)
-                    .map_err(|_| malformed())?
-                    .with_timezone(&Utc);
-                Some((rank, due, token.id))
-            }
-        };
-        let limit = page_size.clamp(1, 100) as usize;
-        let mut items = store::list(
+        let after = page
+            .after::<SlaOrder>(&fingerprint)?
+            .map(|o| (o.rank, o.due, o.id));
+        let fetched = store::list(
             &mut *crate::db::acquire(&self.pool).await?,
             &filter,
             after,
-            limit as i64 + 1,
+            page.fetch_limit(),
         )
         .await?;
-        let more = items.len() > limit;
-        items.truncate(limit);
-        let next_page_token = match (more, items.last()) {
-            (true, Some(last)) => {
-                let key = format!(
-                    "{}|{}",
-                    last.priority.rank(),
-                    last.sla_due_at
-                        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
-                );
-                Some(PageToken { key, id: last.id }.encode(&fingerprint))
-            }
-            _ => None,
-        };
+        let (items, next_page_token) = page.page(&fingerprint, fetched, |c| SlaOrder {
+            rank: c.priority.rank(),
+            due: c.sla_due_at,
+            id: c.id,
+        });
         Ok(Page {
             items,
             next_page_token,

@@ -4,13 +4,13 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::{
-    ContactKind, ContactPoint, ContactValue, Customer, CustomerError, Customers, DEFAULT_PAGE_SIZE,
-    ExternalReference, MergeError, NewContactPoint, NewCustomer, Profile, ProfilePatch,
-    SearchQuery, Tier,
+    ContactKind, ContactPoint, ContactValue, Customer, CustomerError, Customers, ExternalReference,
+    MergeError, NewContactPoint, NewCustomer, Profile, ProfilePatch, SearchQuery, Tier,
 };
 use crate::audit::Auditor;
 use crate::email::Email;
 use crate::grpc_status;
+use crate::page_token::{PageRequest, SHORT_PAGES};
 use crate::phone::PhoneParser;
 use crate::proto::v1;
 use crate::proto::v1::customer_service_server::CustomerService;
@@ -178,11 +178,8 @@ impl CustomerService for CustomerGrpc {
         request: Request<v1::SearchCustomersRequest>,
     ) -> Result<Response<v1::SearchCustomersResponse>, Status> {
         let request = request.into_inner();
-        let (query, page_size) = search(&request, &self.phones).map_err(CustomerError::Invalid)?;
-        let page = self
-            .customers
-            .search(query, page_size, &request.page_token)
-            .await?;
+        let (query, page) = search(&request, &self.phones).map_err(CustomerError::Invalid)?;
+        let page = self.customers.search(query, &page).await?;
         self.auditor.read(page.items.iter().map(|c| c.id));
         Ok(Response::new(v1::SearchCustomersResponse {
             customers: page.items.into_iter().map(to_proto).collect(),
@@ -518,11 +515,15 @@ fn update(request: v1::UpdateCustomerRequest) -> Result<(Uuid, i64, ProfilePatch
 fn search(
     request: &v1::SearchCustomersRequest,
     phones: &PhoneParser,
-) -> Result<(SearchQuery, u32), Violations> {
+) -> Result<(SearchQuery, PageRequest), Violations> {
     use v1::search_customers_request::Query;
     let mut violations = Violations::new();
-    let page_size =
-        violations.page_size(request.page_size, DEFAULT_PAGE_SIZE, super::MAX_PAGE_SIZE);
+    let page = PageRequest::parse(
+        &mut violations,
+        request.page_size,
+        &request.page_token,
+        SHORT_PAGES,
+    );
     let query = match &request.query {
         Some(Query::Phone(phone)) => violations
             .check("phone", phones.parse(phone, ""))
@@ -546,7 +547,7 @@ fn search(
         }
     };
     match query {
-        Some(query) if violations.is_empty() => Ok((query, page_size)),
+        Some(query) if violations.is_empty() => Ok((query, page)),
         _ => Err(violations),
     }
 }

@@ -23,7 +23,7 @@ use uuid::Uuid;
 use crate::customer_rows::CustomerRows;
 use crate::db::{self, Failure};
 use crate::email::Email;
-use crate::page_token::{PageToken, PageTokenError};
+use crate::page_token::{PageRequest, PageTokenError};
 use crate::phone::PhoneNumber;
 use crate::screenpop::PopInvalidator;
 use crate::text_enum::text_enum;
@@ -287,10 +287,6 @@ impl From<PageTokenError> for CustomerError {
 
 pub type Result<T, E = CustomerError> = std::result::Result<T, E>;
 
-/// Page size when the request gives none, and the most a page may hold.
-pub const DEFAULT_PAGE_SIZE: u32 = 20;
-pub const MAX_PAGE_SIZE: u32 = 100;
-
 /// The customer service logic.
 #[derive(Clone)]
 pub struct Customers {
@@ -383,32 +379,12 @@ impl Customers {
     }
 
     #[tracing::instrument(skip(self, query))]
-    pub async fn search(
-        &self,
-        query: SearchQuery,
-        page_size: u32,
-        page_token: &str,
-    ) -> Result<Page<Customer>> {
+    pub async fn search(&self, query: SearchQuery, page: &PageRequest) -> Result<Page<Customer>> {
         let fingerprint = query.fingerprint();
-        let after = match page_token {
-            "" => None,
-            token => Some(PageToken::decode(token, &fingerprint)?),
-        };
-        let limit = page_size.clamp(1, MAX_PAGE_SIZE);
+        let after = page.after::<(String, Uuid)>(&fingerprint)?;
         let mut conn = crate::db::acquire(&self.pool).await?;
-        let mut ids = store::search_ids(&mut conn, &query, after.as_ref(), limit + 1).await?;
-        let more = ids.len() > limit as usize;
-        ids.truncate(limit as usize);
-        let next_page_token = match (more, ids.last()) {
-            (true, Some((key, id))) => Some(
-                PageToken {
-                    key: key.clone(),
-                    id: *id,
-                }
-                .encode(&fingerprint),
-            ),
-            _ => None,
-        };
+        let ids = store::search_ids(&mut conn, &query, after.as_ref(), page.fetch_limit()).await?;
+        let (ids, next_page_token) = page.page(&fingerprint, ids, Clone::clone);
         let items = store::load_many(
             &mut conn,
             &ids.iter().map(|(_, id)| *id).collect::<Vec<_>>(),

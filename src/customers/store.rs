@@ -4,14 +4,13 @@
 //! transaction and commits it.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{
     ContactKind, ContactPoint, Customer, ExternalReference, NewContactPoint, NewCustomer, Profile,
     SearchQuery, Tier,
 };
-use crate::page_token::PageToken;
 
 /// A checked statement with the customer's id as `$1` and the profile as `$2` to `$10`, in the
 /// column order of `customers`, then any further arguments.
@@ -311,15 +310,25 @@ pub(super) async fn delete_contact_point(
 }
 
 /// Builds one search statement: `$1`/`$2` are the keyset cursor, `$3` the limit, `$4`/`$5` the filter.
-macro_rules! search_sql {
-    ($filter:literal) => {
-        concat!(
-            "SELECT lower(c.display_name) COLLATE \"C\" AS key, c.id FROM customers c ",
-            "WHERE c.deleted_at IS NULL AND ",
-            $filter,
-            " AND ($1::text IS NULL OR (lower(c.display_name) COLLATE \"C\", c.id) > ($1::text COLLATE \"C\", $2::uuid))",
-            " ORDER BY 1, 2 LIMIT $3"
+macro_rules! search {
+    ($conn:expr, $after:expr, $limit:expr, $first:expr, $second:expr, $filter:literal) => {
+        sqlx::query!(
+            "SELECT lower(c.display_name) COLLATE \"C\" AS \"key!\", c.id FROM customers c \
+             WHERE c.deleted_at IS NULL AND "
+                + $filter
+                + " AND ($1::text IS NULL OR (lower(c.display_name) COLLATE \"C\", c.id) \
+                   > ($1::text COLLATE \"C\", $2::uuid)) ORDER BY 1, 2 LIMIT $3",
+            $after.map(|(key, _)| key.as_str()),
+            $after.map(|(_, id)| *id),
+            $limit,
+            $first,
+            $second
         )
+        .fetch_all($conn)
+        .await?
+        .into_iter()
+        .map(|row| (row.key, row.id))
+        .collect()
     };
 }
 
@@ -327,51 +336,48 @@ macro_rules! search_sql {
 pub(super) async fn search_ids(
     conn: &mut PgConnection,
     query: &SearchQuery,
-    after: Option<&PageToken>,
-    limit: u32,
+    after: Option<&(String, Uuid)>,
+    limit: i64,
 ) -> sqlx::Result<Vec<(String, Uuid)>> {
-    let (sql, first, second): (&'static str, &str, &str) = match query {
-        SearchQuery::Phone(phone) => (
-            search_sql!(
-                "c.id IN (SELECT customer_id FROM contact_points WHERE kind = 'phone' AND value = $4 AND $5 = '')"
-            ),
+    Ok(match query {
+        SearchQuery::Phone(phone) => search!(
+            conn,
+            after,
+            limit,
             phone.e164(),
             "",
+            "c.id IN (SELECT customer_id FROM contact_points \
+             WHERE kind = 'phone' AND value = $4 AND $5 = '')"
         ),
-        SearchQuery::Email(email) => (
-            search_sql!(
-                "c.id IN (SELECT customer_id FROM contact_points WHERE kind = 'email' AND value = $4 AND $5 = '')"
-            ),
+        SearchQuery::Email(email) => search!(
+            conn,
+            after,
+            limit,
             email.as_str(),
             "",
+            "c.id IN (SELECT customer_id FROM contact_points \
+             WHERE kind = 'email' AND value = $4 AND $5 = '')"
         ),
-        SearchQuery::NamePrefix(prefix) => (
-            search_sql!(
-                "lower(c.display_name) COLLATE \"C\" >= lower($4) COLLATE \"C\" \
-                 AND lower(c.display_name) COLLATE \"C\" < (lower($4) || chr(1114111)) COLLATE \"C\" AND $5 = ''"
-            ),
+        SearchQuery::NamePrefix(prefix) => search!(
+            conn,
+            after,
+            limit,
             prefix.as_str(),
             "",
+            "lower(c.display_name) COLLATE \"C\" >= lower($4) COLLATE \"C\" \
+             AND lower(c.display_name) COLLATE \"C\" < (lower($4) || chr(1114111)) COLLATE \"C\" \
+             AND $5 = ''"
         ),
-        SearchQuery::External(reference) => (
-            search_sql!(
-                "c.id IN (SELECT customer_id FROM external_references WHERE system = $4 AND external_id = $5)"
-            ),
+        SearchQuery::External(reference) => search!(
+            conn,
+            after,
+            limit,
             reference.system.as_str(),
             reference.external_id.as_str(),
+            "c.id IN (SELECT customer_id FROM external_references \
+             WHERE system = $4 AND external_id = $5)"
         ),
-    };
-    let rows = sqlx::query(sql)
-        .bind(after.map(|t| t.key.as_str()))
-        .bind(after.map(|t| t.id))
-        .bind(i64::from(limit))
-        .bind(first)
-        .bind(second)
-        .fetch_all(conn)
-        .await?;
-    rows.iter()
-        .map(|row| Ok((row.try_get("key")?, row.try_get("id")?)))
-        .collect()
+    })
 }
 
 /// Loads live customers in the order of `ids` (unknown or deleted ids are skipped).

@@ -10,6 +10,7 @@ use super::{
 use crate::auth;
 use crate::call_model::parse_agent_id;
 use crate::grpc_status;
+use crate::page_token::{PageRequest, SHORT_PAGES};
 use crate::proto::v1;
 use crate::proto::v1::feedback_service_server::FeedbackService;
 use crate::proto_time::to_timestamp;
@@ -284,7 +285,7 @@ impl FeedbackService for FeedbackGrpc {
             value => v.check("source", source(value)),
         };
         let customer_id = v.uuid("customer_id", &r.customer_id, false);
-        let page_size = v.page_size(r.page_size, 20, 100);
+        let page = PageRequest::parse(&mut v, r.page_size, &r.page_token, SHORT_PAGES);
         let owner = Some(v.text("owner", &r.owner, 64, false)).filter(|o| !o.is_empty());
         let category = Some(v.text("category", &r.category, 64, false))
             .filter(|c| !c.is_empty())
@@ -300,7 +301,7 @@ impl FeedbackService for FeedbackGrpc {
             source,
             customer_id,
         };
-        let page = self.desk.list(filter, page_size, &r.page_token).await?;
+        let page = self.desk.list(filter, &page).await?;
         Ok(Response::new(v1::ListFeedbackResponse {
             items: page.items.into_iter().map(to_proto).collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::card_data;
 use crate::cases::{self, NewCase, Priority, SlaPolicy};
 use crate::db::{self, Failure};
-use crate::page_token::{PageTokenError, TimePages};
+use crate::page_token::{PageRequest, PageTokenError};
 use crate::screenpop::PopInvalidator;
 use crate::text_enum::text_enum;
 use crate::validation::Violations;
@@ -434,12 +434,7 @@ impl FeedbackDesk {
         self.finish(tx, id).await
     }
 
-    pub async fn list(
-        &self,
-        filter: Filter,
-        page_size: u32,
-        page_token: &str,
-    ) -> Result<Page<Feedback>> {
+    pub async fn list(&self, filter: Filter, page: &PageRequest) -> Result<Page<Feedback>> {
         let fingerprint = format!(
             "feedback|{}|{}|{:?}|{:?}|{:?}|{:?}",
             filter.open_only,
@@ -449,19 +444,15 @@ impl FeedbackDesk {
             filter.source.map(Source::as_str),
             filter.customer_id
         );
-        let pages = TimePages {
-            fingerprint: &fingerprint,
-        };
-        let after = pages.after(page_token)?;
-        let limit = page_size.clamp(1, 100) as usize;
+        let after = page.after(&fingerprint)?;
         let fetched = store::list(
             &mut *crate::db::acquire(&self.pool).await?,
             &filter,
             after,
-            limit as i64 + 1,
+            page.fetch_limit(),
         )
         .await?;
-        let (items, next_page_token) = pages.page(fetched, limit, |f| (f.created_at, f.id));
+        let (items, next_page_token) = page.page(&fingerprint, fetched, |f| (f.created_at, f.id));
         Ok(Page {
             items,
             next_page_token,

@@ -9,6 +9,7 @@ use super::{
 };
 use crate::call_model::parse_agent_id;
 use crate::grpc_status;
+use crate::page_token::{PageRequest, SHORT_PAGES};
 use crate::proto::v1;
 use crate::proto::v1::interaction_service_server::InteractionService;
 use crate::proto_time::to_timestamp;
@@ -242,7 +243,7 @@ impl InteractionService for InteractionGrpc {
         };
         let started_after = v.time("started_after", r.started_after.as_ref(), false);
         let started_before = v.time("started_before", r.started_before.as_ref(), false);
-        let page_size = v.page_size(r.page_size, 20, 100);
+        let page = PageRequest::parse(&mut v, r.page_size, &r.page_token, SHORT_PAGES);
         let (Some(customer_id), true) = (customer_id, v.is_empty()) else {
             return Err(InteractionError::Invalid(v).into());
         };
@@ -252,10 +253,7 @@ impl InteractionService for InteractionGrpc {
             started_after,
             started_before,
         };
-        let page = self
-            .interactions
-            .list(customer_id, filter, page_size, &r.page_token)
-            .await?;
+        let page = self.interactions.list(customer_id, filter, &page).await?;
         Ok(Response::new(v1::ListInteractionsResponse {
             interactions: page.items.into_iter().map(to_proto).collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::card_data;
 use crate::db::{self, Failure};
-use crate::page_token::{PageTokenError, TimePages};
+use crate::page_token::{PageRequest, PageTokenError};
 use crate::screenpop::PopInvalidator;
 use crate::text_enum::text_enum;
 use crate::validation::Violations;
@@ -240,22 +240,17 @@ impl Interactions {
         &self,
         customer_id: Uuid,
         filter: TimelineFilter,
-        page_size: u32,
-        page_token: &str,
+        page: &PageRequest,
     ) -> Result<Page<Interaction>> {
         let fingerprint = filter.fingerprint(customer_id);
-        let pages = TimePages {
-            fingerprint: &fingerprint,
-        };
-        let after = pages.after(page_token)?;
+        let after = page.after(&fingerprint)?;
         let mut conn = crate::db::acquire(&self.pool).await?;
         if !crate::customers::is_live(&mut conn, customer_id).await? {
             return Err(InteractionError::CustomerNotFound);
         }
-        let limit = page_size.clamp(1, 100) as usize;
         let fetched =
-            store::timeline(&mut conn, customer_id, &filter, after, limit as i64 + 1).await?;
-        let (items, next_page_token) = pages.page(fetched, limit, |i| (i.started_at, i.id));
+            store::timeline(&mut conn, customer_id, &filter, after, page.fetch_limit()).await?;
+        let (items, next_page_token) = page.page(&fingerprint, fetched, |i| (i.started_at, i.id));
         Ok(Page {
             items,
             next_page_token,
