@@ -3,7 +3,8 @@
 //! a softphone shows it, and the notices an agent gets. A leaf: it depends on no context.
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
+
+use crate::ids::{AgentId, CustomerId, GatewayId};
 
 use crate::text_enum::text_enum;
 
@@ -33,7 +34,7 @@ text_enum!(AgentState {
 
 /// A call's key across Switchboard: its pin in the pop cache, its hot state in Redis
 /// (`{prefix}call:{key}`), and the live board's entry.
-pub fn call_key(gateway_id: &str, call_id: &str) -> String {
+pub fn call_key(gateway_id: &GatewayId, call_id: &str) -> String {
     format!("{gateway_id}/{call_id}")
 }
 
@@ -56,16 +57,16 @@ pub fn parse_agent_id(value: &str) -> Result<String, &'static str> {
 /// A call as an agent's softphone shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallView {
-    pub gateway_id: String,
+    pub gateway_id: GatewayId,
     pub call_id: String,
     pub state: CallState,
     pub caller_number: Option<String>,
     pub dialed_number: Option<String>,
     pub queue: Option<String>,
-    pub current_agent: Option<String>,
+    pub current_agent: Option<AgentId>,
     pub offered_at: Option<DateTime<Utc>>,
     pub answered_at: Option<DateTime<Utc>>,
-    pub customer_id: Option<Uuid>,
+    pub customer_id: Option<CustomerId>,
 }
 
 impl CallView {
@@ -89,7 +90,7 @@ pub enum NoticeKind {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
-    pub agent_id: String,
+    pub agent_id: AgentId,
     pub kind: NoticeKind,
     pub call: CallView,
 }

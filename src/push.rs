@@ -305,13 +305,17 @@ pub fn agent_call(call: &CallView) -> v1::AgentCall {
         CallState::Abandoned => v1::CallState::Abandoned,
     };
     v1::AgentCall {
-        gateway_id: call.gateway_id.clone(),
+        gateway_id: call.gateway_id.as_str().to_owned(),
         call_id: call.call_id.clone(),
         state: state.into(),
         caller_number: call.caller_number.clone().unwrap_or_default(),
         dialed_number: call.dialed_number.clone().unwrap_or_default(),
         queue: call.queue.clone().unwrap_or_default(),
-        current_agent_id: call.current_agent.clone().unwrap_or_default(),
+        current_agent_id: call
+            .current_agent
+            .as_ref()
+            .map(|agent| agent.as_str().to_owned())
+            .unwrap_or_default(),
         offered_at: call.offered_at.map(to_timestamp),
         answered_at: call.answered_at.map(to_timestamp),
         customer_id: call
@@ -332,7 +336,7 @@ fn notification(notice: Notice) -> AgentNotification {
         NoticeKind::Ended => v1::AgentCallEventKind::Ended,
     };
     AgentNotification {
-        agent_id: notice.agent_id,
+        agent_id: notice.agent_id.into_string(),
         kind: kind.into(),
         call: Some(agent_call(&notice.call)),
     }

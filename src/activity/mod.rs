@@ -11,9 +11,9 @@ pub use self::store::CUSTOMER_ROWS;
 /// orders moved between customers).
 pub async fn recompute_value(
     conn: &mut sqlx::PgConnection,
-    customer_id: uuid::Uuid,
+    customer_id: crate::ids::CustomerId,
 ) -> sqlx::Result<()> {
-    store::recompute_value(conn, customer_id).await
+    store::recompute_value(conn, customer_id.as_uuid()).await
 }
 
 use chrono::{DateTime, Utc};
@@ -138,14 +138,14 @@ impl Activity {
         touched.extend(previous_owner.filter(|owner| *owner != customer_id));
         for customer in &touched {
             store::recompute_value(&mut tx, *customer).await?;
-            crate::audit::record_write(&mut tx, *customer).await?;
+            crate::audit::record_write(&mut tx, (*customer).into()).await?;
         }
         let value = store::lifetime_value(&mut tx, customer_id).await?;
         let event = crate::feed::Event::new(
             "order.recorded",
             format!("{}/{}", order.system, order.order_id),
         )
-        .customer(Some(customer_id))
+        .customer(Some(customer_id.into()))
         .data(serde_json::json!({
             "system": order.system,
             "order_id": order.order_id,
@@ -175,7 +175,7 @@ impl Activity {
             .await?
             .ok_or(ActivityError::CustomerNotFound)?;
         let event = store::upsert_service_event(&mut tx, customer_id, &new).await?;
-        crate::audit::record_write(&mut tx, customer_id).await?;
+        crate::audit::record_write(&mut tx, customer_id.into()).await?;
         tx.commit().await?;
         Ok(event)
     }

@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 pub use self::watch::{ActiveCalls, Watcher};
-pub use crate::call_model::{AgentState, parse_agent_id};
+use crate::call_model::{AgentState, parse_agent_id};
+pub use crate::ids::AgentId;
 use crate::live::Live;
 use crate::text_enum::text_enum;
 use crate::validation::Violations;
@@ -64,9 +65,10 @@ pub struct StateChange {
 /// [`Agents::list`]). An agent known already is left as it is.
 pub async fn learn_from_gateway(
     conn: &mut sqlx::PgConnection,
-    agent_ids: &[&str],
+    agent_ids: &[AgentId],
 ) -> sqlx::Result<()> {
-    store::learn_from_gateway(conn, agent_ids).await
+    let ids: Vec<&str> = agent_ids.iter().map(AgentId::as_str).collect();
+    store::learn_from_gateway(conn, &ids).await
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 
 use super::{AgentError, Agents};
 use crate::call_model::CallView;
+use crate::ids::{AgentId, GatewayId};
 use crate::phone::PhoneParser;
 use crate::proto::v1;
 use crate::push::{Delivery, Fanout, agent_call};
@@ -19,7 +20,8 @@ const RESPONSE_BUFFER: usize = 32;
 /// Where a watcher reads the calls an agent is on now, for its first snapshot: the calls context
 /// implements it (`calls::CallBook`), so agents never import calls.
 pub trait ActiveCalls: Send + Sync {
-    fn for_agent<'a>(&'a self, agent_id: &'a str) -> BoxFuture<'a, sqlx::Result<Vec<CallView>>>;
+    fn for_agent<'a>(&'a self, agent_id: &'a AgentId)
+    -> BoxFuture<'a, sqlx::Result<Vec<CallView>>>;
 }
 
 #[derive(Clone)]
@@ -71,8 +73,12 @@ impl Watcher {
                 let pop = match notice.kind() {
                     v1::AgentCallEventKind::Ringing => match &notice.call {
                         Some(call) => {
-                            this.pop_for(&call.caller_number, &call.gateway_id, &call.call_id)
-                                .await
+                            this.pop_for(
+                                &call.caller_number,
+                                &call.gateway_id.as_str().into(),
+                                &call.call_id,
+                            )
+                            .await
                         }
                         None => None,
                     },
@@ -121,14 +127,14 @@ impl Watcher {
     }
 
     async fn current_calls(&self, agent_id: &str) -> Result<Vec<CallView>, AgentError> {
-        Ok(self.calls.for_agent(agent_id).await?)
+        Ok(self.calls.for_agent(&AgentId::new(agent_id)).await?)
     }
 
     /// The call's pop (its pin when current); `None` without a caller number or on failure.
     async fn pop_for(
         &self,
         caller_number: &str,
-        gateway_id: &str,
+        gateway_id: &GatewayId,
         call_id: &str,
     ) -> Option<v1::ScreenPop> {
         let caller = self.phones.parse(caller_number, "").ok()?;

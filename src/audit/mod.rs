@@ -22,6 +22,8 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
+use crate::ids::CustomerId;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditContext {
     pub actor: String,
@@ -53,19 +55,25 @@ pub struct AuditEvent {
 }
 
 /// Records, in the caller's transaction, that the current request wrote this customer's data.
-pub async fn record_write(conn: &mut PgConnection, customer_id: Uuid) -> sqlx::Result<()> {
+pub async fn record_write(conn: &mut PgConnection, customer_id: CustomerId) -> sqlx::Result<()> {
     match current() {
-        Some(context) => store::insert(conn, &context, Some(customer_id), "written").await,
+        Some(context) => {
+            store::insert(conn, &context, Some(customer_id.as_uuid()), "written").await
+        }
         None => Ok(()),
     }
 }
 
 /// Records, in the caller's transaction, that the current request wrote these customers' data
 /// (one statement for a bulk write such as an import).
-pub async fn record_writes(conn: &mut PgConnection, customer_ids: &[Uuid]) -> sqlx::Result<()> {
+pub async fn record_writes(
+    conn: &mut PgConnection,
+    customer_ids: impl IntoIterator<Item = CustomerId>,
+) -> sqlx::Result<()> {
+    let ids: Vec<Uuid> = customer_ids.into_iter().map(CustomerId::as_uuid).collect();
     match current() {
-        Some(context) if !customer_ids.is_empty() => {
-            store::insert_many(conn, &context, customer_ids, "written").await
+        Some(context) if !ids.is_empty() => {
+            store::insert_many(conn, &context, &ids, "written").await
         }
         _ => Ok(()),
     }

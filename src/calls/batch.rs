@@ -30,6 +30,7 @@ use super::machine::{self, CallRecord};
 use super::store::{self, CallKey};
 use super::{Ack, CallEventError, CallView, NewEvent, Notice, notices};
 use crate::db::{self, Failure};
+use crate::ids::{AgentId, CustomerId};
 use crate::live::{Live, LiveCall};
 use crate::push::Fanout;
 
@@ -273,16 +274,16 @@ async fn commit_batch(
                     .or(*customer_id)
                     .or_else(|| customers.get(&key).copied().flatten());
                 let view = CallView {
-                    gateway_id: event.gateway_id.clone(),
+                    gateway_id: event.gateway_id.as_str().into(),
                     call_id: event.call_id.clone(),
                     state: record.state,
                     caller_number: record.caller_number.clone(),
                     dialed_number: record.dialed_number.clone(),
                     queue: record.queue.clone(),
-                    current_agent: record.current_agent.clone(),
+                    current_agent: record.current_agent.clone().map(AgentId::new),
                     offered_at: Some(record.offered_at),
                     answered_at: record.answered_at,
-                    customer_id: *customer_id,
+                    customer_id: customer_id.map(CustomerId::new),
                 };
                 feed.push(feed_event(event, &record, entry.1));
                 let notices = notices(before, &record, event.step.kind, &view);
@@ -305,7 +306,7 @@ async fn commit_batch(
         outcomes.push(outcome);
     }
 
-    let mut named: Vec<&str> = named.into_iter().collect();
+    let mut named: Vec<AgentId> = named.into_iter().map(AgentId::new).collect();
     named.sort_unstable();
     crate::agents::learn_from_gateway(&mut tx, &named).await?;
     let rows: Vec<(&NewEvent, &Ack, &[u8])> = writes.iter().map(|(e, a, h)| (*e, a, *h)).collect();
@@ -327,7 +328,7 @@ async fn commit_batch(
 /// tombstone's minute (the gateway's clock may differ from ours).
 fn live_call(gateway_id: &str, call_id: &str, record: &CallRecord) -> LiveCall {
     LiveCall {
-        key: crate::call_model::call_key(gateway_id, call_id),
+        key: crate::call_model::call_key(&gateway_id.into(), call_id),
         version: i64::from(record.event_count),
         state: record.state,
         queue: record.queue.clone(),
@@ -342,9 +343,9 @@ fn live_call(gateway_id: &str, call_id: &str, record: &CallRecord) -> LiveCall {
 fn feed_event(event: &NewEvent, record: &CallRecord, customer: Option<Uuid>) -> crate::feed::Event {
     crate::feed::Event::new(
         "call.state_changed",
-        crate::call_model::call_key(&event.gateway_id, &event.call_id),
+        crate::call_model::call_key(&event.gateway_id.as_str().into(), &event.call_id),
     )
-    .customer(customer)
+    .customer(customer.map(Into::into))
     .data(serde_json::json!({
         "gateway_id": event.gateway_id,
         "call_id": event.call_id,

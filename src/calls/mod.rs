@@ -111,11 +111,11 @@ impl CallBook {
 impl crate::agents::ActiveCalls for CallBook {
     fn for_agent<'a>(
         &'a self,
-        agent_id: &'a str,
+        agent_id: &'a crate::ids::AgentId,
     ) -> futures::future::BoxFuture<'a, sqlx::Result<Vec<CallView>>> {
         Box::pin(async move {
             let mut conn = crate::db::acquire(&self.pool).await?;
-            active_calls_for_agent(&mut conn, agent_id).await
+            active_calls_for_agent(&mut conn, agent_id.as_str()).await
         })
     }
 }
@@ -164,7 +164,7 @@ impl CallEvents {
             caller,
             dialed: None,
             call_id: Some(crate::call_model::call_key(
-                &event.gateway_id,
+                &event.gateway_id.as_str().into(),
                 &event.call_id,
             )),
         };
@@ -238,7 +238,7 @@ fn notices(
     let mut out = Vec::new();
     let mut notify = |agent: &str, kind: NoticeKind| {
         out.push(Notice {
-            agent_id: agent.to_owned(),
+            agent_id: agent.into(),
             kind,
             call: view.clone(),
         })

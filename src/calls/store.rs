@@ -61,16 +61,16 @@ pub async fn active_calls_for_agent(
     Ok(rows
         .into_iter()
         .map(|row| CallView {
-            gateway_id: row.gateway_id,
+            gateway_id: row.gateway_id.into(),
             call_id: row.call_id,
             state: CallState::parse(&row.state).unwrap_or(CallState::Offered),
             caller_number: row.caller_number,
             dialed_number: row.dialed_number,
             queue: row.queue,
-            current_agent: row.current_agent,
+            current_agent: row.current_agent.map(Into::into),
             offered_at: row.offered_at,
             answered_at: row.answered_at,
-            customer_id: row.customer_id,
+            customer_id: row.customer_id.map(Into::into),
         })
         .collect())
 }

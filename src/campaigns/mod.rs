@@ -459,7 +459,7 @@ impl Campaigns {
         );
         store::finish_attempt(&mut tx, &lease, outcome, callback_at, &after).await?;
         let event = crate::feed::Event::new("campaign.outcome_recorded", lease_id)
-            .customer(Some(lease.customer_id))
+            .customer(Some(lease.customer_id.into()))
             .data(serde_json::json!({
                 "campaign_id": lease.campaign_id,
                 "agent_id": lease.agent_id,
@@ -472,7 +472,7 @@ impl Campaigns {
         crate::feed::record(&mut tx, event).await?;
         let mut pending = Default::default();
         if outcome == Outcome::DoNotCall {
-            crate::customers::flag_do_not_call(&mut tx, lease.customer_id).await?;
+            crate::customers::flag_do_not_call(&mut tx, lease.customer_id.into()).await?;
         }
         if outcome == Outcome::DoNotCall
             || (after.state == MemberState::Done && !campaign.fields.offer_text.is_empty())

@@ -46,7 +46,7 @@ impl Case {
             None => (None, None),
         };
         crate::feed::Event::new(kind, self.id)
-            .customer(Some(self.customer_id))
+            .customer(Some(self.customer_id.into()))
             .data(serde_json::json!({
                 "status": self.status.as_str(),
                 "priority": self.priority.as_str(),
@@ -238,7 +238,7 @@ impl Cases {
         new.subject = card_data::mask(&new.subject).into_owned();
         new.description = card_data::mask(&new.description).into_owned();
         let mut tx = crate::db::begin(&self.pool).await?;
-        if !crate::customers::is_live(&mut tx, new.customer_id).await? {
+        if !crate::customers::is_live(&mut tx, new.customer_id.into()).await? {
             return Err(CaseError::CustomerNotFound);
         }
         let id = Uuid::new_v4();
@@ -375,12 +375,12 @@ impl Cases {
         let case = store::load_for_update(&mut tx, case_id)
             .await?
             .ok_or(CaseError::NotFound)?;
-        crate::audit::record_write(&mut tx, case.customer_id).await?;
+        crate::audit::record_write(&mut tx, case.customer_id.into()).await?;
         let comment =
             store::insert_comment(&mut tx, case_id, &card_data::mask(text), actor).await?;
         store::record_change(&mut tx, case_id, "commented", "", "", actor).await?;
         let event = crate::feed::Event::new("case.commented", case_id)
-            .customer(Some(case.customer_id))
+            .customer(Some(case.customer_id.into()))
             .data(serde_json::json!({"comment_id": comment.id}));
         crate::feed::record(&mut tx, event).await?;
         tx.commit().await?;
@@ -426,7 +426,7 @@ impl Cases {
         kind: &'static str,
     ) -> Result<Case> {
         let case = store::load(&mut tx, id).await?.ok_or(CaseError::NotFound)?;
-        crate::audit::record_write(&mut tx, case.customer_id).await?;
+        crate::audit::record_write(&mut tx, case.customer_id.into()).await?;
         crate::feed::record(&mut tx, case.event(kind)).await?;
         let pending = self
             .pops

@@ -128,8 +128,8 @@ impl Customers {
         profile.vip |= gone.profile.vip;
         super::store::update_profile(&mut tx, survivor, &profile).await?;
         super::store::touch(&mut tx, survivor).await?;
-        crate::activity::recompute_value(&mut tx, survivor).await?;
-        crate::activity::recompute_value(&mut tx, duplicate).await?;
+        crate::activity::recompute_value(&mut tx, survivor.into()).await?;
+        crate::activity::recompute_value(&mut tx, duplicate.into()).await?;
         store::tombstone(&mut tx, duplicate, survivor).await?;
 
         let merged = super::store::load(&mut tx, survivor)
@@ -158,9 +158,9 @@ impl Customers {
         let lineage = serde_json::to_value(&lineage)
             .map_err(|e| CustomerError::Database(sqlx::Error::Encode(Box::new(e))))?;
         store::insert_merge(&mut tx, merge_id, survivor, duplicate, &lineage, merged_by).await?;
-        crate::audit::record_write(&mut tx, duplicate).await?;
+        crate::audit::record_write(&mut tx, duplicate.into()).await?;
         let merged_event = crate::feed::Event::new("customer.merged", duplicate)
-            .customer(Some(duplicate))
+            .customer(Some(duplicate.into()))
             .data(serde_json::json!({"survivor_id": survivor, "merge_id": merge_id}));
         crate::feed::record(&mut tx, merged_event).await?;
         let event = result.survivor.event("customer.updated", "merged");
@@ -223,8 +223,8 @@ impl Customers {
         }
         super::store::update_profile(&mut tx, survivor, &profile).await?;
         super::store::touch(&mut tx, survivor).await?;
-        crate::activity::recompute_value(&mut tx, survivor).await?;
-        crate::activity::recompute_value(&mut tx, duplicate).await?;
+        crate::activity::recompute_value(&mut tx, survivor.into()).await?;
+        crate::activity::recompute_value(&mut tx, duplicate.into()).await?;
         store::mark_unmerged(&mut tx, merge_id).await?;
         let both = super::store::load_many(&mut tx, &[survivor, duplicate]).await?;
         let numbers: Vec<String> = both
@@ -238,7 +238,7 @@ impl Customers {
         ) else {
             return Err(CustomerError::NotFound);
         };
-        crate::audit::record_write(&mut tx, duplicate).await?;
+        crate::audit::record_write(&mut tx, duplicate.into()).await?;
         let unmerged_event = restored
             .event("customer.unmerged", "unmerged")
             .data(serde_json::json!({"survivor_id": survivor, "merge_id": merge_id}));

@@ -23,6 +23,7 @@ use uuid::Uuid;
 use crate::customer_rows::CustomerRows;
 use crate::db::{self, Failure};
 use crate::email::Email;
+use crate::ids::CustomerId;
 use crate::page_token::{PageRequest, PageTokenError};
 use crate::phone::PhoneNumber;
 use crate::screenpop::PopInvalidator;
@@ -133,7 +134,7 @@ impl Customer {
     pub fn event(&self, kind: &'static str, change: &str) -> crate::feed::Event {
         let p = &self.profile;
         crate::feed::Event::new(kind, self.id)
-            .customer(Some(self.id))
+            .customer(Some(self.id.into()))
             .data(serde_json::json!({
                 "change": change,
                 "version": self.version,
@@ -374,7 +375,7 @@ impl Customers {
         check_version(version, current.version)?;
         store::soft_delete(&mut tx, id).await?;
         let numbers = store::phone_numbers(&mut tx, id).await?;
-        let event = crate::feed::Event::new("customer.deleted", id).customer(Some(id));
+        let event = crate::feed::Event::new("customer.deleted", id).customer(Some(id.into()));
         self.commit_and_invalidate(tx, id, numbers, event).await
     }
 
@@ -477,7 +478,7 @@ impl Customers {
         numbers: Vec<String>,
         event: crate::feed::Event,
     ) -> Result<()> {
-        crate::audit::record_write(&mut tx, customer_id).await?;
+        crate::audit::record_write(&mut tx, customer_id.into()).await?;
         crate::feed::record(&mut tx, event).await?;
         let pending = self.pops.record(&mut tx, numbers).await?;
         tx.commit().await?;
@@ -487,14 +488,14 @@ impl Customers {
 }
 
 /// Whether a customer exists and is not deleted; for other contexts that attach facts to one.
-pub async fn is_live(conn: &mut sqlx::PgConnection, id: Uuid) -> sqlx::Result<bool> {
-    store::is_live(conn, id).await
+pub async fn is_live(conn: &mut sqlx::PgConnection, id: CustomerId) -> sqlx::Result<bool> {
+    store::is_live(conn, id.as_uuid()).await
 }
 
 /// Sets the customer's do-not-call flag in the caller's transaction (a campaign outcome), audited
 /// as a write. The caller invalidates the customer's pops.
-pub async fn flag_do_not_call(conn: &mut sqlx::PgConnection, id: Uuid) -> sqlx::Result<()> {
-    store::flag_do_not_call(conn, id).await?;
+pub async fn flag_do_not_call(conn: &mut sqlx::PgConnection, id: CustomerId) -> sqlx::Result<()> {
+    store::flag_do_not_call(conn, id.as_uuid()).await?;
     crate::audit::record_write(conn, id).await?;
     let event = crate::feed::Event::new("customer.updated", id)
         .customer(Some(id))

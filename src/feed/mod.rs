@@ -20,6 +20,8 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::ids::CustomerId;
+
 pub use sequencer::{FeedHead, Sequencer};
 
 /// The event feed as subscribers read it: committed events in position order.
@@ -42,7 +44,15 @@ impl EventFeed {
         subscription::subscribe(self.pool.clone(), self.head.clone(), start).await
     }
 }
-pub use store::{Columns, Head, StoredEvent, scrub_customer};
+pub use store::{Columns, Head, StoredEvent};
+
+/// Empties the payloads of the customer's feed events (an erasure), keeping their positions.
+pub async fn scrub_customer(
+    conn: &mut sqlx::PgConnection,
+    customer_id: CustomerId,
+) -> sqlx::Result<()> {
+    store::scrub_customer(conn, customer_id.as_uuid()).await
+}
 pub use subscription::{FeedItem, Start, subscribe};
 
 #[derive(Debug, thiserror::Error)]
@@ -112,8 +122,8 @@ impl Event {
     }
 
     /// The customer the change concerns (erasing them empties the event's data).
-    pub fn customer(mut self, customer_id: Option<Uuid>) -> Self {
-        self.customer_id = customer_id;
+    pub fn customer(mut self, customer_id: Option<CustomerId>) -> Self {
+        self.customer_id = customer_id.map(CustomerId::as_uuid);
         self
     }
 

@@ -152,7 +152,7 @@ impl Feedback {
             Score::Nps(value) => serde_json::json!({"kind": "nps", "value": value}),
         });
         crate::feed::Event::new(kind, self.id)
-            .customer(self.customer_id)
+            .customer(self.customer_id.map(Into::into))
             .data(serde_json::json!({
                 "source": self.source.as_str(),
                 "sentiment": self.sentiment.as_str(),
@@ -284,7 +284,7 @@ impl FeedbackDesk {
             || new.score.is_some_and(|s| s.is_low(self.thresholds));
         let mut tx = crate::db::begin(&self.pool).await?;
         if let Some(customer) = new.customer_id
-            && !crate::customers::is_live(&mut tx, customer).await?
+            && !crate::customers::is_live(&mut tx, customer.into()).await?
         {
             return Err(FeedbackError::LinkNotFound("customer"));
         }
@@ -319,7 +319,7 @@ impl FeedbackDesk {
         }
         let pending = match new.customer_id {
             Some(customer) => {
-                crate::audit::record_write(&mut tx, customer).await?;
+                crate::audit::record_write(&mut tx, customer.into()).await?;
                 self.pops.record_for_customers(&mut tx, &[customer]).await?
             }
             None => Default::default(),
@@ -475,7 +475,7 @@ impl FeedbackDesk {
         crate::feed::record(&mut tx, item.event("feedback.changed")).await?;
         let pending = match item.customer_id {
             Some(customer) => {
-                crate::audit::record_write(&mut tx, customer).await?;
+                crate::audit::record_write(&mut tx, customer.into()).await?;
                 self.pops.record_for_customers(&mut tx, &[customer]).await?
             }
             None => Default::default(),

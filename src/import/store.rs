@@ -267,20 +267,20 @@ pub async fn write(
         .execute(&mut *conn)
         .await?;
     }
-    crate::audit::record_writes(&mut *conn, &touched).await?;
+    crate::audit::record_writes(&mut *conn, touched.iter().map(|&id| id.into())).await?;
     let created: HashSet<Uuid> = w.creates.iter().map(|c| c.id).collect();
     let events: Vec<_> = w
         .creates
         .iter()
         .map(|c| {
             Event::new("customer.created", c.id)
-                .customer(Some(c.id))
+                .customer(Some(c.id.into()))
                 .data(json!({"change": "imported", "tier": c.tier,
                              "marketing_consent": c.marketing_consent, "do_not_call": c.do_not_call}))
         })
         .chain(touched.iter().filter(|id| !created.contains(id)).map(|id| {
             Event::new("customer.updated", id)
-                .customer(Some(*id))
+                .customer(Some((*id).into()))
                 .data(json!({"change": "imported"}))
         }))
         .collect();

@@ -74,7 +74,7 @@ impl Interaction {
     /// The feed event: ids, codes and times; never the notes or the outcome text.
     fn event(&self, kind: &'static str) -> crate::feed::Event {
         crate::feed::Event::new(kind, self.id)
-            .customer(Some(self.customer_id))
+            .customer(Some(self.customer_id.into()))
             .data(serde_json::json!({
                 "channel": self.channel.as_str(),
                 "direction": self.direction.as_str(),
@@ -176,7 +176,7 @@ impl Interactions {
         new.notes = card_data::mask(&new.notes).into_owned();
         new.outcome = card_data::mask(&new.outcome).into_owned();
         let mut tx = crate::db::begin(&self.pool).await?;
-        if !crate::customers::is_live(&mut tx, new.customer_id).await? {
+        if !crate::customers::is_live(&mut tx, new.customer_id.into()).await? {
             return Err(InteractionError::CustomerNotFound);
         }
         if let Some(code) = &new.disposition_code {
@@ -194,7 +194,7 @@ impl Interactions {
         let interaction = store::load(&mut tx, id)
             .await?
             .ok_or(InteractionError::NotFound)?;
-        crate::audit::record_write(&mut tx, new.customer_id).await?;
+        crate::audit::record_write(&mut tx, new.customer_id.into()).await?;
         crate::feed::record(&mut tx, interaction.event("interaction.logged")).await?;
         let pending = self
             .pops
@@ -225,7 +225,7 @@ impl Interactions {
         let interaction = store::load(&mut tx, id)
             .await?
             .ok_or(InteractionError::NotFound)?;
-        crate::audit::record_write(&mut tx, interaction.customer_id).await?;
+        crate::audit::record_write(&mut tx, interaction.customer_id.into()).await?;
         crate::feed::record(&mut tx, interaction.event("interaction.wrapped_up")).await?;
         let pending = self
             .pops
@@ -245,7 +245,7 @@ impl Interactions {
         let fingerprint = filter.fingerprint(customer_id);
         let after = page.after(&fingerprint)?;
         let mut conn = crate::db::acquire(&self.pool).await?;
-        if !crate::customers::is_live(&mut conn, customer_id).await? {
+        if !crate::customers::is_live(&mut conn, customer_id.into()).await? {
             return Err(InteractionError::CustomerNotFound);
         }
         let fetched =

@@ -57,7 +57,7 @@ pub async fn live_calls(
         .filter_map(|row| {
             Some(LiveCall {
                 state: CallState::parse(&row.state)?,
-                key: crate::call_model::call_key(&row.gateway_id, &row.call_id),
+                key: crate::call_model::call_key(&row.gateway_id.into(), &row.call_id),
                 version: row.version,
                 queue: row.queue,
                 since: row.since,

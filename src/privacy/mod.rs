@@ -132,14 +132,14 @@ impl Privacy {
             let at = customers::privacy::erase(&mut tx, customer).await?;
             erased_at = erased_at.or(Some(at));
             audit::record_erasure(&mut tx, customer).await?;
-            crate::feed::scrub_customer(&mut tx, customer).await?;
+            crate::feed::scrub_customer(&mut tx, customer.into()).await?;
             numbers.extend(own);
         }
         customers::privacy::scrub_merges(&mut tx, &lineage).await?;
         let erased_at = erased_at.unwrap_or_else(Utc::now);
         crate::feed::record(
             &mut tx,
-            crate::feed::Event::new("customer.erased", id).customer(Some(id)),
+            crate::feed::Event::new("customer.erased", id).customer(Some(id.into())),
         )
         .await?;
         let numbers_purged = numbers.len();

@@ -61,12 +61,12 @@ impl Segmentation {
         let scored = store::score(&mut tx, &run).await?;
         let changed: Vec<(Uuid, String)> = store::apply(&mut tx, &rules::grid()).await?;
         let ids: Vec<Uuid> = changed.iter().map(|(id, _)| *id).collect();
-        crate::audit::record_writes(&mut tx, &ids).await?;
+        crate::audit::record_writes(&mut tx, ids.iter().map(|&id| id.into())).await?;
         let events: Vec<crate::feed::Event> = changed
             .iter()
             .map(|(id, segment)| {
                 crate::feed::Event::new("customer.updated", id)
-                    .customer(Some(*id))
+                    .customer(Some((*id).into()))
                     .data(serde_json::json!({"change": "segment", "segment": segment}))
             })
             .collect();
