@@ -207,7 +207,7 @@ pub async fn duplicates_of(
     id: Uuid,
     limit: i64,
 ) -> sqlx::Result<Vec<(Uuid, Vec<String>)>> {
-    sqlx::query_as(
+    Ok(sqlx::query!(
         "WITH candidates AS ( \
            SELECT o.customer_id AS id, 'same ' || o.kind AS reason \
            FROM contact_points mine JOIN contact_points o ON o.kind = mine.kind AND o.value = mine.value \
@@ -223,12 +223,16 @@ pub async fn duplicates_of(
             AND lower(c.display_name) <> lower(me.display_name) \
            WHERE me.id = $1 AND c.id <> $1 AND c.deleted_at IS NULL \
          ) \
-         SELECT k.id, array_agg(DISTINCT k.reason ORDER BY k.reason) FROM candidates k \
+         SELECT k.id AS \"id!\", array_agg(DISTINCT k.reason ORDER BY k.reason) AS \"reasons!\" \
+         FROM candidates k \
          JOIN customers c ON c.id = k.id AND c.deleted_at IS NULL AND c.erased_at IS NULL \
          GROUP BY k.id ORDER BY count(*) DESC, k.id LIMIT $2",
+        id,
+        limit
     )
-    .bind(id)
-    .bind(limit)
     .fetch_all(conn)
-    .await
+    .await?
+    .into_iter()
+    .map(|row| (row.id, row.reasons))
+    .collect())
 }

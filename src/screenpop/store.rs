@@ -1,5 +1,10 @@
 //! PostgreSQL access for screen pops: resolving a number to cards in one query, and the
 //! `pop_invalidations` table.
+//!
+//! The card's read is [`resolve`], one store function owned by this context. It is a read-only
+//! projection over tables other contexts own and write (customers, interactions, activity, cases,
+//! campaigns, feedback, calls); it is a compile-checked macro, so a change to any of those tables
+//! that the card depends on fails the build here. No other context's code reads for the card.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -14,7 +19,6 @@ use crate::proto_time::to_timestamp;
 /// Most candidates a MULTIPLE pop lists.
 pub const MAX_CANDIDATES: i64 = 10;
 
-#[derive(sqlx::FromRow)]
 struct CardRow {
     id: Uuid,
     display_name: String,
@@ -112,56 +116,57 @@ struct CardReference {
 
 /// Resolves an E.164 number to a pop: everyone who has it, most recently updated first.
 pub async fn resolve(pool: &PgPool, number: &str) -> sqlx::Result<v1::ScreenPop> {
-    let rows: Vec<CardRow> = sqlx::query_as(
+    let rows: Vec<CardRow> = sqlx::query_as!(
+        CardRow,
         "SELECT c.id, c.display_name, c.company, c.tier, c.vip, c.preferred_language, c.time_zone, \
                 c.segment, c.do_not_call, c.marketing_consent, c.version, \
                 COALESCE((SELECT json_agg(json_build_object('id', p.id, 'kind', p.kind, 'value', p.value, \
                                  'extension', p.extension, 'label', p.label) ORDER BY p.kind DESC) \
                           FROM contact_points p WHERE p.customer_id = c.id AND p.is_primary), '[]'::json) \
-                  AS primary_contacts, \
+                  AS \"primary_contacts!: Json<Vec<CardContact>>\", \
                 COALESCE((SELECT json_agg(json_build_object('system', r.system, 'external_id', r.external_id) \
                                  ORDER BY r.system, r.external_id) \
                           FROM external_references r WHERE r.customer_id = c.id), '[]'::json) \
-                  AS external_references, \
+                  AS \"external_references!: Json<Vec<CardReference>>\", \
                 COALESCE((SELECT json_agg(x) FROM ( \
                     SELECT i.id, i.channel, i.direction, i.agent_id, i.disposition_code, \
                            d.label AS disposition_label, d.resolves AS resolved, i.outcome, i.started_at \
                     FROM interactions i LEFT JOIN dispositions d ON d.code = i.disposition_code \
                     WHERE i.customer_id = c.id ORDER BY i.started_at DESC, i.id DESC LIMIT 3) x), '[]'::json) \
-                  AS recent_interactions, \
+                  AS \"recent_interactions!: Json<Vec<CardInteractionRow>>\", \
                 COALESCE((SELECT json_agg(x) FROM ( \
                     SELECT o.system, o.order_id, o.amount_minor, o.currency, o.status, o.ordered_at \
                     FROM orders o WHERE o.customer_id = c.id ORDER BY o.ordered_at DESC LIMIT 3) x), '[]'::json) \
-                  AS recent_orders, \
+                  AS \"recent_orders!: Json<Vec<CardOrderRow>>\", \
                 COALESCE((SELECT json_agg(json_build_object('currency', v.currency, 'amount_minor', v.lifetime_minor) \
                                  ORDER BY v.currency) \
-                          FROM customer_values v WHERE v.customer_id = c.id), '[]'::json) AS lifetime_value, \
+                          FROM customer_values v WHERE v.customer_id = c.id), '[]'::json) AS \"lifetime_value!: Json<Vec<CardMoney>>\", \
                 GREATEST((SELECT max(i.started_at) FROM interactions i WHERE i.customer_id = c.id), \
-                         (SELECT max(k.ended_at) FROM calls k WHERE k.customer_id = c.id)) AS last_contact_at, \
+                         (SELECT max(k.ended_at) FROM calls k WHERE k.customer_id = c.id)) AS \"last_contact_at?\", \
                 COALESCE((SELECT json_agg(x) FROM ( \
                     SELECT k.id, k.subject, k.status, k.priority, k.sla_due_at FROM cases k \
                     WHERE k.customer_id = c.id AND k.status IN ('new', 'open', 'pending') \
-                    ORDER BY k.priority DESC, k.sla_due_at, k.id LIMIT 3) x), '[]'::json) AS open_cases, \
+                    ORDER BY k.priority DESC, k.sla_due_at, k.id LIMIT 3) x), '[]'::json) AS \"open_cases!: Json<Vec<CardCaseRow>>\", \
                 COALESCE((SELECT json_agg(json_build_object('campaign_id', g.id, 'campaign_name', g.name, \
                                  'offer_text', g.offer_text) ORDER BY g.starts_at, g.id) \
                           FROM campaign_members m JOIN campaigns g ON g.id = m.campaign_id \
                           WHERE m.customer_id = c.id AND m.state <> 'done' AND g.status = 'active' \
                             AND g.offer_text <> '' AND g.starts_at <= now() AND now() < g.ends_at), \
-                         '[]'::json) AS offers, \
+                         '[]'::json) AS \"offers!: Json<Vec<CardOfferRow>>\", \
                 COALESCE((SELECT json_agg(x) FROM ( \
                     SELECT f.id, f.category, f.status, f.created_at FROM feedback f \
                     WHERE f.customer_id = c.id AND f.sentiment = 'negative' \
                       AND f.status NOT IN ('resolved', 'closed') \
-                    ORDER BY f.created_at DESC, f.id DESC LIMIT 3) x), '[]'::json) AS open_feedback, \
-                count(*) OVER () AS total \
+                    ORDER BY f.created_at DESC, f.id DESC LIMIT 3) x), '[]'::json) AS \"open_feedback!: Json<Vec<CardFeedbackRow>>\", \
+                count(*) OVER () AS \"total!\" \
          FROM customers c \
          WHERE c.deleted_at IS NULL \
            AND c.id IN (SELECT customer_id FROM contact_points WHERE kind = 'phone' AND value = $1) \
          ORDER BY c.updated_at DESC, c.id \
          LIMIT $2",
+        number,
+        MAX_CANDIDATES
     )
-    .bind(number)
-    .bind(MAX_CANDIDATES)
     .fetch_all(&mut *crate::db::acquire(pool).await?)
     .await?;
 
