@@ -46,13 +46,15 @@ web_clients() {
     cd "$ROOT/web"
     npm ci --no-audit --no-fund --loglevel=error
     npx buf generate
+    npx tsc -p .
+    # The web app's bundle, which the binary embeds: rebuilt and compared with the committed one.
+    npm run --silent build
     local stale
-    stale="$(git status --porcelain -- src/gen)"
+    stale="$(git status --porcelain -- src/gen dist)"
     if [ -n "$stale" ]; then
-      printf 'web/src/gen is stale; run `npm run generate` in web/ and commit:\n%s\n' "$stale" >&2
+      printf 'web/src/gen or web/dist is stale; run `npm run generate && npm run build` in web/ and commit:\n%s\n' "$stale" >&2
       exit 1
     fi
-    npx tsc -p .
   )
 }
 
@@ -78,6 +80,9 @@ ensure_packages() {
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_install python3-venv
   # The TypeScript clients (web/) and the gRPC-web client test: Node.js and npm.
   command -v npm >/dev/null || apt_install nodejs npm
+  # The web app's browser tests: Debian's Chromium, driven by playwright-core (from npm, pointed at
+  # /usr/bin/chromium; nothing downloads a browser).
+  command -v chromium >/dev/null || apt_install chromium
 }
 
 data_dir() {

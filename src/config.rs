@@ -60,6 +60,9 @@ pub enum Command {
     Kpis(KpisArgs),
     /// Client: the live queue board (calls waiting, longest wait, agents by state), once.
     Queues(QueuesArgs),
+    /// Client: demo traffic through the public API (calls offered, queued, rung at available
+    /// agents, answered, held, transferred, abandoned, ended; simulated agents wrap up).
+    Simulate(SimulateArgs),
     /// Client: create or show customers on a running server.
     #[command(subcommand)]
     Customer(CustomerCommand),
@@ -317,6 +320,10 @@ pub struct ServeArgs {
     /// anyone, so browsers on other origins cannot call; non-browser gRPC-web clients still can.
     #[arg(long, env = "SWITCHBOARD_CORS_ALLOW_ORIGIN", value_delimiter = ',')]
     pub cors_allow_origin: Vec<String>,
+    /// Serve the web app (agent desktop and supervisor wallboard) at `/` on the same port;
+    /// `--web-ui=false` turns it off. It uses the public API over gRPC-web, like any client.
+    #[arg(long, env = "SWITCHBOARD_WEB_UI", default_value_t = true, action = clap::ArgAction::Set)]
+    pub web_ui: bool,
     /// Requests being handled at once by this instance; beyond it, new ones are shed at once with
     /// UNAVAILABLE (retry with back-off, or on another instance) instead of queueing. High enough
     /// to ride out a stall of a few ms at full rate; under sustained overload the limit shrinks
@@ -463,6 +470,25 @@ pub struct KpisArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct SimulateArgs {
+    /// New calls a minute (on average; arrivals are random).
+    #[arg(long, default_value_t = 8.0)]
+    pub calls_per_minute: f64,
+    /// Stop after this many calls (0: run until stopped).
+    #[arg(long, default_value_t = 0)]
+    pub calls: u64,
+    /// The gateway id the calls are reported as.
+    #[arg(long, default_value = "demo-pbx")]
+    pub gateway_id: String,
+    /// The agent a person drives from the web desktop: rung while AVAILABLE, never wrapped up
+    /// by the simulator.
+    #[arg(long, default_value = "demo-agent")]
+    pub human_agent: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct QueuesArgs {
     /// Only these queues (repeatable); default: every queue with a call or an agent.
     #[arg(long = "queue")]
@@ -537,6 +563,8 @@ pub struct Settings {
     pub health_interval: Duration,
     /// Browser origins allowed to call over gRPC-web (exact `scheme://host[:port]`).
     pub cors_allow_origins: Vec<http::HeaderValue>,
+    /// The web app at `/`.
+    pub web_ui: crate::web_ui::WebUi,
 }
 
 impl TryFrom<ServeArgs> for Settings {
@@ -544,6 +572,10 @@ impl TryFrom<ServeArgs> for Settings {
 
     fn try_from(args: ServeArgs) -> anyhow::Result<Self> {
         let redis_timeout = Duration::from_millis(args.redis_timeout_ms);
+        let web_ui = crate::web_ui::WebUi {
+            enabled: args.web_ui,
+            dev_mode: args.auth.dev,
+        };
         let auth = args.auth.settings()?;
         let read = |path: &std::path::Path| {
             std::fs::read_to_string(path)
@@ -611,6 +643,7 @@ impl TryFrom<ServeArgs> for Settings {
                 default_deadline: Duration::from_millis(args.default_deadline_ms),
             },
             health_interval: Duration::from_millis(500),
+            web_ui,
             cors_allow_origins: args
                 .cors_allow_origin
                 .iter()

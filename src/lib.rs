@@ -40,6 +40,8 @@
 //! - [`card_data`]: masking of card numbers and security codes in free text.
 //! - [`seed`]: deterministic synthetic customers for demos and benchmarks.
 //! - [`client`]: the `pop` and `customer` client subcommands.
+//! - [`simulate`]: `switchboard simulate`, demo traffic through the public API.
+//! - [`web_ui`]: the web app (agent desktop, wallboard) embedded from `web/dist` and served at `/`.
 //! - Shared plumbing: [`db`] (pool, migrations, error classes), [`redis_link`] (a Redis connection
 //!   with timeouts and back-off), [`phone`] and [`email`] (parsing at the edge), [`validation`]
 //!   (field violations), [`grpc_status`] (status helpers), [`grpc_web`] (gRPC-web and CORS),
@@ -89,10 +91,12 @@ pub mod redis_link;
 pub mod screenpop;
 pub mod seed;
 pub mod segments;
+pub mod simulate;
 pub mod single_flight;
 pub mod telemetry;
 mod text_enum;
 pub mod validation;
+pub mod web_ui;
 
 #[cfg(test)]
 mod layout_tests {

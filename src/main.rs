@@ -98,6 +98,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Segment(args) => client::segment(args).await,
         Command::Kpis(args) => client::kpis(args).await,
         Command::Queues(args) => client::queues(args).await,
+        Command::Simulate(args) => switchboard::simulate::run(args).await,
         Command::Customer(CustomerCommand::Create(args)) => client::create_customer(args).await,
         Command::Customer(CustomerCommand::Get { id, server }) => {
             client::get_customer(&server, id).await
@@ -130,6 +131,37 @@ fn announce_dev_mode(
             "(also in {}; the switchboard client subcommands read it from .data/dev-token)",
             path.display()
         );
+    }
+    if settings.web_ui.enabled {
+        // Sign-in links for the web app, in development mode only: the token rides in the URL's
+        // fragment, which browsers never send to a server, and the app removes it at once.
+        let twelve_hours = std::time::Duration::from_secs(12 * 3600);
+        let host = match settings.listen.ip() {
+            ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+            ip => ip,
+        };
+        let base = format!(
+            "http://{}",
+            std::net::SocketAddr::new(host, settings.listen.port())
+        );
+        for (label, view, subject, role) in [
+            (
+                "Agent desktop (demo-agent)",
+                "agent",
+                "demo-agent",
+                Role::Agent,
+            ),
+            (
+                "Wallboard (demo-supervisor)",
+                "wallboard",
+                "demo-supervisor",
+                Role::Supervisor,
+            ),
+        ] {
+            if let Some(token) = settings.auth.issue(subject, role, None, twelve_hours) {
+                eprintln!("{label}: {base}/#view={view}&token={token}");
+            }
+        }
     }
     eprintln!("===============================================================================");
     Ok(())

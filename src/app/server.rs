@@ -138,7 +138,8 @@ pub fn serve<H: Health>(
         }
         builder = builder.tls_config(config).context("TLS configuration")?;
     }
-    // The dialplans' HTTP caller-ID GETs and gRPC-web (HTTP/1.1 and HTTP/2, binary and text) are
+    // The web app's static files are answered first (GET only, its own paths only). The
+    // dialplans' HTTP caller-ID GETs and gRPC-web (HTTP/1.1 and HTTP/2, binary and text) are
     // translated into gRPC first, so every layer below (metrics and traces, admission, auth, rate
     // limits, audit) sees gRPC: nothing bypasses a layer. CORS answers browsers' preflights
     // before anything else.
@@ -147,6 +148,7 @@ pub fn serve<H: Health>(
         .max_concurrent_streams(limits.max_concurrent_streams)
         .timeout(limits.default_deadline)
         .layer(crate::grpc_web::cors(&settings.cors_allow_origins))
+        .layer(settings.web_ui)
         .layer(CallerIdHttpLayer)
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(RpcLayer::new(Arc::clone(&edge.metrics)))

@@ -157,6 +157,10 @@ pub struct TestOptions {
     pub audit_max_pending: usize,
     /// Browser origins allowed over gRPC-web.
     pub cors_allow_origins: Vec<http::HeaderValue>,
+    /// Listen here (a restart on the same port); `None`: a free port.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Serve the web app at `/`.
+    pub web_ui: bool,
 }
 
 #[derive(Clone)]
@@ -178,6 +182,8 @@ impl Default for TestOptions {
             live_rebuild: Duration::from_millis(200),
             audit_max_pending: 200_000,
             cors_allow_origins: Vec::new(),
+            listen: None,
+            web_ui: true,
             limits: Limits {
                 rate: switchboard::auth::RateLimit {
                     per_second: 100_000.0,
@@ -234,7 +240,9 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
     };
     let redis_prefix = format!("t:{}:", Uuid::new_v4().simple());
     let settings = Settings {
-        listen: "127.0.0.1:0".parse().expect("address"),
+        listen: options
+            .listen
+            .unwrap_or_else(|| "127.0.0.1:0".parse().expect("address")),
         metrics_listen: Some("127.0.0.1:0".parse().expect("address")),
         database_url: database_url.clone(),
         case_sla: options.case_sla,
@@ -266,6 +274,10 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         },
         health_interval: Duration::from_millis(100),
         cors_allow_origins: options.cors_allow_origins.clone(),
+        web_ui: switchboard::web_ui::WebUi {
+            enabled: options.web_ui,
+            dev_mode: false,
+        },
     };
     let app = Application::build(settings)
         .await
@@ -358,7 +370,6 @@ impl TestApp {
         self.server.take().expect("the server is running")
     }
 
-    /// Creates a customer with the given phones (any format) and returns it.
     /// Opens a NORMAL case "refund" for the customer, as agent a-17.
     pub async fn open_case(&self, customer_id: &str, request_id: &str) -> v1::Case {
         self.cases()
@@ -377,6 +388,7 @@ impl TestApp {
             .expect("case")
     }
 
+    /// Creates a customer with the given phones (any format) and returns it.
     pub async fn create_customer(&self, name: &str, phones: &[&str]) -> v1::Customer {
         let request = v1::CreateCustomerRequest {
             display_name: name.into(),

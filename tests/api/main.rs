@@ -31,3 +31,4 @@ mod screenpop;
 mod segments;
 mod tls;
 mod traces;
+mod web_ui;
