@@ -71,6 +71,8 @@ struct Sim {
     human: String,
     /// Simulated agents free to take a call.
     idle: Arc<Mutex<BTreeSet<String>>>,
+    /// The person's agent is on one of our calls (rung, talking): not rung again until it ends.
+    human_on_call: Arc<Mutex<bool>>,
 }
 
 /// Runs until `--calls` calls were started (and finished), or forever.
@@ -91,6 +93,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         gateway_id: args.gateway_id.clone(),
         human: args.human_agent.clone(),
         idle: Arc::new(Mutex::new(BOTS.iter().map(|b| b.0.to_owned()).collect())),
+        human_on_call: Arc::new(Mutex::new(false)),
     };
     sim.provision().await?;
     println!(
@@ -205,6 +208,7 @@ impl Sim {
     /// An agent for `queue`: the person's agent when they are available (and not on a call),
     /// else an idle simulated agent of the queue.
     async fn take_agent(&self, queue: &str) -> anyhow::Result<Option<String>> {
+        let mut on_call = self.human_on_call.lock().await;
         let mut agents = AgentServiceClient::new(self.channel.clone());
         let human = agents
             .list_agent_states(v1::ListAgentStatesRequest {
@@ -214,9 +218,11 @@ impl Sim {
             .await
             .ok()
             .and_then(|r| r.into_inner().changes.into_iter().next());
-        if human.is_some_and(|c| c.state() == v1::AgentState::Available) {
+        if !*on_call && human.is_some_and(|c| c.state() == v1::AgentState::Available) {
+            *on_call = true;
             return Ok(Some(self.human.clone()));
         }
+        drop(on_call);
         let mut idle = self.idle.lock().await;
         let pick = BOTS
             .iter()
@@ -325,7 +331,10 @@ impl Sim {
         tokio::time::sleep(seconds(2.0, 10.0)).await;
         self.report(call_id, next(), event(v1::CallEventType::Ended))
             .await?;
-        if agent != self.human {
+        if agent == self.human {
+            // Rung again once the person wrapped up and is available (their desktop says so).
+            *self.human_on_call.lock().await = false;
+        } else {
             self.wrap_up(&agent, caller, call_id).await?;
         }
         Ok(())

@@ -269,7 +269,7 @@ async fn an_agent_takes_a_call_from_ring_to_wrap_up_in_the_browser() {
 }
 
 #[tokio::test]
-async fn an_agent_picks_one_of_several_callers_and_the_pick_is_on_the_interaction() {
+async fn unclear_callers_are_picked_or_created_and_the_interaction_names_them() {
     let app = spawn_app().await;
     contact_center(&app).await;
     let steps = Story::start(&app, "multiple", &[]).finish().await;
@@ -286,6 +286,20 @@ async fn an_agent_picks_one_of_several_callers_and_the_pick_is_on_the_interactio
     .await
     .expect("the call's interaction");
     assert_eq!(customer, picked["customer_id"].as_str().expect("id"));
+    let created = steps
+        .iter()
+        .find(|s| s["step"] == "created")
+        .expect("a withheld caller created");
+    let name: String = sqlx::query_scalar(
+        "SELECT c.display_name FROM interactions i JOIN customers c ON c.id = i.customer_id \
+         WHERE i.gateway_id = $1 AND i.call_id = $2",
+    )
+    .bind(GATEWAY)
+    .bind(created["call_id"].as_str().expect("call id"))
+    .fetch_one(&app.db)
+    .await
+    .expect("the withheld call's interaction, on the customer created for it");
+    assert_eq!(name, "Walk-in Caller");
 }
 
 #[tokio::test]

@@ -216,6 +216,22 @@ async function multiple(page: Page): Promise<void> {
   await page.getByTestId("complete-wrap-up").click();
   await page.getByTestId("wrap-up-done").waitFor();
   emit({ step: "picked", customer_id: picked, call_id: callId });
+  await page.getByTestId("wrap-up-done").getByRole("button").click();
+
+  // A withheld caller: the quick-create form makes the customer the wrap-up is logged on.
+  const withheld = `web-withheld-${Date.now()}`;
+  await ring(withheld, "anonymous");
+  await page.getByTestId("quick-create").waitFor();
+  check((await page.getByTestId("new-phone").inputValue()) === "", "no number to prefill for a withheld caller");
+  await page.getByTestId("new-name").fill("Walk-in Caller");
+  await page.getByTestId("quick-create").getByRole("button").click();
+  await page.getByTestId("created-customer").waitFor();
+  await report(withheld, CallEventType.ANSWERED, { agentId: env("AGENT_ID") });
+  await report(withheld, CallEventType.ENDED);
+  await page.getByTestId("disposition").selectOption({ index: 1 });
+  await page.getByTestId("complete-wrap-up").click();
+  await page.getByTestId("wrap-up-done").waitFor();
+  emit({ step: "created", name: "Walk-in Caller", call_id: withheld });
 }
 
 async function wallboard(page: Page): Promise<void> {

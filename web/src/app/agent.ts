@@ -333,7 +333,7 @@ export class AgentDesktop {
                     this.renderCalls();
                   },
                 },
-                h("strong", {}, t.customerName || popSummary(t.pop)),
+                h("strong", {}, t.customerName || (t.pop ? popSummary(t.pop) : t.call.callerNumber || "Withheld number")),
                 h("span", { class: "call-state", "data-testid": "call-state" }, this.stateText(t)),
               ),
             ),
