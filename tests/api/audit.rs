@@ -275,3 +275,54 @@ async fn list_filters_refuse_timestamps_outside_the_protobuf_range() {
         .expect_err("out of range");
     assert_eq!(crate::helpers::violated_fields(&audit), ["since", "until"]);
 }
+
+/// The audit list pages with the same tokens as every list: a page token is tied to its filter, so
+/// one from another filter is refused instead of silently starting the other list mid-way.
+#[tokio::test]
+async fn audit_pages_follow_on_and_a_token_from_another_filter_is_refused() {
+    let app = spawn_app().await;
+    let ada = app.create_customer("Ada Pages", &["+14155550161"]).await;
+    for n in 0..3 {
+        app.rename(
+            &app.customers
+                .clone()
+                .get_customer(v1::GetCustomerRequest { id: ada.id.clone() })
+                .await
+                .expect("get")
+                .into_inner()
+                .customer
+                .expect("customer"),
+            &format!("Ada Pages {n}"),
+        )
+        .await;
+    }
+    let list = |customer_id: String, page_token: String| {
+        let mut audit = app.audit();
+        async move {
+            audit
+                .list_audit_events(v1::ListAuditEventsRequest {
+                    customer_id,
+                    page_size: 2,
+                    page_token,
+                    ..Default::default()
+                })
+                .await
+        }
+    };
+    let first = list(ada.id.clone(), String::new())
+        .await
+        .expect("first page")
+        .into_inner();
+    assert_eq!(first.events.len(), 2);
+    assert!(!first.next_page_token.is_empty(), "more than one page");
+    let second = list(ada.id.clone(), first.next_page_token.clone())
+        .await
+        .expect("second page")
+        .into_inner();
+    assert!(!second.events.is_empty());
+    let other = list(String::new(), first.next_page_token)
+        .await
+        .expect_err("a token from another filter");
+    assert_eq!(other.code(), Code::InvalidArgument);
+    assert_eq!(crate::helpers::violated_fields(&other), ["page_token"]);
+}

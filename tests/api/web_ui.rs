@@ -266,6 +266,15 @@ async fn an_agent_takes_a_call_from_ring_to_wrap_up_in_the_browser() {
         !notes.contains("4111 1111 1111 1111"),
         "stored masked: {notes}"
     );
+    let cases: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM cases WHERE customer_id = $1::uuid \
+         AND subject = 'Refund follow-up from the call'",
+    )
+    .bind(&ada.id)
+    .fetch_one(&app.db)
+    .await
+    .expect("cases");
+    assert_eq!(cases, 1, "the case opened from the call");
 }
 
 #[tokio::test]

@@ -166,6 +166,8 @@ async function agentStory(page: Page): Promise<void> {
   check(picked !== "", "the keyboard picked a disposition");
   await tabTo(page, "notes");
   await page.keyboard.type("Paid with 4111 1111 1111 1111, all good");
+  await tabTo(page, "case-subject");
+  await page.keyboard.type("Refund follow-up from the call");
   await tabTo(page, "complete-wrap-up");
   await page.keyboard.press("Enter");
   const stored = await page.getByTestId("stored-notes").innerText();
@@ -278,6 +280,9 @@ async function wallboard(page: Page): Promise<void> {
   await page.getByTestId("agent-states").getByText("Training").waitFor();
   await axe(page, "wallboard");
   await page.screenshot({ path: join(env("SCREENSHOTS"), "wallboard-1920x1080.png"), fullPage: true });
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await page.waitForTimeout(2500);
+  await page.screenshot({ path: join(env("SCREENSHOTS"), "wallboard-1280x800.png"), fullPage: true });
 }
 
 async function restart(page: Page): Promise<void> {

@@ -515,6 +515,7 @@ export class AgentDesktop {
               await this.cases.openCase({
                 requestId: `desktop-case:${interaction.id}`,
                 customerId: tracked.customerId,
+                actor: this.agentId,
                 subject: caseSubject.value.trim(),
                 description: notes.value,
                 priority: CasePriority.NORMAL,

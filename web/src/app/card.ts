@@ -25,8 +25,9 @@ function section(title: string, testId: string, ...body: Child[]): HTMLElement {
   return h("section", { class: "card-section", "data-testid": testId }, h("h3", {}, title), ...body);
 }
 
-function empty(text: string): HTMLElement {
-  return h("p", { class: "muted" }, text);
+/** A list of `items`, each drawn by `item`, or `none` when there are none. */
+function listOr<T>(none: string, items: T[], item: (value: T) => HTMLLIElement): HTMLElement {
+  return items.length === 0 ? h("p", { class: "muted" }, none) : h("ul", {}, items.map(item));
 }
 
 function offers(list: CardOffer[], dialed: CardOffer | undefined): HTMLElement {
@@ -34,21 +35,15 @@ function offers(list: CardOffer[], dialed: CardOffer | undefined): HTMLElement {
   return section(
     "Offers",
     "card-offers",
-    all.length === 0
-      ? empty("No offer for this customer.")
-      : h(
-          "ul",
-          {},
-          all.map((o) =>
-            h(
-              "li",
-              {},
-              h("strong", {}, o.campaignName),
-              o === dialed ? badge("dialed campaign", "info") : null,
-              h("div", {}, o.offerText),
-            ),
-          ),
-        ),
+    listOr("No offer for this customer.", all, (o) =>
+      h(
+        "li",
+        {},
+        h("strong", {}, o.campaignName),
+        o === dialed ? badge("dialed campaign", "info") : null,
+        h("div", {}, o.offerText),
+      ),
+    ),
   );
 }
 
@@ -83,53 +78,41 @@ export function customerCard(card: CustomerCard, dialed?: CardOffer, now = new D
   const cases = section(
     "Open cases",
     "card-cases",
-    card.openCases.length === 0
-      ? empty("No open case.")
-      : h(
-          "ul",
+    listOr("No open case.", card.openCases, (c) =>
+      h(
+        "li",
+        { class: c.overdue ? "overdue" : "" },
+        h("strong", {}, c.subject),
+        " ",
+        badge(label(CaseStatus[c.status])),
+        " ",
+        badge(label(CasePriority[c.priority])),
+        h(
+          "div",
           {},
-          card.openCases.map((c) =>
-            h(
-              "li",
-              { class: c.overdue ? "overdue" : "" },
-              h("strong", {}, c.subject),
-              " ",
-              badge(label(CaseStatus[c.status])),
-              " ",
-              badge(label(CasePriority[c.priority])),
-              h(
-                "div",
-                {},
-                c.overdue ? h("strong", { class: "danger-text" }, "Overdue: ") : "SLA due ",
-                dateTime(c.slaDueAt),
-              ),
-            ),
-          ),
+          c.overdue ? h("strong", { class: "danger-text" }, "Overdue: ") : "SLA due ",
+          dateTime(c.slaDueAt),
         ),
+      ),
+    ),
   );
   const interactions = section(
     "Last interactions",
     "card-interactions",
-    card.recentInteractions.length === 0
-      ? empty("No interaction yet.")
-      : h(
-          "ul",
+    listOr("No interaction yet.", card.recentInteractions, (i) =>
+      h(
+        "li",
+        {},
+        `${label(Channel[i.channel])} · ${dateTime(i.startedAt)}`,
+        i.agentId ? ` · ${i.agentId}` : "",
+        h(
+          "div",
           {},
-          card.recentInteractions.map((i) =>
-            h(
-              "li",
-              {},
-              `${label(Channel[i.channel])} · ${dateTime(i.startedAt)}`,
-              i.agentId ? ` · ${i.agentId}` : "",
-              h(
-                "div",
-                {},
-                i.dispositionLabel || i.dispositionCode || "No disposition",
-                i.resolved ? badge("resolved", "ok") : null,
-              ),
-            ),
-          ),
+          i.dispositionLabel || i.dispositionCode || "No disposition",
+          i.resolved ? badge("resolved", "ok") : null,
         ),
+      ),
+    ),
   );
   const orders = section(
     "Orders",
@@ -142,32 +125,22 @@ export function customerCard(card: CustomerCard, dialed?: CardOffer, now = new D
         ? "none"
         : card.lifetimeValue.map((m) => money(m.currency, m.amountMinor)).join(", "),
     ),
-    card.recentOrders.length === 0
-      ? empty("No order.")
-      : h(
-          "ul",
-          {},
-          card.recentOrders.map((o) =>
-            h(
-              "li",
-              {},
-              `${o.orderId} · ${o.amount ? money(o.amount.currency, o.amount.amountMinor) : ""} · `,
-              label(OrderStatus[o.status]),
-              ` · ${dateTime(o.orderedAt)}`,
-            ),
-          ),
-        ),
+    listOr("No order.", card.recentOrders, (o) =>
+      h(
+        "li",
+        {},
+        `${o.orderId} · ${o.amount ? money(o.amount.currency, o.amount.amountMinor) : ""} · `,
+        label(OrderStatus[o.status]),
+        ` · ${dateTime(o.orderedAt)}`,
+      ),
+    ),
   );
   const feedback = section(
     "Open feedback",
     "card-feedback",
-    card.openFeedback.length === 0
-      ? empty("No open complaint.")
-      : h(
-          "ul",
-          {},
-          card.openFeedback.map((f) => h("li", {}, `${f.category} · ${f.status} · ${dateTime(f.createTime)}`)),
-        ),
+    listOr("No open complaint.", card.openFeedback, (f) =>
+      h("li", {}, `${f.category} · ${f.status} · ${dateTime(f.createTime)}`),
+    ),
   );
   return h(
     "article",
