@@ -1,0 +1,347 @@
+//! `switchboard-gateway`: the adapter between a Kamailio SIP server and Switchboard.
+//!
+//! It reads the SIP dialog events the shipped Kamailio configuration relays over `evapi`
+//! (`integrations/kamailio/`), turns them into call events (`sip.rs` has the table), writes them to
+//! a durable spool (`spool.rs`), and streams them to `CallEventService.StreamCallEvents`. An event
+//! leaves the spool only when Switchboard acked it, so neither an adapter restart nor a Switchboard
+//! outage loses one; the event ids make every resend harmless. One adapter per Kamailio; its only
+//! state is the spool.
+//!
+//! Metrics (`--metrics-listen`, Prometheus text): `switchboard_gateway_spool_pending`,
+//! `switchboard_gateway_spool_full` (1 while the spool is at capacity and Kamailio's events wait),
+//! `switchboard_gateway_events_total{outcome}`, `switchboard_gateway_uplink_connected`.
+
+mod evapi;
+mod sip;
+mod spool;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use switchboard::client::BearerToken;
+use switchboard::proto::v1;
+use switchboard::proto::v1::call_event_service_client::CallEventServiceClient;
+
+use crate::sip::{Mapping, SipEvent};
+use crate::spool::Spool;
+
+#[derive(Debug, Parser)]
+#[command(about = "Kamailio (evapi) to Switchboard call events, through a durable spool")]
+struct Args {
+    /// Kamailio's evapi socket.
+    #[arg(long, env = "GATEWAY_EVAPI", default_value = "127.0.0.1:8448")]
+    evapi: String,
+    /// The Switchboard server.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    server: String,
+    /// A GATEWAY credential for `--gateway-id` (an API key or a JWT).
+    #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
+    token: String,
+    /// The gateway id the events are reported as.
+    #[arg(long, env = "GATEWAY_ID")]
+    gateway_id: String,
+    /// JSON: `{"agents": {"<sip user>": "<agent id>"}, "queues": {"<dialed number>": "<queue>"}}`.
+    #[arg(long, env = "GATEWAY_MAPPING")]
+    mapping: Option<PathBuf>,
+    /// The spool directory (create it on a disk that survives restarts).
+    #[arg(long, env = "GATEWAY_SPOOL", default_value = "gateway-spool")]
+    spool: PathBuf,
+    /// Events the spool holds before Kamailio's events wait (back-pressure).
+    #[arg(long, env = "GATEWAY_SPOOL_CAPACITY", default_value_t = 100_000)]
+    spool_capacity: usize,
+    /// Prometheus metrics (`GET /metrics`); empty: none.
+    #[arg(long, env = "GATEWAY_METRICS_LISTEN", default_value = "")]
+    metrics_listen: String,
+}
+
+#[derive(Default)]
+struct Metrics {
+    pending: AtomicI64,
+    full: AtomicI64,
+    connected: AtomicI64,
+    accepted: AtomicU64,
+    rejected: AtomicU64,
+    invalid: AtomicU64,
+    duplicate_id: AtomicU64,
+}
+
+impl Metrics {
+    fn text(&self) -> String {
+        let g = |a: &AtomicI64| a.load(Ordering::Relaxed);
+        let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "# TYPE switchboard_gateway_spool_pending gauge\nswitchboard_gateway_spool_pending {}\n\
+             # TYPE switchboard_gateway_spool_full gauge\nswitchboard_gateway_spool_full {}\n\
+             # TYPE switchboard_gateway_uplink_connected gauge\nswitchboard_gateway_uplink_connected {}\n\
+             # TYPE switchboard_gateway_events_total counter\n\
+             switchboard_gateway_events_total{{outcome=\"accepted\"}} {}\n\
+             switchboard_gateway_events_total{{outcome=\"rejected\"}} {}\n\
+             switchboard_gateway_events_total{{outcome=\"invalid\"}} {}\n\
+             switchboard_gateway_events_total{{outcome=\"duplicate_id\"}} {}\n",
+            g(&self.pending),
+            g(&self.full),
+            g(&self.connected),
+            c(&self.accepted),
+            c(&self.rejected),
+            c(&self.invalid),
+            c(&self.duplicate_id),
+        )
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let mapping: Mapping = match &args.mapping {
+        Some(path) => serde_json::from_slice(
+            &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        )
+        .with_context(|| format!("{} is not a mapping", path.display()))?,
+        None => Mapping::default(),
+    };
+    let spool = Spool::open(&args.spool, args.spool_capacity)
+        .with_context(|| format!("opening the spool in {}", args.spool.display()))?;
+    tracing::info!(pending = spool.len(), "spool opened");
+    let metrics = Arc::new(Metrics::default());
+    if !args.metrics_listen.is_empty() {
+        let listener = tokio::net::TcpListener::bind(&args.metrics_listen)
+            .await
+            .with_context(|| format!("metrics on {}", args.metrics_listen))?;
+        tokio::spawn(serve_metrics(listener, Arc::clone(&metrics)));
+    }
+    let (events, incoming) = mpsc::channel(256);
+    tokio::spawn(read_kamailio(
+        args.evapi.clone(),
+        args.gateway_id.clone(),
+        mapping,
+        events,
+    ));
+    uplink(&args, spool, incoming, &metrics).await
+}
+
+/// Reads Kamailio's evapi stream for ever (reconnecting), sending each message's call events on.
+/// A full spool stops the reading: Kamailio's events wait in the socket.
+async fn read_kamailio(
+    address: String,
+    gateway_id: String,
+    mapping: Mapping,
+    events: mpsc::Sender<Vec<v1::CallEvent>>,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match tokio::net::TcpStream::connect(&address).await {
+            Ok(mut socket) => {
+                tracing::info!(%address, "reading Kamailio's evapi events");
+                backoff = Duration::from_millis(200);
+                let mut buffer = Vec::new();
+                let mut chunk = vec![0_u8; 64 * 1024];
+                loop {
+                    let n = match socket.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    buffer.extend_from_slice(&chunk[..n]);
+                    let messages = match evapi::take_netstrings(&mut buffer) {
+                        Ok(messages) => messages,
+                        Err(error) => {
+                            tracing::warn!(%error, "evapi stream out of step; reconnecting");
+                            break;
+                        }
+                    };
+                    for message in messages {
+                        let event: SipEvent = match serde_json::from_slice(&message) {
+                            Ok(event) => event,
+                            Err(error) => {
+                                tracing::warn!(%error, "an evapi message that is not a SIP event");
+                                continue;
+                            }
+                        };
+                        let calls = sip::call_events(&gateway_id, &event, &mapping);
+                        if !calls.is_empty() && events.send(calls).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                tracing::warn!(%address, "evapi connection closed; reconnecting");
+            }
+            Err(error) => tracing::warn!(%address, %error, "cannot reach Kamailio's evapi"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+fn request(event: &v1::CallEvent) -> v1::StreamCallEventsRequest {
+    v1::StreamCallEventsRequest {
+        event: Some(event.clone()),
+    }
+}
+
+/// Streams the spool to Switchboard for ever: every pending event on (re)connect, then each new
+/// one as it is spooled; an ack takes its event out of the spool. While Switchboard is away,
+/// events keep being spooled.
+async fn uplink(
+    args: &Args,
+    mut spool: Spool,
+    mut incoming: mpsc::Receiver<Vec<v1::CallEvent>>,
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
+    let token = BearerToken::new(Some(&args.token))?;
+    let endpoint = tonic::transport::Endpoint::from_shared(args.server.clone())
+        .context("invalid --server")?
+        .connect_timeout(Duration::from_secs(2));
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        metrics.pending.store(spool.len() as i64, Ordering::Relaxed);
+        let connected = match endpoint.connect().await {
+            Ok(channel) => {
+                let mut client = CallEventServiceClient::with_interceptor(channel, token.clone());
+                let (sender, outgoing) = mpsc::channel(1024);
+                match client
+                    .stream_call_events(ReceiverStream::new(outgoing))
+                    .await
+                {
+                    Ok(response) => Some((sender, response.into_inner())),
+                    Err(status) => {
+                        tracing::warn!(code = ?status.code(), message = status.message(), "Switchboard refused the stream");
+                        None
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, server = %args.server, "cannot reach Switchboard; spooling");
+                None
+            }
+        };
+        let Some((sender, mut acks)) = connected else {
+            // Keep spooling while Switchboard is away, then try again.
+            let retry = tokio::time::sleep(backoff);
+            tokio::pin!(retry);
+            loop {
+                tokio::select! {
+                    () = &mut retry => break,
+                    Some(events) = incoming.recv(), if !spool.is_full() => {
+                        spool_events(&mut spool, events, metrics)?;
+                    }
+                }
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            continue;
+        };
+        metrics.connected.store(1, Ordering::Relaxed);
+        backoff = Duration::from_millis(200);
+        // Events sent on this stream and not acked yet; the backlog goes as the channel has room.
+        let mut sent = HashSet::new();
+        top_up(&spool, &sender, &mut sent);
+        tracing::info!(pending = spool.len(), "streaming to Switchboard");
+        loop {
+            metrics
+                .full
+                .store(i64::from(spool.is_full()), Ordering::Relaxed);
+            tokio::select! {
+                Some(events) = incoming.recv(), if !spool.is_full() => {
+                    spool_events(&mut spool, events, metrics)?;
+                    top_up(&spool, &sender, &mut sent);
+                }
+                ack = acks.message() => match ack {
+                    Ok(Some(v1::StreamCallEventsResponse { ack: Some(ack) })) => {
+                        count(metrics, &ack);
+                        spool.ack(&ack.event_id)?;
+                        sent.remove(&ack.event_id);
+                        metrics.pending.store(spool.len() as i64, Ordering::Relaxed);
+                        top_up(&spool, &sender, &mut sent);
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        tracing::warn!("Switchboard ended the stream; reconnecting");
+                        break;
+                    }
+                    Err(status) => {
+                        tracing::warn!(code = ?status.code(), message = status.message(), "the stream failed; reconnecting");
+                        break;
+                    }
+                },
+            }
+        }
+        metrics.connected.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Spools events taken from Kamailio. The callers take events only while the spool is below
+/// capacity, so it never refuses them; an I/O error stops the adapter (nothing may be acked to
+/// Kamailio's side of the story that is not on disk).
+fn spool_events(
+    spool: &mut Spool,
+    events: Vec<v1::CallEvent>,
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
+    spool
+        .push(events)
+        .context("the spool cannot be written: stopping")?;
+    metrics.pending.store(spool.len() as i64, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Sends the pending events not sent on this stream yet, oldest first, while the channel has room.
+fn top_up(
+    spool: &Spool,
+    sender: &mpsc::Sender<v1::StreamCallEventsRequest>,
+    sent: &mut HashSet<String>,
+) {
+    if sent.len() >= spool.len() {
+        return;
+    }
+    for event in spool.pending() {
+        if sent.contains(&event.event_id) {
+            continue;
+        }
+        if sender.try_send(request(event)).is_err() {
+            return;
+        }
+        sent.insert(event.event_id.clone());
+    }
+}
+
+fn count(metrics: &Metrics, ack: &v1::CallEventAck) {
+    let counter = match ack.outcome() {
+        v1::AckOutcome::Accepted => &metrics.accepted,
+        v1::AckOutcome::Rejected => &metrics.rejected,
+        v1::AckOutcome::DuplicateId => &metrics.duplicate_id,
+        _ => &metrics.invalid,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    if ack.outcome() != v1::AckOutcome::Accepted {
+        tracing::warn!(event_id = %ack.event_id, outcome = ?ack.outcome(), reason = %ack.reason, "event not applied");
+    }
+}
+
+async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+    while let Ok((mut socket, _)) = listener.accept().await {
+        let body = metrics.text();
+        let mut request = [0_u8; 1024];
+        let _ = socket.read(&mut request).await;
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = socket.write_all(response.as_bytes()).await;
+    }
+}
