@@ -83,6 +83,12 @@ ensure_packages() {
   # The web app's browser tests: Debian's Chromium, driven by playwright-core (from npm, pointed at
   # /usr/bin/chromium; nothing downloads a browser).
   command -v chromium >/dev/null || apt_install chromium
+  # The SIP path's tests: Kamailio (evapi in kamailio-extra-modules, http_client in
+  # kamailio-utils-modules) and SIPp (sip-tester) as callers and agents' phones.
+  command -v kamailio >/dev/null || apt_install kamailio
+  [ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/evapi.so ] || apt_install kamailio-extra-modules
+  [ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/http_client.so ] || apt_install kamailio-utils-modules
+  command -v sipp >/dev/null || apt_install sip-tester
 }
 
 data_dir() {

@@ -21,6 +21,7 @@ mod health;
 mod helpers;
 mod import;
 mod interactions;
+mod kamailio;
 mod limits;
 mod live;
 mod merges;
