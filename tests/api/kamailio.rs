@@ -23,9 +23,40 @@ fn kamailio_dir() -> PathBuf {
 /// Kamailio, the adapter, and where the agents' phones register.
 struct SipLab {
     sip_port: u16,
+    evapi_port: u16,
+    server: String,
     dir: tempfile::TempDir,
     _kamailio: Child,
-    _gateway: Child,
+    gateway: Child,
+}
+
+/// The adapter, with its spool and mapping in `dir`, its log appended to `dir/gateway.log`.
+fn start_gateway(dir: &Path, evapi_port: u16, server: &str) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("gateway.log"))
+        .expect("log");
+    Command::new(env!("CARGO_BIN_EXE_switchboard-gateway"))
+        .arg("--evapi")
+        .arg(format!("127.0.0.1:{evapi_port}"))
+        .arg("--server")
+        .arg(server)
+        .arg("--gateway-id")
+        .arg(GATEWAY)
+        .arg("--mapping")
+        .arg(dir.join("mapping.json"))
+        .arg("--spool")
+        .arg(dir.join("spool"))
+        .env(
+            "SWITCHBOARD_TOKEN",
+            token(Role::Gateway, GATEWAY, Some(GATEWAY)),
+        )
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the adapter runs")
 }
 
 impl SipLab {
@@ -66,31 +97,14 @@ impl SipLab {
             .to_string(),
         )
         .expect("mapping");
-        let gateway = Command::new(env!("CARGO_BIN_EXE_switchboard-gateway"))
-            .arg("--evapi")
-            .arg(format!("127.0.0.1:{evapi_port}"))
-            .arg("--server")
-            .arg(&app.address)
-            .arg("--gateway-id")
-            .arg(GATEWAY)
-            .arg("--mapping")
-            .arg(&mapping)
-            .arg("--spool")
-            .arg(dir.path().join("spool"))
-            .env(
-                "SWITCHBOARD_TOKEN",
-                token(Role::Gateway, GATEWAY, Some(GATEWAY)),
-            )
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("gateway.log")).expect("log"))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the adapter runs");
+        let gateway = start_gateway(dir.path(), evapi_port, &app.address);
         let lab = Self {
             sip_port,
+            evapi_port,
+            server: app.address.clone(),
             dir,
             _kamailio: kamailio,
-            _gateway: gateway,
+            gateway,
         };
         lab.wait_for_evapi(evapi_port).await;
         lab
@@ -112,6 +126,13 @@ impl SipLab {
             "Kamailio never listened on evapi: {}",
             self.log("kamailio.log")
         );
+    }
+
+    /// SIGKILLs the adapter and starts it again on the same spool.
+    async fn kill_and_restart_gateway(&mut self) {
+        self.gateway.start_kill().expect("SIGKILL");
+        self.gateway.wait().await.expect("killed");
+        self.gateway = start_gateway(self.dir.path(), self.evapi_port, &self.server);
     }
 
     fn log(&self, name: &str) -> String {
@@ -138,6 +159,10 @@ impl SipLab {
     /// Registers `sip_user`'s phone under the hunt group, and starts it: it answers after
     /// `ring_ms`. Returns the phone and the file its received messages go to.
     async fn phone(&self, sip_user: &str, ring_ms: u64) -> (Child, PathBuf) {
+        self.phone_with("phone.xml", sip_user, ring_ms).await
+    }
+
+    async fn phone_with(&self, scenario: &str, sip_user: &str, ring_ms: u64) -> (Child, PathBuf) {
         let phone_port = free_port();
         let status = self
             .sipp("register.xml")
@@ -151,7 +176,7 @@ impl SipLab {
         assert!(status.success(), "the phone registered");
         let messages = self.dir.path().join(format!("phone-{sip_user}.msg"));
         let phone = self
-            .sipp("phone.xml")
+            .sipp(scenario)
             .args(["-key", "agent", sip_user, "-d", &ring_ms.to_string()])
             .args(["-p", &phone_port.to_string(), "-trace_msg", "-message_file"])
             .arg(&messages)
@@ -277,4 +302,143 @@ async fn a_sip_call_connects_without_a_name_when_the_lookup_is_refused() {
         invite.contains("From: <sip:+14155550100@"),
         "no name: {invite}"
     );
+}
+
+/// The call record of `call_id` once it reaches `state`, and how many times each of its events
+/// was stored (by event id): `None` if it never gets there within 15 s.
+async fn settled(app_db: &sqlx::PgPool, call_id: &str, state: &str) -> Option<(String, Vec<i64>)> {
+    for _ in 0..150 {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT state, outcome FROM calls WHERE gateway_id = $1 AND call_id = $2",
+        )
+        .bind(GATEWAY)
+        .bind(call_id)
+        .fetch_optional(app_db)
+        .await
+        .expect("call");
+        if let Some((found, outcome)) = row
+            && found == state
+        {
+            let copies: Vec<i64> = sqlx::query_scalar(
+                "SELECT count(*) FROM call_events WHERE gateway_id = $1 AND call_id = $2 \
+                 GROUP BY event_id ORDER BY event_id",
+            )
+            .bind(GATEWAY)
+            .bind(call_id)
+            .fetch_all(app_db)
+            .await
+            .expect("events");
+            return Some((outcome, copies));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// The SIP Call-ID SIPp used for its first call ("1-<pid>@127.0.0.1"): the newest call of the
+/// gateway.
+async fn latest_call(db: &sqlx::PgPool) -> String {
+    for _ in 0..100 {
+        if let Some(id) = sqlx::query_scalar(
+            "SELECT call_id FROM calls WHERE gateway_id = $1 ORDER BY offered_at DESC LIMIT 1",
+        )
+        .bind(GATEWAY)
+        .fetch_optional(db)
+        .await
+        .expect("calls")
+        {
+            return id;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no call was recorded");
+}
+
+/// The caller hangs up while the phone rings: CANCEL is ABANDONED.
+#[tokio::test]
+async fn a_caller_who_hangs_up_while_it_rings_is_an_abandon() {
+    let app = spawn_app().await;
+    let lab = SipLab::start(&app, &lookup_key(&app).await).await;
+    let (mut phone, _) = lab.phone_with("phone-unanswered.xml", "1001", 0).await;
+    let status = lab
+        .sipp("caller-cancel.xml")
+        .args(["-key", "caller", ADA, "-d", "500", "-s", DID])
+        .args(["-p", &free_port().to_string()])
+        .arg(lab.kamailio())
+        .status()
+        .await
+        .expect("caller");
+    assert!(status.success(), "CANCEL, 200, 487, ACK");
+    assert!(
+        phone.wait().await.expect("phone").success(),
+        "the phone was cancelled"
+    );
+    let call_id = latest_call(&app.db).await;
+    let (outcome, copies) = settled(&app.db, &call_id, "abandoned")
+        .await
+        .unwrap_or_else(|| panic!("not abandoned; adapter: {}", lab.log("gateway.log")));
+    assert_eq!(outcome, "abandoned");
+    assert_eq!(
+        copies,
+        [1, 1, 1, 1],
+        "OFFERED, QUEUED, RINGING, ABANDONED, once each"
+    );
+}
+
+/// The adapter SIGKILLed while the phone rings and started again on its spool: the rest of the
+/// call arrives, and every event is stored exactly once.
+#[tokio::test]
+async fn the_adapter_killed_mid_call_loses_and_repeats_nothing() {
+    let app = spawn_app().await;
+    app.create_customer("Ada Lovelace", &[ADA]).await;
+    let mut lab = SipLab::start(&app, &lookup_key(&app).await).await;
+    let (mut phone, _) = lab.phone("1001", 3000).await;
+    let mut caller = lab.call(ADA, 500).spawn().expect("sipp calls");
+    let call_id = latest_call(&app.db).await;
+    lab.kill_and_restart_gateway().await;
+    assert!(caller.wait().await.expect("caller").success());
+    assert!(phone.wait().await.expect("phone").success());
+    let (outcome, copies) = settled(&app.db, &call_id, "ended")
+        .await
+        .unwrap_or_else(|| panic!("the call never ended; adapter: {}", lab.log("gateway.log")));
+    assert_eq!(outcome, "completed");
+    assert_eq!(copies, [1, 1, 1, 1, 1], "five events, once each");
+}
+
+/// Switchboard stopped while the phone rings and started again: the call connects meanwhile (the
+/// phone system never waits for Switchboard), the adapter spools what happened, and every event
+/// arrives once Switchboard is back, exactly once.
+#[tokio::test]
+async fn a_call_goes_on_while_switchboard_restarts_and_its_events_arrive_after() {
+    let mut app = spawn_app().await;
+    app.create_customer("Ada Lovelace", &[ADA]).await;
+    let lab = SipLab::start(&app, &lookup_key(&app).await).await;
+    let (mut phone, _) = lab.phone("1001", 1500).await;
+    let mut caller = lab.call(ADA, 500).spawn().expect("sipp calls");
+    let call_id = latest_call(&app.db).await;
+    let port: u16 = app
+        .address
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let database_url = app.database_url.clone();
+    app.begin_shutdown()
+        .await
+        .expect("joined")
+        .expect("stopped");
+    // The phone answers and the caller hangs up while Switchboard is away.
+    assert!(caller.wait().await.expect("caller").success());
+    assert!(phone.wait().await.expect("phone").success());
+    let back = crate::helpers::spawn_app_with(crate::helpers::TestOptions {
+        database_url: Some(database_url),
+        listen: Some(([127, 0, 0, 1], port).into()),
+        ..Default::default()
+    })
+    .await;
+    let (outcome, copies) = settled(&back.db, &call_id, "ended")
+        .await
+        .unwrap_or_else(|| panic!("the call never ended; adapter: {}", lab.log("gateway.log")));
+    assert_eq!(outcome, "completed");
+    assert_eq!(copies, [1, 1, 1, 1, 1], "five events, once each");
 }
