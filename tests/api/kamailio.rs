@@ -442,3 +442,49 @@ async fn a_call_goes_on_while_switchboard_restarts_and_its_events_arrive_after()
     assert_eq!(outcome, "completed");
     assert_eq!(copies, [1, 1, 1, 1, 1], "five events, once each");
 }
+
+/// The caller puts the call on hold and takes it back (re-INVITEs with a=sendonly, then
+/// a=sendrecv): HELD and RESUMED, and the call record counts the time on hold.
+#[tokio::test]
+async fn a_hold_and_resume_on_the_wire_are_held_and_resumed() {
+    let app = spawn_app().await;
+    let lab = SipLab::start(&app, &lookup_key(&app).await).await;
+    let (mut phone, _) = lab.phone_with("phone-hold.xml", "1001", 200).await;
+    let status = lab
+        .sipp("caller-hold.xml")
+        .args(["-key", "caller", ADA, "-d", "300", "-s", DID])
+        .args(["-p", &free_port().to_string()])
+        .arg(lab.kamailio())
+        .status()
+        .await
+        .expect("caller");
+    assert!(status.success(), "hold, resume, hang up");
+    assert!(phone.wait().await.expect("phone").success());
+    let call_id = latest_call(&app.db).await;
+    let (outcome, copies) = settled(&app.db, &call_id, "ended")
+        .await
+        .unwrap_or_else(|| panic!("the call never ended; adapter: {}", lab.log("gateway.log")));
+    assert_eq!(outcome, "completed");
+    assert_eq!(
+        copies.len(),
+        7,
+        "OFFERED, QUEUED, RINGING, ANSWERED, HELD, RESUMED, ENDED"
+    );
+    let (kinds, hold_ms): (Vec<String>, i64) = sqlx::query_as(
+        "SELECT array_agg(e.type ORDER BY e.occurred_at, e.sequence), min(c.hold_ms) \
+         FROM call_events e JOIN calls c USING (gateway_id, call_id) \
+         WHERE e.gateway_id = $1 AND e.call_id = $2 AND e.outcome = 'accepted'",
+    )
+    .bind(GATEWAY)
+    .bind(&call_id)
+    .fetch_one(&app.db)
+    .await
+    .expect("events");
+    assert_eq!(
+        kinds,
+        [
+            "offered", "queued", "ringing", "answered", "held", "resumed", "ended"
+        ]
+    );
+    assert!(hold_ms >= 200, "about 300 ms on hold, counted: {hold_ms}");
+}
