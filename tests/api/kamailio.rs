@@ -163,10 +163,23 @@ impl SipLab {
     }
 
     async fn phone_with(&self, scenario: &str, sip_user: &str, ring_ms: u64) -> (Child, PathBuf) {
+        self.phone_at("support", scenario, sip_user, ring_ms, &[])
+            .await
+    }
+
+    /// A phone registered under `aor`, running `scenario` with extra `-key`s.
+    async fn phone_at(
+        &self,
+        aor: &str,
+        scenario: &str,
+        sip_user: &str,
+        ring_ms: u64,
+        keys: &[(&str, &str)],
+    ) -> (Child, PathBuf) {
         let phone_port = free_port();
         let status = self
             .sipp("register.xml")
-            .args(["-key", "aor", "support", "-key", "agent", sip_user])
+            .args(["-key", "aor", aor, "-key", "agent", sip_user])
             .args(["-key", "phone_port", &phone_port.to_string()])
             .args(["-p", &free_port().to_string()])
             .arg(self.kamailio())
@@ -175,8 +188,11 @@ impl SipLab {
             .expect("sipp registers");
         assert!(status.success(), "the phone registered");
         let messages = self.dir.path().join(format!("phone-{sip_user}.msg"));
-        let phone = self
-            .sipp(scenario)
+        let mut phone = self.sipp(scenario);
+        for (key, value) in keys {
+            phone.args(["-key", key, value]);
+        }
+        let phone = phone
             .args(["-key", "agent", sip_user, "-d", &ring_ms.to_string()])
             .args(["-p", &phone_port.to_string(), "-trace_msg", "-message_file"])
             .arg(&messages)
@@ -188,7 +204,12 @@ impl SipLab {
 
     /// A caller dialing the hunt group, talking `talk_ms` once answered.
     fn call(&self, caller: &str, talk_ms: u64) -> Command {
-        let mut command = self.sipp("caller.xml");
+        self.call_with("caller.xml", DID, caller, talk_ms)
+    }
+
+    /// `scenario` as the caller, dialing `dialed`.
+    fn call_with(&self, scenario: &str, dialed: &str, caller: &str, talk_ms: u64) -> Command {
+        let mut command = self.sipp(scenario);
         command
             .args([
                 "-key",
@@ -197,7 +218,7 @@ impl SipLab {
                 "-d",
                 &talk_ms.to_string(),
                 "-s",
-                DID,
+                dialed,
             ])
             .args(["-p", &free_port().to_string()])
             .arg(self.kamailio());
@@ -487,4 +508,80 @@ async fn a_hold_and_resume_on_the_wire_are_held_and_resumed() {
         ]
     );
     assert!(hold_ms >= 200, "about 300 ms on hold, counted: {hold_ms}");
+}
+
+/// A blind transfer: the first agent's phone REFERs the caller to the second agent's phone and
+/// hangs up; the caller's new INVITE rings it. Switchboard sees one call: the second agent's
+/// stream rings with the same card, and the record has both agents and one transfer.
+#[tokio::test]
+async fn a_blind_transfer_rings_the_second_agent_with_the_same_card_as_one_call() {
+    let app = spawn_app().await;
+    app.create_customer("Ada Lovelace", &[ADA]).await;
+    let lab = SipLab::start(&app, &lookup_key(&app).await).await;
+    let mut ben = log_in_and_watch(app.channel.clone(), "agent-ben").await;
+    let (mut ana_phone, _) = lab
+        .phone_at(
+            "support",
+            "phone-transfer.xml",
+            "1001",
+            200,
+            &[("refer_target", "1002")],
+        )
+        .await;
+    let (mut ben_phone, _) = lab.phone_at("1002", "phone.xml", "1002", 200, &[]).await;
+
+    let status = lab
+        .call_with("caller-transferred.xml", DID, ADA, 300)
+        .status()
+        .await
+        .expect("caller");
+    assert!(
+        status.success(),
+        "answered, REFER accepted, the first agent hung up"
+    );
+    assert!(ana_phone.wait().await.expect("phone").success());
+    let call_id = latest_call(&app.db).await;
+    let ringing = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(message) = ben.message().await.expect("stream") {
+            if message.kind() == v1::AgentCallEventKind::Ringing {
+                return message;
+            }
+        }
+        panic!("the stream ended without RINGING");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("agent-ben never rang; adapter: {}", lab.log("gateway.log")));
+    assert_eq!(
+        ringing.call.as_ref().map(|c| c.call_id.as_str()),
+        Some(call_id.as_str())
+    );
+    assert_eq!(
+        ringing.pop.and_then(|p| p.card).map(|c| c.display_name),
+        Some("Ada Lovelace".to_owned()),
+        "the same card"
+    );
+
+    // The caller's new INVITE to the Refer-To target.
+    let status = lab
+        .call_with("caller.xml", "1002", ADA, 300)
+        .status()
+        .await
+        .expect("caller");
+    assert!(status.success());
+    assert!(ben_phone.wait().await.expect("phone").success());
+    let (outcome, _) = settled(&app.db, &call_id, "ended")
+        .await
+        .unwrap_or_else(|| panic!("the call never ended; adapter: {}", lab.log("gateway.log")));
+    assert_eq!(outcome, "completed");
+    let (handled_by, transfers, calls): (Vec<String>, i32, i64) = sqlx::query_as(
+        "SELECT handled_by, transfers, (SELECT count(*) FROM calls WHERE gateway_id = $1) \
+         FROM calls WHERE gateway_id = $1 AND call_id = $2",
+    )
+    .bind(GATEWAY)
+    .bind(&call_id)
+    .fetch_one(&app.db)
+    .await
+    .expect("call");
+    assert_eq!(handled_by, ["agent-ana", "agent-ben"]);
+    assert_eq!((transfers, calls), (1, 1), "one transfer, one call");
 }

@@ -286,3 +286,77 @@ pub async fn push_scenario(args: &Args) -> anyhow::Result<()> {
     println!("  rings without a resolved caller: {without_pop}");
     Ok(())
 }
+
+/// Scenario `sip-ring`: the ring-to-pop latency of a real SIP path (`scripts/sip-bench.sh` drives
+/// the calls with SIPp through Kamailio and `switchboard-gateway`). It watches `--sip-agent` and
+/// notes when each RINGING arrives (this machine's clock); then it reads, per call, when Kamailio
+/// handled the 180 it relayed (the RINGING event's `occurred_at`, Kamailio's `$TV` on the same
+/// clock) and reports the difference: Kamailio -> evapi -> adapter (spool fsync) -> gRPC stream ->
+/// commit -> Redis pub/sub -> watcher -> pop -> the agent's stream.
+pub async fn sip_ring_scenario(args: &Args) -> anyhow::Result<()> {
+    let channel = connect(&args.gateway_server, args.token.as_deref()).await?;
+    let mut agents = AgentServiceClient::new(channel);
+    let mut stream = agents
+        .watch_agent(v1::WatchAgentRequest {
+            agent_id: args.sip_agent.clone(),
+        })
+        .await?
+        .into_inner();
+    println!("watching {}: ready", args.sip_agent);
+    let mut received = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(args.duration);
+    while received.len() < args.calls as usize && Instant::now() < deadline {
+        let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(5), stream.next()).await
+        else {
+            continue;
+        };
+        let message = message?;
+        let at = chrono::Utc::now();
+        if message.kind() == v1::AgentCallEventKind::Ringing
+            && let Some(call) = message.call
+        {
+            let resolved = message.pop.is_some_and(|p| p.card.is_some());
+            received.push((call.call_id, at, resolved));
+        }
+    }
+    let database_url = args
+        .database_url
+        .as_deref()
+        .context("sip-ring reads the events' times: set DATABASE_URL")?;
+    let pool = sqlx::PgPool::connect(database_url).await?;
+    let ids: Vec<String> = received.iter().map(|(id, ..)| id.clone()).collect();
+    let rows: Vec<(String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT call_id, occurred_at FROM call_events \
+         WHERE type = 'ringing' AND outcome = 'accepted' AND call_id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(&pool)
+    .await?;
+    let relayed: std::collections::HashMap<String, chrono::DateTime<chrono::Utc>> =
+        rows.into_iter().collect();
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let mut without_card = 0;
+    for (call_id, at, resolved) in &received {
+        if let Some(kamailio) = relayed.get(call_id) {
+            let micros = (*at - *kamailio).num_microseconds().unwrap_or(0).max(1);
+            histogram.record(micros as u64)?;
+        }
+        if !resolved {
+            without_card += 1;
+        }
+    }
+    println!(
+        "scenario sip-ring: {} RINGINGs received, {} matched to Kamailio's 180",
+        received.len(),
+        histogram.len()
+    );
+    println!(
+        "  Kamailio relayed 180 -> agent's stream got RINGING (µs): p50 {}  p90 {}  p99 {}  max {}",
+        histogram.value_at_quantile(0.5),
+        histogram.value_at_quantile(0.9),
+        histogram.value_at_quantile(0.99),
+        histogram.max()
+    );
+    println!("  rings without the caller's card: {without_card}");
+    Ok(())
+}

@@ -39,7 +39,7 @@ use crate::workloads::{Connections, Echo, Events, Mixed, PopCold, PopHot, Popula
 )]
 pub struct Args {
     /// Scenario to run.
-    #[arg(value_parser = ["echo", "pop-hot", "pop-cold", "events", "mixed", "http-cid", "http-pop", "grpc-web-pop", "push", "pop", "import"])]
+    #[arg(value_parser = ["echo", "pop-hot", "pop-cold", "events", "mixed", "http-cid", "http-pop", "grpc-web-pop", "push", "pop", "import", "sip-ring"])]
     scenario: String,
     /// The instance to load (and the one gateways report to, for `push`).
     #[arg(long, alias = "server", default_value = "http://127.0.0.1:50051")]
@@ -102,6 +102,9 @@ pub struct Args {
     /// `pop`: hot lookups after the cold pass.
     #[arg(long, default_value_t = 5000)]
     lookups: u32,
+    /// `sip-ring`: the agent whose stream is watched.
+    #[arg(long, default_value = "agent-ana")]
+    sip_agent: String,
     /// `import`: rows in the file.
     #[arg(long, default_value_t = 100_000)]
     rows: u32,
@@ -364,6 +367,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.scenario.as_str() {
         "push" => latency::push_scenario(&args).await,
+        "sip-ring" => latency::sip_ring_scenario(&args).await,
         "pop" => {
             let run = format!("p{}", chrono::Utc::now().timestamp_millis());
             latency::pop_scenario(&args, &run).await

@@ -8,6 +8,8 @@
 //! | 200 to the initial INVITE | ANSWERED, with the agent |
 //! | re-INVITE with `a=sendonly` or `a=inactive`, then with `a=sendrecv` | HELD, then RESUMED |
 //! | REFER | TRANSFERRED, to the agent or queue of the Refer-To user |
+//! | the transferee's new INVITE to the Refer-To target, its 180 and 200 | RINGING and ANSWERED of the same call (Kamailio ties the dialogs together) |
+//! | the transferor's BYE after a REFER | nothing: the call goes on |
 //! | CANCEL before an answer | ABANDONED |
 //! | BYE | ENDED |
 //!
@@ -47,6 +49,11 @@ pub struct SipEvent {
     /// inactive.
     pub sdp_direction: String,
     pub refer_to_user: String,
+    /// For a blind transfer's new INVITE (and everything in its dialog): the Call-ID of the call it
+    /// continues, which Kamailio remembered from the REFER. The events go to that call.
+    pub transfer_of: String,
+    /// A BYE from the transferor after a blind transfer: the call goes on with the transferee.
+    pub after_transfer: bool,
     /// When Kamailio handled the message: seconds since the epoch, with microseconds ("1.5").
     pub time: String,
 }
@@ -73,10 +80,16 @@ impl Mapping {
 /// The call events `event` means for `gateway_id` (none for messages that change nothing).
 pub fn call_events(gateway_id: &str, event: &SipEvent, mapping: &Mapping) -> Vec<v1::CallEvent> {
     let occurred_at = timestamp(&event.time);
+    // A transfer's new dialog continues the call it came from; its ids stay its own.
+    let call_id = if event.transfer_of.is_empty() {
+        &event.call_id
+    } else {
+        &event.transfer_of
+    };
     let make = |tag: &str, kind: v1::CallEventType, sequence: i64| v1::CallEvent {
         gateway_id: gateway_id.to_owned(),
         event_id: event_id(&event.call_id, &event.cseq, tag),
-        call_id: event.call_id.clone(),
+        call_id: call_id.clone(),
         r#type: kind.into(),
         occurred_at: Some(occurred_at),
         sequence,
@@ -84,6 +97,9 @@ pub fn call_events(gateway_id: &str, event: &SipEvent, mapping: &Mapping) -> Vec
     };
     use v1::CallEventType as T;
     match (event.kind.as_str(), event.method.as_str(), event.status) {
+        // The transferee's INVITE to the target: Switchboard already rings the target (the
+        // REFER's TRANSFERRED); its 180 and 200 say who rang and answered.
+        ("request", "INVITE", _) if event.initial && !event.transfer_of.is_empty() => Vec::new(),
         ("request", "INVITE", _) if event.initial => {
             let caller = first(&event.pai_user, &event.from_user);
             let dialed = first(&event.ruri_user, &event.to_user);
@@ -129,6 +145,7 @@ pub fn call_events(gateway_id: &str, event: &SipEvent, mapping: &Mapping) -> Vec
             vec![transfer]
         }
         ("request", "CANCEL", _) => vec![make("CANCEL", T::Abandoned, 0)],
+        ("request", "BYE", _) if event.after_transfer => Vec::new(),
         ("request", "BYE", _) => vec![make("BYE", T::Ended, 0)],
         _ => Vec::new(),
     }
@@ -301,6 +318,57 @@ mod tests {
         // A re-INVITE without SDP (a session refresh) and an ACK change nothing.
         assert!(call_events("kam", &in_dialog("INVITE", "6"), &m).is_empty());
         assert!(call_events("kam", &in_dialog("ACK", "1"), &m).is_empty());
+    }
+
+    #[test]
+    fn a_blind_transfer_continues_the_call_in_the_new_dialog() {
+        let m = mapping();
+        let bye_after_refer = SipEvent {
+            method: "BYE".into(),
+            cseq: "102".into(),
+            initial: false,
+            after_transfer: true,
+            ..invite()
+        };
+        assert!(call_events("kam", &bye_after_refer, &m).is_empty());
+        let new_dialog = SipEvent {
+            call_id: "xfer@host".into(),
+            transfer_of: "abc@host".into(),
+            ruri_user: "1002".into(),
+            ..invite()
+        };
+        assert!(
+            call_events("kam", &new_dialog, &m).is_empty(),
+            "no second OFFERED"
+        );
+        let answered = call_events(
+            "kam",
+            &SipEvent {
+                kind: "reply".into(),
+                status: 200,
+                contact_user: "1002".into(),
+                ..new_dialog.clone()
+            },
+            &m,
+        );
+        assert_eq!(answered[0].call_id, "abc@host", "the call it continues");
+        assert_eq!(answered[0].agent_id, "1002");
+        assert!(
+            answered[0].event_id.starts_with("xfer@host/"),
+            "ids of its own dialog"
+        );
+        let ended = call_events(
+            "kam",
+            &SipEvent {
+                method: "BYE".into(),
+                cseq: "2".into(),
+                initial: false,
+                ..new_dialog
+            },
+            &m,
+        );
+        assert_eq!(kinds(&ended), [v1::CallEventType::Ended]);
+        assert_eq!(ended[0].call_id, "abc@host");
     }
 
     #[test]
