@@ -25,7 +25,7 @@ start_postgres
 start_redis
 cargo build --release --quiet --bins
 bin="$ROOT/target/release"
-work="$(mktemp -d)"
+work="$(mktemp -d)"   # the adapter's spool lives here: TMPDIR picks the disk
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -68,7 +68,7 @@ wait_port "$EVAPI_PORT"
 printf '{"agents": {"1001": "agent-ana"}, "queues": {"8005550199": "support"}}' >"$work/mapping.json"
 start_gateway() {
   SWITCHBOARD_TOKEN="$token" RUST_LOG=warn "$bin/switchboard-gateway" --evapi "127.0.0.1:$EVAPI_PORT" \
-    --server "$SERVER" --gateway-id sipbench --mapping "$work/mapping.json" \
+    --server "${GATEWAY_SERVER:-$SERVER}" --gateway-id sipbench --mapping "$work/mapping.json" \
     --spool "$work/spool" >>"$work/gateway.log" 2>&1 &
   gateway=$!
   pids+=("$gateway")
@@ -88,7 +88,8 @@ phone() {
   sleep 0.5
 }
 
-# 1. Ring-to-pop latency.
+# 1. Ring-to-pop latency (SKIP_RING=1 skips it).
+if [ "${SKIP_RING:-0}" != 1 ]; then
 phone "$CALLS" 100
 DATABASE_URL="$db" "$bin/switchboard-bench" sip-ring --server "$SERVER" --token "$token" \
   --calls "$CALLS" --duration $((CALLS / RATE + 120)) --sip-agent agent-ana --echo-secs 0 \
@@ -102,6 +103,7 @@ sipp -sf "$sipp_dir/caller.xml" -r "$RATE" -m "$CALLS" -d 1000 -key caller +1415
 wait "$watcher" || true
 cat "$work/ring.txt"
 wait "$phone_pid" 2>/dev/null || true
+fi
 
 # 2. The SIP call rate, with the adapter and without.
 # SIPp's -trace_stat CSV: the last line holds the cumulative counts and the elapsed time.

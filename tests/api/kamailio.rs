@@ -585,3 +585,54 @@ async fn a_blind_transfer_rings_the_second_agent_with_the_same_card_as_one_call(
     assert_eq!(handled_by, ["agent-ana", "agent-ben"]);
     assert_eq!((transfers, calls), (1, 1), "one transfer, one call");
 }
+
+/// Switchboard down before the call even starts: the call connects without a name (the lookup
+/// fails fast), the adapter spools its events, and they all arrive once Switchboard is back.
+#[tokio::test]
+async fn with_switchboard_unreachable_calls_connect_without_names_and_their_events_arrive_later() {
+    let mut app = spawn_app().await;
+    app.create_customer("Ada Lovelace", &[ADA]).await;
+    let lab = SipLab::start(&app, &lookup_key(&app).await).await;
+    let port: u16 = app
+        .address
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let database_url = app.database_url.clone();
+    let db = app.db.clone();
+    app.begin_shutdown()
+        .await
+        .expect("joined")
+        .expect("stopped");
+
+    let (mut phone, received) = lab.phone("1001", 100).await;
+    assert!(lab.call(ADA, 200).status().await.expect("caller").success());
+    assert!(phone.wait().await.expect("phone").success());
+    let invite = std::fs::read_to_string(&received).expect("the phone's messages");
+    assert!(
+        invite.contains("From: <sip:+14155550100@"),
+        "no name: {invite}"
+    );
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM call_events")
+        .fetch_one(&db)
+        .await
+        .expect("count");
+    assert_eq!(stored, 0, "nothing could reach Switchboard yet");
+
+    let _back = crate::helpers::spawn_app_with(crate::helpers::TestOptions {
+        database_url: Some(database_url),
+        listen: Some(([127, 0, 0, 1], port).into()),
+        ..Default::default()
+    })
+    .await;
+    let call_id = latest_call(&db).await;
+    let (outcome, copies) = settled(&db, &call_id, "ended").await.unwrap_or_else(|| {
+        panic!(
+            "the events never arrived; adapter: {}",
+            lab.log("gateway.log")
+        )
+    });
+    assert_eq!(outcome, "completed");
+    assert_eq!(copies, [1, 1, 1, 1, 1], "five events, once each");
+}

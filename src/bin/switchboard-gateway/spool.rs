@@ -5,7 +5,7 @@
 //!
 //! Two append-only files in the spool directory:
 //! - `events.log`: one line per event, `base64(protobuf CallEvent)`
-//! - `acked.log`: one line per acked event id
+//! - `acked.log`: one line per acked event id (not fsynced: a lost ack only resends its event)
 //!
 //! A line cut short by a crash is ignored (its event was never acked, and the writer had not
 //! returned, so nobody was told it was safe). When nothing is pending at start, both files are
@@ -145,14 +145,22 @@ impl Spool {
         Ok(())
     }
 
-    /// Marks an event acked (durably): it will not be sent again.
-    pub fn ack(&mut self, event_id: &str) -> Result<(), SpoolError> {
-        let Some(n) = self.by_id.remove(event_id) else {
-            return Ok(());
-        };
-        self.pending.remove(&n);
-        self.acked.write_all(format!("{event_id}\n").as_bytes())?;
-        self.acked.sync_data()?;
+    /// Marks events acked: they will not be sent again. Written, not fsynced: an ack that a crash
+    /// loses only means the event is sent once more after the restart, which has no effect (its
+    /// id was acked already), so the ack path costs no disk flush.
+    pub fn ack<'a>(
+        &mut self,
+        event_ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), SpoolError> {
+        let mut text = String::new();
+        for event_id in event_ids {
+            if let Some(n) = self.by_id.remove(event_id) {
+                self.pending.remove(&n);
+                text.push_str(event_id);
+                text.push('\n');
+            }
+        }
+        self.acked.write_all(text.as_bytes())?;
         Ok(())
     }
 
@@ -198,12 +206,12 @@ mod tests {
             spool
                 .push(vec![event("b")])
                 .expect("a repeat is not spooled twice");
-            spool.ack("b").expect("ack");
+            spool.ack(["b"]).expect("ack");
         }
         let mut spool = Spool::open(dir.path(), 10).expect("reopen");
         assert_eq!(ids(&spool), ["a", "c"]);
-        spool.ack("a").expect("ack");
-        spool.ack("c").expect("ack");
+        spool.ack(["a"]).expect("ack");
+        spool.ack(["c"]).expect("ack");
         drop(spool);
         let spool = Spool::open(dir.path(), 10).expect("reopen");
         assert!(ids(&spool).is_empty());
@@ -241,7 +249,7 @@ mod tests {
             spool.push(vec![event("c")]),
             Err(SpoolError::Full(2))
         ));
-        spool.ack("a").expect("ack");
+        spool.ack(["a"]).expect("ack");
         spool.push(vec![event("c")]).expect("room again");
         assert_eq!(ids(&spool), ["b", "c"]);
     }
