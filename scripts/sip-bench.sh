@@ -128,6 +128,11 @@ print(f"  {sys.argv[2]}: offered {sys.argv[3]}/s, {ok} calls completed, {failed}
 PY
 }
 log "SIP call rate: $RATE_CALLS calls offered at $OFFER_RATE/s"
+# Both orders, so that a warm-up effect cannot pass for the adapter's cost.
+kill "$gateway" 2>/dev/null || true
+sleep 1
+rate_run without-adapter
+start_gateway
 rate_run with-adapter
 kill "$gateway" 2>/dev/null || true
 sleep 1
