@@ -324,7 +324,43 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
     }
 }
 
+/// A server stopped on purpose, to start again on the same port and database: a restart.
+pub struct Stopped {
+    port: u16,
+    database_url: String,
+}
+
+impl Stopped {
+    pub async fn start_again(self) -> TestApp {
+        spawn_app_with(TestOptions {
+            database_url: Some(self.database_url),
+            listen: Some(([127, 0, 0, 1], self.port).into()),
+            ..Default::default()
+        })
+        .await
+    }
+}
+
 impl TestApp {
+    /// Stops the server gracefully (its streams end), keeping its port and database for
+    /// [`Stopped::start_again`].
+    pub async fn stop_for_restart(&mut self) -> Stopped {
+        let port = self
+            .address
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+        self.begin_shutdown()
+            .await
+            .expect("joined")
+            .expect("stopped cleanly");
+        Stopped {
+            port,
+            database_url: self.database_url.clone(),
+        }
+    }
+
     pub fn audit(&self) -> AuditServiceClient<Authed> {
         AuditServiceClient::new(self.channel.clone())
     }

@@ -356,6 +356,15 @@ async fn settled(app_db: &sqlx::PgPool, call_id: &str, state: &str) -> Option<(S
     None
 }
 
+/// Waits for the call to end, completed, with `events` events each stored exactly once.
+async fn completed_once(db: &sqlx::PgPool, lab: &SipLab, call_id: &str, events: usize) {
+    let (outcome, copies) = settled(db, call_id, "ended")
+        .await
+        .unwrap_or_else(|| panic!("the call never ended; adapter: {}", lab.log("gateway.log")));
+    assert_eq!(outcome, "completed");
+    assert_eq!(copies, vec![1; events], "{events} events, once each");
+}
+
 /// The SIP Call-ID SIPp used for its first call ("1-<pid>@127.0.0.1"): the newest call of the
 /// gateway.
 async fn latest_call(db: &sqlx::PgPool) -> String {
@@ -382,10 +391,7 @@ async fn a_caller_who_hangs_up_while_it_rings_is_an_abandon() {
     let lab = SipLab::start(&app, &lookup_key(&app).await).await;
     let (mut phone, _) = lab.phone_with("phone-unanswered.xml", "1001", 0).await;
     let status = lab
-        .sipp("caller-cancel.xml")
-        .args(["-key", "caller", ADA, "-d", "500", "-s", DID])
-        .args(["-p", &free_port().to_string()])
-        .arg(lab.kamailio())
+        .call_with("caller-cancel.xml", DID, ADA, 500)
         .status()
         .await
         .expect("caller");
@@ -419,11 +425,7 @@ async fn the_adapter_killed_mid_call_loses_and_repeats_nothing() {
     lab.kill_and_restart_gateway().await;
     assert!(caller.wait().await.expect("caller").success());
     assert!(phone.wait().await.expect("phone").success());
-    let (outcome, copies) = settled(&app.db, &call_id, "ended")
-        .await
-        .unwrap_or_else(|| panic!("the call never ended; adapter: {}", lab.log("gateway.log")));
-    assert_eq!(outcome, "completed");
-    assert_eq!(copies, [1, 1, 1, 1, 1], "five events, once each");
+    completed_once(&app.db, &lab, &call_id, 5).await;
 }
 
 /// Switchboard stopped while the phone rings and started again: the call connects meanwhile (the
@@ -437,31 +439,12 @@ async fn a_call_goes_on_while_switchboard_restarts_and_its_events_arrive_after()
     let (mut phone, _) = lab.phone("1001", 1500).await;
     let mut caller = lab.call(ADA, 500).spawn().expect("sipp calls");
     let call_id = latest_call(&app.db).await;
-    let port: u16 = app
-        .address
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
-    let database_url = app.database_url.clone();
-    app.begin_shutdown()
-        .await
-        .expect("joined")
-        .expect("stopped");
+    let stopped = app.stop_for_restart().await;
     // The phone answers and the caller hangs up while Switchboard is away.
     assert!(caller.wait().await.expect("caller").success());
     assert!(phone.wait().await.expect("phone").success());
-    let back = crate::helpers::spawn_app_with(crate::helpers::TestOptions {
-        database_url: Some(database_url),
-        listen: Some(([127, 0, 0, 1], port).into()),
-        ..Default::default()
-    })
-    .await;
-    let (outcome, copies) = settled(&back.db, &call_id, "ended")
-        .await
-        .unwrap_or_else(|| panic!("the call never ended; adapter: {}", lab.log("gateway.log")));
-    assert_eq!(outcome, "completed");
-    assert_eq!(copies, [1, 1, 1, 1, 1], "five events, once each");
+    let back = stopped.start_again().await;
+    completed_once(&back.db, &lab, &call_id, 5).await;
 }
 
 /// The caller puts the call on hold and takes it back (re-INVITEs with a=sendonly, then
@@ -472,25 +455,15 @@ async fn a_hold_and_resume_on_the_wire_are_held_and_resumed() {
     let lab = SipLab::start(&app, &lookup_key(&app).await).await;
     let (mut phone, _) = lab.phone_with("phone-hold.xml", "1001", 200).await;
     let status = lab
-        .sipp("caller-hold.xml")
-        .args(["-key", "caller", ADA, "-d", "300", "-s", DID])
-        .args(["-p", &free_port().to_string()])
-        .arg(lab.kamailio())
+        .call_with("caller-hold.xml", DID, ADA, 300)
         .status()
         .await
         .expect("caller");
     assert!(status.success(), "hold, resume, hang up");
     assert!(phone.wait().await.expect("phone").success());
     let call_id = latest_call(&app.db).await;
-    let (outcome, copies) = settled(&app.db, &call_id, "ended")
-        .await
-        .unwrap_or_else(|| panic!("the call never ended; adapter: {}", lab.log("gateway.log")));
-    assert_eq!(outcome, "completed");
-    assert_eq!(
-        copies.len(),
-        7,
-        "OFFERED, QUEUED, RINGING, ANSWERED, HELD, RESUMED, ENDED"
-    );
+    // OFFERED, QUEUED, RINGING, ANSWERED, HELD, RESUMED, ENDED.
+    completed_once(&app.db, &lab, &call_id, 7).await;
     let (kinds, hold_ms): (Vec<String>, i64) = sqlx::query_as(
         "SELECT array_agg(e.type ORDER BY e.occurred_at, e.sequence), min(c.hold_ms) \
          FROM call_events e JOIN calls c USING (gateway_id, call_id) \
@@ -572,7 +545,7 @@ async fn a_blind_transfer_rings_the_second_agent_with_the_same_card_as_one_call(
     let (outcome, _) = settled(&app.db, &call_id, "ended")
         .await
         .unwrap_or_else(|| panic!("the call never ended; adapter: {}", lab.log("gateway.log")));
-    assert_eq!(outcome, "completed");
+    assert_eq!(outcome, "completed", "the transferee's BYE ended it");
     let (handled_by, transfers, calls): (Vec<String>, i32, i64) = sqlx::query_as(
         "SELECT handled_by, transfers, (SELECT count(*) FROM calls WHERE gateway_id = $1) \
          FROM calls WHERE gateway_id = $1 AND call_id = $2",
@@ -593,18 +566,8 @@ async fn with_switchboard_unreachable_calls_connect_without_names_and_their_even
     let mut app = spawn_app().await;
     app.create_customer("Ada Lovelace", &[ADA]).await;
     let lab = SipLab::start(&app, &lookup_key(&app).await).await;
-    let port: u16 = app
-        .address
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
-    let database_url = app.database_url.clone();
     let db = app.db.clone();
-    app.begin_shutdown()
-        .await
-        .expect("joined")
-        .expect("stopped");
+    let stopped = app.stop_for_restart().await;
 
     let (mut phone, received) = lab.phone("1001", 100).await;
     assert!(lab.call(ADA, 200).status().await.expect("caller").success());
@@ -620,19 +583,7 @@ async fn with_switchboard_unreachable_calls_connect_without_names_and_their_even
         .expect("count");
     assert_eq!(stored, 0, "nothing could reach Switchboard yet");
 
-    let _back = crate::helpers::spawn_app_with(crate::helpers::TestOptions {
-        database_url: Some(database_url),
-        listen: Some(([127, 0, 0, 1], port).into()),
-        ..Default::default()
-    })
-    .await;
+    let _back = stopped.start_again().await;
     let call_id = latest_call(&db).await;
-    let (outcome, copies) = settled(&db, &call_id, "ended").await.unwrap_or_else(|| {
-        panic!(
-            "the events never arrived; adapter: {}",
-            lab.log("gateway.log")
-        )
-    });
-    assert_eq!(outcome, "completed");
-    assert_eq!(copies, [1, 1, 1, 1, 1], "five events, once each");
+    completed_once(&db, &lab, &call_id, 5).await;
 }

@@ -331,23 +331,8 @@ async fn the_desktop_stream_survives_a_server_restart() {
     contact_center(&app).await;
     let mut story = Story::start(&app, "restart", &[]);
     story.until("restart").await;
-    let port: u16 = app
-        .address
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
-    let database_url = app.database_url.clone();
-    app.begin_shutdown()
-        .await
-        .expect("joined")
-        .expect("stopped cleanly");
-    let _again = spawn_app_with(TestOptions {
-        database_url: Some(database_url),
-        listen: Some(([127, 0, 0, 1], port).into()),
-        ..Default::default()
-    })
-    .await;
+    let stopped = app.stop_for_restart().await;
+    let _again = stopped.start_again().await;
     let stdin = story.child.stdin.as_mut().expect("stdin");
     stdin.write_all(b"restarted\n").await.expect("told");
     let resumed = story.until("resumed").await;
