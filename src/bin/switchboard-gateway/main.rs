@@ -15,7 +15,6 @@ mod evapi;
 mod sip;
 mod spool;
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -250,9 +249,10 @@ async fn uplink(
         };
         metrics.connected.store(1, Ordering::Relaxed);
         backoff = Duration::from_millis(200);
-        // Events sent on this stream and not acked yet; the backlog goes as the channel has room.
-        let mut sent = HashSet::new();
-        top_up(&spool, &sender, &mut sent);
+        // The spool position after the last event sent on this stream: everything before it went
+        // out; the backlog goes as the channel has room.
+        let mut sent_upto = 0;
+        top_up(&spool, &sender, &mut sent_upto);
         tracing::info!(pending = spool.len(), "streaming to Switchboard");
         loop {
             metrics
@@ -262,7 +262,7 @@ async fn uplink(
                 Some(events) = incoming.recv(), if !spool.is_full() => {
                     let events = with_ready(events, &mut incoming);
                     spool_events(&mut spool, events, metrics)?;
-                    top_up(&spool, &sender, &mut sent);
+                    top_up(&spool, &sender, &mut sent_upto);
                 }
                 ack = acks.message() => match ack {
                     Ok(Some(first)) => {
@@ -275,11 +275,10 @@ async fn uplink(
                             ready.into_iter().filter_map(|r| r.ack).collect();
                         for ack in &acked {
                             count(metrics, ack);
-                            sent.remove(&ack.event_id);
                         }
                         spool.ack(acked.iter().map(|a| a.event_id.as_str()))?;
                         metrics.pending.store(spool.len() as i64, Ordering::Relaxed);
-                        top_up(&spool, &sender, &mut sent);
+                        top_up(&spool, &sender, &mut sent_upto);
                     }
                     Ok(None) => {
                         tracing::warn!("Switchboard ended the stream; reconnecting");
@@ -326,23 +325,14 @@ fn spool_events(
     Ok(())
 }
 
-/// Sends the pending events not sent on this stream yet, oldest first, while the channel has room.
-fn top_up(
-    spool: &Spool,
-    sender: &mpsc::Sender<v1::StreamCallEventsRequest>,
-    sent: &mut HashSet<String>,
-) {
-    if sent.len() >= spool.len() {
-        return;
-    }
-    for event in spool.pending() {
-        if sent.contains(&event.event_id) {
-            continue;
-        }
+/// Sends the pending events not sent on this stream yet (from `sent_upto` on), oldest first,
+/// while the channel has room. Only the new ones are looked at: no rescan of the backlog.
+fn top_up(spool: &Spool, sender: &mpsc::Sender<v1::StreamCallEventsRequest>, sent_upto: &mut u64) {
+    for (position, event) in spool.pending_from(*sent_upto) {
         if sender.try_send(request(event)).is_err() {
             return;
         }
-        sent.insert(event.event_id.clone());
+        *sent_upto = position + 1;
     }
 }
 

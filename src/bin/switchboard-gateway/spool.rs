@@ -165,8 +165,15 @@ impl Spool {
     }
 
     /// Every pending event, oldest first.
+    #[cfg(test)]
     pub fn pending(&self) -> impl Iterator<Item = &v1::CallEvent> {
         self.pending.values()
+    }
+
+    /// The pending events spooled at or after position `from`, oldest first, with their
+    /// positions (a sender keeps the position after the last one it sent).
+    pub fn pending_from(&self, from: u64) -> impl Iterator<Item = (u64, &v1::CallEvent)> {
+        self.pending.range(from..).map(|(n, event)| (*n, event))
     }
 
     pub fn len(&self) -> usize {
