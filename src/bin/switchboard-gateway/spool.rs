@@ -69,6 +69,11 @@ impl Spool {
     /// Opens (or creates) the spool in `dir`, with what was pending when it last stopped.
     pub fn open(dir: &Path, capacity: usize) -> Result<Self, SpoolError> {
         std::fs::create_dir_all(dir)?;
+        // The events carry callers' numbers: the spool is its owner's alone.
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
         let events_path = dir.join("events.log");
         let acked_path = dir.join("acked.log");
         drop_torn_tail(&events_path)?;
@@ -217,6 +222,18 @@ mod tests {
         }
         let mut spool = Spool::open(dir.path(), 10).expect("reopen");
         assert_eq!(ids(&spool), ["a", "c"]);
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(dir.path())
+                .expect("dir")
+                .permissions()
+                .mode();
+            assert_eq!(
+                mode & 0o777,
+                0o700,
+                "callers' numbers are not for other users"
+            );
+        }
         spool.ack(["a"]).expect("ack");
         spool.ack(["c"]).expect("ack");
         drop(spool);
