@@ -28,10 +28,12 @@ struct SipLab {
     dir: tempfile::TempDir,
     _kamailio: Child,
     gateway: Child,
+    /// The adapter's extra arguments, kept across restarts.
+    gateway_args: Vec<String>,
 }
 
 /// The adapter, with its spool and mapping in `dir`, its log appended to `dir/gateway.log`.
-fn start_gateway(dir: &Path, evapi_port: u16, server: &str) -> Child {
+fn start_gateway(dir: &Path, evapi_port: u16, server: &str, extra: &[String]) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -48,6 +50,7 @@ fn start_gateway(dir: &Path, evapi_port: u16, server: &str) -> Child {
         .arg(dir.join("mapping.json"))
         .arg("--spool")
         .arg(dir.join("spool"))
+        .args(extra)
         .env(
             "SWITCHBOARD_TOKEN",
             token(Role::Gateway, GATEWAY, Some(GATEWAY)),
@@ -61,6 +64,11 @@ fn start_gateway(dir: &Path, evapi_port: u16, server: &str) -> Child {
 
 impl SipLab {
     async fn start(app: &TestApp, lookup_key: &str) -> Self {
+        Self::start_with(app, lookup_key, Vec::new()).await
+    }
+
+    /// The lab with `gateway_args` added to the adapter's command line.
+    async fn start_with(app: &TestApp, lookup_key: &str, gateway_args: Vec<String>) -> Self {
         let dir = tempfile::tempdir().expect("lab dir");
         let sip_port = free_port();
         let evapi_port = free_port();
@@ -97,7 +105,7 @@ impl SipLab {
             .to_string(),
         )
         .expect("mapping");
-        let gateway = start_gateway(dir.path(), evapi_port, &app.address);
+        let gateway = start_gateway(dir.path(), evapi_port, &app.address, &gateway_args);
         let lab = Self {
             sip_port,
             evapi_port,
@@ -105,6 +113,7 @@ impl SipLab {
             dir,
             _kamailio: kamailio,
             gateway,
+            gateway_args,
         };
         lab.wait_for_evapi(evapi_port).await;
         lab
@@ -130,9 +139,22 @@ impl SipLab {
 
     /// SIGKILLs the adapter and starts it again on the same spool.
     async fn kill_and_restart_gateway(&mut self) {
+        self.kill_gateway().await;
+        self.restart_gateway();
+    }
+
+    async fn kill_gateway(&mut self) {
         self.gateway.start_kill().expect("SIGKILL");
         self.gateway.wait().await.expect("killed");
-        self.gateway = start_gateway(self.dir.path(), self.evapi_port, &self.server);
+    }
+
+    fn restart_gateway(&mut self) {
+        self.gateway = start_gateway(
+            self.dir.path(),
+            self.evapi_port,
+            &self.server,
+            &self.gateway_args,
+        );
     }
 
     fn log(&self, name: &str) -> String {
@@ -428,6 +450,28 @@ async fn the_adapter_killed_mid_call_loses_and_repeats_nothing() {
     completed_once(&app.db, &lab, &call_id, 5).await;
 }
 
+/// No adapter for a whole call (it is down, being upgraded): Kamailio holds the call's events
+/// and relays them once the adapter is back, so every one arrives, exactly once.
+#[tokio::test]
+async fn a_call_made_while_the_adapter_is_down_arrives_once_it_is_back() {
+    let app = spawn_app().await;
+    app.create_customer("Ada Lovelace", &[ADA]).await;
+    let mut lab = SipLab::start(&app, &lookup_key(&app).await).await;
+    lab.kill_gateway().await;
+    let (mut phone, _) = lab.phone("1001", 100).await;
+    assert!(lab.call(ADA, 200).status().await.expect("caller").success());
+    assert!(phone.wait().await.expect("phone").success());
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM call_events")
+        .fetch_one(&app.db)
+        .await
+        .expect("count");
+    assert_eq!(stored, 0, "no adapter, nothing stored yet");
+
+    lab.restart_gateway();
+    let call_id = latest_call(&app.db).await;
+    completed_once(&app.db, &lab, &call_id, 5).await;
+}
+
 /// Switchboard stopped while the phone rings and started again: the call connects meanwhile (the
 /// phone system never waits for Switchboard), the adapter spools what happened, and every event
 /// arrives once Switchboard is back, exactly once.
@@ -586,4 +630,137 @@ async fn with_switchboard_unreachable_calls_connect_without_names_and_their_even
     let _back = stopped.start_again().await;
     let call_id = latest_call(&db).await;
     completed_once(&db, &lab, &call_id, 5).await;
+}
+
+/// The adapter's metrics (`--metrics-listen`), as name (with labels) to value.
+async fn gateway_metrics(port: u16) -> std::collections::HashMap<String, f64> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("the adapter's metrics listen");
+    socket
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: adapter\r\n\r\n")
+        .await
+        .expect("request");
+    let mut response = String::new();
+    socket
+        .read_to_string(&mut response)
+        .await
+        .expect("response");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+        .lines()
+        .filter(|line| line.starts_with("switchboard_gateway_"))
+        .filter_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Waits until the adapter's metric `name` reads `value`.
+async fn metric_reaches(lab: &SipLab, port: u16, name: &str, value: f64) {
+    let mut last = None;
+    for _ in 0..100 {
+        last = gateway_metrics(port).await.get(name).copied();
+        if last == Some(value) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "{name} stayed {last:?}, not {value}; adapter: {}",
+        lab.log("gateway.log")
+    );
+}
+
+/// Switchboard down and the spool at its capacity: the adapter stops taking Kamailio's events
+/// (they wait in the stream), its metrics say the spool is full, and once Switchboard is back
+/// every event of both calls arrives, exactly once, and the gauges come back down.
+#[tokio::test]
+async fn a_full_spool_holds_kamailio_back_says_so_and_loses_nothing() {
+    let mut app = spawn_app().await;
+    let metrics_port = free_port();
+    let lab = SipLab::start_with(
+        &app,
+        &lookup_key(&app).await,
+        vec![
+            "--spool-capacity".into(),
+            "3".into(),
+            "--metrics-listen".into(),
+            format!("127.0.0.1:{metrics_port}"),
+        ],
+    )
+    .await;
+    let db = app.db.clone();
+    metric_reaches(
+        &lab,
+        metrics_port,
+        "switchboard_gateway_uplink_connected",
+        1.0,
+    )
+    .await;
+    let stopped = app.stop_for_restart().await;
+    metric_reaches(
+        &lab,
+        metrics_port,
+        "switchboard_gateway_uplink_connected",
+        0.0,
+    )
+    .await;
+
+    for caller in [ADA, "+14155550111"] {
+        let (mut phone, _) = lab.phone("1001", 100).await;
+        assert!(
+            lab.call(caller, 200)
+                .status()
+                .await
+                .expect("caller")
+                .success()
+        );
+        assert!(phone.wait().await.expect("phone").success());
+    }
+    metric_reaches(&lab, metrics_port, "switchboard_gateway_spool_full", 1.0).await;
+    let held = gateway_metrics(metrics_port).await;
+    assert_eq!(
+        held.get("switchboard_gateway_spool_pending"),
+        Some(&3.0),
+        "the spool stops at its capacity: {held:?}"
+    );
+
+    let _back = stopped.start_again().await;
+    let calls: Vec<String> = {
+        let mut calls = Vec::new();
+        for _ in 0..150 {
+            calls = sqlx::query_scalar(
+                "SELECT call_id FROM calls WHERE gateway_id = $1 ORDER BY offered_at",
+            )
+            .bind(GATEWAY)
+            .fetch_all(&db)
+            .await
+            .expect("calls");
+            if calls.len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        calls
+    };
+    assert_eq!(
+        calls.len(),
+        2,
+        "both calls arrive: {}",
+        lab.log("gateway.log")
+    );
+    for call_id in &calls {
+        completed_once(&db, &lab, call_id, 5).await;
+    }
+    metric_reaches(&lab, metrics_port, "switchboard_gateway_spool_pending", 0.0).await;
+    let after = gateway_metrics(metrics_port).await;
+    assert_eq!(after.get("switchboard_gateway_spool_full"), Some(&0.0));
+    assert_eq!(
+        after.get("switchboard_gateway_events_total{outcome=\"accepted\"}"),
+        Some(&10.0),
+        "{after:?}"
+    );
 }

@@ -79,6 +79,13 @@ struct Metrics {
 }
 
 impl Metrics {
+    /// The spool gauges, after anything that changed the spool.
+    fn observe(&self, spool: &Spool) {
+        self.pending.store(spool.len() as i64, Ordering::Relaxed);
+        self.full
+            .store(i64::from(spool.is_full()), Ordering::Relaxed);
+    }
+
     fn text(&self) -> String {
         let g = |a: &AtomicI64| a.load(Ordering::Relaxed);
         let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -210,7 +217,7 @@ async fn uplink(
         .connect_timeout(Duration::from_secs(2));
     let mut backoff = Duration::from_millis(200);
     loop {
-        metrics.pending.store(spool.len() as i64, Ordering::Relaxed);
+        metrics.observe(&spool);
         let connected = match endpoint.connect().await {
             Ok(channel) => {
                 let mut client = CallEventServiceClient::with_interceptor(channel, token.clone());
@@ -255,9 +262,6 @@ async fn uplink(
         top_up(&spool, &sender, &mut sent_upto);
         tracing::info!(pending = spool.len(), "streaming to Switchboard");
         loop {
-            metrics
-                .full
-                .store(i64::from(spool.is_full()), Ordering::Relaxed);
             tokio::select! {
                 Some(events) = incoming.recv(), if !spool.is_full() => {
                     let events = with_ready(events, &mut incoming);
@@ -277,7 +281,7 @@ async fn uplink(
                             count(metrics, ack);
                         }
                         spool.ack(acked.iter().map(|a| a.event_id.as_str()))?;
-                        metrics.pending.store(spool.len() as i64, Ordering::Relaxed);
+                        metrics.observe(&spool);
                         top_up(&spool, &sender, &mut sent_upto);
                     }
                     Ok(None) => {
@@ -321,7 +325,7 @@ fn spool_events(
     spool
         .push(events)
         .context("the spool cannot be written: stopping")?;
-    metrics.pending.store(spool.len() as i64, Ordering::Relaxed);
+    metrics.observe(spool);
     Ok(())
 }
 
