@@ -49,6 +49,11 @@ const PII_MESSAGES: &[&str] = &[
     ".switchboard.v1.SubmitFeedbackRequest",
     ".switchboard.v1.UpdateFeedbackStatusRequest",
     ".switchboard.v1.NextOutboundContactResponse",
+    // Webhook signing secrets.
+    ".switchboard.v1.CreateWebhookRequest",
+    ".switchboard.v1.CreateWebhookResponse",
+    ".switchboard.v1.RotateWebhookSecretRequest",
+    ".switchboard.v1.RotateWebhookSecretResponse",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -282,6 +282,8 @@ pub struct ServeArgs {
     /// is older gets OUT_OF_RANGE.
     #[arg(long, env = "SWITCHBOARD_FEED_RETENTION_SECS", default_value_t = 7 * 24 * 3600)]
     pub feed_retention_secs: u64,
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
     /// How often the live queue state in Redis is rebuilt from PostgreSQL, by one instance at a
     /// time (milliseconds), as a safety net: a failed write or a Redis that lost the copy
     /// already brings a rebuild within half a second.
@@ -552,6 +554,8 @@ pub struct Settings {
     /// Audit entries that may wait for PostgreSQL before new ones are dropped.
     pub audit_max_pending: usize,
     pub feed_retention: Duration,
+    /// Webhook and NATS delivery.
+    pub webhooks: std::sync::Arc<crate::webhooks::DeliverySettings>,
     pub live: crate::live::LiveSettings,
     pub case_sla: SlaPolicy,
     pub feedback: crate::feedback::Thresholds,
@@ -619,6 +623,7 @@ impl TryFrom<ServeArgs> for Settings {
             drain_timeout: Duration::from_secs(args.drain_timeout_secs),
             audit_max_pending: args.audit_max_pending,
             feed_retention: Duration::from_secs(args.feed_retention_secs),
+            webhooks: std::sync::Arc::new(args.webhooks.settings()),
             live: crate::live::LiveSettings {
                 reconcile_every: Duration::from_millis(args.live_rebuild_ms.max(100)),
                 ..Default::default()
@@ -710,6 +715,63 @@ mod readme_tests {
                 mentioned,
                 "--{long} is not in README.md's configuration table"
             );
+        }
+    }
+}
+
+/// Webhook and NATS delivery (the feed pushed out; docs/INTEGRATIONS.md).
+#[derive(Debug, Clone, Args)]
+pub struct WebhookArgs {
+    /// Non-public addresses webhooks may go to anyway (comma-separated CIDR ranges, e.g.
+    /// "10.20.0.0/16"). Loopback, private and link-local addresses are refused otherwise.
+    #[arg(long, env = "SWITCHBOARD_WEBHOOK_ALLOW_CIDR", value_delimiter = ',')]
+    pub webhook_allow_cidr: Vec<crate::webhooks::Cidr>,
+    /// Attempts on one event before its subscription turns FAILING and stops.
+    #[arg(long, env = "SWITCHBOARD_WEBHOOK_MAX_ATTEMPTS", default_value_t = 12)]
+    pub webhook_max_attempts: u32,
+    /// How long one event may keep failing before its subscription turns FAILING (seconds).
+    #[arg(long, env = "SWITCHBOARD_WEBHOOK_MAX_AGE_SECS", default_value_t = 24 * 3600)]
+    pub webhook_max_age_secs: u64,
+    /// The first retry's delay (milliseconds); each next one doubles, with jitter.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_WEBHOOK_RETRY_BASE_MS",
+        default_value_t = 2_000
+    )]
+    pub webhook_retry_base_ms: u64,
+    /// The longest delay between two attempts (milliseconds).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_WEBHOOK_RETRY_MAX_MS",
+        default_value_t = 600_000
+    )]
+    pub webhook_retry_max_ms: u64,
+    /// One request's time limit, the answer included (milliseconds).
+    #[arg(long, env = "SWITCHBOARD_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub webhook_timeout_ms: u64,
+    /// How long a worker holds a sink without renewing its lease (milliseconds); a killed
+    /// instance's sinks are taken over after it. More than the timeout.
+    #[arg(long, env = "SWITCHBOARD_WEBHOOK_LEASE_MS", default_value_t = 30_000)]
+    pub webhook_lease_ms: u64,
+    /// NATS server for the JetStream sink (e.g. nats://127.0.0.1:4222): every feed event is
+    /// published to `switchboard.v1.<topic>`. Unset: no NATS sink.
+    #[arg(long, env = "SWITCHBOARD_NATS_URL")]
+    pub nats_url: Option<String>,
+}
+
+impl WebhookArgs {
+    pub fn settings(&self) -> crate::webhooks::DeliverySettings {
+        let timeout = Duration::from_millis(self.webhook_timeout_ms.max(100));
+        crate::webhooks::DeliverySettings {
+            allow: crate::webhooks::AllowList::new(self.webhook_allow_cidr.clone()),
+            max_attempts: self.webhook_max_attempts.max(1),
+            max_age: Duration::from_secs(self.webhook_max_age_secs),
+            retry_base: Duration::from_millis(self.webhook_retry_base_ms.max(10)),
+            retry_max: Duration::from_millis(self.webhook_retry_max_ms.max(10)),
+            timeout,
+            lease: Duration::from_millis(self.webhook_lease_ms).max(timeout * 2),
+            body_cap: 64 * 1024,
+            nats_url: self.nats_url.clone().filter(|url| !url.is_empty()),
         }
     }
 }

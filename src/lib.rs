@@ -97,6 +97,7 @@ pub mod telemetry;
 mod text_enum;
 pub mod validation;
 pub mod web_ui;
+pub mod webhooks;
 
 #[cfg(test)]
 mod layout_tests {

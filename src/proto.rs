@@ -116,6 +116,10 @@ redacted_debug! {
     CallRecord { gateway_id, call_id, state },
     CaseRecord { case },
     ExportCustomerDataResponse { export_time },
+    CreateWebhookRequest { topics },
+    CreateWebhookResponse { webhook },
+    RotateWebhookSecretRequest { id, overlap_seconds },
+    RotateWebhookSecretResponse { webhook },
 }
 
 #[cfg(test)]

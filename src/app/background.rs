@@ -85,6 +85,7 @@ impl Background {
                 feed_unsequenced: Arc::clone(&metrics.feed_unsequenced),
                 admission: Arc::clone(&core.admission),
                 auditor: auditor.clone(),
+                sinks: Arc::clone(&metrics.sinks),
             };
             tasks.push(crate::metrics::serve(
                 listener,
@@ -93,6 +94,13 @@ impl Background {
             ));
         }
         tasks.push(sequencer.spawn(stop_rx.clone()));
+        tasks.push(crate::webhooks::spawn_workers(
+            pool.clone(),
+            settings.webhooks.clone(),
+            feed_head.clone(),
+            Arc::clone(&metrics.sinks),
+            stop_rx.clone(),
+        ));
         if let Some(redis) = &settings.redis {
             tasks.push(core.fanout.spawn_subscriber(redis.url.clone(), stop_rx));
         }

@@ -50,10 +50,12 @@ use crate::proto::v1::interaction_service_server::InteractionServiceServer;
 use crate::proto::v1::privacy_service_server::PrivacyServiceServer;
 use crate::proto::v1::screen_pop_service_server::ScreenPopServiceServer;
 use crate::proto::v1::segmentation_service_server::SegmentationServiceServer;
+use crate::proto::v1::webhook_service_server::WebhookServiceServer;
 use crate::screenpop::grpc::ScreenPopGrpc;
 use crate::screenpop::http::CallerIdHttpLayer;
 use crate::segments::grpc::SegmentationGrpc;
 use crate::telemetry::RpcLayer;
+use crate::webhooks::grpc::WebhookGrpc;
 
 /// A generated service server whose decoded messages may be capped.
 trait Limited: Sized {
@@ -88,6 +90,7 @@ limited!(
     PrivacyServiceServer,
     ScreenPopServiceServer,
     SegmentationServiceServer,
+    WebhookServiceServer,
 );
 
 /// What the layers and adapters need besides the services.
@@ -225,4 +228,5 @@ fn add_services<L>(
         )
         .add_service(DiagnosticsServiceServer::new(DiagnosticsGrpc).limited(max))
         .add_service(PrivacyServiceServer::new(PrivacyGrpc::new(s.privacy)).limited(max))
+        .add_service(WebhookServiceServer::new(WebhookGrpc::new(s.webhooks)).limited(max))
 }

@@ -127,6 +127,7 @@ pub struct Services {
     pub feed: EventFeed,
     pub audit: AuditLog,
     pub import: Importer,
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 impl Services {
@@ -173,6 +174,7 @@ impl Services {
             feed: EventFeed::new(pool.clone(), shared.feed_head.clone()),
             audit: AuditLog::new(pool.clone()),
             import: Importer::new(pool.clone(), invalidator.clone(), settings.phones),
+            webhooks: crate::webhooks::Webhooks::new(pool.clone(), settings.webhooks.clone()),
             customers,
             pops,
             call_events,

@@ -190,6 +190,18 @@ pub const PERMISSIONS: &[(&str, &[Role])] = &[
         &[Admin],
     ),
     ("/switchboard.v1.PrivacyService/EraseCustomer", &[Admin]),
+    ("/switchboard.v1.WebhookService/CreateWebhook", SYSTEMS),
+    ("/switchboard.v1.WebhookService/GetWebhook", SYSTEMS),
+    ("/switchboard.v1.WebhookService/ListWebhooks", SYSTEMS),
+    ("/switchboard.v1.WebhookService/UpdateWebhook", SYSTEMS),
+    ("/switchboard.v1.WebhookService/PauseWebhook", SYSTEMS),
+    ("/switchboard.v1.WebhookService/DeleteWebhook", SYSTEMS),
+    (
+        "/switchboard.v1.WebhookService/RotateWebhookSecret",
+        SYSTEMS,
+    ),
+    ("/switchboard.v1.WebhookService/ListDeliveries", SYSTEMS),
+    ("/switchboard.v1.WebhookService/ReplayWebhook", SYSTEMS),
 ];
 
 /// [`PERMISSIONS`] by path, built once: every request looks its path up (the auth layer, and

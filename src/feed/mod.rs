@@ -55,6 +55,31 @@ pub async fn scrub_customer(
 }
 pub use subscription::{FeedItem, Start, subscribe};
 
+/// The feed's head now: the newest position, and what retention removed.
+pub async fn head(pool: &sqlx::PgPool) -> sqlx::Result<Head> {
+    Ok(store::poll(pool).await?.head)
+}
+
+/// Up to `limit` events after position `after`, of `topics` (all when empty), in order: for
+/// readers that keep their own cursor (the push sinks).
+pub async fn read_after(
+    pool: &sqlx::PgPool,
+    after: i64,
+    topics: &[String],
+    limit: i64,
+) -> sqlx::Result<Vec<StoredEvent>> {
+    store::after(pool, after, topics, limit).await
+}
+
+/// The position to resume after to get every event from `since` on: the one before the first
+/// event that occurred at or after it (the head when there is none).
+pub async fn position_before(
+    pool: &sqlx::PgPool,
+    since: chrono::DateTime<chrono::Utc>,
+) -> sqlx::Result<i64> {
+    store::position_before(pool, since).await
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
     #[error("not a cursor of this feed")]

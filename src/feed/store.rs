@@ -302,6 +302,24 @@ pub async fn after(
     .await
 }
 
+/// The position before the first event created at or after `since`; the head when none is.
+pub async fn position_before(pool: &PgPool, since: DateTime<Utc>) -> sqlx::Result<i64> {
+    let mut conn = crate::db::acquire(pool).await?;
+    let first = sqlx::query_scalar!(
+        "SELECT p.position FROM feed_positions p JOIN feed_events e ON e.id = p.event_id \
+         WHERE e.created_at >= $1 ORDER BY p.position LIMIT 1",
+        since
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    match first {
+        Some(position) => Ok(position - 1),
+        None => Ok(sqlx::query_scalar!("SELECT position FROM feed_head")
+            .fetch_one(&mut *conn)
+            .await?),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Settling;

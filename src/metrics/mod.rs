@@ -52,6 +52,8 @@ pub struct Metrics {
     pub call_event_ack: Histogram,
     /// Events committed to the feed and not yet numbered, as the sequencer last saw them.
     pub feed_unsequenced: Arc<AtomicI64>,
+    /// What the push sinks' workers did (webhooks, NATS).
+    pub sinks: Arc<crate::webhooks::SinkStats>,
 }
 
 impl Metrics {
@@ -62,6 +64,7 @@ impl Metrics {
             call_events: Family::default(),
             call_event_ack: latency_histogram(),
             feed_unsequenced: Arc::new(AtomicI64::new(0)),
+            sinks: Arc::default(),
         }
     }
 
@@ -93,6 +96,7 @@ pub struct Sources {
     pub feed_unsequenced: Arc<AtomicI64>,
     pub admission: Arc<crate::admission::AdaptiveLimit>,
     pub auditor: crate::audit::Auditor,
+    pub sinks: Arc<crate::webhooks::SinkStats>,
 }
 
 impl std::fmt::Debug for Sources {
@@ -234,6 +238,37 @@ impl Collector for Sources {
             "switchboard_feed_unsequenced_events",
             "Feed events committed and not yet sequenced (the outbox lag; counted up to 1,001)",
             self.feed_unsequenced.load(Ordering::Relaxed),
+        )?;
+        let sinks = &self.sinks;
+        counter(
+            e,
+            "switchboard_webhook_deliveries",
+            "Feed events a webhook receiver accepted (2xx), delivered by this instance",
+            sinks.webhook_delivered.load(Ordering::Relaxed),
+        )?;
+        counter(
+            e,
+            "switchboard_webhook_failed_attempts",
+            "Webhook attempts that failed (non-2xx, timeout, refused address), by this instance",
+            sinks.webhook_failed_attempts.load(Ordering::Relaxed),
+        )?;
+        counter(
+            e,
+            "switchboard_nats_published",
+            "Feed events JetStream acknowledged, published by this instance",
+            sinks.nats_delivered.load(Ordering::Relaxed),
+        )?;
+        counter(
+            e,
+            "switchboard_nats_failed_attempts",
+            "NATS publishes that failed or were not acknowledged, by this instance",
+            sinks.nats_failed_attempts.load(Ordering::Relaxed),
+        )?;
+        gauge(
+            e,
+            "switchboard_webhooks_failing",
+            "Push sinks stopped in FAILING (all instances; refreshed every minute)",
+            sinks.failing.load(Ordering::Relaxed),
         )?;
         Ok(())
     }

@@ -161,6 +161,24 @@ pub struct TestOptions {
     pub listen: Option<std::net::SocketAddr>,
     /// Serve the web app at `/`.
     pub web_ui: bool,
+    /// Webhook and NATS delivery: loopback allowed, quick retries and leases.
+    pub webhooks: switchboard::webhooks::DeliverySettings,
+}
+
+/// Delivery settings for the tests: loopback receivers allowed, retries and leases in
+/// milliseconds rather than seconds.
+pub fn test_delivery() -> switchboard::webhooks::DeliverySettings {
+    switchboard::webhooks::DeliverySettings {
+        allow: switchboard::webhooks::AllowList::new(vec![
+            "127.0.0.0/8".parse().expect("cidr"),
+            "::1".parse().expect("cidr"),
+        ]),
+        retry_base: Duration::from_millis(50),
+        retry_max: Duration::from_millis(400),
+        timeout: Duration::from_millis(800),
+        lease: Duration::from_secs(2),
+        ..Default::default()
+    }
 }
 
 #[derive(Clone)]
@@ -184,6 +202,7 @@ impl Default for TestOptions {
             cors_allow_origins: Vec::new(),
             listen: None,
             web_ui: true,
+            webhooks: test_delivery(),
             limits: Limits {
                 rate: switchboard::auth::RateLimit {
                     per_second: 100_000.0,
@@ -268,6 +287,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         drain_timeout: Duration::from_secs(5),
         audit_max_pending: options.audit_max_pending,
         feed_retention: options.feed_retention,
+        webhooks: std::sync::Arc::new(options.webhooks.clone()),
         live: switchboard::live::LiveSettings {
             reconcile_every: options.live_rebuild,
             ..Default::default()

@@ -33,3 +33,4 @@ mod segments;
 mod tls;
 mod traces;
 mod web_ui;
+mod webhooks;
