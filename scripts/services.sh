@@ -89,6 +89,8 @@ ensure_packages() {
   [ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/evapi.so ] || apt_install kamailio-extra-modules
   [ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/http_client.so ] || apt_install kamailio-utils-modules
   command -v sipp >/dev/null || apt_install sip-tester
+  # The NATS JetStream sink's tests.
+  command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || apt_install nats-server
 }
 
 data_dir() {

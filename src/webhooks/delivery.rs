@@ -213,17 +213,39 @@ async fn send_nats(jetstream: &async_nats::jetstream::Context, event: &StoredEve
         .publish_with_headers(nats_subject(&event.topic), headers, payload(event).into())
         .await;
     let acked = match published {
-        Ok(ack) => ack.await,
-        Err(_) => {
-            return Outcome {
-                status_code: 0,
-                result: Err("publish"),
-            };
-        }
+        Ok(ack) => ack.await.map(drop).map_err(|_| "no_ack"),
+        Err(_) => Err("publish"),
     };
+    if acked.is_err() {
+        // No stream for the subject yet (NATS was down at start, or it lost its store): make it
+        // before the next attempt.
+        ensure_stream(jetstream).await;
+    }
     Outcome {
         status_code: 0,
-        result: acked.map(drop).map_err(|_| "no_ack"),
+        result: acked,
+    }
+}
+
+/// The stream Switchboard makes when none holds its subjects yet.
+pub const NATS_STREAM: &str = "SWITCHBOARD";
+
+/// Makes the `SWITCHBOARD` stream (subjects `switchboard.v1.>`, file storage, a two-minute
+/// duplicate window) unless it exists. An operator may make their own stream for the subjects
+/// instead; then this one cannot be made, which is logged and harmless. With NATS down, the
+/// publishes fail and are retried, and the stream is made by the next start.
+async fn ensure_stream(jetstream: &async_nats::jetstream::Context) {
+    if jetstream.get_stream(NATS_STREAM).await.is_ok() {
+        return;
+    }
+    let config = async_nats::jetstream::stream::Config {
+        name: NATS_STREAM.to_owned(),
+        subjects: vec!["switchboard.v1.>".to_owned()],
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    if let Err(error) = jetstream.create_stream(config).await {
+        tracing::warn!(%error, "the NATS stream SWITCHBOARD could not be made (another stream may hold the subjects)");
     }
 }
 
@@ -310,7 +332,13 @@ impl Worker {
                     .await?;
                 let head = crate::feed::head(&pool).await?;
                 store::ensure_nats(&pool, NATS_SINK, head.position).await?;
-                Some(async_nats::jetstream::new(connection))
+                let jetstream = async_nats::jetstream::new(connection);
+                // Not waited for: NATS may be down now, and webhooks must not wait for it.
+                tokio::spawn({
+                    let jetstream = jetstream.clone();
+                    async move { ensure_stream(&jetstream).await }
+                });
+                Some(jetstream)
             }
             None => None,
         };
@@ -420,6 +448,7 @@ impl Worker {
                         failed_attempts.fetch_add(1, Ordering::Relaxed);
                         return self
                             .fail(
+                                sink.kind,
                                 sink.id,
                                 cursor,
                                 attempts,
@@ -452,6 +481,7 @@ impl Worker {
     #[allow(clippy::too_many_arguments)]
     async fn fail(
         &self,
+        kind: Kind,
         sink: Uuid,
         cursor: i64,
         attempts: i32,
@@ -464,8 +494,11 @@ impl Worker {
         let waited = (Utc::now() - event.occurred_at)
             .to_std()
             .unwrap_or_default();
-        let give_up = attempts >= i32::try_from(settings.max_attempts).unwrap_or(i32::MAX)
-            || waited >= settings.max_age;
+        // A webhook gives up (its receiver may be gone for good); the NATS sink waits out a
+        // broker outage, retrying at the longest back-off.
+        let give_up = kind == Kind::Webhook
+            && (attempts >= i32::try_from(settings.max_attempts).unwrap_or(i32::MAX)
+                || waited >= settings.max_age);
         let jitter = rand::random_range(0.5..=1.0);
         let delay = settings.backoff(u32::try_from(attempts).unwrap_or(u32::MAX), jitter);
         let next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();

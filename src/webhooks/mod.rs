@@ -24,7 +24,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 pub use self::address::{AllowList, Cidr};
-pub use self::delivery::{NATS_SINK, SinkStats, nats_subject, spawn_workers, webhook_id};
+pub use self::delivery::{
+    NATS_SINK, NATS_STREAM, SinkStats, nats_subject, spawn_workers, webhook_id,
+};
 use self::signing::Secret;
 use crate::page_token::{PageRequest, PageTokenError};
 use crate::validation::Violations;

@@ -352,10 +352,15 @@ pub struct Stopped {
 
 impl Stopped {
     pub async fn start_again(self) -> TestApp {
+        self.start_again_with(TestOptions::default()).await
+    }
+
+    /// Starts it again with `options` (on its port and database).
+    pub async fn start_again_with(self, options: TestOptions) -> TestApp {
         spawn_app_with(TestOptions {
             database_url: Some(self.database_url),
             listen: Some(([127, 0, 0, 1], self.port).into()),
-            ..Default::default()
+            ..options
         })
         .await
     }

@@ -26,6 +26,7 @@ mod limits;
 mod live;
 mod merges;
 mod metrics;
+mod nats;
 mod privacy;
 mod scale_out;
 mod screenpop;
