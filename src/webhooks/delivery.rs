@@ -99,16 +99,70 @@ pub fn webhook_id(position: i64) -> String {
 }
 
 impl Target {
-    async fn send(&self, event: &StoredEvent, body_cap: usize) -> Outcome {
+    /// Sends `page` in order and returns the outcome of each event sent, with how long it took,
+    /// ending at the first failure (nothing after it is sent, or counts). A webhook sends one
+    /// event at a time, each after the previous was answered; NATS publishes the whole page on
+    /// its connection (which keeps the order) and then awaits the acks in order.
+    async fn send_page(&self, page: &[StoredEvent], body_cap: usize) -> Vec<(Outcome, Duration)> {
+        let mut outcomes = Vec::with_capacity(page.len());
         match self {
             Target::Http {
                 client,
                 allow,
                 url,
                 secrets,
-            } => send_http(client, allow, url, secrets, event, body_cap).await,
-            Target::Nats(jetstream) => send_nats(jetstream, event).await,
+            } => {
+                for event in page {
+                    let began = Instant::now();
+                    let outcome = send_http(client, allow, url, secrets, event, body_cap).await;
+                    let failed = outcome.result.is_err();
+                    outcomes.push((outcome, began.elapsed()));
+                    if failed {
+                        break;
+                    }
+                }
+            }
+            Target::Nats(jetstream) => {
+                let began = Instant::now();
+                let mut pending = Vec::with_capacity(page.len());
+                for event in page {
+                    match publish_nats(jetstream, event).await {
+                        Ok(ack) => pending.push(ack),
+                        Err(failure) => {
+                            pending.clear();
+                            outcomes.push((
+                                Outcome {
+                                    status_code: 0,
+                                    result: Err(failure),
+                                },
+                                began.elapsed(),
+                            ));
+                            break;
+                        }
+                    }
+                }
+                for ack in pending {
+                    let result = ack.await.map(drop).map_err(|_| "no_ack");
+                    let failed = result.is_err();
+                    outcomes.push((
+                        Outcome {
+                            status_code: 0,
+                            result,
+                        },
+                        began.elapsed(),
+                    ));
+                    if failed {
+                        break;
+                    }
+                }
+                if outcomes.last().is_some_and(|(o, _)| o.result.is_err()) {
+                    // No stream for the subject yet (NATS was down at start, or it lost its
+                    // store): make it before the next attempt.
+                    ensure_stream(jetstream).await;
+                }
+            }
         }
+        outcomes
     }
 }
 
@@ -205,26 +259,18 @@ pub fn nats_subject(topic: &str) -> String {
     format!("switchboard.v1.{topic}")
 }
 
-async fn send_nats(jetstream: &async_nats::jetstream::Context, event: &StoredEvent) -> Outcome {
+/// Publishes one event; the future resolves with JetStream's ack.
+async fn publish_nats(
+    jetstream: &async_nats::jetstream::Context,
+    event: &StoredEvent,
+) -> Result<async_nats::jetstream::context::PublishAckFuture, Failure> {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", webhook_id(event.position).as_str());
     headers.insert("Switchboard-Type", event.kind.as_str());
-    let published = jetstream
+    jetstream
         .publish_with_headers(nats_subject(&event.topic), headers, payload(event).into())
-        .await;
-    let acked = match published {
-        Ok(ack) => ack.await.map(drop).map_err(|_| "no_ack"),
-        Err(_) => Err("publish"),
-    };
-    if acked.is_err() {
-        // No stream for the subject yet (NATS was down at start, or it lost its store): make it
-        // before the next attempt.
-        ensure_stream(jetstream).await;
-    }
-    Outcome {
-        status_code: 0,
-        result: acked,
-    }
+        .await
+        .map_err(|_| "publish")
 }
 
 /// The stream Switchboard makes when none holds its subjects yet.
@@ -258,7 +304,7 @@ pub fn spawn_workers(
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let worker = match Worker::new(pool, settings, stats).await {
+        let worker = match Worker::new(pool, settings, stats, head.clone()).await {
             Ok(worker) => worker,
             Err(error) => {
                 tracing::error!(%error, "webhook delivery cannot start");
@@ -303,6 +349,8 @@ struct Worker {
     pool: PgPool,
     settings: Arc<DeliverySettings>,
     stats: Arc<SinkStats>,
+    /// The feed's head as this instance's sequencer last published it (no query per page).
+    head: FeedHead,
     /// This worker's lease name (a new one each start).
     owner: Uuid,
     client: reqwest::Client,
@@ -316,6 +364,7 @@ impl Worker {
         pool: PgPool,
         settings: Arc<DeliverySettings>,
         stats: Arc<SinkStats>,
+        head: FeedHead,
     ) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -346,6 +395,7 @@ impl Worker {
             pool,
             settings,
             stats,
+            head,
             owner: Uuid::new_v4(),
             client,
             nats,
@@ -395,7 +445,7 @@ impl Worker {
         let started = Instant::now();
         let mut cursor = sink.cursor;
         let mut attempts = sink.attempts;
-        let feed = crate::feed::head(&self.pool).await?;
+        let feed = *self.head.watch().borrow();
         if cursor < feed.pruned_through {
             // Retention removed events this sink never delivered: it stops, and says so.
             tracing::warn!(sink = %sink.id, cursor, oldest = feed.pruned_through,
@@ -416,28 +466,28 @@ impl Worker {
         }
         loop {
             // The head before the page: when nothing up to it matches, the cursor may move there.
-            let seen = crate::feed::head(&self.pool).await?.position;
+            // (The sequencer publishes it after its commit: every position up to it is readable.)
+            let seen = self.head.watch().borrow().position;
             let page = crate::feed::read_after(&self.pool, cursor, &sink.topics, PAGE).await?;
             let full = page.len() as i64 == PAGE;
             let mut log = Vec::with_capacity(page.len());
-            for event in &page {
-                let began = Instant::now();
-                let outcome = target.send(event, self.settings.body_cap).await;
+            let outcomes = target.send_page(&page, self.settings.body_cap).await;
+            let (delivered, failed_attempts) = match sink.kind {
+                Kind::Webhook => (
+                    &self.stats.webhook_delivered,
+                    &self.stats.webhook_failed_attempts,
+                ),
+                Kind::Nats => (&self.stats.nats_delivered, &self.stats.nats_failed_attempts),
+            };
+            for (event, (outcome, took)) in page.iter().zip(outcomes) {
                 attempts += 1;
                 log.push(Attempt {
                     position: event.position,
                     attempt: attempts,
                     status_code: outcome.status_code,
                     error: outcome.result.err().unwrap_or(""),
-                    duration_ms: i32::try_from(began.elapsed().as_millis()).unwrap_or(i32::MAX),
+                    duration_ms: i32::try_from(took.as_millis()).unwrap_or(i32::MAX),
                 });
-                let (delivered, failed_attempts) = match sink.kind {
-                    Kind::Webhook => (
-                        &self.stats.webhook_delivered,
-                        &self.stats.webhook_failed_attempts,
-                    ),
-                    Kind::Nats => (&self.stats.nats_delivered, &self.stats.nats_failed_attempts),
-                };
                 match outcome.result {
                     Ok(()) => {
                         delivered.fetch_add(1, Ordering::Relaxed);
@@ -471,6 +521,7 @@ impl Worker {
                 return Ok(());
             }
             if done {
+                tracing::debug!(sink = %sink.id, cursor, took_us = started.elapsed().as_micros() as u64, "push pass done");
                 return Ok(());
             }
         }

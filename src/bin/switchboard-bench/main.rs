@@ -13,12 +13,14 @@
 //! same run with the same mode, as their yardstick: each prints its throughput as a share of it.
 //!
 //! Latency probes (`push`, `pop`) send one request at a time: see `latency.rs`. `import` times a
-//! 100,000-row legacy import and its re-run: see `import.rs`.
+//! 100,000-row legacy import and its re-run: see `import.rs`. `sinks` measures webhook and NATS
+//! delivery: see `sinks.rs`.
 
 mod engine;
 mod http1;
 mod import;
 mod latency;
+mod sinks;
 mod workloads;
 
 use std::sync::Arc;
@@ -39,7 +41,7 @@ use crate::workloads::{Connections, Echo, Events, Mixed, PopCold, PopHot, Popula
 )]
 pub struct Args {
     /// Scenario to run.
-    #[arg(value_parser = ["echo", "pop-hot", "pop-cold", "events", "mixed", "http-cid", "http-pop", "grpc-web-pop", "push", "pop", "import", "sip-ring"])]
+    #[arg(value_parser = ["echo", "pop-hot", "pop-cold", "events", "mixed", "http-cid", "http-pop", "grpc-web-pop", "push", "pop", "import", "sip-ring", "sinks"])]
     scenario: String,
     /// The instance to load (and the one gateways report to, for `push`).
     #[arg(long, alias = "server", default_value = "http://127.0.0.1:50051")]
@@ -105,6 +107,9 @@ pub struct Args {
     /// `sip-ring`: the agent whose stream is watched.
     #[arg(long, default_value = "agent-ana")]
     sip_agent: String,
+    /// `sinks`: the NATS server the sink publishes to (its messages are read back to time them).
+    #[arg(long)]
+    nats_url: Option<String>,
     /// `import`: rows in the file.
     #[arg(long, default_value_t = 100_000)]
     rows: u32,
@@ -368,6 +373,7 @@ async fn main() -> anyhow::Result<()> {
     match args.scenario.as_str() {
         "push" => latency::push_scenario(&args).await,
         "sip-ring" => latency::sip_ring_scenario(&args).await,
+        "sinks" => sinks::sinks_scenario(&args).await,
         "pop" => {
             let run = format!("p{}", chrono::Utc::now().timestamp_millis());
             latency::pop_scenario(&args, &run).await
