@@ -218,6 +218,7 @@ pub const MASKED: &[&str] = &[
     "ContactPoint.label",
     "CreateCustomerRequest.company",
     "CreateCustomerRequest.display_name",
+    "CreateWebhookRequest.description",
     "Customer.company",
     "Customer.display_name",
     "Disposition.label",
@@ -233,6 +234,7 @@ pub const MASKED: &[&str] = &[
     "SubmitFeedbackRequest.text",
     "UpsertAgentRequest.display_name",
     "UpdateFeedbackStatusRequest.resolution",
+    "UpdateWebhookRequest.description",
 ];
 
 const IDENTIFIER: &str = "an identifier or key (UUID, agent id, a system's own id, a page token): \
@@ -299,6 +301,17 @@ pub const EXEMPT: &[(&str, &str)] = &[
     ("topics", CODE),
     ("agents", FILTER),
     ("name_prefix", FILTER),
+    ("update_mask", CODE),
+    (
+        "url",
+        "a webhook URL: parsed and checked at the edge (http or https, a public host, no user or \
+         password), and masking would change where deliveries go",
+    ),
+    (
+        "secret",
+        "a webhook signing secret: parsed at the edge (\"whsec_\" and base64), stored to sign, \
+         never shown again or logged",
+    ),
 ];
 
 #[cfg(test)]

@@ -30,6 +30,8 @@
 //! - [`analytics`]: KPIs over calls, interactions and feedback, against a baseline period.
 //! - [`segments`]: RFM segmentation of customers, evaluated in the database.
 //! - [`feed`]: the event feed: every change, numbered in commit order, for other systems.
+//! - [`webhooks`]: the feed pushed out: signed webhook subscriptions and the NATS JetStream sink,
+//!   each with its own cursor, delivered under leases shared by every instance.
 //! - [`privacy`]: export of everything held about a customer, erasure, and retention.
 //! - [`diagnostics`]: `Echo`, the benchmark's yardstick.
 //! - [`admission`]: load shedding in front of authentication, and the `server-timing` header.
