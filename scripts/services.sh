@@ -72,6 +72,16 @@ api_checks() {
   "$ROOT/web/node_modules/.bin/buf" breaking --against "$ROOT/api/switchboard-v1.binpb"
 }
 
+# Waits (up to 30 s) until something listens on 127.0.0.1:$1.
+wait_port() {
+  for _ in $(seq 1 300); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  log "nothing listens on $1"
+  return 1
+}
+
 ensure_packages() {
   command -v redis-server >/dev/null || apt_install redis-server
   [ -n "$(pg_bindir)" ] || apt_install postgresql

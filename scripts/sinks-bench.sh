@@ -28,15 +28,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_port() {
-  for _ in $(seq 1 300); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  log "nothing listens on $1"
-  return 1
-}
-
 nats="$(command -v nats-server || echo /usr/sbin/nats-server)"
 "$nats" -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$work/nats" >"$work/nats.log" 2>&1 &
 pids+=($!)

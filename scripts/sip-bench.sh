@@ -35,15 +35,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_port() {
-  for _ in $(seq 1 300); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  log "nothing listens on $1"
-  return 1
-}
-
 db="${DATABASE_URL%/*}/switchboard_sipbench"
 psql "$DATABASE_URL" -q -c 'SET client_min_messages = warning' \
   -c 'DROP DATABASE IF EXISTS switchboard_sipbench' -c 'CREATE DATABASE switchboard_sipbench'

@@ -110,6 +110,23 @@ impl Receiver {
     }
 }
 
+/// A webhook's delivery attempts, newest first (up to 500).
+async fn deliveries(
+    client: &mut WebhookServiceClient<Authed>,
+    id: &str,
+) -> Vec<v1::WebhookDelivery> {
+    client
+        .list_deliveries(v1::ListDeliveriesRequest {
+            id: id.to_owned(),
+            page_size: 500,
+            ..Default::default()
+        })
+        .await
+        .expect("deliveries")
+        .into_inner()
+        .deliveries
+}
+
 fn webhooks(channel: &Authed) -> WebhookServiceClient<Authed> {
     WebhookServiceClient::new(channel.clone())
 }
@@ -217,15 +234,7 @@ async fn a_webhook_gets_every_event_signed_in_order_with_no_personal_data() {
     assert_eq!(requests[0]["type"], "customer.created");
 
     // Its own deliveries are listed, newest first.
-    let deliveries = client
-        .list_deliveries(v1::ListDeliveriesRequest {
-            id: hook.id.clone(),
-            ..Default::default()
-        })
-        .await
-        .expect("deliveries")
-        .into_inner()
-        .deliveries;
+    let deliveries = deliveries(&mut client, &hook.id).await;
     assert_eq!(deliveries.len(), owed.len());
     assert_eq!(deliveries[0].cursor, owed.last().expect("one").to_string());
     assert!(
@@ -279,15 +288,7 @@ async fn a_receiver_that_fails_hangs_and_restarts_still_gets_every_event_in_orde
         let mut client = client.clone();
         let id = hook.id.clone();
         async move {
-            let log = client
-                .list_deliveries(v1::ListDeliveriesRequest {
-                    id,
-                    ..Default::default()
-                })
-                .await
-                .expect("deliveries")
-                .into_inner()
-                .deliveries;
+            let log = deliveries(&mut client, &id).await;
             log.iter().any(|d| d.error == "timeout")
         }
     })
@@ -311,16 +312,7 @@ async fn a_receiver_that_fails_hangs_and_restarts_still_gets_every_event_in_orde
         "in order, none missing, once each"
     );
 
-    let log = client
-        .list_deliveries(v1::ListDeliveriesRequest {
-            id: hook.id.clone(),
-            page_size: 500,
-            ..Default::default()
-        })
-        .await
-        .expect("deliveries")
-        .into_inner()
-        .deliveries;
+    let log = deliveries(&mut client, &hook.id).await;
     let errors: Vec<&str> = log.iter().map(|d| d.error.as_str()).collect();
     assert!(errors.contains(&"status"), "{errors:?}");
     assert!(errors.contains(&"timeout"), "{errors:?}");
@@ -472,15 +464,7 @@ async fn internal_targets_are_refused_redirects_not_followed_and_bodies_capped()
         receiver.requests("/elsewhere").is_empty(),
         "the redirect was not followed"
     );
-    let log = client
-        .list_deliveries(v1::ListDeliveriesRequest {
-            id: hook.id.clone(),
-            ..Default::default()
-        })
-        .await
-        .expect("deliveries")
-        .into_inner()
-        .deliveries;
+    let log = deliveries(&mut client, &hook.id).await;
     assert!(
         log.iter()
             .all(|d| d.status_code == 302 && d.error == "redirect")
