@@ -734,3 +734,82 @@ async fn three_instances_share_the_work_and_survive_a_kill() {
         );
     }
 }
+
+/// Only SERVICE and ADMIN credentials manage webhooks: an agent or a supervisor is refused.
+#[tokio::test]
+async fn only_systems_and_admins_manage_webhooks() {
+    use switchboard::auth::Role;
+    let app = spawn_app().await;
+    for role in [Role::Agent, Role::Supervisor, Role::Gateway] {
+        let channel = crate::helpers::authed(
+            app.raw_channel.clone(),
+            &crate::helpers::token(role, "someone", Some("pbx")),
+        );
+        let refused = webhooks(&channel)
+            .list_webhooks(v1::ListWebhooksRequest::default())
+            .await
+            .expect_err("refused");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{role:?}");
+    }
+    let service = crate::helpers::authed(
+        app.raw_channel.clone(),
+        &crate::helpers::token(Role::Service, "erp-bridge", None),
+    );
+    webhooks(&service)
+        .list_webhooks(v1::ListWebhooksRequest::default())
+        .await
+        .expect("a SERVICE credential lists");
+}
+
+/// An erased customer: the receiver gets `customer.erased` with the customer's id, so it can
+/// erase too, and an event about them replayed afterwards has its details emptied.
+#[tokio::test]
+async fn an_erasure_reaches_the_receiver_and_empties_what_is_replayed() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start(0).await;
+    let mut client = webhooks(&app.channel);
+    let (hook, secret) = create(&mut client, receiver.url("/erase"), &["customer"]).await;
+    receiver
+        .control(serde_json::json!({"secrets": [secret]}))
+        .await;
+    let start: i64 = hook.cursor.parse().expect("cursor");
+    let customer = app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    switchboard::proto::v1::privacy_service_client::PrivacyServiceClient::new(app.channel.clone())
+        .erase_customer(v1::EraseCustomerRequest {
+            customer_id: customer.id.clone(),
+        })
+        .await
+        .expect("erased");
+    let owed = positions_after(&app.db, start, "customer", 2).await;
+    delivered(&receiver, "/erase", &owed).await;
+    let erased = receiver
+        .requests("/erase")
+        .into_iter()
+        .find(|r| r["type"] == "customer.erased")
+        .expect("customer.erased was delivered");
+    let body: Value = serde_json::from_str(erased["body"].as_str().expect("body")).expect("JSON");
+    assert_eq!(body["data"]["customer_id"], customer.id);
+
+    client
+        .replay_webhook(v1::ReplayWebhookRequest {
+            id: hook.id,
+            after_cursor: start.to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("replayed");
+    let again = eventually(Duration::from_secs(10), || async {
+        receiver.accepted("/erase").len() >= 2 * owed.len()
+    })
+    .await;
+    assert!(again);
+    let replayed_created = receiver
+        .requests("/erase")
+        .into_iter()
+        .filter(|r| r["type"] == "customer.created")
+        .nth(1)
+        .expect("the creation, replayed");
+    let body: Value =
+        serde_json::from_str(replayed_created["body"].as_str().expect("body")).expect("JSON");
+    assert_eq!(body["data"]["details"], serde_json::json!({}), "{body}");
+}
