@@ -53,7 +53,7 @@ pub async fn scrub_customer(
 ) -> sqlx::Result<()> {
     store::scrub_customer(conn, customer_id.as_uuid()).await
 }
-pub use subscription::{FeedItem, Start, subscribe};
+pub use subscription::{FeedItem, Start, parse_cursor, subscribe};
 
 /// The feed's head now: the newest position, and what retention removed.
 pub async fn head(pool: &sqlx::PgPool) -> sqlx::Result<Head> {

@@ -28,7 +28,8 @@ pub struct Start {
     pub from_latest: bool,
 }
 
-fn parse_cursor(cursor: &str) -> Result<i64, FeedError> {
+/// A cursor as a client sends it: a position, 0 or more.
+pub fn parse_cursor(cursor: &str) -> Result<i64, FeedError> {
     cursor
         .parse::<i64>()
         .ok()

@@ -14,7 +14,7 @@ use crate::grpc_status;
 use crate::page_token::{LONG_PAGES, PageRequest, SHORT_PAGES};
 use crate::proto::v1;
 use crate::proto::v1::webhook_service_server::WebhookService;
-use crate::proto_time::{from_timestamp, to_timestamp};
+use crate::proto_time::to_timestamp;
 use crate::validation::Violations;
 
 pub struct WebhookGrpc {
@@ -99,16 +99,12 @@ fn secret(v: &mut Violations, field: &str, text: &str) -> Option<Secret> {
     parsed
 }
 
-/// An optional feed cursor field.
+/// An optional feed cursor field (the feed's own parser).
 fn cursor(v: &mut Violations, field: &str, text: &str) -> Option<i64> {
     if text.is_empty() {
         return None;
     }
-    let parsed = text.parse::<i64>().ok().filter(|c| *c >= 0);
-    if parsed.is_none() {
-        v.add(field, "must be a cursor from the event feed");
-    }
-    parsed
+    v.check(field, crate::feed::parse_cursor(text))
 }
 
 fn id(v: &mut Violations, text: &str) -> Option<uuid::Uuid> {
@@ -274,16 +270,7 @@ impl WebhookService for WebhookGrpc {
         let mut v = Violations::new();
         let id = id(&mut v, &r.id);
         let after = cursor(&mut v, "after_cursor", &r.after_cursor);
-        let since = match &r.since {
-            None => None,
-            Some(at) => {
-                let parsed = from_timestamp(at);
-                if parsed.is_none() {
-                    v.add("since", "is not a valid time");
-                }
-                parsed
-            }
-        };
+        let since = v.time("since", r.since.as_ref(), false);
         let from = match (after, since) {
             (Some(_), Some(_)) => {
                 v.add("since", "give after_cursor or since, not both");
