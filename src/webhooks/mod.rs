@@ -248,14 +248,19 @@ impl Webhooks {
         Self { pool, settings }
     }
 
-    /// Refuses a URL whose host resolves to an address the allow-list does not permit.
-    async fn check_destination(&self, url: &reqwest::Url) -> Result<()> {
+    /// A subscription's URL, checked: its form ([`check_url_form`]), then where its host resolves
+    /// (only to addresses the allow-list permits).
+    async fn checked_url(&self, text: &str) -> Result<reqwest::Url> {
+        let mut v = Violations::new();
+        let Some(url) = check_url_form(&mut v, "url", text) else {
+            return Err(WebhookError::Invalid(v));
+        };
         let host = url.host_str().unwrap_or_default();
         let port = url.port_or_known_default().unwrap_or(443);
         address::resolve(&self.settings.allow, host, port)
             .await
-            .map(drop)
-            .map_err(|error| WebhookError::Invalid(Violations::single("url", error.to_string())))
+            .map_err(|error| WebhookError::Invalid(Violations::single("url", error.to_string())))?;
+        Ok(url)
     }
 
     /// A cursor a sink may start after: inside retention, not ahead of the feed.
@@ -277,13 +282,7 @@ impl Webhooks {
 
     /// Creates a subscription; returns it and its secret (shown once).
     pub async fn create(&self, new: NewWebhook) -> Result<(Sink, Secret)> {
-        let mut v = Violations::new();
-        let url = check_url_form(&mut v, "url", &new.url);
-        if !v.is_empty() {
-            return Err(WebhookError::Invalid(v));
-        }
-        let url = url.ok_or_else(|| WebhookError::Invalid(Violations::single("url", "invalid")))?;
-        self.check_destination(&url).await?;
+        let url = self.checked_url(&new.url).await?;
         let cursor = match new.after_cursor {
             Some(cursor) => {
                 self.check_cursor(cursor).await?;
@@ -327,15 +326,7 @@ impl Webhooks {
 
     pub async fn update(&self, id: Uuid, mut change: Change) -> Result<Sink> {
         if let Some(url) = &change.url {
-            let mut v = Violations::new();
-            let parsed = check_url_form(&mut v, "url", url);
-            match parsed {
-                Some(parsed) if v.is_empty() => {
-                    self.check_destination(&parsed).await?;
-                    change.url = Some(parsed.to_string());
-                }
-                _ => return Err(WebhookError::Invalid(v)),
-            }
+            change.url = Some(self.checked_url(url).await?.to_string());
         }
         store::update(&self.pool, id, &change)
             .await?
