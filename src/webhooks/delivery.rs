@@ -581,11 +581,7 @@ impl Worker {
 
     /// The FAILING count, for the metrics.
     async fn count_failing(&self) {
-        if let Ok(counts) = store::count_by_state(&self.pool).await {
-            let failing = counts
-                .iter()
-                .find(|(state, _)| state == "failing")
-                .map_or(0, |(_, n)| *n);
+        if let Ok(failing) = store::count_failing(&self.pool).await {
             self.stats.failing.store(failing, Ordering::Relaxed);
         }
     }

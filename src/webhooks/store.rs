@@ -433,12 +433,9 @@ pub async fn prune_deliveries(
     Ok(done.rows_affected())
 }
 
-/// Subscriptions per state, for the metrics.
-pub async fn count_by_state(pool: &PgPool) -> sqlx::Result<Vec<(String, i64)>> {
-    let rows = sqlx::query!(
-        "SELECT state, count(*) AS \"n!\" FROM feed_sinks GROUP BY state ORDER BY state"
-    )
-    .fetch_all(&mut *crate::db::acquire(pool).await?)
-    .await?;
-    Ok(rows.into_iter().map(|r| (r.state, r.n)).collect())
+/// Sinks stopped in FAILING, for the metrics.
+pub async fn count_failing(pool: &PgPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar!("SELECT count(*) AS \"n!\" FROM feed_sinks WHERE state = 'failing'")
+        .fetch_one(&mut *crate::db::acquire(pool).await?)
+        .await
 }
