@@ -3,7 +3,8 @@
 # development mode on 127.0.0.1:50072 with its own database (switchboard_sinkbench, 10,000
 # customers) and Redis prefix, nats-server with JetStream on 4333, and `switchboard-bench sinks`
 # (its own webhook receiver in-process, and a NATS subscription). It reports:
-#   1. call-event ingest with the sinks paused, delivering, and paused again (closed loop)
+#   1. call-event ingest with the sinks paused and delivering in turn, PHASES (default 5, of SECS=12 s)
+#      delivering phases between paused ones (closed loop), and the cores each program used
 #   2. the delivery lag at RATE call events a second (default 1000; one feed event each)
 #   3. deliveries a second, draining a backlog of BACKLOG events (default 20000) per sink
 set -euo pipefail
@@ -52,6 +53,6 @@ for _ in $(seq 1 100); do [ -s "$work/token" ] && break; sleep 0.1; done
 log "sinks: ingest without and with delivery, the lag at $RATE events/s, a backlog of $BACKLOG"
 DATABASE_URL="$db" "$bin/switchboard-bench" sinks --server http://127.0.0.1:50072 \
   --token "$(cat "$work/token")" --nats-url "nats://127.0.0.1:$NATS_PORT" --rate "$RATE" \
-  --duration 10 --warmup 2 --concurrency 1024 --streams 64 --agents 50 --population 10000 \
+  --duration "${SECS:-12}" --warmup 2 --phases "${PHASES:-5}" --concurrency 1024 --streams 64 --agents 50 --population 10000 \
   --calls "$BACKLOG" --echo-secs 0
 [ -n "${KEEP_LOG:-}" ] && cp "$work/server.log" "$KEEP_LOG"

@@ -58,7 +58,8 @@ enum Target {
     Http {
         client: reqwest::Client,
         allow: address::AllowList,
-        url: String,
+        /// `None`: the stored URL does not parse (every attempt fails "bad_url").
+        url: Option<reqwest::Url>,
         secrets: Vec<Secret>,
     },
     Nats(async_nats::jetstream::Context),
@@ -75,22 +76,51 @@ struct Outcome {
 }
 
 /// The body of a webhook: Standard Webhooks' `type`, `timestamp` and `data`, where `data` is the
-/// feed event (ids, states and codes only).
+/// feed event (ids, states and codes only). The event's details go out as stored (JSON the
+/// feed wrote), not parsed and written again.
 fn payload(event: &StoredEvent) -> Vec<u8> {
-    let details: serde_json::Value =
-        serde_json::from_str(&event.data_json).unwrap_or(serde_json::Value::Null);
-    let body = serde_json::json!({
-        "type": event.kind,
-        "timestamp": event.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        "data": {
-            "cursor": event.position.to_string(),
-            "topic": event.topic,
-            "subject_id": event.subject_id,
-            "customer_id": event.customer_id.map(|id| id.to_string()),
-            "details": details,
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        r#type: &'a str,
+        timestamp: String,
+        data: Data<'a>,
+    }
+    #[derive(serde::Serialize)]
+    struct Data<'a> {
+        cursor: String,
+        topic: &'a str,
+        subject_id: &'a str,
+        customer_id: Option<String>,
+        details: Option<&'a serde_json::value::RawValue>,
+    }
+    let body = Body {
+        r#type: &event.kind,
+        timestamp: event
+            .occurred_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        data: Data {
+            cursor: event.position.to_string(),
+            topic: &event.topic,
+            subject_id: &event.subject_id,
+            customer_id: event.customer_id.map(|id| id.to_string()),
+            details: serde_json::from_str(&event.data_json).ok(),
         },
-    });
+    };
     serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// Adds an attempt to the log: a first-attempt success with the same status as the run before
+/// it extends that run; anything else is an entry of its own.
+fn record(log: &mut Vec<Attempt>, next: Attempt) {
+    let clean = |a: &Attempt| a.attempt == 1 && a.error.is_empty();
+    match log.last_mut() {
+        Some(run) if clean(run) && clean(&next) && run.status_code == next.status_code => {
+            run.through = next.through;
+            run.events += 1;
+            run.duration_ms = run.duration_ms.max(next.duration_ms);
+        }
+        _ => log.push(next),
+    }
 }
 
 /// The id a receiver dedupes on: the same for every attempt, from every instance.
@@ -114,7 +144,8 @@ impl Target {
             } => {
                 for event in page {
                     let began = Instant::now();
-                    let outcome = send_http(client, allow, url, secrets, event, body_cap).await;
+                    let outcome =
+                        send_http(client, allow, url.as_ref(), secrets, event, body_cap).await;
                     let failed = outcome.result.is_err();
                     outcomes.push((outcome, began.elapsed()));
                     if failed {
@@ -169,7 +200,7 @@ impl Target {
 async fn send_http(
     client: &reqwest::Client,
     allow: &address::AllowList,
-    url: &str,
+    url: Option<&reqwest::Url>,
     secrets: &[Secret],
     event: &StoredEvent,
     body_cap: usize,
@@ -178,7 +209,7 @@ async fn send_http(
         status_code,
         result: Err(failure),
     };
-    let Ok(parsed) = reqwest::Url::parse(url) else {
+    let Some(parsed) = url else {
         return failed(0, "bad_url");
     };
     // reqwest resolves names through `address::Resolver`; an address in the URL it connects to
@@ -195,7 +226,7 @@ async fn send_http(
     let keys: Vec<&Secret> = secrets.iter().collect();
     let signature = signature_header(&keys, &id, timestamp, &body);
     let sent = client
-        .post(parsed)
+        .post(parsed.clone())
         .header(http::header::CONTENT_TYPE, "application/json")
         .header("webhook-id", &id)
         .header("webhook-timestamp", timestamp.to_string())
@@ -425,7 +456,7 @@ impl Worker {
             Kind::Webhook => Some(Target::Http {
                 client: self.client.clone(),
                 allow: self.settings.allow.clone(),
-                url: claimed.sink.url.clone(),
+                url: reqwest::Url::parse(&claimed.sink.url).ok(),
                 secrets: claimed
                     .secrets
                     .iter()
@@ -481,13 +512,18 @@ impl Worker {
             };
             for (event, (outcome, took)) in page.iter().zip(outcomes) {
                 attempts += 1;
-                log.push(Attempt {
-                    position: event.position,
-                    attempt: attempts,
-                    status_code: outcome.status_code,
-                    error: outcome.result.err().unwrap_or(""),
-                    duration_ms: i32::try_from(took.as_millis()).unwrap_or(i32::MAX),
-                });
+                record(
+                    &mut log,
+                    Attempt {
+                        position: event.position,
+                        through: event.position,
+                        events: 1,
+                        attempt: attempts,
+                        status_code: outcome.status_code,
+                        error: outcome.result.err().unwrap_or(""),
+                        duration_ms: i32::try_from(took.as_millis()).unwrap_or(i32::MAX),
+                    },
+                );
                 match outcome.result {
                     Ok(()) => {
                         delivered.fetch_add(1, Ordering::Relaxed);
@@ -609,5 +645,53 @@ mod tests {
         assert_eq!(body["data"]["details"]["status"], "open");
         assert_eq!(webhook_id(42), "sb_42");
         assert_eq!(nats_subject("case"), "switchboard.v1.case");
+    }
+
+    fn attempt(position: i64, attempt: i32, status_code: i32, error: &'static str) -> Attempt {
+        Attempt {
+            position,
+            through: position,
+            events: 1,
+            attempt,
+            status_code,
+            error,
+            duration_ms: i32::try_from(position).expect("small"),
+        }
+    }
+
+    #[test]
+    fn first_attempt_successes_with_one_status_log_as_one_run_and_the_rest_alone() {
+        let mut log = Vec::new();
+        for next in [
+            attempt(3, 1, 204, ""),
+            attempt(5, 1, 204, ""),
+            attempt(9, 1, 204, ""),
+            attempt(10, 1, 200, ""),
+            attempt(11, 1, 500, "status"),
+            attempt(11, 2, 204, ""),
+            attempt(12, 1, 204, ""),
+            attempt(13, 1, 204, ""),
+        ] {
+            record(&mut log, next);
+        }
+        let run = |position, through, events, status_code, duration_ms| Attempt {
+            position,
+            through,
+            events,
+            attempt: 1,
+            status_code,
+            error: "",
+            duration_ms,
+        };
+        assert_eq!(
+            log,
+            vec![
+                run(3, 9, 3, 204, 9),
+                run(10, 10, 1, 200, 10),
+                attempt(11, 1, 500, "status"),
+                attempt(11, 2, 204, ""),
+                run(12, 13, 2, 204, 13),
+            ]
+        );
     }
 }

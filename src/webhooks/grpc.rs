@@ -76,6 +76,8 @@ fn to_proto(sink: Sink) -> v1::Webhook {
 fn delivery_to_proto(d: Delivery) -> v1::WebhookDelivery {
     v1::WebhookDelivery {
         cursor: d.position.to_string(),
+        through_cursor: d.through_position.to_string(),
+        events: d.events,
         attempt: d.attempt,
         status_code: d.status_code,
         error: d.error,

@@ -142,6 +142,9 @@ pub struct Change {
 pub struct Delivery {
     pub id: i64,
     pub position: i64,
+    /// The last event of a run of first-attempt successes (`position` for a single attempt).
+    pub through_position: i64,
+    pub events: i32,
     pub attempt: i32,
     pub status_code: i32,
     pub error: String,

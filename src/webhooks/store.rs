@@ -223,7 +223,8 @@ pub async fn deliveries(
 ) -> sqlx::Result<Vec<Delivery>> {
     sqlx::query_as!(
         Delivery,
-        "SELECT id, position, attempt, status_code, error, duration_ms, attempted_at \
+        "SELECT id, position, through_position, events, attempt, status_code, error, \
+           duration_ms, attempted_at \
          FROM feed_sink_deliveries WHERE sink_id = $1 AND ($2::bigint IS NULL OR id < $2) \
          ORDER BY id DESC LIMIT $3",
         sink,
@@ -305,9 +306,13 @@ pub async fn claim(
         .collect())
 }
 
-/// One attempt, for the log.
+/// One attempt for the log, or a run of first-attempt successes (`position` through `through`,
+/// `events` of them, `duration_ms` the longest).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
     pub position: i64,
+    pub through: i64,
+    pub events: i32,
     pub attempt: i32,
     pub status_code: i32,
     pub error: &'static str,
@@ -400,16 +405,21 @@ async fn log(conn: &mut sqlx::PgConnection, id: Uuid, attempts: &[Attempt]) -> s
     let statuses: Vec<i32> = attempts.iter().map(|a| a.status_code).collect();
     let errors: Vec<&str> = attempts.iter().map(|a| a.error).collect();
     let durations: Vec<i32> = attempts.iter().map(|a| a.duration_ms).collect();
+    let throughs: Vec<i64> = attempts.iter().map(|a| a.through).collect();
+    let events: Vec<i32> = attempts.iter().map(|a| a.events).collect();
     sqlx::query!(
         "INSERT INTO feed_sink_deliveries (sink_id, position, attempt, status_code, error, \
-           duration_ms) \
-         SELECT $1, * FROM unnest($2::bigint[], $3::int[], $4::int[], $5::text[], $6::int[])",
+           duration_ms, through_position, events) \
+         SELECT $1, * FROM unnest($2::bigint[], $3::int[], $4::int[], $5::text[], $6::int[], \
+           $7::bigint[], $8::int[])",
         id,
         &positions,
         &numbers,
         &statuses,
         &errors as &[&str],
-        &durations
+        &durations,
+        &throughs,
+        &events
     )
     .execute(conn)
     .await?;

@@ -98,6 +98,9 @@ pub struct Args {
     /// Agents the calls ring.
     #[arg(long, default_value_t = 10)]
     agents: u32,
+    /// `sinks`: delivering phases, each between two paused ones (at most 6).
+    #[arg(long, default_value_t = 3)]
+    phases: u32,
     /// `pop`: customers to create (each with a full card).
     #[arg(long, default_value_t = 200)]
     customers: u32,
