@@ -289,6 +289,10 @@ pub struct ServeArgs {
     /// already brings a rebuild within half a second.
     #[arg(long, env = "SWITCHBOARD_LIVE_REBUILD_MS", default_value_t = 60_000)]
     pub live_rebuild_ms: u64,
+    /// A call not ended with no event for this long (seconds, by the events' own times) is
+    /// stale on the live board: counted apart, never as waiting or in service.
+    #[arg(long, env = "SWITCHBOARD_LIVE_STALE_AFTER_SECS", default_value_t = 4 * 3600)]
+    pub live_stale_after_secs: u64,
     /// How long in-flight calls may take to finish after SIGTERM before the server exits (seconds).
     #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
     pub drain_timeout_secs: u64,
@@ -626,7 +630,7 @@ impl TryFrom<ServeArgs> for Settings {
             webhooks: std::sync::Arc::new(args.webhooks.settings()),
             live: crate::live::LiveSettings {
                 reconcile_every: Duration::from_millis(args.live_rebuild_ms.max(100)),
-                ..Default::default()
+                stale_after: Duration::from_secs(args.live_stale_after_secs.max(1)),
             },
             case_sla: args.case_sla,
             feedback: crate::feedback::Thresholds {

@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{Analytics, AnalyticsError, Grouping, Kpis, Measured, Query, Window};
+use super::{Analytics, AnalyticsError, Grouping, Kpis, Measured, Query, ServiceLevelRule, Window};
 use crate::auth::{self, Role};
 use crate::call_model::parse_agent_id;
 use crate::grpc_status;
@@ -100,6 +100,17 @@ fn query_of(request: v1::GetKpisRequest) -> Result<Query, Violations> {
         20,
         &mut violations,
     );
+    let wrap_up_cap_seconds = match request.after_call_work_cap_seconds {
+        0 => 1800,
+        cap @ 1..=86_400 => cap,
+        _ => {
+            violations.add(
+                "after_call_work_cap_seconds",
+                "must be between 1 and 86400 seconds",
+            );
+            1800
+        }
+    };
     let repeat_window_hours = match request.repeat_window_hours {
         0 => 168,
         hours @ 1..=2160 => hours,
@@ -129,6 +140,11 @@ fn query_of(request: v1::GetKpisRequest) -> Result<Query, Violations> {
             time_zone,
             short_abandon_seconds,
             service_level_seconds,
+            service_level_rule: ServiceLevelRule {
+                include_short_abandons: request.service_level_includes_short_abandons,
+                quick_abandons_met: request.service_level_counts_quick_abandons_as_met,
+            },
+            wrap_up_cap_seconds,
         }),
         _ => Err(violations),
     }
@@ -150,6 +166,9 @@ fn kpis_to_proto(now: &Kpis, baseline: Option<&Kpis>) -> v1::Kpis {
         abandoned: kpi(|k| Some(k.abandoned)),
         short_abandoned: kpi(|k| Some(k.short_abandoned)),
         in_progress: kpi(|k| Some(k.in_progress)),
+        self_service: kpi(|k| Some(k.self_service)),
+        after_call_work_outliers: kpi(|k| Some(k.wrap_up_outliers)),
+        csat_top_two_box: kpi(|k| k.csat_top_two_box),
         abandonment_rate: kpi(|k| k.abandonment_rate),
         average_speed_of_answer: kpi(|k| k.average_speed_of_answer),
         service_level: kpi(|k| k.service_level),

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 pub use chains::spawn as spawn_chain_stamper;
-pub use kpis::{Kpis, Tally};
+pub use kpis::{Kpis, ServiceLevelRule, Tally};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grouping {
@@ -68,6 +68,9 @@ pub struct Query {
     pub service_level_seconds: i32,
     /// Another call from the same customer within this many hours makes a call a repeat.
     pub repeat_window_hours: i32,
+    pub service_level_rule: ServiceLevelRule,
+    /// After-call work above this on one call makes the call an outlier, out of the AHT.
+    pub wrap_up_cap_seconds: i32,
 }
 
 /// A group's KPIs, with the baseline's when there is one.
@@ -158,18 +161,19 @@ impl Analytics {
             }
         };
         tx.commit().await?;
+        let rule = query.service_level_rule;
         let total = Measured {
             key: String::new(),
-            kpis: total.kpis(),
-            baseline: baseline_total.map(|t| t.kpis()),
+            kpis: total.kpis(rule),
+            baseline: baseline_total.map(|t| t.kpis(rule)),
         };
         let groups = match query.grouping {
             Grouping::Total => Vec::new(),
             _ => groups
                 .into_iter()
                 .map(|(key, tally)| Measured {
-                    baseline: baseline_groups.get(&key).map(Tally::kpis),
-                    kpis: tally.kpis(),
+                    baseline: baseline_groups.get(&key).map(|t| t.kpis(rule)),
+                    kpis: tally.kpis(rule),
                     key,
                 })
                 .collect(),

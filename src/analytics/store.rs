@@ -14,19 +14,26 @@ struct Row {
     answered: i64,
     abandoned: i64,
     short_abandoned: i64,
+    abandoned_within: i64,
+    short_abandoned_within: i64,
+    self_service: i64,
     in_progress: i64,
     answered_within: i64,
     wait_ms: f64,
     handled: i64,
     talk_ms: f64,
     hold_ms: f64,
+    aht_calls: i64,
+    aht_ms: f64,
     wrap_up_ms: f64,
+    wrap_up_outliers: i64,
     transferred: i64,
     with_customer: i64,
     repeated: i64,
     first_contact_resolved: i64,
     csat_sum: i64,
     csat_count: i64,
+    csat_top_two: i64,
     nps_promoters: i64,
     nps_detractors: i64,
     nps_count: i64,
@@ -46,12 +53,17 @@ pub async fn tallies(
         "WITH span AS ( \
            SELECT c.gateway_id, c.call_id, c.customer_id, c.queue, c.handled_by[1] AS agent, \
              c.outcome, c.transfers, c.hold_ms, c.offered_at, c.queued_at, c.answered_at, \
-             c.ended_at, c.dialed_number, c.next_offered_at AS next_at \
+             c.ended_at, c.dialed_number, c.next_offered_at AS next_at, c.team \
            FROM calls c \
            WHERE c.offered_at >= $1 AND c.offered_at < $2), \
          w AS ( \
-           SELECT i.gateway_id, i.call_id, max(i.wrap_up_ms) AS wrap_up_ms, \
-             bool_or(d.resolves) AS resolved \
+           SELECT i.gateway_id, i.call_id, \
+             sum(CASE WHEN i.created_at > COALESCE(i.ended_at, i.started_at) \
+                            + make_interval(secs => $10) THEN NULL \
+                      ELSE GREATEST(0, 1000 * extract(epoch FROM \
+                             i.wrap_up_ended_at - COALESCE(i.ended_at, i.started_at))) END) \
+               AS wrap_up_ms, \
+             bool_or(d.resolves) FILTER (WHERE i.wrap_up_completed_at IS NOT NULL) AS resolved \
            FROM interactions i LEFT JOIN dispositions d ON d.code = i.disposition_code \
            WHERE i.call_id IS NOT NULL AND i.started_at >= $1 - interval '1 day' \
            GROUP BY 1, 2), \
@@ -59,6 +71,7 @@ pub async fn tallies(
            SELECT gateway_id, call_id, \
              sum(score) FILTER (WHERE score_kind = 'csat') AS csat_sum, \
              count(*) FILTER (WHERE score_kind = 'csat') AS csat_count, \
+             count(*) FILTER (WHERE score_kind = 'csat' AND score >= 4) AS csat_top_two, \
              count(*) FILTER (WHERE score_kind = 'nps' AND score >= 9) AS promoters, \
              count(*) FILTER (WHERE score_kind = 'nps' AND score <= 6) AS detractors, \
              count(*) FILTER (WHERE score_kind = 'nps') AS nps_count \
@@ -66,21 +79,23 @@ pub async fn tallies(
            WHERE call_id IS NOT NULL AND score IS NOT NULL AND created_at >= $1 \
            GROUP BY 1, 2), \
          r AS ( \
-           SELECT c.*, w.wrap_up_ms AS wrap, COALESCE(w.resolved, false) AS resolved, \
-             f.csat_sum, f.csat_count, f.promoters, f.detractors, f.nps_count, \
+           SELECT c.*, COALESCE(w.wrap_up_ms, 0) AS wrap, COALESCE(w.resolved, false) AS resolved, \
+             COALESCE(w.wrap_up_ms, 0) > 1000 * $10 AS outlier, \
+             c.outcome = 'abandoned' AND c.queued_at IS NOT NULL AS gave_up, \
+             c.ended_at - c.queued_at AS waited, \
+             f.csat_sum, f.csat_count, f.csat_top_two, f.promoters, f.detractors, f.nps_count, \
              c.outcome = 'completed' AND c.customer_id IS NOT NULL AS known, \
              c.next_at IS NOT NULL \
                AND c.next_at < COALESCE(c.ended_at, c.offered_at) + make_interval(hours => $9) AS is_repeat, \
              CASE $3 WHEN 'queue' THEN COALESCE(c.queue, '') \
                      WHEN 'agent' THEN COALESCE(c.agent, '') \
-                     WHEN 'team' THEN COALESCE(a.team, '') \
+                     WHEN 'team' THEN COALESCE(c.team, '') \
                      WHEN 'campaign' THEN COALESCE(k.id::text, '') ELSE '' END AS k_text, \
              CASE $3 WHEN 'day' THEN date_trunc('day', c.offered_at AT TIME ZONE $4) \
                      WHEN 'hour' THEN date_trunc('hour', c.offered_at AT TIME ZONE $4) END AS k_time \
            FROM span c \
            LEFT JOIN w ON w.gateway_id = c.gateway_id AND w.call_id = c.call_id \
            LEFT JOIN f ON f.gateway_id = c.gateway_id AND f.call_id = c.call_id \
-           LEFT JOIN agents a ON a.agent_id = c.agent \
            LEFT JOIN ( \
              SELECT k.id, n.number, k.starts_at, k.ends_at \
              FROM campaigns k CROSS JOIN unnest(k.dialed_numbers) AS n(number) \
@@ -93,9 +108,15 @@ pub async fn tallies(
              CASE $3 WHEN 'day' THEN 'YYYY-MM-DD' ELSE 'YYYY-MM-DD\"T\"HH24' END), c.k_text) AS key, \
            count(*) AS offered, \
            count(*) FILTER (WHERE c.answered_at IS NOT NULL) AS answered, \
-           count(*) FILTER (WHERE c.outcome = 'abandoned') AS abandoned, \
-           count(*) FILTER (WHERE c.outcome = 'abandoned' \
-             AND c.ended_at - c.offered_at < make_interval(secs => $7)) AS short_abandoned, \
+           count(*) FILTER (WHERE c.gave_up) AS abandoned, \
+           count(*) FILTER (WHERE c.gave_up AND c.waited < make_interval(secs => $7)) \
+             AS short_abandoned, \
+           count(*) FILTER (WHERE c.gave_up AND c.waited <= make_interval(secs => $8)) \
+             AS abandoned_within, \
+           count(*) FILTER (WHERE c.gave_up AND c.waited < make_interval(secs => $7) \
+             AND c.waited <= make_interval(secs => $8)) AS short_abandoned_within, \
+           count(*) FILTER (WHERE c.outcome IN ('abandoned', 'unanswered') \
+             AND c.queued_at IS NULL AND c.answered_at IS NULL) AS self_service, \
            count(*) FILTER (WHERE c.outcome = 'in_progress') AS in_progress, \
            count(*) FILTER (WHERE c.answered_at IS NOT NULL \
              AND c.answered_at - COALESCE(c.queued_at, c.offered_at) <= make_interval(secs => $8)) \
@@ -106,13 +127,19 @@ pub async fn tallies(
            COALESCE(sum(1000 * extract(epoch FROM c.ended_at - c.answered_at) - c.hold_ms) \
              FILTER (WHERE c.outcome = 'completed'), 0)::float8 AS talk_ms, \
            COALESCE(sum(c.hold_ms) FILTER (WHERE c.outcome = 'completed'), 0)::float8 AS hold_ms, \
-           COALESCE(sum(c.wrap) FILTER (WHERE c.outcome = 'completed'), 0)::float8 AS wrap_up_ms, \
+           count(*) FILTER (WHERE c.outcome = 'completed' AND NOT c.outlier) AS aht_calls, \
+           COALESCE(sum(1000 * extract(epoch FROM c.ended_at - c.answered_at) + c.wrap) \
+             FILTER (WHERE c.outcome = 'completed' AND NOT c.outlier), 0)::float8 AS aht_ms, \
+           COALESCE(sum(c.wrap) FILTER (WHERE c.outcome = 'completed' AND NOT c.outlier), 0)::float8 \
+             AS wrap_up_ms, \
+           count(*) FILTER (WHERE c.outcome = 'completed' AND c.outlier) AS wrap_up_outliers, \
            count(*) FILTER (WHERE c.answered_at IS NOT NULL AND c.transfers > 0) AS transferred, \
            count(*) FILTER (WHERE c.known) AS with_customer, \
            count(*) FILTER (WHERE c.known AND c.is_repeat) AS repeated, \
            count(*) FILTER (WHERE c.known AND c.resolved AND NOT c.is_repeat) AS first_contact_resolved, \
            COALESCE(sum(c.csat_sum), 0)::int8 AS csat_sum, \
            COALESCE(sum(c.csat_count), 0)::int8 AS csat_count, \
+           COALESCE(sum(c.csat_top_two), 0)::int8 AS csat_top_two, \
            COALESCE(sum(c.promoters), 0)::int8 AS nps_promoters, \
            COALESCE(sum(c.detractors), 0)::int8 AS nps_detractors, \
            COALESCE(sum(c.nps_count), 0)::int8 AS nps_count \
@@ -128,6 +155,7 @@ pub async fn tallies(
     .bind(f64::from(query.short_abandon_seconds))
     .bind(f64::from(query.service_level_seconds))
     .bind(query.repeat_window_hours)
+    .bind(f64::from(query.wrap_up_cap_seconds))
     .fetch_all(conn)
     .await?;
     Ok(rows
@@ -140,19 +168,26 @@ pub async fn tallies(
                     answered: r.answered,
                     abandoned: r.abandoned,
                     short_abandoned: r.short_abandoned,
+                    abandoned_within: r.abandoned_within,
+                    short_abandoned_within: r.short_abandoned_within,
+                    self_service: r.self_service,
                     in_progress: r.in_progress,
                     answered_within: r.answered_within,
                     wait_ms: r.wait_ms,
                     handled: r.handled,
                     talk_ms: r.talk_ms,
                     hold_ms: r.hold_ms,
+                    aht_calls: r.aht_calls,
+                    aht_ms: r.aht_ms,
                     wrap_up_ms: r.wrap_up_ms,
+                    wrap_up_outliers: r.wrap_up_outliers,
                     transferred: r.transferred,
                     with_customer: r.with_customer,
                     repeated: r.repeated,
                     first_contact_resolved: r.first_contact_resolved,
                     csat_sum: r.csat_sum,
                     csat_count: r.csat_count,
+                    csat_top_two: r.csat_top_two,
                     nps_promoters: r.nps_promoters,
                     nps_detractors: r.nps_detractors,
                     nps_count: r.nps_count,

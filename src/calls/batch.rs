@@ -336,6 +336,7 @@ fn live_call(gateway_id: &str, call_id: &str, record: &CallRecord) -> LiveCall {
             true => chrono::Utc::now(),
             false => record.queued_at.unwrap_or(record.offered_at),
         },
+        last_event_at: record.last_event_at,
     }
 }
 

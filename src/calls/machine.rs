@@ -115,6 +115,8 @@ pub struct CallRecord {
     pub hold_ms: i64,
     pub held_since: Option<DateTime<Utc>>,
     pub event_count: i32,
+    /// When the latest of its events occurred (a call with none for long is stale on the board).
+    pub last_event_at: DateTime<Utc>,
 }
 
 impl CallRecord {
@@ -155,6 +157,7 @@ pub fn apply(call: Option<CallRecord>, step: &Step) -> Result<CallRecord, Imposs
             hold_ms: 0,
             held_since: None,
             event_count: 0,
+            last_event_at: step.occurred_at,
         },
         Some(call) => {
             if call.state.is_terminal() {
@@ -174,6 +177,7 @@ pub fn apply(call: Option<CallRecord>, step: &Step) -> Result<CallRecord, Imposs
     };
     let at = step.occurred_at;
     call.event_count += 1;
+    call.last_event_at = call.last_event_at.max(at);
     if call.caller_number.is_none() {
         call.caller_number.clone_from(&step.caller_number);
     }

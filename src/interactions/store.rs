@@ -91,8 +91,9 @@ pub async fn insert(conn: &mut PgConnection, id: Uuid, new: &NewInteraction) -> 
     let (gateway_id, call_id) = new.call.clone().unzip();
     let inserted = sqlx::query!(
         "INSERT INTO interactions (id, request_id, customer_id, channel, direction, agent_id, gateway_id, call_id, \
-           case_id, campaign_id, disposition_code, outcome, notes, follow_up_on, started_at, ended_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+           case_id, campaign_id, disposition_code, outcome, notes, follow_up_on, started_at, ended_at, team) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+           (SELECT COALESCE(a.team, '') FROM agents a WHERE a.agent_id = $6)) \
          ON CONFLICT (request_id) DO NOTHING",
         id,
         &new.request_id,
@@ -127,7 +128,15 @@ pub async fn complete_wrap_up(
         "UPDATE interactions SET disposition_code = $2, \
            notes = CASE WHEN $3 = '' THEN notes WHEN notes = '' THEN $3 ELSE notes || E'\\n' || $3 END, \
            wrap_up_completed_at = now(), \
-           wrap_up_ms = GREATEST(0, (extract(epoch FROM now() - COALESCE(ended_at, started_at)) * 1000)::bigint) \
+           wrap_up_ms = GREATEST(0, (extract(epoch FROM now() - COALESCE(ended_at, started_at)) * 1000)::bigint), \
+           wrap_up_ended_at = LEAST(now(), wrap_up_ended_at, ( \
+             SELECT min(s.at) FROM ( \
+               SELECT at, state, lag(state) OVER (ORDER BY at, id) AS before \
+               FROM agent_state_changes \
+               WHERE agent_id = interactions.agent_id \
+                 AND at >= COALESCE(interactions.ended_at, interactions.started_at) - interval '1 day') s \
+             WHERE s.at > COALESCE(interactions.ended_at, interactions.started_at) \
+               AND s.before = 'after_call_work' AND s.state <> 'after_call_work')) \
          WHERE id = $1",
         id,
         disposition,

@@ -250,13 +250,14 @@ impl Board {
     }
 }
 
-/// A call's entry as stored.
+/// A call's entry as stored: `version state since last-event queue`.
 pub fn call_entry(call: &LiveCall) -> String {
     format!(
-        "{} {} {} {}",
+        "{} {} {} {} {}",
         call.version,
         call.state.as_str(),
         call.since.timestamp_millis(),
+        call.last_event_at.timestamp_millis(),
         call.queue.as_deref().unwrap_or("")
     )
 }
@@ -294,13 +295,23 @@ fn fields(value: &str) -> Option<(i64, &str, DateTime<Utc>, &str)> {
 }
 
 fn parse_call(key: String, value: &str) -> Option<LiveCall> {
-    let (version, state, since, queue) = fields(value)?;
+    let (version, state, since, rest) = fields(value)?;
+    // An entry written before the last event's time was stored has the queue right after
+    // `since`; it reads as fresh until the next write or rebuild replaces it.
+    let (last_event_at, queue) = match rest.split_once(' ') {
+        Some((last, queue)) => match last.parse().ok().and_then(DateTime::from_timestamp_millis) {
+            Some(last) => (last, queue),
+            None => (Utc::now(), rest),
+        },
+        None => (Utc::now(), rest),
+    };
     Some(LiveCall {
         key,
         version,
         state: CallState::parse(state)?,
         queue: (!queue.is_empty()).then(|| queue.to_owned()),
         since,
+        last_event_at,
     })
 }
 
@@ -325,8 +336,29 @@ mod tests {
 
     #[test]
     fn entries_read_back_as_written() {
-        let value = "7 queued 1800000000000 sales east";
-        let call = parse_call("g/1".into(), value);
+        let at = |ms| DateTime::from_timestamp_millis(ms).unwrap_or_default();
+        let written = LiveCall {
+            key: "g/1".into(),
+            version: 7,
+            state: CallState::Queued,
+            queue: Some("sales east".into()),
+            since: at(1_800_000_000_000),
+            last_event_at: at(1_800_000_005_000),
+        };
+        assert_eq!(
+            parse_call("g/1".into(), &call_entry(&written)),
+            Some(written.clone())
+        );
+        let no_queue = LiveCall {
+            queue: None,
+            ..written.clone()
+        };
+        assert_eq!(
+            parse_call("g/1".into(), &call_entry(&no_queue)),
+            Some(no_queue)
+        );
+        // The entry before the last event's time was stored: the queue follows `since`.
+        let call = parse_call("g/1".into(), "7 queued 1800000000000 sales east");
         assert_eq!(
             call.map(|c| (c.version, c.state, c.queue)),
             Some((7, CallState::Queued, Some("sales east".to_owned())))

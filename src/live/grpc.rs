@@ -49,6 +49,7 @@ fn queue_to_proto(stats: QueueStats, now: DateTime<Utc>) -> v1::LiveQueueStats {
         queue: stats.queue,
         calls_waiting: stats.calls_waiting,
         calls_in_service: stats.calls_in_service,
+        calls_stale: stats.calls_stale,
         agents: Some(counts_to_proto(stats.agents)),
     }
 }

@@ -37,6 +37,9 @@ pub struct LiveCall {
     pub queue: Option<String>,
     /// Since when the caller waits (queue entry, or the offer); the end for an ended call.
     pub since: DateTime<Utc>,
+    /// When its latest event occurred: a call with none for longer than the staleness bound is
+    /// stale (a gateway that never sent its end), counted apart.
+    pub last_event_at: DateTime<Utc>,
 }
 
 /// An agent as the live statistics see it.
@@ -82,6 +85,9 @@ pub struct QueueStats {
     pub oldest_waiting_since: Option<DateTime<Utc>>,
     /// Connected or on hold.
     pub calls_in_service: i32,
+    /// Not ended, with no event for longer than the staleness bound: neither waiting nor in
+    /// service.
+    pub calls_stale: i32,
     /// The agents who take this queue's calls (`AgentService.SetAgentQueues`), by state.
     pub agents: AgentCounts,
 }
@@ -103,7 +109,12 @@ pub struct LiveStats {
 /// Per queue, sorted by name. Without `only`, every queue with a call going or an agent assigned;
 /// with it, exactly those queues (zeros for a quiet one). Calls with no queue yet (still in the
 /// IVR) are in none.
-pub fn queue_stats(calls: &[LiveCall], agents: &[LiveAgent], only: &[String]) -> LiveStats {
+pub fn queue_stats(
+    calls: &[LiveCall],
+    agents: &[LiveAgent],
+    only: &[String],
+    stale_before: DateTime<Utc>,
+) -> LiveStats {
     let mut queues: BTreeMap<String, QueueStats> = only
         .iter()
         .map(|queue| {
@@ -122,6 +133,10 @@ pub fn queue_stats(calls: &[LiveCall], agents: &[LiveAgent], only: &[String]) ->
         else {
             continue;
         };
+        if !call.state.is_terminal() && call.last_event_at < stale_before {
+            stats.calls_stale += 1;
+            continue;
+        }
         match call.state {
             CallState::Offered | CallState::Queued | CallState::Ringing => {
                 stats.calls_waiting += 1;
@@ -184,8 +199,9 @@ crate::db::from_sqlx!(LiveError);
 pub struct LiveSettings {
     /// How often the copy in Redis is rebuilt from PostgreSQL (by one instance at a time).
     pub reconcile_every: Duration,
-    /// A call not updated for this long no longer counts as live (a gateway that never sent its
-    /// end must not keep a caller waiting on the wallboard forever).
+    /// A call with no event for this long (by the events' own times) is stale: counted apart,
+    /// never as waiting (a gateway that never sent its end must not keep a caller waiting on the
+    /// wallboard forever).
     pub stale_after: Duration,
 }
 
@@ -193,7 +209,7 @@ impl Default for LiveSettings {
     fn default() -> Self {
         Self {
             reconcile_every: Duration::from_secs(5),
-            stale_after: Duration::from_secs(12 * 3600),
+            stale_after: Duration::from_secs(4 * 3600),
         }
     }
 }
@@ -265,7 +281,9 @@ impl Live {
     pub async fn stats(&self, only: &[String]) -> Result<LiveStats, LiveError> {
         if let Some(board) = &self.board {
             match board.read().await {
-                Ok(Some((calls, agents))) => return Ok(queue_stats(&calls, &agents, only)),
+                Ok(Some((calls, agents))) => {
+                    return Ok(queue_stats(&calls, &agents, only, self.stale_before()));
+                }
                 Ok(None) => tracing::debug!("live copy in Redis not built yet; reading PostgreSQL"),
                 Err(error) => {
                     tracing::debug!(%error, "live copy in Redis unreadable; reading PostgreSQL")
@@ -275,13 +293,18 @@ impl Live {
         let (calls, agents) = self.read_database().await?;
         Ok(LiveStats {
             source: Source::Database,
-            ..queue_stats(&calls, &agents, only)
+            ..queue_stats(&calls, &agents, only, self.stale_before())
         })
+    }
+
+    /// A call whose latest event is older than this is stale.
+    fn stale_before(&self) -> DateTime<Utc> {
+        Utc::now() - chrono::Duration::from_std(self.settings.stale_after).unwrap_or_default()
     }
 
     async fn read_database(&self) -> Result<(Vec<LiveCall>, Vec<LiveAgent>), LiveError> {
         let mut conn = crate::db::acquire(&self.pool).await?;
-        let calls = store::live_calls(&mut conn, self.settings.stale_after).await?;
+        let calls = store::live_calls(&mut conn).await?;
         let agents = store::agents(&mut conn).await?;
         Ok((calls, agents))
     }
@@ -421,6 +444,7 @@ mod tests {
             state,
             queue: queue.map(str::to_owned),
             since: at(since),
+            last_event_at: at(since + 1),
         }
     }
 
@@ -449,7 +473,7 @@ mod tests {
             agent("a2", AgentState::Busy, &["sales"]),
             agent("a3", AgentState::Away, &[]),
         ];
-        let stats = queue_stats(&calls, &agents, &[]);
+        let stats = queue_stats(&calls, &agents, &[], at(0));
         assert_eq!(stats.queues.len(), 2);
         let sales = &stats.queues[0];
         assert_eq!(sales.queue, "sales");
@@ -469,11 +493,30 @@ mod tests {
     }
 
     #[test]
+    fn a_call_with_no_event_for_too_long_is_stale_not_waiting() {
+        let mut stuck = call("g/1", CallState::Queued, Some("sales"), 0);
+        stuck.last_event_at = at(5);
+        let mut talking = call("g/2", CallState::Connected, Some("sales"), 0);
+        talking.last_event_at = at(5);
+        let fresh = call("g/3", CallState::Queued, Some("sales"), 100);
+        let stats = queue_stats(&[stuck, talking, fresh], &[], &[], at(50));
+        let sales = &stats.queues[0];
+        assert_eq!(sales.calls_stale, 2);
+        assert_eq!(sales.calls_waiting, 1);
+        assert_eq!(
+            sales.oldest_waiting_since,
+            Some(at(100)),
+            "not the stale one's"
+        );
+        assert_eq!(sales.calls_in_service, 0);
+    }
+
+    #[test]
     fn a_filter_gives_exactly_the_named_queues_even_quiet_ones() {
         let calls = [call("g/1", CallState::Queued, Some("sales"), 30)];
         let agents = [agent("a1", AgentState::Available, &["billing"])];
         let only = ["billing".to_owned(), "claims".to_owned()];
-        let stats = queue_stats(&calls, &agents, &only);
+        let stats = queue_stats(&calls, &agents, &only, at(0));
         assert_eq!(stats.queues.len(), 2);
         assert_eq!(stats.queues[1].queue, "claims");
         assert_eq!(stats.queues[1].agents, AgentCounts::default());

@@ -1,7 +1,5 @@
 //! The live state as PostgreSQL has it: what the Redis copy is rebuilt from and read instead of it.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
@@ -16,6 +14,7 @@ struct CallRow {
     state: String,
     queue: Option<String>,
     since: DateTime<Utc>,
+    last_event_at: DateTime<Utc>,
 }
 
 struct AgentRow {
@@ -36,19 +35,15 @@ fn agent_of(row: AgentRow) -> Option<LiveAgent> {
     })
 }
 
-/// Calls not ended and updated within `stale_after` (index `calls_live_idx`).
-pub async fn live_calls(
-    conn: &mut PgConnection,
-    stale_after: Duration,
-) -> sqlx::Result<Vec<LiveCall>> {
+/// Calls not ended, stale ones too (index `calls_live_idx`).
+pub async fn live_calls(conn: &mut PgConnection) -> sqlx::Result<Vec<LiveCall>> {
     let rows = sqlx::query_as!(
         CallRow,
         r#"SELECT gateway_id, call_id, event_count::int8 AS "version!", state, queue,
-             COALESCE(queued_at, offered_at, updated_at) AS "since!"
+             COALESCE(queued_at, offered_at, updated_at) AS "since!",
+             COALESCE(last_event_at, updated_at) AS "last_event_at!"
            FROM calls
-           WHERE state NOT IN ('ended', 'abandoned')
-             AND updated_at > now() - make_interval(secs => $1)"#,
-        stale_after.as_secs_f64(),
+           WHERE state NOT IN ('ended', 'abandoned')"#,
     )
     .fetch_all(conn)
     .await?;
@@ -61,6 +56,7 @@ pub async fn live_calls(
                 version: row.version,
                 queue: row.queue,
                 since: row.since,
+                last_event_at: row.last_event_at,
             })
         })
         .collect())

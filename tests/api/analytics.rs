@@ -70,6 +70,17 @@ fn period(start: DateTime<Utc>, end: DateTime<Utc>) -> Option<v1::Period> {
     })
 }
 
+async fn set_team(app: &TestApp, agent: &str, team: &str) {
+    app.agents
+        .clone()
+        .set_agent_team(v1::SetAgentTeamRequest {
+            agent_id: agent.into(),
+            team: team.into(),
+        })
+        .await
+        .expect("team set");
+}
+
 async fn kpis(app: &TestApp, request: v1::GetKpisRequest) -> v1::GetKpisResponse {
     AnalyticsServiceClient::new(app.channel.clone())
         .get_kpis(request)
@@ -92,6 +103,9 @@ async fn call_kpis_match_a_hand_built_hour_and_improve_on_the_baseline() {
     for agent in ["a-1", "a-2"] {
         log_in(&app, agent).await;
     }
+    // Teams as they are when the calls happen: a-1 works in north, a-2 in south.
+    set_team(&app, "a-1", "north").await;
+    set_team(&app, "a-2", "south").await;
     let base = (Utc::now() - Duration::hours(1)).trunc_subsecs(0);
     // A: answered after 10 s by a-1, 10 s on hold, ended after 60 s connected; wrapped up.
     call(
@@ -179,6 +193,37 @@ async fn call_kpis_match_a_hand_built_hour_and_improve_on_the_baseline() {
         ],
     )
     .await;
+    // H: hung up in the IVR, before any queue: self-service, not an abandon.
+    call(
+        &app,
+        "H",
+        base,
+        "",
+        &[(Offered, 800, ""), (Abandoned, 830, "")],
+    )
+    .await;
+    // I: 10 s in the IVR, then 3 s in the queue: a short abandon (timed from the queue).
+    call(
+        &app,
+        "I",
+        base,
+        "billing",
+        &[(Offered, 900, ""), (Queued, 910, ""), (Abandoned, 913, "")],
+    )
+    .await;
+    // J: abandoned 12 s into the queue: not short, but within the 20 s service level.
+    call(
+        &app,
+        "J",
+        base,
+        "billing",
+        &[
+            (Offered, 1000, ""),
+            (Queued, 1000, ""),
+            (Abandoned, 1012, ""),
+        ],
+    )
+    .await;
     // The baseline hour, a day earlier: one call answered after 40 s.
     let before = base - Duration::days(1);
     call(
@@ -262,14 +307,24 @@ async fn call_kpis_match_a_hand_built_hour_and_improve_on_the_baseline() {
     )
     .await;
     let total = response.total.expect("total").kpis.expect("kpis");
-    assert_eq!(v(&total.offered), 6.0);
-    assert_eq!(v(&total.answered), 4.0);
-    assert_eq!(v(&total.abandoned), 2.0);
-    assert_eq!(v(&total.short_abandoned), 1.0);
+    assert_eq!(v(&total.offered), 9.0);
+    assert_eq!(v(&total.answered), 4.0, "A, D, E and F (still connected)");
+    assert_eq!(v(&total.abandoned), 4.0, "B, C, I and J");
+    assert_eq!(v(&total.short_abandoned), 2.0, "B and I");
+    assert_eq!(v(&total.self_service), 1.0, "H");
     assert_eq!(v(&total.in_progress), 1.0);
-    // 6 offered - 1 short abandon - 1 in progress = 4 decided calls.
-    assert_eq!(v(&total.abandonment_rate), 0.25, "C of four");
-    assert_eq!(v(&total.service_level), 0.75, "A, E and F within 20 s");
+    // Decided: 4 answered + 4 abandoned - 2 short = 6 (F counts: it is answered).
+    assert!(
+        close(v(&total.abandonment_rate), 2.0 / 6.0, 1e-9),
+        "C and J"
+    );
+    assert_eq!(
+        v(&total.service_level),
+        0.5,
+        "A, E and F within 20 s, of six"
+    );
+    assert_eq!(v(&total.csat_top_two_box), 0.5, "the 4, of a 4 and a 2");
+    assert_eq!(v(&total.after_call_work_outliers), 0.0);
     assert_eq!(
         v(&total.average_speed_of_answer),
         11.0,
@@ -293,7 +348,7 @@ async fn call_kpis_match_a_hand_built_hour_and_improve_on_the_baseline() {
     ));
     // Against the baseline hour: 0 of 1 within the service level, answered after 40 s.
     let sl = total.service_level.expect("service level");
-    assert_eq!((sl.baseline, sl.change), (Some(0.0), Some(0.75)));
+    assert_eq!((sl.baseline, sl.change), (Some(0.0), Some(0.5)));
     let asa = total.average_speed_of_answer.expect("asa");
     assert_eq!((asa.baseline, asa.change), (Some(40.0), Some(-29.0)));
 
@@ -314,38 +369,82 @@ async fn call_kpis_match_a_hand_built_hour_and_improve_on_the_baseline() {
         .collect();
     assert_eq!(by_agent, [(4.0, 100.0), (2.0, -100.0)]);
 
-    // Teams: a-1 works in north, a-2 in south; calls count for the first answering agent's team.
-    for (agent, team) in [("a-1", "north"), ("a-2", "south")] {
-        app.agents
-            .clone()
-            .set_agent_team(v1::SetAgentTeamRequest {
-                agent_id: agent.into(),
-                team: team.into(),
-            })
-            .await
-            .expect("team set");
-    }
-    let by_team = kpis(
-        &app,
-        v1::GetKpisRequest {
-            period: period(base, base + Duration::hours(1)),
-            group_by: v1::KpiGrouping::Team.into(),
-            ..Default::default()
-        },
-    )
-    .await;
-    let teams: Vec<(&str, f64)> = by_team
+    // Teams: calls count for the first answering agent's team as it was then. Moving a-1 to
+    // east afterwards moves none of the hour's calls.
+    let teams = || async {
+        kpis(
+            &app,
+            v1::GetKpisRequest {
+                period: period(base, base + Duration::hours(1)),
+                group_by: v1::KpiGrouping::Team.into(),
+                ..Default::default()
+            },
+        )
+        .await
         .groups
         .iter()
-        .map(|g| (g.key.as_str(), v(&g.kpis.as_ref().expect("kpis").offered)))
-        .collect();
-    assert_eq!(teams, [("", 2.0), ("north", 3.0), ("south", 1.0)]);
+        .map(|g| (g.key.clone(), v(&g.kpis.as_ref().expect("kpis").offered)))
+        .collect::<Vec<_>>()
+    };
+    let before_the_move = teams().await;
+    assert_eq!(
+        before_the_move,
+        [
+            ("".into(), 5.0),
+            ("north".into(), 3.0),
+            ("south".into(), 1.0)
+        ]
+    );
+    set_team(&app, "a-1", "east").await;
+    assert_eq!(
+        teams().await,
+        before_the_move,
+        "history stays where it happened"
+    );
+
+    // The service level's variants.
+    let variant = |include_short_abandons, counts_quick_abandons_as_met| {
+        let app = &app;
+        async move {
+            let response = kpis(
+                app,
+                v1::GetKpisRequest {
+                    period: period(base, base + Duration::hours(1)),
+                    service_level_includes_short_abandons: include_short_abandons,
+                    service_level_counts_quick_abandons_as_met: counts_quick_abandons_as_met,
+                    ..Default::default()
+                },
+            )
+            .await;
+            v(&response
+                .total
+                .expect("total")
+                .kpis
+                .expect("kpis")
+                .service_level)
+        }
+    };
+    assert_eq!(
+        variant(true, false).await,
+        3.0 / 8.0,
+        "B and I count against"
+    );
+    assert!(
+        close(variant(false, true).await, 4.0 / 6.0, 1e-9),
+        "J counts as met"
+    );
+    assert_eq!(
+        variant(true, true).await,
+        6.0 / 8.0,
+        "B, I and J count as met"
+    );
+
     let offered: Vec<f64> = response
         .groups
         .iter()
         .map(|g| v(&g.kpis.as_ref().expect("kpis").offered))
         .collect();
-    assert_eq!(offered, [2.0, 3.0, 1.0]);
+    assert_eq!(offered, [5.0, 3.0, 1.0]);
     let a1 = response.groups[1].kpis.as_ref().expect("kpis");
     let a1_offered = a1.offered.as_ref().expect("offered");
     assert_eq!(
@@ -473,8 +572,16 @@ async fn agent_level_kpis_are_for_supervisors_and_bad_requests_are_refused() {
     );
 }
 
-async fn wrapped(app: &TestApp, customer: &v1::Customer, call_id: &str, code: &str) {
-    app.interactions()
+/// Logs the call's interaction with `code`, and completes its wrap-up with it when `complete`.
+async fn wrapped(
+    app: &TestApp,
+    customer: &v1::Customer,
+    call_id: &str,
+    code: &str,
+    complete: bool,
+) {
+    let logged = app
+        .interactions()
         .log_interaction(v1::LogInteractionRequest {
             request_id: format!("i-{call_id}"),
             customer_id: customer.id.clone(),
@@ -488,7 +595,20 @@ async fn wrapped(app: &TestApp, customer: &v1::Customer, call_id: &str, code: &s
             ..Default::default()
         })
         .await
-        .expect("logged");
+        .expect("logged")
+        .into_inner()
+        .interaction
+        .expect("interaction");
+    if complete {
+        app.interactions()
+            .complete_wrap_up(v1::CompleteWrapUpRequest {
+                interaction_id: logged.id,
+                disposition_code: code.into(),
+                notes: String::new(),
+            })
+            .await
+            .expect("wrapped up");
+    }
 }
 
 #[tokio::test]
@@ -500,6 +620,7 @@ async fn first_contact_resolution_needs_a_resolving_disposition_and_no_repeat_ca
     let x = app.create_customer("Xavier", &["(415) 555-0101"]).await;
     let y = app.create_customer("Yara", &["(415) 555-0102"]).await;
     let z = app.create_customer("Zoe", &["(415) 555-0103"]).await;
+    let w = app.create_customer("Walt", &["(415) 555-0104"]).await;
     let base = (Utc::now() - Duration::hours(4)).trunc_subsecs(0);
     let handled = [
         (Offered, 0, ""),
@@ -509,7 +630,8 @@ async fn first_contact_resolution_needs_a_resolving_disposition_and_no_repeat_ca
         (Ended, 65, ""),
     ];
     // X: resolved, never calls again. Y: resolved, but calls again two hours later (resolved
-    // then). Z: not resolved (callback).
+    // then). Z: not resolved (callback). W: a resolving disposition logged, but the wrap-up never
+    // completed: not resolved.
     call_from(&app, "X1", "(415) 555-0101", base, "billing", &handled).await;
     call_from(&app, "Y1", "(415) 555-0102", base, "billing", &handled).await;
     call_from(
@@ -522,13 +644,15 @@ async fn first_contact_resolution_needs_a_resolving_disposition_and_no_repeat_ca
     )
     .await;
     call_from(&app, "Z1", "(415) 555-0103", base, "billing", &handled).await;
-    for (customer, call_id, code) in [
-        (&x, "X1", "resolved"),
-        (&y, "Y1", "resolved"),
-        (&y, "Y2", "resolved"),
-        (&z, "Z1", "callback"),
+    call_from(&app, "W1", "(415) 555-0104", base, "billing", &handled).await;
+    for (customer, call_id, code, complete) in [
+        (&x, "X1", "resolved", true),
+        (&y, "Y1", "resolved", true),
+        (&y, "Y2", "resolved", true),
+        (&z, "Z1", "callback", true),
+        (&w, "W1", "resolved", false),
     ] {
-        wrapped(&app, customer, call_id, code).await;
+        wrapped(&app, customer, call_id, code, complete).await;
     }
     let request = |hours: i32| v1::GetKpisRequest {
         period: period(base - Duration::hours(1), Utc::now()),
@@ -541,8 +665,8 @@ async fn first_contact_resolution_needs_a_resolving_disposition_and_no_repeat_ca
         .expect("total")
         .kpis
         .expect("kpis");
-    assert_eq!(v(&week.first_contact_resolution), 0.5, "X1 and Y2 of four");
-    assert_eq!(v(&week.repeat_contact_rate), 0.25, "Y1 of four");
+    assert_eq!(v(&week.first_contact_resolution), 0.4, "X1 and Y2 of five");
+    assert_eq!(v(&week.repeat_contact_rate), 0.2, "Y1 of five");
     // With a one-hour window, Y's second call is no longer a repeat of the first.
     let hour = kpis(&app, request(1))
         .await
@@ -550,7 +674,11 @@ async fn first_contact_resolution_needs_a_resolving_disposition_and_no_repeat_ca
         .expect("total")
         .kpis
         .expect("kpis");
-    assert_eq!(v(&hour.first_contact_resolution), 0.75);
+    assert_eq!(
+        v(&hour.first_contact_resolution),
+        0.6,
+        "X1, Y1 and Y2 of five"
+    );
     assert_eq!(v(&hour.repeat_contact_rate), 0.0);
 }
 
@@ -881,4 +1009,131 @@ async fn the_stamper_skips_a_call_a_writer_holds_and_stamps_it_once_let_go() {
     );
     let rate = repeat_rate_from(&app, base - Duration::hours(1)).await;
     assert_eq!(rate, 2.0 / 4.0);
+}
+
+/// Logs an interaction for a call that ended `ended_ago` before now, by `agent`; returns its id.
+async fn interaction_ended(
+    app: &TestApp,
+    customer: &v1::Customer,
+    call_id: &str,
+    agent: &str,
+    ended_ago: Duration,
+) -> String {
+    app.interactions()
+        .log_interaction(v1::LogInteractionRequest {
+            request_id: format!("acw-{call_id}-{agent}"),
+            customer_id: customer.id.clone(),
+            channel: v1::Channel::Voice.into(),
+            direction: v1::Direction::Inbound.into(),
+            agent_id: agent.into(),
+            gateway_id: GATEWAY.into(),
+            call_id: call_id.into(),
+            started_at: ts(Utc::now() - ended_ago - Duration::minutes(1)),
+            ended_at: ts(Utc::now() - ended_ago),
+            ..Default::default()
+        })
+        .await
+        .expect("logged")
+        .into_inner()
+        .interaction
+        .expect("interaction")
+        .id
+}
+
+async fn complete(app: &TestApp, interaction_id: String) {
+    app.interactions()
+        .complete_wrap_up(v1::CompleteWrapUpRequest {
+            interaction_id,
+            disposition_code: "done".into(),
+            notes: String::new(),
+        })
+        .await
+        .expect("wrapped up");
+}
+
+/// After-call work runs from the contact's end to the agent leaving AFTER_CALL_WORK or
+/// CompleteWrapUp, whichever comes first; it is summed over a call's interactions; a backfilled
+/// interaction (logged more than the cap after its contact ended) has none; and a call over the
+/// cap is an outlier, counted and left out of the AHT.
+#[tokio::test]
+async fn after_call_work_ends_when_the_agent_leaves_wrap_up_sums_per_call_and_is_capped() {
+    let app = spawn_app().await;
+    for agent in ["a-1", "a-2", "a-3"] {
+        log_in(&app, agent).await;
+    }
+    app.dispositions(&[("done", false)]).await;
+    let customer = app.create_customer("Ada", &[]).await;
+    let base = (Utc::now() - Duration::minutes(30)).trunc_subsecs(0);
+    let handled = |agent: &'static str| {
+        [
+            (Offered, 0, ""),
+            (Queued, 0, ""),
+            (Ringing, 1, agent),
+            (Answered, 2, agent),
+            (Ended, 62, ""),
+        ]
+    };
+    for id in ["K", "L", "M"] {
+        call(&app, id, base, "billing", &handled("a-1")).await;
+    }
+
+    // K: the agent leaves wrap-up about 2 s after the end; the wrap-up is completed 2 s later.
+    let k = interaction_ended(&app, &customer, "K", "a-1", Duration::seconds(2)).await;
+    crate::live::set_state(&app, "a-1", v1::AgentState::AfterCallWork).await;
+    crate::live::set_state(&app, "a-1", v1::AgentState::Available).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    complete(&app, k).await;
+    // L: logged two hours after its end (a backfill) and completed now: no after-call work.
+    let l = interaction_ended(&app, &customer, "L", "a-1", Duration::hours(2)).await;
+    complete(&app, l).await;
+    // M: two interactions (a-2, then a-3 after a transfer), ended 10 s and 5 s ago, completed
+    // now: 15 s together. (Not a-1's: a-1 left wrap-up after they ended, which would end
+    // theirs too.)
+    let m1 = interaction_ended(&app, &customer, "M", "a-2", Duration::seconds(10)).await;
+    let m2 = interaction_ended(&app, &customer, "M", "a-3", Duration::seconds(5)).await;
+    complete(&app, m1).await;
+    complete(&app, m2).await;
+
+    let read = |cap: i32| {
+        let app = &app;
+        async move {
+            kpis(
+                app,
+                v1::GetKpisRequest {
+                    period: period(base, base + Duration::hours(1)),
+                    after_call_work_cap_seconds: cap,
+                    ..Default::default()
+                },
+            )
+            .await
+            .total
+            .expect("total")
+            .kpis
+            .expect("kpis")
+        }
+    };
+    // The default cap (30 minutes): K about 2 s (not the 4 s to CompleteWrapUp), L 0, M 15 s.
+    let all = read(0).await;
+    assert_eq!(v(&all.after_call_work_outliers), 0.0);
+    let acw = v(&all.average_wrap_up_time) * 3.0;
+    assert!((17.0..19.5).contains(&acw), "2 + 0 + 15, got {acw}");
+    assert!(
+        close(v(&all.average_handle_time), 60.0 + acw / 3.0, 0.01),
+        "60 s connected each"
+    );
+    // A 12 s cap: M is an outlier, out of the AHT and the average after-call work.
+    let capped = read(12).await;
+    assert_eq!(v(&capped.after_call_work_outliers), 1.0);
+    let acw = v(&capped.average_wrap_up_time) * 2.0;
+    assert!((2.0..4.0).contains(&acw), "K's 2 s and L's 0, got {acw}");
+    assert!(close(
+        v(&capped.average_handle_time),
+        60.0 + acw / 2.0,
+        0.01
+    ));
+    assert_eq!(
+        v(&capped.average_talk_time),
+        60.0,
+        "talk counts every handled call"
+    );
 }

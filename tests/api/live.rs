@@ -15,10 +15,14 @@ use crate::helpers::{
 };
 
 const GATEWAY: &str = "pbx-1";
-/// 2025-11-24: the calls have been waiting a while.
-const T0: i64 = 1_764_000_000;
+/// Ten minutes before the run (whole seconds): the calls have been waiting a while, well within
+/// the live board's staleness bound.
+fn t0() -> i64 {
+    static T0: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *T0.get_or_init(|| chrono::Utc::now().timestamp() - 600)
+}
 
-/// Reports `steps` of call `id` in `queue`: (event, seconds after T0, agent).
+/// Reports `steps` of call `id` in `queue`: (event, seconds after `t0()`, agent).
 async fn call(app: &TestApp, id: &str, queue: &str, steps: &[(CallEventType, i64, &str)]) {
     for (kind, at, agent) in steps {
         let mut event = v1::CallEvent {
@@ -27,7 +31,7 @@ async fn call(app: &TestApp, id: &str, queue: &str, steps: &[(CallEventType, i64
             call_id: id.into(),
             r#type: (*kind).into(),
             occurred_at: Some(prost_types::Timestamp {
-                seconds: T0 + at,
+                seconds: t0() + at,
                 nanos: 0,
             }),
             agent_id: (*agent).into(),
@@ -60,7 +64,7 @@ async fn set_queues(app: &TestApp, agent: &str, queues: &[&str]) -> Vec<String> 
         .queues
 }
 
-async fn set_state(app: &TestApp, agent: &str, state: v1::AgentState) {
+pub async fn set_state(app: &TestApp, agent: &str, state: v1::AgentState) {
     app.agents
         .clone()
         .set_agent_state(v1::SetAgentStateRequest {
@@ -96,15 +100,15 @@ fn board(
     let agents = q.agents.unwrap_or_default();
     (
         q.calls_waiting,
-        q.oldest_waiting_since.map(|t| t.seconds - T0),
+        q.oldest_waiting_since.map(|t| t.seconds - t0()),
         q.calls_in_service,
         agents.available,
         agents.busy,
     )
 }
 
-/// Two queues: sales has a caller queued since T0+10 and one ringing since T0+20 (queued at
-/// T0+15), and one call in service; support has one call on hold (with a-3); a call that ended
+/// Two queues: sales has a caller queued since t0 + 10 and one ringing since t0 + 20 (queued at
+/// t0 + 15), and one call in service; support has one call on hold (with a-3); a call that ended
 /// and one still in the IVR count nowhere. a-1 takes both queues and is available; a-2 takes
 /// sales and is busy; a-3 takes none and is away.
 async fn floor(app: &TestApp) {
@@ -202,7 +206,7 @@ async fn wallboard_counts_waiting_calls_the_longest_wait_and_agents_by_state() {
     let as_of = now.as_of.expect("as of").seconds;
     let longest = now.queues[0].longest_wait_seconds;
     assert!(
-        (longest - (as_of - (T0 + 10)) as f64).abs() < 1.0,
+        (longest - (as_of - (t0() + 10)) as f64).abs() < 1.0,
         "measured from the oldest waiter at as_of: {longest}"
     );
 
@@ -244,7 +248,7 @@ async fn the_rebuild_repairs_a_copy_that_missed_writes_and_an_emptied_redis_read
         .hset(
             &calls_key,
             "pbx-1/ghost",
-            format!("1 queued {} sales", (T0 + 1) * 1000),
+            format!("1 queued {} sales", (t0() + 1) * 1000),
         )
         .await
         .expect("hset");
@@ -320,4 +324,67 @@ async fn bad_queue_lists_are_refused() {
         .expect_err("too many queues");
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(violated_fields(&status), ["queues"]);
+}
+
+/// A call that never ended (its gateway lost the end) is stale once it has had no event for the
+/// staleness bound (4 hours by default, by the events' own times): counted apart, never as
+/// waiting, from Redis and from PostgreSQL alike. A call reported late with old times (a
+/// backfill) is judged by those times, not by when it was reported.
+#[tokio::test]
+async fn a_call_with_no_event_for_hours_is_stale_never_waiting() {
+    let app = spawn_app_with(TestOptions {
+        live_rebuild: Duration::from_secs(3600),
+        ..Default::default()
+    })
+    .await;
+    let hours_ago = -5 * 3600 - t0() + chrono::Utc::now().timestamp();
+    call(
+        &app,
+        "lost",
+        "sales",
+        &[(Offered, hours_ago, ""), (Queued, hours_ago + 5, "")],
+    )
+    .await;
+    call(
+        &app,
+        "talking",
+        "sales",
+        &[
+            (Offered, hours_ago, ""),
+            (Queued, hours_ago + 5, ""),
+            (Ringing, hours_ago + 6, "a-1"),
+            (Answered, hours_ago + 8, "a-1"),
+        ],
+    )
+    .await;
+    call(
+        &app,
+        "fresh",
+        "sales",
+        &[(Offered, 300, ""), (Queued, 310, "")],
+    )
+    .await;
+    let stale = |r: &v1::GetLiveQueueStatsResponse| {
+        r.queues
+            .iter()
+            .find(|q| q.queue == "sales")
+            .map(|q| q.calls_stale)
+    };
+    let from_redis = settles_on(&app, v1::LiveSource::Redis, |r| stale(r) == Some(2)).await;
+    assert_eq!(board(&from_redis, "sales"), (1, Some(310), 0, 0, 0));
+
+    let client = redis::Client::open(redis_url()).expect("redis client");
+    let mut redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let keys: Vec<String> = redis
+        .keys(format!("{}live:*", app.redis_prefix))
+        .await
+        .expect("keys");
+    let _: () = redis.del(&keys).await.expect("del");
+    let from_database = stats(&app, &[]).await;
+    assert_eq!(from_database.source(), v1::LiveSource::Database);
+    assert_eq!(stale(&from_database), Some(2));
+    assert_eq!(board(&from_database, "sales"), (1, Some(310), 0, 0, 0));
 }

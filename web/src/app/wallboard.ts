@@ -175,7 +175,7 @@ export class Wallboard {
   }
 
   private renderQueues(
-    queues: { queue: string; callsWaiting: number; longestWaitSeconds: number; callsInService: number; agents?: { available: number; busy: number; afterCallWork: number; away: number; offline: number } }[],
+    queues: { queue: string; callsWaiting: number; longestWaitSeconds: number; callsInService: number; callsStale: number; agents?: { available: number; busy: number; afterCallWork: number; away: number; offline: number } }[],
   ): void {
     replace(
       this.queues,
@@ -191,7 +191,7 @@ export class Wallboard {
               h(
                 "tr",
                 {},
-                ["Queue", "Waiting", "Longest wait", "In service", "Available", "Busy", "Wrap-up", "Break", "Offline"].map((t) =>
+                ["Queue", "Waiting", "Longest wait", "In service", "Stale", "Available", "Busy", "Wrap-up", "Break", "Offline"].map((t) =>
                   h("th", { scope: "col" }, t),
                 ),
               ),
@@ -207,6 +207,8 @@ export class Wallboard {
                   h("td", { "data-testid": "waiting" }, String(q.callsWaiting)),
                   h("td", {}, q.callsWaiting > 0 ? duration(q.longestWaitSeconds) : "–"),
                   h("td", { "data-testid": "in-service" }, String(q.callsInService)),
+                  // Calls with no event for hours (a lost end): neither waiting nor in service.
+                  h("td", { "data-testid": "stale", title: "no event for longer than the staleness bound" }, String(q.callsStale)),
                   h("td", {}, String(q.agents?.available ?? 0)),
                   h("td", {}, String(q.agents?.busy ?? 0)),
                   h("td", {}, String(q.agents?.afterCallWork ?? 0)),
