@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file switchboard/v1/analytics.proto.
  */
 export const file_switchboard_v1_analytics: GenFile = /*@__PURE__*/
-  fileDesc("Ch5zd2l0Y2hib2FyZC92MS9hbmFseXRpY3MucHJvdG8SDnN3aXRjaGJvYXJkLnYxIioKGEdldExpdmVRdWV1ZVN0YXRzUmVxdWVzdBIOCgZxdWV1ZXMYASADKAkiawoQQWdlbnRTdGF0ZUNvdW50cxIRCglhdmFpbGFibGUYASABKAUSDAoEYnVzeRgCIAEoBRIXCg9hZnRlcl9jYWxsX3dvcmsYAyABKAUSDAoEYXdheRgEIAEoBRIPCgdvZmZsaW5lGAUgASgFItoBCg5MaXZlUXVldWVTdGF0cxINCgVxdWV1ZRgBIAEoCRIVCg1jYWxsc193YWl0aW5nGAIgASgFEjgKFG9sZGVzdF93YWl0aW5nX3NpbmNlGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIcChRsb25nZXN0X3dhaXRfc2Vjb25kcxgEIAEoARIYChBjYWxsc19pbl9zZXJ2aWNlGAUgASgFEjAKBmFnZW50cxgGIAEoCzIgLnN3aXRjaGJvYXJkLnYxLkFnZW50U3RhdGVDb3VudHMi1AEKGUdldExpdmVRdWV1ZVN0YXRzUmVzcG9uc2USLgoGcXVldWVzGAEgAygLMh4uc3dpdGNoYm9hcmQudjEuTGl2ZVF1ZXVlU3RhdHMSMAoGYWdlbnRzGAIgASgLMiAuc3dpdGNoYm9hcmQudjEuQWdlbnRTdGF0ZUNvdW50cxIpCgVhc19vZhgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKgoGc291cmNlGAQgASgOMhouc3dpdGNoYm9hcmQudjEuTGl2ZVNvdXJjZSJcCgZQZXJpb2QSKQoFc3RhcnQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKA2VuZBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAipgIKDkdldEtwaXNSZXF1ZXN0EiYKBnBlcmlvZBgBIAEoCzIWLnN3aXRjaGJvYXJkLnYxLlBlcmlvZBItCghncm91cF9ieRgCIAEoDjIbLnN3aXRjaGJvYXJkLnYxLktwaUdyb3VwaW5nEi8KD2Jhc2VsaW5lX3BlcmlvZBgDIAEoCzIWLnN3aXRjaGJvYXJkLnYxLlBlcmlvZBIOCgZxdWV1ZXMYBCADKAkSDgoGYWdlbnRzGAUgAygJEhEKCXRpbWVfem9uZRgGIAEoCRIdChVzaG9ydF9hYmFuZG9uX3NlY29uZHMYByABKAUSHQoVc2VydmljZV9sZXZlbF9zZWNvbmRzGAggASgFEhsKE3JlcGVhdF93aW5kb3dfaG91cnMYCSABKAUibAoIS3BpVmFsdWUSEgoFdmFsdWUYASABKAFIAIgBARIVCghiYXNlbGluZRgCIAEoAUgBiAEBEhMKBmNoYW5nZRgDIAEoAUgCiAEBQggKBl92YWx1ZUILCglfYmFzZWxpbmVCCQoHX2NoYW5nZSLnBwoES3BpcxIpCgdvZmZlcmVkGAEgASgLMhguc3dpdGNoYm9hcmQudjEuS3BpVmFsdWUSKgoIYW5zd2VyZWQYAiABKAsyGC5zd2l0Y2hib2FyZC52MS5LcGlWYWx1ZRIrCglhYmFuZG9uZWQYAyABKAsyGC5zd2l0Y2hib2FyZC52MS5LcGlWYWx1ZRIxCg9zaG9ydF9hYmFuZG9uZWQYBCABKAsyGC5zd2l0Y2hib2FyZC52MS5LcGlWYWx1ZRItCgtpbl9wcm9ncmVzcxgFIAEoCzIYLnN3aXRjaGJvYXJkLnYxLktwaVZhbHVlEjIKEGFiYW5kb25tZW50X3JhdGUYBiABKAsyGC5zd2l0Y2hib2FyZC52MS5LcGlWYWx1ZRI5ChdhdmVyYWdlX3NwZWVkX29mX2Fuc3dlchgHIAEoCzIYLnN3aXRjaGJvYXJkLnYxLktwaVZhbHVlEi8KDXNlcnZpY2VfbGV2ZWwYCCABKAsyGC5zd2l0Y2hib2FyZC52MS5LcGlWYWx1ZRI1ChNhdmVyYWdlX2hhbmRsZV90aW1lGAkgASgLMhguc3dpdGNoYm9hcmQudjEuS3BpVmFsdWUSMwoRYXZlcmFnZV90YWxrX3RpbWUYCiABKAsyGC5zd2l0Y2hib2FyZC52MS5LcGlWYWx1ZRIzChFhdmVyYWdlX2hvbGRfdGltZRgLIAEoCzIYLnN3aXRjaGJvYXJkLnYxLktwaVZhbHVlEjYKFGF2ZXJhZ2Vfd3JhcF91cF90aW1lGAwgASgLMhguc3dpdGNoYm9hcmQudjEuS3BpVmFsdWUSLwoNdHJhbnNmZXJfcmF0ZRgNIAEoCzIYLnN3aXRjaGJvYXJkLnYxLktwaVZhbHVlEjoKGGZpcnN0X2NvbnRhY3RfcmVzb2x1dGlvbhgOIAEoCzIYLnN3aXRjaGJvYXJkLnYxLktwaVZhbHVlEjUKE3JlcGVhdF9jb250YWN0X3JhdGUYDyABKAsyGC5zd2l0Y2hib2FyZC52MS5LcGlWYWx1ZRImCgRjc2F0GBAgASgLMhguc3dpdGNoYm9hcmQudjEuS3BpVmFsdWUSJQoDbnBzGBEgASgLMhguc3dpdGNoYm9hcmQudjEuS3BpVmFsdWUSLQoLY29udmVyc2lvbnMYEiABKAsyGC5zd2l0Y2hib2FyZC52MS5LcGlWYWx1ZRIxCg9jb252ZXJzaW9uX3JhdGUYEyABKAsyGC5zd2l0Y2hib2FyZC52MS5LcGlWYWx1ZRIrCglvY2N1cGFuY3kYFCABKAsyGC5zd2l0Y2hib2FyZC52MS5LcGlWYWx1ZSI7CghLcGlHcm91cBILCgNrZXkYASABKAkSIgoEa3BpcxgCIAEoCzIULnN3aXRjaGJvYXJkLnYxLktwaXMiZAoPR2V0S3Bpc1Jlc3BvbnNlEicKBXRvdGFsGAEgASgLMhguc3dpdGNoYm9hcmQudjEuS3BpR3JvdXASKAoGZ3JvdXBzGAIgAygLMhguc3dpdGNoYm9hcmQudjEuS3BpR3JvdXAqWgoKTGl2ZVNvdXJjZRIbChdMSVZFX1NPVVJDRV9VTlNQRUNJRklFRBAAEhUKEUxJVkVfU09VUkNFX1JFRElTEAESGAoUTElWRV9TT1VSQ0VfREFUQUJBU0UQAiq6AQoLS3BpR3JvdXBpbmcSHAoYS1BJX0dST1VQSU5HX1VOU1BFQ0lGSUVEEAASFgoSS1BJX0dST1VQSU5HX1FVRVVFEAESFgoSS1BJX0dST1VQSU5HX0FHRU5UEAISFAoQS1BJX0dST1VQSU5HX0RBWRADEhUKEUtQSV9HUk9VUElOR19IT1VSEAQSFQoRS1BJX0dST1VQSU5HX1RFQU0QBRIZChVLUElfR1JPVVBJTkdfQ0FNUEFJR04QBjLIAQoQQW5hbHl0aWNzU2VydmljZRJKCgdHZXRLcGlzEh4uc3dpdGNoYm9hcmQudjEuR2V0S3Bpc1JlcXVlc3QaHy5zd2l0Y2hib2FyZC52MS5HZXRLcGlzUmVzcG9uc2USaAoRR2V0TGl2ZVF1ZXVlU3RhdHMSKC5zd2l0Y2hib2FyZC52MS5HZXRMaXZlUXVldWVTdGF0c1JlcXVlc3QaKS5zd2l0Y2hib2FyZC52MS5HZXRMaXZlUXVldWVTdGF0c1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Ch5zd2l0Y2hib2FyZC92MS9hbmFseXRpY3MucHJvdG8SDnN3aXRjaGJvYXJkLnYxIioKGEdldExpdmVRdWV1ZVN0YXRzUmVxdWVzdBIOCgZxdWV1ZXMYASADKAkiawoQQWdlbnRTdGF0ZUNvdW50cxIRCglhdmFpbGFibGUYASABKAUSDAoEYnVzeRgCIAEoBRIXCg9hZnRlcl9jYWxsX3dvcmsYAyABKAUSDAoEYXdheRgEIAEoBRIPCgdvZmZsaW5lGAUgASgFIu8BCg5MaXZlUXVldWVTdGF0cxINCgVxdWV1ZRgBIAEoCRIVCg1jYWxsc193YWl0aW5nGAIgASgFEjgKFG9sZGVzdF93YWl0aW5nX3NpbmNlGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIcChRsb25nZXN0X3dhaXRfc2Vjb25kcxgEIAEoARIYChBjYWxsc19pbl9zZXJ2aWNlGAUgASgFEjAKBmFnZW50cxgGIAEoCzIgLnN3aXRjaGJvYXJkLnYxLkFnZW50U3RhdGVDb3VudHMSEwoLY2FsbHNfc3RhbGUYByABKAUi1AEKGUdldExpdmVRdWV1ZVN0YXRzUmVzcG9uc2USLgoGcXVldWVzGAEgAygLMh4uc3dpdGNoYm9hcmQudjEuTGl2ZVF1ZXVlU3RhdHMSMAoGYWdlbnRzGAIgASgLMiAuc3dpdGNoYm9hcmQudjEuQWdlbnRTdGF0ZUNvdW50cxIpCgVhc19vZhgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKgoGc291cmNlGAQgASgOMhouc3dpdGNoYm9hcmQudjEuTGl2ZVNvdXJjZSJcCgZQZXJpb2QSKQoFc3RhcnQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKA2VuZBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAirgMKDkdldEtwaXNSZXF1ZXN0EiYKBnBlcmlvZBgBIAEoCzIWLnN3aXRjaGJvYXJkLnYxLlBlcmlvZBItCghncm91cF9ieRgCIAEoDjIbLnN3aXRjaGJvYXJkLnYxLktwaUdyb3VwaW5nEi8KD2Jhc2VsaW5lX3BlcmlvZBgDIAEoCzIWLnN3aXRjaGJvYXJkLnYxLlBlcmlvZBIOCgZxdWV1ZXMYBCADKAkSDgoGYWdlbnRzGAUgAygJEhEKCXRpbWVfem9uZRgGIAEoCRIdChVzaG9ydF9hYmFuZG9uX3NlY29uZHMYByABKAUSHQoVc2VydmljZV9sZXZlbF9zZWNvbmRzGAggASgFEhsKE3JlcGVhdF93aW5kb3dfaG91cnMYCSABKAUSLQolc2VydmljZV9sZXZlbF9pbmNsdWRlc19zaG9ydF9hYmFuZG9ucxgKIAEoCBIyCipzZXJ2aWNlX2xldmVsX2NvdW50c19xdWlja19hYmFuZG9uc19hc19tZXQYCyABKAgSIwobYWZ0ZXJfY2FsbF93b3JrX2NhcF9zZWNvbmRzGAwgASgFImwKCEtwaVZhbHVlEhIKBXZhbHVlGAEgASgBSACIAQESFQoIYmFzZWxpbmUYAiABKAFIAYgBARITCgZjaGFuZ2UYAyABKAFIAogBAUIICgZfdmFsdWVCCwoJX2Jhc2VsaW5lQgkKB19jaGFuZ2UihwkKBEtwaXMSKQoHb2ZmZXJlZBgBIAEoCzIYLnN3aXRjaGJvYXJkLnYxLktwaVZhbHVlEioKCGFuc3dlcmVkGAIgASgLMhguc3dpdGNoYm9hcmQudjEuS3BpVmFsdWUSKwoJYWJhbmRvbmVkGAMgASgLMhguc3dpdGNoYm9hcmQudjEuS3BpVmFsdWUSMQoPc2hvcnRfYWJhbmRvbmVkGAQgASgLMhguc3dpdGNoYm9hcmQudjEuS3BpVmFsdWUSLQoLaW5fcHJvZ3Jlc3MYBSABKAsyGC5zd2l0Y2hib2FyZC52MS5LcGlWYWx1ZRIyChBhYmFuZG9ubWVudF9yYXRlGAYgASgLMhguc3dpdGNoYm9hcmQudjEuS3BpVmFsdWUSOQoXYXZlcmFnZV9zcGVlZF9vZl9hbnN3ZXIYByABKAsyGC5zd2l0Y2hib2FyZC52MS5LcGlWYWx1ZRIvCg1zZXJ2aWNlX2xldmVsGAggASgLMhguc3dpdGNoYm9hcmQudjEuS3BpVmFsdWUSNQoTYXZlcmFnZV9oYW5kbGVfdGltZRgJIAEoCzIYLnN3aXRjaGJvYXJkLnYxLktwaVZhbHVlEjMKEWF2ZXJhZ2VfdGFsa190aW1lGAogASgLMhguc3dpdGNoYm9hcmQudjEuS3BpVmFsdWUSMwoRYXZlcmFnZV9ob2xkX3RpbWUYCyABKAsyGC5zd2l0Y2hib2FyZC52MS5LcGlWYWx1ZRI2ChRhdmVyYWdlX3dyYXBfdXBfdGltZRgMIAEoCzIYLnN3aXRjaGJvYXJkLnYxLktwaVZhbHVlEi8KDXRyYW5zZmVyX3JhdGUYDSABKAsyGC5zd2l0Y2hib2FyZC52MS5LcGlWYWx1ZRI6ChhmaXJzdF9jb250YWN0X3Jlc29sdXRpb24YDiABKAsyGC5zd2l0Y2hib2FyZC52MS5LcGlWYWx1ZRI1ChNyZXBlYXRfY29udGFjdF9yYXRlGA8gASgLMhguc3dpdGNoYm9hcmQudjEuS3BpVmFsdWUSJgoEY3NhdBgQIAEoCzIYLnN3aXRjaGJvYXJkLnYxLktwaVZhbHVlEiUKA25wcxgRIAEoCzIYLnN3aXRjaGJvYXJkLnYxLktwaVZhbHVlEi0KC2NvbnZlcnNpb25zGBIgASgLMhguc3dpdGNoYm9hcmQudjEuS3BpVmFsdWUSMQoPY29udmVyc2lvbl9yYXRlGBMgASgLMhguc3dpdGNoYm9hcmQudjEuS3BpVmFsdWUSKwoJb2NjdXBhbmN5GBQgASgLMhguc3dpdGNoYm9hcmQudjEuS3BpVmFsdWUSLgoMc2VsZl9zZXJ2aWNlGBUgASgLMhguc3dpdGNoYm9hcmQudjEuS3BpVmFsdWUSMgoQY3NhdF90b3BfdHdvX2JveBgWIAEoCzIYLnN3aXRjaGJvYXJkLnYxLktwaVZhbHVlEjoKGGFmdGVyX2NhbGxfd29ya19vdXRsaWVycxgXIAEoCzIYLnN3aXRjaGJvYXJkLnYxLktwaVZhbHVlIjsKCEtwaUdyb3VwEgsKA2tleRgBIAEoCRIiCgRrcGlzGAIgASgLMhQuc3dpdGNoYm9hcmQudjEuS3BpcyJkCg9HZXRLcGlzUmVzcG9uc2USJwoFdG90YWwYASABKAsyGC5zd2l0Y2hib2FyZC52MS5LcGlHcm91cBIoCgZncm91cHMYAiADKAsyGC5zd2l0Y2hib2FyZC52MS5LcGlHcm91cCpaCgpMaXZlU291cmNlEhsKF0xJVkVfU09VUkNFX1VOU1BFQ0lGSUVEEAASFQoRTElWRV9TT1VSQ0VfUkVESVMQARIYChRMSVZFX1NPVVJDRV9EQVRBQkFTRRACKroBCgtLcGlHcm91cGluZxIcChhLUElfR1JPVVBJTkdfVU5TUEVDSUZJRUQQABIWChJLUElfR1JPVVBJTkdfUVVFVUUQARIWChJLUElfR1JPVVBJTkdfQUdFTlQQAhIUChBLUElfR1JPVVBJTkdfREFZEAMSFQoRS1BJX0dST1VQSU5HX0hPVVIQBBIVChFLUElfR1JPVVBJTkdfVEVBTRAFEhkKFUtQSV9HUk9VUElOR19DQU1QQUlHThAGMsgBChBBbmFseXRpY3NTZXJ2aWNlEkoKB0dldEtwaXMSHi5zd2l0Y2hib2FyZC52MS5HZXRLcGlzUmVxdWVzdBofLnN3aXRjaGJvYXJkLnYxLkdldEtwaXNSZXNwb25zZRJoChFHZXRMaXZlUXVldWVTdGF0cxIoLnN3aXRjaGJvYXJkLnYxLkdldExpdmVRdWV1ZVN0YXRzUmVxdWVzdBopLnN3aXRjaGJvYXJkLnYxLkdldExpdmVRdWV1ZVN0YXRzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message switchboard.v1.GetLiveQueueStatsRequest
@@ -106,6 +106,15 @@ export type LiveQueueStats = Message<"switchboard.v1.LiveQueueStats"> & {
    * @generated from field: switchboard.v1.AgentStateCounts agents = 6;
    */
   agents?: AgentStateCounts | undefined;
+
+  /**
+   * Calls not ended that have had no event for longer than the staleness bound (the server's
+   * `--live-stale-after-secs`, 4 hours by default): a gateway that never sent the end. Counted
+   * here, never as waiting or in service.
+   *
+   * @generated from field: int32 calls_stale = 7;
+   */
+  callsStale: number;
 };
 
 /**
@@ -217,8 +226,8 @@ export type GetKpisRequest = Message<"switchboard.v1.GetKpisRequest"> & {
   timeZone: string;
 
   /**
-   * Abandons sooner than this after the offer are short abandons, left out of the abandonment
-   * rate and the service level. 0: 5 seconds.
+   * Abandons sooner than this after entering the queue are short abandons, left out of the
+   * abandonment rate and (by default) the service level. 0: 5 seconds.
    *
    * @generated from field: int32 short_abandon_seconds = 7;
    */
@@ -238,6 +247,32 @@ export type GetKpisRequest = Message<"switchboard.v1.GetKpisRequest"> & {
    * @generated from field: int32 repeat_window_hours = 9;
    */
   repeatWindowHours: number;
+
+  /**
+   * The service level's variants (docs/KPIS.md). The default is answered within the threshold /
+   * (answered + abandoned after the short-abandon threshold). With this, short abandons count in
+   * the denominator too.
+   *
+   * @generated from field: bool service_level_includes_short_abandons = 10;
+   */
+  serviceLevelIncludesShortAbandons: boolean;
+
+  /**
+   * With this, abandons within the service-level threshold count as met (numerator and
+   * denominator); without it, they count only in the denominator.
+   *
+   * @generated from field: bool service_level_counts_quick_abandons_as_met = 11;
+   */
+  serviceLevelCountsQuickAbandonsAsMet: boolean;
+
+  /**
+   * After-call work above this many seconds on one call makes it an outlier: counted in
+   * `after_call_work_outliers`, left out of the AHT and the average after-call work. 0: 1800
+   * (30 minutes). At most 86400.
+   *
+   * @generated from field: int32 after_call_work_cap_seconds = 12;
+   */
+  afterCallWorkCapSeconds: number;
 };
 
 /**
@@ -394,6 +429,28 @@ export type Kpis = Message<"switchboard.v1.Kpis"> & {
    * @generated from field: switchboard.v1.KpiValue occupancy = 20;
    */
   occupancy?: KpiValue | undefined;
+
+  /**
+   * Calls that ended before reaching any queue, unanswered (in the IVR): self-service, not
+   * abandons, and in no rate's denominator.
+   *
+   * @generated from field: switchboard.v1.KpiValue self_service = 21;
+   */
+  selfService?: KpiValue | undefined;
+
+  /**
+   * The share of CSAT scores that are 4 or 5 (top-two-box).
+   *
+   * @generated from field: switchboard.v1.KpiValue csat_top_two_box = 22;
+   */
+  csatTopTwoBox?: KpiValue | undefined;
+
+  /**
+   * Handled calls whose after-call work passed `after_call_work_cap_seconds`.
+   *
+   * @generated from field: switchboard.v1.KpiValue after_call_work_outliers = 23;
+   */
+  afterCallWorkOutliers?: KpiValue | undefined;
 };
 
 /**
@@ -516,7 +573,8 @@ export enum KpiGrouping {
   HOUR = 4,
 
   /**
-   * The team (AgentService.SetAgentTeam) of the first agent who answered; "" for none.
+   * The team of the first agent who answered, as it was when the call was answered (frozen on the
+   * call: moving an agent later does not move their past calls); "" for none.
    *
    * @generated from enum value: KPI_GROUPING_TEAM = 5;
    */
