@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# GetKpis over a month of 1,000,000 calls, measured (never asserted), on loopback: a database of
+# its own (switchboard_kpibench: 100,000 customers, then scripts/kpi-bench.sql's calls), a release
+# server in development mode on 127.0.0.1:50073, and `switchboard kpis` timed RUNS times (default
+# 3) for every grouping. The first request stamps the month's contact chains and is not counted.
+# KEEP=1 reuses the database when it is already filled.
+set -euo pipefail
+source "$(dirname "$0")/services.sh"
+cd "$ROOT"
+
+RUNS="${RUNS:-3}"
+ensure_packages
+start_postgres
+start_redis
+cargo build --release --quiet --bins
+bin="$ROOT/target/release"
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+db="${DATABASE_URL%/*}/switchboard_kpibench"
+filled="$(psql "$db" -tAc "SELECT count(*) FROM calls WHERE gateway_id = 'kpi-bench'" 2>/dev/null || echo 0)"
+if [ -z "${KEEP:-}" ] || [ "$filled" != "1000000" ]; then
+  log "kpis: filling switchboard_kpibench (100,000 customers, 1,000,000 calls)"
+  psql "$DATABASE_URL" -q -c 'SET client_min_messages = warning' \
+    -c 'DROP DATABASE IF EXISTS switchboard_kpibench' -c 'CREATE DATABASE switchboard_kpibench'
+  DATABASE_URL="$db" "$bin/switchboard" migrate >/dev/null 2>&1
+  DATABASE_URL="$db" "$bin/switchboard" seed --customers 100000 >/dev/null 2>&1
+  psql "$db" -q -v ON_ERROR_STOP=1 -f scripts/kpi-bench.sql
+else
+  DATABASE_URL="$db" "$bin/switchboard" migrate >/dev/null 2>&1
+fi
+
+DATABASE_URL="$db" RUST_LOG="${SERVER_LOG:-warn}" "$bin/switchboard" serve --dev \
+  --dev-token-file "$work/token" --listen 127.0.0.1:50073 --metrics-listen 127.0.0.1:0 \
+  --redis-url "$REDIS_URL" --redis-prefix "kpibench$$:" >"$work/server.log" 2>&1 &
+pids+=($!)
+wait_port 50073
+for _ in $(seq 1 100); do [ -s "$work/token" ] && break; sleep 0.1; done
+
+kpis() {
+  "$bin/switchboard" kpis --server http://127.0.0.1:50073 --token "$(cat "$work/token")" \
+    --from 2026-11-01T00:00:00Z --to 2026-12-01T00:00:00Z "$@" >/dev/null
+}
+# Seconds since $1 (from `date +%s%N`), two decimals.
+since() {
+  local ms=$(( ($(date +%s%N) - $1) / 1000000 ))
+  printf '%d.%02d' $((ms / 1000)) $(((ms % 1000) / 10))
+}
+started=$(date +%s%N)
+kpis
+log "kpis: the first request (stamping the chains) took $(since "$started") s"
+for grouping in day hour team queue agent campaign ""; do
+  times=()
+  for _ in $(seq 1 "$RUNS"); do
+    started=$(date +%s%N)
+    if [ -n "$grouping" ]; then kpis --group-by "$grouping"; else kpis; fi
+    times+=("$(since "$started")")
+  done
+  echo "by ${grouping:-totals only}: ${times[*]} s"
+done
