@@ -1,5 +1,6 @@
-//! The chain stamper: keeps `calls.next_offered_at` (when the same customer next called) true,
-//! so first-contact resolution and repeat contacts are read, not sorted, at query time.
+//! The chain stamper: keeps `calls.next_offered_at` and `calls.prev_offered_at` (when the same
+//! customer next and last called) true, so first-contact resolution and repeat contacts are
+//! read, not sorted, at query time.
 //!
 //! Writers only note which customers' chains they touched (a trigger on `calls`, migration
 //! 20261202000016), with the offer time where the chain changed (20261202000018). A pass takes
@@ -12,9 +13,11 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use uuid::Uuid;
 
 use super::store::{self, Restamp};
 use crate::calls::{self, CallKey};
@@ -22,36 +25,65 @@ use crate::calls::{self, CallKey};
 /// Notes taken per pass.
 const BATCH: i64 = 10_000;
 
+/// Calls restamped per pass, at most (but always a whole first customer). Each is locked until
+/// the pass commits, and PostgreSQL's lock table is shared and bounded
+/// (`max_locks_per_transaction` × connections): whole chains of 10,000 noted customers ran it
+/// out ("out of shared memory"). Customers past the bound are noted again for the next pass.
+const MAX_CALLS: usize = 5_000;
+
 /// The advisory lock key of the stamper (one pass at a time, across instances).
 const LOCK: i64 = 20_261_202_016;
 
 /// Stamps the chains of every customer noted so far, waiting for a pass running elsewhere.
 /// After it returns, every call committed before it was called is stamped.
 pub async fn catch_up(pool: &PgPool) -> sqlx::Result<()> {
-    while pass(pool, true).await? == BATCH {}
+    while pass(pool, true).await? {}
     Ok(())
 }
 
-/// One pass over at most `BATCH` notes; without `wait`, none when another instance is in a pass.
-/// Returns the number of notes taken.
-async fn pass(pool: &PgPool, wait: bool) -> sqlx::Result<i64> {
+/// One pass over at most `BATCH` notes and `MAX_CALLS` calls; without `wait`, none when another
+/// instance is in a pass. Returns whether notes may be left (a full batch taken, or customers
+/// noted again).
+async fn pass(pool: &PgPool, wait: bool) -> sqlx::Result<bool> {
     let mut tx = crate::db::begin(pool).await?;
     if !store::lock_stamper(&mut tx, LOCK, wait).await? {
-        return Ok(0);
+        return Ok(false);
     }
     let (taken, customers, since) = store::take_chain_notes(&mut tx, BATCH).await?;
     if taken == 0 {
-        return Ok(0);
+        return Ok(false);
     }
     // Per customer, the suffix of the chain from the last call offered before `since` (all of it
-    // when `since` is unknown): every call whose next contact can have changed, and each one's
-    // next contact is inside the suffix too. Only the calls whose stamp differs come back.
-    let stale = store::stale_stamps(&mut tx, &customers, &since).await?;
+    // when `since` is unknown): every call whose next or previous contact can have changed, and
+    // each one's neighbours are inside the suffix too. Only the calls whose stamps differ come
+    // back.
+    let mut stale = store::stale_stamps(&mut tx, &customers, &since).await?;
+    let deferred = defer_past(&mut stale, MAX_CALLS);
+    if !deferred.is_empty() {
+        let (customers, since): (Vec<_>, Vec<_>) = deferred.iter().copied().unzip();
+        store::note_chains(&mut tx, &customers, &since).await?;
+    }
+    let more = taken == BATCH || !deferred.is_empty();
     if !stale.is_empty() {
         restamp(&mut tx, &stale, wait).await?;
     }
     tx.commit().await?;
-    Ok(taken)
+    Ok(more)
+}
+
+/// Keeps whole customers' stale calls (they come grouped by customer), in order, up to `max`
+/// calls (and at least the first customer's), and returns the notes of the customers left out.
+fn defer_past(stale: &mut Vec<Restamp>, max: usize) -> Vec<(Uuid, Option<DateTime<Utc>>)> {
+    let cut = (max.max(1)..stale.len())
+        .find(|&i| stale[i].customer_id != stale[i - 1].customer_id)
+        .unwrap_or(stale.len());
+    let mut notes: Vec<_> = stale
+        .split_off(cut)
+        .iter()
+        .map(|r| (r.customer_id, r.since))
+        .collect();
+    notes.dedup();
+    notes
 }
 
 /// Writes the new stamps under each call's lock, the one call-event batches take before they
@@ -103,7 +135,7 @@ pub fn spawn(pool: PgPool, every: Duration, mut stop: watch::Receiver<bool>) -> 
                 _ = stop.wait_for(|stop| *stop) => return,
             }
             let result = async {
-                while pass(&pool, false).await? == BATCH {}
+                while pass(&pool, false).await? {}
                 Ok::<_, sqlx::Error>(())
             }
             .await;
@@ -118,4 +150,48 @@ pub fn spawn(pool: PgPool, every: Duration, mut stop: watch::Receiver<bool>) -> 
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stale(customer: u128, call: &str) -> Restamp {
+        Restamp {
+            customer_id: Uuid::from_u128(customer),
+            since: None,
+            gateway_id: "g".into(),
+            call_id: call.into(),
+            next_at: None,
+            prev_at: None,
+        }
+    }
+
+    #[test]
+    fn a_pass_keeps_whole_customers_up_to_the_bound_and_notes_the_rest_again() {
+        let calls = |rows: &[Restamp]| rows.iter().map(|r| r.call_id.clone()).collect::<Vec<_>>();
+        let mut rows = vec![
+            stale(1, "a"),
+            stale(1, "b"),
+            stale(2, "c"),
+            stale(2, "d"),
+            stale(2, "e"),
+            stale(3, "f"),
+        ];
+        // The bound falls inside customer 2: all of 2 is kept, 3 waits.
+        let deferred = defer_past(&mut rows, 3);
+        assert_eq!(calls(&rows), ["a", "b", "c", "d", "e"]);
+        assert_eq!(deferred, [(Uuid::from_u128(3), None)]);
+
+        // One customer larger than the bound still goes (a pass always makes progress).
+        let mut rows = vec![stale(1, "a"), stale(1, "b"), stale(2, "c")];
+        let deferred = defer_past(&mut rows, 1);
+        assert_eq!(calls(&rows), ["a", "b"]);
+        assert_eq!(deferred, [(Uuid::from_u128(2), None)]);
+
+        // Under the bound: everything, nothing deferred.
+        let mut rows = vec![stale(1, "a"), stale(2, "b")];
+        assert!(defer_past(&mut rows, 10).is_empty());
+        assert_eq!(rows.len(), 2);
+    }
 }

@@ -53,7 +53,8 @@ pub async fn tallies(
         "WITH span AS ( \
            SELECT c.gateway_id, c.call_id, c.customer_id, c.queue, c.handled_by[1] AS agent, \
              c.outcome, c.transfers, c.hold_ms, c.offered_at, c.queued_at, c.answered_at, \
-             c.ended_at, c.dialed_number, c.next_offered_at AS next_at, c.team \
+             c.ended_at, c.dialed_number, c.next_offered_at AS next_at, c.team, \
+             c.prev_offered_at AS prev_at \
            FROM calls c \
            WHERE c.offered_at >= $1 AND c.offered_at < $2), \
          w AS ( \
@@ -87,6 +88,8 @@ pub async fn tallies(
              c.outcome = 'completed' AND c.customer_id IS NOT NULL AS known, \
              c.next_at IS NOT NULL \
                AND c.next_at < COALESCE(c.ended_at, c.offered_at) + make_interval(hours => $9) AS is_repeat, \
+             c.prev_at IS NOT NULL \
+               AND c.prev_at > c.offered_at - make_interval(hours => $9) AS follows_up, \
              CASE $3 WHEN 'queue' THEN COALESCE(c.queue, '') \
                      WHEN 'agent' THEN COALESCE(c.agent, '') \
                      WHEN 'team' THEN COALESCE(c.team, '') \
@@ -136,7 +139,8 @@ pub async fn tallies(
            count(*) FILTER (WHERE c.answered_at IS NOT NULL AND c.transfers > 0) AS transferred, \
            count(*) FILTER (WHERE c.known) AS with_customer, \
            count(*) FILTER (WHERE c.known AND c.is_repeat) AS repeated, \
-           count(*) FILTER (WHERE c.known AND c.resolved AND NOT c.is_repeat) AS first_contact_resolved, \
+           count(*) FILTER (WHERE c.known AND c.resolved AND NOT c.is_repeat AND NOT c.follows_up) \
+             AS first_contact_resolved, \
            COALESCE(sum(c.csat_sum), 0)::int8 AS csat_sum, \
            COALESCE(sum(c.csat_count), 0)::int8 AS csat_count, \
            COALESCE(sum(c.csat_top_two), 0)::int8 AS csat_top_two, \
@@ -325,8 +329,8 @@ pub type ChainNotes = (
     Vec<Option<chrono::DateTime<chrono::Utc>>>,
 );
 
-/// A call whose stamp is out of date: its customer and where their chain changed, the call, and
-/// its next contact.
+/// A call whose stamps are out of date: its customer and where their chain changed, the call, and
+/// its next and previous contacts.
 #[derive(sqlx::FromRow)]
 pub struct Restamp {
     pub customer_id: uuid::Uuid,
@@ -334,6 +338,7 @@ pub struct Restamp {
     pub gateway_id: String,
     pub call_id: String,
     pub next_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub prev_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Takes the stamper's advisory lock for the transaction: waiting for it, or (without `wait`)
@@ -370,17 +375,17 @@ pub async fn take_chain_notes(conn: &mut PgConnection, batch: i64) -> sqlx::Resu
     .await
 }
 
-/// The calls of these customers' chains (from where each changed) whose stamp differs.
+/// The calls of these customers' chains (from where each changed) whose stamps differ, grouped
+/// by customer.
 pub async fn stale_stamps(
     conn: &mut PgConnection,
     customers: &[uuid::Uuid],
     since: &[Option<chrono::DateTime<chrono::Utc>>],
 ) -> sqlx::Result<Vec<Restamp>> {
     sqlx::query_as(
-        "SELECT n.customer_id, n.since, n.gateway_id, n.call_id, n.next_at \
-         FROM (SELECT d.customer_id, d.since, t.gateway_id, t.call_id, \
-                 lead(t.offered_at) OVER (PARTITION BY d.customer_id \
-                                          ORDER BY t.offered_at, t.gateway_id, t.call_id) AS next_at \
+        "SELECT n.customer_id, n.since, n.gateway_id, n.call_id, n.next_at, n.prev_at \
+         FROM (SELECT d.customer_id, d.since, t.gateway_id, t.call_id, t.offered_at, s.start, \
+                 lead(t.offered_at) OVER w AS next_at, lag(t.offered_at) OVER w AS prev_at \
                FROM unnest($1::uuid[], $2::timestamptz[]) AS d(customer_id, since) \
                CROSS JOIN LATERAL ( \
                  SELECT CASE WHEN d.since IS NULL THEN '-infinity'::timestamptz \
@@ -388,10 +393,19 @@ pub async fn stale_stamps(
                                        WHERE p.customer_id = d.customer_id AND p.offered_at < d.since), \
                                       d.since) END AS start) s \
                CROSS JOIN LATERAL ( \
+                 SELECT COALESCE((SELECT max(p.offered_at) FROM calls p \
+                                  WHERE p.customer_id = d.customer_id AND p.offered_at < s.start), \
+                                 s.start) AS start) b \
+               CROSS JOIN LATERAL ( \
                  SELECT x.gateway_id, x.call_id, x.offered_at FROM calls x \
-                 WHERE x.customer_id = d.customer_id AND x.offered_at >= s.start) t) n \
+                 WHERE x.customer_id = d.customer_id AND x.offered_at >= b.start) t \
+               WINDOW w AS (PARTITION BY d.customer_id \
+                            ORDER BY t.offered_at, t.gateway_id, t.call_id)) n \
          JOIN calls c ON c.gateway_id = n.gateway_id AND c.call_id = n.call_id \
-         WHERE c.next_offered_at IS DISTINCT FROM n.next_at",
+         WHERE n.offered_at >= n.start \
+           AND (c.next_offered_at IS DISTINCT FROM n.next_at \
+                OR c.prev_offered_at IS DISTINCT FROM n.prev_at) \
+         ORDER BY n.customer_id, n.offered_at, n.gateway_id, n.call_id",
     )
     .bind(customers)
     .bind(since)
@@ -402,8 +416,9 @@ pub async fn stale_stamps(
 /// Writes the new next-contact stamps.
 pub async fn write_stamps(conn: &mut PgConnection, stamped: &[&Restamp]) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE calls c SET next_offered_at = u.next_at \
-         FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(gateway_id, call_id, next_at) \
+        "UPDATE calls c SET next_offered_at = u.next_at, prev_offered_at = u.prev_at \
+         FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[]) \
+           AS u(gateway_id, call_id, next_at, prev_at) \
          WHERE c.gateway_id = u.gateway_id AND c.call_id = u.call_id",
     )
     .bind(
@@ -419,6 +434,7 @@ pub async fn write_stamps(conn: &mut PgConnection, stamped: &[&Restamp]) -> sqlx
             .collect::<Vec<_>>(),
     )
     .bind(stamped.iter().map(|r| r.next_at).collect::<Vec<_>>())
+    .bind(stamped.iter().map(|r| r.prev_at).collect::<Vec<_>>())
     .execute(conn)
     .await?;
     Ok(())

@@ -630,7 +630,7 @@ async fn first_contact_resolution_needs_a_resolving_disposition_and_no_repeat_ca
         (Ended, 65, ""),
     ];
     // X: resolved, never calls again. Y: resolved, but calls again two hours later (resolved
-    // then). Z: not resolved (callback). W: a resolving disposition logged, but the wrap-up never
+    // then, on a second contact). Z: not resolved (callback). W: a resolving disposition logged, but the wrap-up never
     // completed: not resolved.
     call_from(&app, "X1", "(415) 555-0101", base, "billing", &handled).await;
     call_from(&app, "Y1", "(415) 555-0102", base, "billing", &handled).await;
@@ -665,7 +665,8 @@ async fn first_contact_resolution_needs_a_resolving_disposition_and_no_repeat_ca
         .expect("total")
         .kpis
         .expect("kpis");
-    assert_eq!(v(&week.first_contact_resolution), 0.4, "X1 and Y2 of five");
+    // Y2 resolved Y's issue, but on Y's second contact: not a first-contact resolution.
+    assert_eq!(v(&week.first_contact_resolution), 0.2, "X1 of five");
     assert_eq!(v(&week.repeat_contact_rate), 0.2, "Y1 of five");
     // With a one-hour window, Y's second call is no longer a repeat of the first.
     let hour = kpis(&app, request(1))
@@ -677,7 +678,7 @@ async fn first_contact_resolution_needs_a_resolving_disposition_and_no_repeat_ca
     assert_eq!(
         v(&hour.first_contact_resolution),
         0.6,
-        "X1, Y1 and Y2 of five"
+        "X1, Y1 and Y2 (a first contact again, two hours on) of five"
     );
     assert_eq!(v(&hour.repeat_contact_rate), 0.0);
 }
@@ -897,6 +898,10 @@ async fn repeat_contacts_follow_merges_unmerges_and_calls_reported_out_of_order(
         .await
         .expect("unmerged");
     assert_eq!(repeat_rate(kpis(&app, request()).await), 1.0 / 3.0);
+    // After the merge and the unmerge, next and previous contacts are what a sort gives.
+    let (stamped, differ) = stamps_against_a_sort(&app).await;
+    assert!(stamped > 0);
+    assert_eq!(differ, 0);
 }
 
 #[tokio::test]
@@ -933,6 +938,26 @@ async fn concurrent_calls_of_the_same_customers_all_chain_before_the_kpis_are_re
     // Every call but each customer's last is followed by another within the week.
     let rate = repeat_rate_from(&app, base - Duration::hours(1)).await;
     assert_eq!(rate, 27.0 / 30.0);
+    // And every stamp, next and previous, is what sorting each customer's calls gives.
+    assert_eq!(stamps_against_a_sort(&app).await, (30, 0));
+}
+
+/// The calls of known customers, and how many of them have a next or previous contact stamp
+/// other than what sorting each customer's calls gives.
+async fn stamps_against_a_sort(app: &TestApp) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE c.next_offered_at IS DISTINCT FROM s.next_at \
+                                        OR c.prev_offered_at IS DISTINCT FROM s.prev_at) \
+         FROM calls c JOIN ( \
+           SELECT gateway_id, call_id, \
+             lead(offered_at) OVER w AS next_at, lag(offered_at) OVER w AS prev_at \
+           FROM calls WHERE customer_id IS NOT NULL \
+           WINDOW w AS (PARTITION BY customer_id ORDER BY offered_at, gateway_id, call_id)) s \
+         USING (gateway_id, call_id)",
+    )
+    .fetch_one(&app.db)
+    .await
+    .expect("stamps")
 }
 
 /// A call's stored next contact, read directly.
