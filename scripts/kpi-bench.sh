@@ -9,19 +9,7 @@ source "$(dirname "$0")/services.sh"
 cd "$ROOT"
 
 RUNS="${RUNS:-3}"
-ensure_packages
-start_postgres
-start_redis
-cargo build --release --quiet --bins
-bin="$ROOT/target/release"
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_setup
 
 db="${DATABASE_URL%/*}/switchboard_kpibench"
 filled="$(psql "$db" -tAc "SELECT count(*) FROM calls WHERE gateway_id = 'kpi-bench'" 2>/dev/null || echo 0)"

@@ -173,3 +173,22 @@ stop_local_services() {
   [ ! -d "$dir/postgres" ] || as_postgres "$bin/pg_ctl" -D "$dir/postgres" -m fast stop >/dev/null 2>&1 || true
   redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
 }
+
+# For the bench scripts: the packages, PostgreSQL and Redis, a release build (`$bin`), and a
+# scratch directory (`$work`) removed on exit with the processes the script lists in `pids`.
+bench_setup() {
+  ensure_packages
+  start_postgres
+  start_redis
+  cargo build --release --quiet --bins
+  bin="$ROOT/target/release"
+  work="$(mktemp -d)"
+  pids=()
+  trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}

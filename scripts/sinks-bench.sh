@@ -15,19 +15,7 @@ RATE="${RATE:-1000}"
 BACKLOG="${BACKLOG:-20000}"
 NATS_PORT=4333
 
-ensure_packages
-start_postgres
-start_redis
-cargo build --release --quiet --bins
-bin="$ROOT/target/release"
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_setup
 
 nats="$(command -v nats-server || echo /usr/sbin/nats-server)"
 "$nats" -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$work/nats" >"$work/nats.log" 2>&1 &

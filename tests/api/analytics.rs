@@ -193,37 +193,29 @@ async fn call_kpis_match_a_hand_built_hour_and_improve_on_the_baseline() {
         ],
     )
     .await;
-    // H: hung up in the IVR, before any queue: self-service, not an abandon.
-    call(
-        &app,
-        "H",
-        base,
-        "",
-        &[(Offered, 800, ""), (Abandoned, 830, "")],
-    )
-    .await;
-    // I: 10 s in the IVR, then 3 s in the queue: a short abandon (timed from the queue).
-    call(
-        &app,
-        "I",
-        base,
-        "billing",
-        &[(Offered, 900, ""), (Queued, 910, ""), (Abandoned, 913, "")],
-    )
-    .await;
-    // J: abandoned 12 s into the queue: not short, but within the 20 s service level.
-    call(
-        &app,
-        "J",
-        base,
-        "billing",
-        &[
-            (Offered, 1000, ""),
-            (Queued, 1000, ""),
-            (Abandoned, 1012, ""),
-        ],
-    )
-    .await;
+    // H: hung up in the IVR, before any queue: self-service, not an abandon. I: 10 s in the IVR,
+    // then 3 s in the queue: a short abandon (timed from the queue). J: abandoned 12 s into the
+    // queue: not short, but within the 20 s service level.
+    let ivr_and_queue: [(&str, &str, &[(CallEventType, i64, &str)]); 3] = [
+        ("H", "", &[(Offered, 800, ""), (Abandoned, 830, "")]),
+        (
+            "I",
+            "billing",
+            &[(Offered, 900, ""), (Queued, 910, ""), (Abandoned, 913, "")],
+        ),
+        (
+            "J",
+            "billing",
+            &[
+                (Offered, 1000, ""),
+                (Queued, 1000, ""),
+                (Abandoned, 1012, ""),
+            ],
+        ),
+    ];
+    for (id, queue, steps) in ivr_and_queue {
+        call(&app, id, base, queue, steps).await;
+    }
     // The baseline hour, a day earlier: one call answered after 40 s.
     let before = base - Duration::days(1);
     call(

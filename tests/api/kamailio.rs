@@ -161,6 +161,23 @@ impl SipLab {
         std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
     }
 
+    /// What SIPp reported as errors (its `*_errors.log` files in the lab's directory), for a
+    /// failed scenario's message.
+    fn sipp_errors(&self) -> String {
+        let mut errors = String::new();
+        for entry in std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with("_errors.log") {
+                errors += &format!("{name}:\n{}\n", self.log(&name));
+            }
+        }
+        errors
+    }
+
     fn kamailio(&self) -> String {
         format!("127.0.0.1:{}", self.sip_port)
     }
@@ -170,7 +187,7 @@ impl SipLab {
         command
             .arg("-sf")
             .arg(kamailio_dir().join("sipp").join(scenario))
-            .args(["-m", "1", "-nostdin", "-timeout", "30s"])
+            .args(["-m", "1", "-nostdin", "-timeout", "30s", "-trace_err"])
             .current_dir(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -503,7 +520,12 @@ async fn a_hold_and_resume_on_the_wire_are_held_and_resumed() {
         .status()
         .await
         .expect("caller");
-    assert!(status.success(), "hold, resume, hang up");
+    assert!(
+        status.success(),
+        "hold, resume, hang up; SIPp said: {}; Kamailio: {}",
+        lab.sipp_errors(),
+        lab.log("kamailio.log")
+    );
     assert!(phone.wait().await.expect("phone").success());
     let call_id = latest_call(&app.db).await;
     // OFFERED, QUEUED, RINGING, ANSWERED, HELD, RESUMED, ENDED.
