@@ -17,6 +17,9 @@ fn ts(at: DateTime<Utc>) -> Option<prost_types::Timestamp> {
     Some(switchboard::proto_time::to_timestamp(at))
 }
 
+/// A call's history: (event, seconds after its base time, agent), in order.
+type Steps<'a> = &'a [(CallEventType, i64, &'a str)];
+
 /// Reports one call: (event, seconds after `base`, agent) in order; transfers go to `a-2`.
 async fn call_from(
     app: &TestApp,
@@ -196,7 +199,7 @@ async fn call_kpis_match_a_hand_built_hour_and_improve_on_the_baseline() {
     // H: hung up in the IVR, before any queue: self-service, not an abandon. I: 10 s in the IVR,
     // then 3 s in the queue: a short abandon (timed from the queue). J: abandoned 12 s into the
     // queue: not short, but within the 20 s service level.
-    let ivr_and_queue: [(&str, &str, &[(CallEventType, i64, &str)]); 3] = [
+    let ivr_and_queue: [(&str, &str, Steps); 3] = [
         ("H", "", &[(Offered, 800, ""), (Abandoned, 830, "")]),
         (
             "I",
