@@ -216,14 +216,14 @@ pub async fn conversions(
         "SELECT CASE $3 \
              WHEN 'campaign' THEN t.campaign_id::text \
              WHEN 'agent' THEN t.agent_id \
-             WHEN 'team' THEN COALESCE(a.team, '') \
+             WHEN 'team' THEN COALESCE(t.team, '') \
              WHEN 'day' THEN to_char(t.at AT TIME ZONE $4, 'YYYY-MM-DD') \
              WHEN 'hour' THEN to_char(t.at AT TIME ZONE $4, 'YYYY-MM-DD\"T\"HH24') \
              ELSE '' END AS key, \
            count(*) FILTER (WHERE t.outcome IN \
              ('reached', 'converted', 'declined', 'callback_requested')) AS reached, \
            count(*) FILTER (WHERE t.outcome = 'converted') AS converted \
-         FROM campaign_attempts t LEFT JOIN agents a ON a.agent_id = t.agent_id \
+         FROM campaign_attempts t \
          WHERE t.at >= $1 AND t.at < $2 \
            AND (cardinality($5::text[]) = 0 OR t.agent_id = ANY($5)) \
          GROUP BY 1",
@@ -247,21 +247,21 @@ pub async fn agent_time(
     pairs_by_key(
         conn,
         "WITH changes AS ( \
-           SELECT s.agent_id, s.state, s.at, s.id FROM agent_state_changes s \
+           SELECT s.agent_id, s.team, s.state, s.at, s.id FROM agent_state_changes s \
            WHERE s.at >= $1 AND s.at < $2 \
            UNION ALL \
-           SELECT a.agent_id, p.state, p.at, p.id FROM agents a \
+           SELECT a.agent_id, p.team, p.state, p.at, p.id FROM agents a \
            CROSS JOIN LATERAL ( \
-             SELECT state, at, id FROM agent_state_changes \
+             SELECT team, state, at, id FROM agent_state_changes \
              WHERE agent_id = a.agent_id AND at < $1 ORDER BY at DESC, id DESC LIMIT 1) p), \
          spans AS ( \
-           SELECT agent_id, state, greatest(at, $1) AS since, \
+           SELECT agent_id, team, state, greatest(at, $1) AS since, \
              least(COALESCE(lead(at) OVER (PARTITION BY agent_id ORDER BY at, id), now()), $2) \
                AS until \
            FROM changes \
            WHERE (cardinality($5::text[]) = 0 OR agent_id = ANY($5))), \
          pieces AS ( \
-           SELECT s.agent_id, s.state, b.bucket, \
+           SELECT s.agent_id, s.team, s.state, b.bucket, \
              greatest(s.since, b.bucket_start) AS since, least(s.until, b.bucket_end) AS until \
            FROM spans s \
            CROSS JOIN LATERAL ( \
@@ -278,7 +278,7 @@ pub async fn agent_time(
            WHERE s.until > s.since AND s.state IN ('busy', 'after_call_work', 'available')) \
          SELECT CASE $3 \
              WHEN 'agent' THEN p.agent_id \
-             WHEN 'team' THEN COALESCE(a.team, '') \
+             WHEN 'team' THEN COALESCE(p.team, '') \
              WHEN 'day' THEN to_char(p.bucket, 'YYYY-MM-DD') \
              WHEN 'hour' THEN to_char(p.bucket, 'YYYY-MM-DD\"T\"HH24') \
              ELSE '' END AS key, \
@@ -286,7 +286,7 @@ pub async fn agent_time(
              FILTER (WHERE p.state <> 'available'), 0)::float8 AS occupied_ms, \
            COALESCE(sum(1000 * extract(epoch FROM p.until - p.since)) \
              FILTER (WHERE p.state = 'available'), 0)::float8 AS idle_ms \
-         FROM pieces p LEFT JOIN agents a ON a.agent_id = p.agent_id \
+         FROM pieces p \
          WHERE p.until > p.since \
          GROUP BY 1",
         query,

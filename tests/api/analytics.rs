@@ -73,7 +73,7 @@ fn period(start: DateTime<Utc>, end: DateTime<Utc>) -> Option<v1::Period> {
     })
 }
 
-async fn set_team(app: &TestApp, agent: &str, team: &str) {
+pub async fn set_team(app: &TestApp, agent: &str, team: &str) {
     app.agents
         .clone()
         .set_agent_team(v1::SetAgentTeamRequest {
@@ -754,6 +754,26 @@ async fn occupancy_is_busy_and_wrap_up_time_over_staffed_time_cut_at_the_period_
         .map(|g| (g.key.as_str(), occupancy(g)))
         .collect();
     assert_eq!(teams, [("blue", Some(0.5)), ("red", Some(0.75))]);
+    // a-1 moves to blue afterwards: the hour stays where it was worked.
+    set_team(&app, "a-1", "blue").await;
+    let again = kpis(
+        &app,
+        v1::GetKpisRequest {
+            period: period(m(0), m(60)),
+            group_by: v1::KpiGrouping::Team.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let teams_again: Vec<(&str, Option<f64>)> = again
+        .groups
+        .iter()
+        .map(|g| (g.key.as_str(), occupancy(g)))
+        .collect();
+    assert_eq!(
+        teams_again, teams,
+        "history stays with the team it was worked in"
+    );
 
     // By day from 23:00 the evening before: the call across midnight is cut at midnight.
     let by_day = kpis(

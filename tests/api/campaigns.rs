@@ -741,7 +741,8 @@ async fn pops_show_offers_and_inbound_calls_are_attributed() {
     let stats = stats_of(&app, &campaign).await;
     assert_eq!(stats.inbound_calls, 1);
 
-    // Converted: the offer leaves Ada's pop.
+    // Converted: the offer leaves Ada's pop. a-1 works in the outbound team then.
+    crate::analytics::set_team(&app, "a-1", "outbound").await;
     let lease = next(&mut campaigns(&app), &campaign, "a-1")
         .await
         .contact
@@ -791,6 +792,32 @@ async fn pops_show_offers_and_inbound_calls_are_attributed() {
         groups,
         [(campaign.id.clone(), [Some(1.0), Some(1.0), Some(1.0)])]
     );
+
+    // By team, the conversion stays with the team a-1 was in when it was recorded.
+    crate::analytics::set_team(&app, "a-1", "inbound").await;
+    let by_team = switchboard::proto::v1::analytics_service_client::AnalyticsServiceClient::new(
+        app.channel.clone(),
+    )
+    .get_kpis(v1::GetKpisRequest {
+        period: Some(v1::Period {
+            start: ts(Utc::now() - chrono::Duration::days(1)),
+            end: ts(Utc::now() + chrono::Duration::days(1)),
+        }),
+        group_by: v1::KpiGrouping::Team.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("kpis")
+    .into_inner();
+    let conversions: Vec<(String, Option<f64>)> = by_team
+        .groups
+        .iter()
+        .map(|g| {
+            let k = g.kpis.as_ref().expect("kpis");
+            (g.key.clone(), k.conversions.as_ref().and_then(|v| v.value))
+        })
+        .collect();
+    assert_eq!(conversions, [("outbound".into(), Some(1.0))], "not inbound");
 }
 
 #[tokio::test]
