@@ -595,14 +595,7 @@ async fn wrapped(
         .interaction
         .expect("interaction");
     if complete {
-        app.interactions()
-            .complete_wrap_up(v1::CompleteWrapUpRequest {
-                interaction_id: logged.id,
-                disposition_code: code.into(),
-                notes: String::new(),
-            })
-            .await
-            .expect("wrapped up");
+        complete_wrap_up(app, logged.id, code).await;
     }
 }
 
@@ -700,18 +693,35 @@ fn occupancy(group: &v1::KpiGroup) -> Option<f64> {
         .and_then(|o| o.value)
 }
 
+/// Occupancy from `start` to `end`: the total's, and each group's by `grouping`.
+async fn occupancy_by(
+    app: &TestApp,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    grouping: v1::KpiGrouping,
+) -> (Option<f64>, Vec<(String, Option<f64>)>) {
+    let response = kpis(
+        app,
+        v1::GetKpisRequest {
+            period: period(start, end),
+            group_by: grouping.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let groups = response
+        .groups
+        .iter()
+        .map(|g| (g.key.clone(), occupancy(g)))
+        .collect();
+    (occupancy(&response.total.expect("total")), groups)
+}
+
 #[tokio::test]
 async fn occupancy_is_busy_and_wrap_up_time_over_staffed_time_cut_at_the_period_and_days() {
     let app = spawn_app().await;
     for (agent, team) in [("a-1", "red"), ("a-2", "blue")] {
-        app.agents
-            .clone()
-            .set_agent_team(v1::SetAgentTeamRequest {
-                agent_id: agent.into(),
-                team: team.into(),
-            })
-            .await
-            .expect("team set");
+        set_team(&app, agent, team).await;
     }
     let day = Utc
         .with_ymd_and_hms(2026, 10, 5, 0, 0, 0)
@@ -737,62 +747,28 @@ async fn occupancy_is_busy_and_wrap_up_time_over_staffed_time_cut_at_the_period_
 
     // 00:00 to 01:00: a-1 busy 30 (from before the period) + wrap-up 15, available 15;
     // a-2 busy 20, available 20.
-    let by_team = kpis(
-        &app,
-        v1::GetKpisRequest {
-            period: period(m(0), m(60)),
-            group_by: v1::KpiGrouping::Team.into(),
-            ..Default::default()
-        },
-    )
-    .await;
-    let total = by_team.total.expect("total");
-    assert_eq!(occupancy(&total), Some(65.0 / 100.0));
-    let teams: Vec<(&str, Option<f64>)> = by_team
-        .groups
-        .iter()
-        .map(|g| (g.key.as_str(), occupancy(g)))
-        .collect();
-    assert_eq!(teams, [("blue", Some(0.5)), ("red", Some(0.75))]);
+    let (total, teams) = occupancy_by(&app, m(0), m(60), v1::KpiGrouping::Team).await;
+    assert_eq!(total, Some(65.0 / 100.0));
+    assert_eq!(
+        teams,
+        [("blue".into(), Some(0.5)), ("red".into(), Some(0.75))]
+    );
     // a-1 moves to blue afterwards: the hour stays where it was worked.
     set_team(&app, "a-1", "blue").await;
-    let again = kpis(
-        &app,
-        v1::GetKpisRequest {
-            period: period(m(0), m(60)),
-            group_by: v1::KpiGrouping::Team.into(),
-            ..Default::default()
-        },
-    )
-    .await;
-    let teams_again: Vec<(&str, Option<f64>)> = again
-        .groups
-        .iter()
-        .map(|g| (g.key.as_str(), occupancy(g)))
-        .collect();
+    let (_, teams_again) = occupancy_by(&app, m(0), m(60), v1::KpiGrouping::Team).await;
     assert_eq!(
         teams_again, teams,
         "history stays with the team it was worked in"
     );
 
     // By day from 23:00 the evening before: the call across midnight is cut at midnight.
-    let by_day = kpis(
-        &app,
-        v1::GetKpisRequest {
-            period: period(m(-60), m(60)),
-            group_by: v1::KpiGrouping::Day.into(),
-            ..Default::default()
-        },
-    )
-    .await;
-    let days: Vec<(&str, Option<f64>)> = by_day
-        .groups
-        .iter()
-        .map(|g| (g.key.as_str(), occupancy(g)))
-        .collect();
+    let (_, days) = occupancy_by(&app, m(-60), m(60), v1::KpiGrouping::Day).await;
     assert_eq!(
         days,
-        [("2026-10-04", Some(0.5)), ("2026-10-05", Some(0.65))]
+        [
+            ("2026-10-04".into(), Some(0.5)),
+            ("2026-10-05".into(), Some(0.65))
+        ]
     );
 
     // Agents belong to no queue: a queue grouping has no occupancy.
@@ -1080,11 +1056,11 @@ async fn interaction_ended(
         .id
 }
 
-async fn complete(app: &TestApp, interaction_id: String) {
+async fn complete_wrap_up(app: &TestApp, interaction_id: String, code: &str) {
     app.interactions()
         .complete_wrap_up(v1::CompleteWrapUpRequest {
             interaction_id,
-            disposition_code: "done".into(),
+            disposition_code: code.into(),
             notes: String::new(),
         })
         .await
@@ -1122,17 +1098,17 @@ async fn after_call_work_ends_when_the_agent_leaves_wrap_up_sums_per_call_and_is
     crate::live::set_state(&app, "a-1", v1::AgentState::AfterCallWork).await;
     crate::live::set_state(&app, "a-1", v1::AgentState::Available).await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    complete(&app, k).await;
+    complete_wrap_up(&app, k, "done").await;
     // L: logged two hours after its end (a backfill) and completed now: no after-call work.
     let l = interaction_ended(&app, &customer, "L", "a-1", Duration::hours(2)).await;
-    complete(&app, l).await;
+    complete_wrap_up(&app, l, "done").await;
     // M: two interactions (a-2, then a-3 after a transfer), ended 10 s and 5 s ago, completed
     // now: 15 s together. (Not a-1's: a-1 left wrap-up after they ended, which would end
     // theirs too.)
     let m1 = interaction_ended(&app, &customer, "M", "a-2", Duration::seconds(10)).await;
     let m2 = interaction_ended(&app, &customer, "M", "a-3", Duration::seconds(5)).await;
-    complete(&app, m1).await;
-    complete(&app, m2).await;
+    complete_wrap_up(&app, m1, "done").await;
+    complete_wrap_up(&app, m2, "done").await;
 
     let read = |cap: i32| {
         let app = &app;
