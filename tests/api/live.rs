@@ -165,6 +165,20 @@ async fn floor(app: &TestApp) {
     call(app, "ivr", "", &[(Offered, 0, "")]).await;
 }
 
+/// Deletes the app's live copy in Redis (as a Redis restarted empty would have it).
+async fn empty_the_live_copy(app: &TestApp) {
+    let client = redis::Client::open(redis_url()).expect("redis client");
+    let mut redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let keys: Vec<String> = redis
+        .keys(format!("{}live:*", app.redis_prefix))
+        .await
+        .expect("keys");
+    let _: () = redis.del(&keys).await.expect("del");
+}
+
 /// Asks until the answer comes from `source` and passes `check` (at most 10 s); returns it.
 async fn settles_on(
     app: &TestApp,
@@ -263,11 +277,7 @@ async fn the_rebuild_repairs_a_copy_that_missed_writes_and_an_emptied_redis_read
     assert_eq!(board(&repaired, "sales"), (2, Some(10), 1, 1, 1));
 
     // Redis restarted empty: PostgreSQL answers (the same numbers) until the copy is rebuilt.
-    let keys: Vec<String> = redis
-        .keys(format!("{}live:*", app.redis_prefix))
-        .await
-        .expect("keys");
-    let _: () = redis.del(&keys).await.expect("del");
+    empty_the_live_copy(&app).await;
     let fallback = stats(&app, &[]).await;
     assert_eq!(fallback.source(), v1::LiveSource::Database);
     assert_eq!(board(&fallback, "sales"), (2, Some(10), 1, 1, 1));
@@ -337,7 +347,8 @@ async fn a_call_with_no_event_for_hours_is_stale_never_waiting() {
         ..Default::default()
     })
     .await;
-    let hours_ago = -5 * 3600 - t0() + chrono::Utc::now().timestamp();
+    // Five hours before now, in seconds after `t0()`.
+    let hours_ago = chrono::Utc::now().timestamp() - 5 * 3600 - t0();
     call(
         &app,
         "lost",
@@ -373,16 +384,7 @@ async fn a_call_with_no_event_for_hours_is_stale_never_waiting() {
     let from_redis = settles_on(&app, v1::LiveSource::Redis, |r| stale(r) == Some(2)).await;
     assert_eq!(board(&from_redis, "sales"), (1, Some(310), 0, 0, 0));
 
-    let client = redis::Client::open(redis_url()).expect("redis client");
-    let mut redis = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
-    let keys: Vec<String> = redis
-        .keys(format!("{}live:*", app.redis_prefix))
-        .await
-        .expect("keys");
-    let _: () = redis.del(&keys).await.expect("del");
+    empty_the_live_copy(&app).await;
     let from_database = stats(&app, &[]).await;
     assert_eq!(from_database.source(), v1::LiveSource::Database);
     assert_eq!(stale(&from_database), Some(2));
