@@ -293,6 +293,12 @@ pub struct ServeArgs {
     /// stale on the live board: counted apart, never as waiting or in service.
     #[arg(long, env = "SWITCHBOARD_LIVE_STALE_AFTER_SECS", default_value_t = 4 * 3600)]
     pub live_stale_after_secs: u64,
+    /// A call that ends within this many seconds of its offer is a misdial: no contact for
+    /// repeat contacts or first-contact resolution (0 to 60; 0: none). One value for every
+    /// instance: the database keeps it, and the last instance started sets it.
+    #[arg(long, env = "SWITCHBOARD_MISDIAL_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(i32).range(0..=60))]
+    pub misdial_seconds: i32,
     /// How long in-flight calls may take to finish after SIGTERM before the server exits (seconds).
     #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
     pub drain_timeout_secs: u64,
@@ -561,6 +567,8 @@ pub struct Settings {
     /// Webhook and NATS delivery.
     pub webhooks: std::sync::Arc<crate::webhooks::DeliverySettings>,
     pub live: crate::live::LiveSettings,
+    /// Calls ending within this many seconds of the offer are misdials (docs/KPIS.md).
+    pub misdial_seconds: i32,
     pub case_sla: SlaPolicy,
     pub feedback: crate::feedback::Thresholds,
     pub auth: AuthSettings,
@@ -632,6 +640,7 @@ impl TryFrom<ServeArgs> for Settings {
                 reconcile_every: Duration::from_millis(args.live_rebuild_ms.max(100)),
                 stale_after: Duration::from_secs(args.live_stale_after_secs.max(1)),
             },
+            misdial_seconds: args.misdial_seconds,
             case_sla: args.case_sla,
             feedback: crate::feedback::Thresholds {
                 negative_csat: args.feedback_negative_csat,

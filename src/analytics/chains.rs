@@ -123,18 +123,46 @@ async fn restamp(conn: &mut PgConnection, stale: &[Restamp], wait: bool) -> sqlx
     Ok(())
 }
 
-/// Runs passes every `every` until `stop` turns true, so a KPI request's catch-up is small.
-pub fn spawn(pool: PgPool, every: Duration, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+/// Makes `misdial_seconds` the threshold below which a call is no contact (the server's
+/// `--misdial-seconds`), and notes the chains that changes. Idempotent: a no-op when the
+/// database already has it.
+pub async fn apply_misdial_rule(pool: &PgPool, misdial_seconds: i32) -> sqlx::Result<()> {
+    let mut tx = crate::db::begin(pool).await?;
+    let noted = store::set_misdial_seconds(&mut tx, misdial_seconds).await?;
+    tx.commit().await?;
+    if noted > 0 {
+        tracing::info!(
+            misdial_seconds,
+            customers = noted,
+            "misdial threshold changed; restamping the chains it moves"
+        );
+    }
+    Ok(())
+}
+
+/// Applies the misdial rule, then runs passes every `every` until `stop` turns true, so a KPI
+/// request's catch-up is small.
+pub fn spawn(
+    pool: PgPool,
+    every: Duration,
+    misdial_seconds: i32,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
+        let mut rule_applied = false;
         loop {
             tokio::select! {
                 _ = ticks.tick() => {}
                 _ = stop.wait_for(|stop| *stop) => return,
             }
             let result = async {
+                if !rule_applied {
+                    apply_misdial_rule(&pool, misdial_seconds).await?;
+                    rule_applied = true;
+                }
                 while pass(&pool, false).await? {}
                 Ok::<_, sqlx::Error>(())
             }

@@ -175,6 +175,8 @@ fn kpis_to_proto(now: &Kpis, baseline: Option<&Kpis>) -> v1::Kpis {
         average_handle_time: kpi(|k| k.average_handle_time),
         average_talk_time: kpi(|k| k.average_talk_time),
         average_hold_time: kpi(|k| k.average_hold_time),
+        average_transfer_ring_time: kpi(|k| k.average_transfer_ring_time),
+        average_requeue_wait_time: kpi(|k| k.average_requeue_wait_time),
         average_wrap_up_time: kpi(|k| k.average_wrap_up_time),
         transfer_rate: kpi(|k| k.transfer_rate),
         first_contact_resolution: kpi(|k| k.first_contact_resolution),

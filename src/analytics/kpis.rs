@@ -23,8 +23,12 @@ pub struct Tally {
     pub wait_ms: f64,
     /// Answered and ended calls: the handled ones.
     pub handled: i64,
+    /// Connected time (first answer to end) less hold and the transfer gaps below.
     pub talk_ms: f64,
     pub hold_ms: f64,
+    /// After the first answer: ringing a transfer target, and waiting again in a queue.
+    pub transfer_ring_ms: f64,
+    pub requeue_wait_ms: f64,
     /// Handled calls whose after-call work is within the cap (the AHT's calls), their talk, hold
     /// and after-call work together, and their after-call work alone.
     pub aht_calls: i64,
@@ -72,6 +76,8 @@ pub struct Kpis {
     pub average_handle_time: Option<f64>,
     pub average_talk_time: Option<f64>,
     pub average_hold_time: Option<f64>,
+    pub average_transfer_ring_time: Option<f64>,
+    pub average_requeue_wait_time: Option<f64>,
     pub average_wrap_up_time: Option<f64>,
     pub transfer_rate: Option<f64>,
     pub first_contact_resolution: Option<f64>,
@@ -118,6 +124,8 @@ impl std::ops::AddAssign for Tally {
         self.handled += other.handled;
         self.talk_ms += other.talk_ms;
         self.hold_ms += other.hold_ms;
+        self.transfer_ring_ms += other.transfer_ring_ms;
+        self.requeue_wait_ms += other.requeue_wait_ms;
         self.aht_calls += other.aht_calls;
         self.aht_ms += other.aht_ms;
         self.wrap_up_ms += other.wrap_up_ms;
@@ -179,6 +187,8 @@ impl Tally {
             average_handle_time: ratio(seconds(self.aht_ms), self.aht_calls),
             average_talk_time: ratio(seconds(self.talk_ms), self.handled),
             average_hold_time: ratio(seconds(self.hold_ms), self.handled),
+            average_transfer_ring_time: ratio(seconds(self.transfer_ring_ms), self.handled),
+            average_requeue_wait_time: ratio(seconds(self.requeue_wait_ms), self.handled),
             average_wrap_up_time: ratio(seconds(self.wrap_up_ms), self.aht_calls),
             transfer_rate: ratio(self.transferred as f64, self.answered),
             first_contact_resolution: ratio(self.first_contact_resolved as f64, self.with_customer),
@@ -216,6 +226,8 @@ mod tests {
             handled: 5,
             talk_ms: 500_000.0,
             hold_ms: 50_000.0,
+            transfer_ring_ms: 10_000.0,
+            requeue_wait_ms: 40_000.0,
             aht_calls: 4,
             aht_ms: 520_000.0,
             wrap_up_ms: 80_000.0,
@@ -248,6 +260,12 @@ mod tests {
         assert_eq!(k.average_handle_time, Some(130.0), "520 s over 4 calls");
         assert_eq!(k.average_wrap_up_time, Some(20.0), "80 s over the same 4");
         assert_eq!(k.average_talk_time, Some(100.0), "over all 5 handled");
+        assert_eq!(
+            k.average_transfer_ring_time,
+            Some(2.0),
+            "10 s over the same 5"
+        );
+        assert_eq!(k.average_requeue_wait_time, Some(8.0));
         assert_eq!(k.wrap_up_outliers, 1.0);
         assert_eq!(k.self_service, 2.0);
         assert_eq!(k.transfer_rate, Some(0.5));

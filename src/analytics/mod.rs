@@ -9,7 +9,7 @@ mod store;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-pub use chains::spawn as spawn_chain_stamper;
+pub use chains::{apply_misdial_rule, spawn as spawn_chain_stamper};
 pub use kpis::{Kpis, ServiceLevelRule, Tally};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

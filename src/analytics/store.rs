@@ -23,6 +23,8 @@ struct Row {
     handled: i64,
     talk_ms: f64,
     hold_ms: f64,
+    transfer_ring_ms: f64,
+    requeue_wait_ms: f64,
     aht_calls: i64,
     aht_ms: f64,
     wrap_up_ms: f64,
@@ -54,7 +56,7 @@ pub async fn tallies(
            SELECT c.gateway_id, c.call_id, c.customer_id, c.queue, c.handled_by[1] AS agent, \
              c.outcome, c.transfers, c.hold_ms, c.offered_at, c.queued_at, c.answered_at, \
              c.ended_at, c.dialed_number, c.next_offered_at AS next_at, c.team, \
-             c.prev_offered_at AS prev_at \
+             c.prev_offered_at AS prev_at, c.transfer_ring_ms, c.requeue_wait_ms \
            FROM calls c \
            WHERE c.offered_at >= $1 AND c.offered_at < $2), \
          w AS ( \
@@ -85,7 +87,11 @@ pub async fn tallies(
              c.outcome = 'abandoned' AND c.queued_at IS NOT NULL AS gave_up, \
              c.ended_at - c.queued_at AS waited, \
              f.csat_sum, f.csat_count, f.csat_top_two, f.promoters, f.detractors, f.nps_count, \
-             c.outcome = 'completed' AND c.customer_id IS NOT NULL AS known, \
+             c.outcome = 'completed' AND c.customer_id IS NOT NULL \
+               AND NOT COALESCE(c.ended_at < c.offered_at + make_interval(secs => rule.misdial_seconds), \
+                                false) AS known, \
+             1000 * extract(epoch FROM c.ended_at - c.answered_at) \
+               - c.transfer_ring_ms - c.requeue_wait_ms AS handled_ms, \
              c.next_at IS NOT NULL \
                AND c.next_at < COALESCE(c.ended_at, c.offered_at) + make_interval(hours => $9) AS is_repeat, \
              c.prev_at IS NOT NULL \
@@ -97,6 +103,7 @@ pub async fn tallies(
              CASE $3 WHEN 'day' THEN date_trunc('day', c.offered_at AT TIME ZONE $4) \
                      WHEN 'hour' THEN date_trunc('hour', c.offered_at AT TIME ZONE $4) END AS k_time \
            FROM span c \
+           CROSS JOIN contact_chain_rule rule \
            LEFT JOIN w ON w.gateway_id = c.gateway_id AND w.call_id = c.call_id \
            LEFT JOIN f ON f.gateway_id = c.gateway_id AND f.call_id = c.call_id \
            LEFT JOIN ( \
@@ -127,11 +134,15 @@ pub async fn tallies(
            COALESCE(sum(1000 * extract(epoch FROM c.answered_at - COALESCE(c.queued_at, c.offered_at))) \
              FILTER (WHERE c.answered_at IS NOT NULL), 0)::float8 AS wait_ms, \
            count(*) FILTER (WHERE c.outcome = 'completed') AS handled, \
-           COALESCE(sum(1000 * extract(epoch FROM c.ended_at - c.answered_at) - c.hold_ms) \
+           COALESCE(sum(c.handled_ms - c.hold_ms) \
              FILTER (WHERE c.outcome = 'completed'), 0)::float8 AS talk_ms, \
            COALESCE(sum(c.hold_ms) FILTER (WHERE c.outcome = 'completed'), 0)::float8 AS hold_ms, \
+           COALESCE(sum(c.transfer_ring_ms) FILTER (WHERE c.outcome = 'completed'), 0)::float8 \
+             AS transfer_ring_ms, \
+           COALESCE(sum(c.requeue_wait_ms) FILTER (WHERE c.outcome = 'completed'), 0)::float8 \
+             AS requeue_wait_ms, \
            count(*) FILTER (WHERE c.outcome = 'completed' AND NOT c.outlier) AS aht_calls, \
-           COALESCE(sum(1000 * extract(epoch FROM c.ended_at - c.answered_at) + c.wrap) \
+           COALESCE(sum(c.handled_ms + c.wrap) \
              FILTER (WHERE c.outcome = 'completed' AND NOT c.outlier), 0)::float8 AS aht_ms, \
            COALESCE(sum(c.wrap) FILTER (WHERE c.outcome = 'completed' AND NOT c.outlier), 0)::float8 \
              AS wrap_up_ms, \
@@ -181,6 +192,8 @@ pub async fn tallies(
                     handled: r.handled,
                     talk_ms: r.talk_ms,
                     hold_ms: r.hold_ms,
+                    transfer_ring_ms: r.transfer_ring_ms,
+                    requeue_wait_ms: r.requeue_wait_ms,
                     aht_calls: r.aht_calls,
                     aht_ms: r.aht_ms,
                     wrap_up_ms: r.wrap_up_ms,
@@ -376,31 +389,43 @@ pub async fn take_chain_notes(conn: &mut PgConnection, batch: i64) -> sqlx::Resu
 }
 
 /// The calls of these customers' chains (from where each changed) whose stamps differ, grouped
-/// by customer.
+/// by customer. A misdial (ended within `contact_chain_rule.misdial_seconds` of its offer) is
+/// no contact: its neighbours skip it, and it is stamped with theirs.
 pub async fn stale_stamps(
     conn: &mut PgConnection,
     customers: &[uuid::Uuid],
     since: &[Option<chrono::DateTime<chrono::Utc>>],
 ) -> sqlx::Result<Vec<Restamp>> {
     sqlx::query_as(
-        "SELECT n.customer_id, n.since, n.gateway_id, n.call_id, n.next_at, n.prev_at \
+        "WITH rule AS (SELECT make_interval(secs => misdial_seconds) AS misdial \
+                       FROM contact_chain_rule) \
+         SELECT n.customer_id, n.since, n.gateway_id, n.call_id, n.next_at, n.prev_at \
          FROM (SELECT d.customer_id, d.since, t.gateway_id, t.call_id, t.offered_at, s.start, \
-                 lead(t.offered_at) OVER w AS next_at, lag(t.offered_at) OVER w AS prev_at \
+                 min(t.contact_at) OVER (PARTITION BY d.customer_id \
+                   ORDER BY t.offered_at DESC, t.gateway_id DESC, t.call_id DESC \
+                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS next_at, \
+                 max(t.contact_at) OVER (PARTITION BY d.customer_id \
+                   ORDER BY t.offered_at, t.gateway_id, t.call_id \
+                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_at \
                FROM unnest($1::uuid[], $2::timestamptz[]) AS d(customer_id, since) \
+               CROSS JOIN rule \
                CROSS JOIN LATERAL ( \
                  SELECT CASE WHEN d.since IS NULL THEN '-infinity'::timestamptz \
                         ELSE COALESCE((SELECT max(p.offered_at) FROM calls p \
-                                       WHERE p.customer_id = d.customer_id AND p.offered_at < d.since), \
+                                       WHERE p.customer_id = d.customer_id AND p.offered_at < d.since \
+                                         AND NOT COALESCE(p.ended_at < p.offered_at + rule.misdial, false)), \
                                       d.since) END AS start) s \
                CROSS JOIN LATERAL ( \
                  SELECT COALESCE((SELECT max(p.offered_at) FROM calls p \
-                                  WHERE p.customer_id = d.customer_id AND p.offered_at < s.start), \
+                                  WHERE p.customer_id = d.customer_id AND p.offered_at < s.start \
+                                    AND NOT COALESCE(p.ended_at < p.offered_at + rule.misdial, false)), \
                                  s.start) AS start) b \
                CROSS JOIN LATERAL ( \
-                 SELECT x.gateway_id, x.call_id, x.offered_at FROM calls x \
-                 WHERE x.customer_id = d.customer_id AND x.offered_at >= b.start) t \
-               WINDOW w AS (PARTITION BY d.customer_id \
-                            ORDER BY t.offered_at, t.gateway_id, t.call_id)) n \
+                 SELECT x.gateway_id, x.call_id, x.offered_at, \
+                   CASE WHEN x.ended_at < x.offered_at + rule.misdial THEN NULL \
+                        ELSE x.offered_at END AS contact_at \
+                 FROM calls x \
+                 WHERE x.customer_id = d.customer_id AND x.offered_at >= b.start) t) n \
          JOIN calls c ON c.gateway_id = n.gateway_id AND c.call_id = n.call_id \
          WHERE n.offered_at >= n.start \
            AND (c.next_offered_at IS DISTINCT FROM n.next_at \
@@ -411,6 +436,37 @@ pub async fn stale_stamps(
     .bind(since)
     .fetch_all(conn)
     .await
+}
+
+/// Makes `seconds` the misdial threshold of every chain (and of the KPIs that read them), noting
+/// the chains of the customers whose calls it turns into misdials or back into contacts.
+/// Returns how many customers were noted.
+pub async fn set_misdial_seconds(conn: &mut PgConnection, seconds: i32) -> sqlx::Result<i64> {
+    let old = sqlx::query_scalar!("SELECT misdial_seconds FROM contact_chain_rule FOR UPDATE")
+        .fetch_one(&mut *conn)
+        .await?;
+    if old == seconds {
+        return Ok(0);
+    }
+    sqlx::query!(
+        "UPDATE contact_chain_rule SET misdial_seconds = $1",
+        seconds
+    )
+    .execute(&mut *conn)
+    .await?;
+    let noted = sqlx::query!(
+        "INSERT INTO contact_chains_dirty (customer_id, since) \
+         SELECT customer_id, min(offered_at) FROM calls \
+         WHERE customer_id IS NOT NULL \
+           AND ended_at >= offered_at + make_interval(secs => LEAST($1::int, $2::int)) \
+           AND ended_at < offered_at + make_interval(secs => GREATEST($1::int, $2::int)) \
+         GROUP BY customer_id",
+        old,
+        seconds
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(noted.rows_affected() as i64)
 }
 
 /// Writes the new next-contact stamps.

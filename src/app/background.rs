@@ -64,6 +64,7 @@ impl Background {
         tasks.push(crate::analytics::spawn_chain_stamper(
             pool.clone(),
             CHAIN_STAMP_INTERVAL,
+            settings.misdial_seconds,
             stop_rx.clone(),
         ));
         let (sequencer, feed_head) = Sequencer::new(

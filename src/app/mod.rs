@@ -44,6 +44,10 @@ impl Application {
                 .await
                 .context("PostgreSQL is unreachable; cannot migrate")?;
             db::migrate(&pool).await.context("applying migrations")?;
+            // Before any request reads a KPI (without migrations, the chain stamper applies it).
+            crate::analytics::apply_misdial_rule(&pool, settings.misdial_seconds)
+                .await
+                .context("applying the misdial threshold")?;
         }
         let core = Core::build(&settings, pool).await;
         // Loaded now, not on the runtime once requests are in flight: the descriptor set's service

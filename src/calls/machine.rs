@@ -114,6 +114,13 @@ pub struct CallRecord {
     pub ended_at: Option<DateTime<Utc>>,
     pub hold_ms: i64,
     pub held_since: Option<DateTime<Utc>>,
+    /// After the first answer, time spent between a transfer and the next agent on the line:
+    /// ringing a target agent, and waiting again in a queue (its ringing included). Neither is
+    /// talk time (docs/KPIS.md).
+    pub transfer_ring_ms: i64,
+    pub requeue_wait_ms: i64,
+    /// The transfer gap open now: since when, and whether it went to a queue.
+    pub transfer_since: Option<(DateTime<Utc>, bool)>,
     pub event_count: i32,
     /// When the latest of its events occurred (a call with none for long is stale on the board).
     pub last_event_at: DateTime<Utc>,
@@ -156,6 +163,9 @@ pub fn apply(call: Option<CallRecord>, step: &Step) -> Result<CallRecord, Imposs
             ended_at: None,
             hold_ms: 0,
             held_since: None,
+            transfer_ring_ms: 0,
+            requeue_wait_ms: 0,
+            transfer_since: None,
             event_count: 0,
             last_event_at: step.occurred_at,
         },
@@ -192,6 +202,16 @@ pub fn apply(call: Option<CallRecord>, step: &Step) -> Result<CallRecord, Imposs
             call.hold_ms += (at - since).num_milliseconds().max(0);
         }
     };
+    // An agent is on the line again (or the call ended): a transfer gap closes.
+    let end_transfer = |call: &mut CallRecord| {
+        if let Some((since, to_queue)) = call.transfer_since.take() {
+            let gap = (at - since).num_milliseconds().max(0);
+            match to_queue {
+                true => call.requeue_wait_ms += gap,
+                false => call.transfer_ring_ms += gap,
+            }
+        }
+    };
     match step.kind {
         EventType::Offered => call.state = CallState::Offered,
         EventType::Queued => {
@@ -205,6 +225,7 @@ pub fn apply(call: Option<CallRecord>, step: &Step) -> Result<CallRecord, Imposs
         }
         EventType::Answered => {
             end_hold(&mut call);
+            end_transfer(&mut call);
             call.state = CallState::Connected;
             call.answered_at.get_or_insert(at);
             // Gateways name the answering agent (checked at the edge); without one the ringing
@@ -218,14 +239,19 @@ pub fn apply(call: Option<CallRecord>, step: &Step) -> Result<CallRecord, Imposs
         }
         EventType::Held => {
             call.state = CallState::Held;
-            call.held_since.get_or_insert(at);
+            // Nobody holds a caller who is between agents: that time is the transfer's.
+            if call.transfer_since.is_none() {
+                call.held_since.get_or_insert(at);
+            }
         }
         EventType::Resumed => {
             end_hold(&mut call);
+            end_transfer(&mut call);
             call.state = CallState::Connected;
         }
         EventType::Conferenced => {
             end_hold(&mut call);
+            end_transfer(&mut call);
             call.state = CallState::Connected;
             if let Some(agent) = &step.agent_id {
                 if !call.handled_by.contains(agent) {
@@ -239,8 +265,14 @@ pub fn apply(call: Option<CallRecord>, step: &Step) -> Result<CallRecord, Imposs
         }
         EventType::Transferred => {
             end_hold(&mut call);
+            end_transfer(&mut call);
             call.transfers += 1;
             call.participants.clear();
+            // Before any answer a transfer is routing, and the wait is the queue's (ASA).
+            if call.answered_at.is_some() {
+                let to_queue = matches!(step.target, Some(TransferTarget::Queue(_)));
+                call.transfer_since = Some((at, to_queue));
+            }
             match &step.target {
                 Some(TransferTarget::Agent(agent)) => {
                     call.state = CallState::Ringing;
@@ -260,6 +292,7 @@ pub fn apply(call: Option<CallRecord>, step: &Step) -> Result<CallRecord, Imposs
                 return Err(Impossible("ABANDONED after the call was answered".into()));
             }
             end_hold(&mut call);
+            end_transfer(&mut call);
             call.ended_at = Some(at);
             call.current_agent = None;
             call.participants.clear();
@@ -357,10 +390,60 @@ mod tests {
         assert_eq!(call.handled_by, ["a-30", "a-70"]);
         assert_eq!(call.transfers, 1);
         assert_eq!(call.hold_ms, 10_000);
+        assert_eq!((call.transfer_ring_ms, call.requeue_wait_ms), (10_000, 0));
         assert_eq!(call.queue.as_deref(), Some("billing"));
         assert_eq!(call.answered_at, Some(at(30)));
         assert_eq!(call.ended_at, Some(at(80)));
         assert!(call.on_call_agents().is_empty());
+    }
+
+    #[test]
+    fn transfer_gaps_are_ring_or_queue_time_never_hold_and_routing_is_neither() {
+        use EventType::*;
+        let to_queue = |n: i64| Step {
+            target: Some(TransferTarget::Queue("sales".into())),
+            ..step(n, Transferred)
+        };
+        // Answered at 2; a-22 rings 10 s and never answers; the call goes to a queue at 12,
+        // is held there (no agent holds it) at 15, rings a-25 at 25 and is answered at 32.
+        let call = fold_all(&[
+            step(0, Offered),
+            step(1, Ringing),
+            step(2, Answered),
+            step(2, Transferred),
+            to_queue(12),
+            step(15, Held),
+            step(25, Ringing),
+            step(32, Answered),
+            step(40, Ended),
+        ]);
+        assert_eq!(call.transfer_ring_ms, 10_000);
+        assert_eq!(call.requeue_wait_ms, 20_000);
+        assert_eq!(call.hold_ms, 0);
+        assert_eq!(call.transfers, 2);
+
+        // A caller who hangs up while the target rings: the ringing is the transfer's too.
+        let hung_up = fold_all(&[
+            step(0, Offered),
+            step(2, Answered),
+            step(5, Transferred),
+            step(9, Ended),
+        ]);
+        assert_eq!(
+            (hung_up.transfer_ring_ms, hung_up.requeue_wait_ms),
+            (4_000, 0)
+        );
+
+        // Before the first answer a transfer routes the call; its wait is the queue's (ASA).
+        let routed = fold_all(&[
+            step(0, Offered),
+            to_queue(3),
+            step(8, Ringing),
+            step(9, Answered),
+            step(20, Ended),
+        ]);
+        assert_eq!((routed.transfer_ring_ms, routed.requeue_wait_ms), (0, 0));
+        assert_eq!(routed.queued_at, Some(at(3)));
     }
 
     #[test]

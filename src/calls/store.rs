@@ -313,6 +313,8 @@ pub async fn save_calls(
                 "last_event_at": call.last_event_at,
                 "ended_at": call.ended_at,
                 "hold_ms": call.hold_ms,
+                "transfer_ring_ms": call.transfer_ring_ms,
+                "requeue_wait_ms": call.requeue_wait_ms,
                 "customer_id": customer_id,
                 "event_count": call.event_count,
             })
@@ -321,16 +323,17 @@ pub async fn save_calls(
     sqlx::query!(
         "INSERT INTO calls (gateway_id, call_id, state, outcome, caller_number, dialed_number, queue, current_agent, \
            on_call_agents, handled_by, transfers, offered_at, queued_at, answered_at, ended_at, hold_ms, customer_id, \
-           event_count, updated_at, team, last_event_at) \
+           event_count, updated_at, team, last_event_at, transfer_ring_ms, requeue_wait_ms) \
          SELECT r.gateway_id, r.call_id, r.state, r.outcome, r.caller_number, r.dialed_number, r.queue, \
            r.current_agent, r.on_call_agents, r.handled_by, r.transfers, r.offered_at, r.queued_at, \
            r.answered_at, r.ended_at, r.hold_ms, r.customer_id, r.event_count, now(), \
-           CASE WHEN cardinality(r.handled_by) > 0 THEN COALESCE(a.team, '') END, r.last_event_at \
+           CASE WHEN cardinality(r.handled_by) > 0 THEN COALESCE(a.team, '') END, r.last_event_at, \
+           r.transfer_ring_ms, r.requeue_wait_ms \
          FROM jsonb_to_recordset($1) AS r(gateway_id text, call_id text, state text, outcome text, \
            caller_number text, dialed_number text, queue text, current_agent text, on_call_agents text[], \
            handled_by text[], transfers integer, offered_at timestamptz, queued_at timestamptz, \
            answered_at timestamptz, ended_at timestamptz, hold_ms bigint, customer_id uuid, event_count integer, \
-           last_event_at timestamptz) \
+           last_event_at timestamptz, transfer_ring_ms bigint, requeue_wait_ms bigint) \
          LEFT JOIN agents a ON a.agent_id = r.handled_by[1] \
          ON CONFLICT (gateway_id, call_id) DO UPDATE SET state = EXCLUDED.state, outcome = EXCLUDED.outcome, \
            caller_number = EXCLUDED.caller_number, dialed_number = EXCLUDED.dialed_number, queue = EXCLUDED.queue, \
@@ -339,7 +342,8 @@ pub async fn save_calls(
            queued_at = EXCLUDED.queued_at, answered_at = EXCLUDED.answered_at, ended_at = EXCLUDED.ended_at, \
            hold_ms = EXCLUDED.hold_ms, customer_id = COALESCE(calls.customer_id, EXCLUDED.customer_id), \
            event_count = EXCLUDED.event_count, updated_at = now(), \
-           team = COALESCE(calls.team, EXCLUDED.team), last_event_at = EXCLUDED.last_event_at",
+           team = COALESCE(calls.team, EXCLUDED.team), last_event_at = EXCLUDED.last_event_at, \
+           transfer_ring_ms = EXCLUDED.transfer_ring_ms, requeue_wait_ms = EXCLUDED.requeue_wait_ms",
         serde_json::Value::Array(rows)
     )
     .execute(conn)

@@ -9,7 +9,7 @@ use switchboard::proto::v1::analytics_service_client::AnalyticsServiceClient;
 use tonic::Code;
 
 use crate::calls::{log_in, report};
-use crate::helpers::{TestApp, authed, spawn_app, token, violated_fields};
+use crate::helpers::{TestApp, TestOptions, authed, spawn_app, token, violated_fields};
 
 const GATEWAY: &str = "pbx-1";
 
@@ -20,7 +20,8 @@ fn ts(at: DateTime<Utc>) -> Option<prost_types::Timestamp> {
 /// A call's history: (event, seconds after its base time, agent), in order.
 type Steps<'a> = &'a [(CallEventType, i64, &'a str)];
 
-/// Reports one call: (event, seconds after `base`, agent) in order; transfers go to `a-2`.
+/// Reports one call: (event, seconds after `base`, agent) in order; transfers go to `a-2`, or to
+/// the queue named by an agent `queue:<name>`.
 async fn call_from(
     app: &TestApp,
     id: &str,
@@ -44,7 +45,13 @@ async fn call_from(
             event.queue = queue.into();
         }
         if *kind == Transferred {
-            event.target_agent_id = "a-2".into();
+            match agent.strip_prefix("queue:") {
+                Some(queue) => {
+                    event.target_queue = queue.into();
+                    event.agent_id.clear();
+                }
+                None => event.target_agent_id = "a-2".into(),
+            }
         }
         let ack = report(app, event).await;
         assert_eq!(
@@ -102,13 +109,16 @@ fn close(actual: f64, expected: f64, tolerance: f64) -> bool {
 
 #[tokio::test]
 async fn call_kpis_match_a_hand_built_hour_and_improve_on_the_baseline() {
-    let app = spawn_app().await;
+    let mut app = spawn_app().await;
     for agent in ["a-1", "a-2"] {
         log_in(&app, agent).await;
     }
     // Teams as they are when the calls happen: a-1 works in north, a-2 in south.
     set_team(&app, "a-1", "north").await;
     set_team(&app, "a-2", "south").await;
+    // Two known callers (the other calls come from an unknown number).
+    let ada = app.create_customer("Ada", &["(415) 555-0121"]).await;
+    let bob = app.create_customer("Bob", &["(415) 555-0122"]).await;
     let base = (Utc::now() - Duration::hours(1)).trunc_subsecs(0);
     // A: answered after 10 s by a-1, 10 s on hold, ended after 60 s connected; wrapped up.
     call(
@@ -165,7 +175,8 @@ async fn call_kpis_match_a_hand_built_hour_and_improve_on_the_baseline() {
         ],
     )
     .await;
-    // E: answered after 5 s by a-1, transferred to a-2, ended 95 s after the first answer.
+    // E: answered after 5 s by a-1, transferred to a-2 who answers 5 s later (ring time, not
+    // talk), ended 95 s after the first answer: 90 s of talk.
     call(
         &app,
         "E",
@@ -219,6 +230,65 @@ async fn call_kpis_match_a_hand_built_hour_and_improve_on_the_baseline() {
     for (id, queue, steps) in ivr_and_queue {
         call(&app, id, base, queue, steps).await;
     }
+    // K: answered after 5 s by a-1, transferred to a-2, who rings 8 s and never answers; sent to
+    // the sales queue, answered there 20 s later by a-2; 113 s from the first answer to the end:
+    // 8 s of transfer ringing, 20 s of waiting again, 85 s of talk.
+    call(
+        &app,
+        "K",
+        base,
+        "billing",
+        &[
+            (Offered, 1100, ""),
+            (Queued, 1100, ""),
+            (Ringing, 1102, "a-1"),
+            (Answered, 1105, "a-1"),
+            (Transferred, 1130, "a-1"),
+            (Transferred, 1138, "queue:sales"),
+            (Ringing, 1150, "a-2"),
+            (Answered, 1158, "a-2"),
+            (Ended, 1218, ""),
+        ],
+    )
+    .await;
+    // Ada's P, answered after 4 s and resolved; then M, a 3-second misdial from her: no contact,
+    // so P stays a first-contact resolution. Bob's Q, not resolved (its interaction logged as a
+    // backfill: no after-call work), and his call-back R that resolves: Q is a repeat, and R is
+    // no first contact.
+    let answered_after = |queued: i64, answered: i64, agent: &'static str| {
+        [
+            (Offered, queued, ""),
+            (Queued, queued, ""),
+            (Ringing, queued + 1, agent),
+            (Answered, answered, agent),
+            (Ended, answered + 60, ""),
+        ]
+    };
+    let known: [(&str, &str, Vec<_>); 4] = [
+        (
+            "P",
+            "(415) 555-0121",
+            answered_after(1300, 1304, "a-1").into(),
+        ),
+        (
+            "M",
+            "(415) 555-0121",
+            vec![(Offered, 1500, ""), (Ended, 1503, "")],
+        ),
+        (
+            "Q",
+            "(415) 555-0122",
+            answered_after(1600, 1604, "a-2").into(),
+        ),
+        (
+            "R",
+            "(415) 555-0122",
+            answered_after(1800, 1803, "a-2").into(),
+        ),
+    ];
+    for (id, caller, steps) in &known {
+        call_from(&app, id, caller, base, "billing", steps).await;
+    }
     // The baseline hour, a day earlier: one call answered after 40 s.
     let before = base - Duration::days(1);
     call(
@@ -237,8 +307,9 @@ async fn call_kpis_match_a_hand_built_hour_and_improve_on_the_baseline() {
     .await;
 
     // A's wrap-up: the interaction ended 30 s ago and is wrapped up now.
-    let customer = app.create_customer("Ada", &[]).await;
-    app.dispositions(&[("resolved", true)]).await;
+    let customer = ada.clone();
+    app.dispositions(&[("resolved", true), ("callback", false)])
+        .await;
     let logged = app
         .interactions()
         .log_interaction(v1::LogInteractionRequest {
@@ -266,6 +337,17 @@ async fn call_kpis_match_a_hand_built_hour_and_improve_on_the_baseline() {
         })
         .await
         .expect("wrapped up");
+    // P's and R's interactions ended 10 s and 20 s ago and are wrapped up now. Q's is logged now
+    // for a call that ended over 30 minutes ago: a backfill, so no after-call work.
+    let q_ended_ago = Utc::now() - (base + Duration::seconds(1664));
+    for (customer, id, agent, ended_ago, code) in [
+        (&ada, "P", "a-1", Duration::seconds(10), "resolved"),
+        (&bob, "Q", "a-2", q_ended_ago, "callback"),
+        (&bob, "R", "a-2", Duration::seconds(20), "resolved"),
+    ] {
+        let interaction = interaction_ended(&app, customer, id, agent, ended_ago).await;
+        complete_wrap_up(&app, interaction, code).await;
+    }
 
     // Scores left on the calls: CSAT 4 on A and 2 on D; NPS 10 on E and 3 on D.
     let scores = [
@@ -302,50 +384,68 @@ async fn call_kpis_match_a_hand_built_hour_and_improve_on_the_baseline() {
     )
     .await;
     let total = response.total.expect("total").kpis.expect("kpis");
-    assert_eq!(v(&total.offered), 9.0);
-    assert_eq!(v(&total.answered), 4.0, "A, D, E and F (still connected)");
+    assert_eq!(v(&total.offered), 14.0);
+    assert_eq!(
+        v(&total.answered),
+        8.0,
+        "A, D, E, F (still connected), K, P, Q, R"
+    );
     assert_eq!(v(&total.abandoned), 4.0, "B, C, I and J");
     assert_eq!(v(&total.short_abandoned), 2.0, "B and I");
-    assert_eq!(v(&total.self_service), 1.0, "H");
+    assert_eq!(v(&total.self_service), 2.0, "H and M");
     assert_eq!(v(&total.in_progress), 1.0);
-    // Decided: 4 answered + 4 abandoned - 2 short = 6 (F counts: it is answered).
+    // Decided: 8 answered + 4 abandoned - 2 short = 10 (F counts: it is answered).
     assert!(
-        close(v(&total.abandonment_rate), 2.0 / 6.0, 1e-9),
+        close(v(&total.abandonment_rate), 2.0 / 10.0, 1e-9),
         "C and J"
     );
-    assert_eq!(
-        v(&total.service_level),
-        0.5,
-        "A, E and F within 20 s, of six"
+    assert!(
+        close(v(&total.service_level), 7.0 / 10.0, 1e-9),
+        "all answers but D within 20 s, of ten"
     );
     assert_eq!(v(&total.csat_top_two_box), 0.5, "the 4, of a 4 and a 2");
     assert_eq!(v(&total.after_call_work_outliers), 0.0);
     assert_eq!(
         v(&total.average_speed_of_answer),
-        11.0,
-        "(10 + 25 + 5 + 4) / 4"
+        7.5,
+        "(10 + 25 + 5 + 4 + 5 + 4 + 4 + 3) / 8"
     );
-    assert_eq!(v(&total.transfer_rate), 0.25, "E of four answered");
+    assert_eq!(v(&total.transfer_rate), 0.25, "E and K of eight answered");
+    // Seven handled calls: A, D, E, K, P, Q, R.
     assert!(
-        close(v(&total.average_talk_time), 205.0 / 3.0, 1e-6),
-        "(50 + 60 + 95) / 3"
+        close(v(&total.average_talk_time), 465.0 / 7.0, 1e-6),
+        "(50 + 60 + 90 + 85 + 60 + 60 + 60) / 7"
     );
-    assert!(close(v(&total.average_hold_time), 10.0 / 3.0, 1e-6));
-    // The wrap-up took about 30 s (measured by the server when it was completed).
+    assert!(close(v(&total.average_hold_time), 10.0 / 7.0, 1e-6));
     assert!(
-        close(v(&total.average_wrap_up_time), 10.0, 1.0),
-        "30 s / 3 calls"
+        close(v(&total.average_transfer_ring_time), 13.0 / 7.0, 1e-6),
+        "E's 5 s and K's 8 s"
+    );
+    assert!(
+        close(v(&total.average_requeue_wait_time), 20.0 / 7.0, 1e-6),
+        "K's 20 s in sales"
+    );
+    // The wrap-ups took about 30 s (A), 10 s (P) and 20 s (R), measured by the server when they
+    // were completed; Q's backfill none.
+    assert!(
+        close(v(&total.average_wrap_up_time), 60.0 / 7.0, 1.0),
+        "60 s / 7 calls"
     );
     assert!(close(
         v(&total.average_handle_time),
-        (205.0 + 10.0 + 30.0) / 3.0,
+        (465.0 + 10.0 + 60.0) / 7.0,
         1.0
     ));
+    // Known callers' handled calls: P, Q and R (M is a misdial). Only P is resolved on a first
+    // contact; Q is repeated by R, and R follows Q.
+    assert!(close(v(&total.first_contact_resolution), 1.0 / 3.0, 1e-9));
+    assert!(close(v(&total.repeat_contact_rate), 1.0 / 3.0, 1e-9), "Q");
     // Against the baseline hour: 0 of 1 within the service level, answered after 40 s.
     let sl = total.service_level.expect("service level");
-    assert_eq!((sl.baseline, sl.change), (Some(0.0), Some(0.5)));
+    assert_eq!(sl.baseline, Some(0.0));
+    assert!(close(sl.change.expect("change"), 0.7, 1e-9));
     let asa = total.average_speed_of_answer.expect("asa");
-    assert_eq!((asa.baseline, asa.change), (Some(40.0), Some(-29.0)));
+    assert_eq!((asa.baseline, asa.change), (Some(40.0), Some(-32.5)));
 
     let keys: Vec<&str> = response.groups.iter().map(|g| g.key.as_str()).collect();
     assert_eq!(v(&total.csat), 3.0, "(4 + 2) / 2");
@@ -385,9 +485,9 @@ async fn call_kpis_match_a_hand_built_hour_and_improve_on_the_baseline() {
     assert_eq!(
         before_the_move,
         [
-            ("".into(), 5.0),
-            ("north".into(), 3.0),
-            ("south".into(), 1.0)
+            ("".into(), 6.0),
+            ("north".into(), 5.0),
+            ("south".into(), 3.0)
         ]
     );
     set_team(&app, "a-1", "east").await;
@@ -419,18 +519,16 @@ async fn call_kpis_match_a_hand_built_hour_and_improve_on_the_baseline() {
                 .service_level)
         }
     };
-    assert_eq!(
-        variant(true, false).await,
-        3.0 / 8.0,
+    assert!(
+        close(variant(true, false).await, 7.0 / 12.0, 1e-9),
         "B and I count against"
     );
     assert!(
-        close(variant(false, true).await, 4.0 / 6.0, 1e-9),
+        close(variant(false, true).await, 8.0 / 10.0, 1e-9),
         "J counts as met"
     );
-    assert_eq!(
-        variant(true, true).await,
-        6.0 / 8.0,
+    assert!(
+        close(variant(true, true).await, 10.0 / 12.0, 1e-9),
         "B, I and J count as met"
     );
 
@@ -439,12 +537,12 @@ async fn call_kpis_match_a_hand_built_hour_and_improve_on_the_baseline() {
         .iter()
         .map(|g| v(&g.kpis.as_ref().expect("kpis").offered))
         .collect();
-    assert_eq!(offered, [5.0, 3.0, 1.0]);
+    assert_eq!(offered, [6.0, 5.0, 3.0]);
     let a1 = response.groups[1].kpis.as_ref().expect("kpis");
     let a1_offered = a1.offered.as_ref().expect("offered");
     assert_eq!(
         (a1_offered.baseline, a1_offered.change),
-        (Some(1.0), Some(2.0))
+        (Some(1.0), Some(4.0))
     );
     assert_eq!(
         response.groups[2]
@@ -458,6 +556,33 @@ async fn call_kpis_match_a_hand_built_hour_and_improve_on_the_baseline() {
         None,
         "a-2 had no baseline calls"
     );
+
+    // The misdial threshold is the server's: started again with none, M is a contact, so P is
+    // repeated too and nothing was resolved on a first contact.
+    let stopped = app.stop_for_restart().await;
+    let app = stopped
+        .start_again_with(TestOptions {
+            misdial_seconds: 0,
+            ..Default::default()
+        })
+        .await;
+    let total = kpis(
+        &app,
+        v1::GetKpisRequest {
+            period: period(base, base + Duration::hours(1)),
+            ..Default::default()
+        },
+    )
+    .await
+    .total
+    .expect("total")
+    .kpis
+    .expect("kpis");
+    assert!(
+        close(v(&total.repeat_contact_rate), 2.0 / 3.0, 1e-9),
+        "P and Q"
+    );
+    assert_eq!(v(&total.first_contact_resolution), 0.0);
 }
 
 #[tokio::test]

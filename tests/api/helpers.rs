@@ -163,6 +163,8 @@ pub struct TestOptions {
     pub web_ui: bool,
     /// Webhook and NATS delivery: loopback allowed, quick retries and leases.
     pub webhooks: switchboard::webhooks::DeliverySettings,
+    /// `--misdial-seconds`.
+    pub misdial_seconds: i32,
 }
 
 /// Delivery settings for the tests: loopback receivers allowed, retries and leases in
@@ -203,6 +205,7 @@ impl Default for TestOptions {
             listen: None,
             web_ui: true,
             webhooks: test_delivery(),
+            misdial_seconds: 10,
             limits: Limits {
                 rate: switchboard::auth::RateLimit {
                     per_second: 100_000.0,
@@ -292,6 +295,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
             reconcile_every: options.live_rebuild,
             ..Default::default()
         },
+        misdial_seconds: options.misdial_seconds,
         health_interval: Duration::from_millis(100),
         cors_allow_origins: options.cors_allow_origins.clone(),
         web_ui: switchboard::web_ui::WebUi {
