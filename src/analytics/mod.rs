@@ -146,6 +146,12 @@ impl Analytics {
         crate::db::set_transaction(&mut tx, crate::db::TransactionMode::RepeatableReadOnly).await?;
         // The joins of wrap-ups and feedback hash a month of rows: in memory, not on disk.
         crate::db::set_transaction(&mut tx, crate::db::TransactionMode::WorkMem128Mb).await?;
+        // A month of calls costs enough for PostgreSQL to JIT-compile the query, and compiling
+        // its hundred-odd expressions took 1 to 4 s, more than running them (BENCHMARKS.md).
+        crate::db::set_transaction(&mut tx, crate::db::TransactionMode::NoJit).await?;
+        // Planned for this period's rows: after five runs a cached generic plan guessed 5,000 of
+        // a million calls, sorted them on disk and took twice as long.
+        crate::db::set_transaction(&mut tx, crate::db::TransactionMode::CustomPlans).await?;
         // Groups partition the calls: the total is their sum, without a second pass.
         let groups = tallies(&mut tx, query, &query.period, query.grouping).await?;
         let total = Tally::sum(groups.values());

@@ -63,7 +63,7 @@ pub async fn tallies(
            SELECT i.gateway_id, i.call_id, \
              sum(CASE WHEN i.created_at > COALESCE(i.ended_at, i.started_at) \
                             + make_interval(secs => $10) THEN NULL \
-                      ELSE GREATEST(0, 1000 * extract(epoch FROM \
+                      ELSE GREATEST(0, 1000 * date_part('epoch', \
                              i.wrap_up_ended_at - COALESCE(i.ended_at, i.started_at))) END) \
                AS wrap_up_ms, \
              bool_or(d.resolves) FILTER (WHERE i.wrap_up_completed_at IS NOT NULL) AS resolved \
@@ -88,9 +88,9 @@ pub async fn tallies(
              c.ended_at - c.queued_at AS waited, \
              f.csat_sum, f.csat_count, f.csat_top_two, f.promoters, f.detractors, f.nps_count, \
              c.outcome = 'completed' AND c.customer_id IS NOT NULL \
-               AND NOT COALESCE(c.ended_at < c.offered_at + make_interval(secs => rule.misdial_seconds), \
-                                false) AS known, \
-             1000 * extract(epoch FROM c.ended_at - c.answered_at) \
+               AND NOT COALESCE(c.ended_at < c.offered_at + (SELECT make_interval(secs => \
+                                  misdial_seconds) FROM contact_chain_rule), false) AS known, \
+             1000 * date_part('epoch', c.ended_at - c.answered_at) \
                - c.transfer_ring_ms - c.requeue_wait_ms AS handled_ms, \
              c.next_at IS NOT NULL \
                AND c.next_at < COALESCE(c.ended_at, c.offered_at) + make_interval(hours => $9) AS is_repeat, \
@@ -103,7 +103,6 @@ pub async fn tallies(
              CASE $3 WHEN 'day' THEN date_trunc('day', c.offered_at AT TIME ZONE $4) \
                      WHEN 'hour' THEN date_trunc('hour', c.offered_at AT TIME ZONE $4) END AS k_time \
            FROM span c \
-           CROSS JOIN contact_chain_rule rule \
            LEFT JOIN w ON w.gateway_id = c.gateway_id AND w.call_id = c.call_id \
            LEFT JOIN f ON f.gateway_id = c.gateway_id AND f.call_id = c.call_id \
            LEFT JOIN ( \
@@ -131,7 +130,7 @@ pub async fn tallies(
            count(*) FILTER (WHERE c.answered_at IS NOT NULL \
              AND c.answered_at - COALESCE(c.queued_at, c.offered_at) <= make_interval(secs => $8)) \
              AS answered_within, \
-           COALESCE(sum(1000 * extract(epoch FROM c.answered_at - COALESCE(c.queued_at, c.offered_at))) \
+           COALESCE(sum(1000 * date_part('epoch', c.answered_at - COALESCE(c.queued_at, c.offered_at))) \
              FILTER (WHERE c.answered_at IS NOT NULL), 0)::float8 AS wait_ms, \
            count(*) FILTER (WHERE c.outcome = 'completed') AS handled, \
            COALESCE(sum(c.handled_ms - c.hold_ms) \
@@ -295,9 +294,9 @@ pub async fn agent_time(
              WHEN 'day' THEN to_char(p.bucket, 'YYYY-MM-DD') \
              WHEN 'hour' THEN to_char(p.bucket, 'YYYY-MM-DD\"T\"HH24') \
              ELSE '' END AS key, \
-           COALESCE(sum(1000 * extract(epoch FROM p.until - p.since)) \
+           COALESCE(sum(1000 * date_part('epoch', p.until - p.since)) \
              FILTER (WHERE p.state <> 'available'), 0)::float8 AS occupied_ms, \
-           COALESCE(sum(1000 * extract(epoch FROM p.until - p.since)) \
+           COALESCE(sum(1000 * date_part('epoch', p.until - p.since)) \
              FILTER (WHERE p.state = 'available'), 0)::float8 AS idle_ms \
          FROM pieces p \
          WHERE p.until > p.since \
@@ -397,8 +396,8 @@ pub async fn stale_stamps(
     since: &[Option<chrono::DateTime<chrono::Utc>>],
 ) -> sqlx::Result<Vec<Restamp>> {
     sqlx::query_as(
-        "WITH rule AS (SELECT make_interval(secs => misdial_seconds) AS misdial \
-                       FROM contact_chain_rule) \
+        "WITH rule AS MATERIALIZED (SELECT make_interval(secs => \
+                         (SELECT misdial_seconds FROM contact_chain_rule)) AS misdial) \
          SELECT n.customer_id, n.since, n.gateway_id, n.call_id, n.next_at, n.prev_at \
          FROM (SELECT d.customer_id, d.since, t.gateway_id, t.call_id, t.offered_at, s.start, \
                  min(t.contact_at) OVER (PARTITION BY d.customer_id \
