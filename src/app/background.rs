@@ -96,7 +96,8 @@ impl Background {
         }
         tasks.push(sequencer.spawn(stop_rx.clone()));
         tasks.push(crate::webhooks::spawn_workers(
-            pool.clone(),
+            settings.database_url.clone(),
+            settings.pool.acquire_timeout,
             settings.webhooks.clone(),
             feed_head.clone(),
             Arc::clone(&metrics.sinks),
