@@ -770,12 +770,6 @@ pub struct WebhookArgs {
     /// published to `switchboard.v1.<topic>`. Unset: no NATS sink.
     #[arg(long, env = "SWITCHBOARD_NATS_URL")]
     pub nats_url: Option<String>,
-    /// The delivery workers' CPU priority, as a nice value (0 to 19; 0: the same as the rest of
-    /// the server). They run on a thread of their own at this value, so when the CPU is short,
-    /// acking call events comes first and delivery catches up on what is left.
-    #[arg(long, env = "SWITCHBOARD_DELIVERY_NICE", default_value_t = 10,
-          value_parser = clap::value_parser!(i32).range(0..=19))]
-    pub delivery_nice: i32,
 }
 
 impl WebhookArgs {
@@ -791,7 +785,6 @@ impl WebhookArgs {
             lease: Duration::from_millis(self.webhook_lease_ms).max(timeout * 2),
             body_cap: 64 * 1024,
             nats_url: self.nats_url.clone().filter(|url| !url.is_empty()),
-            nice: self.delivery_nice,
         }
     }
 }

@@ -96,8 +96,7 @@ impl Background {
         }
         tasks.push(sequencer.spawn(stop_rx.clone()));
         tasks.push(crate::webhooks::spawn_workers(
-            settings.database_url.clone(),
-            settings.pool.acquire_timeout,
+            pool.clone(),
             settings.webhooks.clone(),
             feed_head.clone(),
             Arc::clone(&metrics.sinks),

@@ -37,9 +37,6 @@ const PAGE: i64 = 50;
 const PASS: Duration = Duration::from_secs(5);
 /// How often a worker looks for due sinks when the feed is quiet (retries fall due).
 const TICK: Duration = Duration::from_millis(250);
-/// The delivery thread's own PostgreSQL connections: its I/O stays on its own (lower-priority)
-/// thread, and the server's pool never waits behind it.
-const POOL: u32 = 4;
 /// The NATS sink's row id: one per deployment.
 pub const NATS_SINK: Uuid = Uuid::from_u128(0x5b_0000_0000_0000_0000_0000_0000_0001);
 
@@ -329,79 +326,15 @@ async fn ensure_stream(jetstream: &async_nats::jetstream::Context) {
     }
 }
 
-/// Starts this instance's worker on a thread of its own, at `settings.nice`, with a runtime and
-/// [`POOL`] PostgreSQL connections of its own; it stops when `stop` turns true, and the handle
-/// completes once the thread has let its connections go.
+/// Starts this instance's worker; it stops when `stop` turns true.
 pub fn spawn_workers(
-    database_url: String,
-    acquire_timeout: Duration,
-    settings: Arc<DeliverySettings>,
-    head: FeedHead,
-    stats: Arc<SinkStats>,
-    stop: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    let (done, finished) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::Builder::new()
-        .name("sb-delivery".into())
-        .spawn(move || {
-            lower_priority(settings.nice);
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    tracing::error!(%error, "webhook delivery cannot start its runtime");
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                let pool = crate::db::lazy_pool(
-                    &database_url,
-                    &crate::db::PoolSettings {
-                        max_connections: POOL,
-                        acquire_timeout,
-                    },
-                );
-                match pool {
-                    Ok(pool) => {
-                        deliver(pool.clone(), settings, head, stats, stop).await;
-                        pool.close().await;
-                    }
-                    Err(error) => tracing::error!(%error, "webhook delivery cannot connect"),
-                }
-            });
-            drop(done);
-        });
-    if let Err(error) = &thread {
-        tracing::error!(%error, "webhook delivery cannot start its thread");
-    }
-    tokio::spawn(async move {
-        finished.await.ok();
-    })
-}
-
-/// Lowers the calling thread's CPU priority to `nice`. On Linux the nice value is per thread,
-/// and the threads it starts (the runtime's blocking pool) inherit it.
-fn lower_priority(nice: i32) {
-    if nice == 0 {
-        return;
-    }
-    let thread = rustix::thread::gettid();
-    if let Err(error) = rustix::process::setpriority_process(Some(thread), nice) {
-        tracing::warn!(%error, nice, "cannot lower the delivery thread's priority; delivering at the server's");
-    }
-}
-
-/// The delivery loop: a pass whenever the feed moves (or every [`TICK`]), until `stop`.
-async fn deliver(
     pool: PgPool,
     settings: Arc<DeliverySettings>,
     head: FeedHead,
     stats: Arc<SinkStats>,
     mut stop: watch::Receiver<bool>,
-) {
-    {
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
         let worker = match Worker::new(pool, settings, stats, head.clone()).await {
             Ok(worker) => worker,
             Err(error) => {
@@ -440,7 +373,7 @@ async fn deliver(
                 worker.prune().await;
             }
         }
-    }
+    })
 }
 
 struct Worker {

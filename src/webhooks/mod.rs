@@ -58,8 +58,6 @@ pub struct DeliverySettings {
     pub body_cap: usize,
     /// NATS (JetStream) to publish every event to; `None`: no NATS sink.
     pub nats_url: Option<String>,
-    /// The delivery thread's nice value (0: the server's own priority).
-    pub nice: i32,
 }
 
 impl Default for DeliverySettings {
@@ -74,7 +72,6 @@ impl Default for DeliverySettings {
             lease: Duration::from_secs(30),
             body_cap: 64 * 1024,
             nats_url: None,
-            nice: 10,
         }
     }
 }
