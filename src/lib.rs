@@ -39,6 +39,8 @@
 //! - [`ids`]: identities several contexts name (typed customer, agent and gateway ids, external
 //!   references), a leaf.
 //! - [`customer_rows`]: the port through which a merge moves rows other contexts own (a leaf).
+//! - [`ingest_backlog`]: call events waiting for their commit, counted by `calls` and read by
+//!   `webhooks` to give way to ingest (a leaf).
 //! - [`card_data`]: masking of card numbers and security codes in free text.
 //! - [`seed`]: deterministic synthetic customers for demos and benchmarks.
 //! - [`client`]: the `pop` and `customer` client subcommands.
@@ -80,6 +82,7 @@ pub mod grpc_status;
 pub mod grpc_web;
 pub mod ids;
 pub mod import;
+pub mod ingest_backlog;
 pub mod interactions;
 pub mod live;
 pub mod metrics;

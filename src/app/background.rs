@@ -100,6 +100,7 @@ impl Background {
             settings.webhooks.clone(),
             feed_head.clone(),
             Arc::clone(&metrics.sinks),
+            core.ingest.clone(),
             stop_rx.clone(),
         ));
         if let Some(redis) = &settings.redis {

@@ -44,6 +44,8 @@ pub struct Core {
     pub fanout: Arc<Fanout>,
     /// Load shedding, shared with the pops (which skip their PostgreSQL fallback while shedding).
     pub admission: Arc<AdaptiveLimit>,
+    /// Call events waiting for their commit (kept by the call events, read by delivery).
+    pub ingest: crate::ingest_backlog::IngestBacklog,
 }
 
 impl Core {
@@ -96,6 +98,7 @@ impl Core {
             offers,
             fanout,
             admission,
+            ingest: Default::default(),
         }
     }
 }
@@ -139,6 +142,7 @@ impl Services {
             invalidator,
             offers,
             fanout,
+            ingest,
             ..
         } = core;
         let live = shared.live.clone();
@@ -156,6 +160,7 @@ impl Services {
             settings.phones,
             fanout,
             live.clone(),
+            ingest,
         );
         Self {
             interactions: Interactions::new(pool.clone(), invalidator.clone()),

@@ -30,6 +30,7 @@ use super::machine::{self, CallRecord};
 use super::store::{self, CallKey};
 use super::{Ack, CallEventError, CallView, NewEvent, Notice, notices};
 use crate::db::{self, Failure};
+use crate::ingest_backlog::IngestBacklog;
 use crate::ids::{AgentId, CustomerId};
 use crate::live::{Live, LiveCall};
 use crate::push::Fanout;
@@ -55,11 +56,13 @@ struct Submission {
 #[derive(Clone)]
 pub struct Batcher {
     tx: mpsc::UnboundedSender<Submission>,
+    /// Events submitted and not answered yet (delivery gives way while there are many).
+    backlog: IngestBacklog,
 }
 
 impl Batcher {
     /// Starts the workers; they stop when every `Batcher` clone is dropped.
-    pub fn start(pool: PgPool, fanout: Arc<Fanout>, live: Live) -> Self {
+    pub fn start(pool: PgPool, fanout: Arc<Fanout>, live: Live, backlog: IngestBacklog) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..WORKERS {
@@ -69,7 +72,7 @@ impl Batcher {
             };
             tokio::spawn(work(pool.clone(), outlets, Arc::clone(&rx)));
         }
-        Self { tx }
+        Self { tx, backlog }
     }
 
     /// Commits `event` (with the customer its caller resolved to) in the next batch, and tells
@@ -79,6 +82,7 @@ impl Batcher {
         event: NewEvent,
         customer_id: Option<Uuid>,
     ) -> Result<Ack, CallEventError> {
+        let _waiting = self.backlog.enter();
         let (done, outcome) = oneshot::channel();
         self.tx
             .send(Submission {

@@ -134,9 +134,10 @@ impl CallEvents {
         phones: PhoneParser,
         fanout: Arc<Fanout>,
         live: Live,
+        backlog: crate::ingest_backlog::IngestBacklog,
     ) -> Self {
         Self {
-            batcher: Batcher::start(pool, fanout, live),
+            batcher: Batcher::start(pool, fanout, live, backlog),
             pops,
             phones,
         }

@@ -28,6 +28,7 @@ use super::signing::{Secret, signature_header};
 use super::store::{self, Attempt, Claimed};
 use super::{DeliverySettings, Kind, address};
 use crate::feed::{FeedHead, StoredEvent};
+use crate::ingest_backlog::IngestBacklog;
 
 /// Sinks one pass leases at most (delivered concurrently).
 const CLAIM: i64 = 16;
@@ -37,6 +38,13 @@ const PAGE: i64 = 50;
 const PASS: Duration = Duration::from_secs(5);
 /// How often a worker looks for due sinks when the feed is quiet (retries fall due).
 const TICK: Duration = Duration::from_millis(250);
+/// Call events waiting for their commit above which delivery gives way to them: far above what
+/// a steady load keeps waiting (1,000 events a second keep about 10), reached when gateways
+/// send faster than the database commits.
+const BUSY: usize = 128;
+/// The longest a page waits for ingest, and how often it looks again.
+const GIVE_WAY: Duration = Duration::from_millis(250);
+const GIVE_WAY_STEP: Duration = Duration::from_millis(10);
 /// The NATS sink's row id: one per deployment.
 pub const NATS_SINK: Uuid = Uuid::from_u128(0x5b_0000_0000_0000_0000_0000_0000_0001);
 
@@ -332,10 +340,11 @@ pub fn spawn_workers(
     settings: Arc<DeliverySettings>,
     head: FeedHead,
     stats: Arc<SinkStats>,
+    ingest: IngestBacklog,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let worker = match Worker::new(pool, settings, stats, head.clone()).await {
+        let worker = match Worker::new(pool, settings, stats, head.clone(), ingest).await {
             Ok(worker) => worker,
             Err(error) => {
                 tracing::error!(%error, "webhook delivery cannot start");
@@ -388,6 +397,8 @@ struct Worker {
     nats: Option<async_nats::jetstream::Context>,
     /// A sink turned FAILING in this worker's last pass: count again now.
     turned_failing: std::sync::atomic::AtomicBool,
+    /// Call events waiting for their commit on this instance: delivery gives way to them.
+    ingest: IngestBacklog,
 }
 
 impl Worker {
@@ -396,6 +407,7 @@ impl Worker {
         settings: Arc<DeliverySettings>,
         stats: Arc<SinkStats>,
         head: FeedHead,
+        ingest: IngestBacklog,
     ) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -431,6 +443,7 @@ impl Worker {
             client,
             nats,
             turned_failing: Default::default(),
+            ingest,
         })
     }
 
@@ -496,6 +509,7 @@ impl Worker {
             return Ok(());
         }
         loop {
+            self.give_way().await;
             // The head before the page: when nothing up to it matches, the cursor may move there.
             // (The sequencer publishes it after its commit: every position up to it is readable.)
             let seen = self.head.watch().borrow().position;
@@ -560,6 +574,17 @@ impl Worker {
                 tracing::debug!(sink = %sink.id, cursor, took_us = started.elapsed().as_micros() as u64, "push pass done");
                 return Ok(());
             }
+        }
+    }
+
+    /// Ingest first: while more than [`BUSY`] call events wait for their commit on this instance
+    /// (the database is the bottleneck), a page waits for them to drain, up to [`GIVE_WAY`]. A
+    /// sink still gets a page every [`GIVE_WAY`] (200 events a second at least), so delivery falls
+    /// behind while call events saturate the database and catches up once they let go.
+    async fn give_way(&self) {
+        let until = Instant::now() + GIVE_WAY;
+        while self.ingest.waiting() > BUSY && Instant::now() < until {
+            tokio::time::sleep(GIVE_WAY_STEP).await;
         }
     }
 
