@@ -30,8 +30,8 @@ use super::machine::{self, CallRecord};
 use super::store::{self, CallKey};
 use super::{Ack, CallEventError, CallView, NewEvent, Notice, notices};
 use crate::db::{self, Failure};
-use crate::ingest_backlog::IngestBacklog;
 use crate::ids::{AgentId, CustomerId};
+use crate::ingest_backlog::IngestBacklog;
 use crate::live::{Live, LiveCall};
 use crate::push::Fanout;
 
