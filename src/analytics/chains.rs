@@ -53,10 +53,10 @@ async fn pass(pool: &PgPool, wait: bool) -> sqlx::Result<bool> {
     if taken == 0 {
         return Ok(false);
     }
-    // Per customer, the suffix of the chain from the last call offered before `since` (all of it
-    // when `since` is unknown): every call whose next or previous contact can have changed, and
-    // each one's neighbours are inside the suffix too. Only the calls whose stamps differ come
-    // back.
+    // Per customer, the suffix of the chain from the last contact (a call that is no misdial)
+    // offered before `since` (all of it when `since` is unknown): every call whose next or
+    // previous contact can have changed, and each one's neighbours are inside the suffix too.
+    // Only the calls whose stamps differ come back.
     let mut stale = store::stale_stamps(&mut tx, &customers, &since).await?;
     let deferred = defer_past(&mut stale, MAX_CALLS);
     if !deferred.is_empty() {
