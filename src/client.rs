@@ -1,4 +1,5 @@
-//! Client subcommands for people at a terminal: `switchboard pop` and `switchboard customer`.
+//! Client subcommands for people at a terminal: `switchboard pop`, `customer`, `kpis`,
+//! `queues`, `segment` and `scorecard`.
 //! They print to stdout for the person who asked; nothing here is logged.
 
 use std::fmt::Write as _;
@@ -384,4 +385,298 @@ pub async fn get_customer(server: &ServerArgs, id: String) -> anyhow::Result<()>
         .unwrap_or_default();
     print!("{}", customer_text(&customer));
     Ok(())
+}
+
+/// `FROM..TO`, each an RFC 3339 time or a date (midnight UTC).
+fn parse_period(text: &str) -> anyhow::Result<v1::Period> {
+    let time = |part: &str| -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+        if let Ok(at) = chrono::DateTime::parse_from_rfc3339(part) {
+            return Ok(at.to_utc());
+        }
+        let day = chrono::NaiveDate::parse_from_str(part, "%Y-%m-%d")
+            .with_context(|| format!("{part:?} is neither an RFC 3339 time nor a date"))?;
+        Ok(day.and_time(chrono::NaiveTime::MIN).and_utc())
+    };
+    let (from, to) = text
+        .split_once("..")
+        .with_context(|| format!("{text:?} is not FROM..TO"))?;
+    Ok(v1::Period {
+        start: Some(crate::proto_time::to_timestamp(time(from)?)),
+        end: Some(crate::proto_time::to_timestamp(time(to)?)),
+    })
+}
+
+pub async fn scorecard(args: crate::config::ScorecardArgs) -> anyhow::Result<()> {
+    let group_by = match args.group_by.as_str() {
+        "team" => v1::ScorecardGrouping::Team,
+        "queue" => v1::ScorecardGrouping::Queue,
+        other => anyhow::bail!("unknown grouping {other}: team or queue"),
+    };
+    let mut client = crate::proto::v1::scorecard_service_client::ScorecardServiceClient::new(
+        channel(&args.server).await?,
+    );
+    let response = client
+        .get_scorecard(v1::GetScorecardRequest {
+            period: Some(parse_period(&args.period)?),
+            baseline_period: Some(parse_period(&args.baseline)?),
+            group_by: group_by.into(),
+        })
+        .await
+        .map_err(describe)?
+        .into_inner();
+    print!(
+        "Roll-out scorecard, {} against {} (by {}; intervals at {:.2}%)\n\n{}",
+        args.period,
+        args.baseline,
+        args.group_by,
+        100.0 * response.confidence,
+        render_scorecard(&response)
+    );
+    Ok(())
+}
+
+fn percent(share: &Option<v1::Share>) -> String {
+    match share {
+        Some(v1::Share {
+            count,
+            of,
+            share: Some(s),
+        }) => format!("{:.0}% ({count}/{of})", 100.0 * s),
+        _ => "-".to_owned(),
+    }
+}
+
+/// The scorecard as text: each group (the total first) with its adoption, efficiency against the
+/// baseline, coordination and agents; then the feedback loop.
+pub fn render_scorecard(card: &v1::GetScorecardResponse) -> String {
+    let mut out = String::new();
+    for group in &card.total {
+        render_group(&mut out, "(total)", group);
+    }
+    for group in &card.groups {
+        let title = match group.key.as_str() {
+            "" => "(none)",
+            key => key,
+        };
+        render_group(&mut out, title, group);
+    }
+    if let Some(f) = &card.feedback {
+        let median = f
+            .median_hours_to_resolution
+            .map_or("-".to_owned(), |h| format!("{h:.1} h"));
+        let _ = writeln!(
+            out,
+            "== Feedback loop ==\n  resolved {}   median time to resolution {median}   past due {}   \
+             negative with its case resolved {}",
+            percent(&f.resolved),
+            f.past_due,
+            percent(&f.negative_with_case_resolved)
+        );
+        for c in &f.by_source_and_category {
+            let source = c
+                .source()
+                .as_str_name()
+                .trim_start_matches("FEEDBACK_SOURCE_");
+            let _ = writeln!(
+                out,
+                "  {:<12} {:<20} {:>6} items {:>6} resolved {:>6} past due",
+                source.to_lowercase(),
+                c.category,
+                c.items,
+                c.resolved,
+                c.past_due
+            );
+        }
+    }
+    out
+}
+
+fn render_group(out: &mut String, title: &str, group: &v1::ScorecardGroup) {
+    let _ = writeln!(out, "== {title} ==");
+    if let Some(a) = &group.adoption {
+        let _ = writeln!(
+            out,
+            "  Adoption: pop delivered {}   interaction logged {}   disposition {}   notes {}   \
+             cases updated within SLA {}",
+            percent(&a.pop_delivered),
+            percent(&a.interaction_logged),
+            percent(&a.disposition_set),
+            percent(&a.notes_written),
+            percent(&a.cases_updated_within_sla)
+        );
+        let names: Vec<String> = a
+            .silent_agents
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} ({}, {} calls)",
+                    s.agent_id, s.display_name, s.calls_answered
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "  Agents who logged nothing: {}{}",
+            a.silent_agent_count,
+            match names.is_empty() {
+                true => String::new(),
+                false => format!(": {}", names.join(", ")),
+            }
+        );
+    }
+    if let Some(e) = &group.efficiency {
+        let _ = writeln!(
+            out,
+            "  {:<26} {:>9} {:>9} {:>9}  {:<22} verdict",
+            "efficiency", "now", "before", "change", "interval"
+        );
+        for (name, c, scale) in [
+            ("AHT (s)", &e.average_handle_time, 1.0),
+            ("ASA (s)", &e.average_speed_of_answer, 1.0),
+            ("service level (%)", &e.service_level, 100.0),
+            (
+                "first-contact resolution (%)",
+                &e.first_contact_resolution,
+                100.0,
+            ),
+            ("repeat contacts (%)", &e.repeat_contact_rate, 100.0),
+            ("transfers (%)", &e.transfer_rate, 100.0),
+            ("after-call work (s)", &e.average_after_call_work, 1.0),
+        ] {
+            let Some(c) = c else { continue };
+            let number = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{:.1}", v * scale));
+            let interval = match (c.change_low, c.change_high) {
+                (Some(low), Some(high)) => {
+                    format!("[{}, {}]", number(Some(low)), number(Some(high)))
+                }
+                _ => "-".to_owned(),
+            };
+            let verdict = c.verdict().as_str_name().trim_start_matches("VERDICT_");
+            let _ = writeln!(
+                out,
+                "  {name:<26} {:>9} {:>9} {:>9}  {interval:<22} {}",
+                number(c.value),
+                number(c.baseline),
+                number(c.change),
+                verdict.replace('_', " ").to_lowercase()
+            );
+        }
+    }
+    if let Some(c) = &group.coordination {
+        let spread = c.handle_time_spread.unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  Coordination: transfers resolved in the team {}   cases resolved by a teammate {}   \
+             AHT across {} agents {}",
+            percent(&c.transfers_resolved_in_team),
+            percent(&c.cases_resolved_by_teammate),
+            spread.agents,
+            match (
+                spread.lowest,
+                spread.highest,
+                spread.coefficient_of_variation
+            ) {
+                (Some(low), Some(high), Some(cv)) => {
+                    format!("{low:.0} to {high:.0} s (coefficient of variation {cv:.2})")
+                }
+                _ => "-".to_owned(),
+            }
+        );
+    }
+    for agent in &group.agents {
+        let _ = writeln!(
+            out,
+            "    {:<16} {:<20} {:>5} calls   pop {}   logged {}   disposition {}   notes {}   AHT {}",
+            agent.agent_id,
+            agent.display_name,
+            agent.calls_answered,
+            percent(&agent.pop_delivered),
+            percent(&agent.interaction_logged),
+            percent(&agent.disposition_set),
+            percent(&agent.notes_written),
+            agent
+                .average_handle_time
+                .map_or("-".to_owned(), |s| format!("{s:.0} s"))
+        );
+    }
+    out.push('\n');
+}
+
+#[cfg(test)]
+mod scorecard_tests {
+    use super::*;
+
+    #[test]
+    fn periods_are_dates_or_times_and_a_bad_one_says_why() {
+        let p = parse_period("2026-11-01..2026-12-01T12:00:00Z").expect("a period");
+        assert_eq!(p.start.map(|t| t.seconds), Some(1_793_491_200));
+        assert_eq!(p.end.map(|t| t.seconds), Some(1_796_126_400));
+        let error = parse_period("2026-11-01")
+            .expect_err("no range")
+            .to_string();
+        assert!(error.contains("FROM..TO"), "{error}");
+        assert!(parse_period("yesterday..today").is_err());
+    }
+
+    #[test]
+    fn the_terminal_scorecard_shows_verdicts_shares_and_the_feedback_loop() {
+        let share = |count, of| {
+            Some(v1::Share {
+                count,
+                of,
+                share: Some(count as f64 / of as f64),
+            })
+        };
+        let card = v1::GetScorecardResponse {
+            groups: vec![v1::ScorecardGroup {
+                key: "north".into(),
+                adoption: Some(v1::Adoption {
+                    pop_delivered: share(21, 41),
+                    silent_agent_count: 1,
+                    silent_agents: vec![v1::SilentAgent {
+                        agent_id: "a-2".into(),
+                        display_name: "Ben".into(),
+                        calls_answered: 20,
+                    }],
+                    ..Default::default()
+                }),
+                efficiency: Some(v1::Efficiency {
+                    average_speed_of_answer: Some(v1::Comparison {
+                        value: Some(9.9),
+                        baseline: Some(40.0),
+                        change: Some(-30.1),
+                        change_low: Some(-34.9),
+                        change_high: Some(-25.3),
+                        verdict: v1::Verdict::Improved.into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            feedback: Some(v1::FeedbackLoop {
+                resolved: share(1, 4),
+                past_due: 1,
+                by_source_and_category: vec![v1::FeedbackCount {
+                    source: v1::FeedbackSource::Shareholder.into(),
+                    category: "strategy".into(),
+                    items: 1,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let text = render_scorecard(&card);
+        assert!(text.contains("== north =="), "{text}");
+        assert!(text.contains("pop delivered 51% (21/41)"), "{text}");
+        assert!(
+            text.contains("Agents who logged nothing: 1: a-2 (Ben, 20 calls)"),
+            "{text}"
+        );
+        assert!(text.contains("[-34.9, -25.3]"), "{text}");
+        assert!(text.contains("improved"), "{text}");
+        assert!(text.contains("resolved 25% (1/4)"), "{text}");
+        assert!(text.contains("shareholder"), "{text}");
+    }
 }

@@ -60,6 +60,9 @@ pub enum Command {
     Kpis(KpisArgs),
     /// Client: the live queue board (calls waiting, longest wait, agents by state), once.
     Queues(QueuesArgs),
+    /// Client: the roll-out scorecard (adoption, efficiency against the baseline with a verdict,
+    /// the feedback loop, team coordination) on a running server (docs/SCORECARD.md).
+    Scorecard(ScorecardArgs),
     /// Client: demo traffic through the public API (calls offered, queued, rung at available
     /// agents, answered, held, transferred, abandoned, ended; simulated agents wrap up).
     Simulate(SimulateArgs),
@@ -477,6 +480,21 @@ pub struct KpisArgs {
     /// IANA time zone for days and hours.
     #[arg(long, default_value = "")]
     pub time_zone: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ScorecardArgs {
+    /// The period after the launch, `FROM..TO` (RFC 3339 times or dates; TO is exclusive).
+    #[arg(long)]
+    pub period: String,
+    /// The period before the launch to compare with, `FROM..TO`.
+    #[arg(long)]
+    pub baseline: String,
+    /// team (default) or queue.
+    #[arg(long, default_value = "team")]
+    pub group_by: String,
     #[command(flatten)]
     pub server: ServerArgs,
 }

@@ -28,6 +28,8 @@
 //! - [`agents`]: agent states and the live call stream pushed to softphones across instances.
 //! - [`live`]: live queue statistics from a versioned hot copy in Redis, rebuilt from PostgreSQL.
 //! - [`analytics`]: KPIs over calls, interactions and feedback, against a baseline period.
+//! - [`scorecard`]: the roll-out scorecard: adoption, efficiency against the baseline with a
+//!   verdict, the feedback loop and team coordination.
 //! - [`segments`]: RFM segmentation of customers, evaluated in the database.
 //! - [`feed`]: the event feed: every change, numbered in commit order, for other systems.
 //! - [`webhooks`]: the feed pushed out: signed webhook subscriptions and the NATS JetStream sink,
@@ -93,6 +95,7 @@ pub mod proto;
 pub mod proto_time;
 pub mod push;
 pub mod redis_link;
+pub mod scorecard;
 pub mod screenpop;
 pub mod seed;
 pub mod segments;

@@ -98,6 +98,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Segment(args) => client::segment(args).await,
         Command::Kpis(args) => client::kpis(args).await,
         Command::Queues(args) => client::queues(args).await,
+        Command::Scorecard(args) => client::scorecard(args).await,
         Command::Simulate(args) => switchboard::simulate::run(args).await,
         Command::Customer(CustomerCommand::Create(args)) => client::create_customer(args).await,
         Command::Customer(CustomerCommand::Get { id, server }) => {

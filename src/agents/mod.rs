@@ -2,12 +2,14 @@
 //! calls with screen pops, fed across instances through Redis pub/sub ([`crate::push`]).
 
 pub mod grpc;
+mod pops_shown;
 mod store;
 mod watch;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
+pub use self::pops_shown::PopsShown;
 pub use self::watch::{ActiveCalls, Watcher};
 use crate::call_model::{AgentState, parse_agent_id};
 pub use crate::ids::AgentId;

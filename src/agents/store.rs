@@ -226,3 +226,29 @@ pub async fn history(
     .await?;
     rows.into_iter().map(change).collect()
 }
+
+/// Notes that these agents were shown these calls' pops (the first note per call and agent stays).
+pub async fn record_pops_shown<'a>(
+    pool: &sqlx::PgPool,
+    shown: impl Iterator<Item = (&'a str, &'a str, &'a str, DateTime<Utc>)>,
+) -> sqlx::Result<()> {
+    let (mut gateways, mut calls, mut agents, mut ats) = (vec![], vec![], vec![], vec![]);
+    for (gateway_id, call_id, agent_id, at) in shown {
+        gateways.push(gateway_id.to_owned());
+        calls.push(call_id.to_owned());
+        agents.push(agent_id.to_owned());
+        ats.push(at);
+    }
+    sqlx::query!(
+        "INSERT INTO pop_deliveries (gateway_id, call_id, agent_id, delivered_at) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) \
+         ORDER BY 1, 2, 3 ON CONFLICT DO NOTHING",
+        &gateways,
+        &calls,
+        &agents,
+        &ats
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}

@@ -31,6 +31,8 @@ pub struct Watcher {
     pub fanout: Arc<Fanout>,
     pub pops: ScreenPops,
     pub phones: PhoneParser,
+    /// Where each pop sent is noted, for the scorecard's adoption figures.
+    pub shown: super::PopsShown,
 }
 
 /// What the stream carries: a response, or the error that ends it.
@@ -74,6 +76,7 @@ impl Watcher {
                     v1::AgentCallEventKind::Ringing => match &notice.call {
                         Some(call) => {
                             this.pop_for(
+                                &agent_id,
                                 &call.caller_number,
                                 &call.gateway_id.as_str().into(),
                                 &call.call_id,
@@ -109,6 +112,7 @@ impl Watcher {
         for call in calls {
             let pop = self
                 .pop_for(
+                    agent_id,
                     call.caller_number.as_deref().unwrap_or(""),
                     &call.gateway_id,
                     &call.call_id,
@@ -130,9 +134,11 @@ impl Watcher {
         Ok(self.calls.for_agent(&AgentId::new(agent_id)).await?)
     }
 
-    /// The call's pop (its pin when current); `None` without a caller number or on failure.
+    /// The call's pop (its pin when current), noted as shown to the agent; `None` without a
+    /// caller number or on failure.
     async fn pop_for(
         &self,
+        agent_id: &str,
         caller_number: &str,
         gateway_id: &GatewayId,
         call_id: &str,
@@ -143,7 +149,9 @@ impl Watcher {
             dialed: None,
             call_id: Some(crate::call_model::call_key(gateway_id, call_id)),
         };
-        self.pops.lookup(&request).await.ok().map(|(pop, _)| pop)
+        let (pop, _) = self.pops.lookup(&request).await.ok()?;
+        self.shown.note(gateway_id.as_str(), call_id, agent_id);
+        Some(pop)
     }
 }
 

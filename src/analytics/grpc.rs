@@ -31,7 +31,12 @@ impl From<AnalyticsError> for Status {
     }
 }
 
-fn window(field: &str, period: Option<&v1::Period>, violations: &mut Violations) -> Option<Window> {
+/// A required-or-absent period, checked: both ends set and in order.
+pub(crate) fn window(
+    field: &str,
+    period: Option<&v1::Period>,
+    violations: &mut Violations,
+) -> Option<Window> {
     let period = period?;
     let start = violations.time(&format!("{field}.start"), period.start.as_ref(), true);
     let end = violations.time(&format!("{field}.end"), period.end.as_ref(), true);

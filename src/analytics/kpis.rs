@@ -21,6 +21,8 @@ pub struct Tally {
     pub answered_within: i64,
     /// Sum over answered calls of the wait from queue entry (or offer) to answer.
     pub wait_ms: f64,
+    /// ... and of its square, for the spread (the scorecard's confidence intervals).
+    pub wait_ms_sq: f64,
     /// Answered and ended calls: the handled ones.
     pub handled: i64,
     /// Connected time (first answer to end) less hold and the transfer gaps below.
@@ -34,6 +36,9 @@ pub struct Tally {
     pub aht_calls: i64,
     pub aht_ms: f64,
     pub wrap_up_ms: f64,
+    /// Sums of the squares of each AHT call's handle time and after-call work.
+    pub aht_ms_sq: f64,
+    pub wrap_up_ms_sq: f64,
     /// Handled calls whose after-call work passed the cap.
     pub wrap_up_outliers: i64,
     /// Answered calls transferred at least once.
@@ -121,6 +126,7 @@ impl std::ops::AddAssign for Tally {
         self.in_progress += other.in_progress;
         self.answered_within += other.answered_within;
         self.wait_ms += other.wait_ms;
+        self.wait_ms_sq += other.wait_ms_sq;
         self.handled += other.handled;
         self.talk_ms += other.talk_ms;
         self.hold_ms += other.hold_ms;
@@ -129,6 +135,8 @@ impl std::ops::AddAssign for Tally {
         self.aht_calls += other.aht_calls;
         self.aht_ms += other.aht_ms;
         self.wrap_up_ms += other.wrap_up_ms;
+        self.aht_ms_sq += other.aht_ms_sq;
+        self.wrap_up_ms_sq += other.wrap_up_ms_sq;
         self.wrap_up_outliers += other.wrap_up_outliers;
         self.transferred += other.transferred;
         self.with_customer += other.with_customer;
@@ -157,6 +165,20 @@ impl Tally {
         total
     }
 
+    /// The service level's (met, counted) calls under `rule`.
+    pub fn service_level_counts(&self, rule: ServiceLevelRule) -> (i64, i64) {
+        let (short, short_within) = match rule.include_short_abandons {
+            true => (0, 0),
+            false => (self.short_abandoned, self.short_abandoned_within),
+        };
+        let met = self.answered_within
+            + match rule.quick_abandons_met {
+                true => self.abandoned_within - short_within,
+                false => 0,
+            };
+        (met, self.answered + self.abandoned - short)
+    }
+
     pub fn kpis(&self, rule: ServiceLevelRule) -> Kpis {
         let seconds = |ms: f64| ms / 1000.0;
         // The calls the queue decided: every answer (ended or still connected, on both sides of
@@ -164,15 +186,7 @@ impl Tally {
         // calls, calls still waiting and short abandons (misdials, callers who changed their
         // mind) are none of its doing.
         let decided = self.answered + self.abandoned - self.short_abandoned;
-        let (sl_short, sl_short_within) = match rule.include_short_abandons {
-            true => (0, 0),
-            false => (self.short_abandoned, self.short_abandoned_within),
-        };
-        let sl_met = self.answered_within
-            + match rule.quick_abandons_met {
-                true => self.abandoned_within - sl_short_within,
-                false => 0,
-            };
+        let (sl_met, sl_calls) = self.service_level_counts(rule);
         Kpis {
             offered: self.offered as f64,
             answered: self.answered as f64,
@@ -183,7 +197,7 @@ impl Tally {
             wrap_up_outliers: self.wrap_up_outliers as f64,
             abandonment_rate: ratio((self.abandoned - self.short_abandoned) as f64, decided),
             average_speed_of_answer: ratio(seconds(self.wait_ms), self.answered),
-            service_level: ratio(sl_met as f64, self.answered + self.abandoned - sl_short),
+            service_level: ratio(sl_met as f64, sl_calls),
             average_handle_time: ratio(seconds(self.aht_ms), self.aht_calls),
             average_talk_time: ratio(seconds(self.talk_ms), self.handled),
             average_hold_time: ratio(seconds(self.hold_ms), self.handled),
@@ -246,6 +260,7 @@ mod tests {
             converted: 1,
             occupied_ms: 3_000.0,
             idle_ms: 1_000.0,
+            ..Default::default()
         }
     }
 

@@ -81,6 +81,13 @@ pub struct Measured {
     pub baseline: Option<Kpis>,
 }
 
+/// Tallies per group key, in the period and in the baseline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tallies {
+    pub period: std::collections::BTreeMap<String, Tally>,
+    pub baseline: Option<std::collections::BTreeMap<String, Tally>>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
     pub total: Measured,
@@ -137,9 +144,11 @@ impl Analytics {
         Self { pool }
     }
 
-    /// Reads in one repeatable-read snapshot, so the totals and the groups agree.
+    /// The tallies behind [`Analytics::kpis`], per group, read in one repeatable-read snapshot
+    /// so that the totals and the groups agree. The baseline is grouped the same way when its
+    /// groups mean the same thing in another period, and is one total (key "") otherwise.
     #[tracing::instrument(skip(self))]
-    pub async fn kpis(&self, query: &Query) -> Result<Report, AnalyticsError> {
+    pub async fn tallies(&self, query: &Query) -> Result<Tallies, AnalyticsError> {
         // Every call committed before this request has its next contact stamped.
         chains::catch_up(&self.pool).await?;
         let mut tx = crate::db::begin(&self.pool).await?;
@@ -152,21 +161,31 @@ impl Analytics {
         // Planned for this period's rows: after five runs a cached generic plan guessed 5,000 of
         // a million calls, sorted them on disk and took twice as long.
         crate::db::set_transaction(&mut tx, crate::db::TransactionMode::CustomPlans).await?;
-        // Groups partition the calls: the total is their sum, without a second pass.
-        let groups = tallies(&mut tx, query, &query.period, query.grouping).await?;
-        let total = Tally::sum(groups.values());
-        let (baseline_total, baseline_groups) = match query.baseline {
-            None => (None, Default::default()),
+        let period = tallies(&mut tx, query, &query.period, query.grouping).await?;
+        let baseline = match query.baseline {
+            None => None,
             Some(baseline) => {
                 let grouping = match query.grouping.comparable_across_periods() {
                     true => query.grouping,
                     false => Grouping::Total,
                 };
-                let groups = tallies(&mut tx, query, &baseline, grouping).await?;
-                (Some(Tally::sum(groups.values())), groups)
+                Some(tallies(&mut tx, query, &baseline, grouping).await?)
             }
         };
         tx.commit().await?;
+        Ok(Tallies { period, baseline })
+    }
+
+    /// The KPIs per group and in total, against the baseline when there is one.
+    pub async fn kpis(&self, query: &Query) -> Result<Report, AnalyticsError> {
+        let Tallies {
+            period: groups,
+            baseline,
+        } = self.tallies(query).await?;
+        // Groups partition the calls: the total is their sum, without a second pass.
+        let total = Tally::sum(groups.values());
+        let baseline_total = baseline.as_ref().map(|groups| Tally::sum(groups.values()));
+        let baseline_groups = baseline.unwrap_or_default();
         let rule = query.service_level_rule;
         let total = Measured {
             key: String::new(),

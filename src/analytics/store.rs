@@ -20,6 +20,7 @@ struct Row {
     in_progress: i64,
     answered_within: i64,
     wait_ms: f64,
+    wait_ms_sq: f64,
     handled: i64,
     talk_ms: f64,
     hold_ms: f64,
@@ -27,7 +28,9 @@ struct Row {
     requeue_wait_ms: f64,
     aht_calls: i64,
     aht_ms: f64,
+    aht_ms_sq: f64,
     wrap_up_ms: f64,
+    wrap_up_ms_sq: f64,
     wrap_up_outliers: i64,
     transferred: i64,
     with_customer: i64,
@@ -90,6 +93,7 @@ pub async fn tallies(
              c.outcome = 'completed' AND c.customer_id IS NOT NULL \
                AND NOT COALESCE(c.ended_at < c.offered_at + (SELECT make_interval(secs => \
                                   misdial_seconds) FROM contact_chain_rule), false) AS known, \
+             1000 * date_part('epoch', c.answered_at - COALESCE(c.queued_at, c.offered_at)) AS wait_ms, \
              1000 * date_part('epoch', c.ended_at - c.answered_at) \
                - c.transfer_ring_ms - c.requeue_wait_ms AS handled_ms, \
              c.next_at IS NOT NULL \
@@ -130,8 +134,9 @@ pub async fn tallies(
            count(*) FILTER (WHERE c.answered_at IS NOT NULL \
              AND c.answered_at - COALESCE(c.queued_at, c.offered_at) <= make_interval(secs => $8)) \
              AS answered_within, \
-           COALESCE(sum(1000 * date_part('epoch', c.answered_at - COALESCE(c.queued_at, c.offered_at))) \
-             FILTER (WHERE c.answered_at IS NOT NULL), 0)::float8 AS wait_ms, \
+           COALESCE(sum(c.wait_ms) FILTER (WHERE c.answered_at IS NOT NULL), 0)::float8 AS wait_ms, \
+           COALESCE(sum(c.wait_ms * c.wait_ms) FILTER (WHERE c.answered_at IS NOT NULL), 0)::float8 \
+             AS wait_ms_sq, \
            count(*) FILTER (WHERE c.outcome = 'completed') AS handled, \
            COALESCE(sum(c.handled_ms - c.hold_ms) \
              FILTER (WHERE c.outcome = 'completed'), 0)::float8 AS talk_ms, \
@@ -143,8 +148,12 @@ pub async fn tallies(
            count(*) FILTER (WHERE c.outcome = 'completed' AND NOT c.outlier) AS aht_calls, \
            COALESCE(sum(c.handled_ms + c.wrap) \
              FILTER (WHERE c.outcome = 'completed' AND NOT c.outlier), 0)::float8 AS aht_ms, \
+           COALESCE(sum((c.handled_ms + c.wrap) * (c.handled_ms + c.wrap)) \
+             FILTER (WHERE c.outcome = 'completed' AND NOT c.outlier), 0)::float8 AS aht_ms_sq, \
            COALESCE(sum(c.wrap) FILTER (WHERE c.outcome = 'completed' AND NOT c.outlier), 0)::float8 \
              AS wrap_up_ms, \
+           COALESCE(sum(c.wrap * c.wrap) \
+             FILTER (WHERE c.outcome = 'completed' AND NOT c.outlier), 0)::float8 AS wrap_up_ms_sq, \
            count(*) FILTER (WHERE c.outcome = 'completed' AND c.outlier) AS wrap_up_outliers, \
            count(*) FILTER (WHERE c.answered_at IS NOT NULL AND c.transfers > 0) AS transferred, \
            count(*) FILTER (WHERE c.known) AS with_customer, \
@@ -188,6 +197,7 @@ pub async fn tallies(
                     in_progress: r.in_progress,
                     answered_within: r.answered_within,
                     wait_ms: r.wait_ms,
+                    wait_ms_sq: r.wait_ms_sq,
                     handled: r.handled,
                     talk_ms: r.talk_ms,
                     hold_ms: r.hold_ms,
@@ -195,7 +205,9 @@ pub async fn tallies(
                     requeue_wait_ms: r.requeue_wait_ms,
                     aht_calls: r.aht_calls,
                     aht_ms: r.aht_ms,
+                    aht_ms_sq: r.aht_ms_sq,
                     wrap_up_ms: r.wrap_up_ms,
+                    wrap_up_ms_sq: r.wrap_up_ms_sq,
                     wrap_up_outliers: r.wrap_up_outliers,
                     transferred: r.transferred,
                     with_customer: r.with_customer,

@@ -48,9 +48,11 @@ use crate::proto::v1::feedback_service_server::FeedbackServiceServer;
 use crate::proto::v1::import_service_server::ImportServiceServer;
 use crate::proto::v1::interaction_service_server::InteractionServiceServer;
 use crate::proto::v1::privacy_service_server::PrivacyServiceServer;
+use crate::proto::v1::scorecard_service_server::ScorecardServiceServer;
 use crate::proto::v1::screen_pop_service_server::ScreenPopServiceServer;
 use crate::proto::v1::segmentation_service_server::SegmentationServiceServer;
 use crate::proto::v1::webhook_service_server::WebhookServiceServer;
+use crate::scorecard::grpc::ScorecardGrpc;
 use crate::screenpop::grpc::ScreenPopGrpc;
 use crate::screenpop::http::CallerIdHttpLayer;
 use crate::segments::grpc::SegmentationGrpc;
@@ -88,6 +90,7 @@ limited!(
     ImportServiceServer,
     InteractionServiceServer,
     PrivacyServiceServer,
+    ScorecardServiceServer,
     ScreenPopServiceServer,
     SegmentationServiceServer,
     WebhookServiceServer,
@@ -220,6 +223,7 @@ fn add_services<L>(
         .add_service(
             AnalyticsServiceServer::new(AnalyticsGrpc::new(s.analytics, s.live)).limited(max),
         )
+        .add_service(ScorecardServiceServer::new(ScorecardGrpc::new(s.scorecards)).limited(max))
         .add_service(
             SegmentationServiceServer::new(SegmentationGrpc::new(s.segmentation)).limited(max),
         )

@@ -124,6 +124,7 @@ pub struct Services {
     pub campaigns: Campaigns,
     pub feedback: FeedbackDesk,
     pub analytics: Analytics,
+    pub scorecards: crate::scorecard::Scorecards,
     pub live: Live,
     pub segmentation: Segmentation,
     pub privacy: Privacy,
@@ -153,6 +154,7 @@ impl Services {
             fanout: fanout.clone(),
             pops: pops.clone(),
             phones: settings.phones,
+            shown: crate::agents::PopsShown::spawn(pool.clone()),
         };
         let call_events = CallEvents::new(
             pool.clone(),
@@ -174,6 +176,10 @@ impl Services {
                 settings.feedback,
             ),
             analytics: Analytics::new(pool.clone()),
+            scorecards: crate::scorecard::Scorecards::new(
+                pool.clone(),
+                Analytics::new(pool.clone()),
+            ),
             segmentation: Segmentation::new(pool.clone(), invalidator.clone()),
             privacy: Privacy::new(pool.clone(), invalidator.clone()),
             feed: EventFeed::new(pool.clone(), shared.feed_head.clone()),

@@ -74,6 +74,7 @@ pub const PERMISSIONS: &[(&str, &[Role])] = &[
         "/switchboard.v1.SegmentationService/SegmentCustomers",
         &[Supervisor, Service, Admin],
     ),
+    ("/switchboard.v1.ScorecardService/GetScorecard", MANAGERS),
     (
         "/switchboard.v1.AnalyticsService/GetKpis",
         &[Supervisor, Service, Admin],

@@ -57,7 +57,7 @@ fn source(value: i32) -> Result<Source, String> {
     }
 }
 
-fn source_to_proto(value: Source) -> v1::FeedbackSource {
+pub(crate) fn source_to_proto(value: Source) -> v1::FeedbackSource {
     use v1::FeedbackSource as S;
     match value {
         Source::Customer => S::Customer,
