@@ -450,7 +450,7 @@ fn percent(share: &Option<v1::Share>) -> String {
 /// baseline, coordination and agents; then the feedback loop.
 pub fn render_scorecard(card: &v1::GetScorecardResponse) -> String {
     let mut out = String::new();
-    for group in &card.total {
+    if let Some(group) = &card.total {
         render_group(&mut out, "(total)", group);
     }
     for group in &card.groups {
