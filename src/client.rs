@@ -53,7 +53,7 @@ pub fn token(explicit: Option<&str>) -> Option<String> {
         .filter(|t| !t.trim().is_empty())
 }
 
-async fn channel(server: &ServerArgs) -> anyhow::Result<AuthedChannel> {
+pub(crate) async fn channel(server: &ServerArgs) -> anyhow::Result<AuthedChannel> {
     let channel = Channel::from_shared(server.server.clone())
         .context("invalid --server URL")?
         .connect()
@@ -65,7 +65,7 @@ async fn channel(server: &ServerArgs) -> anyhow::Result<AuthedChannel> {
     ))
 }
 
-fn describe(status: tonic::Status) -> anyhow::Error {
+pub(crate) fn describe(status: tonic::Status) -> anyhow::Error {
     let mut text = format!("{:?}: {}", status.code(), status.message());
     use tonic_types::StatusExt as _;
     if let Some(bad) = status.get_details_bad_request() {

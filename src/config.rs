@@ -69,6 +69,9 @@ pub enum Command {
     /// Client: create or show customers on a running server.
     #[command(subcommand)]
     Customer(CustomerCommand),
+    /// Client: bring legacy data in from files (a customer CSV streamed to ImportService).
+    #[command(subcommand)]
+    Import(ImportCommand),
     /// Manage API keys for gateways and services.
     #[command(subcommand)]
     Apikey(ApiKeyCommand),
@@ -523,6 +526,34 @@ pub struct QueuesArgs {
     /// Only these queues (repeatable); default: every queue with a call or an agent.
     #[arg(long = "queue")]
     pub queues: Vec<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Stream a legacy customer CSV to ImportService with a progress bar, and write the per-row
+    /// report (CREATED, UPDATED, MERGED_INTO, SKIPPED_DUPLICATE, REJECTED with the field) as CSV.
+    Customers(ImportCustomersArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImportCustomersArgs {
+    /// The CSV file, with a header row.
+    pub file: std::path::PathBuf,
+    /// Report what the import would do, and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Which column holds which field (`field = Column, Column`; see docs/IMPORT.md). Without
+    /// it, columns named like the fields are used.
+    #[arg(long)]
+    pub mapping: Option<std::path::PathBuf>,
+    /// Where to write the per-row report: a path, or `-` for stdout. Default: FILE.report.csv.
+    #[arg(long)]
+    pub report: Option<std::path::PathBuf>,
+    /// Rows per request message (1 to 1000).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub batch: u16,
     #[command(flatten)]
     pub server: ServerArgs,
 }

@@ -45,7 +45,10 @@
 //!   `webhooks` to give way to ingest (a leaf).
 //! - [`card_data`]: masking of card numbers and security codes in free text.
 //! - [`seed`]: deterministic synthetic customers for demos and benchmarks.
-//! - [`client`]: the `pop` and `customer` client subcommands.
+//! - [`client`]: the `pop`, `customer`, `kpis`, `queues`, `segment` and `scorecard` client
+//!   subcommands.
+//! - [`import_file`]: `switchboard import customers FILE.csv`: a legacy file streamed to
+//!   `ImportService` with a progress bar and a per-row CSV report.
 //! - [`simulate`]: `switchboard simulate`, demo traffic through the public API.
 //! - [`web_ui`]: the web app (agent desktop, wallboard) embedded from `web/dist` and served at `/`.
 //! - Shared plumbing: [`db`] (pool, migrations, error classes), [`redis_link`] (a Redis connection
@@ -84,6 +87,7 @@ pub mod grpc_status;
 pub mod grpc_web;
 pub mod ids;
 pub mod import;
+pub mod import_file;
 pub mod ingest_backlog;
 pub mod interactions;
 pub mod live;

@@ -7,7 +7,8 @@ use switchboard::app::Application;
 use switchboard::auth::Role;
 
 use switchboard::config::{
-    ApiKeyCommand, Cli, Command, CustomerCommand, RetentionArgs, RetentionCommand, Settings,
+    ApiKeyCommand, Cli, Command, CustomerCommand, ImportCommand, RetentionArgs, RetentionCommand,
+    Settings,
 };
 use switchboard::{client, db, seed, telemetry};
 
@@ -99,6 +100,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Kpis(args) => client::kpis(args).await,
         Command::Queues(args) => client::queues(args).await,
         Command::Scorecard(args) => client::scorecard(args).await,
+        Command::Import(ImportCommand::Customers(args)) => {
+            switchboard::import_file::customers(args).await.map(|_| ())
+        }
         Command::Simulate(args) => switchboard::simulate::run(args).await,
         Command::Customer(CustomerCommand::Create(args)) => client::create_customer(args).await,
         Command::Customer(CustomerCommand::Get { id, server }) => {

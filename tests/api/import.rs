@@ -252,3 +252,100 @@ async fn an_import_refuses_oversized_chunks_and_a_changing_dry_run() {
         .expect("count");
     assert_eq!(customers, 0, "the dry run was rolled back");
 }
+
+/// `switchboard import customers`: a legacy CSV streamed in messages of two rows, where the file's
+/// own bad rows (too many fields, a yes/no that is neither) are reported by line beside the
+/// server's results, in file order; a dry run writes nothing; a re-run changes nothing.
+#[tokio::test]
+async fn the_import_command_streams_a_csv_and_reports_every_line() {
+    use switchboard::config::{ImportCustomersArgs, ServerArgs};
+    let app = spawn_app().await;
+    app.create_customer("Fay Held", &["+1 415 555 0104"]).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("legacy.csv");
+    std::fs::write(
+        &file,
+        "name,phone,email,external_references.legacy,do_not_call\n\
+         Ada,+1 415 555 0100,ada@example.com,L-1,no\n\
+         Ada Again,(415) 555-0100,ada@work.example,,\n\
+         Bob,not a phone,,,\n\
+         Cy,+1 415 555 0101,cy@example.com,L-3,no,extra\n\
+         Dee,+1 415 555 0102,,,maybe\n\
+         \"Eve, Jr.\",+1 415 555 0103,,,\n\
+         Fay,+1 415 555 0104,fay@example.com,,\n",
+    )
+    .expect("written");
+    let report = dir.path().join("report.csv");
+    let args = |dry_run| ImportCustomersArgs {
+        file: file.clone(),
+        dry_run,
+        mapping: None,
+        report: Some(report.clone()),
+        batch: 2,
+        server: ServerArgs {
+            server: app.address.clone(),
+            token: Some(crate::helpers::token(
+                switchboard::auth::Role::Admin,
+                "migration",
+                None,
+            )),
+        },
+    };
+    let lines = || -> Vec<(String, String, String)> {
+        let mut reader = csv::Reader::from_path(&report).expect("report");
+        reader
+            .records()
+            .map(|r| {
+                let r = r.expect("record");
+                (r[0].to_owned(), r[1].to_owned(), r[4].to_owned())
+            })
+            .collect()
+    };
+    let expected = |again: bool| -> Vec<(String, String, String)> {
+        let valid = |first: &str| match again {
+            true => "SKIPPED_DUPLICATE".to_owned(),
+            false => first.to_owned(),
+        };
+        vec![
+            ("2".into(), valid("CREATED"), "".into()),
+            ("3".into(), valid("MERGED_INTO"), "".into()),
+            ("4".into(), "REJECTED".into(), "phones[0]".into()),
+            ("5".into(), "REJECTED".into(), "row".into()),
+            ("6".into(), "REJECTED".into(), "do_not_call".into()),
+            ("7".into(), valid("CREATED"), "".into()),
+            ("8".into(), valid("UPDATED"), "".into()),
+        ]
+    };
+    let customers = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM customers")
+            .fetch_one(&app.db)
+            .await
+            .expect("count")
+    };
+
+    let summary = switchboard::import_file::customers(args(true))
+        .await
+        .expect("dry run");
+    assert_eq!(lines(), expected(false));
+    assert_eq!(summary.get("REJECTED"), Some(&3));
+    assert_eq!(customers().await, 1, "a dry run writes nothing");
+
+    switchboard::import_file::customers(args(false))
+        .await
+        .expect("import");
+    assert_eq!(lines(), expected(false));
+    assert_eq!(customers().await, 3);
+    let eve = app.pop("+1 415 555 0103").await.0;
+    assert_eq!(
+        eve.card.map(|c| c.display_name),
+        Some("Eve, Jr.".to_owned()),
+        "a quoted comma stays in its field"
+    );
+
+    let summary = switchboard::import_file::customers(args(false))
+        .await
+        .expect("re-run");
+    assert_eq!(lines(), expected(true));
+    assert_eq!(summary.get("SKIPPED_DUPLICATE"), Some(&4));
+    assert_eq!(customers().await, 3);
+}
