@@ -69,6 +69,9 @@ pub enum Command {
     /// Client: create or show customers on a running server.
     #[command(subcommand)]
     Customer(CustomerCommand),
+    /// Client: compare the old system's call records (CDRs) with Switchboard's calls, day by day,
+    /// during a parallel run (docs/RECONCILE.md).
+    Reconcile(ReconcileArgs),
     /// Client: bring legacy data in from files (a customer CSV streamed to ImportService).
     #[command(subcommand)]
     Import(ImportCommand),
@@ -526,6 +529,36 @@ pub struct QueuesArgs {
     /// Only these queues (repeatable); default: every queue with a call or an agent.
     #[arg(long = "queue")]
     pub queues: Vec<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReconcileArgs {
+    /// The CDR file.
+    pub file: std::path::PathBuf,
+    /// asterisk (Master.csv), freeswitch (mod_cdr_csv's example template), kamailio (the acc
+    /// table exported as CSV with a header) or csv (any CSV with a header, with --mapping).
+    #[arg(long)]
+    pub format: String,
+    /// The gateway whose calls the records are compared with.
+    #[arg(long)]
+    pub gateway_id: String,
+    /// For csv: which column holds what (`field = Column`; see docs/RECONCILE.md).
+    #[arg(long)]
+    pub mapping: Option<std::path::PathBuf>,
+    /// The switch's IANA time zone: times without a zone are read in it, and days are cut in it.
+    #[arg(long, default_value = "UTC")]
+    pub time_zone: String,
+    /// Seconds a record's start and a call's offer may differ to match by numbers (0: 5).
+    #[arg(long, default_value_t = 5)]
+    pub time_tolerance: i32,
+    /// Seconds the talk times may differ before it is a mismatch (0: 2).
+    #[arg(long, default_value_t = 2)]
+    pub duration_tolerance: i32,
+    /// Where to write the discrepancies and rejected rows. Default: FILE.reconcile.csv.
+    #[arg(long)]
+    pub report: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub server: ServerArgs,
 }

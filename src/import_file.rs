@@ -85,11 +85,6 @@ impl Mapping {
     /// `phones`, `email`, `external_references.<system>`, ...) fills it, and `phone*` and
     /// `email*` columns add phones and emails.
     pub fn new(headers: &csv::StringRecord, mapping: Option<&str>) -> anyhow::Result<Self> {
-        let position = |column: &str| {
-            headers
-                .iter()
-                .position(|h| h.trim().eq_ignore_ascii_case(column.trim()))
-        };
         let mut columns = vec![None; headers.len()];
         let Some(mapping) = mapping else {
             for (i, header) in headers.iter().enumerate() {
@@ -106,25 +101,15 @@ impl Mapping {
             }
             return Ok(Self { columns });
         };
-        for (n, line) in mapping.lines().enumerate() {
-            let line = line.split('#').next().unwrap_or_default().trim();
-            if line.is_empty() {
-                continue;
-            }
-            let (field, names) = line
-                .split_once('=')
-                .with_context(|| format!("mapping line {}: expected `field = Column`", n + 1))?;
-            let field = Field::named(field).with_context(|| {
-                format!("mapping line {}: unknown field {:?}", n + 1, field.trim())
+        for entry in crate::mapping_file::entries(mapping)? {
+            let field = Field::named(&entry.field).with_context(|| {
+                format!(
+                    "mapping line {}: unknown field {:?}",
+                    entry.line, entry.field
+                )
             })?;
-            for name in names.split(',') {
-                let i = position(name).with_context(|| {
-                    format!(
-                        "mapping line {}: the file has no column {:?}",
-                        n + 1,
-                        name.trim()
-                    )
-                })?;
+            for name in &entry.values {
+                let i = crate::mapping_file::position(headers, name, entry.line)?;
                 columns[i] = Some(field.clone());
             }
         }

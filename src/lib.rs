@@ -30,6 +30,8 @@
 //! - [`analytics`]: KPIs over calls, interactions and feedback, against a baseline period.
 //! - [`scorecard`]: the roll-out scorecard: adoption, efficiency against the baseline with a
 //!   verdict, the feedback loop and team coordination.
+//! - [`reconcile`]: parallel running: the old system's CDRs against Switchboard's calls, day by
+//!   day, and the file readers behind `switchboard reconcile`.
 //! - [`segments`]: RFM segmentation of customers, evaluated in the database.
 //! - [`feed`]: the event feed: every change, numbered in commit order, for other systems.
 //! - [`webhooks`]: the feed pushed out: signed webhook subscriptions and the NATS JetStream sink,
@@ -43,6 +45,7 @@
 //! - [`customer_rows`]: the port through which a merge moves rows other contexts own (a leaf).
 //! - [`ingest_backlog`]: call events waiting for their commit, counted by `calls` and read by
 //!   `webhooks` to give way to ingest (a leaf).
+//! - [`mapping_file`]: `field = Column` mapping files for the CSV-reading commands (a leaf).
 //! - [`card_data`]: masking of card numbers and security codes in free text.
 //! - [`seed`]: deterministic synthetic customers for demos and benchmarks.
 //! - [`client`]: the `pop`, `customer`, `kpis`, `queues`, `segment` and `scorecard` client
@@ -91,6 +94,7 @@ pub mod import_file;
 pub mod ingest_backlog;
 pub mod interactions;
 pub mod live;
+pub mod mapping_file;
 pub mod metrics;
 pub mod page_token;
 pub mod phone;
@@ -98,6 +102,7 @@ pub mod privacy;
 pub mod proto;
 pub mod proto_time;
 pub mod push;
+pub mod reconcile;
 pub mod redis_link;
 pub mod scorecard;
 pub mod screenpop;

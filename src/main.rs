@@ -100,6 +100,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Kpis(args) => client::kpis(args).await,
         Command::Queues(args) => client::queues(args).await,
         Command::Scorecard(args) => client::scorecard(args).await,
+        Command::Reconcile(args) => switchboard::reconcile::cli::run(args).await.map(|_| ()),
         Command::Import(ImportCommand::Customers(args)) => {
             switchboard::import_file::customers(args).await.map(|_| ())
         }

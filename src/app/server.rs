@@ -48,10 +48,12 @@ use crate::proto::v1::feedback_service_server::FeedbackServiceServer;
 use crate::proto::v1::import_service_server::ImportServiceServer;
 use crate::proto::v1::interaction_service_server::InteractionServiceServer;
 use crate::proto::v1::privacy_service_server::PrivacyServiceServer;
+use crate::proto::v1::reconcile_service_server::ReconcileServiceServer;
 use crate::proto::v1::scorecard_service_server::ScorecardServiceServer;
 use crate::proto::v1::screen_pop_service_server::ScreenPopServiceServer;
 use crate::proto::v1::segmentation_service_server::SegmentationServiceServer;
 use crate::proto::v1::webhook_service_server::WebhookServiceServer;
+use crate::reconcile::grpc::ReconcileGrpc;
 use crate::scorecard::grpc::ScorecardGrpc;
 use crate::screenpop::grpc::ScreenPopGrpc;
 use crate::screenpop::http::CallerIdHttpLayer;
@@ -90,6 +92,7 @@ limited!(
     ImportServiceServer,
     InteractionServiceServer,
     PrivacyServiceServer,
+    ReconcileServiceServer,
     ScorecardServiceServer,
     ScreenPopServiceServer,
     SegmentationServiceServer,
@@ -224,6 +227,9 @@ fn add_services<L>(
             AnalyticsServiceServer::new(AnalyticsGrpc::new(s.analytics, s.live)).limited(max),
         )
         .add_service(ScorecardServiceServer::new(ScorecardGrpc::new(s.scorecards)).limited(max))
+        .add_service(
+            ReconcileServiceServer::new(ReconcileGrpc::new(s.reconciler, phones)).limited(max),
+        )
         .add_service(
             SegmentationServiceServer::new(SegmentationGrpc::new(s.segmentation)).limited(max),
         )

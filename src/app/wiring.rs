@@ -125,6 +125,7 @@ pub struct Services {
     pub feedback: FeedbackDesk,
     pub analytics: Analytics,
     pub scorecards: crate::scorecard::Scorecards,
+    pub reconciler: crate::reconcile::Reconciler,
     pub live: Live,
     pub segmentation: Segmentation,
     pub privacy: Privacy,
@@ -176,6 +177,7 @@ impl Services {
                 settings.feedback,
             ),
             analytics: Analytics::new(pool.clone()),
+            reconciler: crate::reconcile::Reconciler::new(pool.clone()),
             scorecards: crate::scorecard::Scorecards::new(
                 pool.clone(),
                 Analytics::new(pool.clone()),

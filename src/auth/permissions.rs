@@ -76,6 +76,10 @@ pub const PERMISSIONS: &[(&str, &[Role])] = &[
     ),
     ("/switchboard.v1.ScorecardService/GetScorecard", MANAGERS),
     (
+        "/switchboard.v1.ReconcileService/ReconcileCdrs",
+        &[Supervisor, Service, Admin],
+    ),
+    (
         "/switchboard.v1.AnalyticsService/GetKpis",
         &[Supervisor, Service, Admin],
     ),

@@ -28,6 +28,7 @@ mod merges;
 mod metrics;
 mod nats;
 mod privacy;
+mod reconcile;
 mod scale_out;
 mod scorecard;
 mod screenpop;
