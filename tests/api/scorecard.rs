@@ -61,7 +61,14 @@ async fn call(app: &TestApp, id: &str, at: DateTime<Utc>, steps: &[(CallEventTyp
 }
 
 /// An answered call: waits `wait` seconds from the offer, then `talk` seconds with `agent`.
-async fn answered(app: &TestApp, id: &str, at: DateTime<Utc>, agent: &str, wait: i64, talk: i64) {
+pub(crate) async fn answered(
+    app: &TestApp,
+    id: &str,
+    at: DateTime<Utc>,
+    agent: &str,
+    wait: i64,
+    talk: i64,
+) {
     call(
         app,
         id,
@@ -76,7 +83,7 @@ async fn answered(app: &TestApp, id: &str, at: DateTime<Utc>, agent: &str, wait:
     .await;
 }
 
-async fn provision(app: &TestApp, agent: &str, name: &str, team: &str) {
+pub(crate) async fn provision(app: &TestApp, agent: &str, name: &str, team: &str) {
     app.agents
         .clone()
         .upsert_agent(v1::UpsertAgentRequest {
@@ -91,7 +98,7 @@ async fn provision(app: &TestApp, agent: &str, name: &str, team: &str) {
 }
 
 /// Logs an interaction on the call; returns its id.
-async fn log(
+pub(crate) async fn log(
     app: &TestApp,
     customer: &str,
     call_id: &str,

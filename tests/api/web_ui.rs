@@ -323,6 +323,62 @@ async fn the_wallboard_shows_a_call_waiting_then_in_service_and_charts_todays_kp
     assert_eq!(charts["rates"].as_array().map(Vec::len), Some(4));
 }
 
+/// The roll-out page: a baseline month and the weeks since the launch, seeded as in
+/// `tests/api/scorecard.rs` (the answer much faster, the handle time within its noise, one agent
+/// logging nothing). The verdicts and the weekly adoption chart are GetScorecard's.
+#[tokio::test]
+async fn the_roll_out_page_shows_the_scorecards_verdicts_and_weekly_adoption() {
+    use crate::scorecard::{answered, log, provision};
+    use chrono::{Duration as Days, SubsecRound as _, Utc};
+    let app = spawn_app().await;
+    app.dispositions(&[("noted", false)]).await;
+    provision(&app, "a-1", "Ada Agent", "north").await;
+    provision(&app, "a-2", "Ben Agent", "north").await;
+    let customer = app
+        .create_customer("Dora Customer", &["+1 415 555 0199"])
+        .await
+        .id;
+    let now = Utc::now().trunc_subsecs(0);
+    for i in 0..40 {
+        let (wait, talk) = if i % 2 == 0 { (30, 200) } else { (50, 400) };
+        let at = now - Days::days(50) + Days::hours(i);
+        answered(&app, &format!("b{i}"), at, "a-1", wait, talk).await;
+    }
+    for i in 0..40 {
+        let (agent, wait, talk) = if i % 2 == 0 {
+            ("a-1", 5, 190)
+        } else {
+            ("a-2", 15, 390)
+        };
+        let at = now - Days::days(20) + Days::hours(i);
+        answered(&app, &format!("p{i}"), at, agent, wait, talk).await;
+        if i % 4 == 0 {
+            log(
+                &app,
+                &customer,
+                &format!("p{i}"),
+                "a-1",
+                at,
+                ("noted", "", ""),
+            )
+            .await;
+        }
+    }
+    let steps = Story::start(&app, "rollout", &[]).finish().await;
+    let verdicts = &steps
+        .iter()
+        .find(|s| s["step"] == "verdicts")
+        .expect("verdicts shown")["verdicts"];
+    assert_eq!(verdicts["averageSpeedOfAnswer"], "Improved");
+    assert_eq!(verdicts["averageHandleTime"], "No clear change");
+    let silent = steps
+        .iter()
+        .find(|s| s["step"] == "teams")
+        .and_then(|s| s["silent"].as_str())
+        .expect("the team row");
+    assert_eq!(silent, "1: Ben Agent");
+}
+
 /// The desktop's stream outlives the server: stopped and started again on the same port, the
 /// stream reconnects and the snapshot brings back the call the agent is on, with its card.
 #[tokio::test]

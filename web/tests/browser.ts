@@ -4,7 +4,7 @@
 // so the time from a RINGING report to the card in the page is measured in one clock.
 //
 // Input (environment):
-//   SWITCHBOARD_URL, SCENARIO (agent | multiple | wallboard | restart | latency),
+//   SWITCHBOARD_URL, SCENARIO (agent | multiple | wallboard | rollout | restart | latency),
 //   AGENT_ID, AGENT_TOKEN, SUPERVISOR_TOKEN, GATEWAY_ID, GATEWAY_TOKEN,
 //   CALLER, CUSTOMER_NAME, CASE_SUBJECT, LAST_DISPOSITION (agent), SHARED_NUMBER (multiple),
 //   RING_CALLS (latency), SCREENSHOTS (a directory: a failing scenario leaves its screenshot).
@@ -20,6 +20,7 @@ import { createGrpcWebTransport } from "@connectrpc/connect-node";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { AckOutcome, CallEventService, CallEventType } from "../src/gen/switchboard/v1/call_events_pb.js";
 import { AnalyticsService } from "../src/gen/switchboard/v1/analytics_pb.js";
+import { ScorecardService, Verdict } from "../src/gen/switchboard/v1/scorecard_pb.js";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 
 const env = (name: string): string => {
@@ -97,7 +98,7 @@ async function open(width: number, height: number) {
 }
 
 /** Signs in through the form, as a person pastes a token. */
-async function signIn(page: Page, token: string, view: "agent" | "wallboard"): Promise<void> {
+async function signIn(page: Page, token: string, view: "agent" | "wallboard" | "rollout"): Promise<void> {
   await page.goto(`${URL_}/#${view}`);
   await page.getByTestId("token").fill(token);
   await page.getByTestId("sign-in").click();
@@ -285,6 +286,55 @@ async function wallboard(page: Page): Promise<void> {
   await page.screenshot({ path: join(env("SCREENSHOTS"), "wallboard-1280x800.png"), fullPage: true });
 }
 
+/** The roll-out page draws what GetScorecard answers for the periods it shows. */
+async function rollout(page: Page): Promise<void> {
+  await signIn(page, env("SUPERVISOR_TOKEN"), "rollout");
+  await page.getByTestId("rollout-status").filter({ hasText: "onwards" }).waitFor();
+  const periods = JSON.parse((await page.locator("#main").getAttribute("data-periods")) ?? "{}") as {
+    launch: string;
+    end: string;
+    baselineStart: string;
+    weeks: [string, string][];
+  };
+  const at = (iso: string) => timestampFromDate(new Date(iso));
+  const baselinePeriod = { start: at(periods.baselineStart), end: at(periods.launch) };
+  const scorecards = client(ScorecardService, env("SUPERVISOR_TOKEN"));
+  const card = await scorecards.getScorecard({ period: { start: at(periods.launch), end: at(periods.end) }, baselinePeriod });
+  const names: Record<number, string> = {
+    [Verdict.IMPROVED]: "Improved",
+    [Verdict.WORSE]: "Worse",
+    [Verdict.NO_CLEAR_CHANGE]: "No clear change",
+    [Verdict.INSUFFICIENT_DATA]: "Too few calls",
+  };
+  const verdicts: Record<string, string> = {};
+  for (const key of ["averageHandleTime", "averageSpeedOfAnswer", "serviceLevel", "firstContactResolution", "repeatContactRate", "transferRate", "averageAfterCallWork"] as const) {
+    const shown = await page.getByTestId(`verdict-${key}`).getByTestId("verdict").innerText();
+    const expected = names[card.total?.efficiency?.[key]?.verdict ?? 0];
+    check(shown === expected, `the ${key} verdict shown is GetScorecard's: ${shown} against ${expected}`);
+    verdicts[key] = shown;
+  }
+  emit({ step: "verdicts", verdicts });
+  // The adoption chart's weeks are GetScorecard's, week by week.
+  const drawn = JSON.parse((await page.getByTestId("chart-adoption").getAttribute("data-drawn")) ?? "[]") as (number | null)[][];
+  const weekly = await Promise.all(
+    periods.weeks.map(([start, end]) => scorecards.getScorecard({ period: { start: at(start), end: at(end) }, baselinePeriod })),
+  );
+  const expected = ["popDelivered", "interactionLogged", "dispositionSet", "notesWritten"].map((key) =>
+    weekly.map((w) => {
+      const share = (w.total?.adoption as Record<string, { share?: number } | undefined> | undefined)?.[key]?.share;
+      return share === undefined ? null : share * 100;
+    }),
+  );
+  check(JSON.stringify(drawn) === JSON.stringify(expected), `the adoption chart draws GetScorecard's weeks: ${JSON.stringify(drawn)} against ${JSON.stringify(expected)}`);
+  emit({ step: "adoption", weeks: drawn[1] });
+  // A supervisor sees who logged nothing, below the team's figures.
+  const teamRow = page.locator('[data-testid=rollout-group][data-group="north"]');
+  const silent = await teamRow.locator("td").nth(5).innerText();
+  emit({ step: "teams", silent });
+  await axe(page, "roll-out page");
+  await page.screenshot({ path: join(env("SCREENSHOTS"), "rollout-1920x1080.png"), fullPage: true });
+}
+
 async function restart(page: Page): Promise<void> {
   await signIn(page, env("AGENT_TOKEN"), "agent");
   await page.getByTestId("stream-status").filter({ hasText: "live" }).waitFor();
@@ -326,9 +376,10 @@ async function latency(page: Page): Promise<void> {
 async function main(): Promise<void> {
   mkdirSync(env("SCREENSHOTS"), { recursive: true });
   const scenario = env("SCENARIO");
-  const { browser, page } = await open(scenario === "wallboard" ? 1920 : 1280, scenario === "wallboard" ? 1080 : 800);
+  const wide = scenario === "wallboard" || scenario === "rollout";
+  const { browser, page } = await open(wide ? 1920 : 1280, wide ? 1080 : 800);
   try {
-    const run = { agent: agentStory, multiple, wallboard, restart, latency }[scenario];
+    const run = { agent: agentStory, multiple, wallboard, rollout, restart, latency }[scenario];
     check(run, `a known scenario: ${scenario}`);
     await run(page);
     check(consoleErrors.length === 0, `no console errors: ${consoleErrors.join(" | ")}`);

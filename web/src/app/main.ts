@@ -2,6 +2,7 @@
 
 import { h, replace, field } from "./dom.js";
 import { AgentDesktop } from "./agent.js";
+import { Rollout } from "./rollout.js";
 import { Wallboard } from "./wallboard.js";
 import * as session from "./session.js";
 
@@ -9,8 +10,10 @@ const main = document.getElementById("main") as HTMLElement;
 const nav = document.getElementById("nav") as HTMLElement;
 let running: AbortController | undefined;
 
-function view(): "agent" | "wallboard" {
-  return location.hash === "#wallboard" ? "wallboard" : "agent";
+type View = "agent" | "wallboard" | "rollout";
+
+function view(): View {
+  return location.hash === "#wallboard" ? "wallboard" : location.hash === "#rollout" ? "rollout" : "agent";
 }
 
 function signIn(config: session.UiConfig, message = ""): void {
@@ -49,12 +52,13 @@ function signIn(config: session.UiConfig, message = ""): void {
 }
 
 function renderNav(config: session.UiConfig, s: session.Session): void {
-  const link = (target: "agent" | "wallboard", text: string) =>
+  const link = (target: View, text: string) =>
     h("a", { href: `#${target}`, "aria-current": view() === target ? "page" : undefined }, text);
   replace(
     nav,
     link("agent", "Agent desktop"),
     link("wallboard", "Wallboard"),
+    link("rollout", "Roll-out"),
     h("span", { class: "who" }, s.agentId || s.role || "signed in"),
     h(
       "button",
@@ -84,8 +88,10 @@ function start(config: session.UiConfig): void {
   const api = new session.Api(s);
   if (view() === "wallboard") {
     new Wallboard(main, api, running.signal).start();
+  } else if (view() === "rollout") {
+    new Rollout(main, api, running.signal).start();
   } else if (!s.agentId) {
-    signIn(config, "Give the agent id this desktop acts as, or open the wallboard.");
+    signIn(config, "Give the agent id this desktop acts as, or open the wallboard or the roll-out page.");
   } else {
     void new AgentDesktop(main, api, running.signal).start();
   }
