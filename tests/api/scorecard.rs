@@ -30,8 +30,18 @@ fn period(start: DateTime<Utc>, end: DateTime<Utc>) -> Option<v1::Period> {
     })
 }
 
-/// One call: (event, seconds after `at`, agent); a transfer goes to `a-2`.
+/// One call from nobody's number: (event, seconds after `at`, agent); a transfer goes to `a-2`.
 async fn call(app: &TestApp, id: &str, at: DateTime<Utc>, steps: &[(CallEventType, i64, &str)]) {
+    call_from(app, id, "+1 415 555 0100", at, steps).await;
+}
+
+async fn call_from(
+    app: &TestApp,
+    id: &str,
+    caller: &str,
+    at: DateTime<Utc>,
+    steps: &[(CallEventType, i64, &str)],
+) {
     for (n, (kind, after, agent)) in steps.iter().enumerate() {
         let mut event = v1::CallEvent {
             gateway_id: GATEWAY.into(),
@@ -43,8 +53,7 @@ async fn call(app: &TestApp, id: &str, at: DateTime<Utc>, steps: &[(CallEventTyp
             ..Default::default()
         };
         if *kind == Offered {
-            // Nobody's number: the calls belong to no customer.
-            event.caller_number = "+1 415 555 0100".into();
+            event.caller_number = caller.into();
             event.queue = "sales".into();
         }
         if *kind == Transferred {
@@ -695,5 +704,90 @@ async fn the_scorecard_is_for_managers_and_bad_requests_are_refused() {
     assert_eq!(
         violated_fields(&bad),
         ["period", "baseline_period", "group_by"]
+    );
+}
+
+/// First-contact resolution and repeat contacts, on calls from known customers: before the launch
+/// every customer called twice within the week and no wrap-up resolved anything (FCR 0 of 60,
+/// repeats 30 of 60); after it, each called once and was resolved (FCR 30 of 30, no repeat).
+#[tokio::test]
+async fn first_contact_resolution_and_repeats_are_judged_on_known_customers_calls() {
+    let app = spawn_app().await;
+    let now = Utc::now().trunc_subsecs(0);
+    let (post, baseline) = (now - Duration::days(30), now - Duration::days(90));
+    app.dispositions(&[("noted", false), ("fixed", true)]).await;
+    provision(&app, "a-1", "Ada Agent", "north").await;
+    let mut n = 0;
+    let mut answered_and_wrapped = |number: String, at: DateTime<Utc>, code: &'static str| {
+        n += 1;
+        let (app, id) = (&app, format!("k{n}"));
+        async move {
+            let customer = app
+                .pops
+                .clone()
+                .lookup(v1::LookupRequest {
+                    caller_number: number.clone(),
+                    ..Default::default()
+                })
+                .await
+                .expect("pop")
+                .into_inner()
+                .pop
+                .and_then(|p| p.card)
+                .map(|c| c.customer_id)
+                .expect("a known caller");
+            let steps = [
+                (Offered, 0, ""),
+                (Ringing, 1, "a-1"),
+                (Answered, 8, "a-1"),
+                (Ended, 128, ""),
+            ];
+            call_from(app, &id, &number, at, &steps).await;
+            let interaction = log(app, &customer, &id, "a-1", at, (code, "", "")).await;
+            app.interactions()
+                .complete_wrap_up(v1::CompleteWrapUpRequest {
+                    interaction_id: interaction,
+                    disposition_code: code.into(),
+                    notes: String::new(),
+                })
+                .await
+                .expect("wrapped up");
+        }
+    };
+    for i in 0..60 {
+        app.create_customer(&format!("Customer {i}"), &[&format!("+1 212 555 01{i:02}")])
+            .await;
+    }
+    for i in 0..30 {
+        let number = format!("+1 212 555 01{i:02}");
+        let first = baseline + Duration::hours(24 + 4 * i);
+        answered_and_wrapped(number.clone(), first, "noted").await;
+        answered_and_wrapped(number, first + Duration::days(2), "noted").await;
+    }
+    for i in 30..60 {
+        let at = post + Duration::hours(24 + 4 * (i - 30));
+        answered_and_wrapped(format!("+1 212 555 01{i:02}"), at, "fixed").await;
+    }
+    let card = ScorecardServiceClient::new(app.channel.clone())
+        .get_scorecard(v1::GetScorecardRequest {
+            period: period(post, now),
+            baseline_period: period(baseline, baseline + Duration::days(30)),
+            group_by: v1::ScorecardGrouping::Team.into(),
+        })
+        .await
+        .expect("scorecard")
+        .into_inner();
+    let e = card.total.and_then(|t| t.efficiency).expect("efficiency");
+    check_share(
+        &e.first_contact_resolution,
+        (30, 30),
+        (0, 60),
+        v1::Verdict::Improved,
+    );
+    check_share(
+        &e.repeat_contact_rate,
+        (0, 30),
+        (30, 60),
+        v1::Verdict::Improved,
     );
 }
