@@ -130,6 +130,18 @@ impl Violations {
         value.to_owned()
     }
 
+    /// An IANA time zone's name; empty means UTC. An unknown zone is a violation (and "" back).
+    pub fn time_zone(&mut self, field: &str, value: &str) -> String {
+        match value {
+            "" => "UTC".to_owned(),
+            zone if zone.parse::<chrono_tz::Tz>().is_ok() => zone.to_owned(),
+            _ => {
+                self.add(field, "must be an IANA time zone");
+                String::new()
+            }
+        }
+    }
+
     /// A list of at most `max_items` names, each required and at most `max` characters; the
     /// violations name the list (`field`) or the item (`field[i]`).
     pub fn texts(

@@ -85,14 +85,7 @@ fn query_of(request: v1::GetKpisRequest) -> Result<Query, Violations> {
             Grouping::Total
         }
     };
-    let time_zone = match request.time_zone.as_str() {
-        "" => "UTC".to_owned(),
-        zone if zone.parse::<chrono_tz::Tz>().is_ok() => zone.to_owned(),
-        _ => {
-            violations.add("time_zone", "must be an IANA time zone");
-            String::new()
-        }
-    };
+    let time_zone = violations.time_zone("time_zone", &request.time_zone);
     let short_abandon_seconds = seconds(
         "short_abandon_seconds",
         request.short_abandon_seconds,

@@ -59,14 +59,7 @@ fn settings_of(first: &v1::ReconcileCdrsRequest) -> Result<Settings, Violations>
         first.duration_tolerance_seconds,
         2,
     );
-    let time_zone = match first.time_zone.as_str() {
-        "" => "UTC".to_owned(),
-        zone if zone.parse::<chrono_tz::Tz>().is_ok() => zone.to_owned(),
-        _ => {
-            v.add("time_zone", "must be an IANA time zone");
-            String::new()
-        }
-    };
+    let time_zone = v.time_zone("time_zone", &first.time_zone);
     match v.is_empty() {
         true => Ok(Settings {
             gateway_id: gateway_id.to_owned(),

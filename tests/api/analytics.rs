@@ -22,7 +22,7 @@ type Steps<'a> = &'a [(CallEventType, i64, &'a str)];
 
 /// Reports one call: (event, seconds after `base`, agent) in order; transfers go to `a-2`, or to
 /// the queue named by an agent `queue:<name>`.
-async fn call_from(
+pub(crate) async fn call_from(
     app: &TestApp,
     id: &str,
     caller: &str,

@@ -10,7 +10,6 @@ use switchboard::proto::v1::feedback_service_client::FeedbackServiceClient;
 use switchboard::proto::v1::scorecard_service_client::ScorecardServiceClient;
 use tonic::Code;
 
-use crate::calls::report;
 use crate::helpers::{
     TestApp, authed, eventually, log_in_and_watch, spawn_app, token, violated_fields,
 };
@@ -42,31 +41,7 @@ async fn call_from(
     at: DateTime<Utc>,
     steps: &[(CallEventType, i64, &str)],
 ) {
-    for (n, (kind, after, agent)) in steps.iter().enumerate() {
-        let mut event = v1::CallEvent {
-            gateway_id: GATEWAY.into(),
-            event_id: format!("{id}-{n}"),
-            call_id: id.into(),
-            r#type: (*kind).into(),
-            occurred_at: ts(at + Duration::seconds(*after)),
-            agent_id: (*agent).into(),
-            ..Default::default()
-        };
-        if *kind == Offered {
-            event.caller_number = caller.into();
-            event.queue = "sales".into();
-        }
-        if *kind == Transferred {
-            event.target_agent_id = "a-2".into();
-        }
-        let ack = report(app, event).await;
-        assert_eq!(
-            ack.outcome(),
-            v1::AckOutcome::Accepted,
-            "{id}: {}",
-            ack.reason
-        );
-    }
+    crate::analytics::call_from(app, id, caller, at, "sales", steps).await;
 }
 
 /// An answered call: waits `wait` seconds from the offer, then `talk` seconds with `agent`.
