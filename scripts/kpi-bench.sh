@@ -3,7 +3,8 @@
 # its own (switchboard_kpibench: 100,000 customers, then scripts/kpi-bench.sql's calls), a release
 # server in development mode on 127.0.0.1:50073, and `switchboard kpis` timed RUNS times (default
 # 3) for every grouping. The first request stamps the month's contact chains and is not counted.
-# KEEP=1 reuses the database when it is already filled.
+# KEEP=1 reuses the database when it is already filled. Then GetScorecard is timed on the same
+# month.
 set -euo pipefail
 source "$(dirname "$0")/services.sh"
 cd "$ROOT"
@@ -56,4 +57,16 @@ for grouping in day hour team queue agent campaign ""; do
     times+=("$(since "$started")")
   done
   echo "by ${grouping:-totals only}: ${times[*]} s"
+done
+# The roll-out scorecard on the same month: its second half against its first, by team and by
+# queue (three KPI passes, the adoption, case and coordination queries).
+for grouping in team queue; do
+  times=()
+  for _ in $(seq 1 "$RUNS"); do
+    started=$(date +%s%N)
+    "$bin/switchboard" scorecard --server http://127.0.0.1:50073 --token "$(cat "$work/token")" \
+      --period 2026-11-16..2026-12-01 --baseline 2026-11-01..2026-11-16 --group-by "$grouping" >/dev/null
+    times+=("$(since "$started")")
+  done
+  echo "scorecard by $grouping: ${times[*]} s"
 done
