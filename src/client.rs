@@ -527,7 +527,7 @@ fn render_group(out: &mut String, title: &str, group: &v1::ScorecardGroup) {
     if let Some(e) = &group.efficiency {
         let _ = writeln!(
             out,
-            "  {:<26} {:>9} {:>9} {:>9}  {:<22} verdict",
+            "  {:<28} {:>9} {:>9} {:>9}  {:<22} verdict",
             "efficiency", "now", "before", "change", "interval"
         );
         for (name, c, scale) in [
@@ -554,7 +554,7 @@ fn render_group(out: &mut String, title: &str, group: &v1::ScorecardGroup) {
             let verdict = c.verdict().as_str_name().trim_start_matches("VERDICT_");
             let _ = writeln!(
                 out,
-                "  {name:<26} {:>9} {:>9} {:>9}  {interval:<22} {}",
+                "  {name:<28} {:>9} {:>9} {:>9}  {interval:<22} {}",
                 number(c.value),
                 number(c.baseline),
                 number(c.change),

@@ -83,6 +83,7 @@ fn comparison(c: Compared) -> Option<v1::Comparison> {
         Verdict::Worse => v1::Verdict::Worse,
         Verdict::NoClearChange => v1::Verdict::NoClearChange,
         Verdict::InsufficientData => v1::Verdict::InsufficientData,
+        Verdict::Provisional => v1::Verdict::Provisional,
     };
     Some(v1::Comparison {
         value: c.value,

@@ -198,11 +198,22 @@ struct FeedbackTotals {
     negative_case_resolved: i64,
 }
 
-/// Each efficiency KPI of `now` against `before`, with its verdict.
-fn efficiency(now: &Tally, before: &Tally) -> Efficiency {
+/// The repeat window the scorecard's KPIs use (GetKpis' default), in hours.
+const REPEAT_WINDOW_HOURS: i32 = 168;
+
+/// Each efficiency KPI of `now` against `before`, with its verdict. While `settled` is false (the
+/// period ended less than the repeat window ago), first-contact resolution and repeat contacts
+/// get no verdict: the period's last calls may still become repeats, which would flatter it.
+fn efficiency(now: &Tally, before: &Tally, settled: bool) -> Efficiency {
     const MS: f64 = 0.001;
     let rule = ServiceLevelRule::default();
     let moments = |n: i64, sum: f64, sum_sq: f64| Moments { n, sum, sum_sq };
+    let provisional = |mut c: Compared| {
+        if !settled && c.verdict != verdict::Verdict::InsufficientData {
+            c.verdict = verdict::Verdict::Provisional;
+        }
+        c
+    };
     Efficiency {
         average_handle_time: verdict::means(
             moments(now.aht_calls, now.aht_ms, now.aht_ms_sq),
@@ -221,16 +232,16 @@ fn efficiency(now: &Tally, before: &Tally) -> Efficiency {
             before.service_level_counts(rule),
             Better::Higher,
         ),
-        first_contact_resolution: verdict::shares(
+        first_contact_resolution: provisional(verdict::shares(
             (now.first_contact_resolved, now.with_customer),
             (before.first_contact_resolved, before.with_customer),
             Better::Higher,
-        ),
-        repeat_contact_rate: verdict::shares(
+        )),
+        repeat_contact_rate: provisional(verdict::shares(
             (now.repeated, now.with_customer),
             (before.repeated, before.with_customer),
             Better::Lower,
-        ),
+        )),
         transfer_rate: verdict::shares(
             (now.transferred, now.answered),
             (before.transferred, before.answered),
@@ -341,7 +352,7 @@ impl Scorecards {
             time_zone: "UTC".to_owned(),
             short_abandon_seconds: 5,
             service_level_seconds: 20,
-            repeat_window_hours: 168,
+            repeat_window_hours: REPEAT_WINDOW_HOURS,
             service_level_rule: ServiceLevelRule::default(),
             wrap_up_cap_seconds: 1800,
         };
@@ -400,6 +411,8 @@ impl Scorecards {
         drop(conn);
 
         let baseline = kpis.baseline.unwrap_or_default();
+        let settled = request.period.end + chrono::Duration::hours(i64::from(REPEAT_WINDOW_HOURS))
+            <= chrono::Utc::now();
         let keys: BTreeSet<&String> = kpis
             .period
             .keys()
@@ -428,6 +441,7 @@ impl Scorecards {
                     efficiency: efficiency(
                         kpis.period.get(key).unwrap_or(&none),
                         baseline.get(key).unwrap_or(&none),
+                        settled,
                     ),
                     coordination: (!by_queue).then(|| Coordination {
                         handle_time_spread: spread(&ahts),
@@ -465,6 +479,7 @@ impl Scorecards {
                 efficiency: efficiency(
                     &Tally::sum(kpis.period.values()),
                     &Tally::sum(baseline.values()),
+                    settled,
                 ),
                 coordination: (!by_queue).then_some(together),
                 agents: Vec::new(),

@@ -33,6 +33,8 @@ pub enum Verdict {
     Worse,
     NoClearChange,
     InsufficientData,
+    /// The figure may still move (repeats still to come): no verdict yet.
+    Provisional,
 }
 
 /// Per-call values of one period: how many, their sum, and the sum of their squares.

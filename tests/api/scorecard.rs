@@ -743,16 +743,25 @@ async fn first_contact_resolution_and_repeats_are_judged_on_known_customers_call
         let at = post + Duration::hours(24 + 4 * (i - 30));
         answered_and_wrapped(format!("+1 212 555 01{i:02}"), at, "fixed").await;
     }
-    let card = ScorecardServiceClient::new(app.channel.clone())
-        .get_scorecard(v1::GetScorecardRequest {
-            period: period(post, now),
-            baseline_period: period(baseline, baseline + Duration::days(30)),
-            group_by: v1::ScorecardGrouping::Team.into(),
-        })
-        .await
-        .expect("scorecard")
-        .into_inner();
-    let e = card.total.and_then(|t| t.efficiency).expect("efficiency");
+    let efficiency = |end: DateTime<Utc>| {
+        let mut client = ScorecardServiceClient::new(app.channel.clone());
+        async move {
+            client
+                .get_scorecard(v1::GetScorecardRequest {
+                    period: period(post, end),
+                    baseline_period: period(baseline, baseline + Duration::days(30)),
+                    group_by: v1::ScorecardGrouping::Team.into(),
+                })
+                .await
+                .expect("scorecard")
+                .into_inner()
+                .total
+                .and_then(|t| t.efficiency)
+                .expect("efficiency")
+        }
+    };
+    // The period ended more than the repeat window (7 days) ago: its repeats are all in.
+    let e = efficiency(now - Duration::days(8)).await;
     check_share(
         &e.first_contact_resolution,
         (30, 30),
@@ -764,5 +773,19 @@ async fn first_contact_resolution_and_repeats_are_judged_on_known_customers_call
         (0, 30),
         (30, 60),
         v1::Verdict::Improved,
+    );
+    // Ending now, the same calls may still be followed by repeats: no verdict yet.
+    let e = efficiency(now).await;
+    check_share(
+        &e.first_contact_resolution,
+        (30, 30),
+        (0, 60),
+        v1::Verdict::Provisional,
+    );
+    check_share(
+        &e.repeat_contact_rate,
+        (0, 30),
+        (30, 60),
+        v1::Verdict::Provisional,
     );
 }

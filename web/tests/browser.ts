@@ -305,6 +305,7 @@ async function rollout(page: Page): Promise<void> {
     [Verdict.WORSE]: "Worse",
     [Verdict.NO_CLEAR_CHANGE]: "No clear change",
     [Verdict.INSUFFICIENT_DATA]: "Too few calls",
+    [Verdict.PROVISIONAL]: "Provisional",
   };
   const verdicts: Record<string, string> = {};
   for (const key of ["averageHandleTime", "averageSpeedOfAnswer", "serviceLevel", "firstContactResolution", "repeatContactRate", "transferRate", "averageAfterCallWork"] as const) {

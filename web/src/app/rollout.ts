@@ -58,6 +58,7 @@ const VERDICTS: Record<Verdict, string> = {
   [Verdict.WORSE]: "Worse",
   [Verdict.NO_CLEAR_CHANGE]: "No clear change",
   [Verdict.INSUFFICIENT_DATA]: "Too few calls",
+  [Verdict.PROVISIONAL]: "Provisional",
 };
 
 const shareOf = (s: Share | undefined) => s?.share;
