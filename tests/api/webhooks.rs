@@ -234,8 +234,18 @@ async fn a_webhook_gets_every_event_signed_in_order_with_no_personal_data() {
     assert_eq!(requests[0]["type"], "customer.created");
 
     // Its own deliveries are listed, newest first: runs of first attempts that cover every
-    // event sent, each once.
-    let deliveries = deliveries(&mut client, &hook.id).await;
+    // event sent, each once. A run is recorded once its response is in, just after the receiver
+    // saw the request: wait for the last one.
+    let last = owed.last().expect("one").to_string();
+    let mut listed = deliveries(&mut client, &hook.id).await;
+    for _ in 0..100 {
+        if listed.first().is_some_and(|d| d.through_cursor == last) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        listed = deliveries(&mut client, &hook.id).await;
+    }
+    let deliveries = listed;
     assert_eq!(
         deliveries[0].through_cursor,
         owed.last().expect("one").to_string()
