@@ -35,10 +35,7 @@ impl From<ReconcileError> for Status {
 
 fn settings_of(first: &v1::ReconcileCdrsRequest) -> Result<Settings, Violations> {
     let mut v = Violations::new();
-    let gateway_id = first.gateway_id.trim();
-    if gateway_id.is_empty() || gateway_id.len() > 64 {
-        v.add("gateway_id", "is required, at most 64 characters");
-    }
+    let gateway_id = v.text("gateway_id", &first.gateway_id, 64, true);
     let seconds = |v: &mut Violations, field: &str, value: i32, default: i32| match value {
         0 => default,
         1..=3600 => value,
@@ -62,7 +59,7 @@ fn settings_of(first: &v1::ReconcileCdrsRequest) -> Result<Settings, Violations>
     let time_zone = v.time_zone("time_zone", &first.time_zone);
     match v.is_empty() {
         true => Ok(Settings {
-            gateway_id: gateway_id.to_owned(),
+            gateway_id,
             time_tolerance_seconds,
             duration_tolerance_seconds,
             time_zone,
@@ -106,9 +103,13 @@ fn record_of(phones: &PhoneParser, r: &v1::CdrRecord) -> Result<Cdr, v1::Rejecte
     if r.talk_seconds.is_some_and(|s| !(0..=86_400).contains(&s)) {
         return Err(reject("talk_seconds", "must be between 0 and 86400"));
     }
+    // PostgreSQL refuses NUL in text: no control character gets as far as the database.
     let call_id = r.call_id.trim();
-    if call_id.len() > 128 {
-        return Err(reject("call_id", "at most 128 characters"));
+    if call_id.chars().count() > 128 || call_id.chars().any(char::is_control) {
+        return Err(reject(
+            "call_id",
+            "at most 128 characters, and no control characters",
+        ));
     }
     Ok(Cdr {
         line: r.line,
