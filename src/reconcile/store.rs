@@ -93,11 +93,16 @@ pub async fn pair(conn: &mut PgConnection, gateway_id: &str, tolerance_s: i32) -
     Ok(())
 }
 
-/// The calls of the gateway a pair names, with their talk time.
-const PAIRED: &str = "FROM cdr_pairs p \
-     LEFT JOIN (SELECT call_id, answered_at, \
-                  1000 * date_part('epoch', ended_at - answered_at) AS talk \
-                FROM calls WHERE gateway_id = $1) c ON c.call_id = p.sb";
+/// The calls of the gateway a pair names, with their talk time (SQL shared with `concat!`, so the
+/// statements stay `'static` strings with every value bound).
+macro_rules! paired {
+    () => {
+        "FROM cdr_pairs p \
+         LEFT JOIN (SELECT call_id, answered_at, \
+                      1000 * date_part('epoch', ended_at - answered_at) AS talk \
+                    FROM calls WHERE gateway_id = $1) c ON c.call_id = p.sb"
+    };
+}
 
 /// The CDR side of each day, by the records' start.
 pub async fn cdr_days(
@@ -106,7 +111,7 @@ pub async fn cdr_days(
     time_zone: &str,
     tolerance_ms: i64,
 ) -> sqlx::Result<Vec<Day>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let rows = sqlx::query(concat!(
         "SELECT to_char(p.started_at AT TIME ZONE $2, 'YYYY-MM-DD') AS day, \
            count(*) FILTER (WHERE NOT p.duplicate) AS cdrs, \
            count(*) FILTER (WHERE p.duplicate) AS duplicates, \
@@ -121,8 +126,10 @@ pub async fn cdr_days(
            COALESCE(sum(p.talk) FILTER (WHERE NOT p.duplicate AND p.answered_at IS NOT NULL), 0) \
              ::float8 AS talk_ms, \
            count(p.talk) FILTER (WHERE NOT p.duplicate AND p.answered_at IS NOT NULL) AS talked \
-         {PAIRED} GROUP BY 1"
-    )))
+         ",
+        paired!(),
+        " GROUP BY 1"
+    ))
     .bind(gateway_id)
     .bind(time_zone)
     .bind(tolerance_ms as f64)
@@ -152,11 +159,15 @@ pub async fn cdr_days(
 }
 
 /// The calls of the gateway offered within the records' span (widened by the tolerance).
-const SPAN: &str = "FROM calls c \
-     CROSS JOIN (SELECT min(started_at) - make_interval(secs => $3) AS lo, \
-                   max(started_at) + make_interval(secs => $3) AS hi FROM cdr_rows) s \
-     LEFT JOIN cdr_pairs m ON m.sb = c.call_id \
-     WHERE c.gateway_id = $1 AND c.offered_at BETWEEN s.lo AND s.hi";
+macro_rules! span {
+    () => {
+        "FROM calls c \
+         CROSS JOIN (SELECT min(started_at) - make_interval(secs => $3) AS lo, \
+                       max(started_at) + make_interval(secs => $3) AS hi FROM cdr_rows) s \
+         LEFT JOIN cdr_pairs m ON m.sb = c.call_id \
+         WHERE c.gateway_id = $1 AND c.offered_at BETWEEN s.lo AND s.hi"
+    };
+}
 
 /// Switchboard's side of each day, by the calls' offer; and its calls no record matched.
 pub async fn switchboard_days(
@@ -165,7 +176,7 @@ pub async fn switchboard_days(
     time_zone: &str,
     tolerance_s: i32,
 ) -> sqlx::Result<Vec<(String, Side, i64)>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let rows = sqlx::query(concat!(
         "SELECT to_char(c.offered_at AT TIME ZONE $2, 'YYYY-MM-DD') AS day, count(*) AS offered, \
            count(*) FILTER (WHERE c.answered_at IS NOT NULL) AS answered, \
            COALESCE(sum(1000 * date_part('epoch', c.answered_at - c.offered_at)) \
@@ -174,8 +185,10 @@ pub async fn switchboard_days(
              FILTER (WHERE c.answered_at IS NOT NULL), 0)::float8 AS talk_ms, \
            count(c.ended_at) FILTER (WHERE c.answered_at IS NOT NULL) AS talked, \
            count(*) FILTER (WHERE m.sb IS NULL) AS missing \
-         {SPAN} GROUP BY 1"
-    )))
+         ",
+        span!(),
+        " GROUP BY 1"
+    ))
     .bind(gateway_id)
     .bind(time_zone)
     .bind(f64::from(tolerance_s))
@@ -207,10 +220,12 @@ pub async fn discrepancies(
     tolerance_s: i32,
     tolerance_ms: i64,
 ) -> sqlx::Result<(Vec<Discrepancy>, i64)> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let rows = sqlx::query(concat!(
         "WITH p AS ( \
            SELECT p.*, c.answered_at AS sb_answered_at, c.talk AS sb_talk, \
-             to_char(p.started_at AT TIME ZONE $2, 'YYYY-MM-DD') AS day {PAIRED}), \
+             to_char(p.started_at AT TIME ZONE $2, 'YYYY-MM-DD') AS day ",
+        paired!(),
+        "), \
          x AS ( \
            SELECT 'duplicate' AS kind, line, COALESCE(call_id, '') AS call_id, day, \
              'the same call as line ' || first_line AS detail FROM p WHERE duplicate \
@@ -230,10 +245,12 @@ pub async fn discrepancies(
            UNION ALL \
            SELECT 'missing_in_cdrs', 0, c.call_id, \
              to_char(c.offered_at AT TIME ZONE $2, 'YYYY-MM-DD'), 'no cdr' \
-           {SPAN} AND m.sb IS NULL) \
+           ",
+        span!(),
+        " AND m.sb IS NULL) \
          SELECT kind, line, call_id, day, detail, count(*) OVER () AS total FROM x \
          ORDER BY line = 0, line, call_id, kind LIMIT $5"
-    )))
+    ))
     .bind(gateway_id)
     .bind(time_zone)
     .bind(f64::from(tolerance_s))
