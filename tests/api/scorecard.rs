@@ -692,25 +692,20 @@ async fn first_contact_resolution_and_repeats_are_judged_on_known_customers_call
     let (post, baseline) = (now - Duration::days(30), now - Duration::days(90));
     app.dispositions(&[("noted", false), ("fixed", true)]).await;
     provision(&app, "a-1", "Ada Agent", "north").await;
+    // 60 customers, each with one number: the first 30 call before the launch, the rest after.
+    let mut customers = Vec::new();
+    for i in 0..60 {
+        let number = format!("+1 212 555 01{i:02}");
+        let customer = app
+            .create_customer(&format!("Customer {i}"), &[&number])
+            .await;
+        customers.push((number, customer.id));
+    }
     let mut n = 0;
-    let mut answered_and_wrapped = |number: String, at: DateTime<Utc>, code: &'static str| {
+    let mut answered_and_wrapped = |i: usize, at: DateTime<Utc>, code: &'static str| {
         n += 1;
-        let (app, id) = (&app, format!("k{n}"));
+        let (app, id, (number, customer)) = (&app, format!("k{n}"), customers[i].clone());
         async move {
-            let customer = app
-                .pops
-                .clone()
-                .lookup(v1::LookupRequest {
-                    caller_number: number.clone(),
-                    ..Default::default()
-                })
-                .await
-                .expect("pop")
-                .into_inner()
-                .pop
-                .and_then(|p| p.card)
-                .map(|c| c.customer_id)
-                .expect("a known caller");
             let steps = [
                 (Offered, 0, ""),
                 (Ringing, 1, "a-1"),
@@ -729,19 +724,14 @@ async fn first_contact_resolution_and_repeats_are_judged_on_known_customers_call
                 .expect("wrapped up");
         }
     };
-    for i in 0..60 {
-        app.create_customer(&format!("Customer {i}"), &[&format!("+1 212 555 01{i:02}")])
-            .await;
-    }
     for i in 0..30 {
-        let number = format!("+1 212 555 01{i:02}");
-        let first = baseline + Duration::hours(24 + 4 * i);
-        answered_and_wrapped(number.clone(), first, "noted").await;
-        answered_and_wrapped(number, first + Duration::days(2), "noted").await;
+        let first = baseline + Duration::hours(24 + 4 * i as i64);
+        answered_and_wrapped(i, first, "noted").await;
+        answered_and_wrapped(i, first + Duration::days(2), "noted").await;
     }
     for i in 30..60 {
-        let at = post + Duration::hours(24 + 4 * (i - 30));
-        answered_and_wrapped(format!("+1 212 555 01{i:02}"), at, "fixed").await;
+        let at = post + Duration::hours(24 + 4 * (i as i64 - 30));
+        answered_and_wrapped(i, at, "fixed").await;
     }
     let efficiency = |end: DateTime<Utc>| {
         let mut client = ScorecardServiceClient::new(app.channel.clone());
