@@ -81,6 +81,17 @@ pub enum Command {
     /// Data retention.
     #[command(subcommand)]
     Retention(RetentionCommand),
+    /// Database upkeep.
+    #[command(subcommand)]
+    Maintenance(MaintenanceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MaintenanceCommand {
+    /// Build every stored screen-pop card that is missing or stale (`customer_cards`), then exit.
+    /// Serving instances do this in the background; run it after a bulk load or an upgrade so
+    /// that the first pops do not build the cards themselves. Safe beside the servers.
+    BuildCards(DatabaseArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,8 +7,8 @@ use switchboard::app::Application;
 use switchboard::auth::Role;
 
 use switchboard::config::{
-    ApiKeyCommand, Cli, Command, CustomerCommand, ImportCommand, RetentionArgs, RetentionCommand,
-    Settings,
+    ApiKeyCommand, Cli, Command, CustomerCommand, ImportCommand, MaintenanceCommand, RetentionArgs,
+    RetentionCommand, Settings,
 };
 use switchboard::{client, db, seed, telemetry};
 
@@ -92,6 +92,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 println!("{column}: {rows} rows masked");
             }
             println!("remask finished: {total} rows masked");
+            Ok(())
+        }
+        Command::Maintenance(MaintenanceCommand::BuildCards(args)) => {
+            let pool = sqlx::PgPool::connect(&args.database_url).await?;
+            db::migrate(&pool).await?;
+            let started = std::time::Instant::now();
+            let built = switchboard::screenpop::card::build_pending(&pool).await?;
+            println!(
+                "{built} customer cards built in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
             Ok(())
         }
         Command::Seed(args) => seed::run(args).await,

@@ -1,5 +1,6 @@
 //! The tasks that run beside the server, started together and stopped behind one handle:
-//! the database health monitor, the pop-invalidation relay, the offer directory's refresh, the
+//! the database health monitor, the pop-invalidation relay, the stored-card builder, the offer
+//! directory's refresh, the
 //! live board's reconciler, the call-chain stamper, the admission probe, the metrics port, the
 //! feed sequencer, the agent fan-out subscriber, and the audit writer (stopped last, after the
 //! server has drained, so the reads of draining calls are written).
@@ -24,6 +25,8 @@ use crate::proto;
 
 /// How often pending pop invalidations are retried (and the cache re-trusted).
 const INVALIDATION_RELAY_INTERVAL: Duration = Duration::from_millis(500);
+/// How often stale stored cards are rebuilt ahead of the pops that would need them.
+const CARD_BUILD_INTERVAL: Duration = Duration::from_millis(500);
 /// How often customers' call chains are restamped (KPI requests also catch up first).
 const CHAIN_STAMP_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -58,6 +61,11 @@ impl Background {
             core.invalidator
                 .spawn_relay(INVALIDATION_RELAY_INTERVAL, stop_rx.clone()),
             core.offers.spawn_refresh(stop_rx.clone()),
+            crate::screenpop::card::spawn_builder(
+                pool.clone(),
+                CARD_BUILD_INTERVAL,
+                stop_rx.clone(),
+            ),
         ];
         let live = Live::new(pool.clone(), core.redis.clone(), settings.live);
         tasks.push(live.spawn_reconciler(stop_rx.clone()));

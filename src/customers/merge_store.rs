@@ -30,9 +30,12 @@ pub const CUSTOMER_ROWS: &[crate::customer_rows::CustomerRows] = &[
 /// Tables whose `customer_id` is deliberately not moved: derived data rebuilt after a merge
 /// (`customer_values`), history that records what happened to whom (`audit_events`, and the
 /// event feed, where `customer.merged` tells consumers), the merge lineage itself, and the notes
-/// of call chains to restamp (moving calls notes both customers).
+/// of call chains to restamp (moving calls notes both customers), and the stored screen-pop
+/// cards (`customer_cards`: each is derived from its own customer's rows, and moving those rows
+/// marks both cards to be rebuilt).
 pub const NOT_MOVED: &[&str] = &[
     "customer_values",
+    "customer_cards",
     "audit_events",
     "feed_events",
     "customer_merges",

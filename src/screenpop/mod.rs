@@ -3,8 +3,8 @@
 //! The path of a lookup:
 //! 1. One Redis round trip reads the cached pop, the number's generation and (with a call id) the
 //!    pin. A current pin or a cached pop is decoded and returned.
-//! 2. On a miss, concurrent lookups for the same number and generation share one PostgreSQL query
-//!    ([`SingleFlight`]); the leader stores the result only if no invalidation has moved the
+//! 2. On a miss, concurrent lookups for the same number and generation share one PostgreSQL read
+//!    of the stored cards ([`card`], [`SingleFlight`]); the leader stores the result only if no invalidation has moved the
 //!    generation meanwhile (see [`cache`]).
 //! 3. When Redis is down, slow or not trusted (pending invalidations), the pop comes straight from
 //!    PostgreSQL; Redis is never needed for a correct answer. Except while the instance is
@@ -18,6 +18,7 @@
 
 pub mod cache;
 pub mod caller_id;
+pub mod card;
 pub mod grpc;
 pub mod http;
 mod invalidation;
@@ -241,7 +242,7 @@ impl ScreenPops {
         generation: Option<i64>,
     ) -> Loaded {
         PopStats::bump(&self.stats.database_queries);
-        let pop = store::resolve(&self.pool, number).await.map_err(Arc::new)?;
+        let pop = card::resolve(&self.pool, number).await.map_err(Arc::new)?;
         let bytes = pop.encode_to_vec();
         // Filling is best effort, and skipped if an invalidation happened since the read.
         if self.invalidator.cache_trusted() {
@@ -265,7 +266,7 @@ impl ScreenPops {
     async fn load_uncached(&self, number: &str) -> Result<(v1::ScreenPop, PopSource), PopError> {
         PopStats::bump(&self.stats.cache_bypassed);
         PopStats::bump(&self.stats.database_queries);
-        let pop = store::resolve(&self.pool, number).await.map_err(Arc::new)?;
+        let pop = card::resolve(&self.pool, number).await.map_err(Arc::new)?;
         Ok((pop, PopSource::Database))
     }
 }

@@ -1,10 +1,11 @@
-//! PostgreSQL access for screen pops: resolving a number to cards in one query, and the
+//! PostgreSQL access for screen pops: the stored cards (`customer_cards`), building them, and the
 //! `pop_invalidations` table.
 //!
-//! The card's read is [`resolve`], one store function owned by this context. It is a read-only
-//! projection over tables other contexts own and write (customers, interactions, activity, cases,
-//! campaigns, feedback, calls); it is a compile-checked macro, so a change to any of those tables
-//! that the card depends on fails the build here. No other context's code reads for the card.
+//! The card is built by [`build_cards`], one store function owned by this context. It is a
+//! read-only projection over tables other contexts own and write (customers, interactions,
+//! activity, cases, campaigns, feedback); it is a compile-checked macro, so a change to any of
+//! those tables that the card depends on fails the build here. No other context's code reads for
+//! the card. Those tables' triggers (migration 30) mark the stored card stale when they change.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -31,16 +32,18 @@ struct CardRow {
     do_not_call: bool,
     marketing_consent: bool,
     version: i64,
+    deleted: bool,
+    generation: i64,
     primary_contacts: Json<Vec<CardContact>>,
     external_references: Json<Vec<CardReference>>,
     recent_interactions: Json<Vec<CardInteractionRow>>,
     recent_orders: Json<Vec<CardOrderRow>>,
     lifetime_value: Json<Vec<CardMoney>>,
-    last_contact_at: Option<DateTime<Utc>>,
+    last_interaction_at: Option<DateTime<Utc>>,
     open_cases: Json<Vec<CardCaseRow>>,
     offers: Json<Vec<CardOfferRow>>,
+    valid_until: Option<DateTime<Utc>>,
     open_feedback: Json<Vec<CardFeedbackRow>>,
-    total: i64,
 }
 
 #[derive(Deserialize)]
@@ -96,9 +99,6 @@ struct CardMoney {
     amount_minor: i64,
 }
 
-/// A contact within this long before the card is built makes the call a repeat contact.
-const REPEAT_CONTACT_WINDOW_DAYS: i64 = 7;
-
 #[derive(Deserialize)]
 struct CardContact {
     id: Uuid,
@@ -114,12 +114,70 @@ struct CardReference {
     external_id: String,
 }
 
-/// Resolves an E.164 number to a pop: everyone who has it, most recently updated first.
-pub async fn resolve(pool: &PgPool, number: &str) -> sqlx::Result<v1::ScreenPop> {
+/// A customer a number pops, with the stored card if there is one.
+pub struct Indexed {
+    pub customer_id: Uuid,
+    /// The encoded `CustomerCard`; `None` when it must be built.
+    pub card: Option<Vec<u8>>,
+    pub valid_until: Option<DateTime<Utc>>,
+    /// The end of the customer's latest call, read live (call events never make a card stale).
+    pub last_call_end: Option<DateTime<Utc>>,
+    /// How many live customers have the number (the first [`MAX_CANDIDATES`] are listed).
+    pub total: i64,
+}
+
+/// The customers an E.164 number pops, most recently updated first, with their stored cards: index
+/// lookups only (the number, the customers, their cards, their latest call).
+pub async fn pop_index(pool: &PgPool, number: &str) -> sqlx::Result<Vec<Indexed>> {
+    sqlx::query_as!(
+        Indexed,
+        "SELECT c.id AS customer_id, k.card, k.valid_until, \
+                (SELECT max(l.ended_at) FROM calls l WHERE l.customer_id = c.id) AS last_call_end, \
+                count(*) OVER () AS \"total!\" \
+         FROM customers c LEFT JOIN customer_cards k ON k.customer_id = c.id \
+         WHERE c.deleted_at IS NULL \
+           AND c.id IN (SELECT customer_id FROM contact_points WHERE kind = 'phone' AND value = $1) \
+         ORDER BY c.updated_at DESC, c.id \
+         LIMIT $2",
+        number,
+        MAX_CANDIDATES
+    )
+    .fetch_all(&mut *crate::db::acquire(pool).await?)
+    .await
+}
+
+/// A card built from the tables it shows, to store.
+pub struct Built {
+    pub customer_id: Uuid,
+    /// The card's generation when its data was read (0 if it had no row).
+    pub generation: i64,
+    /// `None` for a deleted customer: nothing to show.
+    pub card: Option<v1::CustomerCard>,
+    /// When an offer on it next starts or ends.
+    pub valid_until: Option<DateTime<Utc>>,
+}
+
+/// Customers after `after` whose cards must be built (new, or changed by a write), up to `limit`.
+pub async fn cards_to_build(pool: &PgPool, after: Uuid, limit: i64) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar!(
+        "SELECT k.customer_id FROM customer_cards k JOIN customers c ON c.id = k.customer_id \
+         WHERE k.card IS NULL AND k.customer_id > $1 ORDER BY k.customer_id LIMIT $2",
+        after,
+        limit
+    )
+    .fetch_all(&mut *crate::db::acquire(pool).await?)
+    .await
+}
+
+/// Builds the cards of these customers in one statement, with the generation of each stored card
+/// read in the same snapshot as the data. `repeat_contact` and `overdue` are left for the reader.
+pub async fn build_cards(pool: &PgPool, ids: &[Uuid]) -> sqlx::Result<Vec<Built>> {
     let rows: Vec<CardRow> = sqlx::query_as!(
         CardRow,
         "SELECT c.id, c.display_name, c.company, c.tier, c.vip, c.preferred_language, c.time_zone, \
                 c.segment, c.do_not_call, c.marketing_consent, c.version, \
+                c.deleted_at IS NOT NULL AS \"deleted!\", \
+                COALESCE((SELECT k.generation FROM customer_cards k WHERE k.customer_id = c.id), 0) AS \"generation!\", \
                 COALESCE((SELECT json_agg(json_build_object('id', p.id, 'kind', p.kind, 'value', p.value, \
                                  'extension', p.extension, 'label', p.label) ORDER BY p.kind DESC) \
                           FROM contact_points p WHERE p.customer_id = c.id AND p.is_primary), '[]'::json) \
@@ -141,8 +199,7 @@ pub async fn resolve(pool: &PgPool, number: &str) -> sqlx::Result<v1::ScreenPop>
                 COALESCE((SELECT json_agg(json_build_object('currency', v.currency, 'amount_minor', v.lifetime_minor) \
                                  ORDER BY v.currency) \
                           FROM customer_values v WHERE v.customer_id = c.id), '[]'::json) AS \"lifetime_value!: Json<Vec<CardMoney>>\", \
-                GREATEST((SELECT max(i.started_at) FROM interactions i WHERE i.customer_id = c.id), \
-                         (SELECT max(k.ended_at) FROM calls k WHERE k.customer_id = c.id)) AS \"last_contact_at?\", \
+                (SELECT max(i.started_at) FROM interactions i WHERE i.customer_id = c.id) AS \"last_interaction_at?\", \
                 COALESCE((SELECT json_agg(x) FROM ( \
                     SELECT k.id, k.subject, k.status, k.priority, k.sla_due_at FROM cases k \
                     WHERE k.customer_id = c.id AND k.status IN ('new', 'open', 'pending') \
@@ -153,42 +210,60 @@ pub async fn resolve(pool: &PgPool, number: &str) -> sqlx::Result<v1::ScreenPop>
                           WHERE m.customer_id = c.id AND m.state <> 'done' AND g.status = 'active' \
                             AND g.offer_text <> '' AND g.starts_at <= now() AND now() < g.ends_at), \
                          '[]'::json) AS \"offers!: Json<Vec<CardOfferRow>>\", \
+                (SELECT min(CASE WHEN g.starts_at > now() THEN g.starts_at ELSE g.ends_at END) \
+                   FROM campaign_members m JOIN campaigns g ON g.id = m.campaign_id \
+                  WHERE m.customer_id = c.id AND m.state <> 'done' AND g.status = 'active' \
+                    AND g.offer_text <> '' AND now() < g.ends_at) AS \"valid_until?\", \
                 COALESCE((SELECT json_agg(x) FROM ( \
                     SELECT f.id, f.category, f.status, f.created_at FROM feedback f \
                     WHERE f.customer_id = c.id AND f.sentiment = 'negative' \
                       AND f.status NOT IN ('resolved', 'closed') \
-                    ORDER BY f.created_at DESC, f.id DESC LIMIT 3) x), '[]'::json) AS \"open_feedback!: Json<Vec<CardFeedbackRow>>\", \
-                count(*) OVER () AS \"total!\" \
-         FROM customers c \
-         WHERE c.deleted_at IS NULL \
-           AND c.id IN (SELECT customer_id FROM contact_points WHERE kind = 'phone' AND value = $1) \
-         ORDER BY c.updated_at DESC, c.id \
-         LIMIT $2",
-        number,
-        MAX_CANDIDATES
+                    ORDER BY f.created_at DESC, f.id DESC LIMIT 3) x), '[]'::json) AS \"open_feedback!: Json<Vec<CardFeedbackRow>>\" \
+         FROM customers c WHERE c.id = ANY($1)",
+        ids
     )
     .fetch_all(&mut *crate::db::acquire(pool).await?)
     .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| Built {
+            customer_id: row.id,
+            generation: row.generation,
+            valid_until: row.valid_until,
+            card: (!row.deleted).then(|| card(row)),
+        })
+        .collect())
+}
 
-    let total = rows.first().map_or(0, |row| row.total);
-    let mut cards: Vec<v1::CustomerCard> = rows.into_iter().map(card).collect();
-    let mut pop = v1::ScreenPop {
-        normalized_number: number.to_owned(),
-        candidate_count: i32::try_from(total).unwrap_or(i32::MAX),
-        ..Default::default()
-    };
-    match cards.len() {
-        0 => pop.set_match(v1::MatchKind::None),
-        1 if total == 1 => {
-            pop.set_match(v1::MatchKind::Exact);
-            pop.card = cards.pop();
-        }
-        _ => {
-            pop.set_match(v1::MatchKind::Multiple);
-            pop.candidates = cards;
-        }
+/// A card to store: the customer, the generation it was built at, its bytes, and its expiry.
+pub type Encoded = (Uuid, i64, Vec<u8>, Option<DateTime<Utc>>);
+
+/// Stores built cards, each only if its generation is still the one it was built at. A deleted
+/// customer's row gets empty bytes: nothing to build, nothing to show.
+pub async fn store_cards(pool: &PgPool, built: &[Encoded]) -> sqlx::Result<u64> {
+    let mut ids = Vec::with_capacity(built.len());
+    let mut generations = Vec::with_capacity(built.len());
+    let mut cards = Vec::with_capacity(built.len());
+    let mut valid_until = Vec::with_capacity(built.len());
+    for (id, generation, card, until) in built {
+        ids.push(*id);
+        generations.push(*generation);
+        cards.push(card.as_slice());
+        valid_until.push(*until);
     }
-    Ok(pop)
+    let done = sqlx::query!(
+        "INSERT INTO customer_cards (customer_id, generation, card, valid_until) \
+         SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::timestamptz[]) ORDER BY 1 \
+         ON CONFLICT (customer_id) DO UPDATE SET card = EXCLUDED.card, valid_until = EXCLUDED.valid_until \
+         WHERE customer_cards.generation = EXCLUDED.generation",
+        &ids,
+        &generations,
+        &cards as &[&[u8]],
+        &valid_until as &[Option<DateTime<Utc>>]
+    )
+    .execute(&mut *crate::db::acquire(pool).await?)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 fn card(row: CardRow) -> v1::CustomerCard {
@@ -253,7 +328,7 @@ fn card(row: CardRow) -> v1::CustomerCard {
                 amount_minor: m.amount_minor,
             })
             .collect(),
-        last_contact_at: row.last_contact_at.map(to_timestamp),
+        last_contact_at: row.last_interaction_at.map(to_timestamp),
         open_cases: row.open_cases.0.into_iter().map(card_case).collect(),
         offers: row
             .offers
@@ -276,9 +351,8 @@ fn card(row: CardRow) -> v1::CustomerCard {
                 create_time: Some(to_timestamp(f.created_at)),
             })
             .collect(),
-        repeat_contact: row
-            .last_contact_at
-            .is_some_and(|at| Utc::now() - at < chrono::Duration::days(REPEAT_CONTACT_WINDOW_DAYS)),
+        // Time-relative: set when the pop is read (`card::settle`).
+        repeat_contact: false,
     }
 }
 
@@ -327,7 +401,8 @@ fn card_case(k: CardCaseRow) -> v1::CardCase {
         status: status.into(),
         priority: priority.into(),
         sla_due_at: Some(to_timestamp(k.sla_due_at)),
-        overdue: k.sla_due_at < Utc::now(),
+        // Time-relative: set when the pop is read (`card::settle`).
+        overdue: false,
     }
 }
 

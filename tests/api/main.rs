@@ -33,6 +33,7 @@ mod scale_out;
 mod scorecard;
 mod screenpop;
 mod segments;
+mod stored_cards;
 mod tls;
 mod traces;
 mod web_ui;
