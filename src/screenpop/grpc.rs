@@ -3,10 +3,13 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{PopError, PopRequest, PopSource, ScreenPops, caller_id};
+use prost::Message as _;
+
+use super::{PopAnswer, PopBody, PopError, PopRequest, PopSource, ScreenPops, caller_id};
 use crate::audit::Auditor;
 use crate::grpc_status;
 use crate::phone::{Caller, PhoneParser};
+use crate::proto::lookup::EncodedPop;
 use crate::proto::v1;
 use crate::proto::v1::caller_id_service_server::CallerIdService;
 use crate::proto::v1::screen_pop_service_server::ScreenPopService;
@@ -71,37 +74,62 @@ fn pop_request(request: &v1::LookupRequest, phones: &PhoneParser) -> Result<Pars
     })
 }
 
+/// What a lookup request found.
+enum Found {
+    Answer(PopAnswer),
+    NoNumber(v1::CallerKind),
+}
+
+fn source(source: PopSource) -> v1::PopSource {
+    match source {
+        PopSource::Cache => v1::PopSource::Cache,
+        PopSource::Database => v1::PopSource::Database,
+        PopSource::Shared => v1::PopSource::Shared,
+        PopSource::CallPin => v1::PopSource::CallPin,
+    }
+}
+
+/// The pop of a caller with no number to look up: NONE, with its kind.
+fn no_number(kind: v1::CallerKind) -> v1::ScreenPop {
+    v1::ScreenPop {
+        r#match: v1::MatchKind::None.into(),
+        caller_kind: kind.into(),
+        ..Default::default()
+    }
+}
+
 impl ScreenPopGrpc {
-    /// The pop for a request (audited as a read of the customers it shows) and where it came
-    /// from; a caller with no number to look up gets NONE with its kind, and no lookup.
+    /// The answer for a request, audited as a read of the customers it shows; a caller with no
+    /// number to look up gets no lookup.
+    async fn find(&self, request: &v1::LookupRequest) -> Result<Found, Status> {
+        let request = match pop_request(request, &self.phones) {
+            Ok(Parsed::Lookup(request)) => request,
+            Ok(Parsed::NoNumber(kind)) => return Ok(Found::NoNumber(kind)),
+            Err(violations) => return Err(PopError::Invalid(violations).into()),
+        };
+        let answer = self.pops.answer(&request).await?;
+        self.auditor.read(answer.customer_ids());
+        Ok(Found::Answer(answer))
+    }
+
+    /// The pop for a request, decoded, and where it came from.
     async fn pop(
         &self,
         request: &v1::LookupRequest,
     ) -> Result<(v1::ScreenPop, v1::PopSource), Status> {
-        let request = match pop_request(request, &self.phones) {
-            Ok(Parsed::Lookup(request)) => request,
-            Ok(Parsed::NoNumber(kind)) => {
-                let pop = v1::ScreenPop {
-                    r#match: v1::MatchKind::None.into(),
-                    caller_kind: kind.into(),
-                    ..Default::default()
+        Ok(match self.find(request).await? {
+            Found::NoNumber(kind) => (no_number(kind), v1::PopSource::None),
+            Found::Answer(answer) => {
+                let mut pop = match answer.body {
+                    PopBody::Decoded(pop) => *pop,
+                    PopBody::Encoded(bytes) => v1::ScreenPop::decode(bytes.as_slice())
+                        .map_err(|_| Status::internal("a cached pop did not decode"))?,
                 };
-                return Ok((pop, v1::PopSource::None));
+                pop.dialed_campaign = answer.dialed_campaign;
+                pop.caller_kind = v1::CallerKind::Number.into();
+                (pop, source(answer.source))
             }
-            Err(violations) => return Err(PopError::Invalid(violations).into()),
-        };
-        let (mut pop, source) = self.pops.lookup(&request).await?;
-        pop.caller_kind = v1::CallerKind::Number.into();
-        let shown = pop.card.iter().chain(pop.candidates.iter());
-        self.auditor
-            .read(shown.filter_map(|card| uuid::Uuid::parse_str(&card.customer_id).ok()));
-        let source = match source {
-            PopSource::Cache => v1::PopSource::Cache,
-            PopSource::Database => v1::PopSource::Database,
-            PopSource::Shared => v1::PopSource::Shared,
-            PopSource::CallPin => v1::PopSource::CallPin,
-        };
-        Ok((pop, source))
+        })
     }
 }
 
@@ -111,11 +139,42 @@ impl ScreenPopService for ScreenPopGrpc {
         &self,
         request: Request<v1::LookupRequest>,
     ) -> Result<Response<v1::LookupResponse>, Status> {
-        let (pop, source) = self.pop(request.get_ref()).await?;
-        Ok(Response::new(v1::LookupResponse {
-            pop: Some(pop),
-            source: source.into(),
-        }))
+        let response = match self.find(request.get_ref()).await? {
+            Found::NoNumber(kind) => v1::LookupResponse {
+                pop: Some(no_number(kind)),
+                source: v1::PopSource::None.into(),
+                encoded_pop: None,
+            },
+            // A cached pop goes out as its bytes, with the dialed campaign and the caller's kind
+            // appended: the same bytes as encoding it whole (`proto::lookup`).
+            Found::Answer(PopAnswer {
+                body: PopBody::Encoded(bytes),
+                source: from,
+                dialed_campaign,
+            }) => v1::LookupResponse {
+                pop: None,
+                source: source(from).into(),
+                encoded_pop: Some(EncodedPop::new(
+                    bytes,
+                    dialed_campaign.as_ref(),
+                    v1::CallerKind::Number,
+                )),
+            },
+            Found::Answer(PopAnswer {
+                body: PopBody::Decoded(mut pop),
+                source: from,
+                dialed_campaign,
+            }) => {
+                pop.dialed_campaign = dialed_campaign;
+                pop.caller_kind = v1::CallerKind::Number.into();
+                v1::LookupResponse {
+                    pop: Some(*pop),
+                    source: source(from).into(),
+                    encoded_pop: None,
+                }
+            }
+        };
+        Ok(Response::new(response))
     }
 }
 

@@ -151,14 +151,28 @@ impl ScreenPops {
         Arc::clone(&self.stats)
     }
 
-    #[tracing::instrument(skip_all, fields(call_id = request.call_id.as_deref(), source))]
+    /// The pop for a lookup, decoded, with the campaign that owns the dialed number on it.
     pub async fn lookup(
         &self,
         request: &PopRequest,
     ) -> Result<(v1::ScreenPop, PopSource), PopError> {
+        let answer = self.answer(request).await?;
+        let mut pop = match answer.body {
+            PopBody::Decoded(pop) => *pop,
+            // Bytes this instance cached or pinned and checked when it read them.
+            PopBody::Encoded(bytes) => v1::ScreenPop::decode(bytes.as_slice()).unwrap_or_default(),
+        };
+        pop.dialed_campaign = answer.dialed_campaign;
+        Ok((pop, answer.source))
+    }
+
+    /// The pop for a lookup, as the cache holds it when it came from the cache: a hot pop is never
+    /// decoded (the gRPC adapter sends its bytes as they are, `proto::lookup`).
+    #[tracing::instrument(skip_all, fields(call_id = request.call_id.as_deref(), source))]
+    pub async fn answer(&self, request: &PopRequest) -> Result<PopAnswer, PopError> {
         let number = request.caller.e164();
         let call_id = request.call_id.as_deref();
-        let mut answer = match &self.cache {
+        let (body, source) = match &self.cache {
             Some(cache) if self.invalidator.cache_trusted() => {
                 let key = NumberKey::of(number);
                 match cache.read(&key, call_id).await {
@@ -172,20 +186,22 @@ impl ScreenPops {
             Some(_) => self.fall_back(number).await?,
             None => self.load_uncached(number).await?,
         };
-        tracing::Span::current().record("source", tracing::field::debug(answer.1));
+        tracing::Span::current().record("source", tracing::field::debug(source));
         // Inbound attribution: not part of the cached card, which is the same whatever was dialed.
-        if let Some(offer) = request
+        let dialed_campaign = request
             .dialed
             .as_ref()
             .and_then(|dialed| self.offers.for_dialed(dialed.e164(), chrono::Utc::now()))
-        {
-            answer.0.dialed_campaign = Some(v1::CardOffer {
+            .map(|offer| v1::CardOffer {
                 campaign_id: offer.campaign_id.to_string(),
                 campaign_name: offer.name,
                 offer_text: offer.offer_text,
             });
-        }
-        Ok(answer)
+        Ok(PopAnswer {
+            body,
+            source,
+            dialed_campaign,
+        })
     }
 
     async fn answer_from_cache_or_load(
@@ -194,23 +210,18 @@ impl ScreenPops {
         number: &str,
         key: &NumberKey,
         call_id: Option<&str>,
-        read: cache::CachedRead,
-    ) -> Result<(v1::ScreenPop, PopSource), PopError> {
-        if let Some(pop) = read
-            .current_pin()
-            .and_then(|bytes| v1::ScreenPop::decode(bytes).ok())
-        {
+        mut read: cache::CachedRead,
+    ) -> Result<(PopBody, PopSource), PopError> {
+        if let Some(bytes) = read.current_pin().filter(|bytes| well_formed(bytes)) {
             PopStats::bump(&self.stats.pin_hits);
-            return Ok((pop, PopSource::CallPin));
+            return Ok((PopBody::Encoded(bytes.to_vec()), PopSource::CallPin));
         }
-        if let Some(bytes) = &read.pop
-            && let Ok(pop) = v1::ScreenPop::decode(bytes.as_slice())
-        {
+        if let Some(bytes) = read.pop.take_if(|bytes| well_formed(bytes)) {
             PopStats::bump(&self.stats.cache_hits);
             if let Some(call_id) = call_id {
-                cache.pin(key, call_id, read.generation, bytes).await.ok();
+                cache.pin(key, call_id, read.generation, &bytes).await.ok();
             }
-            return Ok((pop, PopSource::Cache));
+            return Ok((PopBody::Encoded(bytes), PopSource::Cache));
         }
         let generation = read.generation;
         let (loaded, ran) = self
@@ -231,7 +242,7 @@ impl ScreenPops {
         if !ran {
             PopStats::bump(&self.stats.shared);
         }
-        Ok((loaded.0.clone(), source))
+        Ok((PopBody::Decoded(Box::new(loaded.0.clone())), source))
     }
 
     async fn load_and_fill(
@@ -256,17 +267,59 @@ impl ScreenPops {
     }
 
     /// The cache is configured but failed or is not trusted: PostgreSQL, unless shedding.
-    async fn fall_back(&self, number: &str) -> Result<(v1::ScreenPop, PopSource), PopError> {
+    async fn fall_back(&self, number: &str) -> Result<(PopBody, PopSource), PopError> {
         if self.admission.is_shedding() {
             return Err(PopError::Overloaded);
         }
         self.load_uncached(number).await
     }
 
-    async fn load_uncached(&self, number: &str) -> Result<(v1::ScreenPop, PopSource), PopError> {
+    async fn load_uncached(&self, number: &str) -> Result<(PopBody, PopSource), PopError> {
         PopStats::bump(&self.stats.cache_bypassed);
         PopStats::bump(&self.stats.database_queries);
         let pop = card::resolve(&self.pool, number).await.map_err(Arc::new)?;
-        Ok((pop, PopSource::Database))
+        Ok((PopBody::Decoded(Box::new(pop)), PopSource::Database))
+    }
+}
+
+/// Whether cached bytes are a `ScreenPop` whose cards can be named, so they may be served as
+/// they are (anything else is treated as a miss, as a failed decode always was).
+fn well_formed(bytes: &[u8]) -> bool {
+    v1::LookupResponse::customer_ids(bytes).is_some()
+}
+
+/// A pop as a lookup found it.
+#[derive(Debug)]
+pub enum PopBody {
+    /// Read from PostgreSQL.
+    Decoded(Box<v1::ScreenPop>),
+    /// Cached bytes of a `ScreenPop` (without `dialed_campaign` and `caller_kind`).
+    Encoded(Vec<u8>),
+}
+
+/// What a lookup answers: the pop, where it came from, and the campaign that owns the dialed
+/// number (not part of the cached pop, which is the same whatever was dialed).
+#[derive(Debug)]
+pub struct PopAnswer {
+    pub body: PopBody,
+    pub source: PopSource,
+    pub dialed_campaign: Option<v1::CardOffer>,
+}
+
+impl PopAnswer {
+    /// The customers the pop shows, for the read audit.
+    pub fn customer_ids(&self) -> Vec<uuid::Uuid> {
+        let ids: Vec<String> = match &self.body {
+            PopBody::Decoded(pop) => pop
+                .card
+                .iter()
+                .chain(&pop.candidates)
+                .map(|card| card.customer_id.clone())
+                .collect(),
+            PopBody::Encoded(bytes) => v1::LookupResponse::customer_ids(bytes).unwrap_or_default(),
+        };
+        ids.iter()
+            .filter_map(|id| uuid::Uuid::parse_str(id).ok())
+            .collect()
     }
 }

@@ -9,7 +9,11 @@ use std::fmt;
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("switchboard.v1");
+    /// Written by hand (see [`super::lookup`]), so that a cached pop goes out as it is stored.
+    pub use super::lookup::LookupResponse;
 }
+
+pub mod lookup;
 
 /// Encoded `FileDescriptorSet` of every Switchboard proto, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
@@ -144,6 +148,7 @@ mod tests {
                 ..Default::default()
             }),
             source: 1,
+            encoded_pop: None,
         };
         let printed = format!("{pop:?}");
         assert!(!printed.contains("4155550100"), "{printed}");
