@@ -74,7 +74,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .skip_debug(PII_MESSAGES.iter().copied())
         // Hand-written (src/proto/lookup.rs): it can carry a cached pop's bytes as they are.
-        .extern_path(".switchboard.v1.LookupResponse", "crate::proto::lookup::LookupResponse")
+        .extern_path(
+            ".switchboard.v1.LookupResponse",
+            "crate::proto::lookup::LookupResponse",
+        )
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -81,5 +81,7 @@ pub(crate) fn to_proto(e: AuditEvent) -> v1::AuditEvent {
         customer_id: e.customer_id.map(|id| id.to_string()).unwrap_or_default(),
         request_id: e.context.request_id,
         outcome: e.outcome.to_owned(),
+        read_count: e.count,
+        last_at: e.last_at.map(to_timestamp),
     }
 }

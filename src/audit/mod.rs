@@ -5,16 +5,18 @@
 //! - writes call [`record_write`] inside their own transaction, so the audit row commits (or rolls
 //!   back) with the write it describes;
 //! - reads of customer data and denials go to the [`Auditor`], which batches them into PostgreSQL
-//!   every 200 ms through an unbounded queue (never dropped while the service runs) and flushes on
-//!   shutdown.
+//!   every 200 ms through a bounded queue and flushes on shutdown. Reads are summarized
+//!   ([`summary`]): the reads of one customer by one principal through one RPC in one minute are one
+//!   row with a count and the first and last times. Denials and writes are one row each.
 //!
 //! Code running outside a request (seeding, migrations) records nothing.
 
 pub mod grpc;
 mod store;
+pub mod summary;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -22,6 +24,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
+use self::summary::{Added, Summaries};
 use crate::ids::CustomerId;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,10 +51,15 @@ pub fn current() -> Option<Arc<AuditContext>> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent {
+    /// When it happened; for summarized reads, the first read.
     pub at: DateTime<Utc>,
     pub context: AuditContext,
     pub customer_id: Option<Uuid>,
     pub outcome: &'static str,
+    /// How many reads the row stands for (1 for writes and denials).
+    pub count: i32,
+    /// The last read a summarized row counts, when it counts more than one.
+    pub last_at: Option<DateTime<Utc>>,
 }
 
 /// Records, in the caller's transaction, that the current request wrote this customer's data.
@@ -105,8 +113,16 @@ pub async fn for_customer(
 }
 
 enum Entry {
-    Event(Arc<AuditContext>, Option<Uuid>, &'static str),
+    Event(Row),
     Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// An audit row to write as it is: a denial, or a read beyond the summaries' capacity.
+pub(crate) struct Row {
+    context: Arc<AuditContext>,
+    customer: Option<Uuid>,
+    outcome: &'static str,
+    at: DateTime<Utc>,
 }
 
 /// Queues reads and denials for the batching writer.
@@ -115,11 +131,22 @@ enum Entry {
 /// and an unbounded queue would grow until the process ran out of memory (at 10,000 pops/s, about
 /// 3 MB a second). Up to `max_pending` entries wait (about 330 bytes each, most of it the
 /// request's context, which the entries of one request share); beyond that, new entries are
-/// dropped, counted (`switchboard_audit_dropped_total`) and logged.
+/// dropped, counted (`switchboard_audit_dropped_total`) and logged. A read counted in a summary
+/// already open takes no room; a new summary holds its room until its row is written, and at most
+/// `max_pending` summaries are open (beyond that a read is a row of its own).
 #[derive(Clone)]
 pub struct Auditor {
     tx: mpsc::UnboundedSender<Entry>,
     backlog: Arc<Backlog>,
+    /// The open read summaries, shared with the writer.
+    summaries: Arc<Mutex<Summaries>>,
+}
+
+/// The summaries' lock; a panic while holding it leaves counts that are still whole numbers.
+fn lock(summaries: &Mutex<Summaries>) -> std::sync::MutexGuard<'_, Summaries> {
+    summaries
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Entries queued or being written, and entries dropped for want of room.
@@ -161,28 +188,32 @@ impl Auditor {
             max_pending,
         });
         let writer_backlog = Arc::clone(&backlog);
+        let summaries = Arc::new(Mutex::new(Summaries::new(max_pending.max(1))));
+        let writer_summaries = Arc::clone(&summaries);
         let task = tokio::spawn(async move {
             let backlog = writer_backlog;
-            let mut batch = Vec::new();
+            let mut batch: Vec<Row> = Vec::new();
+            let summaries = writer_summaries;
             let mut flushes = Vec::new();
             let mut stopping = false;
             let mut dropped_logged = 0;
             loop {
                 let tick = tokio::time::sleep(Duration::from_millis(200));
+                let mut received = Vec::new();
                 tokio::select! {
                     entry = rx.recv() => match entry {
-                        Some(Entry::Event(context, customer, outcome)) => batch.push((context, customer, outcome)),
-                        Some(Entry::Flush(done)) => flushes.push(done),
+                        Some(entry) => received.push(entry),
                         None => stopping = true,
                     },
                     () = tick => {}
                     _ = stop.changed(), if !stopping => stopping = true,
                 }
                 while let Ok(entry) = rx.try_recv() {
+                    received.push(entry);
+                }
+                for entry in received {
                     match entry {
-                        Entry::Event(context, customer, outcome) => {
-                            batch.push((context, customer, outcome))
-                        }
+                        Entry::Event(row) => batch.push(row),
                         Entry::Flush(done) => flushes.push(done),
                     }
                 }
@@ -195,19 +226,37 @@ impl Auditor {
                     );
                     dropped_logged = dropped;
                 }
-                if !batch.is_empty() {
-                    // On failure (PostgreSQL down) the batch is kept and retried at the next tick.
-                    match store::insert_batch(&pool, &batch).await {
-                        Ok(()) => {
-                            backlog.written(batch.len());
+                // On failure (PostgreSQL down) everything is kept and retried at the next tick.
+                let (fresh, moved) = {
+                    let open = lock(&summaries);
+                    (open.unwritten(), open.moved())
+                };
+                if !batch.is_empty() || !fresh.is_empty() {
+                    match store::insert_batch(&pool, &batch, &fresh).await {
+                        Ok(ids) => {
+                            backlog.written(batch.len() + fresh.len());
                             batch.clear();
+                            lock(&summaries).inserted(&fresh, &ids);
                         }
                         Err(error) => {
-                            tracing::warn!(%error, pending = batch.len(), "audit batch not written yet")
+                            tracing::warn!(%error, pending = batch.len() + fresh.len(), "audit batch not written yet")
                         }
                     }
                 }
-                if batch.is_empty() {
+                if !moved.is_empty() {
+                    match store::update_counts(&pool, &moved).await {
+                        Ok(()) => lock(&summaries).updated(&moved),
+                        Err(error) => {
+                            tracing::warn!(%error, rows = moved.len(), "audit read counts not updated yet")
+                        }
+                    }
+                }
+                let settled = {
+                    let mut open = lock(&summaries);
+                    open.close(Utc::now());
+                    open.settled()
+                };
+                if batch.is_empty() && settled {
                     for done in flushes.drain(..) {
                         done.send(()).ok();
                     }
@@ -217,16 +266,24 @@ impl Auditor {
                 }
             }
         });
-        (Self { tx, backlog }, task)
+        (
+            Self {
+                tx,
+                backlog,
+                summaries,
+            },
+            task,
+        )
     }
 
     fn enqueue(&self, context: Arc<AuditContext>, customer: Option<Uuid>, outcome: &'static str) {
-        if self.backlog.admit()
-            && self
-                .tx
-                .send(Entry::Event(context, customer, outcome))
-                .is_err()
-        {
+        let row = Row {
+            context,
+            customer,
+            outcome,
+            at: Utc::now(),
+        };
+        if self.backlog.admit() && self.tx.send(Entry::Event(row)).is_err() {
             self.backlog.written(1);
         }
     }
@@ -251,10 +308,14 @@ impl Auditor {
         self.backlog.dropped.load(Ordering::Relaxed)
     }
 
-    /// Records that the current request read these customers' data.
+    /// Records that the current request read these customers' data: counted in the summary of
+    /// its principal, customer and minute, opened if need be (which takes room in the backlog).
     pub fn read(&self, customer_ids: impl IntoIterator<Item = Uuid>) {
-        if let Some(context) = current() {
-            for id in customer_ids {
+        let Some(context) = current() else { return };
+        let at = Utc::now();
+        for id in customer_ids {
+            let added = lock(&self.summaries).add(&context, id, at, || self.backlog.admit());
+            if added == Added::Full {
                 self.enqueue(Arc::clone(&context), Some(id), "read");
             }
         }

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use super::summary::Summary;
 use super::{AuditContext, AuditEvent, AuditFilter};
 
 pub async fn insert(
@@ -47,14 +48,37 @@ pub async fn insert_many(
     Ok(())
 }
 
-/// Writes a batch with `COPY` (cheaper for PostgreSQL than an `INSERT`: a busy instance writes
-/// one row per card shown).
+/// Writes rows and new read summaries with `COPY` (cheaper for PostgreSQL than an `INSERT`: a busy
+/// instance writes many rows a second), with ids taken first so that each summary knows its row.
+/// Returns the summaries' ids, in order.
 pub async fn insert_batch(
     pool: &PgPool,
-    batch: &[(std::sync::Arc<AuditContext>, Option<Uuid>, &'static str)],
-) -> sqlx::Result<()> {
-    let mut data = String::with_capacity(batch.len() * 96);
-    for (context, customer, outcome) in batch {
+    rows: &[super::Row],
+    summaries: &[Summary],
+) -> sqlx::Result<Vec<i64>> {
+    let mut conn = crate::db::acquire(pool).await?;
+    let count = i64::try_from(rows.len() + summaries.len()).unwrap_or(i64::MAX);
+    let ids: Vec<i64> = sqlx::query_scalar!(
+        "SELECT nextval(pg_get_serial_sequence('audit_events', 'id')) AS \"id!\" \
+         FROM generate_series(1, $1::bigint)",
+        count
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut data = String::with_capacity((rows.len() + summaries.len()) * 128);
+    let mut next = ids.iter();
+    let mut line = |context: &AuditContext,
+                    customer: Option<Uuid>,
+                    outcome: &str,
+                    at: DateTime<Utc>,
+                    count: i32,
+                    last: Option<DateTime<Utc>>| {
+        if let Some(id) = next.next() {
+            data.push_str(&id.to_string());
+        }
+        data.push('\t');
+        data.push_str(&at.to_rfc3339());
+        data.push('\t');
         for field in [&context.actor, &context.role, &context.rpc] {
             copy_text(&mut data, field);
             data.push('\t');
@@ -67,24 +91,55 @@ pub async fn insert_batch(
         copy_text(&mut data, &context.request_id);
         data.push('\t');
         data.push_str(outcome);
+        data.push('\t');
+        data.push_str(&count.to_string());
+        data.push('\t');
+        match last {
+            Some(last) => data.push_str(&last.to_rfc3339()),
+            None => data.push_str("\\N"),
+        }
         data.push('\n');
+    };
+    for row in rows {
+        line(&row.context, row.customer, row.outcome, row.at, 1, None);
     }
-    let mut conn = crate::db::acquire(pool).await?;
+    for s in summaries {
+        let last = (s.count > 1).then_some(s.last);
+        line(&s.context, Some(s.customer), "read", s.first, s.count, last);
+    }
     let mut copy = conn
         .copy_in_raw(
-            "COPY audit_events (actor, role, rpc, customer_id, request_id, outcome) FROM STDIN",
+            "COPY audit_events (id, at, actor, role, rpc, customer_id, request_id, outcome, read_count, last_at) \
+             FROM STDIN",
         )
         .await?;
     match copy.send(data.into_bytes()).await {
         Ok(_) => {
             copy.finish().await?;
-            Ok(())
+            Ok(ids[rows.len()..].to_vec())
         }
         Err(error) => {
             copy.abort("audit batch not sent").await.ok();
             Err(error)
         }
     }
+}
+
+/// Brings summarized rows up to their counts: (row, count, last read).
+pub async fn update_counts(pool: &PgPool, moved: &[(i64, i32, DateTime<Utc>)]) -> sqlx::Result<()> {
+    let ids: Vec<i64> = moved.iter().map(|m| m.0).collect();
+    let counts: Vec<i32> = moved.iter().map(|m| m.1).collect();
+    let last: Vec<DateTime<Utc>> = moved.iter().map(|m| m.2).collect();
+    sqlx::query!(
+        "UPDATE audit_events a SET read_count = u.n, last_at = u.last \
+         FROM unnest($1::bigint[], $2::int[], $3::timestamptz[]) AS u(id, n, last) WHERE a.id = u.id",
+        &ids,
+        &counts,
+        &last
+    )
+    .execute(&mut *crate::db::acquire(pool).await?)
+    .await?;
+    Ok(())
 }
 
 /// A value in `COPY`'s text format: backslash, tab, newline and carriage return escaped.
@@ -110,6 +165,8 @@ struct Row {
     customer_id: Option<Uuid>,
     request_id: String,
     outcome: String,
+    read_count: i32,
+    last_at: Option<DateTime<Utc>>,
 }
 
 pub async fn list(
@@ -120,7 +177,8 @@ pub async fn list(
 ) -> sqlx::Result<Vec<(i64, AuditEvent)>> {
     let rows = sqlx::query_as!(
         Row,
-        "SELECT id, at, actor, role, rpc, customer_id, request_id, outcome FROM audit_events \
+        "SELECT id, at, actor, role, rpc, customer_id, request_id, outcome, read_count, last_at \
+         FROM audit_events \
          WHERE ($1::text IS NULL OR actor = $1) AND ($2::uuid IS NULL OR customer_id = $2) \
            AND ($3::timestamptz IS NULL OR at >= $3) AND ($4::timestamptz IS NULL OR at < $4) \
            AND ($5::bigint IS NULL OR id < $5) \
@@ -146,7 +204,8 @@ pub async fn for_customer(
 ) -> sqlx::Result<Vec<AuditEvent>> {
     let rows = sqlx::query_as!(
         Row,
-        "SELECT id, at, actor, role, rpc, customer_id, request_id, outcome FROM audit_events \
+        "SELECT id, at, actor, role, rpc, customer_id, request_id, outcome, read_count, last_at \
+         FROM audit_events \
          WHERE customer_id = $1 ORDER BY id",
         customer_id
     )
@@ -173,6 +232,8 @@ impl From<Row> for AuditEvent {
             },
             customer_id: r.customer_id,
             outcome,
+            count: r.read_count,
+            last_at: r.last_at,
         }
     }
 }

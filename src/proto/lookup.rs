@@ -230,7 +230,10 @@ mod tests {
                 };
                 assert_eq!(passed.encoded_len(), expected.len());
                 let bytes = passed.encode_to_vec();
-                assert_eq!(bytes, expected, "{candidates} candidates, dialed {dialed:?}");
+                assert_eq!(
+                    bytes, expected,
+                    "{candidates} candidates, dialed {dialed:?}"
+                );
                 let decoded = LookupResponse::decode(bytes.as_slice()).expect("decodes");
                 assert_eq!(decoded.pop, Some(whole));
                 assert_eq!(decoded.source(), v1::PopSource::Cache);
@@ -252,6 +255,9 @@ mod tests {
         );
         let none = v1::ScreenPop::default().encode_to_vec();
         assert_eq!(LookupResponse::customer_ids(&none), Some(vec![]));
-        assert_eq!(LookupResponse::customer_ids(&exact[..exact.len() - 3]), None);
+        assert_eq!(
+            LookupResponse::customer_ids(&exact[..exact.len() - 3]),
+            None
+        );
     }
 }

@@ -168,15 +168,31 @@ async fn reads_of_customer_data_and_denials_are_audited() {
     assert_eq!(outcomes, ["read", "read", "written"], "newest first");
 }
 
-/// Audited reads for `customer` written so far.
+/// Audited reads of `customer` written so far (summarized rows count many).
 async fn reads_of(app: &TestApp, customer: uuid::Uuid) -> i64 {
     sqlx::query_scalar(
-        "SELECT count(*) FROM audit_events WHERE outcome = 'read' AND customer_id = $1",
+        "SELECT COALESCE(sum(read_count), 0)::bigint FROM audit_events \
+         WHERE outcome = 'read' AND customer_id = $1",
     )
     .bind(customer)
     .fetch_one(&app.db)
     .await
     .expect("count")
+}
+
+async fn denials(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE outcome = 'denied'")
+        .fetch_one(&app.db)
+        .await
+        .expect("count")
+}
+
+/// Waits, if need be, so that the next few seconds stay in one calendar minute.
+async fn away_from_a_minute_boundary() {
+    let second = chrono::Timelike::second(&chrono::Utc::now());
+    if second > 45 {
+        tokio::time::sleep(Duration::from_secs(u64::from(61 - second))).await;
+    }
 }
 
 #[tokio::test]
@@ -191,6 +207,7 @@ async fn reads_audited_while_postgres_is_down_wait_up_to_a_bound_and_the_rest_ar
     .await;
     let customer = app.create_customer("Ada Lovelace", &["+14155550100"]).await;
     let id: uuid::Uuid = customer.id.parse().expect("uuid");
+    away_from_a_minute_boundary().await;
     let cached = eventually(Duration::from_secs(5), || async {
         app.pop("+14155550100").await.1 == v1::PopSource::Cache
     })
@@ -206,8 +223,25 @@ async fn reads_audited_while_postgres_is_down_wait_up_to_a_bound_and_the_rest_ar
     .await;
     assert!(settled, "the audit queue drains");
     let before = reads_of(&app, id).await;
+    let denials_before = denials(&app).await;
 
     postgres.stop_immediately();
+    // Denials are a row each: 20 wait, 30 are dropped and counted.
+    let mut gateway = v1::customer_service_client::CustomerServiceClient::new(authed(
+        app.raw_channel.clone(),
+        &token(Role::Gateway, "pbx-1", Some("pbx-1")),
+    ));
+    for _ in 0..50 {
+        let denied = gateway
+            .get_customer(v1::GetCustomerRequest {
+                id: customer.id.clone(),
+            })
+            .await
+            .expect_err("gateways read no PII");
+        assert_eq!(denied.code(), Code::PermissionDenied);
+    }
+    // Reads of one customer by one agent in this minute are counted in the summary already
+    // open: they need no room, so even at the bound none is lost.
     for _ in 0..50 {
         let (pop, source) = app.pop("+14155550100").await;
         assert_eq!(source, v1::PopSource::Cache, "hot cards still pop");
@@ -222,17 +256,114 @@ async fn reads_audited_while_postgres_is_down_wait_up_to_a_bound_and_the_rest_ar
     assert_eq!(
         crate::metrics::value(&samples, "switchboard_audit_dropped_total"),
         30.0,
-        "50 reads, 20 kept"
+        "50 denials, 20 kept; every read counted"
     );
 
     postgres.resume();
     let written = eventually(Duration::from_secs(10), || async {
-        reads_of(&app, id).await == before + 20
+        reads_of(&app, id).await == before + 50 && denials(&app).await == denials_before + 20
     })
     .await;
-    assert!(written, "the 20 kept are written once PostgreSQL is back");
+    assert!(
+        written,
+        "the 50 reads and the 20 denials kept are written once PostgreSQL is back: {} reads, {} denials",
+        reads_of(&app, id).await - before,
+        denials(&app).await - denials_before
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(reads_of(&app, id).await, before + 20, "and no more");
+    assert_eq!(reads_of(&app, id).await, before + 50, "and no more");
+    let rows: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE outcome = 'read' AND customer_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&app.db)
+    .await
+    .expect("rows");
+    assert_eq!(rows, 1, "one summarized row for the minute's reads");
+}
+
+#[tokio::test]
+async fn repeated_reads_in_a_minute_are_one_row_with_a_count_and_first_and_last_times() {
+    let app = spawn_app().await;
+    let ada = app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    away_from_a_minute_boundary().await;
+    let mut agent = v1::customer_service_client::CustomerServiceClient::new(authed(
+        app.raw_channel.clone(),
+        &token(Role::Agent, "a-1", None),
+    ));
+    let mut other = v1::customer_service_client::CustomerServiceClient::new(authed(
+        app.raw_channel.clone(),
+        &token(Role::Agent, "a-2", None),
+    ));
+    let started = chrono::Utc::now();
+    for _ in 0..5 {
+        agent
+            .get_customer(v1::GetCustomerRequest { id: ada.id.clone() })
+            .await
+            .expect("read");
+    }
+    // The row shows at once, counting what it has seen, and follows the reads after it.
+    let shown = eventually(Duration::from_secs(5), || async {
+        rows(&app, "read").await.len() == 1
+    })
+    .await;
+    assert!(shown, "{:?}", rows(&app, "read").await);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for _ in 0..3 {
+        agent
+            .get_customer(v1::GetCustomerRequest { id: ada.id.clone() })
+            .await
+            .expect("read");
+    }
+    other
+        .get_customer(v1::GetCustomerRequest { id: ada.id.clone() })
+        .await
+        .expect("read");
+    let settled = eventually(Duration::from_secs(5), || async {
+        let events = app
+            .audit()
+            .list_audit_events(v1::ListAuditEventsRequest {
+                customer_id: ada.id.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .into_inner()
+            .events;
+        events
+            .iter()
+            .filter(|e| e.outcome == "read")
+            .map(|e| (e.actor.as_str(), e.read_count))
+            .collect::<Vec<_>>()
+            == [("a-2", 1), ("a-1", 8)]
+    })
+    .await;
+    assert!(settled, "a-1's eight reads in one row, a-2's in its own");
+    let events = app
+        .audit()
+        .list_audit_events(v1::ListAuditEventsRequest {
+            customer_id: ada.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .events;
+    let a1 = events.iter().find(|e| e.actor == "a-1").expect("a-1");
+    let time = |t: Option<prost_types::Timestamp>| t.map(|t| (t.seconds, t.nanos)).expect("a time");
+    let (first, last) = (time(a1.at), time(a1.last_at));
+    assert!(
+        first.0 >= started.timestamp(),
+        "the first read's time, not the write's: {first:?}"
+    );
+    assert!(
+        last > first,
+        "the last read came after the first: {first:?} {last:?}"
+    );
+    let a2 = events.iter().find(|e| e.actor == "a-2").expect("a-2");
+    assert_eq!(a2.last_at, None, "a single read has no last time");
+    // The write that created her stays a row of its own.
+    assert_eq!(events.iter().filter(|e| e.outcome == "written").count(), 1);
 }
 
 #[tokio::test]

@@ -236,7 +236,8 @@ async fn lookup_over_grpc_web_in_binary_and_text_modes_on_http1_goes_through_eve
     assert!(counted >= 4.0, "gRPC-web lookups counted: {counted}");
     let audited = crate::helpers::eventually(Duration::from_secs(5), || async {
         let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM audit_events WHERE actor = 'web-admin' AND rpc LIKE '%Lookup'",
+            "SELECT COALESCE(sum(read_count), 0)::bigint FROM audit_events \
+             WHERE actor = 'web-admin' AND rpc LIKE '%Lookup'",
         )
         .fetch_one(&app.db)
         .await

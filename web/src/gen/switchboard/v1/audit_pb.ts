@@ -12,13 +12,21 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file switchboard/v1/audit.proto.
  */
 export const file_switchboard_v1_audit: GenFile = /*@__PURE__*/
-  fileDesc("Chpzd2l0Y2hib2FyZC92MS9hdWRpdC5wcm90bxIOc3dpdGNoYm9hcmQudjEimAEKCkF1ZGl0RXZlbnQSJgoCYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWFjdG9yGAIgASgJEgwKBHJvbGUYAyABKAkSCwoDcnBjGAQgASgJEhMKC2N1c3RvbWVyX2lkGAUgASgJEhIKCnJlcXVlc3RfaWQYBiABKAkSDwoHb3V0Y29tZRgHIAEoCSK5AQoWTGlzdEF1ZGl0RXZlbnRzUmVxdWVzdBINCgVhY3RvchgBIAEoCRITCgtjdXN0b21lcl9pZBgCIAEoCRIpCgVzaW5jZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFdW50aWwYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgFIAEoBRISCgpwYWdlX3Rva2VuGAYgASgJIl4KF0xpc3RBdWRpdEV2ZW50c1Jlc3BvbnNlEioKBmV2ZW50cxgBIAMoCzIaLnN3aXRjaGJvYXJkLnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJMnIKDEF1ZGl0U2VydmljZRJiCg9MaXN0QXVkaXRFdmVudHMSJi5zd2l0Y2hib2FyZC52MS5MaXN0QXVkaXRFdmVudHNSZXF1ZXN0Gicuc3dpdGNoYm9hcmQudjEuTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("Chpzd2l0Y2hib2FyZC92MS9hdWRpdC5wcm90bxIOc3dpdGNoYm9hcmQudjEi2QEKCkF1ZGl0RXZlbnQSJgoCYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWFjdG9yGAIgASgJEgwKBHJvbGUYAyABKAkSCwoDcnBjGAQgASgJEhMKC2N1c3RvbWVyX2lkGAUgASgJEhIKCnJlcXVlc3RfaWQYBiABKAkSDwoHb3V0Y29tZRgHIAEoCRISCgpyZWFkX2NvdW50GAggASgFEisKB2xhc3RfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIrkBChZMaXN0QXVkaXRFdmVudHNSZXF1ZXN0Eg0KBWFjdG9yGAEgASgJEhMKC2N1c3RvbWVyX2lkGAIgASgJEikKBXNpbmNlGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgV1bnRpbBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcGFnZV9zaXplGAUgASgFEhIKCnBhZ2VfdG9rZW4YBiABKAkiXgoXTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USKgoGZXZlbnRzGAEgAygLMhouc3dpdGNoYm9hcmQudjEuQXVkaXRFdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkycgoMQXVkaXRTZXJ2aWNlEmIKD0xpc3RBdWRpdEV2ZW50cxImLnN3aXRjaGJvYXJkLnYxLkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QaJy5zd2l0Y2hib2FyZC52MS5MaXN0QXVkaXRFdmVudHNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
+ * One row of the trail. Reads are summarized: the reads of one customer by one actor (and role)
+ * through one RPC in one minute (UTC) are one event, with `read_count` reads from `at` to
+ * `last_at`, and the request id of the first. The row appears within a fraction of a second of the
+ * first read, and its count and `last_at` follow the reads after. Writes, erasures and denials are
+ * one event each (`read_count` 1).
+ *
  * @generated from message switchboard.v1.AuditEvent
  */
 export type AuditEvent = Message<"switchboard.v1.AuditEvent"> & {
   /**
+   * When it happened; for summarized reads, the first read.
+   *
    * @generated from field: google.protobuf.Timestamp at = 1;
    */
   at?: Timestamp | undefined;
@@ -55,11 +63,25 @@ export type AuditEvent = Message<"switchboard.v1.AuditEvent"> & {
   requestId: string;
 
   /**
-   * "read", "written" or "denied".
+   * "read", "written", "erased" or "denied".
    *
    * @generated from field: string outcome = 7;
    */
   outcome: string;
+
+  /**
+   * How many reads this event stands for (1 for everything but summarized reads).
+   *
+   * @generated from field: int32 read_count = 8;
+   */
+  readCount: number;
+
+  /**
+   * The last read counted, when `read_count` is more than 1.
+   *
+   * @generated from field: google.protobuf.Timestamp last_at = 9;
+   */
+  lastAt?: Timestamp | undefined;
 };
 
 /**
