@@ -227,9 +227,11 @@ impl Auditor {
                     dropped_logged = dropped;
                 }
                 // On failure (PostgreSQL down) everything is kept and retried at the next tick.
+                // Counts are brought up to date once a minute is over, or now if someone waits.
+                let all = stopping || !flushes.is_empty();
                 let (fresh, moved) = {
                     let open = lock(&summaries);
-                    (open.unwritten(), open.moved())
+                    (open.unwritten(), open.moved(Utc::now(), all))
                 };
                 if !batch.is_empty() || !fresh.is_empty() {
                     match store::insert_batch(&pool, &batch, &fresh).await {

@@ -100,12 +100,22 @@ pub async fn insert_batch(
         }
         data.push('\n');
     };
-    for row in rows {
-        line(&row.context, row.customer, row.outcome, row.at, 1, None);
-    }
-    for s in summaries {
-        let last = (s.count > 1).then_some(s.last);
-        line(&s.context, Some(s.customer), "read", s.first, s.count, last);
+    // Numbered in the order things happened (both lists are in that order already): a merge.
+    let mut summary_ids = Vec::with_capacity(summaries.len());
+    let (mut r, mut k) = (0, 0);
+    while r < rows.len() || k < summaries.len() {
+        let take_row = k == summaries.len() || (r < rows.len() && rows[r].at <= summaries[k].first);
+        if take_row {
+            let row = &rows[r];
+            line(&row.context, row.customer, row.outcome, row.at, 1, None);
+            r += 1;
+        } else {
+            let s = &summaries[k];
+            summary_ids.push(ids[r + k]);
+            let last = (s.count > 1).then_some(s.last);
+            line(&s.context, Some(s.customer), "read", s.first, s.count, last);
+            k += 1;
+        }
     }
     let mut copy = conn
         .copy_in_raw(
@@ -116,7 +126,7 @@ pub async fn insert_batch(
     match copy.send(data.into_bytes()).await {
         Ok(_) => {
             copy.finish().await?;
-            Ok(ids[rows.len()..].to_vec())
+            Ok(summary_ids)
         }
         Err(error) => {
             copy.abort("audit batch not sent").await.ok();

@@ -2,8 +2,10 @@
 //! RPC in one calendar minute (UTC) become one row, with a count and the first and last times.
 //!
 //! The row is written at the first flush after its first read, so "who looked at this customer"
-//! shows at once, and its count and last time are brought up to date at the flushes after (one
-//! `UPDATE` for all the rows that moved). A summary is forgotten once its minute is over and its
+//! shows at once. Its count and last time are brought up to date once its minute is over (one
+//! `UPDATE` for all the rows that moved), or at once when someone waits for a flush (or the
+//! writer stops): a row is updated at most once, not at every flush, so a customer read many times
+//! a minute costs one insert and one update. A summary is forgotten once its minute is over and its
 //! row is current. So the trail stays complete and exact: every read is counted in exactly one row.
 //! Denials and writes are never summarized.
 
@@ -121,20 +123,26 @@ impl Summaries {
         Added::Opened
     }
 
-    /// Summaries without a row yet.
+    /// Summaries without a row yet, oldest first (so rows are numbered in the order of reads).
     pub fn unwritten(&self) -> Vec<Summary> {
-        self.open
+        let mut fresh: Vec<Summary> = self
+            .open
             .values()
             .filter(|s| s.row.is_none())
             .cloned()
-            .collect()
+            .collect();
+        fresh.sort_by_key(|s| s.first);
+        fresh
     }
 
-    /// Rows whose count has moved since they were written: (row, count, last time).
-    pub fn moved(&self) -> Vec<(i64, i32, DateTime<Utc>)> {
+    /// Rows whose count has moved since they were written: (row, count, last time). Only those of
+    /// minutes before `now`'s, unless `all`.
+    pub fn moved(&self, now: DateTime<Utc>, all: bool) -> Vec<(i64, i32, DateTime<Utc>)> {
+        let current = minute(now);
         self.open
-            .values()
-            .filter_map(|s| Some((s.row?, s.count, s.last)).filter(|_| s.count != s.written))
+            .iter()
+            .filter(|((_, _, m), _)| all || *m < current)
+            .filter_map(|(_, s)| Some((s.row?, s.count, s.last)).filter(|_| s.count != s.written))
             .collect()
     }
 
@@ -252,14 +260,17 @@ mod tests {
         let ids: Vec<i64> = (1..=5).collect();
         s.inserted(&rows, &ids);
         assert!(s.settled());
-        assert!(s.moved().is_empty());
+        assert!(s.moved(at("2026-12-07T10:01:30Z"), true).is_empty());
 
-        // A read after the row was written moves its count; the row is updated, then current.
+        // A read after the row was written moves its count; the row is updated once the minute
+        // is over (or when asked to), then current.
         assert_eq!(
             s.add(&a1, ada, at("2026-12-07T10:00:59Z"), || true),
             Added::Merged
         );
-        let moved = s.moved();
+        assert!(s.moved(at("2026-12-07T10:00:59Z"), false).is_empty());
+        assert_eq!(s.moved(at("2026-12-07T10:00:59Z"), true).len(), 1);
+        let moved = s.moved(at("2026-12-07T10:01:00Z"), false);
         assert_eq!(moved.len(), 1);
         assert_eq!((moved[0].1, moved[0].2), (3, at("2026-12-07T10:00:59Z")));
         assert!(!s.settled());

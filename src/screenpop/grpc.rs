@@ -3,8 +3,6 @@
 
 use tonic::{Request, Response, Status};
 
-use prost::Message as _;
-
 use super::{PopAnswer, PopBody, PopError, PopRequest, PopSource, ScreenPops, caller_id};
 use crate::audit::Auditor;
 use crate::grpc_status;
@@ -76,7 +74,7 @@ fn pop_request(request: &v1::LookupRequest, phones: &PhoneParser) -> Result<Pars
 
 /// What a lookup request found.
 enum Found {
-    Answer(PopAnswer),
+    Answer(Box<(PopRequest, PopAnswer)>),
     NoNumber(v1::CallerKind),
 }
 
@@ -109,7 +107,7 @@ impl ScreenPopGrpc {
         };
         let answer = self.pops.answer(&request).await?;
         self.auditor.read(answer.customer_ids());
-        Ok(Found::Answer(answer))
+        Ok(Found::Answer(Box::new((request, answer))))
     }
 
     /// The pop for a request, decoded, and where it came from.
@@ -117,19 +115,13 @@ impl ScreenPopGrpc {
         &self,
         request: &v1::LookupRequest,
     ) -> Result<(v1::ScreenPop, v1::PopSource), Status> {
-        Ok(match self.find(request).await? {
-            Found::NoNumber(kind) => (no_number(kind), v1::PopSource::None),
-            Found::Answer(answer) => {
-                let mut pop = match answer.body {
-                    PopBody::Decoded(pop) => *pop,
-                    PopBody::Encoded(bytes) => v1::ScreenPop::decode(bytes.as_slice())
-                        .map_err(|_| Status::internal("a cached pop did not decode"))?,
-                };
-                pop.dialed_campaign = answer.dialed_campaign;
-                pop.caller_kind = v1::CallerKind::Number.into();
-                (pop, source(answer.source))
-            }
-        })
+        let (request, answer) = match self.find(request).await? {
+            Found::NoNumber(kind) => return Ok((no_number(kind), v1::PopSource::None)),
+            Found::Answer(found) => *found,
+        };
+        let (mut pop, from) = self.pops.decoded(&request, answer).await?;
+        pop.caller_kind = v1::CallerKind::Number.into();
+        Ok((pop, source(from)))
     }
 }
 
@@ -139,15 +131,19 @@ impl ScreenPopService for ScreenPopGrpc {
         &self,
         request: Request<v1::LookupRequest>,
     ) -> Result<Response<v1::LookupResponse>, Status> {
-        let response = match self.find(request.get_ref()).await? {
-            Found::NoNumber(kind) => v1::LookupResponse {
+        let found = match self.find(request.get_ref()).await? {
+            Found::NoNumber(kind) => Err(kind),
+            Found::Answer(found) => Ok(found.1),
+        };
+        let response = match found {
+            Err(kind) => v1::LookupResponse {
                 pop: Some(no_number(kind)),
                 source: v1::PopSource::None.into(),
                 encoded_pop: None,
             },
             // A cached pop goes out as its bytes, with the dialed campaign and the caller's kind
             // appended: the same bytes as encoding it whole (`proto::lookup`).
-            Found::Answer(PopAnswer {
+            Ok(PopAnswer {
                 body: PopBody::Encoded(bytes),
                 source: from,
                 dialed_campaign,
@@ -160,7 +156,7 @@ impl ScreenPopService for ScreenPopGrpc {
                     v1::CallerKind::Number,
                 )),
             },
-            Found::Answer(PopAnswer {
+            Ok(PopAnswer {
                 body: PopBody::Decoded(mut pop),
                 source: from,
                 dialed_campaign,

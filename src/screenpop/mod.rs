@@ -157,13 +157,28 @@ impl ScreenPops {
         request: &PopRequest,
     ) -> Result<(v1::ScreenPop, PopSource), PopError> {
         let answer = self.answer(request).await?;
-        let mut pop = match answer.body {
-            PopBody::Decoded(pop) => *pop,
-            // Bytes this instance cached or pinned and checked when it read them.
-            PopBody::Encoded(bytes) => v1::ScreenPop::decode(bytes.as_slice()).unwrap_or_default(),
+        self.decoded(request, answer).await
+    }
+
+    /// An answer as a decoded pop, with the dialed campaign on it. Cached bytes that pass the
+    /// check of [`Self::answer`] but do not decode as a whole are read again from PostgreSQL.
+    pub async fn decoded(
+        &self,
+        request: &PopRequest,
+        answer: PopAnswer,
+    ) -> Result<(v1::ScreenPop, PopSource), PopError> {
+        let (mut pop, source) = match answer.body {
+            PopBody::Decoded(pop) => (*pop, answer.source),
+            PopBody::Encoded(bytes) => match v1::ScreenPop::decode(bytes.as_slice()) {
+                Ok(pop) => (pop, answer.source),
+                Err(_) => (
+                    self.load_uncached(request.caller.e164()).await?,
+                    PopSource::Database,
+                ),
+            },
         };
         pop.dialed_campaign = answer.dialed_campaign;
-        Ok((pop, answer.source))
+        Ok((pop, source))
     }
 
     /// The pop for a lookup, as the cache holds it when it came from the cache: a hot pop is never
@@ -184,7 +199,10 @@ impl ScreenPops {
                 }
             }
             Some(_) => self.fall_back(number).await?,
-            None => self.load_uncached(number).await?,
+            None => (
+                PopBody::Decoded(Box::new(self.load_uncached(number).await?)),
+                PopSource::Database,
+            ),
         };
         tracing::Span::current().record("source", tracing::field::debug(source));
         // Inbound attribution: not part of the cached card, which is the same whatever was dialed.
@@ -271,14 +289,14 @@ impl ScreenPops {
         if self.admission.is_shedding() {
             return Err(PopError::Overloaded);
         }
-        self.load_uncached(number).await
+        let pop = self.load_uncached(number).await?;
+        Ok((PopBody::Decoded(Box::new(pop)), PopSource::Database))
     }
 
-    async fn load_uncached(&self, number: &str) -> Result<(PopBody, PopSource), PopError> {
+    async fn load_uncached(&self, number: &str) -> Result<v1::ScreenPop, PopError> {
         PopStats::bump(&self.stats.cache_bypassed);
         PopStats::bump(&self.stats.database_queries);
-        let pop = card::resolve(&self.pool, number).await.map_err(Arc::new)?;
-        Ok((PopBody::Decoded(Box::new(pop)), PopSource::Database))
+        Ok(card::resolve(&self.pool, number).await.map_err(Arc::new)?)
     }
 }
 
