@@ -59,9 +59,10 @@ for scenario in ${BENCH_SCENARIOS:-echo pop-hot pop-hot-10k pop-cold pop-cold-5k
     pop-cold)    # Every lookup a miss: drop the cached cards this deployment holds first.
                  drop_cached_pops
                  run pop-cold --duration 10 --warmup 0 --population 400000 ;;
-    pop-cold-5k) # Open loop at 5,000 misses a second (issue #25: server p99 under 5 ms).
+    pop-cold-5k) # Open loop at 5,000 misses a second (issue #25: server p99 under 5 ms);
+                 # BENCH_COLD_RATE sets another rate.
                  drop_cached_pops
-                 run pop-cold --rate 5000 --duration 10 --warmup 0 --population 400000 ;;
+                 run pop-cold --rate "${BENCH_COLD_RATE:-5000}" --duration 10 --warmup "${BENCH_COLD_WARMUP:-0}" --population 400000 ;;
     events)      run events --duration 10 --concurrency 1024 --streams 64 --agents 50 --population 10000 ;;
     events-10k)  run events --rate 10000 --duration 10 --streams 64 --agents 50 --population 10000 ;;
     mixed)       run mixed --rate 4000 --duration 15 --streams 32 --agents 50 --population 100000 --skip-warm ;;
