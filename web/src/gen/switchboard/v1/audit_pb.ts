@@ -17,9 +17,9 @@ export const file_switchboard_v1_audit: GenFile = /*@__PURE__*/
 /**
  * One row of the trail. Reads are summarized: the reads of one customer by one actor (and role)
  * through one RPC in one minute (UTC) are one event, with `read_count` reads from `at` to
- * `last_at`, and the request id of the first. The row appears within a fraction of a second of the
- * first read; its count and `last_at` are made exact once the minute is over. Writes, erasures and denials are
- * one event each (`read_count` 1).
+ * `last_at`, and the request id of the first. The row appears within a fraction of a second of
+ * the first read; its count and `last_at` are made exact once the minute is over. Writes,
+ * erasures and denials are one event each (`read_count` 1).
  *
  * @generated from message switchboard.v1.AuditEvent
  */
