@@ -296,9 +296,11 @@ impl Auditor {
     }
 
     /// Gives up on every entry still waiting (shutdown's deadline has come while PostgreSQL
-    /// cannot take them): counts them as dropped and returns how many there were.
+    /// cannot take them): counts them as dropped and returns how many there were, counting each
+    /// read a summary holds that its row does not.
     pub fn abandon(&self) -> usize {
-        let lost = self.backlog.pending.swap(0, Ordering::AcqRel);
+        let uncounted = lock(&self.summaries).uncounted();
+        let lost = self.backlog.pending.swap(0, Ordering::AcqRel) + uncounted;
         self.backlog
             .dropped
             .fetch_add(lost as u64, Ordering::Relaxed);

@@ -185,6 +185,19 @@ impl Summaries {
             .all(|s| s.row.is_some() && s.written == s.count)
     }
 
+    /// Reads held here beyond one per summary still to be written: the reads that would be lost
+    /// with the summaries (each unwritten summary's first read is counted by the backlog).
+    pub fn uncounted(&self) -> usize {
+        self.open
+            .values()
+            .map(|s| match s.row {
+                None => s.count - 1,
+                Some(_) => s.count - s.written,
+            })
+            .map(|n| usize::try_from(n).unwrap_or(0))
+            .sum()
+    }
+
     pub fn len(&self) -> usize {
         self.open.len()
     }
@@ -270,6 +283,11 @@ mod tests {
         );
         assert!(s.moved(at("2026-12-07T10:00:59Z"), false).is_empty());
         assert_eq!(s.moved(at("2026-12-07T10:00:59Z"), true).len(), 1);
+        assert_eq!(
+            s.uncounted(),
+            1,
+            "the read the written row does not count yet"
+        );
         let moved = s.moved(at("2026-12-07T10:01:00Z"), false);
         assert_eq!(moved.len(), 1);
         assert_eq!((moved[0].1, moved[0].2), (3, at("2026-12-07T10:00:59Z")));

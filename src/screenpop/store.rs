@@ -238,8 +238,9 @@ pub async fn build_cards(pool: &PgPool, ids: &[Uuid]) -> sqlx::Result<Vec<Built>
 /// A card to store: the customer, the generation it was built at, its bytes, and its expiry.
 pub type Encoded = (Uuid, i64, Vec<u8>, Option<DateTime<Utc>>);
 
-/// Stores built cards, each only if its generation is still the one it was built at. A deleted
-/// customer's row gets empty bytes: nothing to build, nothing to show.
+/// Stores built cards, each only if its generation is still the one it was built at (and its row
+/// is not being written right now). A deleted customer's row gets empty bytes: nothing to build,
+/// nothing to show.
 pub async fn store_cards(pool: &PgPool, built: &[Encoded]) -> sqlx::Result<u64> {
     let mut ids = Vec::with_capacity(built.len());
     let mut generations = Vec::with_capacity(built.len());
@@ -251,11 +252,21 @@ pub async fn store_cards(pool: &PgPool, built: &[Encoded]) -> sqlx::Result<u64> 
         cards.push(card.as_slice());
         valid_until.push(*until);
     }
+    // Never waits for a row lock: a card a write is marking stale right now is skipped (that
+    // write moves its generation anyway), so a builder can never deadlock with a writing
+    // transaction that touches several customers' cards in several statements. Every customer has
+    // a row (migration 30 and the customers trigger), so storing is an update.
     let done = sqlx::query!(
-        "INSERT INTO customer_cards (customer_id, generation, card, valid_until) \
-         SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::timestamptz[]) ORDER BY 1 \
-         ON CONFLICT (customer_id) DO UPDATE SET card = EXCLUDED.card, valid_until = EXCLUDED.valid_until \
-         WHERE customer_cards.generation = EXCLUDED.generation",
+        "WITH input AS ( \
+           SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::timestamptz[]) \
+             AS t(id, generation, card, valid_until)), \
+         locked AS ( \
+           SELECT k.customer_id FROM customer_cards k \
+           JOIN input i ON i.id = k.customer_id AND k.generation = i.generation \
+           ORDER BY k.customer_id FOR UPDATE OF k SKIP LOCKED) \
+         UPDATE customer_cards k SET card = i.card, valid_until = i.valid_until \
+         FROM input i JOIN locked l ON l.customer_id = i.id \
+         WHERE k.customer_id = i.id",
         &ids,
         &generations,
         &cards as &[&[u8]],

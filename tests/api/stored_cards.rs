@@ -175,26 +175,7 @@ async fn an_offer_that_starts_later_makes_the_stored_card_expire_then() {
     // A campaign that starts in a moment, with Ada a member: written in SQL (the campaign API
     // does not take a start this close), which marks her card stale like any write.
     let starts = chrono::Utc::now() + chrono::Duration::seconds(3);
-    let campaign = Uuid::new_v4();
-    sqlx::query(
-        "INSERT INTO campaigns (id, request_id, name, channel, status, starts_at, ends_at, offer_text, \
-                                max_attempts, retry_after_seconds, lease_seconds, window_start, \
-                                window_end, default_time_zone) \
-         VALUES ($1, 'r-winter', 'Winter', 'inbound_call', 'active', $2, $3, 'Half price', \
-                 1, 60, 60, 0, 1440, 'UTC')",
-    )
-    .bind(campaign)
-    .bind(starts)
-    .bind(starts + chrono::Duration::days(30))
-    .execute(&app.db)
-    .await
-    .expect("campaign");
-    sqlx::query("INSERT INTO campaign_members (campaign_id, customer_id) VALUES ($1, $2)")
-        .bind(campaign)
-        .bind(Uuid::parse_str(&ada.id).expect("uuid"))
-        .execute(&app.db)
-        .await
-        .expect("member");
+    campaign_with_member(&app, starts, &ada.id).await;
     let (pop, _) = app.pop("+14155550100").await;
     assert!(exact(&pop).offers.is_empty(), "not started yet");
     let until: Option<chrono::DateTime<chrono::Utc>> =
@@ -224,6 +205,80 @@ async fn an_offer_that_starts_later_makes_the_stored_card_expire_then() {
         ["Half price"],
         "the stored card expired when the offer started"
     );
+}
+
+/// An active inbound campaign with an offer, from `starts` for 30 days, with the customer a
+/// member: written in SQL (the campaign API does not take a start this close).
+async fn campaign_with_member(
+    app: &TestApp,
+    starts: chrono::DateTime<chrono::Utc>,
+    customer_id: &str,
+) -> Uuid {
+    let campaign = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO campaigns (id, request_id, name, channel, status, starts_at, ends_at, offer_text, \
+                                max_attempts, retry_after_seconds, lease_seconds, window_start, \
+                                window_end, default_time_zone) \
+         VALUES ($1, $1::text, 'Winter', 'inbound_call', 'active', $2, $3, 'Half price', \
+                 1, 60, 60, 0, 1440, 'UTC')",
+    )
+    .bind(campaign)
+    .bind(starts)
+    .bind(starts + chrono::Duration::days(30))
+    .execute(&app.db)
+    .await
+    .expect("campaign");
+    sqlx::query("INSERT INTO campaign_members (campaign_id, customer_id) VALUES ($1, $2)")
+        .bind(campaign)
+        .bind(Uuid::parse_str(customer_id).expect("uuid"))
+        .execute(&app.db)
+        .await
+        .expect("member");
+    campaign
+}
+
+#[tokio::test]
+async fn leasing_a_campaign_member_keeps_the_card_and_finishing_it_does_not() {
+    let app = app_without_redis().await;
+    let ada = app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    let campaign = campaign_with_member(
+        &app,
+        chrono::Utc::now() - chrono::Duration::hours(1),
+        &ada.id,
+    )
+    .await;
+    let card = built(&app, &ada.id).await;
+    assert_eq!(card.offers.len(), 1, "the running offer is on the card");
+    let (_, generation) = stored(&app, &ada.id).await;
+
+    // An outbound agent leases her, an attempt is recorded: nothing on the card changes.
+    sqlx::query(
+        "UPDATE campaign_members SET state = 'leased', attempts = attempts + 1 \
+         WHERE campaign_id = $1",
+    )
+    .bind(campaign)
+    .execute(&app.db)
+    .await
+    .expect("leased");
+    assert_eq!(
+        stored(&app, &ada.id).await,
+        (Some(card.encode_to_vec()), generation),
+        "a lease leaves the stored card as it was"
+    );
+
+    // Done: the offer leaves her card, in the same transaction.
+    sqlx::query("UPDATE campaign_members SET state = 'done' WHERE campaign_id = $1")
+        .bind(campaign)
+        .execute(&app.db)
+        .await
+        .expect("done");
+    let (_, after) = stored(&app, &ada.id).await;
+    assert!(
+        after > generation,
+        "finishing the member made the card stale"
+    );
+    let (pop, _) = app.pop("+14155550100").await;
+    assert!(exact(&pop).offers.is_empty());
 }
 
 #[tokio::test]
