@@ -144,7 +144,7 @@ impl ScreenPopService for ScreenPopGrpc {
             // A cached pop goes out as its bytes, with the dialed campaign and the caller's kind
             // appended: the same bytes as encoding it whole (`proto::lookup`).
             Ok(PopAnswer {
-                body: PopBody::Encoded(bytes),
+                body: PopBody::Encoded { bytes, .. },
                 source: from,
                 dialed_campaign,
             }) => v1::LookupResponse {

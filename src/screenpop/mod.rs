@@ -169,7 +169,7 @@ impl ScreenPops {
     ) -> Result<(v1::ScreenPop, PopSource), PopError> {
         let (mut pop, source) = match answer.body {
             PopBody::Decoded(pop) => (*pop, answer.source),
-            PopBody::Encoded(bytes) => match v1::ScreenPop::decode(bytes.as_slice()) {
+            PopBody::Encoded { bytes, .. } => match v1::ScreenPop::decode(bytes.as_slice()) {
                 Ok(pop) => (pop, answer.source),
                 Err(_) => (
                     self.load_uncached(request.caller.e164()).await?,
@@ -230,16 +230,21 @@ impl ScreenPops {
         call_id: Option<&str>,
         mut read: cache::CachedRead,
     ) -> Result<(PopBody, PopSource), PopError> {
-        if let Some(bytes) = read.current_pin().filter(|bytes| well_formed(bytes)) {
+        if let Some(pin) = read.current_pin()
+            && let Some(shown) = shown_in(pin)
+        {
             PopStats::bump(&self.stats.pin_hits);
-            return Ok((PopBody::Encoded(bytes.to_vec()), PopSource::CallPin));
+            let bytes = pin.to_vec();
+            return Ok((PopBody::Encoded { bytes, shown }, PopSource::CallPin));
         }
-        if let Some(bytes) = read.pop.take_if(|bytes| well_formed(bytes)) {
+        if let Some(shown) = read.pop.as_deref().and_then(shown_in)
+            && let Some(bytes) = read.pop.take()
+        {
             PopStats::bump(&self.stats.cache_hits);
             if let Some(call_id) = call_id {
                 cache.pin(key, call_id, read.generation, &bytes).await.ok();
             }
-            return Ok((PopBody::Encoded(bytes), PopSource::Cache));
+            return Ok((PopBody::Encoded { bytes, shown }, PopSource::Cache));
         }
         let generation = read.generation;
         let (loaded, ran) = self
@@ -300,10 +305,16 @@ impl ScreenPops {
     }
 }
 
-/// Whether cached bytes are a `ScreenPop` whose cards can be named, so they may be served as
-/// they are (anything else is treated as a miss, as a failed decode always was).
-fn well_formed(bytes: &[u8]) -> bool {
-    v1::LookupResponse::customer_ids(bytes).is_some()
+/// The customers cached bytes show, read once for the audit; `None` unless they are a `ScreenPop`
+/// whose cards can be named, so they may be served as they are (anything else is treated as a
+/// miss, as a failed decode always was).
+fn shown_in(bytes: &[u8]) -> Option<Vec<uuid::Uuid>> {
+    let ids = v1::LookupResponse::customer_ids(bytes)?;
+    Some(
+        ids.iter()
+            .filter_map(|id| uuid::Uuid::parse_str(id).ok())
+            .collect(),
+    )
 }
 
 /// A pop as a lookup found it.
@@ -311,8 +322,12 @@ fn well_formed(bytes: &[u8]) -> bool {
 pub enum PopBody {
     /// Read from PostgreSQL.
     Decoded(Box<v1::ScreenPop>),
-    /// Cached bytes of a `ScreenPop` (without `dialed_campaign` and `caller_kind`).
-    Encoded(Vec<u8>),
+    /// Cached bytes of a `ScreenPop` (without `dialed_campaign` and `caller_kind`), and the
+    /// customers they show.
+    Encoded {
+        bytes: Vec<u8>,
+        shown: Vec<uuid::Uuid>,
+    },
 }
 
 /// What a lookup answers: the pop, where it came from, and the campaign that owns the dialed
@@ -327,17 +342,14 @@ pub struct PopAnswer {
 impl PopAnswer {
     /// The customers the pop shows, for the read audit.
     pub fn customer_ids(&self) -> Vec<uuid::Uuid> {
-        let ids: Vec<String> = match &self.body {
+        match &self.body {
             PopBody::Decoded(pop) => pop
                 .card
                 .iter()
                 .chain(&pop.candidates)
-                .map(|card| card.customer_id.clone())
+                .filter_map(|card| uuid::Uuid::parse_str(&card.customer_id).ok())
                 .collect(),
-            PopBody::Encoded(bytes) => v1::LookupResponse::customer_ids(bytes).unwrap_or_default(),
-        };
-        ids.iter()
-            .filter_map(|id| uuid::Uuid::parse_str(id).ok())
-            .collect()
+            PopBody::Encoded { shown, .. } => shown.clone(),
+        }
     }
 }
