@@ -582,12 +582,17 @@ where
     }
 }
 
+/// A loopback port that is free for both TCP and UDP at this moment. Both, because the suite's
+/// SIP parts (Kamailio, SIPp) listen on UDP: a port checked only over TCP can be one that another
+/// test's Kamailio holds over UDP, and the SIPp given it then fails to bind.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    loop {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = tcp.local_addr().expect("addr").port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn is_root() -> bool {

@@ -164,7 +164,7 @@ impl SipLab {
     /// What SIPp reported as errors (its `*_errors.log` files in the lab's directory), for a
     /// failed scenario's message.
     fn sipp_errors(&self) -> String {
-        let mut errors = String::new();
+        let mut errors = format!("stderr:\n{}\n", self.log("sipp.stderr"));
         for entry in std::fs::read_dir(self.dir.path())
             .into_iter()
             .flatten()
@@ -190,7 +190,13 @@ impl SipLab {
             .args(["-m", "1", "-nostdin", "-timeout", "30s", "-trace_err"])
             .current_dir(self.dir.path())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.path().join("sipp.stderr"))
+                    .expect("SIPp's stderr"),
+            )
             .kill_on_drop(true);
         command
     }
@@ -225,7 +231,12 @@ impl SipLab {
             .status()
             .await
             .expect("sipp registers");
-        assert!(status.success(), "the phone registered");
+        assert!(
+            status.success(),
+            "the phone registered ({status}); SIPp: {}\nkamailio: {}",
+            self.sipp_errors(),
+            self.log("kamailio.log")
+        );
         let messages = self.dir.path().join(format!("phone-{sip_user}.msg"));
         let mut phone = self.sipp(scenario);
         for (key, value) in keys {
