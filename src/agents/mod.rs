@@ -62,16 +62,11 @@ pub struct StateChange {
     pub since: DateTime<Utc>,
 }
 
-/// Makes the agents a gateway's accepted call event named known, in the event's transaction,
+/// The agents a gateway's accepted call event named are made known in the event's transaction,
 /// marked as known only from the gateway when Switchboard had never seen them (see
-/// [`Agents::list`]). An agent known already is left as it is.
-pub async fn learn_from_gateway(
-    conn: &mut sqlx::PgConnection,
-    agent_ids: &[AgentId],
-) -> sqlx::Result<()> {
-    let ids: Vec<&str> = agent_ids.iter().map(AgentId::as_str).collect();
-    store::learn_from_gateway(conn, &ids).await
-}
+/// [`Agents::list`]); an agent known already is left as it is. The insert is a CTE of the
+/// call-event batch's write.
+pub(crate) use store::learn_from_gateway_sql;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {

@@ -110,20 +110,19 @@ pub async fn ensure_known(conn: &mut PgConnection, agent_id: &str) -> sqlx::Resu
     Ok(())
 }
 
-/// Agents a gateway named that were never seen: known from the gateway from now on.
-pub async fn learn_from_gateway(conn: &mut PgConnection, agent_ids: &[&str]) -> sqlx::Result<()> {
-    if agent_ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query!(
-        "INSERT INTO agents (agent_id, known_from) SELECT a, 'gateway' FROM unnest($1::text[]) AS a \
-         ORDER BY a ON CONFLICT (agent_id) DO NOTHING",
-        &agent_ids.iter().map(|id| (*id).to_owned()).collect::<Vec<String>>()
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
+/// The insert that makes the agents a gateway named known from the gateway (`$ids`: the
+/// `text[]` parameter naming them), in id order so that concurrent batches lock them in one order.
+/// A CTE of the call-event batch's write (`calls::store::write_batch`).
+macro_rules! learn_from_gateway_sql {
+    ($ids:literal) => {
+        concat!(
+            "INSERT INTO agents (agent_id, known_from) SELECT a, 'gateway' FROM unnest(",
+            $ids,
+            "::text[]) AS a ORDER BY a ON CONFLICT (agent_id) DO NOTHING"
+        )
+    };
 }
+pub(crate) use learn_from_gateway_sql;
 
 pub async fn set_team(conn: &mut PgConnection, agent_id: &str, team: &str) -> sqlx::Result<()> {
     sqlx::query!(

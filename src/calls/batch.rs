@@ -310,16 +310,23 @@ async fn commit_batch(
         outcomes.push(outcome);
     }
 
-    let mut named: Vec<AgentId> = named.into_iter().map(AgentId::new).collect();
+    let mut named: Vec<&str> = named.into_iter().collect();
     named.sort_unstable();
-    crate::agents::learn_from_gateway(&mut tx, &named).await?;
     let rows: Vec<(&NewEvent, &Ack, &[u8])> = writes.iter().map(|(e, a, h)| (*e, a, *h)).collect();
-    store::insert_events(&mut tx, &rows, &feed).await?;
     let calls: Vec<(&CallKey, &CallRecord, Option<Uuid>)> = records
         .iter()
         .map(|(key, (record, customer))| (key, record, *customer))
         .collect();
-    store::save_calls(&mut tx, &calls).await?;
+    store::write_batch(
+        &mut tx,
+        &store::BatchWrite {
+            agents: &named,
+            events: &rows,
+            feed: &feed,
+            calls: &calls,
+        },
+    )
+    .await?;
     tx.commit().await?;
     let live = records
         .iter()

@@ -13,7 +13,7 @@
 //!
 //! Three rules keep one gateway's mistake from costing it anything else:
 //! - an agent named by an accepted event who was never seen before becomes known, marked as
-//!   known from the gateway ([`crate::agents::learn_from_gateway`]): desk phones and PBX-only
+//!   known from the gateway ((`crate::agents::learn_from_gateway_sql`)): desk phones and PBX-only
 //!   agents count in KPIs, and the agent directory lists them as drift;
 //! - a resend is recognised by its payload's fingerprint ([`NewEvent::fingerprint`]): the same
 //!   payload gets the stored ack, another payload under a used event id gets

@@ -43,7 +43,8 @@ struct CallViewRow {
     customer_id: Option<Uuid>,
 }
 
-/// Calls the agent is on now (ringing, connected, held or conferenced), oldest first.
+/// Calls the agent is on now (ringing, connected, held or conferenced), oldest first: the live
+/// calls (index `calls_live_idx`) that name the agent.
 pub async fn active_calls_for_agent(
     conn: &mut PgConnection,
     agent_id: &str,
@@ -52,7 +53,7 @@ pub async fn active_calls_for_agent(
         CallViewRow,
         "SELECT gateway_id, call_id, state, caller_number, dialed_number, queue, current_agent, offered_at, \
                 answered_at, customer_id \
-         FROM calls WHERE on_call_agents @> ARRAY[$1] AND state NOT IN ('ended', 'abandoned') \
+         FROM calls WHERE ended_at IS NULL AND on_call_agents @> ARRAY[$1] \
          ORDER BY offered_at, gateway_id, call_id",
         agent_id
     )
@@ -232,122 +233,226 @@ pub async fn current_of(
         .collect()
 }
 
-/// Inserts events with their acks (accepted or rejected: the others are never stored) and
-/// payload fingerprints, and their feed events, in one statement (the feed's insert rides along
-/// as a CTE: one round trip less on the hottest write path).
-pub async fn insert_events(
-    conn: &mut PgConnection,
-    events: &[(&NewEvent, &Ack, &[u8])],
-    feed: &[crate::feed::Event],
-) -> sqlx::Result<()> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let rows: Vec<serde_json::Value> = events
-        .iter()
-        .map(|(event, ack, hash)| {
+/// A batch's writes: the agents its accepted events named, its events with their acks (accepted
+/// or rejected: the others are never stored) and payload fingerprints, their feed events, and the
+/// folded record of each call it changed (a matched customer is kept once set).
+pub struct BatchWrite<'a> {
+    pub agents: &'a [&'a str],
+    pub events: &'a [(&'a NewEvent, &'a Ack, &'a [u8])],
+    pub feed: &'a [crate::feed::Event],
+    pub calls: &'a [(&'a CallKey, &'a CallRecord, Option<Uuid>)],
+}
+
+/// The events' columns, for `unnest` (`$7`-`$22` of [`write_batch`]'s statement).
+#[derive(Default)]
+struct EventColumns<'a> {
+    gateway_id: Vec<&'a str>,
+    event_id: Vec<&'a str>,
+    call_id: Vec<&'a str>,
+    kind: Vec<&'static str>,
+    occurred_at: Vec<DateTime<Utc>>,
+    sequence: Vec<i64>,
+    caller_number: Vec<Option<&'a str>>,
+    dialed_number: Vec<Option<&'a str>>,
+    queue: Vec<Option<&'a str>>,
+    agent_id: Vec<Option<&'a str>>,
+    target_agent_id: Vec<Option<&'a str>>,
+    target_queue: Vec<Option<&'a str>>,
+    attached_data: Vec<sqlx::types::Json<&'a std::collections::BTreeMap<String, String>>>,
+    outcome: Vec<&'static str>,
+    reason: Vec<&'a str>,
+    payload_hash: Vec<&'a [u8]>,
+}
+
+impl<'a> EventColumns<'a> {
+    fn of(events: &'a [(&'a NewEvent, &'a Ack, &'a [u8])]) -> Self {
+        let mut columns = Self::default();
+        for (event, ack, hash) in events {
+            let step = &event.step;
             let (outcome, reason) = match ack {
                 Ack::Accepted => ("accepted", ""),
                 Ack::Rejected(reason) => ("rejected", reason.as_str()),
                 // Never written (`commit_batch` stores only these two); the CHECK would refuse it.
                 Ack::Invalid(_) | Ack::DuplicateId => ("", ""),
             };
-            let hash: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-            let mut row = event.payload();
-            row.insert("gateway_id".into(), event.gateway_id.clone().into());
-            row.insert("event_id".into(), event.step.event_id.clone().into());
-            row.insert("outcome".into(), outcome.into());
-            row.insert("reason".into(), reason.into());
-            row.insert("payload_hash".into(), hash.into());
-            serde_json::Value::Object(row)
-        })
-        .collect();
+            let (target_agent, target_queue) = TransferTarget::columns(step.target.as_ref());
+            columns.gateway_id.push(&event.gateway_id);
+            columns.event_id.push(&step.event_id);
+            columns.call_id.push(&event.call_id);
+            columns.kind.push(step.kind.as_str());
+            columns.occurred_at.push(step.occurred_at);
+            columns.sequence.push(step.sequence);
+            columns.caller_number.push(step.caller_number.as_deref());
+            columns.dialed_number.push(step.dialed_number.as_deref());
+            columns.queue.push(step.queue.as_deref());
+            columns.agent_id.push(step.agent_id.as_deref());
+            columns.target_agent_id.push(target_agent);
+            columns.target_queue.push(target_queue);
+            columns
+                .attached_data
+                .push(sqlx::types::Json(&event.attached_data));
+            columns.outcome.push(outcome);
+            columns.reason.push(reason);
+            columns.payload_hash.push(hash);
+        }
+        columns
+    }
+}
+
+/// The call records' columns, for `unnest` (`$23`-`$43`). An array column goes as a JSON array
+/// (`unnest` would flatten an array of arrays).
+#[derive(Default)]
+struct CallColumns<'a> {
+    gateway_id: Vec<&'a str>,
+    call_id: Vec<&'a str>,
+    state: Vec<&'static str>,
+    outcome: Vec<&'static str>,
+    caller_number: Vec<Option<&'a str>>,
+    dialed_number: Vec<Option<&'a str>>,
+    queue: Vec<Option<&'a str>>,
+    current_agent: Vec<Option<&'a str>>,
+    on_call_agents: Vec<sqlx::types::Json<Vec<String>>>,
+    handled_by: Vec<sqlx::types::Json<&'a [String]>>,
+    transfers: Vec<i32>,
+    offered_at: Vec<DateTime<Utc>>,
+    queued_at: Vec<Option<DateTime<Utc>>>,
+    answered_at: Vec<Option<DateTime<Utc>>>,
+    ended_at: Vec<Option<DateTime<Utc>>>,
+    hold_ms: Vec<i64>,
+    customer_id: Vec<Option<Uuid>>,
+    event_count: Vec<i32>,
+    last_event_at: Vec<DateTime<Utc>>,
+    transfer_ring_ms: Vec<i64>,
+    requeue_wait_ms: Vec<i64>,
+}
+
+impl<'a> CallColumns<'a> {
+    fn of(calls: &'a [(&'a CallKey, &'a CallRecord, Option<Uuid>)]) -> Self {
+        let mut columns = Self::default();
+        for ((gateway, call_id), call, customer_id) in calls {
+            columns.gateway_id.push(gateway);
+            columns.call_id.push(call_id);
+            columns.state.push(call.state.as_str());
+            columns.outcome.push(call.outcome.as_str());
+            columns.caller_number.push(call.caller_number.as_deref());
+            columns.dialed_number.push(call.dialed_number.as_deref());
+            columns.queue.push(call.queue.as_deref());
+            columns.current_agent.push(call.current_agent.as_deref());
+            columns
+                .on_call_agents
+                .push(sqlx::types::Json(call.on_call_agents()));
+            columns.handled_by.push(sqlx::types::Json(&call.handled_by));
+            columns.transfers.push(call.transfers);
+            columns.offered_at.push(call.offered_at);
+            columns.queued_at.push(call.queued_at);
+            columns.answered_at.push(call.answered_at);
+            columns.ended_at.push(call.ended_at);
+            columns.hold_ms.push(call.hold_ms);
+            columns.customer_id.push(*customer_id);
+            columns.event_count.push(call.event_count);
+            columns.last_event_at.push(call.last_event_at);
+            columns.transfer_ring_ms.push(call.transfer_ring_ms);
+            columns.requeue_wait_ms.push(call.requeue_wait_ms);
+        }
+        columns
+    }
+}
+
+/// Writes the batch in one statement (one round trip on the hottest write path): the feed's
+/// insert and the agents' are CTEs of it, the events and calls arrive as typed column arrays. An
+/// agent learned here has no team yet, so the calls' join on `agents` not seeing it (one
+/// snapshot) gives the same team, `''`.
+pub async fn write_batch(conn: &mut PgConnection, batch: &BatchWrite<'_>) -> sqlx::Result<()> {
+    if batch.events.is_empty() {
+        return Ok(());
+    }
+    let events = EventColumns::of(batch.events);
+    let calls = CallColumns::of(batch.calls);
     let query = sqlx::query(concat!(
         "WITH feed AS (",
         crate::feed::insert_events_sql!(),
-        ") INSERT INTO call_events (gateway_id, event_id, call_id, type, occurred_at, sequence, caller_number, \
-           dialed_number, queue, agent_id, target_agent_id, target_queue, attached_data, outcome, reason, \
-           payload_hash) \
-         SELECT gateway_id, event_id, call_id, type, occurred_at, sequence, caller_number, dialed_number, \
-           queue, agent_id, target_agent_id, target_queue, attached_data, outcome, reason, \
-           decode(payload_hash, 'hex') \
-         FROM jsonb_to_recordset($6) AS r(gateway_id text, event_id text, call_id text, type text, \
-           occurred_at timestamptz, sequence bigint, caller_number text, dialed_number text, queue text, \
-           agent_id text, target_agent_id text, target_queue text, attached_data jsonb, outcome text, \
-           reason text, payload_hash text)",
-    ));
-    crate::feed::Columns::of(feed)
-        .bind(query)
-        .bind(sqlx::types::Json(rows))
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// Writes folded records, one per call, in one statement; a matched customer is kept once set.
-pub async fn save_calls(
-    conn: &mut PgConnection,
-    calls: &[(&CallKey, &CallRecord, Option<Uuid>)],
-) -> sqlx::Result<()> {
-    if calls.is_empty() {
-        return Ok(());
-    }
-    let rows: Vec<serde_json::Value> = calls
-        .iter()
-        .map(|((gateway, call_id), call, customer_id)| {
-            serde_json::json!({
-                "gateway_id": gateway,
-                "call_id": call_id,
-                "state": call.state.as_str(),
-                "outcome": call.outcome.as_str(),
-                "caller_number": call.caller_number,
-                "dialed_number": call.dialed_number,
-                "queue": call.queue,
-                "current_agent": call.current_agent,
-                "on_call_agents": call.on_call_agents(),
-                "handled_by": call.handled_by,
-                "transfers": call.transfers,
-                "offered_at": call.offered_at,
-                "queued_at": call.queued_at,
-                "answered_at": call.answered_at,
-                "last_event_at": call.last_event_at,
-                "ended_at": call.ended_at,
-                "hold_ms": call.hold_ms,
-                "transfer_ring_ms": call.transfer_ring_ms,
-                "requeue_wait_ms": call.requeue_wait_ms,
-                "customer_id": customer_id,
-                "event_count": call.event_count,
-            })
-        })
-        .collect();
-    sqlx::query!(
-        "INSERT INTO calls (gateway_id, call_id, state, outcome, caller_number, dialed_number, queue, current_agent, \
-           on_call_agents, handled_by, transfers, offered_at, queued_at, answered_at, ended_at, hold_ms, customer_id, \
-           event_count, updated_at, team, last_event_at, transfer_ring_ms, requeue_wait_ms) \
-         SELECT r.gateway_id, r.call_id, r.state, r.outcome, r.caller_number, r.dialed_number, r.queue, \
-           r.current_agent, r.on_call_agents, r.handled_by, r.transfers, r.offered_at, r.queued_at, \
-           r.answered_at, r.ended_at, r.hold_ms, r.customer_id, r.event_count, now(), \
-           CASE WHEN cardinality(r.handled_by) > 0 THEN COALESCE(a.team, '') END, r.last_event_at, \
-           r.transfer_ring_ms, r.requeue_wait_ms \
-         FROM jsonb_to_recordset($1) AS r(gateway_id text, call_id text, state text, outcome text, \
-           caller_number text, dialed_number text, queue text, current_agent text, on_call_agents text[], \
-           handled_by text[], transfers integer, offered_at timestamptz, queued_at timestamptz, \
-           answered_at timestamptz, ended_at timestamptz, hold_ms bigint, customer_id uuid, event_count integer, \
-           last_event_at timestamptz, transfer_ring_ms bigint, requeue_wait_ms bigint) \
-         LEFT JOIN agents a ON a.agent_id = r.handled_by[1] \
-         ON CONFLICT (gateway_id, call_id) DO UPDATE SET state = EXCLUDED.state, outcome = EXCLUDED.outcome, \
-           caller_number = EXCLUDED.caller_number, dialed_number = EXCLUDED.dialed_number, queue = EXCLUDED.queue, \
+        "), learned AS (",
+        crate::agents::learn_from_gateway_sql!("$6"),
+        "), events AS (\
+           INSERT INTO call_events (gateway_id, event_id, call_id, type, occurred_at, sequence, \
+             caller_number, dialed_number, queue, agent_id, target_agent_id, target_queue, \
+             attached_data, outcome, reason, payload_hash) \
+           SELECT * FROM unnest($7::text[], $8::text[], $9::text[], $10::text[], \
+             $11::timestamptz[], $12::int8[], $13::text[], $14::text[], $15::text[], $16::text[], \
+             $17::text[], $18::text[], $19::jsonb[], $20::text[], $21::text[], $22::bytea[])) \
+         INSERT INTO calls (gateway_id, call_id, state, outcome, caller_number, dialed_number, queue, \
+           current_agent, on_call_agents, handled_by, transfers, offered_at, queued_at, answered_at, \
+           ended_at, hold_ms, customer_id, event_count, updated_at, team, last_event_at, \
+           transfer_ring_ms, requeue_wait_ms) \
+         SELECT r.gateway_id, r.call_id, r.state, r.outcome, r.caller_number, r.dialed_number, \
+           r.queue, r.current_agent, ARRAY(SELECT jsonb_array_elements_text(r.on_call_agents)), \
+           ARRAY(SELECT jsonb_array_elements_text(r.handled_by)), r.transfers, r.offered_at, \
+           r.queued_at, r.answered_at, r.ended_at, r.hold_ms, r.customer_id, r.event_count, now(), \
+           CASE WHEN jsonb_array_length(r.handled_by) > 0 THEN COALESCE(a.team, '') END, \
+           r.last_event_at, r.transfer_ring_ms, r.requeue_wait_ms \
+         FROM unnest($23::text[], $24::text[], $25::text[], $26::text[], $27::text[], $28::text[], \
+           $29::text[], $30::text[], $31::jsonb[], $32::jsonb[], $33::int4[], $34::timestamptz[], \
+           $35::timestamptz[], $36::timestamptz[], $37::timestamptz[], $38::int8[], $39::uuid[], \
+           $40::int4[], $41::timestamptz[], $42::int8[], $43::int8[]) \
+           AS r(gateway_id, call_id, state, outcome, caller_number, dialed_number, queue, \
+             current_agent, on_call_agents, handled_by, transfers, offered_at, queued_at, \
+             answered_at, ended_at, hold_ms, customer_id, event_count, last_event_at, \
+             transfer_ring_ms, requeue_wait_ms) \
+         LEFT JOIN agents a ON a.agent_id = r.handled_by->>0 \
+         ON CONFLICT (gateway_id, call_id) DO UPDATE SET state = EXCLUDED.state, \
+           outcome = EXCLUDED.outcome, caller_number = EXCLUDED.caller_number, \
+           dialed_number = EXCLUDED.dialed_number, queue = EXCLUDED.queue, \
            current_agent = EXCLUDED.current_agent, on_call_agents = EXCLUDED.on_call_agents, \
-           handled_by = EXCLUDED.handled_by, transfers = EXCLUDED.transfers, offered_at = EXCLUDED.offered_at, \
-           queued_at = EXCLUDED.queued_at, answered_at = EXCLUDED.answered_at, ended_at = EXCLUDED.ended_at, \
+           handled_by = EXCLUDED.handled_by, transfers = EXCLUDED.transfers, \
+           offered_at = EXCLUDED.offered_at, queued_at = EXCLUDED.queued_at, \
+           answered_at = EXCLUDED.answered_at, ended_at = EXCLUDED.ended_at, \
            hold_ms = EXCLUDED.hold_ms, customer_id = COALESCE(calls.customer_id, EXCLUDED.customer_id), \
            event_count = EXCLUDED.event_count, updated_at = now(), \
            team = COALESCE(calls.team, EXCLUDED.team), last_event_at = EXCLUDED.last_event_at, \
            transfer_ring_ms = EXCLUDED.transfer_ring_ms, requeue_wait_ms = EXCLUDED.requeue_wait_ms",
-        serde_json::Value::Array(rows)
-    )
-    .execute(conn)
-    .await?;
+    ));
+    crate::feed::Columns::of(batch.feed)
+        .bind(query)
+        .bind(batch.agents)
+        .bind(events.gateway_id)
+        .bind(events.event_id)
+        .bind(events.call_id)
+        .bind(events.kind)
+        .bind(events.occurred_at)
+        .bind(events.sequence)
+        .bind(events.caller_number)
+        .bind(events.dialed_number)
+        .bind(events.queue)
+        .bind(events.agent_id)
+        .bind(events.target_agent_id)
+        .bind(events.target_queue)
+        .bind(events.attached_data)
+        .bind(events.outcome)
+        .bind(events.reason)
+        .bind(events.payload_hash)
+        .bind(calls.gateway_id)
+        .bind(calls.call_id)
+        .bind(calls.state)
+        .bind(calls.outcome)
+        .bind(calls.caller_number)
+        .bind(calls.dialed_number)
+        .bind(calls.queue)
+        .bind(calls.current_agent)
+        .bind(calls.on_call_agents)
+        .bind(calls.handled_by)
+        .bind(calls.transfers)
+        .bind(calls.offered_at)
+        .bind(calls.queued_at)
+        .bind(calls.answered_at)
+        .bind(calls.ended_at)
+        .bind(calls.hold_ms)
+        .bind(calls.customer_id)
+        .bind(calls.event_count)
+        .bind(calls.last_event_at)
+        .bind(calls.transfer_ring_ms)
+        .bind(calls.requeue_wait_ms)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

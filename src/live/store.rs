@@ -43,7 +43,7 @@ pub async fn live_calls(conn: &mut PgConnection) -> sqlx::Result<Vec<LiveCall>> 
              COALESCE(queued_at, offered_at, updated_at) AS "since!",
              COALESCE(last_event_at, updated_at) AS "last_event_at!"
            FROM calls
-           WHERE state NOT IN ('ended', 'abandoned')"#,
+           WHERE ended_at IS NULL"#,
     )
     .fetch_all(conn)
     .await?;

@@ -1264,3 +1264,46 @@ async fn card_numbers_are_masked_in_attached_data_case_subjects_and_agent_reason
         "masked, last four kept"
     );
 }
+
+/// The events between a call's start and its end write no index entry: each one's update of the
+/// call record is HOT (no index names a column they change). Only the insert (OFFERED) and the
+/// end (ENDED sets `ended_at`, which the live index tests) touch the indexes. Reads PostgreSQL's
+/// own counts for this test's database, which its backends flush within a second or so of going
+/// idle.
+#[tokio::test]
+async fn a_calls_events_between_its_start_and_end_write_no_index_entries() {
+    use v1::CallEventType::*;
+    let app = spawn_app().await;
+    log_in(&app, "a-17").await;
+    let script = CallScript::new("c-hot")
+        .event(Offered, "")
+        .event(Queued, "")
+        .event(Ringing, "a-17")
+        .event(Answered, "a-17")
+        .event(Held, "a-17")
+        .event(Resumed, "a-17")
+        .event(Ended, "");
+    // One at a time: each event is its own batch, so its own update.
+    for event in script.events {
+        let ack = report(&app, event).await;
+        assert_eq!(outcome(&ack), v1::AckOutcome::Accepted, "{ack:?}");
+    }
+    let counts = || async {
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'calls'",
+        )
+        .fetch_one(&app.db)
+        .await
+        .expect("table statistics")
+    };
+    let counted =
+        crate::helpers::eventually(Duration::from_secs(15), || async { counts().await.0 >= 6 })
+            .await;
+    let (updates, hot) = counts().await;
+    assert!(counted, "six updates counted, got {updates}");
+    assert_eq!(
+        (updates, updates - hot),
+        (6, 1),
+        "six updates of the call, all HOT but the end's"
+    );
+}
