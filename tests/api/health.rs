@@ -371,3 +371,33 @@ async fn with_postgresql_down_sigterm_still_exits_zero_within_the_drain_timeout_
         .unwrap_or_else(|| panic!("a count in {}", lost[0]));
     assert!(count >= 10, "{}", lost[0]);
 }
+
+/// The service's PostgreSQL sessions run with JIT off (PostgreSQL compiles JIT code afresh at
+/// each execution, which cost its short statements more than it saved), unless the database URL
+/// asks for it.
+#[tokio::test]
+async fn the_service_sessions_run_without_jit_unless_the_url_asks() {
+    let settings = switchboard::db::PoolSettings {
+        max_connections: 1,
+        acquire_timeout: Duration::from_secs(10),
+    };
+    let url = crate::helpers::admin_database_url();
+    let jit = |url: String| {
+        let settings = settings.clone();
+        async move {
+            let pool = switchboard::db::lazy_pool(&url, &settings).expect("pool");
+            let jit: String = sqlx::query_scalar("SHOW jit")
+                .fetch_one(&pool)
+                .await
+                .expect("jit");
+            jit
+        }
+    };
+    assert_eq!(jit(url.clone()).await, "off");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    assert_eq!(
+        jit(format!("{url}{separator}options=-c%20jit%3Don")).await,
+        "on",
+        "the URL's own setting stands"
+    );
+}
