@@ -280,6 +280,30 @@ pub struct ServeArgs {
         default_value_t = 1000
     )]
     pub db_acquire_timeout_ms: u64,
+    /// A PostgreSQL streaming replica for reads that may lag (customer search, audit lists) and
+    /// KPIs once it has replayed what they must see; repeat the flag, or separate with commas.
+    /// Writes, screen pops and the feed stay on the primary. See docs/SCALING.md.
+    #[arg(
+        long = "database-replica-url",
+        env = "SWITCHBOARD_DATABASE_REPLICA_URLS",
+        value_delimiter = ','
+    )]
+    pub database_replica_urls: Vec<String>,
+    /// A replica further behind the primary than this takes no reads (milliseconds).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_DATABASE_REPLICA_MAX_LAG_MS",
+        default_value_t = 1000
+    )]
+    pub database_replica_max_lag_ms: u64,
+    /// How long a replica may take to answer, or to catch up for a KPI read, before the read
+    /// goes to the primary (milliseconds).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_DATABASE_REPLICA_TIMEOUT_MS",
+        default_value_t = 200
+    )]
+    pub database_replica_timeout_ms: u64,
     /// How long a cached card lives in Redis without being invalidated (seconds).
     #[arg(long, env = "SWITCHBOARD_POP_TTL_SECS", default_value_t = 600)]
     pub pop_ttl_secs: u64,
@@ -647,6 +671,8 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     pub database_url: String,
     pub pool: PoolSettings,
+    /// Read replicas (none: every read on the primary).
+    pub replicas: crate::read_replicas::ReplicaSettings,
     pub redis: Option<RedisSettings>,
     pub phones: PhoneParser,
     pub migrate: bool,
@@ -710,6 +736,16 @@ impl TryFrom<ServeArgs> for Settings {
             pool: PoolSettings {
                 max_connections: args.db_max_connections,
                 acquire_timeout: Duration::from_millis(args.db_acquire_timeout_ms),
+            },
+            replicas: crate::read_replicas::ReplicaSettings {
+                urls: args
+                    .database_replica_urls
+                    .into_iter()
+                    .filter(|url| !url.trim().is_empty())
+                    .collect(),
+                max_lag: Duration::from_millis(args.database_replica_max_lag_ms),
+                timeout: Duration::from_millis(args.database_replica_timeout_ms),
+                max_connections: args.db_max_connections,
             },
             redis: args
                 .redis_url

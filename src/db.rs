@@ -22,6 +22,17 @@ pub struct PoolSettings {
 /// A pool that connects lazily, so the server starts (and reports NOT_SERVING) while PostgreSQL is
 /// unreachable instead of failing to boot.
 pub fn lazy_pool(database_url: &str, settings: &PoolSettings) -> Result<PgPool, sqlx::Error> {
+    let options = connect_options(database_url)?;
+    Ok(PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .min_connections(0)
+        .acquire_timeout(settings.acquire_timeout)
+        .test_before_acquire(false)
+        .connect_lazy_with(options))
+}
+
+/// How the service connects to a PostgreSQL server (the primary or a read replica).
+pub fn connect_options(database_url: &str) -> Result<PgConnectOptions, sqlx::Error> {
     let mut options = PgConnectOptions::from_str(database_url)?.application_name("switchboard");
     // JIT off for the service's sessions, unless the URL sets it (`?options=-c%20jit%3Don`). Its
     // statements are short, and PostgreSQL compiles JIT code afresh at every execution: a
@@ -29,12 +40,7 @@ pub fn lazy_pool(database_url: &str, settings: &PoolSettings) -> Result<PgPool, 
     if !database_url.contains("jit") {
         options = options.options([("jit", "off")]);
     }
-    Ok(PgPoolOptions::new()
-        .max_connections(settings.max_connections)
-        .min_connections(0)
-        .acquire_timeout(settings.acquire_timeout)
-        .test_before_acquire(false)
-        .connect_lazy_with(options))
+    Ok(options)
 }
 
 /// Tasks of this process waiting for a pooled connection right now (sqlx does not count them):

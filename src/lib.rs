@@ -54,6 +54,8 @@
 //!   `ImportService` with a progress bar and a per-row CSV report.
 //! - [`simulate`]: `switchboard simulate`, demo traffic through the public API.
 //! - [`web_ui`]: the web app (agent desktop, wallboard) embedded from `web/dist` and served at `/`.
+//! - [`read_replicas`]: which PostgreSQL server a read goes to: a streaming replica within the
+//!   lag bound, or the primary (a leaf).
 //! - Shared plumbing: [`db`] (pool, migrations, error classes), [`redis_link`] (a Redis connection
 //!   with timeouts and back-off), [`phone`] and [`email`] (parsing at the edge), [`validation`]
 //!   (field violations), [`grpc_status`] (status helpers), [`grpc_web`] (gRPC-web and CORS),
@@ -102,6 +104,7 @@ pub mod privacy;
 pub mod proto;
 pub mod proto_time;
 pub mod push;
+pub mod read_replicas;
 pub mod reconcile;
 pub mod redis_link;
 pub mod scorecard;

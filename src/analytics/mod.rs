@@ -9,6 +9,8 @@ mod store;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
+use crate::read_replicas::Reads;
+
 pub use chains::{apply_misdial_rule, spawn as spawn_chain_stamper};
 pub use kpis::{Kpis, ServiceLevelRule, Tally};
 
@@ -136,12 +138,14 @@ async fn tallies(
 
 #[derive(Clone)]
 pub struct Analytics {
-    pool: PgPool,
+    /// KPIs read a replica once it has replayed every commit made before the request (the
+    /// chain stamper's catch-up included); the stamper itself writes the primary.
+    reads: Reads,
 }
 
 impl Analytics {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(reads: Reads) -> Self {
+        Self { reads }
     }
 
     /// The tallies behind [`Analytics::kpis`], per group, read in one repeatable-read snapshot
@@ -150,30 +154,15 @@ impl Analytics {
     #[tracing::instrument(skip(self))]
     pub async fn tallies(&self, query: &Query) -> Result<Tallies, AnalyticsError> {
         // Every call committed before this request has its next contact stamped.
-        chains::catch_up(&self.pool).await?;
-        let mut tx = crate::db::begin(&self.pool).await?;
-        crate::db::set_transaction(&mut tx, crate::db::TransactionMode::RepeatableReadOnly).await?;
-        // The joins of wrap-ups and feedback hash a month of rows: in memory, not on disk.
-        crate::db::set_transaction(&mut tx, crate::db::TransactionMode::WorkMem128Mb).await?;
-        // A month of calls costs enough for PostgreSQL to JIT-compile the query, and compiling
-        // its hundred-odd expressions took 1 to 4 s, more than running them (BENCHMARKS.md).
-        crate::db::set_transaction(&mut tx, crate::db::TransactionMode::NoJit).await?;
-        // Planned for this period's rows: after five runs a cached generic plan guessed 5,000 of
-        // a million calls, sorted them on disk and took twice as long.
-        crate::db::set_transaction(&mut tx, crate::db::TransactionMode::CustomPlans).await?;
-        let period = tallies(&mut tx, query, &query.period, query.grouping).await?;
-        let baseline = match query.baseline {
-            None => None,
-            Some(baseline) => {
-                let grouping = match query.grouping.comparable_across_periods() {
-                    true => query.grouping,
-                    false => Grouping::Total,
-                };
-                Some(tallies(&mut tx, query, &baseline, grouping).await?)
-            }
-        };
-        tx.commit().await?;
-        Ok(Tallies { period, baseline })
+        chains::catch_up(self.reads.primary()).await?;
+        let source = self.reads.current().await;
+        Ok(self
+            .reads
+            .run(
+                source,
+                |pool| async move { read_tallies(&pool, query).await },
+            )
+            .await?)
     }
 
     /// The KPIs per group and in total, against the baseline when there is one.
@@ -205,4 +194,32 @@ impl Analytics {
         };
         Ok(Report { total, groups })
     }
+}
+
+/// [`Analytics::tallies`] on one database, in one repeatable-read snapshot.
+async fn read_tallies(pool: &PgPool, query: &Query) -> sqlx::Result<Tallies> {
+    let mut tx = crate::db::begin(pool).await?;
+
+    crate::db::set_transaction(&mut tx, crate::db::TransactionMode::RepeatableReadOnly).await?;
+    // The joins of wrap-ups and feedback hash a month of rows: in memory, not on disk.
+    crate::db::set_transaction(&mut tx, crate::db::TransactionMode::WorkMem128Mb).await?;
+    // A month of calls costs enough for PostgreSQL to JIT-compile the query, and compiling
+    // its hundred-odd expressions took 1 to 4 s, more than running them (BENCHMARKS.md).
+    crate::db::set_transaction(&mut tx, crate::db::TransactionMode::NoJit).await?;
+    // Planned for this period's rows: after five runs a cached generic plan guessed 5,000 of
+    // a million calls, sorted them on disk and took twice as long.
+    crate::db::set_transaction(&mut tx, crate::db::TransactionMode::CustomPlans).await?;
+    let period = tallies(&mut tx, query, &query.period, query.grouping).await?;
+    let baseline = match query.baseline {
+        None => None,
+        Some(baseline) => {
+            let grouping = match query.grouping.comparable_across_periods() {
+                true => query.grouping,
+                false => Grouping::Total,
+            };
+            Some(tallies(&mut tx, query, &baseline, grouping).await?)
+        }
+    };
+    tx.commit().await?;
+    Ok(Tallies { period, baseline })
 }

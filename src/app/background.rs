@@ -84,9 +84,11 @@ impl Background {
         let (auditor, audit_writer) =
             Auditor::spawn(pool.clone(), audit_stop, settings.audit_max_pending);
         tasks.push(core.admission.spawn_probe(stop_rx.clone()));
+        tasks.push(tokio::spawn(core.reads.clone().monitor(stop_rx.clone())));
         if let Some(listener) = metrics_listener {
             let sources = crate::metrics::Sources {
                 pool: pool.clone(),
+                reads: core.reads.clone(),
                 pops: core.pops.stats(),
                 fanout: Arc::clone(&core.fanout),
                 redis: core.redis.clone(),

@@ -49,7 +49,10 @@ impl Application {
                 .await
                 .context("applying the misdial threshold")?;
         }
-        let core = Core::build(&settings, pool).await;
+        // Invalid URLs are refused here; the replicas themselves are connected lazily.
+        let reads = crate::read_replicas::Reads::new(pool.clone(), &settings.replicas)
+            .context("invalid --database-replica-url")?;
+        let core = Core::build(&settings, pool, reads).await;
         // Loaded now, not on the runtime once requests are in flight: the descriptor set's service
         // names, and the phone-number metadata (its first parse compiles many patterns and would
         // hold the runtime long enough to time out the Redis commands waiting on it).

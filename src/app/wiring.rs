@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 
+use crate::read_replicas::Reads;
+
 use crate::activity::Activity;
 use crate::admission::{AdaptiveLimit, Targets};
 use crate::agents::{Agents, Watcher};
@@ -35,6 +37,8 @@ use crate::segments::Segmentation;
 /// What exists from `build` on.
 pub struct Core {
     pub pool: PgPool,
+    /// Where reads that may use a replica go.
+    pub reads: Reads,
     /// The Redis link shared by the pop cache, the fan-out and the live board (`None`: no Redis).
     pub redis: Option<RedisLink>,
     pub customers: Customers,
@@ -50,7 +54,7 @@ pub struct Core {
 
 impl Core {
     /// Builds the core on `pool`, and drains the pop invalidations a previous run left pending.
-    pub async fn build(settings: &Settings, pool: PgPool) -> Self {
+    pub async fn build(settings: &Settings, pool: PgPool, reads: Reads) -> Self {
         let redis = settings.redis.as_ref().map(RedisLink::new);
         if let Some(link) = &redis {
             link.warm(std::time::Duration::from_secs(1)).await;
@@ -88,9 +92,15 @@ impl Core {
             Arc::new(offers.clone()),
             Arc::clone(&admission),
         );
-        let customers = Customers::new(pool.clone(), invalidator.clone(), customer_rows());
+        let customers = Customers::new(
+            pool.clone(),
+            reads.clone(),
+            invalidator.clone(),
+            customer_rows(),
+        );
         Self {
             pool,
+            reads,
             redis,
             customers,
             pops,
@@ -139,6 +149,7 @@ impl Services {
     pub fn build(core: Core, shared: &Shared, settings: &Settings) -> Self {
         let Core {
             pool,
+            reads,
             customers,
             pops,
             invalidator,
@@ -176,16 +187,16 @@ impl Services {
                 settings.case_sla,
                 settings.feedback,
             ),
-            analytics: Analytics::new(pool.clone()),
+            analytics: Analytics::new(reads.clone()),
             reconciler: crate::reconcile::Reconciler::new(pool.clone()),
             scorecards: crate::scorecard::Scorecards::new(
                 pool.clone(),
-                Analytics::new(pool.clone()),
+                Analytics::new(reads.clone()),
             ),
             segmentation: Segmentation::new(pool.clone(), invalidator.clone()),
             privacy: Privacy::new(pool.clone(), invalidator.clone()),
             feed: EventFeed::new(pool.clone(), shared.feed_head.clone()),
-            audit: AuditLog::new(pool.clone()),
+            audit: AuditLog::new(reads.clone()),
             import: Importer::new(pool.clone(), invalidator.clone(), settings.phones),
             webhooks: crate::webhooks::Webhooks::new(pool.clone(), settings.webhooks.clone()),
             customers,

@@ -351,12 +351,13 @@ pub struct AuditFilter {
 /// The audit trail as `AuditService` reads it.
 #[derive(Clone)]
 pub struct AuditLog {
-    pool: PgPool,
+    /// Lists read a replica within the lag bound.
+    reads: crate::read_replicas::Reads,
 }
 
 impl AuditLog {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(reads: crate::read_replicas::Reads) -> Self {
+        Self { reads }
     }
 
     /// Events matching `filter`, newest first, before the event `before_id`, at most `limit`.
@@ -366,6 +367,10 @@ impl AuditLog {
         before_id: Option<i64>,
         limit: i64,
     ) -> sqlx::Result<Vec<(i64, AuditEvent)>> {
-        store::list(&self.pool, filter, before_id, limit).await
+        self.reads
+            .run(self.reads.behind(), |pool| async move {
+                store::list(&pool, filter, before_id, limit).await
+            })
+            .await
     }
 }

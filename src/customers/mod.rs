@@ -292,15 +292,24 @@ pub type Result<T, E = CustomerError> = std::result::Result<T, E>;
 #[derive(Clone)]
 pub struct Customers {
     pool: PgPool,
+    /// Search reads a replica within the lag bound (a search is no read of one's own write:
+    /// `get` and every write use the primary).
+    reads: crate::read_replicas::Reads,
     pops: PopInvalidator,
     /// Every context's rows per customer, which a merge moves (this context's own included).
     rows: Arc<[CustomerRows]>,
 }
 
 impl Customers {
-    pub fn new(pool: PgPool, pops: PopInvalidator, rows: Vec<CustomerRows>) -> Self {
+    pub fn new(
+        pool: PgPool,
+        reads: crate::read_replicas::Reads,
+        pops: PopInvalidator,
+        rows: Vec<CustomerRows>,
+    ) -> Self {
         Self {
             pool,
+            reads,
             pops,
             rows: rows.into(),
         }
@@ -383,14 +392,21 @@ impl Customers {
     pub async fn search(&self, query: SearchQuery, page: &PageRequest) -> Result<Page<Customer>> {
         let fingerprint = query.fingerprint();
         let after = page.after::<(String, Uuid)>(&fingerprint)?;
-        let mut conn = crate::db::acquire(&self.pool).await?;
-        let ids = store::search_ids(&mut conn, &query, after.as_ref(), page.fetch_limit()).await?;
-        let (ids, next_page_token) = page.page(&fingerprint, ids, Clone::clone);
-        let items = store::load_many(
-            &mut conn,
-            &ids.iter().map(|(_, id)| *id).collect::<Vec<_>>(),
-        )
-        .await?;
+        let limit = page.fetch_limit();
+        let (items, next_page_token) = self
+            .reads
+            .run(self.reads.behind(), |pool| {
+                let (query, after, fingerprint) = (&query, after.as_ref(), &fingerprint);
+                async move {
+                    let mut conn = crate::db::acquire(&pool).await?;
+                    let ids = store::search_ids(&mut conn, query, after, limit).await?;
+                    let (ids, next_page_token) = page.page(fingerprint, ids, Clone::clone);
+                    let ids: Vec<Uuid> = ids.iter().map(|(_, id)| *id).collect();
+                    let items = store::load_many(&mut conn, &ids).await?;
+                    Ok((items, next_page_token))
+                }
+            })
+            .await?;
         Ok(Page {
             items,
             next_page_token,

@@ -89,6 +89,7 @@ impl Default for Metrics {
 #[derive(Clone)]
 pub struct Sources {
     pub pool: sqlx::PgPool,
+    pub reads: crate::read_replicas::Reads,
     pub pops: Arc<crate::screenpop::PopStats>,
     pub fanout: Arc<crate::push::Fanout>,
     pub redis: Option<crate::redis_link::RedisLink>,
@@ -118,6 +119,41 @@ fn counter(
 fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> std::fmt::Result {
     let metric = ConstGauge::new(value);
     metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+/// Each read replica's lag, and whether it takes reads, labelled by its place in
+/// `--database-replica-url` (0, 1, ...). A replica not answering has no lag sample.
+fn replicas(
+    encoder: &mut DescriptorEncoder,
+    reads: &crate::read_replicas::Reads,
+) -> std::fmt::Result {
+    let lags = reads.lags();
+    if lags.is_empty() {
+        return Ok(());
+    }
+    let mut family = encoder.encode_descriptor(
+        "switchboard_db_replica_lag_seconds",
+        "How far each read replica's replay is behind the primary (absent: not answering)",
+        None,
+        prometheus_client::metrics::MetricType::Gauge,
+    )?;
+    for (index, lag) in lags.iter().enumerate() {
+        if let Some(lag) = lag {
+            let labels = [("replica", index.to_string())];
+            ConstGauge::new(*lag).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    let mut family = encoder.encode_descriptor(
+        "switchboard_db_replica_usable",
+        "Whether each read replica takes reads (answering, and within the lag bound)",
+        None,
+        prometheus_client::metrics::MetricType::Gauge,
+    )?;
+    for (index, usable) in reads.usable().iter().enumerate() {
+        let labels = [("replica", index.to_string())];
+        ConstGauge::new(i64::from(*usable)).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 impl Collector for Sources {
@@ -182,6 +218,7 @@ impl Collector for Sources {
             "PostgreSQL connections this instance may open",
             max,
         )?;
+        replicas(e, &self.reads)?;
         let redis_failures = self.redis.as_ref().map_or(0, |r| r.failures());
         counter(
             e,

@@ -165,6 +165,8 @@ pub struct TestOptions {
     pub webhooks: switchboard::webhooks::DeliverySettings,
     /// `--misdial-seconds`.
     pub misdial_seconds: i32,
+    /// `--database-replica-url`s (streaming standbys of the database's server).
+    pub database_replica_urls: Vec<String>,
 }
 
 /// Delivery settings for the tests: loopback receivers allowed, retries and leases in
@@ -206,6 +208,7 @@ impl Default for TestOptions {
             web_ui: true,
             webhooks: test_delivery(),
             misdial_seconds: 10,
+            database_replica_urls: Vec::new(),
             limits: Limits {
                 rate: switchboard::auth::RateLimit {
                     per_second: 100_000.0,
@@ -275,6 +278,12 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         pool: PoolSettings {
             max_connections: 8,
             acquire_timeout: options.acquire_timeout,
+        },
+        replicas: switchboard::read_replicas::ReplicaSettings {
+            urls: options.database_replica_urls.clone(),
+            max_lag: Duration::from_millis(1000),
+            timeout: Duration::from_millis(200),
+            max_connections: 4,
         },
         redis: options.redis_url.map(|url| RedisSettings {
             url,
@@ -672,6 +681,51 @@ impl PrivatePostgres {
             .status()
             .expect("pg_ctl start runs");
         assert!(status.success(), "pg_ctl start failed");
+    }
+
+    /// A streaming standby of `primary`, copied with `pg_basebackup -R` and started on a port of
+    /// its own; `apply_delay` sets `recovery_min_apply_delay` (e.g. `"3s"`).
+    pub fn standby_of(primary: &PrivatePostgres, apply_delay: Option<&str>) -> Self {
+        let data = std::env::temp_dir().join(format!("sb-pg-{}", Uuid::new_v4().simple()));
+        let parent = std::env::temp_dir();
+        let status = postgres_tool("pg_basebackup")
+            .current_dir(&parent)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .arg("-D")
+            .arg(&data)
+            .args(["-R", "-X", "stream", "--no-sync", "-c", "fast"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("pg_basebackup runs");
+        assert!(status.success(), "pg_basebackup failed");
+        if let Some(delay) = apply_delay {
+            let setting = format!("recovery_min_apply_delay = '{delay}'\n");
+            let conf = data.join("postgresql.auto.conf");
+            let mut text = std::fs::read_to_string(&conf).unwrap_or_default();
+            text.push_str(&setting);
+            // Written by the test process: as root, give the file back to postgres.
+            std::fs::write(&conf, text).expect("standby settings");
+            if is_root() {
+                Command::new("chown")
+                    .arg("postgres:")
+                    .arg(&conf)
+                    .status()
+                    .expect("chown");
+            }
+        }
+        let server = Self {
+            data,
+            port: free_port(),
+        };
+        server.resume();
+        server
     }
 
     /// Stops at once, like a crash or a pulled cable.

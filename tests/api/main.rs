@@ -29,6 +29,7 @@ mod metrics;
 mod nats;
 mod privacy;
 mod reconcile;
+mod replicas;
 mod scale_out;
 mod scorecard;
 mod screenpop;
