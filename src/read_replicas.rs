@@ -175,6 +175,18 @@ impl Reads {
         }
     }
 
+    /// For a miss that must see every write up to the WAL position `fence`: a usable replica
+    /// that has replayed past it now (no waiting: a pop is not kept waiting for a replica), else
+    /// `None` (read the primary).
+    pub async fn replayed_past(&self, fence: i64) -> Option<(Source, PgPool)> {
+        let index = self.next_usable()?;
+        let replica = &self.inner.replicas[index].pool;
+        match tokio::time::timeout(self.inner.timeout, replayed_lsn(replica)).await {
+            Ok(Ok(Some(lsn))) if lsn >= fence => Some((Source::Replica(index), replica.clone())),
+            _ => None,
+        }
+    }
+
     /// Runs `read` on the database `pick` chose, and once more on the primary if a replica
     /// could not be reached.
     pub async fn run<T, F, Fut>(&self, (source, pool): (Source, PgPool), read: F) -> sqlx::Result<T>
@@ -288,7 +300,7 @@ impl Reads {
 }
 
 /// The primary's current WAL write position, as a byte offset.
-async fn primary_lsn(pool: &PgPool) -> sqlx::Result<Option<i64>> {
+pub async fn primary_lsn(pool: &PgPool) -> sqlx::Result<Option<i64>> {
     sqlx::query_scalar!("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8 AS lsn")
         .fetch_one(pool)
         .await

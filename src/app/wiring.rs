@@ -87,6 +87,7 @@ impl Core {
         );
         let pops = ScreenPops::new(
             pool.clone(),
+            reads.clone(),
             cache,
             invalidator.clone(),
             Arc::new(offers.clone()),

@@ -181,6 +181,12 @@ impl Collector for Sources {
         )?;
         counter(
             e,
+            "switchboard_screen_pop_replica_queries",
+            "Of the screen-pop queries, those a read replica answered",
+            PopStats::get(&pops.replica_queries),
+        )?;
+        counter(
+            e,
             "switchboard_screen_pop_cache_bypassed",
             "Screen pops served without Redis (down, backing off or untrusted): fallbacks",
             PopStats::get(&pops.cache_bypassed),

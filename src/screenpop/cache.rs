@@ -16,6 +16,10 @@
 //!   every agent who touches the call gets the same card at once, and never a card older than the
 //!   last acknowledged write. An invalidation deletes the number's pop and all its pins with it, so
 //!   erasing a customer leaves no copy of their card behind.
+//! - `poplsn:{n}`: the primary's WAL position just after the number's latest invalidated write
+//!   committed, kept for a minute. A miss may read a read replica only if it has replayed past it
+//!   (`read_replicas`), so a replica never puts an older card in the cache. Set in the same atomic
+//!   step as the generation; `i64::MAX` when the position could not be read (the primary only).
 
 use std::time::Duration;
 
@@ -26,6 +30,9 @@ use crate::redis_link::{RedisLink, RedisLinkError};
 
 /// How long a generation counter outlives its last invalidation; longer than any card or pin TTL.
 const GENERATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long an invalidation's WAL position is kept: far longer than any replica may lag and still
+/// take reads (`--database-replica-max-lag-ms`), so one that has forgotten it has replayed it.
+const FENCE_TTL: Duration = Duration::from_secs(60);
 
 /// A number's pseudonym in Redis key names and in `pop_invalidations`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -58,6 +65,8 @@ impl NumberKey {
 pub struct CachedRead {
     pub pop: Option<Vec<u8>>,
     pub generation: Option<i64>,
+    /// `poplsn:{n}`: what a replica must have replayed to answer this number's miss.
+    pub fence: Option<i64>,
     pub pin: Option<Vec<u8>>,
 }
 
@@ -129,14 +138,16 @@ impl PopCache {
         let number = number.as_str();
         let pop_key = self.link.key(&format!("pop:{number}"));
         let generation_key = self.link.key(&format!("popgen:{number}"));
+        let fence_key = self.link.key(&format!("poplsn:{number}"));
         match call_id {
             None => {
-                let (pop, generation) = self
+                let (pop, generation, fence) = self
                     .link
                     .run(|mut conn| async move {
                         redis::pipe()
                             .get(&pop_key)
                             .get(&generation_key)
+                            .get(&fence_key)
                             .query_async(&mut conn)
                             .await
                     })
@@ -144,17 +155,19 @@ impl PopCache {
                 Ok(CachedRead {
                     pop,
                     generation,
+                    fence,
                     pin: None,
                 })
             }
             Some(call_id) => {
                 let pins_key = self.link.key(&format!("pins:{number}"));
-                let (pop, generation, pin) = self
+                let (pop, generation, fence, pin) = self
                     .link
                     .run(|mut conn| async move {
                         redis::pipe()
                             .get(&pop_key)
                             .get(&generation_key)
+                            .get(&fence_key)
                             .hget(&pins_key, call_id)
                             .query_async(&mut conn)
                             .await
@@ -163,6 +176,7 @@ impl PopCache {
                 Ok(CachedRead {
                     pop,
                     generation,
+                    fence,
                     pin,
                 })
             }
@@ -225,8 +239,13 @@ impl PopCache {
             .await
     }
 
-    /// Drops the cached pops and pins of `numbers` and moves their generations, atomically.
-    pub async fn invalidate(&self, numbers: &[NumberKey]) -> Result<(), RedisLinkError> {
+    /// Drops the cached pops and pins of `numbers` and moves their generations, atomically, and
+    /// sets their fences: `fence` is the primary's WAL position read after the write committed.
+    pub async fn invalidate(
+        &self,
+        numbers: &[NumberKey],
+        fence: i64,
+    ) -> Result<(), RedisLinkError> {
         if numbers.is_empty() {
             return Ok(());
         }
@@ -238,6 +257,12 @@ impl PopCache {
             pipe.incr(&generation_key, 1)
                 .ignore()
                 .pexpire(&generation_key, GENERATION_TTL.as_millis() as i64)
+                .ignore()
+                .pset_ex(
+                    self.link.key(&format!("poplsn:{number}")),
+                    fence,
+                    FENCE_TTL.as_millis() as u64,
+                )
                 .ignore()
                 .del(self.link.key(&format!("pop:{number}")))
                 .ignore()
@@ -276,24 +301,28 @@ mod tests {
             pin: Some(pinned(3, b"pop")),
             generation: Some(3),
             pop: None,
+            fence: None,
         };
         assert_eq!(read.current_pin(), Some(b"pop".as_slice()));
         let moved = CachedRead {
             pin: Some(pinned(3, b"pop")),
             generation: Some(4),
             pop: None,
+            fence: None,
         };
         assert_eq!(moved.current_pin(), None);
         let never_invalidated = CachedRead {
             pin: Some(pinned(0, b"pop")),
             generation: None,
             pop: None,
+            fence: None,
         };
         assert_eq!(never_invalidated.current_pin(), Some(b"pop".as_slice()));
         let truncated = CachedRead {
             pin: Some(vec![1, 2]),
             generation: None,
             pop: None,
+            fence: None,
         };
         assert_eq!(truncated.current_pin(), None);
     }

@@ -42,11 +42,33 @@ pub async fn resolve(pool: &PgPool, number: &str) -> sqlx::Result<v1::ScreenPop>
         .filter(|row| stored(row, now).is_none())
         .map(|row| row.customer_id)
         .collect();
-    let mut built = if stale.is_empty() {
+    let built = if stale.is_empty() {
         HashMap::new()
     } else {
         build(pool, &stale).await?
     };
+    Ok(assemble(number, &rows, built, now))
+}
+
+/// [`resolve`] on a read replica, which cannot build a card: `None` when one of the number's
+/// cards is stale (the caller reads the primary). The latest call's end is the replica's, at most
+/// the lag bound behind.
+pub async fn resolve_stored(pool: &PgPool, number: &str) -> sqlx::Result<Option<v1::ScreenPop>> {
+    let rows = store::pop_index(pool, number).await?;
+    let now = Utc::now();
+    if rows.iter().any(|row| stored(row, now).is_none()) {
+        return Ok(None);
+    }
+    Ok(Some(assemble(number, &rows, HashMap::new(), now)))
+}
+
+/// The pop of `number` from its index rows, with the cards `built` for the stale ones.
+fn assemble(
+    number: &str,
+    rows: &[Indexed],
+    mut built: HashMap<Uuid, v1::CustomerCard>,
+    now: DateTime<Utc>,
+) -> v1::ScreenPop {
     let total = rows.first().map_or(0, |row| row.total);
     let mut cards: Vec<v1::CustomerCard> = rows
         .iter()
@@ -71,7 +93,7 @@ pub async fn resolve(pool: &PgPool, number: &str) -> sqlx::Result<v1::ScreenPop>
             pop.candidates = cards;
         }
     }
-    Ok(pop)
+    pop
 }
 
 /// The stored card, if there is one that is current at `now` and decodes.

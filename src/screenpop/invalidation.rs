@@ -104,7 +104,8 @@ impl PopInvalidator {
         if pending.ids.is_empty() {
             return;
         }
-        match cache.invalidate(&pending.numbers).await {
+        let fence = self.fence().await;
+        match cache.invalidate(&pending.numbers, fence).await {
             Ok(()) => {
                 if let Err(error) = store::delete_invalidations(&self.pool, &pending.ids).await {
                     // Harmless: the relay applies them again (an extra generation bump) and deletes them.
@@ -146,8 +147,20 @@ impl PopInvalidator {
                 .into_iter()
                 .map(|(id, key)| (id, NumberKey::from_stored(key)))
                 .unzip();
-            cache.invalidate(&numbers).await?;
+            let fence = self.fence().await;
+            cache.invalidate(&numbers, fence).await?;
             store::delete_invalidations(&self.pool, &ids).await?;
+        }
+    }
+
+    /// The primary's WAL position now, after the invalidated writes committed: a read replica must
+    /// have replayed past it before it answers a miss for their numbers (`cache`, `poplsn`).
+    /// Unknown (PostgreSQL not answering): `i64::MAX`, which no replica reaches, so the numbers'
+    /// misses read the primary until the fence expires.
+    async fn fence(&self) -> i64 {
+        match crate::read_replicas::primary_lsn(&self.pool).await {
+            Ok(Some(lsn)) => lsn,
+            _ => i64::MAX,
         }
     }
 

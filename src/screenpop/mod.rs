@@ -28,6 +28,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use prost::Message as _;
+
+use crate::read_replicas::Reads;
 use sqlx::PgPool;
 
 use self::cache::{NumberKey, PopCache};
@@ -103,6 +105,8 @@ pub struct PopStats {
     pub shared: AtomicU64,
     /// Lookups that skipped Redis (down, backing off, or not trusted).
     pub cache_bypassed: AtomicU64,
+    /// Of the queries, those a read replica answered.
+    pub replica_queries: AtomicU64,
 }
 
 impl PopStats {
@@ -120,6 +124,8 @@ type Loaded = Result<Arc<(v1::ScreenPop, Vec<u8>)>, Arc<sqlx::Error>>;
 #[derive(Clone)]
 pub struct ScreenPops {
     pool: PgPool,
+    /// A miss reads a replica that has replayed past the number's fence, else the primary.
+    reads: Reads,
     cache: Option<PopCache>,
     invalidator: PopInvalidator,
     flights: Arc<SingleFlight<(String, Option<i64>), Loaded>>,
@@ -131,6 +137,7 @@ pub struct ScreenPops {
 impl ScreenPops {
     pub fn new(
         pool: PgPool,
+        reads: Reads,
         cache: Option<PopCache>,
         invalidator: PopInvalidator,
         offers: Arc<dyn DialedOffers>,
@@ -138,6 +145,7 @@ impl ScreenPops {
     ) -> Self {
         Self {
             pool,
+            reads,
             cache,
             invalidator,
             flights: Arc::default(),
@@ -246,11 +254,11 @@ impl ScreenPops {
             }
             return Ok((PopBody::Encoded { bytes, shown }, PopSource::Cache));
         }
-        let generation = read.generation;
+        let (generation, fence) = (read.generation, read.fence);
         let (loaded, ran) = self
             .flights
             .run((number.to_owned(), generation), || {
-                self.load_and_fill(cache, number, key, generation)
+                self.load_and_fill(cache, number, key, generation, fence)
             })
             .await;
         let loaded = loaded?;
@@ -274,9 +282,13 @@ impl ScreenPops {
         number: &str,
         key: &NumberKey,
         generation: Option<i64>,
+        fence: Option<i64>,
     ) -> Loaded {
         PopStats::bump(&self.stats.database_queries);
-        let pop = card::resolve(&self.pool, number).await.map_err(Arc::new)?;
+        let pop = match self.load_from_replica(number, fence).await {
+            Some(pop) => pop,
+            None => card::resolve(&self.pool, number).await.map_err(Arc::new)?,
+        };
         let bytes = pop.encode_to_vec();
         // Filling is best effort, and skipped if an invalidation happened since the read.
         if self.invalidator.cache_trusted() {
@@ -287,6 +299,24 @@ impl ScreenPops {
                 .ok();
         }
         Ok(Arc::new((pop, bytes)))
+    }
+
+    /// The pop from a read replica that has replayed past the number's fence (no fence: no
+    /// invalidation in the last minute, which a replica within the lag bound has replayed), if
+    /// one has and its cards are all current; `None`: read the primary.
+    async fn load_from_replica(&self, number: &str, fence: Option<i64>) -> Option<v1::ScreenPop> {
+        let (_, replica) = self.reads.replayed_past(fence.unwrap_or(0)).await?;
+        match card::resolve_stored(&replica, number).await {
+            Ok(Some(pop)) => {
+                PopStats::bump(&self.stats.replica_queries);
+                Some(pop)
+            }
+            Ok(None) => None,
+            Err(error) => {
+                tracing::debug!(%error, "a replica could not answer a pop; reading the primary");
+                None
+            }
+        }
     }
 
     /// The cache is configured but failed or is not trusted: PostgreSQL, unless shedding.

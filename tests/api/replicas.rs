@@ -102,6 +102,27 @@ async fn searches_kpis_and_audit_lists_read_the_replica_and_fall_back_when_it_st
     .await;
     assert!(searched, "the replica served the search");
 
+    // A pop that misses Redis reads the replica's stored cards (each number here is new, so
+    // each is a miss; the replica has replayed past the customer's creation by now).
+    let mut n = 0;
+    let app_ref = &app;
+    let popped = eventually(Duration::from_secs(15), || {
+        n += 1;
+        let number = format!("+1415555{:04}", 1000 + n);
+        let app = app_ref;
+        async move {
+            let (pop, _) = app.pop(&number).await;
+            assert_eq!(pop.r#match(), v1::MatchKind::None, "nobody has {number}");
+            app.stats
+                .replica_queries
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+        }
+    })
+    .await;
+    assert!(popped, "a replica answered a pop");
+    assert_eq!(card_name(&app).await, "Ada Lovelace");
+
     let before = replica_reads(&replica_url, "calls").await;
     let counted = eventually(Duration::from_secs(15), || async {
         kpis(&app).await;
@@ -181,11 +202,26 @@ async fn a_replica_replaying_late_never_shows_kpis_or_pops_the_past() {
     // The replica has caught up (the primary idle for longer than the delay).
     tokio::time::sleep(Duration::from_secs(5)).await;
 
+    // The rename's fence is past what the replica has replayed (3 s late): the miss after it
+    // reads the primary, and the card it caches is the new one.
+    let replica_pops = app
+        .stats
+        .replica_queries
+        .load(std::sync::atomic::Ordering::Relaxed);
     app.rename(&ada, "Ada King").await;
+    for _ in 0..5 {
+        assert_eq!(
+            card_name(&app).await,
+            "Ada King",
+            "a pop after the update shows the new card"
+        );
+    }
     assert_eq!(
-        card_name(&app).await,
-        "Ada King",
-        "a pop after the update shows the new card"
+        app.stats
+            .replica_queries
+            .load(std::sync::atomic::Ordering::Relaxed),
+        replica_pops,
+        "no pop read the replica that has not replayed the rename"
     );
     assert_eq!(offered(&kpis(&app).await), 0.0);
     for event in crate::calls::CallScript::answered_by("c-late", "a-1").events {

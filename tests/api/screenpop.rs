@@ -326,9 +326,14 @@ async fn a_cache_fill_that_raced_an_invalidation_is_discarded() {
 
     // A write commits and invalidates while a reader is still querying PostgreSQL...
     cache
-        .invalidate(std::slice::from_ref(number))
+        .invalidate(std::slice::from_ref(number), 42)
         .await
         .expect("invalidate");
+    assert_eq!(
+        cache.read(number, None).await.expect("read").fence,
+        Some(42),
+        "the invalidation's fence is read with the generation"
+    );
     // ...so the reader's fill, based on the generation it read before, must not land.
     assert!(
         !cache
