@@ -95,6 +95,9 @@ def check_objects(scenario, values, manifests, objects):
     secret_refs = {e["name"] for e in container["env"] if "valueFrom" in e}
     if not {"DATABASE_URL", "REDIS_URL"} <= secret_refs:
         fail(scenario, "DATABASE_URL and REDIS_URL come from the existing Secret")
+    wants_replicas = bool(values.get("secretKeys", {}).get("databaseReplicaUrls"))
+    if ("SWITCHBOARD_DATABASE_REPLICA_URLS" in secret_refs) != wants_replicas:
+        fail(scenario, "replica URLs come from the Secret exactly when secretKeys names them")
     text = "\n".join(manifests.values())
     if "postgres://" in text or "redis://" in text:
         fail(scenario, "no connection URL is written into a manifest")
