@@ -32,11 +32,14 @@ fi
 DATABASE_URL="$bench_db" "$bin" maintenance build-cards
 
 token_file="$(data_dir)/bench-token"
+# The new server writes it once it listens: a file left by the last run must not count.
+rm -f "$token_file"
 DATABASE_URL="$bench_db" SWITCHBOARD_LISTEN=127.0.0.1:50071 SWITCHBOARD_METRICS_LISTEN=127.0.0.1:0 SWITCHBOARD_REDIS_PREFIX=bench: \
   SWITCHBOARD_RATE_LIMIT_PER_SECOND=10000000 SWITCHBOARD_RATE_LIMIT_BURST=10000000 RUST_LOG=warn \
   "$bin" serve --dev --dev-token-file "$token_file" 2>"$(data_dir)/bench-server.log" &
 server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
+# Waits for the server to finish draining, so that the next run can bind the same port.
+trap 'kill $server 2>/dev/null && wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do [ -s "$token_file" ] && break; sleep 0.1; done
 sleep 1
 export SWITCHBOARD_TOKEN="$(cat "$token_file")" DATABASE_URL="$bench_db"
