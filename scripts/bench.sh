@@ -41,6 +41,9 @@ server=$!
 # Waits for the server to finish draining, so that the next run can bind the same port.
 trap 'kill $server 2>/dev/null && wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do [ -s "$token_file" ] && break; sleep 0.1; done
+# The token is written before start-up ends (migrations, the misdial rule, pending
+# invalidations): wait until the port answers, then a second more.
+for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/50071) 2>/dev/null && break; sleep 0.1; done
 sleep 1
 export SWITCHBOARD_TOKEN="$(cat "$token_file")" DATABASE_URL="$bench_db"
 rss() { awk '/VmRSS/ {print $2 " kB"}' "/proc/$server/status"; }
