@@ -137,6 +137,11 @@ impl Reads {
         &self.inner.primary
     }
 
+    /// `--database-replica-timeout-ms`: how long a replica may take.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
     /// For a read that may be up to the lag bound behind: a usable replica in turn, else the
     /// primary.
     pub fn behind(&self) -> (Source, PgPool) {

@@ -303,17 +303,23 @@ impl ScreenPops {
 
     /// The pop from a read replica that has replayed past the number's fence (no fence: no
     /// invalidation in the last minute, which a replica within the lag bound has replayed), if
-    /// one has and its cards are all current; `None`: read the primary.
+    /// one has and its cards are all current; `None`: read the primary. A replica slower than
+    /// `--database-replica-timeout-ms` (a hung standby) is given up on, so a pop never waits on one.
     async fn load_from_replica(&self, number: &str, fence: Option<i64>) -> Option<v1::ScreenPop> {
         let (_, replica) = self.reads.replayed_past(fence.unwrap_or(0)).await?;
-        match card::resolve_stored(&replica, number).await {
-            Ok(Some(pop)) => {
+        let read = card::resolve_stored(&replica, number);
+        match tokio::time::timeout(self.reads.timeout(), read).await {
+            Ok(Ok(Some(pop))) => {
                 PopStats::bump(&self.stats.replica_queries);
                 Some(pop)
             }
-            Ok(None) => None,
-            Err(error) => {
+            Ok(Ok(None)) => None,
+            Ok(Err(error)) => {
                 tracing::debug!(%error, "a replica could not answer a pop; reading the primary");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("a replica was too slow for a pop; reading the primary");
                 None
             }
         }
