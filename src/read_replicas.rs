@@ -158,25 +158,29 @@ impl Reads {
     /// replayed past the primary's current WAL position (waiting up to the timeout), else the
     /// primary.
     pub async fn current(&self) -> (Source, PgPool) {
-        let Some(index) = self.next_usable() else {
-            return (Source::Primary, self.inner.primary.clone());
-        };
+        let primary = || (Source::Primary, self.inner.primary.clone());
+        // No primary round trip when no replica could take the read anyway.
+        if !self
+            .inner
+            .replicas
+            .iter()
+            .any(|r| r.usable.load(Ordering::Relaxed))
+        {
+            return primary();
+        }
         let Ok(Some(target)) = primary_lsn(&self.inner.primary).await else {
-            return (Source::Primary, self.inner.primary.clone());
+            return primary();
         };
-        let replica = &self.inner.replicas[index].pool;
         let deadline = Instant::now() + self.inner.timeout;
         loop {
-            let replayed = tokio::time::timeout_at(deadline, replayed_lsn(replica)).await;
-            match replayed {
-                Ok(Ok(Some(lsn))) if lsn >= target => {
-                    return (Source::Replica(index), replica.clone());
-                }
-                Ok(Ok(Some(_))) if Instant::now() + CATCH_UP_POLL < deadline => {
-                    tokio::time::sleep(CATCH_UP_POLL).await;
-                }
-                _ => return (Source::Primary, self.inner.primary.clone()),
+            let caught_up = tokio::time::timeout_at(deadline, self.replayed_past(target)).await;
+            if let Ok(Some(replica)) = caught_up {
+                return replica;
             }
+            if Instant::now() + CATCH_UP_POLL >= deadline {
+                return primary();
+            }
+            tokio::time::sleep(CATCH_UP_POLL).await;
         }
     }
 

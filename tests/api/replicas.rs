@@ -44,13 +44,17 @@ async fn replica_reads(replica_url: &str, table: &str) -> i64 {
     .expect("replica statistics")
 }
 
+fn by_name(name: &str) -> v1::SearchCustomersRequest {
+    v1::SearchCustomersRequest {
+        query: Some(v1::search_customers_request::Query::NamePrefix(name.into())),
+        ..Default::default()
+    }
+}
+
 async fn search(app: &TestApp, name: &str) -> Vec<String> {
     app.customers
         .clone()
-        .search_customers(v1::SearchCustomersRequest {
-            query: Some(v1::search_customers_request::Query::NamePrefix(name.into())),
-            ..Default::default()
-        })
+        .search_customers(by_name(name))
         .await
         .expect("search answered")
         .into_inner()
@@ -160,12 +164,7 @@ async fn searches_kpis_and_audit_lists_read_the_replica_and_fall_back_when_it_st
             while tokio::time::Instant::now() < until {
                 let found = customers
                     .clone()
-                    .search_customers(v1::SearchCustomersRequest {
-                        query: Some(v1::search_customers_request::Query::NamePrefix(
-                            "Ada".into(),
-                        )),
-                        ..Default::default()
-                    })
+                    .search_customers(by_name("Ada"))
                     .await
                     .map_err(|status| format!("search failed after {answered}: {status}"))?;
                 assert_eq!(found.into_inner().customers.len(), 1);
