@@ -108,8 +108,11 @@ pub async fn kpis(args: KpisArgs) -> anyhow::Result<()> {
         Some("agent") => v1::KpiGrouping::Agent,
         Some("day") => v1::KpiGrouping::Day,
         Some("hour") => v1::KpiGrouping::Hour,
+        Some("month") => v1::KpiGrouping::Month,
         Some(other) => {
-            anyhow::bail!("unknown grouping {other}: team, queue, agent, campaign, day or hour")
+            anyhow::bail!(
+                "unknown grouping {other}: team, queue, agent, campaign, day, hour or month"
+            )
         }
     };
     let mut client = crate::proto::v1::analytics_service_client::AnalyticsServiceClient::new(

@@ -515,7 +515,7 @@ pub struct KpisArgs {
     /// End of the period (RFC 3339), exclusive.
     #[arg(long)]
     pub to: chrono::DateTime<chrono::Utc>,
-    /// team, queue, agent, campaign, day or hour (default: totals only).
+    /// team, queue, agent, campaign, day, hour or month (default: totals only).
     #[arg(long)]
     pub group_by: Option<String>,
     /// IANA time zone for days and hours.

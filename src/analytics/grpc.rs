@@ -78,6 +78,7 @@ fn query_of(request: v1::GetKpisRequest) -> Result<Query, Violations> {
         Ok(v1::KpiGrouping::Agent) => Grouping::Agent,
         Ok(v1::KpiGrouping::Day) => Grouping::Day,
         Ok(v1::KpiGrouping::Hour) => Grouping::Hour,
+        Ok(v1::KpiGrouping::Month) => Grouping::Month,
         Ok(v1::KpiGrouping::Team) => Grouping::Team,
         Ok(v1::KpiGrouping::Campaign) => Grouping::Campaign,
         Err(_) => {
@@ -89,32 +90,32 @@ fn query_of(request: v1::GetKpisRequest) -> Result<Query, Violations> {
     let short_abandon_seconds = seconds(
         "short_abandon_seconds",
         request.short_abandon_seconds,
-        5,
+        super::SHORT_ABANDON_SECONDS,
         &mut violations,
     );
     let service_level_seconds = seconds(
         "service_level_seconds",
         request.service_level_seconds,
-        20,
+        super::SERVICE_LEVEL_SECONDS,
         &mut violations,
     );
     let wrap_up_cap_seconds = match request.after_call_work_cap_seconds {
-        0 => 1800,
+        0 => super::WRAP_UP_CAP_SECONDS,
         cap @ 1..=86_400 => cap,
         _ => {
             violations.add(
                 "after_call_work_cap_seconds",
                 "must be between 1 and 86400 seconds",
             );
-            1800
+            super::WRAP_UP_CAP_SECONDS
         }
     };
     let repeat_window_hours = match request.repeat_window_hours {
-        0 => 168,
+        0 => super::REPEAT_WINDOW_HOURS,
         hours @ 1..=2160 => hours,
         _ => {
             violations.add("repeat_window_hours", "must be between 1 and 2160 hours");
-            168
+            super::REPEAT_WINDOW_HOURS
         }
     };
     let queues = violations.texts("queues", &request.queues, 100, 100);

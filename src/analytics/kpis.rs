@@ -156,6 +156,24 @@ impl std::ops::AddAssign for Tally {
 }
 
 impl Tally {
+    /// Campaign attempts: (reached, converted).
+    pub fn converting((reached, converted): (i64, i64)) -> Tally {
+        Tally {
+            reached,
+            converted,
+            ..Tally::default()
+        }
+    }
+
+    /// Agent time: (occupied ms, idle ms).
+    pub fn occupying((occupied_ms, idle_ms): (f64, f64)) -> Tally {
+        Tally {
+            occupied_ms,
+            idle_ms,
+            ..Tally::default()
+        }
+    }
+
     /// The tally of a whole made of these parts (groups partition the calls).
     pub fn sum<'a>(parts: impl IntoIterator<Item = &'a Tally>) -> Tally {
         let mut total = Tally::default();

@@ -4,6 +4,7 @@
 mod chains;
 pub mod grpc;
 mod kpis;
+mod rollups;
 mod store;
 
 use chrono::{DateTime, Utc};
@@ -13,6 +14,7 @@ use crate::read_replicas::Reads;
 
 pub use chains::{apply_misdial_rule, spawn as spawn_chain_stamper};
 pub use kpis::{Kpis, ServiceLevelRule, Tally};
+pub use rollups::{ROLLUP_LOCK, catch_up as catch_up_rollups, spawn as spawn_rollups};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grouping {
@@ -23,6 +25,9 @@ pub enum Grouping {
     Campaign,
     Day,
     Hour,
+    Month,
+    /// Not asked for: the rollup pass's key (`store::call_tallies_sql`).
+    Rollup,
 }
 
 impl Grouping {
@@ -35,6 +40,8 @@ impl Grouping {
             Grouping::Campaign => "campaign",
             Grouping::Day => "day",
             Grouping::Hour => "hour",
+            Grouping::Month => "month",
+            Grouping::Rollup => "rollup",
         }
     }
 
@@ -57,6 +64,12 @@ pub struct Window {
     pub end: DateTime<Utc>,
 }
 
+/// The definitions' defaults: what a request that sets none asks for, and what the rollups hold.
+pub const SHORT_ABANDON_SECONDS: i32 = 5;
+pub const SERVICE_LEVEL_SECONDS: i32 = 20;
+pub const REPEAT_WINDOW_HOURS: i32 = 168;
+pub const WRAP_UP_CAP_SECONDS: i32 = 1800;
+
 /// A validated KPI request.
 #[derive(Debug, Clone)]
 pub struct Query {
@@ -73,6 +86,44 @@ pub struct Query {
     pub service_level_rule: ServiceLevelRule,
     /// After-call work above this on one call makes the call an outlier, out of the AHT.
     pub wrap_up_cap_seconds: i32,
+}
+
+impl Query {
+    /// What the rollups hold: every call, agent and attempt of the window, under the default
+    /// definitions, with days in UTC.
+    fn rollup(window: Window) -> Self {
+        Query {
+            period: window,
+            baseline: None,
+            grouping: Grouping::Rollup,
+            queues: Vec::new(),
+            agents: Vec::new(),
+            time_zone: "UTC".into(),
+            short_abandon_seconds: SHORT_ABANDON_SECONDS,
+            service_level_seconds: SERVICE_LEVEL_SECONDS,
+            repeat_window_hours: REPEAT_WINDOW_HOURS,
+            service_level_rule: ServiceLevelRule::default(),
+            wrap_up_cap_seconds: WRAP_UP_CAP_SECONDS,
+        }
+    }
+
+    /// Whether whole UTC days of this request can be read from the rollups: it asks for the
+    /// definitions they hold (the service level's variants are applied to the tallies, after),
+    /// and groups by something they keep (days only in UTC; never hours).
+    fn reads_rollups(&self, grouping: Grouping) -> bool {
+        let groups = match grouping {
+            Grouping::Day | Grouping::Month => {
+                matches!(self.time_zone.as_str(), "UTC" | "Etc/UTC")
+            }
+            Grouping::Hour | Grouping::Rollup => false,
+            _ => true,
+        };
+        groups
+            && self.short_abandon_seconds == SHORT_ABANDON_SECONDS
+            && self.service_level_seconds == SERVICE_LEVEL_SECONDS
+            && self.repeat_window_hours == REPEAT_WINDOW_HOURS
+            && self.wrap_up_cap_seconds == WRAP_UP_CAP_SECONDS
+    }
 }
 
 /// A group's KPIs, with the baseline's when there is one.
@@ -106,31 +157,53 @@ pub enum AnalyticsError {
 
 crate::db::from_sqlx!(AnalyticsError);
 
-/// Calls, outbound campaign attempts and agent time, tallied per group key.
+/// Calls, outbound campaign attempts and agent time, tallied per group key: whole UTC days
+/// from the rollups where they are current and the request reads them, the rest scanned.
 async fn tallies(
     conn: &mut sqlx::PgConnection,
     query: &Query,
     window: &Window,
     grouping: Grouping,
 ) -> sqlx::Result<std::collections::BTreeMap<String, Tally>> {
-    let mut groups = store::tallies(conn, query, window, grouping).await?;
+    let plan = match query.reads_rollups(grouping) {
+        true => rollups::plan_for(conn, window).await?,
+        false => rollups::Plan::scan(*window),
+    };
     // Conversions are not tied to a queue: they belong to no queue group.
     let queues_only = grouping == Grouping::Queue || !query.queues.is_empty();
-    if !queues_only {
-        for (key, (reached, converted)) in store::conversions(conn, query, window, grouping).await?
-        {
-            let tally = groups.entry(key).or_default();
-            tally.reached += reached;
-            tally.converted += converted;
-        }
-    }
     // Agents work no one queue or campaign: occupancy belongs to no such group.
     let agents_apply = !queues_only && grouping != Grouping::Campaign;
-    if agents_apply {
-        for (key, (occupied, idle)) in store::agent_time(conn, query, window, grouping).await? {
-            let tally = groups.entry(key).or_default();
-            tally.occupied_ms += occupied;
-            tally.idle_ms += idle;
+    let mut groups = std::collections::BTreeMap::<String, Tally>::new();
+    let mut add = |key: String, part: Tally| *groups.entry(key).or_default() += part;
+    for window in &plan.scanned {
+        for (key, tally) in store::tallies(conn, query, window, grouping).await? {
+            add(key, tally);
+        }
+        if !queues_only {
+            for (key, pair) in store::conversions(conn, query, window, grouping).await? {
+                add(key, Tally::converting(pair));
+            }
+        }
+        if agents_apply {
+            for (key, pair) in store::agent_time(conn, query, window, grouping).await? {
+                add(key, Tally::occupying(pair));
+            }
+        }
+    }
+    if !plan.rolled.is_empty() {
+        let days = &plan.rolled;
+        for (key, tally) in store::rolled_tallies(conn, query, days, grouping).await? {
+            add(key, tally);
+        }
+        if !queues_only {
+            for (key, pair) in store::rolled_conversions(conn, query, days, grouping).await? {
+                add(key, Tally::converting(pair));
+            }
+        }
+        if agents_apply {
+            for (key, pair) in store::rolled_agent_time(conn, query, days, grouping).await? {
+                add(key, Tally::occupying(pair));
+            }
         }
     }
     Ok(groups)

@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::PgConnection;
+use chrono::NaiveDate;
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryAs;
+use sqlx::{PgConnection, Postgres};
 
 use super::kpis::Tally;
 use super::{Grouping, Query, Window};
@@ -44,17 +47,57 @@ struct Row {
     nps_count: i64,
 }
 
-/// Tallies per group key ("" for everything when `grouping` is `Total`). One scan of the calls
-/// offered in the period; each call carries when its customer next called (`next_offered_at`,
-/// kept by triggers: migration 20261202000016), so a repeat that falls after the period or in
-/// another queue is seen without reading those calls.
-pub async fn tallies(
-    conn: &mut PgConnection,
-    query: &Query,
-    window: &Window,
-    grouping: Grouping,
-) -> sqlx::Result<BTreeMap<String, Tally>> {
-    let rows: Vec<Row> = sqlx::query_as(
+impl Row {
+    fn keyed(self) -> (String, Tally) {
+        let r = self;
+        (
+            r.key,
+            Tally {
+                offered: r.offered,
+                answered: r.answered,
+                abandoned: r.abandoned,
+                short_abandoned: r.short_abandoned,
+                abandoned_within: r.abandoned_within,
+                short_abandoned_within: r.short_abandoned_within,
+                self_service: r.self_service,
+                in_progress: r.in_progress,
+                answered_within: r.answered_within,
+                wait_ms: r.wait_ms,
+                wait_ms_sq: r.wait_ms_sq,
+                handled: r.handled,
+                talk_ms: r.talk_ms,
+                hold_ms: r.hold_ms,
+                transfer_ring_ms: r.transfer_ring_ms,
+                requeue_wait_ms: r.requeue_wait_ms,
+                aht_calls: r.aht_calls,
+                aht_ms: r.aht_ms,
+                aht_ms_sq: r.aht_ms_sq,
+                wrap_up_ms: r.wrap_up_ms,
+                wrap_up_ms_sq: r.wrap_up_ms_sq,
+                wrap_up_outliers: r.wrap_up_outliers,
+                transferred: r.transferred,
+                with_customer: r.with_customer,
+                repeated: r.repeated,
+                first_contact_resolved: r.first_contact_resolved,
+                csat_sum: r.csat_sum,
+                csat_count: r.csat_count,
+                csat_top_two: r.csat_top_two,
+                nps_promoters: r.nps_promoters,
+                nps_detractors: r.nps_detractors,
+                nps_count: r.nps_count,
+                ..Tally::default()
+            },
+        )
+    }
+}
+
+/// The KPI scan of the calls offered in [$1, $2), grouped by $3 (a [`Grouping`], or "rollup":
+/// a JSON array of queue, agent, team and the sorted ids of the campaigns the call counts for).
+/// $4 time zone, $5 queues, $6 agents, $7 short-abandon and $8 service-level seconds, $9 repeat
+/// window hours, $10 after-call work cap seconds. A macro, so that the rollup pass inserts
+/// exactly what the scan reads.
+macro_rules! call_tallies_sql {
+    () => {
         "WITH span AS ( \
            SELECT c.gateway_id, c.call_id, c.customer_id, c.queue, c.handled_by[1] AS agent, \
              c.outcome, c.transfers, c.hold_ms, c.offered_at, c.queued_at, c.answered_at, \
@@ -70,19 +113,25 @@ pub async fn tallies(
                              i.wrap_up_ended_at - COALESCE(i.ended_at, i.started_at))) END) \
                AS wrap_up_ms, \
              bool_or(d.resolves) FILTER (WHERE i.wrap_up_completed_at IS NOT NULL) AS resolved \
-           FROM interactions i LEFT JOIN dispositions d ON d.code = i.disposition_code \
+           FROM interactions i \
+           JOIN span s ON s.gateway_id = i.gateway_id AND s.call_id = i.call_id \
+           LEFT JOIN dispositions d ON d.code = i.disposition_code \
            WHERE i.call_id IS NOT NULL AND i.started_at >= $1 - interval '1 day' \
+             AND i.started_at >= s.offered_at - interval '1 day' \
            GROUP BY 1, 2), \
          f AS ( \
-           SELECT gateway_id, call_id, \
-             sum(score) FILTER (WHERE score_kind = 'csat') AS csat_sum, \
-             count(*) FILTER (WHERE score_kind = 'csat') AS csat_count, \
-             count(*) FILTER (WHERE score_kind = 'csat' AND score >= 4) AS csat_top_two, \
-             count(*) FILTER (WHERE score_kind = 'nps' AND score >= 9) AS promoters, \
-             count(*) FILTER (WHERE score_kind = 'nps' AND score <= 6) AS detractors, \
-             count(*) FILTER (WHERE score_kind = 'nps') AS nps_count \
-           FROM feedback \
-           WHERE call_id IS NOT NULL AND score IS NOT NULL AND created_at >= $1 \
+           SELECT b.gateway_id, b.call_id, \
+             sum(b.score) FILTER (WHERE b.score_kind = 'csat') AS csat_sum, \
+             count(*) FILTER (WHERE b.score_kind = 'csat') AS csat_count, \
+             count(*) FILTER (WHERE b.score_kind = 'csat' AND b.score >= 4) AS csat_top_two, \
+             count(*) FILTER (WHERE b.score_kind = 'nps' AND b.score >= 9) AS promoters, \
+             count(*) FILTER (WHERE b.score_kind = 'nps' AND b.score <= 6) AS detractors, \
+             count(*) FILTER (WHERE b.score_kind = 'nps') AS nps_count \
+           FROM feedback b \
+           JOIN span s ON s.gateway_id = b.gateway_id AND s.call_id = b.call_id \
+           WHERE b.call_id IS NOT NULL AND b.score IS NOT NULL \
+             AND b.created_at >= $1 - interval '1 day' \
+             AND b.created_at >= s.offered_at - interval '1 day' \
            GROUP BY 1, 2), \
          r AS ( \
            SELECT c.*, COALESCE(w.wrap_up_ms, 0) AS wrap, COALESCE(w.resolved, false) AS resolved, \
@@ -103,9 +152,16 @@ pub async fn tallies(
              CASE $3 WHEN 'queue' THEN COALESCE(c.queue, '') \
                      WHEN 'agent' THEN COALESCE(c.agent, '') \
                      WHEN 'team' THEN COALESCE(c.team, '') \
-                     WHEN 'campaign' THEN COALESCE(k.id::text, '') ELSE '' END AS k_text, \
+                     WHEN 'campaign' THEN COALESCE(k.id::text, '') \
+                     WHEN 'rollup' THEN json_build_array(COALESCE(c.queue, ''), COALESCE(c.agent, ''), \
+                       COALESCE(c.team, ''), ARRAY(SELECT k.id::text FROM campaigns k \
+                         WHERE c.dialed_number = ANY(k.dialed_numbers) \
+                           AND c.offered_at >= k.starts_at AND c.offered_at < k.ends_at \
+                         ORDER BY 1))::text \
+                     ELSE '' END AS k_text, \
              CASE $3 WHEN 'day' THEN date_trunc('day', c.offered_at AT TIME ZONE $4) \
-                     WHEN 'hour' THEN date_trunc('hour', c.offered_at AT TIME ZONE $4) END AS k_time \
+                     WHEN 'hour' THEN date_trunc('hour', c.offered_at AT TIME ZONE $4) \
+                     WHEN 'month' THEN date_trunc('month', c.offered_at AT TIME ZONE $4) END AS k_time \
            FROM span c \
            LEFT JOIN w ON w.gateway_id = c.gateway_id AND w.call_id = c.call_id \
            LEFT JOIN f ON f.gateway_id = c.gateway_id AND f.call_id = c.call_id \
@@ -118,7 +174,8 @@ pub async fn tallies(
            WHERE (cardinality($5::text[]) = 0 OR c.queue = ANY($5)) \
              AND (cardinality($6::text[]) = 0 OR c.agent = ANY($6))) \
          SELECT COALESCE(to_char(c.k_time, \
-             CASE $3 WHEN 'day' THEN 'YYYY-MM-DD' ELSE 'YYYY-MM-DD\"T\"HH24' END), c.k_text) AS key, \
+             CASE $3 WHEN 'day' THEN 'YYYY-MM-DD' WHEN 'month' THEN 'YYYY-MM' \
+               ELSE 'YYYY-MM-DD\"T\"HH24' END), c.k_text) AS key, \
            count(*) AS offered, \
            count(*) FILTER (WHERE c.answered_at IS NOT NULL) AS answered, \
            count(*) FILTER (WHERE c.gave_up) AS abandoned, \
@@ -167,63 +224,69 @@ pub async fn tallies(
            COALESCE(sum(c.detractors), 0)::int8 AS nps_detractors, \
            COALESCE(sum(c.nps_count), 0)::int8 AS nps_count \
          FROM r c \
-         GROUP BY c.k_text, c.k_time",
-    )
-    .bind(window.start)
-    .bind(window.end)
-    .bind(grouping.as_str())
-    .bind(&query.time_zone)
-    .bind(&query.queues)
-    .bind(&query.agents)
-    .bind(f64::from(query.short_abandon_seconds))
-    .bind(f64::from(query.service_level_seconds))
-    .bind(query.repeat_window_hours)
-    .bind(f64::from(query.wrap_up_cap_seconds))
-    .fetch_all(conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            (
-                r.key,
-                Tally {
-                    offered: r.offered,
-                    answered: r.answered,
-                    abandoned: r.abandoned,
-                    short_abandoned: r.short_abandoned,
-                    abandoned_within: r.abandoned_within,
-                    short_abandoned_within: r.short_abandoned_within,
-                    self_service: r.self_service,
-                    in_progress: r.in_progress,
-                    answered_within: r.answered_within,
-                    wait_ms: r.wait_ms,
-                    wait_ms_sq: r.wait_ms_sq,
-                    handled: r.handled,
-                    talk_ms: r.talk_ms,
-                    hold_ms: r.hold_ms,
-                    transfer_ring_ms: r.transfer_ring_ms,
-                    requeue_wait_ms: r.requeue_wait_ms,
-                    aht_calls: r.aht_calls,
-                    aht_ms: r.aht_ms,
-                    aht_ms_sq: r.aht_ms_sq,
-                    wrap_up_ms: r.wrap_up_ms,
-                    wrap_up_ms_sq: r.wrap_up_ms_sq,
-                    wrap_up_outliers: r.wrap_up_outliers,
-                    transferred: r.transferred,
-                    with_customer: r.with_customer,
-                    repeated: r.repeated,
-                    first_contact_resolved: r.first_contact_resolved,
-                    csat_sum: r.csat_sum,
-                    csat_count: r.csat_count,
-                    csat_top_two: r.csat_top_two,
-                    nps_promoters: r.nps_promoters,
-                    nps_detractors: r.nps_detractors,
-                    nps_count: r.nps_count,
-                    ..Tally::default()
-                },
-            )
-        })
-        .collect())
+         GROUP BY c.k_text, c.k_time"
+    };
+}
+
+/// Tallies per group key ("" for everything when `grouping` is `Total`). One scan of the calls
+/// offered in the period; each call carries when its customer next called (`next_offered_at`,
+/// kept by triggers: migration 20261202000016), so a repeat that falls after the period or in
+/// another queue is seen without reading those calls.
+pub async fn tallies(
+    conn: &mut PgConnection,
+    query: &Query,
+    window: &Window,
+    grouping: Grouping,
+) -> sqlx::Result<BTreeMap<String, Tally>> {
+    let rows: Vec<Row> =
+        bind_call_tallies(sqlx::query_as(call_tallies_sql!()), query, window, grouping)
+            .fetch_all(conn)
+            .await?;
+    Ok(rows.into_iter().map(Row::keyed).collect())
+}
+
+/// Binds [`call_tallies_sql`]'s parameters.
+fn bind_call_tallies<'q, O>(
+    statement: QueryAs<'q, Postgres, O, PgArguments>,
+    query: &'q Query,
+    window: &Window,
+    grouping: Grouping,
+) -> QueryAs<'q, Postgres, O, PgArguments> {
+    statement
+        .bind(window.start)
+        .bind(window.end)
+        .bind(grouping.as_str())
+        .bind(&query.time_zone)
+        .bind(&query.queues)
+        .bind(&query.agents)
+        .bind(f64::from(query.short_abandon_seconds))
+        .bind(f64::from(query.service_level_seconds))
+        .bind(query.repeat_window_hours)
+        .bind(f64::from(query.wrap_up_cap_seconds))
+}
+
+/// [`conversions`]' statement: ($1 start, $2 end, $3 grouping or "rollup": a JSON array of
+/// campaign, agent and team, $4 time zone, $5 agents) to (key, reached, converted).
+macro_rules! conversions_sql {
+    () => {
+        "SELECT CASE $3 \
+             WHEN 'campaign' THEN t.campaign_id::text \
+             WHEN 'agent' THEN t.agent_id \
+             WHEN 'team' THEN COALESCE(t.team, '') \
+             WHEN 'day' THEN to_char(t.at AT TIME ZONE $4, 'YYYY-MM-DD') \
+             WHEN 'hour' THEN to_char(t.at AT TIME ZONE $4, 'YYYY-MM-DD\"T\"HH24') \
+             WHEN 'month' THEN to_char(t.at AT TIME ZONE $4, 'YYYY-MM') \
+             WHEN 'rollup' THEN json_build_array(t.campaign_id::text, t.agent_id, \
+               COALESCE(t.team, ''))::text \
+             ELSE '' END AS key, \
+           count(*) FILTER (WHERE t.outcome IN \
+             ('reached', 'converted', 'declined', 'callback_requested')) AS reached, \
+           count(*) FILTER (WHERE t.outcome = 'converted') AS converted \
+         FROM campaign_attempts t \
+         WHERE t.at >= $1 AND t.at < $2 \
+           AND (cardinality($5::text[]) = 0 OR t.agent_id = ANY($5)) \
+         GROUP BY 1"
+    };
 }
 
 /// Outbound campaign attempts recorded in the window, per group key: (reached, converted).
@@ -235,41 +298,13 @@ pub async fn conversions(
     window: &Window,
     grouping: Grouping,
 ) -> sqlx::Result<BTreeMap<String, (i64, i64)>> {
-    pairs_by_key(
-        conn,
-        "SELECT CASE $3 \
-             WHEN 'campaign' THEN t.campaign_id::text \
-             WHEN 'agent' THEN t.agent_id \
-             WHEN 'team' THEN COALESCE(t.team, '') \
-             WHEN 'day' THEN to_char(t.at AT TIME ZONE $4, 'YYYY-MM-DD') \
-             WHEN 'hour' THEN to_char(t.at AT TIME ZONE $4, 'YYYY-MM-DD\"T\"HH24') \
-             ELSE '' END AS key, \
-           count(*) FILTER (WHERE t.outcome IN \
-             ('reached', 'converted', 'declined', 'callback_requested')) AS reached, \
-           count(*) FILTER (WHERE t.outcome = 'converted') AS converted \
-         FROM campaign_attempts t \
-         WHERE t.at >= $1 AND t.at < $2 \
-           AND (cardinality($5::text[]) = 0 OR t.agent_id = ANY($5)) \
-         GROUP BY 1",
-        query,
-        window,
-        grouping,
-    )
-    .await
+    pairs_by_key(conn, conversions_sql!(), query, window, grouping).await
 }
 
-/// Agent time in the window from the agents' state history, per group key: (occupied ms, idle
-/// ms). Occupied is BUSY or AFTER_CALL_WORK; idle is AVAILABLE; AWAY and OFFLINE count for
-/// neither. Each state lasts from its change to the agent's next change (or now), clipped to the
-/// window and, for days and hours, cut at each bucket's edge in the time zone.
-pub async fn agent_time(
-    conn: &mut PgConnection,
-    query: &Query,
-    window: &Window,
-    grouping: Grouping,
-) -> sqlx::Result<BTreeMap<String, (f64, f64)>> {
-    pairs_by_key(
-        conn,
+/// [`agent_time`]'s statement: ($1 start, $2 end, $3 grouping or "rollup": by UTC day ($4), a
+/// JSON array of agent and team, $5 agents) to (key, occupied ms, idle ms).
+macro_rules! agent_time_sql {
+    () => {
         "WITH changes AS ( \
            SELECT s.agent_id, s.team, s.state, s.at, s.id FROM agent_state_changes s \
            WHERE s.at >= $1 AND s.at < $2 \
@@ -290,21 +325,26 @@ pub async fn agent_time(
            FROM spans s \
            CROSS JOIN LATERAL ( \
              SELECT local AS bucket, local AT TIME ZONE $4 AS bucket_start, \
-               (local + CASE $3 WHEN 'hour' THEN interval '1 hour' ELSE interval '1 day' END) \
+               (local + CASE $3 WHEN 'hour' THEN interval '1 hour' \
+                  WHEN 'month' THEN interval '1 month' ELSE interval '1 day' END) \
                  AT TIME ZONE $4 AS bucket_end \
              FROM generate_series( \
-               date_trunc(CASE $3 WHEN 'hour' THEN 'hour' ELSE 'day' END, s.since AT TIME ZONE $4), \
+               date_trunc(CASE $3 WHEN 'hour' THEN 'hour' WHEN 'month' THEN 'month' ELSE 'day' END, \
+                 s.since AT TIME ZONE $4), \
                s.until AT TIME ZONE $4, \
-               CASE $3 WHEN 'hour' THEN interval '1 hour' ELSE interval '1 day' END) AS local \
-             WHERE $3 IN ('day', 'hour') \
+               CASE $3 WHEN 'hour' THEN interval '1 hour' \
+                 WHEN 'month' THEN interval '1 month' ELSE interval '1 day' END) AS local \
+             WHERE $3 IN ('day', 'hour', 'month', 'rollup') \
              UNION ALL \
-             SELECT NULL, s.since, s.until WHERE $3 NOT IN ('day', 'hour')) b \
+             SELECT NULL, s.since, s.until WHERE $3 NOT IN ('day', 'hour', 'month', 'rollup')) b \
            WHERE s.until > s.since AND s.state IN ('busy', 'after_call_work', 'available')) \
          SELECT CASE $3 \
              WHEN 'agent' THEN p.agent_id \
              WHEN 'team' THEN COALESCE(p.team, '') \
              WHEN 'day' THEN to_char(p.bucket, 'YYYY-MM-DD') \
              WHEN 'hour' THEN to_char(p.bucket, 'YYYY-MM-DD\"T\"HH24') \
+             WHEN 'month' THEN to_char(p.bucket, 'YYYY-MM') \
+             WHEN 'rollup' THEN json_build_array(p.agent_id, COALESCE(p.team, ''))::text \
              ELSE '' END AS key, \
            COALESCE(sum(1000 * date_part('epoch', p.until - p.since)) \
              FILTER (WHERE p.state <> 'available'), 0)::float8 AS occupied_ms, \
@@ -312,12 +352,21 @@ pub async fn agent_time(
              FILTER (WHERE p.state = 'available'), 0)::float8 AS idle_ms \
          FROM pieces p \
          WHERE p.until > p.since \
-         GROUP BY 1",
-        query,
-        window,
-        grouping,
-    )
-    .await
+         GROUP BY 1"
+    };
+}
+
+/// Agent time in the window from the agents' state history, per group key: (occupied ms, idle
+/// ms). Occupied is BUSY or AFTER_CALL_WORK; idle is AVAILABLE; AWAY and OFFLINE count for
+/// neither. Each state lasts from its change to the agent's next change (or now), clipped to the
+/// window and, for days and hours, cut at each bucket's edge in the time zone.
+pub async fn agent_time(
+    conn: &mut PgConnection,
+    query: &Query,
+    window: &Window,
+    grouping: Grouping,
+) -> sqlx::Result<BTreeMap<String, (f64, f64)>> {
+    pairs_by_key(conn, agent_time_sql!(), query, window, grouping).await
 }
 
 /// Runs a per-group query that takes ($1 start, $2 end, $3 grouping, $4 time zone, $5 agents)
@@ -341,6 +390,254 @@ where
         .fetch_all(conn)
         .await?;
     Ok(rows.into_iter().map(|(key, a, b)| (key, (a, b))).collect())
+}
+
+// The KPI rollups' statements (`rollups.rs`, migration 20261207000034).
+
+/// The tally columns of `kpi_call_rollups`, in the order [`call_tallies_sql`] returns them.
+macro_rules! tally_columns {
+    () => {
+        "offered, answered, abandoned, short_abandoned, abandoned_within, \
+         short_abandoned_within, self_service, in_progress, answered_within, wait_ms, wait_ms_sq, \
+         handled, talk_ms, hold_ms, transfer_ring_ms, requeue_wait_ms, aht_calls, aht_ms, \
+         aht_ms_sq, wrap_up_ms, wrap_up_ms_sq, wrap_up_outliers, transferred, with_customer, \
+         repeated, first_contact_resolved, csat_sum, csat_count, csat_top_two, nps_promoters, \
+         nps_detractors, nps_count"
+    };
+}
+
+/// What a KPI read needs to know of the rollups of the days in [first, last).
+#[derive(Debug, sqlx::FromRow)]
+pub struct RollupState {
+    /// Today (UTC) in the database's clock: not closed, never rolled up.
+    pub today: NaiveDate,
+    /// Days before it with no note never had data (migration 20261207000034).
+    pub first_day: NaiveDate,
+    pub rolled: Vec<NaiveDate>,
+    /// Closed days with a note: changed since they were rolled up.
+    pub noted: Vec<NaiveDate>,
+}
+
+pub async fn rollup_state(
+    conn: &mut PgConnection,
+    first: NaiveDate,
+    last: NaiveDate,
+) -> sqlx::Result<RollupState> {
+    sqlx::query_as!(
+        RollupState,
+        "SELECT kpi_day(now()) AS \"today!\", \
+           (SELECT first_day FROM kpi_rollup_state) AS \"first_day!\", \
+           ARRAY(SELECT day FROM kpi_rollup_days WHERE day >= $1 AND day < $2 ORDER BY day) \
+             AS \"rolled!\", \
+           ARRAY(SELECT DISTINCT day FROM kpi_rollup_notes \
+                 WHERE day >= $1 AND day < LEAST($2, kpi_day(now())) ORDER BY day) AS \"noted!\"",
+        first,
+        last
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// The call tallies of these rolled-up days, per group key (the keys of [`tallies`]; `grouping`
+/// is never `Hour` or `Rollup`, and `Day` only in UTC).
+pub async fn rolled_tallies(
+    conn: &mut PgConnection,
+    query: &Query,
+    days: &[NaiveDate],
+    grouping: Grouping,
+) -> sqlx::Result<BTreeMap<String, Tally>> {
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT CASE $2 WHEN 'queue' THEN r.queue WHEN 'agent' THEN r.agent \
+             WHEN 'team' THEN r.team WHEN 'campaign' THEN k.campaign \
+             WHEN 'day' THEN to_char(r.day, 'YYYY-MM-DD') \
+             WHEN 'month' THEN to_char(r.day, 'YYYY-MM') ELSE '' END AS key, \
+           sum(offered)::int8 AS offered, sum(answered)::int8 AS answered, \
+           sum(abandoned)::int8 AS abandoned, sum(short_abandoned)::int8 AS short_abandoned, \
+           sum(abandoned_within)::int8 AS abandoned_within, \
+           sum(short_abandoned_within)::int8 AS short_abandoned_within, \
+           sum(self_service)::int8 AS self_service, sum(in_progress)::int8 AS in_progress, \
+           sum(answered_within)::int8 AS answered_within, sum(wait_ms) AS wait_ms, \
+           sum(wait_ms_sq) AS wait_ms_sq, sum(handled)::int8 AS handled, \
+           sum(talk_ms) AS talk_ms, sum(hold_ms) AS hold_ms, \
+           sum(transfer_ring_ms) AS transfer_ring_ms, sum(requeue_wait_ms) AS requeue_wait_ms, \
+           sum(aht_calls)::int8 AS aht_calls, sum(aht_ms) AS aht_ms, sum(aht_ms_sq) AS aht_ms_sq, \
+           sum(wrap_up_ms) AS wrap_up_ms, sum(wrap_up_ms_sq) AS wrap_up_ms_sq, \
+           sum(wrap_up_outliers)::int8 AS wrap_up_outliers, \
+           sum(transferred)::int8 AS transferred, sum(with_customer)::int8 AS with_customer, \
+           sum(repeated)::int8 AS repeated, \
+           sum(first_contact_resolved)::int8 AS first_contact_resolved, \
+           sum(csat_sum)::int8 AS csat_sum, sum(csat_count)::int8 AS csat_count, \
+           sum(csat_top_two)::int8 AS csat_top_two, sum(nps_promoters)::int8 AS nps_promoters, \
+           sum(nps_detractors)::int8 AS nps_detractors, sum(nps_count)::int8 AS nps_count \
+         FROM kpi_call_rollups r \
+         CROSS JOIN LATERAL unnest(CASE WHEN $2 = 'campaign' AND cardinality(r.campaigns) > 0 \
+                                   THEN r.campaigns ELSE ARRAY[''] END) AS k(campaign) \
+         WHERE r.day = ANY($1) \
+           AND (cardinality($3::text[]) = 0 OR r.queue = ANY($3)) \
+           AND (cardinality($4::text[]) = 0 OR r.agent = ANY($4)) \
+         GROUP BY 1",
+    )
+    .bind(days)
+    .bind(grouping.as_str())
+    .bind(&query.queues)
+    .bind(&query.agents)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(Row::keyed).collect())
+}
+
+/// The conversions of these rolled-up days, per group key (as [`conversions`]).
+pub async fn rolled_conversions(
+    conn: &mut PgConnection,
+    query: &Query,
+    days: &[NaiveDate],
+    grouping: Grouping,
+) -> sqlx::Result<BTreeMap<String, (i64, i64)>> {
+    rolled_pairs(
+        conn,
+        "SELECT CASE $2 WHEN 'campaign' THEN campaign WHEN 'agent' THEN agent \
+             WHEN 'team' THEN team WHEN 'day' THEN to_char(day, 'YYYY-MM-DD') \
+             WHEN 'month' THEN to_char(day, 'YYYY-MM') ELSE '' END AS key, \
+           sum(reached)::int8, sum(converted)::int8 \
+         FROM kpi_conversion_rollups \
+         WHERE day = ANY($1) AND (cardinality($3::text[]) = 0 OR agent = ANY($3)) \
+         GROUP BY 1",
+        query,
+        days,
+        grouping,
+    )
+    .await
+}
+
+/// The agent time of these rolled-up days, per group key (as [`agent_time`]).
+pub async fn rolled_agent_time(
+    conn: &mut PgConnection,
+    query: &Query,
+    days: &[NaiveDate],
+    grouping: Grouping,
+) -> sqlx::Result<BTreeMap<String, (f64, f64)>> {
+    rolled_pairs(
+        conn,
+        "SELECT CASE $2 WHEN 'agent' THEN agent WHEN 'team' THEN team \
+             WHEN 'day' THEN to_char(day, 'YYYY-MM-DD') \
+             WHEN 'month' THEN to_char(day, 'YYYY-MM') ELSE '' END AS key, \
+           sum(occupied_ms), sum(idle_ms) \
+         FROM kpi_occupancy_rollups \
+         WHERE day = ANY($1) AND (cardinality($3::text[]) = 0 OR agent = ANY($3)) \
+         GROUP BY 1",
+        query,
+        days,
+        grouping,
+    )
+    .await
+}
+
+/// Runs a rollup read that takes ($1 days, $2 grouping, $3 agents) and returns (key, a, b) rows.
+async fn rolled_pairs<A, B>(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    query: &Query,
+    days: &[NaiveDate],
+    grouping: Grouping,
+) -> sqlx::Result<BTreeMap<String, (A, B)>>
+where
+    (String, A, B): for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    let rows: Vec<(String, A, B)> = sqlx::query_as(sql)
+        .bind(days)
+        .bind(grouping.as_str())
+        .bind(&query.agents)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.into_iter().map(|(key, a, b)| (key, (a, b))).collect())
+}
+
+/// Takes up to `max` closed days to roll up, oldest first: every day with a note (whose notes it
+/// deletes), and every day from `first_day` never rolled up.
+pub async fn take_rollup_days(conn: &mut PgConnection, max: i64) -> sqlx::Result<Vec<NaiveDate>> {
+    sqlx::query_scalar!(
+        "WITH today AS (SELECT kpi_day(now()) AS day), \
+         due AS ( \
+           SELECT n.day FROM kpi_rollup_notes n, today WHERE n.day < today.day \
+           UNION \
+           SELECT g::date FROM kpi_rollup_state s, today, \
+             generate_series(s.first_day, today.day - 1, interval '1 day') AS g \
+           WHERE NOT EXISTS (SELECT 1 FROM kpi_rollup_days r WHERE r.day = g::date)), \
+         picked AS (SELECT day FROM due ORDER BY day LIMIT $1), \
+         taken AS (DELETE FROM kpi_rollup_notes n USING picked p WHERE n.day = p.day) \
+         SELECT day AS \"day!\" FROM picked ORDER BY day",
+        max
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Rolls one day up from the data as committed: its call tallies, conversions and agent time
+/// under the rollup's definition (`query`), replacing what it had.
+pub async fn roll_up_day(
+    conn: &mut PgConnection,
+    query: &Query,
+    window: &Window,
+    day: NaiveDate,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "WITH a AS (DELETE FROM kpi_call_rollups WHERE day = $1), \
+           b AS (DELETE FROM kpi_conversion_rollups WHERE day = $1) \
+         DELETE FROM kpi_occupancy_rollups WHERE day = $1",
+        day
+    )
+    .execute(&mut *conn)
+    .await?;
+    let grouping = Grouping::Rollup;
+    bind_call_tallies(
+        sqlx::query_as::<_, (i64,)>(concat!(
+            "WITH added AS (INSERT INTO kpi_call_rollups (day, queue, agent, team, campaigns, ",
+            tally_columns!(),
+            ") SELECT kpi_day($1), k->>0, k->>1, k->>2, \
+               ARRAY(SELECT json_array_elements_text(k->3)), ",
+            tally_columns!(),
+            " FROM (",
+            call_tallies_sql!(),
+            ") t CROSS JOIN LATERAL (SELECT t.key::json AS k) j RETURNING 1) \
+             SELECT count(*) FROM added"
+        )),
+        query,
+        window,
+        grouping,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    for sql in [
+        concat!(
+            "INSERT INTO kpi_conversion_rollups (day, campaign, agent, team, reached, converted) \
+             SELECT kpi_day($1), k->>0, k->>1, k->>2, t.reached, t.converted FROM (",
+            conversions_sql!(),
+            ") t CROSS JOIN LATERAL (SELECT t.key::json AS k) j"
+        ),
+        concat!(
+            "INSERT INTO kpi_occupancy_rollups (day, agent, team, occupied_ms, idle_ms) \
+             SELECT kpi_day($1), k->>0, k->>1, t.occupied_ms, t.idle_ms FROM (",
+            agent_time_sql!(),
+            ") t CROSS JOIN LATERAL (SELECT t.key::json AS k) j"
+        ),
+    ] {
+        sqlx::query(sql)
+            .bind(window.start)
+            .bind(window.end)
+            .bind(grouping.as_str())
+            .bind(&query.time_zone)
+            .bind(&query.agents)
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query!(
+        "INSERT INTO kpi_rollup_days (day) VALUES ($1) \
+         ON CONFLICT (day) DO UPDATE SET rolled_at = now()",
+        day
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 // The call-chain stamper's statements (`chains.rs`). They stay checked at run time: they bind

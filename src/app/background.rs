@@ -29,6 +29,9 @@ const INVALIDATION_RELAY_INTERVAL: Duration = Duration::from_millis(500);
 const CARD_BUILD_INTERVAL: Duration = Duration::from_millis(500);
 /// How often customers' call chains are restamped (KPI requests also catch up first).
 const CHAIN_STAMP_INTERVAL: Duration = Duration::from_millis(250);
+/// How often the KPI rollups look for closed days to roll up (src/analytics/rollups.rs). A read
+/// scans any day not yet rolled up, so this bounds only how long a changed day is scanned.
+const KPI_ROLLUP_INTERVAL: Duration = Duration::from_secs(5);
 
 pub struct Background {
     stop: watch::Sender<bool>,
@@ -73,6 +76,11 @@ impl Background {
             pool.clone(),
             CHAIN_STAMP_INTERVAL,
             settings.misdial_seconds,
+            stop_rx.clone(),
+        ));
+        tasks.push(crate::analytics::spawn_rollups(
+            pool.clone(),
+            KPI_ROLLUP_INTERVAL,
             stop_rx.clone(),
         ));
         let (sequencer, feed_head) = Sequencer::new(

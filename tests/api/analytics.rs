@@ -11,9 +11,9 @@ use tonic::Code;
 use crate::calls::{log_in, report};
 use crate::helpers::{TestApp, TestOptions, authed, spawn_app, token, violated_fields};
 
-const GATEWAY: &str = "pbx-1";
+pub(crate) const GATEWAY: &str = "pbx-1";
 
-fn ts(at: DateTime<Utc>) -> Option<prost_types::Timestamp> {
+pub(crate) fn ts(at: DateTime<Utc>) -> Option<prost_types::Timestamp> {
     Some(switchboard::proto_time::to_timestamp(at))
 }
 
@@ -30,6 +30,19 @@ pub(crate) async fn call_from(
     queue: &str,
     steps: &[(CallEventType, i64, &str)],
 ) {
+    call_dialing(app, id, caller, "", base, queue, steps).await;
+}
+
+/// [`call_from`] to a dialed number.
+pub(crate) async fn call_dialing(
+    app: &TestApp,
+    id: &str,
+    caller: &str,
+    dialed: &str,
+    base: DateTime<Utc>,
+    queue: &str,
+    steps: &[(CallEventType, i64, &str)],
+) {
     for (n, (kind, at, agent)) in steps.iter().enumerate() {
         let mut event = v1::CallEvent {
             gateway_id: GATEWAY.into(),
@@ -42,6 +55,7 @@ pub(crate) async fn call_from(
         };
         if *kind == Offered {
             event.caller_number = caller.into();
+            event.dialed_number = dialed.into();
             event.queue = queue.into();
         }
         if *kind == Transferred {
@@ -73,7 +87,7 @@ async fn call(
     call_from(app, id, "(415) 555-0100", base, queue, steps).await;
 }
 
-fn period(start: DateTime<Utc>, end: DateTime<Utc>) -> Option<v1::Period> {
+pub(crate) fn period(start: DateTime<Utc>, end: DateTime<Utc>) -> Option<v1::Period> {
     Some(v1::Period {
         start: ts(start),
         end: ts(end),
@@ -91,7 +105,7 @@ pub async fn set_team(app: &TestApp, agent: &str, team: &str) {
         .expect("team set");
 }
 
-async fn kpis(app: &TestApp, request: v1::GetKpisRequest) -> v1::GetKpisResponse {
+pub(crate) async fn kpis(app: &TestApp, request: v1::GetKpisRequest) -> v1::GetKpisResponse {
     AnalyticsServiceClient::new(app.channel.clone())
         .get_kpis(request)
         .await
@@ -798,7 +812,7 @@ async fn first_contact_resolution_needs_a_resolving_disposition_and_no_repeat_ca
 
 /// Agent state history as a fixture: Switchboard stamps state changes with the time they are
 /// made, so a history on known past days is written straight into its table.
-async fn state_history(app: &TestApp, changes: &[(&str, &str, DateTime<Utc>)]) {
+pub(crate) async fn state_history(app: &TestApp, changes: &[(&str, &str, DateTime<Utc>)]) {
     for (agent, state, at) in changes {
         sqlx::query("INSERT INTO agent_state_changes (agent_id, state, at) VALUES ($1, $2, $3)")
             .bind(agent)
@@ -1153,7 +1167,7 @@ async fn the_stamper_skips_a_call_a_writer_holds_and_stamps_it_once_let_go() {
 }
 
 /// Logs an interaction for a call that ended `ended_ago` before now, by `agent`; returns its id.
-async fn interaction_ended(
+pub(crate) async fn interaction_ended(
     app: &TestApp,
     customer: &v1::Customer,
     call_id: &str,
@@ -1181,7 +1195,7 @@ async fn interaction_ended(
         .id
 }
 
-async fn complete_wrap_up(app: &TestApp, interaction_id: String, code: &str) {
+pub(crate) async fn complete_wrap_up(app: &TestApp, interaction_id: String, code: &str) {
     app.interactions()
         .complete_wrap_up(v1::CompleteWrapUpRequest {
             interaction_id,

@@ -22,6 +22,7 @@ mod helpers;
 mod import;
 mod interactions;
 mod kamailio;
+mod kpi_rollups;
 mod limits;
 mod live;
 mod merges;

@@ -1,0 +1,226 @@
+-- Daily KPI rollups (docs/KPIS.md, "Rollups"): per UTC day, the KPI tallies of the calls offered
+-- that day per (queue, first answering agent, team, campaigns), the campaign attempts per
+-- (campaign, agent, team) and the agent time per (agent, team). They are the KPI scan's own
+-- query run over one day (src/analytics/store.rs), so a rolled-up day and a scanned day agree.
+--
+-- Writers do not compute them. Statement-level triggers note the UTC days a statement changed
+-- (kpi_rollup_notes), for every table the KPIs read and every writer. The rollup pass
+-- (src/analytics/rollups.rs), one at a time across instances, takes the notes of closed days
+-- (before today) and recomputes those days from the data as committed, together with every
+-- closed day since `first_day` never rolled up. A note committed after a pass read the data stays
+-- for the next pass. GetKpis reads a day's rollup only when the day is closed, rolled up and has
+-- no note in the request's snapshot; it scans every other stretch of its period, so a rollup
+-- never shows anything other than the scan would.
+
+CREATE FUNCTION kpi_day(at timestamptz) RETURNS date LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN (at AT TIME ZONE 'UTC')::date;
+
+CREATE TABLE kpi_rollup_notes (
+    id  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    day date NOT NULL
+);
+CREATE INDEX kpi_rollup_notes_day_idx ON kpi_rollup_notes (day);
+
+-- Days rolled up, and the first day the pass rolls up without a note (every earlier day with any
+-- data was noted when it was written: this migration sets it to the first day with data).
+CREATE TABLE kpi_rollup_days (
+    day       date PRIMARY KEY,
+    rolled_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE kpi_rollup_state (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    first_day date NOT NULL
+);
+INSERT INTO kpi_rollup_state (first_day)
+SELECT LEAST((SELECT kpi_day(min(offered_at)) FROM calls),
+             (SELECT kpi_day(min(at)) FROM campaign_attempts),
+             (SELECT kpi_day(min(at)) FROM agent_state_changes),
+             kpi_day(now()));
+
+CREATE TABLE kpi_call_rollups (
+    day                    date NOT NULL,
+    queue                  text NOT NULL,
+    agent                  text NOT NULL,
+    team                   text NOT NULL,
+    -- The campaigns whose dialed number the calls called while the campaign ran (sorted ids).
+    campaigns              text[] NOT NULL,
+    offered                bigint NOT NULL,
+    answered               bigint NOT NULL,
+    abandoned              bigint NOT NULL,
+    short_abandoned        bigint NOT NULL,
+    abandoned_within       bigint NOT NULL,
+    short_abandoned_within bigint NOT NULL,
+    self_service           bigint NOT NULL,
+    in_progress            bigint NOT NULL,
+    answered_within        bigint NOT NULL,
+    wait_ms                float8 NOT NULL,
+    wait_ms_sq             float8 NOT NULL,
+    handled                bigint NOT NULL,
+    talk_ms                float8 NOT NULL,
+    hold_ms                float8 NOT NULL,
+    transfer_ring_ms       float8 NOT NULL,
+    requeue_wait_ms        float8 NOT NULL,
+    aht_calls              bigint NOT NULL,
+    aht_ms                 float8 NOT NULL,
+    aht_ms_sq              float8 NOT NULL,
+    wrap_up_ms             float8 NOT NULL,
+    wrap_up_ms_sq          float8 NOT NULL,
+    wrap_up_outliers       bigint NOT NULL,
+    transferred            bigint NOT NULL,
+    with_customer          bigint NOT NULL,
+    repeated               bigint NOT NULL,
+    first_contact_resolved bigint NOT NULL,
+    csat_sum               bigint NOT NULL,
+    csat_count             bigint NOT NULL,
+    csat_top_two           bigint NOT NULL,
+    nps_promoters          bigint NOT NULL,
+    nps_detractors         bigint NOT NULL,
+    nps_count              bigint NOT NULL
+);
+CREATE INDEX kpi_call_rollups_day_idx ON kpi_call_rollups (day);
+
+CREATE TABLE kpi_conversion_rollups (
+    day       date NOT NULL,
+    campaign  text NOT NULL,
+    agent     text NOT NULL,
+    team      text NOT NULL,
+    reached   bigint NOT NULL,
+    converted bigint NOT NULL
+);
+CREATE INDEX kpi_conversion_rollups_day_idx ON kpi_conversion_rollups (day);
+
+CREATE TABLE kpi_occupancy_rollups (
+    day         date NOT NULL,
+    agent       text NOT NULL,
+    team        text NOT NULL,
+    occupied_ms float8 NOT NULL,
+    idle_ms     float8 NOT NULL
+);
+CREATE INDEX kpi_occupancy_rollups_day_idx ON kpi_occupancy_rollups (day);
+
+CREATE FUNCTION kpi_note_days(days date[]) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO kpi_rollup_notes (day) SELECT DISTINCT d FROM unnest(days) AS d WHERE d IS NOT NULL
+$$;
+
+-- Calls: the days they were offered, before and after.
+CREATE FUNCTION kpi_note_calls() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        PERFORM kpi_note_days(ARRAY(SELECT kpi_day(offered_at) FROM new_rows));
+    ELSIF TG_OP = 'UPDATE' THEN
+        PERFORM kpi_note_days(ARRAY(SELECT kpi_day(offered_at) FROM new_rows
+                                    UNION SELECT kpi_day(offered_at) FROM old_rows));
+    ELSE
+        PERFORM kpi_note_days(ARRAY(SELECT kpi_day(offered_at) FROM old_rows));
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- Interactions and feedback: the days of the calls they name.
+CREATE FUNCTION kpi_note_call_links() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        PERFORM kpi_note_days(ARRAY(
+            SELECT kpi_day(c.offered_at) FROM new_rows r
+            JOIN calls c ON c.gateway_id = r.gateway_id AND c.call_id = r.call_id));
+    ELSIF TG_OP = 'UPDATE' THEN
+        PERFORM kpi_note_days(ARRAY(
+            SELECT kpi_day(c.offered_at)
+            FROM (SELECT gateway_id, call_id FROM new_rows
+                  UNION SELECT gateway_id, call_id FROM old_rows) r
+            JOIN calls c ON c.gateway_id = r.gateway_id AND c.call_id = r.call_id));
+    ELSE
+        PERFORM kpi_note_days(ARRAY(
+            SELECT kpi_day(c.offered_at) FROM old_rows r
+            JOIN calls c ON c.gateway_id = r.gateway_id AND c.call_id = r.call_id));
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- Campaign attempts: the days they were recorded.
+CREATE FUNCTION kpi_note_attempts() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        PERFORM kpi_note_days(ARRAY(SELECT kpi_day(at) FROM new_rows));
+    ELSIF TG_OP = 'UPDATE' THEN
+        PERFORM kpi_note_days(ARRAY(SELECT kpi_day(at) FROM new_rows
+                                    UNION SELECT kpi_day(at) FROM old_rows));
+    ELSE
+        PERFORM kpi_note_days(ARRAY(SELECT kpi_day(at) FROM old_rows));
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- Agent states: a change at `at` moves the agent's time from that day up to today.
+CREATE FUNCTION kpi_note_states() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE since timestamptz;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        SELECT min(at) INTO since FROM new_rows;
+    ELSIF TG_OP = 'UPDATE' THEN
+        SELECT min(at) INTO since FROM (SELECT at FROM new_rows UNION ALL SELECT at FROM old_rows) r;
+    ELSE
+        SELECT min(at) INTO since FROM old_rows;
+    END IF;
+    IF since IS NOT NULL THEN
+        PERFORM kpi_note_days(ARRAY(
+            SELECT d::date FROM generate_series(kpi_day(since), kpi_day(now()), interval '1 day') d));
+    END IF;
+    RETURN NULL;
+END $$;
+
+DO $$
+DECLARE
+    t record;
+BEGIN
+    FOR t IN SELECT * FROM (VALUES
+        ('calls', 'kpi_note_calls'),
+        ('interactions', 'kpi_note_call_links'),
+        ('feedback', 'kpi_note_call_links'),
+        ('campaign_attempts', 'kpi_note_attempts'),
+        ('agent_state_changes', 'kpi_note_states')) AS v(tab, fn)
+    LOOP
+        EXECUTE format('CREATE TRIGGER %1$s_kpi_ins AFTER INSERT ON %1$I REFERENCING NEW TABLE AS new_rows '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION %2$I()', t.tab, t.fn);
+        EXECUTE format('CREATE TRIGGER %1$s_kpi_upd AFTER UPDATE ON %1$I REFERENCING NEW TABLE AS new_rows '
+                       'OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION %2$I()', t.tab, t.fn);
+        EXECUTE format('CREATE TRIGGER %1$s_kpi_del AFTER DELETE ON %1$I REFERENCING OLD TABLE AS old_rows '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION %2$I()', t.tab, t.fn);
+    END LOOP;
+END $$;
+
+-- A campaign's numbers and dates attribute the calls of its days (up to today).
+CREATE FUNCTION kpi_note_campaign() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        PERFORM kpi_note_days(ARRAY(
+            SELECT d::date FROM generate_series(kpi_day(OLD.starts_at),
+                                                kpi_day(LEAST(OLD.ends_at, now())), interval '1 day') d));
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        PERFORM kpi_note_days(ARRAY(
+            SELECT d::date FROM generate_series(kpi_day(NEW.starts_at),
+                                                kpi_day(LEAST(NEW.ends_at, now())), interval '1 day') d));
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER campaigns_kpi_ins AFTER INSERT ON campaigns FOR EACH ROW
+    WHEN (cardinality(NEW.dialed_numbers) > 0) EXECUTE FUNCTION kpi_note_campaign();
+CREATE TRIGGER campaigns_kpi_upd AFTER UPDATE ON campaigns FOR EACH ROW
+    WHEN (OLD.dialed_numbers IS DISTINCT FROM NEW.dialed_numbers
+          OR OLD.starts_at IS DISTINCT FROM NEW.starts_at OR OLD.ends_at IS DISTINCT FROM NEW.ends_at)
+    EXECUTE FUNCTION kpi_note_campaign();
+CREATE TRIGGER campaigns_kpi_del AFTER DELETE ON campaigns FOR EACH ROW
+    WHEN (cardinality(OLD.dialed_numbers) > 0) EXECUTE FUNCTION kpi_note_campaign();
+
+-- Whether a disposition resolves, and the misdial threshold, change every rolled-up day.
+CREATE FUNCTION kpi_note_every_day() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM kpi_note_days(ARRAY(SELECT day FROM kpi_rollup_days));
+    RETURN NULL;
+END $$;
+CREATE TRIGGER dispositions_kpi_upd AFTER UPDATE ON dispositions FOR EACH ROW
+    WHEN (OLD.resolves IS DISTINCT FROM NEW.resolves) EXECUTE FUNCTION kpi_note_every_day();
+CREATE TRIGGER contact_chain_rule_kpi_upd AFTER UPDATE ON contact_chain_rule FOR EACH ROW
+    WHEN (OLD.misdial_seconds IS DISTINCT FROM NEW.misdial_seconds)
+    EXECUTE FUNCTION kpi_note_every_day();

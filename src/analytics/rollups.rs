@@ -1,0 +1,264 @@
+//! Daily KPI rollups: per UTC day, the tallies the KPI scan would read, so a year of KPIs sums
+//! 365 days of rows instead of scanning 12 million calls (migration 20261207000034, which
+//! explains the notes).
+//!
+//! Writers only note the days they changed (statement triggers on every table the KPIs read).
+//! A pass takes the notes of closed days, with the closed days never rolled up, and recomputes
+//! each from the data as committed with the scan's own statements. Passes are serialized across
+//! instances by an advisory lock, like the chain stamper's. A read plans its period in its own
+//! snapshot: the rolled-up days without a note come from the rollups, and every other stretch
+//! (today, the partial days at the edges, days changed since their rollup) is scanned. So a
+//! rollup is read only where it equals the scan, and a change shows at once, before any pass.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Days, NaiveDate, NaiveTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::{Query, Window, store};
+
+/// Days rolled up per pass: each pass is one transaction, so a backfill of a year commits a
+/// week at a time.
+const MAX_DAYS: i64 = 7;
+
+/// The advisory lock key of the rollup pass (one pass at a time, across instances).
+pub const ROLLUP_LOCK: i64 = 20_261_207_034;
+
+/// Where a KPI read gets each part of its period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Whole UTC days read from the rollups.
+    pub rolled: Vec<NaiveDate>,
+    /// The rest, scanned: disjoint, in order.
+    pub scanned: Vec<Window>,
+}
+
+impl Plan {
+    /// All of it scanned.
+    pub fn scan(window: Window) -> Plan {
+        Plan {
+            rolled: Vec::new(),
+            scanned: vec![window],
+        }
+    }
+}
+
+fn midnight(day: NaiveDate) -> DateTime<Utc> {
+    day.and_time(NaiveTime::MIN).and_utc()
+}
+
+/// Splits `window` into the whole UTC days it may read from the rollups and the stretches it
+/// must scan. A day is read from the rollups when it is closed (before `today`), rolled up (or
+/// before `first_day`, when no note means no data) and not noted since.
+pub fn plan(
+    window: Window,
+    today: NaiveDate,
+    first_day: NaiveDate,
+    rolled: &BTreeSet<NaiveDate>,
+    noted: &BTreeSet<NaiveDate>,
+) -> Plan {
+    let mut plan = Plan {
+        rolled: Vec::new(),
+        scanned: Vec::new(),
+    };
+    let mut scan_from = window.start;
+    let mut day = window.start.date_naive();
+    if midnight(day) < window.start {
+        day = day + Days::new(1);
+    }
+    while day < today && midnight(day + Days::new(1)) <= window.end {
+        let current = (rolled.contains(&day) || day < first_day) && !noted.contains(&day);
+        if current {
+            if scan_from < midnight(day) {
+                plan.scanned.push(Window {
+                    start: scan_from,
+                    end: midnight(day),
+                });
+            }
+            plan.rolled.push(day);
+            scan_from = midnight(day + Days::new(1));
+        }
+        day = day + Days::new(1);
+    }
+    if scan_from < window.end {
+        plan.scanned.push(Window {
+            start: scan_from,
+            end: window.end,
+        });
+    }
+    plan
+}
+
+/// [`plan`] for `window`, from the rollups' state in this transaction's snapshot.
+pub async fn plan_for(conn: &mut PgConnection, window: &Window) -> sqlx::Result<Plan> {
+    let first = window.start.date_naive();
+    let last = window.end.date_naive() + Days::new(1);
+    let state = store::rollup_state(conn, first, last).await?;
+    Ok(plan(
+        *window,
+        state.today,
+        state.first_day,
+        &state.rolled.into_iter().collect(),
+        &state.noted.into_iter().collect(),
+    ))
+}
+
+/// Rolls up every closed day due, waiting for a pass running elsewhere.
+pub async fn catch_up(pool: &PgPool) -> sqlx::Result<()> {
+    while pass(pool, true).await? {}
+    Ok(())
+}
+
+/// One pass over at most `MAX_DAYS` days; without `wait`, none when another instance is in a
+/// pass. Returns whether days may be left.
+async fn pass(pool: &PgPool, wait: bool) -> sqlx::Result<bool> {
+    let mut tx = crate::db::begin(pool).await?;
+    if !store::lock_stamper(&mut tx, ROLLUP_LOCK, wait).await? {
+        return Ok(false);
+    }
+    let days = store::take_rollup_days(&mut tx, MAX_DAYS).await?;
+    if days.is_empty() {
+        return Ok(false);
+    }
+    // A month of calls is planned like the KPI read: no JIT, a plan for these rows.
+    crate::db::set_transaction(&mut tx, crate::db::TransactionMode::WorkMem128Mb).await?;
+    crate::db::set_transaction(&mut tx, crate::db::TransactionMode::NoJit).await?;
+    crate::db::set_transaction(&mut tx, crate::db::TransactionMode::CustomPlans).await?;
+    for &day in &days {
+        let window = Window {
+            start: midnight(day),
+            end: midnight(day + Days::new(1)),
+        };
+        store::roll_up_day(&mut tx, &Query::rollup(window), &window, day).await?;
+    }
+    tx.commit().await?;
+    Ok(days.len() as i64 == MAX_DAYS)
+}
+
+/// Runs passes every `every` until `stop` turns true.
+pub fn spawn(pool: PgPool, every: Duration, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+            let result = async {
+                while pass(&pool, false).await? {
+                    if *stop.borrow() {
+                        break;
+                    }
+                }
+                Ok::<_, sqlx::Error>(())
+            }
+            .await;
+            match result {
+                Ok(()) => failing = false,
+                Err(error) => {
+                    if !failing {
+                        tracing::warn!(%error, "KPI rollups paused (retrying)");
+                    }
+                    failing = true;
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(day: u32, hour: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, day, hour, 0, 0)
+            .single()
+            .expect("time")
+    }
+
+    fn date(day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, day).expect("date")
+    }
+
+    fn days(list: &[u32]) -> BTreeSet<NaiveDate> {
+        list.iter().map(|&d| date(d)).collect()
+    }
+
+    fn window(start: DateTime<Utc>, end: DateTime<Utc>) -> Window {
+        Window { start, end }
+    }
+
+    #[test]
+    fn whole_closed_current_days_come_from_the_rollups_and_the_rest_is_scanned() {
+        // 1 05:00 to 10 05:00, today the 9th, the 4th changed since its rollup.
+        let plan = plan(
+            window(at(1, 5), at(10, 5)),
+            date(9),
+            date(1),
+            &days(&[1, 2, 3, 4, 5, 6, 7, 8]),
+            &days(&[4]),
+        );
+        assert_eq!(
+            plan.rolled,
+            days(&[2, 3, 5, 6, 7, 8]).into_iter().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            plan.scanned,
+            [
+                window(at(1, 5), at(2, 0)),
+                window(at(4, 0), at(5, 0)),
+                window(at(9, 0), at(10, 5)),
+            ],
+            "the partial first day, the noted day, and today with the partial last day"
+        );
+    }
+
+    #[test]
+    fn a_day_not_yet_rolled_up_is_scanned_unless_it_precedes_every_data() {
+        let plan = plan(
+            window(at(1, 0), at(5, 0)),
+            date(20),
+            date(3),
+            &days(&[4]),
+            &BTreeSet::new(),
+        );
+        // The 1st and 2nd are before the first day with data; the 3rd was never rolled up.
+        assert_eq!(plan.rolled, [date(1), date(2), date(4)]);
+        assert_eq!(plan.scanned, [window(at(3, 0), at(4, 0))]);
+        // A note on a day before the first day means data came later: scanned.
+        let plan = plan_noted(&[2]);
+        assert_eq!(plan.rolled, [date(1), date(4)]);
+        assert_eq!(plan.scanned, [window(at(2, 0), at(4, 0))], "one stretch");
+    }
+
+    fn plan_noted(noted: &[u32]) -> Plan {
+        plan(
+            window(at(1, 0), at(5, 0)),
+            date(20),
+            date(3),
+            &days(&[4]),
+            &days(noted),
+        )
+    }
+
+    #[test]
+    fn a_period_within_one_day_or_today_is_all_scanned() {
+        let everything = days(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        let inside = window(at(3, 1), at(3, 23));
+        assert_eq!(
+            plan(inside, date(9), date(1), &everything, &BTreeSet::new()),
+            Plan::scan(inside)
+        );
+        let today = window(at(9, 0), at(10, 0));
+        assert_eq!(
+            plan(today, date(9), date(1), &everything, &BTreeSet::new()),
+            Plan::scan(today)
+        );
+    }
+}
