@@ -154,6 +154,7 @@ async fn three_days(app: &TestApp, d1: NaiveDate) {
         .await;
     let ada = app.create_customer("Ada", &["(415) 555-0121"]).await;
     let bob = app.create_customer("Bob", &["(415) 555-0122"]).await;
+    let cy = app.create_customer("Cy", &["(415) 555-0123"]).await;
     let campaign = crate::campaigns::create(
         app,
         v1::Campaign {
@@ -240,6 +241,16 @@ async fn three_days(app: &TestApp, d1: NaiveDate) {
         &bob_call,
     )
     .await;
+    call_dialing(
+        app,
+        "Y1",
+        "(415) 555-0123",
+        "",
+        at(2, 16, 0),
+        "sales",
+        &bob_call,
+    )
+    .await;
     let connected = [(Offered, 0, ""), (Queued, 0, ""), (Answered, 12, "a-2")];
     call_dialing(app, "C1", other, "", at(2, 18, 0), "billing", &connected).await;
     // Today.
@@ -255,6 +266,11 @@ async fn three_days(app: &TestApp, d1: NaiveDate) {
         let interaction = interaction_ended(app, customer, call, agent, Duration::minutes(5)).await;
         complete_wrap_up(app, interaction, code).await;
     }
+    // Cy's only interaction started two days before Cy's call: too early to be the call's (over
+    // a day before its offer), whichever days the period covers.
+    let early = Utc::now() - at(0, 12, 1);
+    let interaction = interaction_ended(app, &cy, "Y1", "a-1", early).await;
+    complete_wrap_up(app, interaction, "resolved").await;
     // Scores on A1 (CSAT 5) and B2 (NPS 9, CSAT 2).
     for (n, (call, kind)) in [
         ("A1", v1::score::Kind::Csat(5)),
@@ -354,19 +370,20 @@ async fn kpis_over_rolled_up_days_equal_the_scan_for_every_kpi_and_grouping() {
 
     // The data are not trivial: every kind of call, score, attempt and agent time is in.
     let whole = total(&rolled[0]);
-    assert_eq!(value(&whole.offered), Some(8.0));
+    assert_eq!(value(&whole.offered), Some(9.0));
     assert_eq!(value(&whole.abandoned), Some(2.0));
     assert_eq!(value(&whole.short_abandoned), Some(1.0));
     assert_eq!(value(&whole.self_service), Some(1.0));
     assert_eq!(value(&whole.in_progress), Some(1.0));
     assert_eq!(
         value(&whole.transfer_rate),
-        Some(0.2),
-        "A2 of five answered"
+        Some(1.0 / 6.0),
+        "A2 of six answered"
     );
-    // Known handled: A1, A2 and B2. A1 is repeated the next day; B2 resolves Bob's first call.
-    assert_eq!(value(&whole.repeat_contact_rate), Some(1.0 / 3.0));
-    assert_eq!(value(&whole.first_contact_resolution), Some(1.0 / 3.0));
+    // Known handled: A1, A2, B2 and Y1. A1 is repeated the next day; B2 resolves Bob's first
+    // call; Y1 has no interaction of its own.
+    assert_eq!(value(&whole.repeat_contact_rate), Some(0.25));
+    assert_eq!(value(&whole.first_contact_resolution), Some(0.25));
     assert_eq!(value(&whole.csat), Some(3.5));
     assert_eq!(value(&whole.nps), Some(100.0));
     assert_eq!(value(&whole.conversion_rate), Some(0.5));
@@ -377,7 +394,7 @@ async fn kpis_over_rolled_up_days_equal_the_scan_for_every_kpi_and_grouping() {
         ..Default::default()
     };
     let with_today = kpis(&app, with_today).await;
-    assert_eq!(value(&total(&with_today).offered), Some(9.0));
+    assert_eq!(value(&total(&with_today).offered), Some(10.0));
     assert_eq!(value(&total(&with_today).abandoned), Some(3.0));
     let months: Vec<&str> = rolled[12].groups.iter().map(|g| g.key.as_str()).collect();
     let mut expected: Vec<String> = (0..3)
@@ -398,7 +415,7 @@ async fn kpis_over_rolled_up_days_equal_the_scan_for_every_kpi_and_grouping() {
         .await
         .expect("tampered");
     let tampered = kpis(&app, requests(d1).swap_remove(0)).await;
-    assert_eq!(value(&total(&tampered).offered), Some(1008.0));
+    assert_eq!(value(&total(&tampered).offered), Some(1009.0));
     sqlx::query(sales)
         .bind(d1)
         .bind(-1000_i64)
