@@ -172,6 +172,12 @@ export class AgentDesktop {
       },
       "Break",
     );
+    // A keyboard user's focus stays on the same control across the re-render (the state loads,
+    // or changes elsewhere, while they tab through the bar): without this it fell to the page,
+    // and their Enter went nowhere.
+    const focused = this.stateBar.contains(document.activeElement)
+      ? document.activeElement?.getAttribute("data-testid")
+      : null;
     replace(
       this.stateBar,
       button("Available", AgentState.AVAILABLE, "state-available"),
@@ -184,6 +190,7 @@ export class AgentDesktop {
         `Now: ${AgentState[this.state].toLowerCase().replace(/_/g, " ")}${this.stateReason ? ` (${this.stateReason})` : ""}`,
       ),
     );
+    if (focused) this.stateBar.querySelector<HTMLElement>(`[data-testid="${focused}"]`)?.focus();
   }
 
   /** Follows the WatchAgent stream for as long as the page lives, reconnecting with back-off. */
