@@ -66,9 +66,17 @@ for grouping in queue agent; do
     --from 2025-12-01T00:00:00Z --to 2026-12-01T00:00:00Z --group-by "$grouping" >/dev/null
   echo "a year by $grouping, from the rollups: $(since "$started") s"
 done
-started=$(date +%s%N)
-if kpis --time-zone Africa/Abidjan; then
-  echo "a year by month, scanned (time zone Africa/Abidjan, UTC+0 but not UTC): $(since "$started") s"
-else
-  echo "a year by month, scanned: failed after $(since "$started") s"
-fi
+# The scan, for comparison: a time zone other than UTC (Africa/Abidjan is UTC+0 all year, so the
+# answer is the same) reads no rollup. A year does not finish within the request deadline, so a
+# month is timed too.
+for months in "2026-11-01T00:00:00Z 1 month" "2025-12-01T00:00:00Z the year"; do
+  set -- $months
+  to=2026-12-01T00:00:00Z
+  started=$(date +%s%N)
+  if "$bin/switchboard" kpis --server http://127.0.0.1:50074 --token "$(cat "$work/token")" \
+      --from "$1" --to "$to" --group-by month --time-zone Africa/Abidjan >/dev/null 2>&1; then
+    echo "${*:2} by month, scanned: $(since "$started") s"
+  else
+    echo "${*:2} by month, scanned: no answer within the deadline ($(since "$started") s)"
+  fi
+done

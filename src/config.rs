@@ -124,7 +124,7 @@ pub struct RetentionArgs {
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
     /// The servers' Redis key prefix.
-    #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX", default_value = "sb:")]
+    #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX", default_value = "sb:", value_parser = redis_prefix)]
     pub redis_prefix: String,
 }
 
@@ -259,7 +259,7 @@ pub struct ServeArgs {
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
     /// Prefix for every Redis key this deployment writes.
-    #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX", default_value = "sb:")]
+    #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX", default_value = "sb:", value_parser = redis_prefix)]
     pub redis_prefix: String,
     /// Upper bound on one Redis command before falling back to PostgreSQL (milliseconds).
     #[arg(long, env = "SWITCHBOARD_REDIS_TIMEOUT_MS", default_value_t = 50)]
@@ -505,6 +505,15 @@ pub struct SegmentArgs {
     pub currency: String,
     #[command(flatten)]
     pub server: ServerArgs,
+}
+
+/// A Redis key prefix: no braces, which would change the hash tag that keeps each number's keys
+/// on one Redis Cluster slot.
+fn redis_prefix(value: &str) -> Result<String, String> {
+    match value.contains(['{', '}']) {
+        true => Err("must not contain { or } (Redis Cluster hash tags)".into()),
+        false => Ok(value.to_owned()),
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -914,6 +923,20 @@ impl WebhookArgs {
             lease: Duration::from_millis(self.webhook_lease_ms).max(timeout * 2),
             body_cap: 64 * 1024,
             nats_url: self.nats_url.clone().filter(|url| !url.is_empty()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redis_prefix_with_braces_is_refused() {
+        assert_eq!(redis_prefix("sb:").as_deref(), Ok("sb:"));
+        assert_eq!(redis_prefix("").as_deref(), Ok(""));
+        for bad in ["{sb}:", "sb{:", "sb}"] {
+            assert!(redis_prefix(bad).is_err(), "{bad}");
         }
     }
 }

@@ -135,10 +135,9 @@ impl PopCache {
         number: &NumberKey,
         call_id: Option<&str>,
     ) -> Result<CachedRead, RedisLinkError> {
-        let number = number.as_str();
-        let pop_key = self.link.key(&format!("pop:{number}"));
-        let generation_key = self.link.key(&format!("popgen:{number}"));
-        let fence_key = self.link.key(&format!("poplsn:{number}"));
+        let pop_key = self.number_key("pop", number);
+        let generation_key = self.number_key("popgen", number);
+        let fence_key = self.number_key("poplsn", number);
         match call_id {
             None => {
                 let (pop, generation, fence) = self
@@ -160,7 +159,7 @@ impl PopCache {
                 })
             }
             Some(call_id) => {
-                let pins_key = self.link.key(&format!("pins:{number}"));
+                let pins_key = self.number_key("pins", number);
                 let (pop, generation, fence, pin) = self
                     .link
                     .run(|mut conn| async move {
@@ -192,7 +191,6 @@ impl PopCache {
         pop: &[u8],
         known: bool,
     ) -> Result<bool, RedisLinkError> {
-        let number = number.as_str();
         let ttl = if known {
             self.ttls.pop
         } else {
@@ -200,8 +198,8 @@ impl PopCache {
         };
         let mut invocation = self.store_if_current.prepare_invoke();
         invocation
-            .key(self.link.key(&format!("pop:{number}")))
-            .key(self.link.key(&format!("popgen:{number}")))
+            .key(self.number_key("pop", number))
+            .key(self.number_key("popgen", number))
             .arg(generation.map(|g| g.to_string()).unwrap_or_default())
             .arg(pop)
             .arg(ttl.as_millis() as u64);
@@ -223,7 +221,7 @@ impl PopCache {
         let mut value = Vec::with_capacity(8 + pop.len());
         value.extend_from_slice(&generation.unwrap_or(0).to_be_bytes());
         value.extend_from_slice(pop);
-        let key = self.link.key(&format!("pins:{}", number.as_str()));
+        let key = self.number_key("pins", number);
         let ttl = self.ttls.pin.as_millis() as i64;
         let call_id = call_id.to_owned();
         self.link
@@ -239,8 +237,17 @@ impl PopCache {
             .await
     }
 
-    /// Drops the cached pops and pins of `numbers` and moves their generations, atomically, and
-    /// sets their fences: `fence` is the primary's WAL position read after the write committed.
+    /// `prefix + kind + ":{" + number + "}"`. The braces are a Redis Cluster hash tag: every key
+    /// of one number hashes to the same slot, so the scripts and MULTI blocks that use several
+    /// of them together work on a cluster.
+    fn number_key(&self, kind: &str, number: &NumberKey) -> String {
+        self.link.key(&format!("{kind}:{{{}}}", number.as_str()))
+    }
+
+    /// Drops the cached pops and pins of `numbers` and moves their generations, and sets their
+    /// fences: `fence` is the primary's WAL position read after the write committed. Atomic per
+    /// number (one MULTI block each, in one round trip): a cluster keeps different numbers on
+    /// different shards.
     pub async fn invalidate(
         &self,
         numbers: &[NumberKey],
@@ -250,28 +257,54 @@ impl PopCache {
             return Ok(());
         }
         let mut pipe = redis::pipe();
-        pipe.atomic();
         for number in numbers {
-            let number = number.as_str();
-            let generation_key = self.link.key(&format!("popgen:{number}"));
-            pipe.incr(&generation_key, 1)
+            let generation_key = self.number_key("popgen", number);
+            pipe.cmd("MULTI")
+                .ignore()
+                .incr(&generation_key, 1)
                 .ignore()
                 .pexpire(&generation_key, GENERATION_TTL.as_millis() as i64)
                 .ignore()
                 .pset_ex(
-                    self.link.key(&format!("poplsn:{number}")),
+                    self.number_key("poplsn", number),
                     fence,
                     FENCE_TTL.as_millis() as u64,
                 )
                 .ignore()
-                .del(self.link.key(&format!("pop:{number}")))
+                .del(self.number_key("pop", number))
                 .ignore()
-                .del(self.link.key(&format!("pins:{number}")))
+                .del(self.number_key("pins", number))
+                .ignore()
+                .cmd("EXEC")
                 .ignore();
+            self.invalidate_untagged(&mut pipe, number.as_str(), fence);
         }
         self.link
             .run(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
             .await
+    }
+
+    /// The same for the key names of the release before hash tags (`pop:<number>`, ...), so an
+    /// instance of that release, still running during a rolling upgrade, never serves a card
+    /// this write changed: its generation moves first, so a pop it is building cannot store
+    /// the old card after the delete. One command per key (they hash to different slots). To be
+    /// removed once no deployment runs that release (docs/DEPLOYMENT.md, "Upgrading").
+    fn invalidate_untagged(&self, pipe: &mut redis::Pipeline, number: &str, fence: i64) {
+        let generation_key = self.link.key(&format!("popgen:{number}"));
+        pipe.incr(&generation_key, 1)
+            .ignore()
+            .pexpire(&generation_key, GENERATION_TTL.as_millis() as i64)
+            .ignore()
+            .pset_ex(
+                self.link.key(&format!("poplsn:{number}")),
+                fence,
+                FENCE_TTL.as_millis() as u64,
+            )
+            .ignore()
+            .del(self.link.key(&format!("pop:{number}")))
+            .ignore()
+            .del(self.link.key(&format!("pins:{number}")))
+            .ignore();
     }
 }
 

@@ -760,16 +760,50 @@ pub struct PrivateRedis {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// With `--cluster-enabled yes`: the cluster bus port (the default, the port + 10,000, can
+    /// be past 65,535).
+    cluster_port: Option<u16>,
 }
 
 impl PrivateRedis {
     pub fn start() -> Self {
+        Self::start_as(false)
+    }
+
+    /// A Redis Cluster of one master that holds all 16,384 slots: a client that is not cluster
+    /// aware works, and every multi-key command, script or MULTI block whose keys hash to
+    /// different slots fails with CROSSSLOT, as on any cluster.
+    pub fn start_cluster_of_one() -> Self {
+        let redis = Self::start_as(true);
+        let client = redis::Client::open(redis.url().as_str()).expect("client");
+        let mut conn = client.get_connection().expect("connection");
+        redis::cmd("CLUSTER")
+            .arg("ADDSLOTSRANGE")
+            .arg(0)
+            .arg(16383)
+            .query::<()>(&mut conn)
+            .expect("CLUSTER ADDSLOTSRANGE");
+        for _ in 0..200 {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query(&mut conn)
+                .expect("CLUSTER INFO");
+            if info.contains("cluster_state:ok") {
+                return redis;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the cluster of one never became ok");
+    }
+
+    fn start_as(cluster: bool) -> Self {
         let dir = std::env::temp_dir().join(format!("sb-redis-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("redis dir");
         let mut redis = Self {
             port: free_port(),
             dir,
             child: None,
+            cluster_port: cluster.then(free_port),
         };
         redis.resume();
         redis
@@ -792,6 +826,11 @@ impl PrivateRedis {
                 "--appendonly",
                 "no",
             ])
+            .args(self.cluster_port.iter().flat_map(|port| {
+                ["--cluster-enabled".to_owned(), "yes".to_owned()]
+                    .into_iter()
+                    .chain(["--cluster-port".to_owned(), port.to_string()])
+            }))
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())

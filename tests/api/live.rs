@@ -76,7 +76,7 @@ pub async fn set_state(app: &TestApp, agent: &str, state: v1::AgentState) {
         .expect("state set");
 }
 
-async fn stats(app: &TestApp, queues: &[&str]) -> v1::GetLiveQueueStatsResponse {
+pub(crate) async fn stats(app: &TestApp, queues: &[&str]) -> v1::GetLiveQueueStatsResponse {
     AnalyticsServiceClient::new(app.channel.clone())
         .get_live_queue_stats(v1::GetLiveQueueStatsRequest {
             queues: queues.iter().map(|q| (*q).to_owned()).collect(),

@@ -12,7 +12,7 @@ use crate::helpers::{
     violated_fields,
 };
 
-fn card_name(pop: &v1::ScreenPop) -> &str {
+pub(crate) fn card_name(pop: &v1::ScreenPop) -> &str {
     pop.card
         .as_ref()
         .map_or("", |card| card.display_name.as_str())
