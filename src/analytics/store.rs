@@ -95,10 +95,12 @@ impl Row {
 /// a JSON array of queue, agent, team and the sorted ids of the campaigns the call counts for).
 /// $4 time zone, $5 queues, $6 agents, $7 short-abandon and $8 service-level seconds, $9 repeat
 /// window hours, $10 after-call work cap seconds. A macro, so that the rollup pass inserts
-/// exactly what the scan reads.
+/// exactly what the scan reads. `span` is read three times (the calls, and the interactions
+/// and feedback that count for them); NOT MATERIALIZED keeps each an index scan: materialized,
+/// a month's million wide rows made the scan three times slower.
 macro_rules! call_tallies_sql {
     () => {
-        "WITH span AS ( \
+        "WITH span AS NOT MATERIALIZED ( \
            SELECT c.gateway_id, c.call_id, c.customer_id, c.queue, c.handled_by[1] AS agent, \
              c.outcome, c.transfers, c.hold_ms, c.offered_at, c.queued_at, c.answered_at, \
              c.ended_at, c.dialed_number, c.next_offered_at AS next_at, c.team, \
