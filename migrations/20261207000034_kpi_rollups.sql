@@ -3,14 +3,18 @@
 -- (campaign, agent, team) and the agent time per (agent, team). They are the KPI scan's own
 -- query run over one day (src/analytics/store.rs), so a rolled-up day and a scanned day agree.
 --
--- Writers do not compute them. Statement-level triggers note the UTC days a statement changed
--- (kpi_rollup_notes), for every table the KPIs read and every writer. The rollup pass
--- (src/analytics/rollups.rs), one at a time across instances, takes the notes of closed days
--- (before today) and recomputes those days from the data as committed, together with every
--- closed day since `first_day` never rolled up. A note committed after a pass read the data stays
--- for the next pass. GetKpis reads a day's rollup only when the day is closed, rolled up and has
--- no note in the request's snapshot; it scans every other stretch of its period, so a rollup
--- never shows anything other than the scan would.
+-- Writers do not compute them. Statement-level triggers note the closed UTC days (before today,
+-- by the clock when the statement runs) a statement changed (kpi_rollup_notes), for every table
+-- the KPIs read and every writer. Today is never rolled up, so today's own writes, nearly all of
+-- them, note nothing. The rollup pass (src/analytics/rollups.rs), one at a time across
+-- instances, takes the notes of closed days and recomputes those days from the data as
+-- committed, together with every closed day since `first_day` never rolled up. A note committed
+-- after a pass read the data stays for the next pass. A day is rolled up only once every
+-- transaction that may have written it unnoted, while it was today, has ended: after midnight
+-- the pass takes a transaction id as a barrier, and waits until no older one runs. GetKpis
+-- reads a day's rollup only when the day is closed, rolled up and has no note in the request's
+-- snapshot; it scans every other stretch of its period, so a rollup never shows anything other
+-- than the scan would.
 
 CREATE FUNCTION kpi_day(at timestamptz) RETURNS date LANGUAGE sql IMMUTABLE PARALLEL SAFE
     RETURN (at AT TIME ZONE 'UTC')::date;
@@ -27,15 +31,23 @@ CREATE TABLE kpi_rollup_days (
     day       date PRIMARY KEY,
     rolled_at timestamptz NOT NULL DEFAULT now()
 );
+-- `safe_through`: the last day no running transaction can have written unnoted. `barrier_day`
+-- becomes safe once every transaction older than `barrier_xid` (taken after it closed) ended.
+-- Every day closed before this migration is safe: its writes since then are noted.
 CREATE TABLE kpi_rollup_state (
-    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-    first_day date NOT NULL
+    singleton    boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    first_day    date NOT NULL,
+    safe_through date NOT NULL,
+    barrier_day  date,
+    barrier_xid  xid8,
+    CHECK ((barrier_day IS NULL) = (barrier_xid IS NULL))
 );
-INSERT INTO kpi_rollup_state (first_day)
+INSERT INTO kpi_rollup_state (first_day, safe_through)
 SELECT LEAST((SELECT kpi_day(min(offered_at)) FROM calls),
              (SELECT kpi_day(min(at)) FROM campaign_attempts),
              (SELECT kpi_day(min(at)) FROM agent_state_changes),
-             kpi_day(now()));
+             kpi_day(now())),
+       kpi_day(now()) - 1;
 
 CREATE TABLE kpi_call_rollups (
     day                    date NOT NULL,
@@ -98,8 +110,11 @@ CREATE TABLE kpi_occupancy_rollups (
 );
 CREATE INDEX kpi_occupancy_rollups_day_idx ON kpi_occupancy_rollups (day);
 
+-- Closed days only: today (and a future day, from a gateway's clock ahead) is rolled up only
+-- after it closes and the barrier passes.
 CREATE FUNCTION kpi_note_days(days date[]) RETURNS void LANGUAGE sql AS $$
-    INSERT INTO kpi_rollup_notes (day) SELECT DISTINCT d FROM unnest(days) AS d WHERE d IS NOT NULL
+    INSERT INTO kpi_rollup_notes (day)
+    SELECT DISTINCT d FROM unnest(days) AS d WHERE d < kpi_day(clock_timestamp())
 $$;
 
 -- Calls: the days they were offered, before and after.

@@ -2,9 +2,11 @@
 //! 365 days of rows instead of scanning 12 million calls (migration 20261207000034, which
 //! explains the notes).
 //!
-//! Writers only note the days they changed (statement triggers on every table the KPIs read).
-//! A pass takes the notes of closed days, with the closed days never rolled up, and recomputes
-//! each from the data as committed with the scan's own statements. Passes are serialized across
+//! Writers only note the closed days they changed (statement triggers on every table the KPIs
+//! read); today's writes note nothing. A pass takes the notes, with the closed days never rolled
+//! up, and recomputes each from the data as committed with the scan's own statements; a day
+//! that just closed waits behind a barrier for the transactions that may have written it
+//! unnoted while it was today. Passes are serialized across
 //! instances by an advisory lock, like the chain stamper's. A read plans its period in its own
 //! snapshot: the rolled-up days without a note come from the rollups, and every other stretch
 //! (today, the partial days at the edges, days changed since their rollup) is scanned. So a
@@ -106,27 +108,44 @@ pub async fn plan_for(conn: &mut PgConnection, window: &Window) -> sqlx::Result<
     ))
 }
 
-/// Rolls up every closed day due, waiting for a pass running elsewhere.
+/// What a pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Days rolled up, and more may be due.
+    More,
+    /// Nothing left that may be rolled up now.
+    Done,
+    /// Nothing left but days behind the barrier: transactions that began before midnight run.
+    Waiting,
+}
+
+/// Rolls up every closed day due, waiting for a pass running elsewhere, and for the
+/// transactions that may still write the day that just closed.
 pub async fn catch_up(pool: &PgPool) -> sqlx::Result<()> {
-    while pass(pool, true).await? {}
-    Ok(())
+    loop {
+        match pass(pool, true).await? {
+            Pass::More => {}
+            Pass::Waiting => tokio::time::sleep(Duration::from_millis(20)).await,
+            Pass::Done => return Ok(()),
+        }
+    }
 }
 
 /// One pass over at most `MAX_DAYS` days; without `wait`, none when another instance is in a
-/// pass. Returns whether days may be left.
-async fn pass(pool: &PgPool, wait: bool) -> sqlx::Result<bool> {
+/// pass.
+async fn pass(pool: &PgPool, wait: bool) -> sqlx::Result<Pass> {
     let mut tx = crate::db::begin(pool).await?;
     if !store::lock_stamper(&mut tx, ROLLUP_LOCK, wait).await? {
-        return Ok(false);
+        return Ok(Pass::Done);
     }
-    let days = store::take_rollup_days(&mut tx, MAX_DAYS).await?;
-    if days.is_empty() {
-        return Ok(false);
+    let (safe_through, waiting) = store::advance_barrier(&mut tx).await?;
+    let days = store::take_rollup_days(&mut tx, MAX_DAYS, safe_through).await?;
+    if !days.is_empty() {
+        // A month of calls is planned like the KPI read: no JIT, a plan for these rows.
+        crate::db::set_transaction(&mut tx, crate::db::TransactionMode::WorkMem128Mb).await?;
+        crate::db::set_transaction(&mut tx, crate::db::TransactionMode::NoJit).await?;
+        crate::db::set_transaction(&mut tx, crate::db::TransactionMode::CustomPlans).await?;
     }
-    // A month of calls is planned like the KPI read: no JIT, a plan for these rows.
-    crate::db::set_transaction(&mut tx, crate::db::TransactionMode::WorkMem128Mb).await?;
-    crate::db::set_transaction(&mut tx, crate::db::TransactionMode::NoJit).await?;
-    crate::db::set_transaction(&mut tx, crate::db::TransactionMode::CustomPlans).await?;
     for &day in &days {
         let window = Window {
             start: midnight(day),
@@ -135,7 +154,11 @@ async fn pass(pool: &PgPool, wait: bool) -> sqlx::Result<bool> {
         store::roll_up_day(&mut tx, &Query::rollup(window), &window, day).await?;
     }
     tx.commit().await?;
-    Ok(days.len() as i64 == MAX_DAYS)
+    Ok(match (days.len() as i64 == MAX_DAYS, waiting) {
+        (true, _) => Pass::More,
+        (false, true) => Pass::Waiting,
+        (false, false) => Pass::Done,
+    })
 }
 
 /// Runs passes every `every` until `stop` turns true.
@@ -150,7 +173,7 @@ pub fn spawn(pool: PgPool, every: Duration, mut stop: watch::Receiver<bool>) -> 
                 _ = stop.wait_for(|stop| *stop) => return,
             }
             let result = async {
-                while pass(&pool, false).await? {
+                while pass(&pool, false).await? == Pass::More {
                     if *stop.borrow() {
                         break;
                     }

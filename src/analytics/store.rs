@@ -554,21 +554,51 @@ where
     Ok(rows.into_iter().map(|(key, a, b)| (key, (a, b))).collect())
 }
 
-/// Takes up to `max` closed days to roll up, oldest first: every day with a note (whose notes it
-/// deletes), and every day from `first_day` never rolled up.
-pub async fn take_rollup_days(conn: &mut PgConnection, max: i64) -> sqlx::Result<Vec<NaiveDate>> {
+/// Moves the barrier (migration 20261207000034): the barrier day becomes safe once every
+/// transaction older than its id has ended, and a day closed since the last safe one gets a
+/// barrier, this transaction's id. Returns the last safe day, and whether a barrier is waited on.
+pub async fn advance_barrier(conn: &mut PgConnection) -> sqlx::Result<(NaiveDate, bool)> {
+    sqlx::query!(
+        "UPDATE kpi_rollup_state \
+         SET safe_through = barrier_day, barrier_day = NULL, barrier_xid = NULL \
+         WHERE barrier_xid IS NOT NULL AND pg_snapshot_xmin(pg_current_snapshot()) >= barrier_xid"
+    )
+    .execute(&mut *conn)
+    .await?;
+    let state = sqlx::query!(
+        "UPDATE kpi_rollup_state \
+         SET barrier_day = CASE WHEN barrier_xid IS NULL \
+                                 AND safe_through < kpi_day(clock_timestamp()) - 1 \
+                            THEN kpi_day(clock_timestamp()) - 1 ELSE barrier_day END, \
+             barrier_xid = CASE WHEN barrier_xid IS NULL \
+                                 AND safe_through < kpi_day(clock_timestamp()) - 1 \
+                            THEN pg_current_xact_id() ELSE barrier_xid END \
+         RETURNING safe_through, barrier_day IS NOT NULL AS \"waiting!\""
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok((state.safe_through, state.waiting))
+}
+
+/// Takes up to `max` closed days to roll up, oldest first, up to `safe_through`: every day with
+/// a note (whose notes it deletes), and every day from `first_day` never rolled up.
+pub async fn take_rollup_days(
+    conn: &mut PgConnection,
+    max: i64,
+    safe_through: NaiveDate,
+) -> sqlx::Result<Vec<NaiveDate>> {
     sqlx::query_scalar!(
-        "WITH today AS (SELECT kpi_day(now()) AS day), \
-         due AS ( \
-           SELECT n.day FROM kpi_rollup_notes n, today WHERE n.day < today.day \
+        "WITH due AS ( \
+           SELECT n.day FROM kpi_rollup_notes n WHERE n.day <= $2 \
            UNION \
-           SELECT g::date FROM kpi_rollup_state s, today, \
-             generate_series(s.first_day, today.day - 1, interval '1 day') AS g \
+           SELECT g::date FROM kpi_rollup_state s, \
+             generate_series(s.first_day, $2, interval '1 day') AS g \
            WHERE NOT EXISTS (SELECT 1 FROM kpi_rollup_days r WHERE r.day = g::date)), \
          picked AS (SELECT day FROM due ORDER BY day LIMIT $1), \
          taken AS (DELETE FROM kpi_rollup_notes n USING picked p WHERE n.day = p.day) \
          SELECT day AS \"day!\" FROM picked ORDER BY day",
-        max
+        max,
+        safe_through
     )
     .fetch_all(conn)
     .await

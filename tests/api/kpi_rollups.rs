@@ -19,6 +19,16 @@ fn midnight(day: NaiveDate) -> DateTime<Utc> {
     day.and_hms_opt(0, 0, 0).expect("midnight").and_utc()
 }
 
+/// These tests name today and yesterday: started in the last minute before midnight (UTC), one
+/// waits for the new day first.
+async fn clear_of_midnight() {
+    let to_midnight = midnight(Utc::now().date_naive() + Days::new(1)) - Utc::now();
+    if to_midnight < Duration::minutes(1) {
+        let wait = to_midnight + Duration::seconds(1);
+        tokio::time::sleep(wait.to_std().expect("positive")).await;
+    }
+}
+
 /// The KPI requests compared: every grouping over whole days, and over partial days with a
 /// baseline, with a queue filter and with an agent filter. (Today's agent time grows while the
 /// test runs, so today is compared apart.)
@@ -341,6 +351,7 @@ async fn score(app: &TestApp, request_id: &str, call: &str, score: v1::score::Ki
 
 #[tokio::test]
 async fn kpis_over_rolled_up_days_equal_the_scan_for_every_kpi_and_grouping() {
+    clear_of_midnight().await;
     let app = spawn_app().await;
     let d1 = Utc::now().date_naive() - Days::new(4);
     three_days(&app, d1).await;
@@ -431,4 +442,92 @@ async fn kpis_over_rolled_up_days_equal_the_scan_for_every_kpi_and_grouping() {
     rolled_up(&app).await;
     let after = kpis(&app, requests(d1).swap_remove(0)).await;
     assert!(agree(&at_once, &after), "{at_once:?}\n{after:?}");
+}
+
+async fn notes_on(app: &TestApp, day: NaiveDate) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM kpi_rollup_notes WHERE day = $1")
+        .bind(day)
+        .fetch_one(&app.db)
+        .await
+        .expect("notes")
+}
+
+async fn rolled(app: &TestApp, day: NaiveDate) -> bool {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM kpi_rollup_days WHERE day = $1)")
+        .bind(day)
+        .fetch_one(&app.db)
+        .await
+        .expect("rolled days")
+}
+
+/// Today's writes note nothing (today is never rolled up), a write to a closed day notes it,
+/// and a day that just closed is rolled up only once every transaction older than the barrier
+/// the pass took after midnight has ended: such a transaction may have written it unnoted.
+#[tokio::test]
+async fn a_day_that_just_closed_waits_for_the_transactions_that_began_before() {
+    clear_of_midnight().await;
+    let app = spawn_app().await;
+    let today = Utc::now().date_naive();
+    let yesterday = today - Days::new(1);
+    let abandon = [(Offered, 0, ""), (Queued, 0, ""), (Abandoned, 30, "")];
+    let now = Utc::now();
+    call_dialing(&app, "T1", "(415) 555-0100", "", now, "billing", &abandon).await;
+    assert_eq!(notes_on(&app, now.date_naive()).await, 0, "today's call");
+    let before = midnight(today) - Duration::hours(2);
+    call_dialing(
+        &app,
+        "Y1",
+        "(415) 555-0100",
+        "",
+        before,
+        "billing",
+        &abandon,
+    )
+    .await;
+    assert!(notes_on(&app, yesterday).await > 0, "yesterday's call");
+
+    // As if yesterday had just closed: it is not yet safe.
+    sqlx::query("UPDATE kpi_rollup_state SET safe_through = $1")
+        .bind(yesterday - Days::new(1))
+        .execute(&app.db)
+        .await
+        .expect("state");
+    // A transaction that wrote (it has an id) and has not ended.
+    let mut open = app.db.begin().await.expect("begin");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *open)
+        .await
+        .expect("an id");
+    let waited = tokio::time::timeout(
+        std::time::Duration::from_millis(1500),
+        switchboard::analytics::catch_up_rollups(&app.db),
+    )
+    .await;
+    assert!(waited.is_err(), "the pass waits for the open transaction");
+    assert!(!rolled(&app, yesterday).await);
+    let scanned = kpis(
+        &app,
+        v1::GetKpisRequest {
+            period: period(midnight(yesterday), midnight(today)),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(value(&total(&scanned).offered), Some(1.0), "read by a scan");
+
+    open.commit().await.expect("ended");
+    rolled_up(&app).await;
+    assert!(rolled(&app, yesterday).await);
+    let from_rollup = kpis(
+        &app,
+        v1::GetKpisRequest {
+            period: period(midnight(yesterday), midnight(today)),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(
+        agree(&scanned, &from_rollup),
+        "{scanned:?}\n{from_rollup:?}"
+    );
 }

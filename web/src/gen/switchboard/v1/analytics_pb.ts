@@ -624,15 +624,17 @@ export const KpiGroupingSchema: GenEnum<KpiGrouping> = /*@__PURE__*/
  *
  * Built so far: the call KPIs (offered, answered, abandoned, abandonment rate, average speed of
  * answer, service level, handle time, transfer rate, first-contact resolution, repeat contacts,
- * CSAT and NPS of the calls, campaign conversions) grouped by team, queue, agent, campaign, day
- * or hour, with a baseline; agent occupancy; and live queue statistics.
+ * CSAT and NPS of the calls, campaign conversions) grouped by team, queue, agent, campaign, day,
+ * hour or month, with a baseline; agent occupancy; and live queue statistics.
  *
  * @generated from service switchboard.v1.AnalyticsService
  */
 export const AnalyticsService: GenService<{
   /**
    * KPIs of the calls offered in `period`, per group and in total; with `baseline_period`, each
-   * KPI also carries its baseline value and the change. Read-only and idempotent. Errors:
+   * KPI also carries its baseline value and the change. Whole past UTC days unchanged since
+   * they were rolled up are read from daily rollups, which give the same answer as the scan
+   * (docs/KPIS.md, "Rollups"); a change to any day shows at once. Read-only and idempotent. Errors:
    * INVALID_ARGUMENT (no period, an empty or reversed period, an unknown time zone, thresholds out
    * of range), PERMISSION_DENIED (agent-level results, by grouping or by filter, for a credential
    * other than supervisor or admin).
