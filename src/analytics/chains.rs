@@ -146,36 +146,18 @@ pub fn spawn(
     pool: PgPool,
     every: Duration,
     misdial_seconds: i32,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failing = false;
-        let mut rule_applied = false;
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => {}
-                _ = stop.wait_for(|stop| *stop) => return,
+    let rule_applied = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    super::spawn_rounds(every, stop, "call chain stamping", move || {
+        let (pool, rule_applied) = (pool.clone(), rule_applied.clone());
+        async move {
+            if !rule_applied.load(std::sync::atomic::Ordering::Relaxed) {
+                apply_misdial_rule(&pool, misdial_seconds).await?;
+                rule_applied.store(true, std::sync::atomic::Ordering::Relaxed);
             }
-            let result = async {
-                if !rule_applied {
-                    apply_misdial_rule(&pool, misdial_seconds).await?;
-                    rule_applied = true;
-                }
-                while pass(&pool, false).await? {}
-                Ok::<_, sqlx::Error>(())
-            }
-            .await;
-            match result {
-                Ok(()) => failing = false,
-                Err(error) => {
-                    if !failing {
-                        tracing::warn!(%error, "call chain stamping paused (retrying)");
-                    }
-                    failing = true;
-                }
-            }
+            while pass(&pool, false).await? {}
+            Ok(())
         }
     })
 }

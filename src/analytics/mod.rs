@@ -209,6 +209,40 @@ async fn tallies(
     Ok(groups)
 }
 
+/// Runs `round` every `every` until `stop` turns true (the background passes: chain stamping,
+/// rollups). A failing round is retried at the next tick, and logged once per streak.
+fn spawn_rounds<F, Fut>(
+    every: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    what: &'static str,
+    mut round: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = sqlx::Result<()>> + Send,
+{
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+            match round().await {
+                Ok(()) => failing = false,
+                Err(error) => {
+                    if !failing {
+                        tracing::warn!(%error, "{what} paused (retrying)");
+                    }
+                    failing = true;
+                }
+            }
+        }
+    })
+}
+
 #[derive(Clone)]
 pub struct Analytics {
     /// KPIs read a replica once it has replayed every commit made before the request (the

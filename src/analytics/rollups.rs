@@ -162,34 +162,14 @@ async fn pass(pool: &PgPool, wait: bool) -> sqlx::Result<Pass> {
 }
 
 /// Runs passes every `every` until `stop` turns true.
-pub fn spawn(pool: PgPool, every: Duration, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failing = false;
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => {}
-                _ = stop.wait_for(|stop| *stop) => return,
-            }
-            let result = async {
-                while pass(&pool, false).await? == Pass::More {
-                    if *stop.borrow() {
-                        break;
-                    }
-                }
-                Ok::<_, sqlx::Error>(())
-            }
-            .await;
-            match result {
-                Ok(()) => failing = false,
-                Err(error) => {
-                    if !failing {
-                        tracing::warn!(%error, "KPI rollups paused (retrying)");
-                    }
-                    failing = true;
-                }
-            }
+pub fn spawn(pool: PgPool, every: Duration, stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    // A year to roll up is about a hundred passes: a shutdown stops between two.
+    let halt = stop.clone();
+    super::spawn_rounds(every, stop, "KPI rollups", move || {
+        let (pool, halt) = (pool.clone(), halt.clone());
+        async move {
+            while pass(&pool, false).await? == Pass::More && !*halt.borrow() {}
+            Ok(())
         }
     })
 }
