@@ -1,9 +1,10 @@
--- Daily KPI rollups (docs/KPIS.md, "Rollups"): per UTC day, the KPI tallies of the calls offered
+-- Daily KPI rollups (docs/KPIS.md, "Rollups"): per day (in the deployment's KPI time zone, UTC
+-- unless `--kpi-time-zone` says otherwise), the KPI tallies of the calls offered
 -- that day per (queue, first answering agent, team, campaigns), the campaign attempts per
 -- (campaign, agent, team) and the agent time per (agent, team). They are the KPI scan's own
 -- query run over one day (src/analytics/store.rs), so a rolled-up day and a scanned day agree.
 --
--- Writers do not compute them. Statement-level triggers note the closed UTC days (before today,
+-- Writers do not compute them. Statement-level triggers note the closed days (before today,
 -- by the clock when the statement runs) a statement changed (kpi_rollup_notes), for every table
 -- the KPIs read and every writer. Today is never rolled up, so today's own writes, nearly all of
 -- them, note nothing. The rollup pass (src/analytics/rollups.rs), one at a time across
@@ -15,9 +16,6 @@
 -- reads a day's rollup only when the day is closed, rolled up and has no note in the request's
 -- snapshot; it scans every other stretch of its period, so a rollup never shows anything other
 -- than the scan would.
-
-CREATE FUNCTION kpi_day(at timestamptz) RETURNS date LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    RETURN (at AT TIME ZONE 'UTC')::date;
 
 CREATE TABLE kpi_rollup_notes (
     id  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -34,20 +32,31 @@ CREATE TABLE kpi_rollup_days (
 -- `safe_through`: the last day no running transaction can have written unnoted. `barrier_day`
 -- becomes safe once every transaction older than `barrier_xid` (taken after it closed) ended.
 -- Every day closed before this migration is safe: its writes since then are noted.
+-- `zone`: the IANA time zone the days are cut in (`--kpi-time-zone`; an instance started with
+-- another drops every rollup, and the pass rolls the days up again in the new one).
 CREATE TABLE kpi_rollup_state (
     singleton    boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    zone         text NOT NULL DEFAULT 'UTC',
     first_day    date NOT NULL,
     safe_through date NOT NULL,
     barrier_day  date,
     barrier_xid  xid8,
     CHECK ((barrier_day IS NULL) = (barrier_xid IS NULL))
 );
-INSERT INTO kpi_rollup_state (first_day, safe_through)
-SELECT LEAST((SELECT kpi_day(min(offered_at)) FROM calls),
-             (SELECT kpi_day(min(at)) FROM campaign_attempts),
-             (SELECT kpi_day(min(at)) FROM agent_state_changes),
-             kpi_day(now())),
-       kpi_day(now()) - 1;
+
+-- The day of an instant, in the rollups' zone.
+CREATE FUNCTION kpi_day(at timestamptz) RETURNS date LANGUAGE sql STABLE PARALLEL SAFE
+    RETURN (at AT TIME ZONE (SELECT zone FROM kpi_rollup_state))::date;
+
+-- The first day with data, in the rollups' zone (today when there is none).
+CREATE FUNCTION kpi_first_day() RETURNS date LANGUAGE sql STABLE
+    RETURN LEAST((SELECT kpi_day(min(offered_at)) FROM calls),
+                 (SELECT kpi_day(min(at)) FROM campaign_attempts),
+                 (SELECT kpi_day(min(at)) FROM agent_state_changes),
+                 kpi_day(now()));
+
+INSERT INTO kpi_rollup_state (first_day, safe_through) VALUES ('-infinity', '-infinity');
+UPDATE kpi_rollup_state SET first_day = kpi_first_day(), safe_through = kpi_day(now()) - 1;
 
 CREATE TABLE kpi_call_rollups (
     day                    date NOT NULL,
@@ -117,36 +126,41 @@ CREATE FUNCTION kpi_note_days(days date[]) RETURNS void LANGUAGE sql AS $$
     SELECT DISTINCT d FROM unnest(days) AS d WHERE d < kpi_day(clock_timestamp())
 $$;
 
+-- The trigger functions read the zone once per statement and cut days inline: `kpi_day`, a
+-- function with a sub-select, is not inlined, and a call-event batch updates hundreds of calls.
+
 -- Calls: the days they were offered, before and after.
 CREATE FUNCTION kpi_note_calls() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE kz text := (SELECT zone FROM kpi_rollup_state);
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        PERFORM kpi_note_days(ARRAY(SELECT kpi_day(offered_at) FROM new_rows));
+        PERFORM kpi_note_days(ARRAY(SELECT (offered_at AT TIME ZONE kz)::date FROM new_rows));
     ELSIF TG_OP = 'UPDATE' THEN
-        PERFORM kpi_note_days(ARRAY(SELECT kpi_day(offered_at) FROM new_rows
-                                    UNION SELECT kpi_day(offered_at) FROM old_rows));
+        PERFORM kpi_note_days(ARRAY(SELECT (offered_at AT TIME ZONE kz)::date FROM new_rows
+                                    UNION SELECT (offered_at AT TIME ZONE kz)::date FROM old_rows));
     ELSE
-        PERFORM kpi_note_days(ARRAY(SELECT kpi_day(offered_at) FROM old_rows));
+        PERFORM kpi_note_days(ARRAY(SELECT (offered_at AT TIME ZONE kz)::date FROM old_rows));
     END IF;
     RETURN NULL;
 END $$;
 
 -- Interactions and feedback: the days of the calls they name.
 CREATE FUNCTION kpi_note_call_links() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE kz text := (SELECT zone FROM kpi_rollup_state);
 BEGIN
     IF TG_OP = 'INSERT' THEN
         PERFORM kpi_note_days(ARRAY(
-            SELECT kpi_day(c.offered_at) FROM new_rows r
+            SELECT (c.offered_at AT TIME ZONE kz)::date FROM new_rows r
             JOIN calls c ON c.gateway_id = r.gateway_id AND c.call_id = r.call_id));
     ELSIF TG_OP = 'UPDATE' THEN
         PERFORM kpi_note_days(ARRAY(
-            SELECT kpi_day(c.offered_at)
+            SELECT (c.offered_at AT TIME ZONE kz)::date
             FROM (SELECT gateway_id, call_id FROM new_rows
                   UNION SELECT gateway_id, call_id FROM old_rows) r
             JOIN calls c ON c.gateway_id = r.gateway_id AND c.call_id = r.call_id));
     ELSE
         PERFORM kpi_note_days(ARRAY(
-            SELECT kpi_day(c.offered_at) FROM old_rows r
+            SELECT (c.offered_at AT TIME ZONE kz)::date FROM old_rows r
             JOIN calls c ON c.gateway_id = r.gateway_id AND c.call_id = r.call_id));
     END IF;
     RETURN NULL;
@@ -154,14 +168,15 @@ END $$;
 
 -- Campaign attempts: the days they were recorded.
 CREATE FUNCTION kpi_note_attempts() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE kz text := (SELECT zone FROM kpi_rollup_state);
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        PERFORM kpi_note_days(ARRAY(SELECT kpi_day(at) FROM new_rows));
+        PERFORM kpi_note_days(ARRAY(SELECT (at AT TIME ZONE kz)::date FROM new_rows));
     ELSIF TG_OP = 'UPDATE' THEN
-        PERFORM kpi_note_days(ARRAY(SELECT kpi_day(at) FROM new_rows
-                                    UNION SELECT kpi_day(at) FROM old_rows));
+        PERFORM kpi_note_days(ARRAY(SELECT (at AT TIME ZONE kz)::date FROM new_rows
+                                    UNION SELECT (at AT TIME ZONE kz)::date FROM old_rows));
     ELSE
-        PERFORM kpi_note_days(ARRAY(SELECT kpi_day(at) FROM old_rows));
+        PERFORM kpi_note_days(ARRAY(SELECT (at AT TIME ZONE kz)::date FROM old_rows));
     END IF;
     RETURN NULL;
 END $$;

@@ -164,6 +164,7 @@ def main():
     must_refuse("a grace period shorter than the drain", {"terminationGracePeriodSeconds": 10})
     must_refuse("RS256 without a JWKS", {"auth": {"algorithm": "RS256"}})
     must_refuse("an unknown pull policy", {"image": {"pullPolicy": "Sometimes"}})
+    must_refuse("a Redis prefix with a hash tag's brace", {"config": {"redisPrefix": "{sb}:"}})
 
     if failures:
         print("Helm chart check failed:")

@@ -343,6 +343,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_MISDIAL_SECS", default_value_t = 10,
           value_parser = clap::value_parser!(i32).range(0..=60))]
     pub misdial_seconds: i32,
+    /// The IANA time zone the daily KPI rollups cut days in: KPIs by day or month in this zone,
+    /// and KPIs over whole days of it, read them. One value for every instance: the database
+    /// keeps it, and an instance started with another rolls every day up again.
+    #[arg(long, env = "SWITCHBOARD_KPI_TIME_ZONE", default_value = "UTC", value_parser = kpi_time_zone)]
+    pub kpi_time_zone: String,
     /// How long in-flight calls may take to finish after SIGTERM before the server exits (seconds).
     #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
     pub drain_timeout_secs: u64,
@@ -505,6 +510,14 @@ pub struct SegmentArgs {
     pub currency: String,
     #[command(flatten)]
     pub server: ServerArgs,
+}
+
+/// An IANA time zone name.
+fn kpi_time_zone(value: &str) -> Result<String, String> {
+    match value.parse::<chrono_tz::Tz>() {
+        Ok(_) => Ok(value.to_owned()),
+        Err(_) => Err("must be an IANA time zone, such as UTC or America/New_York".into()),
+    }
 }
 
 /// A Redis key prefix: no braces, which would change the hash tag that keeps each number's keys
@@ -697,6 +710,8 @@ pub struct Settings {
     pub live: crate::live::LiveSettings,
     /// Calls ending within this many seconds of the offer are misdials (docs/KPIS.md).
     pub misdial_seconds: i32,
+    /// `--kpi-time-zone`.
+    pub kpi_time_zone: String,
     pub case_sla: SlaPolicy,
     pub feedback: crate::feedback::Thresholds,
     pub auth: AuthSettings,
@@ -779,6 +794,7 @@ impl TryFrom<ServeArgs> for Settings {
                 stale_after: Duration::from_secs(args.live_stale_after_secs.max(1)),
             },
             misdial_seconds: args.misdial_seconds,
+            kpi_time_zone: args.kpi_time_zone,
             case_sla: args.case_sla,
             feedback: crate::feedback::Thresholds {
                 negative_csat: args.feedback_negative_csat,
@@ -938,5 +954,13 @@ mod tests {
         for bad in ["{sb}:", "sb{:", "sb}"] {
             assert!(redis_prefix(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_kpi_time_zone_is_an_iana_name() {
+        assert!(kpi_time_zone("America/New_York").is_ok());
+        assert!(kpi_time_zone("UTC").is_ok());
+        assert!(kpi_time_zone("Mars/Olympus").is_err());
+        assert!(kpi_time_zone("").is_err());
     }
 }

@@ -14,7 +14,10 @@ use crate::read_replicas::Reads;
 
 pub use chains::{apply_misdial_rule, spawn as spawn_chain_stamper};
 pub use kpis::{Kpis, ServiceLevelRule, Tally};
-pub use rollups::{ROLLUP_LOCK, catch_up as catch_up_rollups, spawn as spawn_rollups};
+pub use rollups::{
+    ROLLUP_LOCK, apply_zone as apply_rollup_zone, catch_up as catch_up_rollups,
+    spawn as spawn_rollups,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grouping {
@@ -90,15 +93,15 @@ pub struct Query {
 
 impl Query {
     /// What the rollups hold: every call, agent and attempt of the window, under the default
-    /// definitions, with days in UTC.
-    fn rollup(window: Window) -> Self {
+    /// definitions, with days in `zone`.
+    fn rollup(window: Window, zone: &str) -> Self {
         Query {
             period: window,
             baseline: None,
             grouping: Grouping::Rollup,
             queues: Vec::new(),
             agents: Vec::new(),
-            time_zone: "UTC".into(),
+            time_zone: zone.into(),
             short_abandon_seconds: SHORT_ABANDON_SECONDS,
             service_level_seconds: SERVICE_LEVEL_SECONDS,
             repeat_window_hours: REPEAT_WINDOW_HOURS,
@@ -107,18 +110,12 @@ impl Query {
         }
     }
 
-    /// Whether whole UTC days of this request can be read from the rollups: it asks for the
+    /// Whether whole days of this request can be read from the rollups: it asks for the
     /// definitions they hold (the service level's variants are applied to the tallies, after),
-    /// and groups by something they keep (days only in UTC; never hours).
+    /// and groups by something they keep (never hours; days and months only in the rollups'
+    /// zone, which [`rollups::plan_for`] checks).
     fn reads_rollups(&self, grouping: Grouping) -> bool {
-        let groups = match grouping {
-            Grouping::Day | Grouping::Month => {
-                matches!(self.time_zone.as_str(), "UTC" | "Etc/UTC")
-            }
-            Grouping::Hour | Grouping::Rollup => false,
-            _ => true,
-        };
-        groups
+        !matches!(grouping, Grouping::Hour | Grouping::Rollup)
             && self.short_abandon_seconds == SHORT_ABANDON_SECONDS
             && self.service_level_seconds == SERVICE_LEVEL_SECONDS
             && self.repeat_window_hours == REPEAT_WINDOW_HOURS
@@ -157,16 +154,17 @@ pub enum AnalyticsError {
 
 crate::db::from_sqlx!(AnalyticsError);
 
-/// Calls, outbound campaign attempts and agent time, tallied per group key: whole UTC days
-/// from the rollups where they are current and the request reads them, the rest scanned.
+/// Calls, outbound campaign attempts and agent time, tallied per group key: whole days from the
+/// rollups where they are current and the request reads them, the rest scanned.
 async fn tallies(
     conn: &mut sqlx::PgConnection,
     query: &Query,
     window: &Window,
     grouping: Grouping,
 ) -> sqlx::Result<std::collections::BTreeMap<String, Tally>> {
+    let days_in = matches!(grouping, Grouping::Day | Grouping::Month).then_some(&*query.time_zone);
     let plan = match query.reads_rollups(grouping) {
-        true => rollups::plan_for(conn, window).await?,
+        true => rollups::plan_for(conn, window, days_in).await?,
         false => rollups::Plan::scan(*window),
     };
     // Conversions are not tied to a queue: they belong to no queue group.

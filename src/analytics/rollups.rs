@@ -1,13 +1,13 @@
-//! Daily KPI rollups: per UTC day, the tallies the KPI scan would read, so a year of KPIs sums
-//! 365 days of rows instead of scanning 12 million calls (migration 20261207000034, which
-//! explains the notes).
+//! Daily KPI rollups: per day in the deployment's KPI time zone (`--kpi-time-zone`, UTC by
+//! default), the tallies the KPI scan would read, so a year of KPIs sums 365 days of rows
+//! instead of scanning 12 million calls (migration 20261207000034, which explains the notes).
 //!
 //! Writers only note the closed days they changed (statement triggers on every table the KPIs
 //! read); today's writes note nothing. A pass takes the notes, with the closed days never rolled
 //! up, and recomputes each from the data as committed with the scan's own statements; a day
 //! that just closed waits behind a barrier for the transactions that may have written it
-//! unnoted while it was today. Passes are serialized across
-//! instances by an advisory lock, like the chain stamper's. A read plans its period in its own
+//! unnoted while it was today. Passes are serialized across instances by an advisory lock, like
+//! the chain stamper's. A read plans its period in its own
 //! snapshot: the rolled-up days without a note come from the rollups, and every other stretch
 //! (today, the partial days at the edges, days changed since their rollup) is scanned. So a
 //! rollup is read only where it equals the scan, and a change shows at once, before any pass.
@@ -15,7 +15,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use chrono::{DateTime, Days, NaiveDate, NaiveTime, Utc};
+use chrono::{DateTime, Days, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -32,7 +33,7 @@ pub const ROLLUP_LOCK: i64 = 20_261_207_034;
 /// Where a KPI read gets each part of its period.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    /// Whole UTC days read from the rollups.
+    /// Whole days (in the rollups' zone) read from the rollups.
     pub rolled: Vec<NaiveDate>,
     /// The rest, scanned: disjoint, in order.
     pub scanned: Vec<Window>,
@@ -48,26 +49,40 @@ impl Plan {
     }
 }
 
-fn midnight(day: NaiveDate) -> DateTime<Utc> {
-    day.and_time(NaiveTime::MIN).and_utc()
+/// The first instant of `day` in `zone`: its midnight, or where a clock change skips midnight,
+/// the change (as PostgreSQL reads a local time that does not exist).
+pub fn midnight(day: NaiveDate, zone: Tz) -> DateTime<Utc> {
+    let local = day.and_time(NaiveTime::MIN);
+    match zone.from_local_datetime(&local).earliest() {
+        Some(start) => start.with_timezone(&Utc),
+        // In a gap, the offset before it applies, so the instant is the change itself.
+        None => {
+            use chrono::Offset;
+            let before = zone.offset_from_utc_datetime(&(local - Days::new(1)));
+            let offset = chrono::Duration::seconds(i64::from(before.fix().local_minus_utc()));
+            (local - offset).and_utc()
+        }
+    }
 }
 
-/// Splits `window` into the whole UTC days it may read from the rollups and the stretches it
-/// must scan. A day is read from the rollups when it is closed (before `today`), rolled up (or
-/// before `first_day`, when no note means no data) and not noted since.
+/// Splits `window` into the whole days in `zone` it may read from the rollups and the stretches
+/// it must scan. A day is read from the rollups when it is closed (before `today`), rolled up
+/// (or before `first_day`, when no note means no data) and not noted since.
 pub fn plan(
     window: Window,
+    zone: Tz,
     today: NaiveDate,
     first_day: NaiveDate,
     rolled: &BTreeSet<NaiveDate>,
     noted: &BTreeSet<NaiveDate>,
 ) -> Plan {
+    let midnight = |day| midnight(day, zone);
     let mut plan = Plan {
         rolled: Vec::new(),
         scanned: Vec::new(),
     };
     let mut scan_from = window.start;
-    let mut day = window.start.date_naive();
+    let mut day = window.start.with_timezone(&zone).date_naive();
     if midnight(day) < window.start {
         day = day + Days::new(1);
     }
@@ -94,18 +109,60 @@ pub fn plan(
     plan
 }
 
-/// [`plan`] for `window`, from the rollups' state in this transaction's snapshot.
-pub async fn plan_for(conn: &mut PgConnection, window: &Window) -> sqlx::Result<Plan> {
-    let first = window.start.date_naive();
-    let last = window.end.date_naive() + Days::new(1);
+/// [`plan`] for `window`, from the rollups' state in this transaction's snapshot. A request
+/// whose groups are days or months (`days_in`: its time zone) reads rollups only if they are cut
+/// in that zone.
+pub async fn plan_for(
+    conn: &mut PgConnection,
+    window: &Window,
+    days_in: Option<&str>,
+) -> sqlx::Result<Plan> {
+    // The days of the window in any zone lie within a day of its UTC dates.
+    let first = window.start.date_naive() - Days::new(1);
+    let last = window.end.date_naive() + Days::new(2);
     let state = store::rollup_state(conn, first, last).await?;
+    let zone = match state.zone.parse::<Tz>() {
+        Ok(zone) => zone,
+        Err(_) => return Ok(Plan::scan(*window)),
+    };
+    if days_in.is_some_and(|asked| !same_zone(asked, &state.zone)) {
+        return Ok(Plan::scan(*window));
+    }
     Ok(plan(
         *window,
+        zone,
         state.today,
         state.first_day,
         &state.rolled.into_iter().collect(),
         &state.noted.into_iter().collect(),
     ))
+}
+
+/// Whether two IANA names cut days alike: the same name, or both UTC.
+fn same_zone(a: &str, b: &str) -> bool {
+    let utc = |z: &str| {
+        matches!(
+            z,
+            "UTC" | "Etc/UTC" | "Etc/UCT" | "UCT" | "Zulu" | "Etc/Zulu"
+        )
+    };
+    a == b || (utc(a) && utc(b))
+}
+
+/// Makes `zone` (an IANA name) the rollups' time zone, the server's `--kpi-time-zone`. When it
+/// changes, every rollup is dropped and rolled up again in the background (reads scan
+/// meanwhile). Idempotent.
+pub async fn apply_zone(pool: &PgPool, zone: &str) -> sqlx::Result<()> {
+    let mut tx = crate::db::begin(pool).await?;
+    let changed = store::set_rollup_zone(&mut tx, ROLLUP_LOCK, zone).await?;
+    tx.commit().await?;
+    if changed {
+        tracing::info!(
+            zone,
+            "KPI rollup time zone changed; rolling every day up again"
+        );
+    }
+    Ok(())
 }
 
 /// What a pass did.
@@ -138,7 +195,10 @@ async fn pass(pool: &PgPool, wait: bool) -> sqlx::Result<Pass> {
     if !store::lock_stamper(&mut tx, ROLLUP_LOCK, wait).await? {
         return Ok(Pass::Done);
     }
-    let (safe_through, waiting) = store::advance_barrier(&mut tx).await?;
+    let (zone, safe_through, waiting) = store::advance_barrier(&mut tx).await?;
+    let zone = zone
+        .parse::<Tz>()
+        .map_err(|_| sqlx::Error::Protocol(format!("unknown KPI time zone {zone}")))?;
     let days = store::take_rollup_days(&mut tx, MAX_DAYS, safe_through).await?;
     if !days.is_empty() {
         // A month of calls is planned like the KPI read: no JIT, a plan for these rows.
@@ -148,10 +208,10 @@ async fn pass(pool: &PgPool, wait: bool) -> sqlx::Result<Pass> {
     }
     for &day in &days {
         let window = Window {
-            start: midnight(day),
-            end: midnight(day + Days::new(1)),
+            start: midnight(day, zone),
+            end: midnight(day + Days::new(1), zone),
         };
-        store::roll_up_day(&mut tx, &Query::rollup(window), &window, day).await?;
+        store::roll_up_day(&mut tx, &Query::rollup(window, zone.name()), &window, day).await?;
     }
     tx.commit().await?;
     Ok(match (days.len() as i64 == MAX_DAYS, waiting) {
@@ -162,12 +222,28 @@ async fn pass(pool: &PgPool, wait: bool) -> sqlx::Result<Pass> {
 }
 
 /// Runs passes every `every` until `stop` turns true.
-pub fn spawn(pool: PgPool, every: Duration, stop: watch::Receiver<bool>) -> JoinHandle<()> {
+/// Applies the KPI time zone, then runs passes every `every` until `stop` turns true.
+pub fn spawn(
+    pool: PgPool,
+    every: Duration,
+    zone: String,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
     // A year to roll up is about a hundred passes: a shutdown stops between two.
     let halt = stop.clone();
+    let zone_applied = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     super::spawn_rounds(every, stop, "KPI rollups", move || {
-        let (pool, halt) = (pool.clone(), halt.clone());
+        let (pool, halt, zone, zone_applied) = (
+            pool.clone(),
+            halt.clone(),
+            zone.clone(),
+            zone_applied.clone(),
+        );
         async move {
+            if !zone_applied.load(std::sync::atomic::Ordering::Relaxed) {
+                apply_zone(&pool, &zone).await?;
+                zone_applied.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             while pass(&pool, false).await? == Pass::More && !*halt.borrow() {}
             Ok(())
         }
@@ -202,6 +278,7 @@ mod tests {
         // 1 05:00 to 10 05:00, today the 9th, the 4th changed since its rollup.
         let plan = plan(
             window(at(1, 5), at(10, 5)),
+            Tz::UTC,
             date(9),
             date(1),
             &days(&[1, 2, 3, 4, 5, 6, 7, 8]),
@@ -226,6 +303,7 @@ mod tests {
     fn a_day_not_yet_rolled_up_is_scanned_unless_it_precedes_every_data() {
         let plan = plan(
             window(at(1, 0), at(5, 0)),
+            Tz::UTC,
             date(20),
             date(3),
             &days(&[4]),
@@ -243,6 +321,7 @@ mod tests {
     fn plan_noted(noted: &[u32]) -> Plan {
         plan(
             window(at(1, 0), at(5, 0)),
+            Tz::UTC,
             date(20),
             date(3),
             &days(&[4]),
@@ -255,13 +334,66 @@ mod tests {
         let everything = days(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
         let inside = window(at(3, 1), at(3, 23));
         assert_eq!(
-            plan(inside, date(9), date(1), &everything, &BTreeSet::new()),
+            plan(
+                inside,
+                Tz::UTC,
+                date(9),
+                date(1),
+                &everything,
+                &BTreeSet::new()
+            ),
             Plan::scan(inside)
         );
         let today = window(at(9, 0), at(10, 0));
         assert_eq!(
-            plan(today, date(9), date(1), &everything, &BTreeSet::new()),
+            plan(
+                today,
+                Tz::UTC,
+                date(9),
+                date(1),
+                &everything,
+                &BTreeSet::new()
+            ),
             Plan::scan(today)
         );
+    }
+
+    #[test]
+    fn days_are_cut_in_the_rollups_zone_across_a_clock_change() {
+        let zone: Tz = "America/New_York".parse().expect("zone");
+        // New York's clocks went back at 2026-11-01 02:00 EDT: that day lasts 25 hours.
+        assert_eq!(midnight(date(1), zone), at(1, 4));
+        assert_eq!(midnight(date(2), zone), at(2, 5));
+        let all = days(&[1, 2, 3]);
+        let plan = plan(
+            window(at(1, 0), at(4, 0)),
+            zone,
+            date(20),
+            date(1),
+            &all,
+            &BTreeSet::new(),
+        );
+        assert_eq!(plan.rolled, [date(1), date(2)]);
+        assert_eq!(
+            plan.scanned,
+            [window(at(1, 0), at(1, 4)), window(at(3, 5), at(4, 0))],
+            "before New York's first midnight, and after its last"
+        );
+        // Santiago skips its midnight on 2026-09-06 (00:00 becomes 01:00): the day starts at
+        // the change, 04:00 UTC, as PostgreSQL reads the missing local time.
+        let santiago: Tz = "America/Santiago".parse().expect("zone");
+        let sept6 = NaiveDate::from_ymd_opt(2026, 9, 6).expect("date");
+        let change = Utc
+            .with_ymd_and_hms(2026, 9, 6, 4, 0, 0)
+            .single()
+            .expect("time");
+        assert_eq!(midnight(sept6, santiago), change);
+    }
+
+    #[test]
+    fn utc_has_several_names() {
+        assert!(same_zone("UTC", "Etc/UTC"));
+        assert!(same_zone("Europe/Paris", "Europe/Paris"));
+        assert!(!same_zone("UTC", "Europe/London"));
     }
 }

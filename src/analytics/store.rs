@@ -411,7 +411,9 @@ macro_rules! tally_columns {
 /// What a KPI read needs to know of the rollups of the days in [first, last).
 #[derive(Debug, sqlx::FromRow)]
 pub struct RollupState {
-    /// Today (UTC) in the database's clock: not closed, never rolled up.
+    /// The IANA zone the rollups' days are cut in.
+    pub zone: String,
+    /// Today (in `zone`) in the database's clock: not closed, never rolled up.
     pub today: NaiveDate,
     /// Days before it with no note never had data (migration 20261207000034).
     pub first_day: NaiveDate,
@@ -427,7 +429,7 @@ pub async fn rollup_state(
 ) -> sqlx::Result<RollupState> {
     sqlx::query_as!(
         RollupState,
-        "SELECT kpi_day(now()) AS \"today!\", \
+        "SELECT (SELECT zone FROM kpi_rollup_state) AS \"zone!\", kpi_day(now()) AS \"today!\", \
            (SELECT first_day FROM kpi_rollup_state) AS \"first_day!\", \
            ARRAY(SELECT day FROM kpi_rollup_days WHERE day >= $1 AND day < $2 ORDER BY day) \
              AS \"rolled!\", \
@@ -556,8 +558,9 @@ where
 
 /// Moves the barrier (migration 20261207000034): the barrier day becomes safe once every
 /// transaction older than its id has ended, and a day closed since the last safe one gets a
-/// barrier, this transaction's id. Returns the last safe day, and whether a barrier is waited on.
-pub async fn advance_barrier(conn: &mut PgConnection) -> sqlx::Result<(NaiveDate, bool)> {
+/// barrier, this transaction's id. Returns the rollups' zone, the last safe day, and whether a
+/// barrier is waited on.
+pub async fn advance_barrier(conn: &mut PgConnection) -> sqlx::Result<(String, NaiveDate, bool)> {
     sqlx::query!(
         "UPDATE kpi_rollup_state \
          SET safe_through = barrier_day, barrier_day = NULL, barrier_xid = NULL \
@@ -573,11 +576,44 @@ pub async fn advance_barrier(conn: &mut PgConnection) -> sqlx::Result<(NaiveDate
              barrier_xid = CASE WHEN barrier_xid IS NULL \
                                  AND safe_through < kpi_day(clock_timestamp()) - 1 \
                             THEN pg_current_xact_id() ELSE barrier_xid END \
-         RETURNING safe_through, barrier_day IS NOT NULL AS \"waiting!\""
+         RETURNING zone, safe_through, barrier_day IS NOT NULL AS \"waiting!\""
     )
     .fetch_one(conn)
     .await?;
-    Ok((state.safe_through, state.waiting))
+    Ok((state.zone, state.safe_through, state.waiting))
+}
+
+/// Makes `zone` the rollups' time zone. When it was another, drops every rollup and note: the
+/// pass rolls every closed day up again, and reads scan them meanwhile. No day is safe until a
+/// barrier taken after this passes: a write in flight noted nothing for the old zone's today,
+/// which may be a closed day in the new one. Returns whether it changed. Takes the rollup lock
+/// first, so no pass runs meanwhile.
+pub async fn set_rollup_zone(conn: &mut PgConnection, lock: i64, zone: &str) -> sqlx::Result<bool> {
+    lock_stamper(&mut *conn, lock, true).await?;
+    let changed = sqlx::query!(
+        "UPDATE kpi_rollup_state SET zone = $1 WHERE zone <> $1",
+        zone
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        > 0;
+    if changed {
+        sqlx::query!(
+            "WITH a AS (DELETE FROM kpi_call_rollups), b AS (DELETE FROM kpi_conversion_rollups), \
+               c AS (DELETE FROM kpi_occupancy_rollups), d AS (DELETE FROM kpi_rollup_notes) \
+             DELETE FROM kpi_rollup_days"
+        )
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query!(
+            "UPDATE kpi_rollup_state SET first_day = kpi_first_day(), \
+               safe_through = kpi_first_day() - 1, barrier_day = NULL, barrier_xid = NULL"
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(changed)
 }
 
 /// Takes up to `max` closed days to roll up, oldest first, up to `safe_through`: every day with

@@ -81,6 +81,7 @@ impl Background {
         tasks.push(crate::analytics::spawn_rollups(
             pool.clone(),
             KPI_ROLLUP_INTERVAL,
+            settings.kpi_time_zone.clone(),
             stop_rx.clone(),
         ));
         let (sequencer, feed_head) = Sequencer::new(

@@ -48,6 +48,9 @@ impl Application {
             crate::analytics::apply_misdial_rule(&pool, settings.misdial_seconds)
                 .await
                 .context("applying the misdial threshold")?;
+            crate::analytics::apply_rollup_zone(&pool, &settings.kpi_time_zone)
+                .await
+                .context("applying the KPI time zone")?;
         }
         // Invalid URLs are refused here; the replicas themselves are connected lazily.
         let reads = crate::read_replicas::Reads::new(pool.clone(), &settings.replicas)

@@ -165,6 +165,8 @@ pub struct TestOptions {
     pub webhooks: switchboard::webhooks::DeliverySettings,
     /// `--misdial-seconds`.
     pub misdial_seconds: i32,
+    /// `--kpi-time-zone`.
+    pub kpi_time_zone: String,
     /// `--database-replica-url`s (streaming standbys of the database's server).
     pub database_replica_urls: Vec<String>,
 }
@@ -208,6 +210,7 @@ impl Default for TestOptions {
             web_ui: true,
             webhooks: test_delivery(),
             misdial_seconds: 10,
+            kpi_time_zone: "UTC".into(),
             database_replica_urls: Vec::new(),
             limits: Limits {
                 rate: switchboard::auth::RateLimit {
@@ -305,6 +308,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
             ..Default::default()
         },
         misdial_seconds: options.misdial_seconds,
+        kpi_time_zone: options.kpi_time_zone,
         health_interval: Duration::from_millis(100),
         cors_allow_origins: options.cors_allow_origins.clone(),
         web_ui: switchboard::web_ui::WebUi {

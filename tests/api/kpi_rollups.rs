@@ -11,7 +11,7 @@ use crate::analytics::{
     state_history, ts,
 };
 use crate::calls::log_in;
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, TestOptions, spawn_app, spawn_app_with};
 
 const CAMPAIGN_NUMBER: &str = "+14155550199";
 
@@ -32,7 +32,7 @@ async fn clear_of_midnight() {
 /// The KPI requests compared: every grouping over whole days, and over partial days with a
 /// baseline, with a queue filter and with an agent filter. (Today's agent time grows while the
 /// test runs, so today is compared apart.)
-fn requests(d1: NaiveDate) -> Vec<v1::GetKpisRequest> {
+fn requests(d1: NaiveDate, zone: &str) -> Vec<v1::GetKpisRequest> {
     let start = midnight(d1);
     let whole = period(start, midnight(Utc::now().date_naive()));
     let partial = period(
@@ -74,12 +74,15 @@ fn requests(d1: NaiveDate) -> Vec<v1::GetKpisRequest> {
         agents: vec!["a-1".into()],
         ..Default::default()
     });
+    for request in &mut requests {
+        request.time_zone = zone.into();
+    }
     requests
 }
 
-async fn answers(app: &TestApp, d1: NaiveDate) -> Vec<v1::GetKpisResponse> {
+async fn answers(app: &TestApp, d1: NaiveDate, zone: &str) -> Vec<v1::GetKpisResponse> {
     let mut answers = Vec::new();
-    for request in requests(d1) {
+    for request in requests(d1, zone) {
         answers.push(kpis(app, request).await);
     }
     answers
@@ -114,7 +117,7 @@ async fn noted_closed_days(app: &TestApp) -> i64 {
 }
 
 /// The answers with every closed day scanned: each noted, while the rollup pass is held off.
-async fn scanned(app: &TestApp, d1: NaiveDate) -> Vec<v1::GetKpisResponse> {
+async fn scanned(app: &TestApp, d1: NaiveDate, zone: &str) -> Vec<v1::GetKpisResponse> {
     let mut held = app.db.begin().await.expect("begin");
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(switchboard::analytics::ROLLUP_LOCK)
@@ -129,9 +132,37 @@ async fn scanned(app: &TestApp, d1: NaiveDate) -> Vec<v1::GetKpisResponse> {
     .execute(&app.db)
     .await
     .expect("noted");
-    let answers = answers(app, d1).await;
+    let answers = answers(app, d1, zone).await;
     held.rollback().await.expect("released");
     answers
+}
+
+/// Every request's answer scanned, then from the rollups: the same. Returns the latter.
+async fn scanned_then_rolled(app: &TestApp, d1: NaiveDate, zone: &str) -> Vec<v1::GetKpisResponse> {
+    let scan = scanned(app, d1, zone).await;
+    rolled_up(app).await;
+    let rolled = answers(app, d1, zone).await;
+    assert_eq!(scan.len(), rolled.len());
+    for (n, (scan, rolled)) in scan.iter().zip(&rolled).enumerate() {
+        assert!(
+            agree(scan, rolled),
+            "request {n}: {:?}\nscan:   {scan:?}\nrolled: {rolled:?}",
+            requests(d1, zone)[n]
+        );
+    }
+    rolled
+}
+
+/// Adds `offered` to the rollup row of `day`'s sales calls, in place.
+async fn tamper(app: &TestApp, day: NaiveDate, offered: i64) {
+    sqlx::query(
+        "UPDATE kpi_call_rollups SET offered = offered + $2 WHERE day = $1 AND queue = 'sales'",
+    )
+    .bind(day)
+    .bind(offered)
+    .execute(&app.db)
+    .await
+    .expect("tampered");
 }
 
 async fn rolled_up(app: &TestApp) {
@@ -356,8 +387,7 @@ async fn kpis_over_rolled_up_days_equal_the_scan_for_every_kpi_and_grouping() {
     let d1 = Utc::now().date_naive() - Days::new(4);
     three_days(&app, d1).await;
 
-    let scan = scanned(&app, d1).await;
-    rolled_up(&app).await;
+    let rolled = scanned_then_rolled(&app, d1, "").await;
     let rolled_days: Vec<NaiveDate> =
         sqlx::query_scalar("SELECT day FROM kpi_rollup_days WHERE day >= $1 ORDER BY day")
             .bind(d1)
@@ -369,15 +399,6 @@ async fn kpis_over_rolled_up_days_equal_the_scan_for_every_kpi_and_grouping() {
         (0..4).map(|n| d1 + Days::new(n)).collect::<Vec<_>>(),
         "every closed day since the first call, up to yesterday"
     );
-    let rolled = answers(&app, d1).await;
-    assert_eq!(scan.len(), rolled.len());
-    for (n, (scan, rolled)) in scan.iter().zip(&rolled).enumerate() {
-        assert!(
-            agree(scan, rolled),
-            "request {n}: {:?}\nscan:   {scan:?}\nrolled: {rolled:?}",
-            requests(d1)[n]
-        );
-    }
 
     // The data are not trivial: every kind of call, score, attempt and agent time is in.
     let whole = total(&rolled[0]);
@@ -417,30 +438,18 @@ async fn kpis_over_rolled_up_days_equal_the_scan_for_every_kpi_and_grouping() {
     assert_eq!(campaigns.len(), 2, "the campaign's calls, and the rest");
 
     // The rolled-up days are read from the rollups: a change made to them in place shows.
-    let sales =
-        "UPDATE kpi_call_rollups SET offered = offered + $2 WHERE day = $1 AND queue = 'sales'";
-    sqlx::query(sales)
-        .bind(d1)
-        .bind(1000_i64)
-        .execute(&app.db)
-        .await
-        .expect("tampered");
-    let tampered = kpis(&app, requests(d1).swap_remove(0)).await;
+    tamper(&app, d1, 1000).await;
+    let tampered = kpis(&app, requests(d1, "").swap_remove(0)).await;
     assert_eq!(value(&total(&tampered).offered), Some(1009.0));
-    sqlx::query(sales)
-        .bind(d1)
-        .bind(-1000_i64)
-        .execute(&app.db)
-        .await
-        .expect("restored");
+    tamper(&app, d1, -1000).await;
 
     // A score left now on a day-3 call shows at once (the day is scanned until it is rolled up
     // again), and the same after the pass.
     score(&app, "s-late", "B2", v1::score::Kind::Csat(5)).await;
-    let at_once = kpis(&app, requests(d1).swap_remove(0)).await;
+    let at_once = kpis(&app, requests(d1, "").swap_remove(0)).await;
     assert_eq!(value(&total(&at_once).csat), Some(4.0), "(5 + 2 + 5) / 3");
     rolled_up(&app).await;
-    let after = kpis(&app, requests(d1).swap_remove(0)).await;
+    let after = kpis(&app, requests(d1, "").swap_remove(0)).await;
     assert!(agree(&at_once, &after), "{at_once:?}\n{after:?}");
 }
 
@@ -530,4 +539,39 @@ async fn a_day_that_just_closed_waits_for_the_transactions_that_began_before() {
         agree(&scanned, &from_rollup),
         "{scanned:?}\n{from_rollup:?}"
     );
+}
+
+/// The same, with the rollups cut in New York's days: totals, and days and months asked for in
+/// New York, read them; the scan agrees.
+#[tokio::test]
+async fn rollups_in_a_deployments_time_zone_serve_its_days() {
+    clear_of_midnight().await;
+    let zone = "America/New_York";
+    let app = spawn_app_with(TestOptions {
+        kpi_time_zone: zone.into(),
+        ..TestOptions::default()
+    })
+    .await;
+    let d1 = Utc::now().date_naive() - Days::new(4);
+    three_days(&app, d1).await;
+    let rolled = scanned_then_rolled(&app, d1, zone).await;
+    let days: Vec<&str> = rolled[10].groups.iter().map(|g| g.key.as_str()).collect();
+    // The calls of d1 from 10:00 to 23:59 UTC are on d1 in New York too; day 3's up to 18:00.
+    let expected: Vec<String> = (0..3)
+        .map(|n| (d1 + Days::new(n)).format("%Y-%m-%d").to_string())
+        .collect();
+    assert_eq!(days, expected);
+    // Days asked for in New York are read from its rollups.
+    let by_day = requests(d1, zone).swap_remove(10);
+    let before = kpis(&app, by_day.clone()).await;
+    tamper(&app, d1, 1000).await;
+    let after = kpis(&app, by_day).await;
+    assert_eq!(
+        value(&total(&after).offered),
+        value(&total(&before).offered).map(|n| n + 1000.0)
+    );
+    // Asked for in another zone, days are scanned: the change in place does not show.
+    let in_utc = requests(d1, "UTC").swap_remove(10);
+    let scanned = kpis(&app, in_utc).await;
+    assert!(value(&total(&scanned).offered).is_some_and(|n| n < 1000.0));
 }

@@ -632,9 +632,10 @@ export const KpiGroupingSchema: GenEnum<KpiGrouping> = /*@__PURE__*/
 export const AnalyticsService: GenService<{
   /**
    * KPIs of the calls offered in `period`, per group and in total; with `baseline_period`, each
-   * KPI also carries its baseline value and the change. Whole past UTC days unchanged since
-   * they were rolled up are read from daily rollups, which give the same answer as the scan
-   * (docs/KPIS.md, "Rollups"); a change to any day shows at once. Read-only and idempotent. Errors:
+   * KPI also carries its baseline value and the change. Whole past days (in the deployment's
+   * KPI time zone) unchanged since they were rolled up are read from daily rollups, which give
+   * the same answer as the scan (docs/KPIS.md, "Rollups"); a change to any day shows at once.
+   * Read-only and idempotent. Errors:
    * INVALID_ARGUMENT (no period, an empty or reversed period, an unknown time zone, thresholds out
    * of range), PERMISSION_DENIED (agent-level results, by grouping or by filter, for a credential
    * other than supervisor or admin).
