@@ -574,4 +574,17 @@ async fn rollups_in_a_deployments_time_zone_serve_its_days() {
     let in_utc = requests(d1, "UTC").swap_remove(10);
     let scanned = kpis(&app, in_utc).await;
     assert!(value(&total(&scanned).offered).is_some_and(|n| n < 1000.0));
+
+    // An instance started with UTC instead: every rollup is dropped (the change in place with
+    // it), and the days are rolled up again in UTC, where they answer as the scan.
+    switchboard::analytics::apply_rollup_zone(&app.db, "UTC")
+        .await
+        .expect("zone changed");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM kpi_call_rollups")
+        .fetch_one(&app.db)
+        .await
+        .expect("rows");
+    assert_eq!(rows, 0);
+    let rolled = scanned_then_rolled(&app, d1, "UTC").await;
+    assert_eq!(value(&total(&rolled[0]).offered), Some(9.0));
 }
