@@ -26,10 +26,25 @@ struct SipLab {
     evapi_port: u16,
     server: String,
     dir: tempfile::TempDir,
-    _kamailio: Child,
+    _kamailio: Kamailio,
     gateway: Child,
     /// The adapter's extra arguments, kept across restarts.
     gateway_args: Vec<String>,
+}
+
+/// Kamailio in a process group of its own: its workers are forked children, which a kill of the
+/// main process alone left running (holding their sockets) after the suite ended.
+struct Kamailio(Child);
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.id() {
+            std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status()
+                .ok();
+        }
+    }
 }
 
 /// The adapter, with its spool and mapping in `dir`, its log appended to `dir/gateway.log`.
@@ -92,8 +107,10 @@ impl SipLab {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("kamailio.log")).expect("log"))
             .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .expect("kamailio runs (scripts/test.sh installs it)");
+        let kamailio = Kamailio(kamailio);
         // The adapter connects to evapi once Kamailio listens; it retries until then.
         let mapping = dir.path().join("mapping.json");
         std::fs::write(
