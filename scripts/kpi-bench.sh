@@ -36,11 +36,6 @@ kpis() {
   "$bin/switchboard" kpis --server http://127.0.0.1:50073 --token "$(cat "$work/token")" \
     --from 2026-11-01T00:00:00Z --to 2026-12-01T00:00:00Z "$@" >/dev/null
 }
-# Seconds since $1 (from `date +%s%N`), two decimals.
-since() {
-  local ms=$(( ($(date +%s%N) - $1) / 1000000 ))
-  printf '%d.%02d' $((ms / 1000)) $(((ms % 1000) / 10))
-}
 # The first requests wait for the chain stamper (after loading, or a migration that notes every
 # chain, it has the month to stamp); one may run out of time meanwhile, so they are asked again.
 started=$(date +%s%N)

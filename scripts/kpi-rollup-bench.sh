@@ -15,10 +15,6 @@ bench_setup
 
 db="${DATABASE_URL%/*}/switchboard_kpiyear"
 filled="$(psql "$db" -tAc "SELECT count(*) FROM calls WHERE gateway_id = 'kpi-year'" 2>/dev/null || echo 0)"
-since() {
-  local ms=$(( ($(date +%s%N) - $1) / 1000000 ))
-  printf '%d.%02d' $((ms / 1000)) $(((ms % 1000) / 10))
-}
 if [ -z "${KEEP:-}" ] || [ "$filled" != "12000000" ]; then
   log "kpis: filling switchboard_kpiyear (100,000 customers, 12,000,000 calls)"
   started=$(date +%s%N)

@@ -187,6 +187,12 @@ bench_setup() {
   trap bench_cleanup EXIT
 }
 
+# Seconds since $1 (from `date +%s%N`), two decimals (the benchmark scripts).
+since() {
+  local ms=$(( ($(date +%s%N) - $1) / 1000000 ))
+  printf '%d.%02d' $((ms / 1000)) $(((ms % 1000) / 10))
+}
+
 bench_cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true

@@ -46,7 +46,7 @@ pub async fn catch_up(pool: &PgPool) -> sqlx::Result<()> {
 /// noted again).
 async fn pass(pool: &PgPool, wait: bool) -> sqlx::Result<bool> {
     let mut tx = crate::db::begin(pool).await?;
-    if !store::lock_stamper(&mut tx, LOCK, wait).await? {
+    if !store::lock_pass(&mut tx, LOCK, wait).await? {
         return Ok(false);
     }
     let (taken, customers, since) = store::take_chain_notes(&mut tx, BATCH).await?;

@@ -123,6 +123,14 @@ impl Query {
     }
 }
 
+/// One part of a period a KPI read tallies: a stretch scanned, or whole days read from the
+/// rollups.
+#[derive(Debug, Clone, Copy)]
+pub enum Part<'a> {
+    Scanned(&'a Window),
+    Rolled(&'a [chrono::NaiveDate]),
+}
+
 /// A group's KPIs, with the baseline's when there is one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Measured {
@@ -173,33 +181,17 @@ async fn tallies(
     let agents_apply = !queues_only && grouping != Grouping::Campaign;
     let mut groups = std::collections::BTreeMap::<String, Tally>::new();
     let mut add = |key: String, part: Tally| *groups.entry(key).or_default() += part;
-    for window in &plan.scanned {
-        for (key, tally) in store::tallies(conn, query, window, grouping).await? {
+    for part in plan.parts() {
+        for (key, tally) in store::tallies(conn, query, part, grouping).await? {
             add(key, tally);
         }
         if !queues_only {
-            for (key, pair) in store::conversions(conn, query, window, grouping).await? {
+            for (key, pair) in store::conversions(conn, query, part, grouping).await? {
                 add(key, Tally::converting(pair));
             }
         }
         if agents_apply {
-            for (key, pair) in store::agent_time(conn, query, window, grouping).await? {
-                add(key, Tally::occupying(pair));
-            }
-        }
-    }
-    if !plan.rolled.is_empty() {
-        let days = &plan.rolled;
-        for (key, tally) in store::rolled_tallies(conn, query, days, grouping).await? {
-            add(key, tally);
-        }
-        if !queues_only {
-            for (key, pair) in store::rolled_conversions(conn, query, days, grouping).await? {
-                add(key, Tally::converting(pair));
-            }
-        }
-        if agents_apply {
-            for (key, pair) in store::rolled_agent_time(conn, query, days, grouping).await? {
+            for (key, pair) in store::agent_time(conn, query, part, grouping).await? {
                 add(key, Tally::occupying(pair));
             }
         }

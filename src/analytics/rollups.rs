@@ -21,7 +21,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{Query, Window, store};
+use super::{Part, Query, Window, store};
 
 /// Days rolled up per pass: each pass is one transaction, so a backfill of a year commits a
 /// week at a time.
@@ -40,6 +40,12 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Its parts: each scanned stretch, then the rolled-up days together.
+    pub fn parts(&self) -> impl Iterator<Item = Part<'_>> {
+        let rolled = (!self.rolled.is_empty()).then_some(Part::Rolled(&self.rolled));
+        self.scanned.iter().map(Part::Scanned).chain(rolled)
+    }
+
     /// All of it scanned.
     pub fn scan(window: Window) -> Plan {
         Plan {
@@ -192,7 +198,7 @@ pub async fn catch_up(pool: &PgPool) -> sqlx::Result<()> {
 /// pass.
 async fn pass(pool: &PgPool, wait: bool) -> sqlx::Result<Pass> {
     let mut tx = crate::db::begin(pool).await?;
-    if !store::lock_stamper(&mut tx, ROLLUP_LOCK, wait).await? {
+    if !store::lock_pass(&mut tx, ROLLUP_LOCK, wait).await? {
         return Ok(Pass::Done);
     }
     let (zone, safe_through, waiting) = store::advance_barrier(&mut tx).await?;

@@ -8,7 +8,7 @@ use sqlx::query::QueryAs;
 use sqlx::{PgConnection, Postgres};
 
 use super::kpis::Tally;
-use super::{Grouping, Query, Window};
+use super::{Grouping, Part, Query, Window};
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -88,6 +88,45 @@ impl Row {
                 ..Tally::default()
             },
         )
+    }
+}
+
+/// The call tallies of one part of a period, per group key: scanned, or summed from the rollups.
+pub async fn tallies(
+    conn: &mut PgConnection,
+    query: &Query,
+    part: Part<'_>,
+    grouping: Grouping,
+) -> sqlx::Result<BTreeMap<String, Tally>> {
+    match part {
+        Part::Scanned(window) => scanned_tallies(conn, query, window, grouping).await,
+        Part::Rolled(days) => rolled_tallies(conn, query, days, grouping).await,
+    }
+}
+
+/// The campaign attempts of one part of a period, per group key: (reached, converted).
+pub async fn conversions(
+    conn: &mut PgConnection,
+    query: &Query,
+    part: Part<'_>,
+    grouping: Grouping,
+) -> sqlx::Result<BTreeMap<String, (i64, i64)>> {
+    match part {
+        Part::Scanned(window) => scanned_conversions(conn, query, window, grouping).await,
+        Part::Rolled(days) => rolled_conversions(conn, query, days, grouping).await,
+    }
+}
+
+/// The agent time of one part of a period, per group key: (occupied ms, idle ms).
+pub async fn agent_time(
+    conn: &mut PgConnection,
+    query: &Query,
+    part: Part<'_>,
+    grouping: Grouping,
+) -> sqlx::Result<BTreeMap<String, (f64, f64)>> {
+    match part {
+        Part::Scanned(window) => scanned_agent_time(conn, query, window, grouping).await,
+        Part::Rolled(days) => rolled_agent_time(conn, query, days, grouping).await,
     }
 }
 
@@ -234,7 +273,7 @@ macro_rules! call_tallies_sql {
 /// offered in the period; each call carries when its customer next called (`next_offered_at`,
 /// kept by triggers: migration 20261202000016), so a repeat that falls after the period or in
 /// another queue is seen without reading those calls.
-pub async fn tallies(
+async fn scanned_tallies(
     conn: &mut PgConnection,
     query: &Query,
     window: &Window,
@@ -267,7 +306,7 @@ fn bind_call_tallies<'q, O>(
         .bind(f64::from(query.wrap_up_cap_seconds))
 }
 
-/// [`conversions`]' statement: ($1 start, $2 end, $3 grouping or "rollup": a JSON array of
+/// [`scanned_conversions`]' statement: ($1 start, $2 end, $3 grouping or "rollup": a JSON array of
 /// campaign, agent and team, $4 time zone, $5 agents) to (key, reached, converted).
 macro_rules! conversions_sql {
     () => {
@@ -294,7 +333,7 @@ macro_rules! conversions_sql {
 /// Outbound campaign attempts recorded in the window, per group key: (reached, converted).
 /// Reached: the outcome came from talking to the customer (reached, converted, declined,
 /// callback requested).
-pub async fn conversions(
+async fn scanned_conversions(
     conn: &mut PgConnection,
     query: &Query,
     window: &Window,
@@ -303,7 +342,7 @@ pub async fn conversions(
     pairs_by_key(conn, conversions_sql!(), query, window, grouping).await
 }
 
-/// [`agent_time`]'s statement: ($1 start, $2 end, $3 grouping or "rollup": by UTC day ($4), a
+/// [`scanned_agent_time`]'s statement: ($1 start, $2 end, $3 grouping or "rollup": by UTC day ($4), a
 /// JSON array of agent and team, $5 agents) to (key, occupied ms, idle ms).
 macro_rules! agent_time_sql {
     () => {
@@ -362,7 +401,7 @@ macro_rules! agent_time_sql {
 /// ms). Occupied is BUSY or AFTER_CALL_WORK; idle is AVAILABLE; AWAY and OFFLINE count for
 /// neither. Each state lasts from its change to the agent's next change (or now), clipped to the
 /// window and, for days and hours, cut at each bucket's edge in the time zone.
-pub async fn agent_time(
+async fn scanned_agent_time(
     conn: &mut PgConnection,
     query: &Query,
     window: &Window,
@@ -442,9 +481,9 @@ pub async fn rollup_state(
     .await
 }
 
-/// The call tallies of these rolled-up days, per group key (the keys of [`tallies`]; `grouping`
+/// The call tallies of these rolled-up days, per group key (the keys of [`scanned_tallies`]; `grouping`
 /// is never `Hour` or `Rollup`, and `Day` only in UTC).
-pub async fn rolled_tallies(
+async fn rolled_tallies(
     conn: &mut PgConnection,
     query: &Query,
     days: &[NaiveDate],
@@ -490,8 +529,8 @@ pub async fn rolled_tallies(
     Ok(rows.into_iter().map(Row::keyed).collect())
 }
 
-/// The conversions of these rolled-up days, per group key (as [`conversions`]).
-pub async fn rolled_conversions(
+/// The conversions of these rolled-up days, per group key (as [`scanned_conversions`]).
+async fn rolled_conversions(
     conn: &mut PgConnection,
     query: &Query,
     days: &[NaiveDate],
@@ -513,8 +552,8 @@ pub async fn rolled_conversions(
     .await
 }
 
-/// The agent time of these rolled-up days, per group key (as [`agent_time`]).
-pub async fn rolled_agent_time(
+/// The agent time of these rolled-up days, per group key (as [`scanned_agent_time`]).
+async fn rolled_agent_time(
     conn: &mut PgConnection,
     query: &Query,
     days: &[NaiveDate],
@@ -589,7 +628,7 @@ pub async fn advance_barrier(conn: &mut PgConnection) -> sqlx::Result<(String, N
 /// which may be a closed day in the new one. Returns whether it changed. Takes the rollup lock
 /// first, so no pass runs meanwhile.
 pub async fn set_rollup_zone(conn: &mut PgConnection, lock: i64, zone: &str) -> sqlx::Result<bool> {
-    lock_stamper(&mut *conn, lock, true).await?;
+    lock_pass(&mut *conn, lock, true).await?;
     let changed = sqlx::query!(
         "UPDATE kpi_rollup_state SET zone = $1 WHERE zone <> $1",
         zone
@@ -730,9 +769,10 @@ pub struct Restamp {
     pub prev_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// Takes the stamper's advisory lock for the transaction: waiting for it, or (without `wait`)
-/// only if it is free. Returns whether it is held.
-pub async fn lock_stamper(conn: &mut PgConnection, key: i64, wait: bool) -> sqlx::Result<bool> {
+/// Takes a background pass's advisory lock (`key`: the chain stamper's or the rollups') for the
+/// transaction: waiting for it, or (without `wait`) only if it is free. Returns whether it is
+/// held.
+pub async fn lock_pass(conn: &mut PgConnection, key: i64, wait: bool) -> sqlx::Result<bool> {
     if wait {
         sqlx::query!("SELECT pg_advisory_xact_lock($1)", key)
             .execute(conn)

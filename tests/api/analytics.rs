@@ -105,6 +105,24 @@ pub async fn set_team(app: &TestApp, agent: &str, team: &str) {
         .expect("team set");
 }
 
+/// A survey score left on call `call`.
+pub(crate) async fn scored(app: &TestApp, request_id: &str, call: &str, score: v1::score::Kind) {
+    switchboard::proto::v1::feedback_service_client::FeedbackServiceClient::new(
+        app.channel.clone(),
+    )
+    .submit_feedback(v1::SubmitFeedbackRequest {
+        request_id: request_id.into(),
+        source: v1::FeedbackSource::Customer.into(),
+        score: Some(v1::Score { kind: Some(score) }),
+        category: "survey".into(),
+        gateway_id: GATEWAY.into(),
+        call_id: call.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("score recorded");
+}
+
 pub(crate) async fn kpis(app: &TestApp, request: v1::GetKpisRequest) -> v1::GetKpisResponse {
     AnalyticsServiceClient::new(app.channel.clone())
         .get_kpis(request)
@@ -371,20 +389,7 @@ async fn call_kpis_match_a_hand_built_hour_and_improve_on_the_baseline() {
         ("D", v1::score::Kind::Nps(3)),
     ];
     for (n, (call_id, score)) in scores.into_iter().enumerate() {
-        switchboard::proto::v1::feedback_service_client::FeedbackServiceClient::new(
-            app.channel.clone(),
-        )
-        .submit_feedback(v1::SubmitFeedbackRequest {
-            request_id: format!("score-{n}"),
-            source: v1::FeedbackSource::Customer.into(),
-            score: Some(v1::Score { kind: Some(score) }),
-            category: "survey".into(),
-            gateway_id: GATEWAY.into(),
-            call_id: call_id.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("score recorded");
+        scored(&app, &format!("score-{n}"), call_id, score).await;
     }
 
     let response = kpis(

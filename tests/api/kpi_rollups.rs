@@ -7,7 +7,7 @@ use switchboard::proto::v1;
 use switchboard::proto::v1::CallEventType::*;
 
 use crate::analytics::{
-    GATEWAY, call_dialing, complete_wrap_up, interaction_ended, kpis, period, set_team,
+    call_dialing, complete_wrap_up, interaction_ended, kpis, period, scored, set_team,
     state_history, ts,
 };
 use crate::calls::log_in;
@@ -321,7 +321,7 @@ async fn three_days(app: &TestApp, d1: NaiveDate) {
     .into_iter()
     .enumerate()
     {
-        score(app, &format!("s-{n}"), call, kind).await;
+        scored(app, &format!("s-{n}"), call, kind).await;
     }
     // Outbound attempts: a conversion and a decline on day 2, no answer on day 3.
     for (n, (agent, outcome, when)) in [
@@ -361,23 +361,6 @@ async fn three_days(app: &TestApp, d1: NaiveDate) {
         ],
     )
     .await;
-}
-
-async fn score(app: &TestApp, request_id: &str, call: &str, score: v1::score::Kind) {
-    switchboard::proto::v1::feedback_service_client::FeedbackServiceClient::new(
-        app.channel.clone(),
-    )
-    .submit_feedback(v1::SubmitFeedbackRequest {
-        request_id: request_id.into(),
-        source: v1::FeedbackSource::Customer.into(),
-        score: Some(v1::Score { kind: Some(score) }),
-        category: "survey".into(),
-        gateway_id: GATEWAY.into(),
-        call_id: call.into(),
-        ..Default::default()
-    })
-    .await
-    .expect("score recorded");
 }
 
 #[tokio::test]
@@ -445,7 +428,7 @@ async fn kpis_over_rolled_up_days_equal_the_scan_for_every_kpi_and_grouping() {
 
     // A score left now on a day-3 call shows at once (the day is scanned until it is rolled up
     // again), and the same after the pass.
-    score(&app, "s-late", "B2", v1::score::Kind::Csat(5)).await;
+    scored(&app, "s-late", "B2", v1::score::Kind::Csat(5)).await;
     let at_once = kpis(&app, requests(d1, "").swap_remove(0)).await;
     assert_eq!(value(&total(&at_once).csat), Some(4.0), "(5 + 2 + 5) / 3");
     rolled_up(&app).await;
@@ -514,27 +497,17 @@ async fn a_day_that_just_closed_waits_for_the_transactions_that_began_before() {
     .await;
     assert!(waited.is_err(), "the pass waits for the open transaction");
     assert!(!rolled(&app, yesterday).await);
-    let scanned = kpis(
-        &app,
-        v1::GetKpisRequest {
-            period: period(midnight(yesterday), midnight(today)),
-            ..Default::default()
-        },
-    )
-    .await;
+    let yesterdays = v1::GetKpisRequest {
+        period: period(midnight(yesterday), midnight(today)),
+        ..Default::default()
+    };
+    let scanned = kpis(&app, yesterdays.clone()).await;
     assert_eq!(value(&total(&scanned).offered), Some(1.0), "read by a scan");
 
     open.commit().await.expect("ended");
     rolled_up(&app).await;
     assert!(rolled(&app, yesterday).await);
-    let from_rollup = kpis(
-        &app,
-        v1::GetKpisRequest {
-            period: period(midnight(yesterday), midnight(today)),
-            ..Default::default()
-        },
-    )
-    .await;
+    let from_rollup = kpis(&app, yesterdays).await;
     assert!(
         agree(&scanned, &from_rollup),
         "{scanned:?}\n{from_rollup:?}"
