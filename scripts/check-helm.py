@@ -93,8 +93,15 @@ def check_objects(scenario, values, manifests, objects):
         if "value" in env and env["name"] in ("DATABASE_URL", "REDIS_URL") or "JWT" in env["name"] and "value" in env:
             fail(scenario, f"{env['name']} must come from the Secret, not a value")
     secret_refs = {e["name"] for e in container["env"] if "valueFrom" in e}
-    if not {"DATABASE_URL", "REDIS_URL"} <= secret_refs:
-        fail(scenario, "DATABASE_URL and REDIS_URL come from the existing Secret")
+    cluster = bool(values.get("secretKeys", {}).get("redisClusterNodes"))
+    redis = "SWITCHBOARD_REDIS_CLUSTER_NODES" if cluster else "REDIS_URL"
+    if not {"DATABASE_URL", redis} <= secret_refs:
+        fail(scenario, f"DATABASE_URL and {redis} come from the existing Secret")
+    if {"REDIS_URL", "SWITCHBOARD_REDIS_CLUSTER_NODES"} <= secret_refs:
+        fail(scenario, "one Redis: the cluster's nodes or the server's URL, not both")
+    wait = values.get("config", {}).get("redisWaitReplicas")
+    if config["data"].get("SWITCHBOARD_REDIS_WAIT_REPLICAS") != (None if wait is None else str(wait)):
+        fail(scenario, "config.redisWaitReplicas reaches SWITCHBOARD_REDIS_WAIT_REPLICAS when set")
     wants_replicas = bool(values.get("secretKeys", {}).get("databaseReplicaUrls"))
     if ("SWITCHBOARD_DATABASE_REPLICA_URLS" in secret_refs) != wants_replicas:
         fail(scenario, "replica URLs come from the Secret exactly when secretKeys names them")
@@ -165,6 +172,7 @@ def main():
     must_refuse("RS256 without a JWKS", {"auth": {"algorithm": "RS256"}})
     must_refuse("an unknown pull policy", {"image": {"pullPolicy": "Sometimes"}})
     must_refuse("a Redis prefix with a hash tag's brace", {"config": {"redisPrefix": "{sb}:"}})
+    must_refuse("a negative count of Redis replicas to wait for", {"config": {"redisWaitReplicas": -1}})
 
     if failures:
         print("Helm chart check failed:")

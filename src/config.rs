@@ -9,7 +9,7 @@ use crate::auth::{AuthSettings, JwtKeys, RateLimit};
 use crate::cases::SlaPolicy;
 use crate::db::PoolSettings;
 use crate::phone::PhoneParser;
-use crate::redis_link::RedisSettings;
+use crate::redis_link::{RedisSettings, RedisTarget};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -123,6 +123,9 @@ pub struct RetentionArgs {
     /// show a purged outcome until they expire (the pop TTL).
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+    /// The servers' Redis Cluster instead: some of its nodes' URLs, comma-separated.
+    #[arg(long, env = "SWITCHBOARD_REDIS_CLUSTER_NODES", value_delimiter = ',')]
+    pub redis_cluster_nodes: Vec<String>,
     /// The servers' Redis key prefix.
     #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX", default_value = "sb:", value_parser = redis_prefix)]
     pub redis_prefix: String,
@@ -258,6 +261,15 @@ pub struct ServeArgs {
     /// Redis URL for the screen-pop cache. Without it the service runs uncached.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+    /// A Redis Cluster instead: some of its nodes' URLs, comma-separated (the rest are found
+    /// from them). When set, `--redis-url` is not used.
+    #[arg(long, env = "SWITCHBOARD_REDIS_CLUSTER_NODES", value_delimiter = ',')]
+    pub redis_cluster_nodes: Vec<String>,
+    /// Replicas that must have a pop invalidation before the write is acknowledged (Redis
+    /// `WAIT`), so a fail-over never promotes a replica that still holds the old card. Default:
+    /// 1 on a cluster, 0 on one server. While fewer answer, pops are served from PostgreSQL.
+    #[arg(long, env = "SWITCHBOARD_REDIS_WAIT_REPLICAS")]
+    pub redis_wait_replicas: Option<u32>,
     /// Prefix for every Redis key this deployment writes.
     #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX", default_value = "sb:", value_parser = redis_prefix)]
     pub redis_prefix: String,
@@ -529,6 +541,20 @@ fn redis_prefix(value: &str) -> Result<String, String> {
     }
 }
 
+/// The Redis to use: the cluster's nodes when any are given, else the URL; none when neither is set.
+pub fn redis_target(url: Option<String>, cluster_nodes: Vec<String>) -> Option<RedisTarget> {
+    let nodes: Vec<String> = cluster_nodes
+        .into_iter()
+        .map(|node| node.trim().to_owned())
+        .filter(|node| !node.is_empty())
+        .collect();
+    match (nodes.is_empty(), url.filter(|url| !url.is_empty())) {
+        (false, _) => Some(RedisTarget::Cluster(nodes)),
+        (true, Some(url)) => Some(RedisTarget::Server(url)),
+        (true, None) => None,
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct KpisArgs {
     /// Start of the period (RFC 3339), inclusive.
@@ -771,15 +797,18 @@ impl TryFrom<ServeArgs> for Settings {
                 timeout: Duration::from_millis(args.database_replica_timeout_ms),
                 max_connections: args.db_max_connections,
             },
-            redis: args
-                .redis_url
-                .filter(|url| !url.is_empty())
-                .map(|url| RedisSettings {
-                    url,
+            redis: redis_target(args.redis_url, args.redis_cluster_nodes).map(|target| {
+                RedisSettings {
+                    wait_replicas: args.redis_wait_replicas.unwrap_or(match target {
+                        RedisTarget::Cluster(_) => 1,
+                        RedisTarget::Server(_) => 0,
+                    }),
+                    target,
                     key_prefix: args.redis_prefix,
                     op_timeout: redis_timeout,
                     retry_after: Duration::from_secs(1),
-                }),
+                }
+            }),
             phones: args.default_region,
             migrate: !args.no_migrate,
             pop_ttl: Duration::from_secs(args.pop_ttl_secs),

@@ -188,7 +188,7 @@ fn announce_dev_mode(
 async fn retention(args: RetentionArgs) -> anyhow::Result<()> {
     let target = switchboard::privacy::RetentionTarget {
         database_url: args.database.database_url,
-        redis_url: args.redis_url,
+        redis: switchboard::config::redis_target(args.redis_url, args.redis_cluster_nodes),
         redis_prefix: args.redis_prefix,
     };
     let (cutoff, report) = switchboard::privacy::run_retention_job(target, args.keep_days).await?;

@@ -3,9 +3,10 @@
 //! streams (`agents::Watcher`) subscribe here.
 //!
 //! The instance that commits a call event publishes its notifications on one Redis pub/sub
-//! channel (`{prefix}agent-events`); every instance subscribes to it and hands each notification
+//! channel (`{prefix}agent-events`; on a Redis Cluster, a sharded channel: `SPUBLISH` reaches
+//! only the nodes of its slot, not the whole cluster bus); every instance subscribes to it and hands each notification
 //! to its local watchers of that agent. It also writes the call's hot state
-//! (`{prefix}call:{gateway}/{call}`) in the same round trip.
+//! (`{prefix}call:{gateway}/{call}`), sent together with it.
 //!
 //! Each watcher has a bounded buffer. A watcher that falls behind is never waited for: it is marked
 //! lagged and later receives RESYNC and a fresh snapshot, so a stuck softphone cannot slow the
@@ -25,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 use crate::call_model::{CallView, Notice, NoticeKind};
 use crate::proto::v1;
 use crate::proto_time::to_timestamp;
-use crate::redis_link::RedisLink;
+use crate::redis_link::{RedisLink, RedisTarget};
 
 /// Notifications a watcher may have queued before it counts as lagging.
 const WATCHER_BUFFER: usize = 64;
@@ -192,21 +193,41 @@ impl Fanout {
         let envelope = Envelope { notifications };
         let encoded = (!envelope.notifications.is_empty()).then(|| envelope.encode_to_vec());
         let channel = self.channel.clone();
+        let publish = if link.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        };
+        // One command per key, sent together: on a multiplexed connection they share one round
+        // trip, and on a cluster each goes to the shard of its key.
         let result = link
-            .run(|mut conn| async move {
-                let mut pipe = redis::pipe();
-                for (key, bytes, ttl) in states {
-                    pipe.cmd("SET")
-                        .arg(key)
-                        .arg(bytes)
-                        .arg("EX")
-                        .arg(ttl)
-                        .ignore();
-                }
-                if let Some(encoded) = encoded {
-                    pipe.cmd("PUBLISH").arg(&channel).arg(encoded).ignore();
-                }
-                pipe.query_async::<()>(&mut conn).await
+            .run(|conn| async move {
+                let sets = states.into_iter().map(|(key, bytes, ttl)| {
+                    let mut conn = conn.clone();
+                    async move {
+                        redis::cmd("SET")
+                            .arg(key)
+                            .arg(bytes)
+                            .arg("EX")
+                            .arg(ttl)
+                            .query_async::<()>(&mut conn)
+                            .await
+                    }
+                });
+                let published = async {
+                    match encoded {
+                        Some(encoded) => {
+                            let mut conn = conn.clone();
+                            redis::cmd(publish)
+                                .arg(&channel)
+                                .arg(encoded)
+                                .query_async::<()>(&mut conn)
+                                .await
+                        }
+                        None => Ok(()),
+                    }
+                };
+                futures::try_join!(futures::future::try_join_all(sets), published).map(|_| ())
             })
             .await;
         if result.is_err() {
@@ -241,54 +262,137 @@ impl Fanout {
     /// Keeps a subscription to the channel, reconnecting with back-off, until `stop` fires.
     pub fn spawn_subscriber(
         self: &Arc<Self>,
-        redis_url: String,
-        mut stop: watch::Receiver<bool>,
+        target: RedisTarget,
+        stop: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let Ok(client) = redis::Client::open(redis_url.as_str()) else {
-                return;
+        match target {
+            RedisTarget::Server(url) => tokio::spawn(this.subscribe_server(url, stop)),
+            RedisTarget::Cluster(nodes) => tokio::spawn(this.subscribe_cluster(nodes, stop)),
+        }
+    }
+
+    async fn subscribe_server(self: Arc<Self>, url: String, mut stop: watch::Receiver<bool>) {
+        let Ok(client) = redis::Client::open(url.as_str()) else {
+            return;
+        };
+        let mut interrupted = false;
+        loop {
+            let connect = async {
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(&self.channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
             };
-            let mut interrupted = false;
-            loop {
-                let connect = async {
-                    let mut pubsub = client.get_async_pubsub().await?;
-                    pubsub.subscribe(&this.channel).await?;
-                    Ok::<_, redis::RedisError>(pubsub)
-                };
-                match tokio::time::timeout(Duration::from_secs(2), connect).await {
-                    Ok(Ok(pubsub)) => {
-                        if interrupted {
-                            tracing::info!(
-                                "agent push subscription restored; resynchronizing watchers"
-                            );
-                            this.resync_all();
-                        }
-                        let mut messages = pubsub.into_on_message();
-                        loop {
-                            tokio::select! {
-                                message = messages.next() => match message {
-                                    Some(message) => match Envelope::decode(message.get_payload_bytes()) {
-                                        Ok(envelope) => this.dispatch(envelope.notifications),
-                                        Err(error) => tracing::warn!(%error, "undecodable agent fan-out message"),
-                                    },
-                                    None => break,
-                                },
-                                _ = stop.changed() => return,
-                            }
-                        }
-                        tracing::warn!("agent push subscription lost");
+            match tokio::time::timeout(Duration::from_secs(2), connect).await {
+                Ok(Ok(pubsub)) => {
+                    if interrupted {
+                        self.restored();
                     }
-                    Ok(Err(error)) => tracing::debug!(%error, "agent push subscription failed"),
-                    Err(_) => tracing::debug!("agent push subscription timed out"),
+                    let mut messages = pubsub.into_on_message();
+                    loop {
+                        tokio::select! {
+                            message = messages.next() => match message {
+                                Some(message) => self.receive(message.get_payload_bytes()),
+                                None => break,
+                            },
+                            _ = stop.changed() => return,
+                        }
+                    }
+                    tracing::warn!("agent push subscription lost");
                 }
+                Ok(Err(error)) => tracing::debug!(%error, "agent push subscription failed"),
+                Err(_) => tracing::debug!("agent push subscription timed out"),
+            }
+            interrupted = true;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// On a cluster: a sharded subscription (`SSUBSCRIBE`), held by the node that serves the
+    /// channel's slot. The cluster connection subscribes again by itself after a disconnection or
+    /// a fail-over; every confirmation after an interruption resynchronizes the local watchers.
+    async fn subscribe_cluster(
+        self: Arc<Self>,
+        nodes: Vec<String>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let (tx, mut pushes) = mpsc::unbounded_channel::<redis::PushInfo>();
+        let client = match crate::redis_link::cluster_client(&nodes, Duration::from_secs(2))
+            .and_then(|builder| {
+                builder
+                    .use_protocol(redis::ProtocolVersion::RESP3)
+                    .push_sender(tx)
+                    .build()
+            }) {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::error!(%error, "invalid Redis cluster nodes; no agent push subscription");
+                return;
+            }
+        };
+        // The connection must live as long as the subscription: dropping it ends the pushes.
+        let mut connection = None;
+        let mut interrupted = false;
+        while connection.is_none() {
+            let connect = async {
+                let mut conn = client.get_async_connection().await?;
+                conn.ssubscribe(&self.channel).await?;
+                Ok::<_, redis::RedisError>(conn)
+            };
+            match tokio::time::timeout(Duration::from_secs(2), connect).await {
+                Ok(Ok(conn)) => connection = Some(conn),
+                Ok(Err(error)) => tracing::debug!(%error, "agent push subscription failed"),
+                Err(_) => tracing::debug!("agent push subscription timed out"),
+            }
+            if connection.is_none() {
                 interrupted = true;
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                     _ = stop.changed() => return,
                 }
             }
-        })
+        }
+        loop {
+            tokio::select! {
+                push = pushes.recv() => match push {
+                    Some(push) => match push.kind {
+                        redis::PushKind::SMessage => {
+                            if let Some(redis::Value::BulkString(payload)) = push.data.get(1) {
+                                self.receive(payload);
+                            }
+                        }
+                        redis::PushKind::Disconnection => {
+                            if !interrupted {
+                                tracing::warn!("agent push subscription interrupted");
+                            }
+                            interrupted = true;
+                        }
+                        redis::PushKind::SSubscribe if interrupted => {
+                            interrupted = false;
+                            self.restored();
+                        }
+                        _ => {}
+                    },
+                    None => return,
+                },
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    fn receive(&self, payload: &[u8]) {
+        match Envelope::decode(payload) {
+            Ok(envelope) => self.dispatch(envelope.notifications),
+            Err(error) => tracing::warn!(%error, "undecodable agent fan-out message"),
+        }
+    }
+
+    fn restored(&self) {
+        tracing::info!("agent push subscription restored; resynchronizing watchers");
+        self.resync_all();
     }
 }
 

@@ -5,23 +5,75 @@
 //! the timeout and every other one goes straight to PostgreSQL. The underlying
 //! `ConnectionManager` connects lazily and reconnects by itself, so caching resumes without a
 //! restart when Redis comes back, and a Redis that is down at startup does not stop the service.
+//!
+//! The same holds for a Redis Cluster (`--redis-cluster-nodes`): the cluster connection keeps one
+//! connection per node, follows `MOVED` and `ASK` redirections, and re-reads the slot map after a
+//! fail-over. The callers send only commands, scripts, MULTI blocks and pipelines whose keys
+//! share one hash tag (one slot), so the same code runs on a single server and on a cluster.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+
+/// Which Redis: one server, or the seed nodes of a Redis Cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    Server(String),
+    Cluster(Vec<String>),
+}
 
 /// Redis settings taken from the configuration.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    pub url: String,
+    pub target: RedisTarget,
     /// Prepended to every key, so several deployments (or tests) can share one Redis.
     pub key_prefix: String,
     /// Upper bound on one command; past it the request falls back to PostgreSQL.
     pub op_timeout: Duration,
     /// How long to skip Redis after a failure before trying again.
     pub retry_after: Duration,
+    /// Replicas that must hold an invalidation before the write is acknowledged (`WAIT`), so a
+    /// fail-over cannot promote a replica that still has the old card. 0: no wait.
+    pub wait_replicas: u32,
+}
+
+/// A connection to either kind of Redis: what every command of this service runs on.
+#[derive(Clone)]
+pub enum RedisConn {
+    Server(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Server(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Server(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Server(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +92,9 @@ pub struct RedisLink {
 }
 
 struct Inner {
-    manager: Option<ConnectionManager>,
+    manager: Option<RedisConn>,
     key_prefix: String,
+    wait_replicas: u32,
     op_timeout: Duration,
     retry_after: Duration,
     epoch: Instant,
@@ -54,25 +107,31 @@ impl RedisLink {
     /// Builds the link without connecting. An unusable URL yields a link that is always skipped
     /// (logged once), so a misconfigured cache degrades speed, not availability.
     pub fn new(settings: &RedisSettings) -> Self {
-        let manager = redis::Client::open(settings.url.as_str())
-            .and_then(|client| {
+        let connect_timeout = settings.op_timeout.max(Duration::from_millis(250));
+        let manager = match &settings.target {
+            RedisTarget::Server(url) => redis::Client::open(url.as_str()).and_then(|client| {
                 let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(
-                        settings.op_timeout.max(Duration::from_millis(250)),
-                    ))
+                    .set_connection_timeout(Some(connect_timeout))
                     .set_response_timeout(Some(settings.op_timeout))
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_millis(500));
-                ConnectionManager::new_lazy_with_config(client, config)
-            })
-            .inspect_err(
-                |error| tracing::error!(%error, "invalid Redis URL; running without cache"),
-            )
-            .ok();
+                ConnectionManager::new_lazy_with_config(client, config).map(RedisConn::Server)
+            }),
+            RedisTarget::Cluster(nodes) => cluster_client(nodes, connect_timeout)
+                .and_then(|builder| builder.response_timeout(settings.op_timeout).build())
+                .map(|client| {
+                    RedisConn::Cluster(client.get_pending_async_connection_with_config(
+                        redis::cluster::ClusterConfig::default(),
+                    ))
+                }),
+        }
+        .inspect_err(|error| tracing::error!(%error, "invalid Redis URL; running without cache"))
+        .ok();
         Self {
             inner: Arc::new(Inner {
                 manager,
                 key_prefix: settings.key_prefix.clone(),
+                wait_replicas: settings.wait_replicas,
                 op_timeout: settings.op_timeout,
                 retry_after: settings.retry_after,
                 epoch: Instant::now(),
@@ -88,6 +147,21 @@ impl RedisLink {
         key.push_str(&self.inner.key_prefix);
         key.push_str(name);
         key
+    }
+
+    /// The bound on one command.
+    pub fn op_timeout(&self) -> Duration {
+        self.inner.op_timeout
+    }
+
+    /// Whether this is a Redis Cluster (sharded pub/sub: `SPUBLISH`, `SSUBSCRIBE`).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.inner.manager, Some(RedisConn::Cluster(_)))
+    }
+
+    /// Replicas an invalidation must reach before it counts as done (`WAIT`); 0: none.
+    pub fn wait_replicas(&self) -> u32 {
+        self.inner.wait_replicas
     }
 
     /// Whether a command would be attempted now (not in a back-off period).
@@ -131,7 +205,7 @@ impl RedisLink {
     /// Runs one command or pipeline under the timeout; on failure, starts a back-off period.
     pub async fn run<T, F, Fut>(&self, command: F) -> Result<T, RedisLinkError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(RedisConn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let Some(manager) = self.inner.manager.clone().filter(|_| self.is_available()) else {
@@ -166,4 +240,21 @@ impl RedisLink {
     fn now_ms(&self) -> u64 {
         self.inner.epoch.elapsed().as_millis() as u64
     }
+}
+
+/// A cluster client's builder for these seed nodes: every node's URL must parse, and a node
+/// that is down at start is fine as long as one answers when the first command runs. Redirects
+/// and slot-map refreshes are retried by the client within the command's timeout.
+pub fn cluster_client(
+    nodes: &[String],
+    connect_timeout: Duration,
+) -> redis::RedisResult<redis::cluster::ClusterClientBuilder> {
+    for node in nodes {
+        redis::IntoConnectionInfo::into_connection_info(node.as_str())?;
+    }
+    Ok(redis::cluster::ClusterClientBuilder::new(nodes.to_vec())
+        .connection_timeout(connect_timeout)
+        .retries(2)
+        .min_retry_wait(10)
+        .max_retry_wait(200))
 }

@@ -123,7 +123,7 @@ impl Background {
             stop_rx.clone(),
         ));
         if let Some(redis) = &settings.redis {
-            tasks.push(core.fanout.spawn_subscriber(redis.url.clone(), stop_rx));
+            tasks.push(core.fanout.spawn_subscriber(redis.target.clone(), stop_rx));
         }
         let shared = Shared {
             auditor: auditor.clone(),

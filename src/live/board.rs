@@ -1,4 +1,14 @@
-//! The hot copy of live calls and agents in Redis: two hashes, one entry per call and per agent.
+//! The hot copy of live calls and agents in Redis: a hash of calls per queue
+//! (`live:calls:<queue>`, and `live:calls:` for calls in none), the set of those queues
+//! (`live:queues`), and one hash of agents (`live:agents`; bounded by the staff, not the
+//! traffic). Split per queue, no single key carries the whole board, and on a Redis Cluster the
+//! queues spread over the shards.
+//!
+//! A call that moves to another queue is written to the new queue's hash; its entry in the old one
+//! has a lower version, so readers keep the highest version of each call, and the next rebuild
+//! removes the old entry. A queue is added to `live:queues` before its hash is first written, so a
+//! reader never misses a hash that holds an entry (an instance remembers the queues it added;
+//! every rebuild adds them all again, which repairs a set that Redis lost).
 //!
 //! An entry is `"<version> <state> <since ms> <rest>"` (rest: the queue of a call, the queues of
 //! an agent separated by `\x1f`). Writes go through a script that keeps an entry only when its
@@ -6,6 +16,8 @@
 //! newest state. An ended call stays as a tombstone (state `ended` or `abandoned`) until the
 //! rebuild removes it, so a late write of an older version cannot bring it back.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -22,6 +34,9 @@ const QUEUE_SEPARATOR: char = '\u{1f}';
 /// Entries per script call or `HSCAN` step.
 const CHUNK: usize = 500;
 
+/// A hash field to write through the versioned script: (field, version, entry).
+type Entry<'a> = (&'a str, i64, String);
+
 /// What Redis held before a rebuild read PostgreSQL.
 pub struct Snapshot {
     pub calls: Vec<(String, String)>,
@@ -33,6 +48,8 @@ pub struct Board {
     link: RedisLink,
     put_newer: Script,
     remove_unchanged: Script,
+    /// Queues this instance has added to `live:queues`.
+    registered: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Board {
@@ -66,47 +83,118 @@ impl Board {
             link,
             put_newer,
             remove_unchanged,
+            registered: Arc::default(),
         }
     }
 
-    fn calls_key(&self) -> String {
-        self.link.key("live:calls")
+    fn calls_key(&self, queue: &str) -> String {
+        self.link.key(&format!("live:calls:{queue}"))
+    }
+
+    fn queues_key(&self) -> String {
+        self.link.key("live:queues")
     }
 
     fn agents_key(&self) -> String {
         self.link.key("live:agents")
     }
 
+    /// Named apart from the single-hash board of earlier releases (`live:built`), so an instance
+    /// of this release reads its board only once one of its own rebuilds filled it.
     fn built_key(&self) -> String {
-        self.link.key("live:built")
+        self.link.key("live:queues:built")
     }
 
-    /// Writes `entries` through the versioned script, a bounded chunk per call, so Redis is never
-    /// blocked for long.
-    async fn put(
+    /// Writes `entries` of each key through the versioned script, a bounded chunk per call so
+    /// Redis is never blocked for long, the keys' chunks all sent at once.
+    async fn put(&self, entries: Vec<(String, Vec<Entry<'_>>)>) -> Result<(), RedisLinkError> {
+        let invocations: Vec<_> = entries
+            .iter()
+            .flat_map(|(key, entries)| {
+                entries.chunks(CHUNK).map(move |chunk| {
+                    let mut invocation = self.put_newer.prepare_invoke();
+                    invocation.key(key);
+                    for (field, version, value) in chunk {
+                        invocation.arg(*field).arg(*version).arg(value);
+                    }
+                    invocation
+                })
+            })
+            .collect();
+        self.run_all(invocations).await
+    }
+
+    /// Runs script invocations all at once (each on the shard of its key), under one timeout.
+    async fn run_all(
         &self,
-        key: String,
-        entries: Vec<(&str, i64, String)>,
+        invocations: Vec<redis::ScriptInvocation<'_>>,
     ) -> Result<(), RedisLinkError> {
-        for chunk in entries.chunks(CHUNK) {
-            let mut invocation = self.put_newer.prepare_invoke();
-            invocation.key(&key);
-            for (field, version, value) in chunk {
-                invocation.arg(*field).arg(*version).arg(value);
-            }
-            self.link
-                .run(|mut conn| async move { invocation.invoke_async::<i64>(&mut conn).await })
-                .await?;
+        if invocations.is_empty() {
+            return Ok(());
         }
+        self.link
+            .run(|conn| async move {
+                let runs = invocations.into_iter().map(|invocation| {
+                    let mut conn = conn.clone();
+                    async move { invocation.invoke_async::<i64>(&mut conn).await }
+                });
+                futures::future::try_join_all(runs).await.map(|_| ())
+            })
+            .await
+    }
+
+    /// Adds `queues` to `live:queues`: those this instance has not added yet, or all when `forced`.
+    pub async fn register_queues<'q>(
+        &self,
+        queues: impl IntoIterator<Item = &'q str>,
+        forced: bool,
+    ) -> Result<(), RedisLinkError> {
+        let new: Vec<String> = {
+            let registered = self.registered.lock().unwrap_or_else(|p| p.into_inner());
+            queues
+                .into_iter()
+                .filter(|queue| forced || !registered.contains(*queue))
+                .map(str::to_owned)
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect()
+        };
+        if new.is_empty() {
+            return Ok(());
+        }
+        let key = self.queues_key();
+        let members = new.clone();
+        self.link
+            .run(|mut conn| async move {
+                redis::cmd("SADD")
+                    .arg(&key)
+                    .arg(&members)
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
+            .await?;
+        self.registered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(new);
         Ok(())
     }
 
     pub async fn put_calls(&self, calls: &[LiveCall]) -> Result<(), RedisLinkError> {
-        let entries = calls
-            .iter()
-            .map(|call| (call.key.as_str(), call.version, call_entry(call)))
+        let mut by_queue: BTreeMap<&str, Vec<Entry<'_>>> = BTreeMap::new();
+        for call in calls {
+            by_queue
+                .entry(call.queue.as_deref().unwrap_or(""))
+                .or_default()
+                .push((call.key.as_str(), call.version, call_entry(call)));
+        }
+        self.register_queues(by_queue.keys().copied(), false)
+            .await?;
+        let entries = by_queue
+            .into_iter()
+            .map(|(queue, entries)| (self.calls_key(queue), entries))
             .collect();
-        self.put(self.calls_key(), entries).await
+        self.put(entries).await
     }
 
     pub async fn put_agents(&self, agents: &[LiveAgent]) -> Result<(), RedisLinkError> {
@@ -114,15 +202,15 @@ impl Board {
             .iter()
             .map(|agent| (agent.agent_id.as_str(), agent.version, agent_entry(agent)))
             .collect();
-        self.put(self.agents_key(), entries).await
+        self.put(vec![(self.agents_key(), entries)]).await
     }
 
     /// Every field of a hash, by `HSCAN` in bounded steps (never one long `HGETALL`).
-    async fn scan(&self, key: &str) -> Result<Vec<(String, String)>, RedisLinkError> {
+    async fn scan(&self, key: String) -> Result<Vec<(String, String)>, RedisLinkError> {
         let mut entries = Vec::new();
         let mut cursor: u64 = 0;
         loop {
-            let key = key.to_owned();
+            let key = key.clone();
             let (next, page): (u64, Vec<(String, String)>) = self
                 .link
                 .run(|mut conn| async move {
@@ -143,17 +231,27 @@ impl Board {
         }
     }
 
-    /// Both hashes, or `None` when no rebuild has filled them since Redis last lost its data.
+    /// The board, or `None` when no rebuild has filled it since Redis last lost its data. A call
+    /// found in several queues' hashes (it moved) is read at its highest version.
     pub async fn read(&self) -> Result<Option<(Vec<LiveCall>, Vec<LiveAgent>)>, RedisLinkError> {
         if !self.is_built().await? {
             return Ok(None);
         }
         let snapshot = self.snapshot().await?;
-        let calls = snapshot
+        let mut newest: HashMap<String, LiveCall> = HashMap::new();
+        for call in snapshot
             .calls
             .into_iter()
             .filter_map(|(key, value)| parse_call(key, &value))
-            .collect();
+        {
+            match newest.get(&call.key) {
+                Some(held) if held.version >= call.version => {}
+                _ => {
+                    newest.insert(call.key.clone(), call);
+                }
+            }
+        }
+        let calls = newest.into_values().collect();
         let agents = snapshot
             .agents
             .into_iter()
@@ -162,7 +260,7 @@ impl Board {
         Ok(Some((calls, agents)))
     }
 
-    /// Whether a rebuild has filled the hashes since Redis last lost its data.
+    /// Whether a rebuild has filled the board since Redis last lost its data.
     pub async fn is_built(&self) -> Result<bool, RedisLinkError> {
         let built_key = self.built_key();
         self.link
@@ -175,28 +273,53 @@ impl Board {
             .await
     }
 
+    /// Every entry of every queue's hash (a call that moved appears once per queue), and the agents.
     pub async fn snapshot(&self) -> Result<Snapshot, RedisLinkError> {
+        let key = self.queues_key();
+        let queues: Vec<String> = self
+            .link
+            .run(|mut conn| async move {
+                redis::cmd("SMEMBERS")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let scans = queues.iter().map(|queue| self.scan(self.calls_key(queue)));
+        let (calls, agents) = futures::try_join!(
+            futures::future::try_join_all(scans),
+            self.scan(self.agents_key())
+        )?;
         Ok(Snapshot {
-            calls: self.scan(&self.calls_key()).await?,
-            agents: self.scan(&self.agents_key()).await?,
+            calls: calls.into_iter().flatten().collect(),
+            agents,
         })
     }
 
+    /// Removes each `(call, entry)` from the hash of the entry's queue, if it still holds that entry.
     pub async fn remove_calls_if_unchanged(
         &self,
         gone: &[(String, String)],
     ) -> Result<(), RedisLinkError> {
-        for chunk in gone.chunks(CHUNK) {
-            let mut invocation = self.remove_unchanged.prepare_invoke();
-            invocation.key(self.calls_key());
-            for (field, value) in chunk {
-                invocation.arg(field).arg(value);
-            }
-            self.link
-                .run(|mut conn| async move { invocation.invoke_async::<i64>(&mut conn).await })
-                .await?;
+        let mut by_queue: BTreeMap<String, Vec<&(String, String)>> = BTreeMap::new();
+        for entry in gone {
+            let queue = entry_queue(&entry.1).unwrap_or_default();
+            by_queue.entry(queue).or_default().push(entry);
         }
-        Ok(())
+        let invocations: Vec<_> = by_queue
+            .iter()
+            .flat_map(|(queue, entries)| {
+                entries.chunks(CHUNK).map(move |chunk| {
+                    let mut invocation = self.remove_unchanged.prepare_invoke();
+                    invocation.key(self.calls_key(queue));
+                    for (field, value) in chunk.iter().copied() {
+                        invocation.arg(field).arg(value);
+                    }
+                    invocation
+                })
+            })
+            .collect();
+        self.run_all(invocations).await
     }
 
     /// Marks the copy as whole: reads may use it from now on.
@@ -283,6 +406,11 @@ pub fn removable(value: &str, now: DateTime<Utc>) -> bool {
         }
         _ => true,
     }
+}
+
+/// The queue a call's entry names (`""`: none), or `None` for anything that is no entry.
+pub fn entry_queue(value: &str) -> Option<String> {
+    parse_call(String::new(), value).map(|call| call.queue.unwrap_or_default())
 }
 
 /// `version state since rest`, or `None` for anything else.

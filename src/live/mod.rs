@@ -339,14 +339,23 @@ impl Live {
             return Ok(Rebuild::RedisFailed);
         };
         let (calls, agents) = self.read_database().await?;
-        let live: HashMap<&str, ()> = calls.iter().map(|c| (c.key.as_str(), ())).collect();
+        // Each live call's queue: an entry in another queue's hash is one it moved away from.
+        let live: HashMap<&str, &str> = calls
+            .iter()
+            .map(|c| (c.key.as_str(), c.queue.as_deref().unwrap_or("")))
+            .collect();
         let now = Utc::now();
         let gone: Vec<(String, String)> = before
             .calls
             .iter()
-            .filter(|(key, value)| !live.contains_key(key.as_str()) && board::removable(value, now))
+            .filter(|(key, value)| {
+                live.get(key.as_str()).copied() != board::entry_queue(value).as_deref()
+                    && board::removable(value, now)
+            })
             .cloned()
             .collect();
+        let queues: std::collections::BTreeSet<String> =
+            live.values().map(|queue| (*queue).to_owned()).collect();
         // Only what Redis lacks or holds differently is written: rebuilding a copy that is
         // right writes nothing.
         let held_calls: HashMap<&str, &str> = before
@@ -373,6 +382,11 @@ impl Live {
             })
             .collect();
         let result = async {
+            // Every live queue again, whatever this instance remembers adding: Redis may have
+            // lost the set.
+            board
+                .register_queues(queues.iter().map(String::as_str), true)
+                .await?;
             board.put_calls(&calls).await?;
             board.put_agents(&agents).await?;
             board.remove_calls_if_unchanged(&gone).await?;

@@ -21,7 +21,7 @@ const BATCH: i64 = 1000;
 /// pops must be refreshed (`None`: no Redis; cached pops expire by themselves).
 pub struct RetentionTarget {
     pub database_url: String,
-    pub redis_url: Option<String>,
+    pub redis: Option<crate::redis_link::RedisTarget>,
     pub redis_prefix: String,
 }
 
@@ -33,9 +33,13 @@ pub async fn run_retention_job(
 ) -> anyhow::Result<(DateTime<Utc>, RetentionReport)> {
     let pool = PgPool::connect(&target.database_url).await?;
     crate::db::migrate(&pool).await?;
-    let cache = target.redis_url.filter(|url| !url.is_empty()).map(|url| {
+    let cache = target.redis.map(|redis| {
         let link = crate::redis_link::RedisLink::new(&crate::redis_link::RedisSettings {
-            url,
+            wait_replicas: match redis {
+                crate::redis_link::RedisTarget::Cluster(_) => 1,
+                crate::redis_link::RedisTarget::Server(_) => 0,
+            },
+            target: redis,
             key_prefix: target.redis_prefix,
             op_timeout: std::time::Duration::from_millis(500),
             retry_after: std::time::Duration::from_secs(1),

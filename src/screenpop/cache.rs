@@ -246,8 +246,15 @@ impl PopCache {
 
     /// Drops the cached pops and pins of `numbers` and moves their generations, and sets their
     /// fences: `fence` is the primary's WAL position read after the write committed. Atomic per
-    /// number (one MULTI block each, in one round trip): a cluster keeps different numbers on
+    /// number (one MULTI block each, all sent at once): a cluster keeps different numbers on
     /// different shards.
+    ///
+    /// With `wait_replicas` set, each block is followed by `WAIT` on its shard, and fewer replicas
+    /// acknowledging it than asked, or than the master has connected if fewer (`ROLE`), is a
+    /// failure: the invalidation stays pending and pops come from PostgreSQL until it is applied
+    /// again. Otherwise a replica that had not yet received the block could be promoted by a
+    /// fail-over and serve the card the write changed. A master left with no replica (its replica
+    /// was promoted, the old master is gone) needs none: no replica there can be promoted stale.
     pub async fn invalidate(
         &self,
         numbers: &[NumberKey],
@@ -256,56 +263,126 @@ impl PopCache {
         if numbers.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        for number in numbers {
-            let generation_key = self.number_key("popgen", number);
-            pipe.cmd("MULTI")
-                .ignore()
-                .incr(&generation_key, 1)
-                .ignore()
-                .pexpire(&generation_key, GENERATION_TTL.as_millis() as i64)
-                .ignore()
-                .pset_ex(
-                    self.number_key("poplsn", number),
-                    fence,
-                    FENCE_TTL.as_millis() as u64,
-                )
-                .ignore()
-                .del(self.number_key("pop", number))
-                .ignore()
-                .del(self.number_key("pins", number))
-                .ignore()
-                .cmd("EXEC")
-                .ignore();
-            self.invalidate_untagged(&mut pipe, number.as_str(), fence);
-        }
+        let replicas = self.link.wait_replicas();
+        // WAIT's own bound, inside the command timeout so that its answer arrives.
+        let wait_ms = (self.link.op_timeout().as_millis() as u64 / 2).max(1);
+        let blocks: Vec<redis::Pipeline> = numbers
+            .iter()
+            .map(|number| {
+                let generation_key = self.number_key("popgen", number);
+                let mut pipe = redis::pipe();
+                pipe.cmd("MULTI")
+                    .ignore()
+                    .incr(&generation_key, 1)
+                    .ignore()
+                    .pexpire(&generation_key, GENERATION_TTL.as_millis() as i64)
+                    .ignore()
+                    .pset_ex(
+                        self.number_key("poplsn", number),
+                        fence,
+                        FENCE_TTL.as_millis() as u64,
+                    )
+                    .ignore()
+                    .del(self.number_key("pop", number))
+                    .ignore()
+                    .del(self.number_key("pins", number))
+                    .ignore()
+                    .cmd("EXEC")
+                    .ignore();
+                if replicas > 0 {
+                    pipe.cmd("WAIT").arg(replicas).arg(wait_ms).cmd("ROLE");
+                }
+                pipe
+            })
+            .collect();
+        let untagged: Vec<(redis::Cmd, Vec<redis::Cmd>)> = numbers
+            .iter()
+            .map(|number| self.untagged_invalidation(number.as_str(), fence))
+            .collect();
         self.link
-            .run(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+            .run(|conn| async move {
+                let blocks = blocks.into_iter().map(|pipe| {
+                    let mut conn = conn.clone();
+                    async move {
+                        let answers: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+                        match answers.as_slice() {
+                            [acknowledged, role]
+                                if !enough_replicas(acknowledged, role, replicas) =>
+                            {
+                                Err(redis::RedisError::from((
+                                    redis::ErrorKind::Io,
+                                    "too few replicas acknowledged the invalidation",
+                                )))
+                            }
+                            _ => Ok(()),
+                        }
+                    }
+                });
+                let untagged = untagged.into_iter().map(|(first, then)| {
+                    let conn = conn.clone();
+                    async move {
+                        first.query_async::<()>(&mut conn.clone()).await?;
+                        let then = then.into_iter().map(|cmd| {
+                            let mut conn = conn.clone();
+                            async move { cmd.query_async::<()>(&mut conn).await }
+                        });
+                        futures::future::try_join_all(then).await.map(|_| ())
+                    }
+                });
+                futures::try_join!(
+                    futures::future::try_join_all(blocks),
+                    futures::future::try_join_all(untagged)
+                )
+                .map(|_| ())
+            })
             .await
     }
 
     /// The same for the key names of the release before hash tags (`pop:<number>`, ...), so an
     /// instance of that release, still running during a rolling upgrade, never serves a card
     /// this write changed: its generation moves first, so a pop it is building cannot store
-    /// the old card after the delete. One command per key (they hash to different slots). To be
-    /// removed once no deployment runs that release (docs/DEPLOYMENT.md, "Upgrading").
-    fn invalidate_untagged(&self, pipe: &mut redis::Pipeline, number: &str, fence: i64) {
+    /// the old card after the delete. One command per key (they hash to different slots): the
+    /// generation's increment, then the rest. To be removed once no deployment runs that release
+    /// (docs/DEPLOYMENT.md, "Upgrading").
+    fn untagged_invalidation(&self, number: &str, fence: i64) -> (redis::Cmd, Vec<redis::Cmd>) {
         let generation_key = self.link.key(&format!("popgen:{number}"));
-        pipe.incr(&generation_key, 1)
-            .ignore()
-            .pexpire(&generation_key, GENERATION_TTL.as_millis() as i64)
-            .ignore()
-            .pset_ex(
-                self.link.key(&format!("poplsn:{number}")),
-                fence,
-                FENCE_TTL.as_millis() as u64,
-            )
-            .ignore()
-            .del(self.link.key(&format!("pop:{number}")))
-            .ignore()
-            .del(self.link.key(&format!("pins:{number}")))
-            .ignore();
+        let mut expire = redis::cmd("PEXPIRE");
+        expire
+            .arg(&generation_key)
+            .arg(GENERATION_TTL.as_millis() as i64);
+        let mut fence_set = redis::cmd("SET");
+        fence_set
+            .arg(self.link.key(&format!("poplsn:{number}")))
+            .arg(fence)
+            .arg("PX")
+            .arg(FENCE_TTL.as_millis() as u64);
+        let deleted = ["pop", "pins"].map(|kind| {
+            let mut deleted = redis::cmd("DEL");
+            deleted.arg(self.link.key(&format!("{kind}:{number}")));
+            deleted
+        });
+        let mut bumped = redis::cmd("INCR");
+        bumped.arg(generation_key);
+        let [pop, pins] = deleted;
+        (bumped, vec![expire, fence_set, pop, pins])
     }
+}
+
+/// Whether `WAIT`'s count covers `wanted` replicas, or every replica `ROLE` lists as connected
+/// to this master when it has fewer.
+fn enough_replicas(acknowledged: &redis::Value, role: &redis::Value, wanted: u32) -> bool {
+    let acknowledged = match acknowledged {
+        redis::Value::Int(count) => *count,
+        _ => return false,
+    };
+    let connected = match role {
+        redis::Value::Array(fields) => match fields.get(2) {
+            Some(redis::Value::Array(replicas)) => replicas.len() as i64,
+            _ => 0,
+        },
+        _ => return false,
+    };
+    acknowledged >= i64::from(wanted).min(connected)
 }
 
 #[cfg(test)]
@@ -314,6 +391,30 @@ mod tests {
 
     fn pinned(generation: i64, pop: &[u8]) -> Vec<u8> {
         [generation.to_be_bytes().as_slice(), pop].concat()
+    }
+
+    #[test]
+    fn an_invalidation_waits_for_the_replicas_its_master_has() {
+        use redis::Value::{Array, BulkString, Int};
+        let role = |replicas: usize| {
+            Array(vec![
+                BulkString(b"master".to_vec()),
+                Int(100),
+                Array(vec![
+                    Array(vec![BulkString(b"127.0.0.1".to_vec())]);
+                    replicas
+                ]),
+            ])
+        };
+        assert!(enough_replicas(&Int(1), &role(1), 1));
+        assert!(!enough_replicas(&Int(0), &role(1), 1), "a lagging replica");
+        assert!(
+            enough_replicas(&Int(0), &role(0), 1),
+            "no replica to promote"
+        );
+        assert!(enough_replicas(&Int(1), &role(3), 1));
+        assert!(!enough_replicas(&Int(1), &role(3), 2));
+        assert!(!enough_replicas(&BulkString(b"?".to_vec()), &role(1), 1));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use switchboard::proto::v1::customer_service_client::CustomerServiceClient;
 use switchboard::proto::v1::interaction_service_client::InteractionServiceClient;
 use switchboard::proto::v1::privacy_service_client::PrivacyServiceClient;
 use switchboard::proto::v1::screen_pop_service_client::ScreenPopServiceClient;
-use switchboard::redis_link::RedisSettings;
+use switchboard::redis_link::{RedisSettings, RedisTarget};
 use switchboard::screenpop::PopStats;
 use tokio::sync::{OnceCell, oneshot};
 use tonic::service::interceptor::InterceptedService;
@@ -141,6 +141,8 @@ pub async fn fresh_database(admin_url: &str) -> String {
 pub struct TestOptions {
     /// `None`: no Redis at all; `Some(url)`: that Redis.
     pub redis_url: Option<String>,
+    /// A Redis Cluster's nodes instead (`--redis-cluster-nodes`), when not empty.
+    pub redis_cluster_nodes: Vec<String>,
     /// Another PostgreSQL server (admin URL) than `DATABASE_URL`.
     pub postgres_admin_url: Option<String>,
     pub acquire_timeout: Duration,
@@ -197,6 +199,7 @@ impl Default for TestOptions {
     fn default() -> Self {
         Self {
             redis_url: Some(redis_url()),
+            redis_cluster_nodes: Vec::new(),
             postgres_admin_url: None,
             acquire_timeout: Duration::from_secs(1),
             case_sla: switchboard::cases::SlaPolicy::default(),
@@ -288,12 +291,17 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
             timeout: Duration::from_millis(200),
             max_connections: 4,
         },
-        redis: options.redis_url.map(|url| RedisSettings {
-            url,
-            key_prefix: redis_prefix.clone(),
-            op_timeout: Duration::from_millis(50),
-            retry_after: Duration::from_millis(300),
-        }),
+        redis: switchboard::config::redis_target(options.redis_url, options.redis_cluster_nodes)
+            .map(|target| RedisSettings {
+                wait_replicas: match target {
+                    RedisTarget::Cluster(_) => 1,
+                    RedisTarget::Server(_) => 0,
+                },
+                target,
+                key_prefix: redis_prefix.clone(),
+                op_timeout: Duration::from_millis(50),
+                retry_after: Duration::from_millis(300),
+            }),
         phones: PhoneParser::for_region("US").expect("US"),
         migrate: true,
         pop_ttl: Duration::from_secs(600),
@@ -767,6 +775,8 @@ pub struct PrivateRedis {
     /// With `--cluster-enabled yes`: the cluster bus port (the default, the port + 10,000, can
     /// be past 65,535).
     cluster_port: Option<u16>,
+    /// More `redis-server` arguments.
+    extra_args: Vec<String>,
 }
 
 impl PrivateRedis {
@@ -808,6 +818,7 @@ impl PrivateRedis {
             dir,
             child: None,
             cluster_port: cluster.then(free_port),
+            extra_args: Vec::new(),
         };
         redis.resume();
         redis
@@ -835,6 +846,7 @@ impl PrivateRedis {
                     .into_iter()
                     .chain(["--cluster-port".to_owned(), port.to_string()])
             }))
+            .args(&self.extra_args)
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -886,6 +898,192 @@ impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.stop();
         std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
+/// A Redis Cluster of this test's own on loopback: `masters` masters with one replica each,
+/// created by `redis-cli --cluster create` as an operator would. Fail-over is quick (a node
+/// timeout of 1 s) and any replica may take over, however long it was cut off
+/// (`cluster-replica-validity-factor 0`).
+pub struct PrivateCluster {
+    pub nodes: Vec<PrivateRedis>,
+}
+
+/// One line of `CLUSTER NODES`.
+#[derive(Debug, Clone)]
+pub struct ClusterNode {
+    pub id: String,
+    pub port: u16,
+    pub master: bool,
+    pub failed: bool,
+    /// A replica's master's id.
+    pub master_id: Option<String>,
+    pub slots: Vec<(u16, u16)>,
+}
+
+impl PrivateCluster {
+    pub fn start(masters: usize) -> Self {
+        let nodes: Vec<PrivateRedis> = (0..masters * 2)
+            .map(|_| {
+                let dir =
+                    std::env::temp_dir().join(format!("sb-redis-{}", Uuid::new_v4().simple()));
+                std::fs::create_dir_all(&dir).expect("redis dir");
+                let mut node = PrivateRedis {
+                    port: free_port(),
+                    dir,
+                    child: None,
+                    cluster_port: Some(free_port()),
+                    extra_args: [
+                        "--cluster-node-timeout",
+                        "1000",
+                        "--cluster-replica-validity-factor",
+                        "0",
+                    ]
+                    .map(str::to_owned)
+                    .to_vec(),
+                };
+                node.resume();
+                node
+            })
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(nodes.iter().map(|node| format!("127.0.0.1:{}", node.port)))
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("redis-cli runs");
+        assert!(created.success(), "redis-cli --cluster create");
+        let cluster = Self { nodes };
+        cluster.wait_until_whole();
+        cluster
+    }
+
+    /// The nodes' URLs, for `--redis-cluster-nodes`.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(PrivateRedis::url).collect()
+    }
+
+    fn command<T: redis::FromRedisValue>(&self, port: u16, cmd: &redis::Cmd) -> Option<T> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+        let mut conn = client
+            .get_connection_with_timeout(Duration::from_millis(500))
+            .ok()?;
+        conn.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        cmd.query(&mut conn).ok()
+    }
+
+    /// `CLUSTER NODES` as the node on `port` sees it.
+    pub fn topology(&self, port: u16) -> Option<Vec<ClusterNode>> {
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("NODES");
+        let text: String = self.command(port, &cmd)?;
+        Some(
+            text.lines()
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split(' ').collect();
+                    let port = fields
+                        .get(1)?
+                        .split('@')
+                        .next()?
+                        .rsplit(':')
+                        .next()?
+                        .parse()
+                        .ok()?;
+                    let flags = fields.get(2)?;
+                    let slots = fields
+                        .iter()
+                        .skip(8)
+                        .filter_map(|range| {
+                            let (from, to) = range.split_once('-').unwrap_or((range, range));
+                            Some((from.parse().ok()?, to.parse().ok()?))
+                        })
+                        .collect();
+                    Some(ClusterNode {
+                        id: fields[0].to_owned(),
+                        port,
+                        master: flags.contains("master"),
+                        failed: flags.contains("fail"),
+                        master_id: fields
+                            .get(3)
+                            .filter(|id| **id != "-")
+                            .map(|id| (*id).to_owned()),
+                        slots,
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// Waits until every running node reports the cluster ok, every slot served, and every
+    /// replica in sync with its master.
+    pub fn wait_until_whole(&self) {
+        for _ in 0..300 {
+            let whole = self.nodes.iter().filter(|n| n.child.is_some()).all(|node| {
+                let mut info = redis::cmd("CLUSTER");
+                info.arg("INFO");
+                let mut replication = redis::cmd("INFO");
+                replication.arg("replication");
+                let cluster: Option<String> = self.command(node.port, &info);
+                let replication: Option<String> = self.command(node.port, &replication);
+                matches!((cluster, replication), (Some(c), Some(r))
+                    if c.contains("cluster_state:ok")
+                        && c.contains("cluster_slots_ok:16384")
+                        && (r.contains("role:master") || r.contains("master_link_status:up")))
+            });
+            if whole {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the cluster never became whole");
+    }
+
+    /// The index of the master that serves `key`'s slot, and of its replica if it has one.
+    pub fn shard_of(&self, key: &str) -> (usize, Option<usize>) {
+        let port = self
+            .nodes
+            .iter()
+            .find(|n| n.child.is_some())
+            .expect("a node")
+            .port;
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("KEYSLOT").arg(key);
+        let slot: u16 = self.command(port, &cmd).expect("CLUSTER KEYSLOT");
+        let nodes = self.topology(port).expect("CLUSTER NODES");
+        let master = nodes
+            .iter()
+            .find(|n| {
+                n.master && !n.failed && n.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot))
+            })
+            .expect("the slot's master");
+        let replica = nodes
+            .iter()
+            .find(|n| n.master_id.as_deref() == Some(master.id.as_str()) && !n.failed);
+        let index = |port: u16| {
+            self.nodes
+                .iter()
+                .position(|n| n.port == port)
+                .expect("ours")
+        };
+        (index(master.port), replica.map(|r| index(r.port)))
+    }
+
+    /// Waits until the node at `index` is a master that serves slots (it took over).
+    pub fn wait_until_master(&self, index: usize) -> bool {
+        let port = self.nodes[index].port;
+        for _ in 0..200 {
+            let serving = self.topology(port).is_some_and(|nodes| {
+                nodes
+                    .iter()
+                    .any(|n| n.port == port && n.master && !n.slots.is_empty())
+            });
+            if serving {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
     }
 }
 

@@ -23,7 +23,12 @@ fn t0() -> i64 {
 }
 
 /// Reports `steps` of call `id` in `queue`: (event, seconds after `t0()`, agent).
-async fn call(app: &TestApp, id: &str, queue: &str, steps: &[(CallEventType, i64, &str)]) {
+pub(crate) async fn call(
+    app: &TestApp,
+    id: &str,
+    queue: &str,
+    steps: &[(CallEventType, i64, &str)],
+) {
     for (kind, at, agent) in steps {
         let mut event = v1::CallEvent {
             gateway_id: GATEWAY.into(),
@@ -88,7 +93,7 @@ pub(crate) async fn stats(app: &TestApp, queues: &[&str]) -> v1::GetLiveQueueSta
 
 /// What a wallboard shows of a queue: (waiting, oldest waiting since (s), in service,
 /// available, busy).
-fn board(
+pub(crate) fn board(
     response: &v1::GetLiveQueueStatsResponse,
     queue: &str,
 ) -> (i32, Option<i64>, i32, i32, i32) {
@@ -111,7 +116,7 @@ fn board(
 /// t0 + 15), and one call in service; support has one call on hold (with a-3); a call that ended
 /// and one still in the IVR count nowhere. a-1 takes both queues and is available; a-2 takes
 /// sales and is busy; a-3 takes none and is away.
-async fn floor(app: &TestApp) {
+pub(crate) async fn floor(app: &TestApp) {
     for agent in ["a-1", "a-2", "a-3"] {
         log_in(app, agent).await;
     }
@@ -180,7 +185,7 @@ async fn empty_the_live_copy(app: &TestApp) {
 }
 
 /// Asks until the answer comes from `source` and passes `check` (at most 10 s); returns it.
-async fn settles_on(
+pub(crate) async fn settles_on(
     app: &TestApp,
     source: v1::LiveSource,
     check: impl Fn(&v1::GetLiveQueueStatsResponse) -> bool,
@@ -243,6 +248,53 @@ async fn wallboard_counts_waiting_calls_the_longest_wait_and_agents_by_state() {
     assert_eq!(board(&some, "claims"), (0, None, 0, 0, 0));
 }
 
+/// A call that moves to another queue leaves the first at once, without a rebuild: each queue
+/// has its own hash, and the move's entry (a higher version) wins over the one left behind.
+#[tokio::test]
+async fn a_call_moved_to_another_queue_counts_only_there() {
+    let app = spawn_app_with(TestOptions {
+        live_rebuild: Duration::from_secs(3600),
+        ..Default::default()
+    })
+    .await;
+    floor(&app).await;
+    settles_on(&app, v1::LiveSource::Redis, |r| r.queues.len() == 2).await;
+    let moved = v1::CallEvent {
+        gateway_id: GATEWAY.into(),
+        event_id: "s1-to-support".into(),
+        call_id: "s1".into(),
+        r#type: Queued.into(),
+        occurred_at: Some(prost_types::Timestamp {
+            seconds: t0() + 30,
+            nanos: 0,
+        }),
+        queue: "support".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        report(&app, moved).await.outcome(),
+        v1::AckOutcome::Accepted
+    );
+    let moved = settles_on(&app, v1::LiveSource::Redis, |r| board(r, "support").0 == 1).await;
+    assert_eq!(board(&moved, "sales"), (1, Some(15), 1, 1, 1));
+    let (waiting, _, in_service, available, busy) = board(&moved, "support");
+    assert_eq!((waiting, in_service, available, busy), (1, 1, 1, 0));
+    // The entry left in sales's hash is old, not gone: the reads skip it until a rebuild.
+    let client = redis::Client::open(redis_url()).expect("redis client");
+    let mut redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let left: Option<String> = redis
+        .hget(
+            format!("{}live:calls:sales", app.redis_prefix),
+            format!("{GATEWAY}/s1"),
+        )
+        .await
+        .expect("hget");
+    assert!(left.is_some(), "the stale entry stays until a rebuild");
+}
+
 #[tokio::test]
 async fn the_rebuild_repairs_a_copy_that_missed_writes_and_an_emptied_redis_reads_postgres() {
     let app = spawn_app().await;
@@ -257,7 +309,7 @@ async fn the_rebuild_repairs_a_copy_that_missed_writes_and_an_emptied_redis_read
         .get_multiplexed_async_connection()
         .await
         .expect("redis");
-    let calls_key = format!("{}live:calls", app.redis_prefix);
+    let calls_key = format!("{}live:calls:sales", app.redis_prefix);
     let _: () = redis
         .hset(
             &calls_key,

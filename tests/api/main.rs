@@ -30,6 +30,7 @@ mod metrics;
 mod nats;
 mod privacy;
 mod reconcile;
+mod redis_cluster;
 mod redis_slots;
 mod replicas;
 mod scale_out;

@@ -293,6 +293,11 @@ async fn redis_contents(app: &TestApp) -> String {
                 .query_async(&mut conn)
                 .await
                 .expect("hgetall"),
+            "set" => redis::cmd("SMEMBERS")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .expect("smembers"),
             "none" => Vec::new(),
             other => panic!("unexpected Redis type {other} at {key}"),
         };

@@ -49,13 +49,27 @@ async fn pop_name(channel: &Authed, number: &str) -> String {
 
 #[tokio::test]
 async fn three_instances_share_pops_pushes_and_the_feed() {
+    three_instances_share(&[]).await;
+}
+
+/// The same story on a Redis Cluster of three masters and three replicas: the pops' keys, the
+/// pins and the invalidations on their shards, the agents' fan-out over a sharded channel.
+#[tokio::test]
+async fn three_instances_share_pops_pushes_and_the_feed_over_a_redis_cluster() {
+    let cluster = crate::helpers::PrivateCluster::start(3);
+    let nodes = cluster.urls().join(",");
+    three_instances_share(&[("SWITCHBOARD_REDIS_CLUSTER_NODES", &nodes)]).await;
+}
+
+/// Three instances with these settings: whichever one a client uses, it sees what the others did.
+pub async fn three_instances_share(envs: &[(&str, &str)]) {
     use v1::CallEventType::*;
     let database_url = fresh_database(&admin_database_url()).await;
     let prefix = format!("t:{}:", uuid::Uuid::new_v4().simple());
     let mut instances = Vec::new();
     for _ in 0..3 {
         instances.push(
-            ServerProcess::start(&database_url, &prefix, free_port(), &[], Stdio::null()).await,
+            ServerProcess::start(&database_url, &prefix, free_port(), envs, Stdio::null()).await,
         );
     }
     let mut channels = Vec::new();

@@ -309,7 +309,8 @@ async fn two_numbers_pinned_under_the_same_call_id_keep_their_own_cards() {
 #[tokio::test]
 async fn a_cache_fill_that_raced_an_invalidation_is_discarded() {
     let link = RedisLink::new(&RedisSettings {
-        url: crate::helpers::redis_url(),
+        target: switchboard::redis_link::RedisTarget::Server(crate::helpers::redis_url()),
+        wait_replicas: 0,
         key_prefix: format!("t:{}:", uuid::Uuid::new_v4().simple()),
         op_timeout: Duration::from_millis(200),
         retry_after: Duration::from_millis(100),
