@@ -16,20 +16,7 @@ cargo build --release --quiet --bins
 bin=./target/release/switchboard
 bench=./target/release/switchboard-bench
 
-admin_url="$DATABASE_URL"
-bench_db="${admin_url%/*}/switchboard_bench"
-if ! psql "$bench_db" -tAc 'SELECT 1' >/dev/null 2>&1; then
-  psql "$admin_url" -c 'CREATE DATABASE switchboard_bench' >/dev/null
-fi
-DATABASE_URL="$bench_db" "$bin" migrate
-customers="$(psql "$bench_db" -tAc 'SELECT count(*) FROM customers')"
-if [ "$customers" -lt 1000000 ]; then
-  log "seeding 1,000,000 customers (once)"
-  DATABASE_URL="$bench_db" "$bin" seed --customers $((1000000 - customers)) --seed 7
-fi
-# The stored cards (customer_cards): built once here, so that pop-cold reads them rather than
-# timing the first build. A no-op when they are current.
-DATABASE_URL="$bench_db" "$bin" maintenance build-cards
+bench_database
 
 token_file="$(data_dir)/bench-token"
 # The new server writes it once it listens: a file left by the last run must not count.

@@ -10,9 +10,12 @@
 //!
 //! Each watcher has a bounded buffer. A watcher that falls behind is never waited for: it is marked
 //! lagged and later receives RESYNC and a fresh snapshot, so a stuck softphone cannot slow the
-//! gateways or other agents. When publishing fails (Redis down), notifications go to this
-//! instance's watchers directly; when the subscription comes back after an interruption, every
-//! local watcher is resynchronized, because it may have missed changes published elsewhere.
+//! gateways or other agents. When publishing fails (Redis down, or a cluster's slot moving),
+//! notifications go to this instance's watchers directly, and the next envelope that gets through
+//! (one is sent within half a second if no call change does it) asks every instance to
+//! resynchronize its watchers, which missed them. When the subscription comes back after an
+//! interruption, every local watcher is resynchronized, because it may have missed changes
+//! published elsewhere.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,6 +45,10 @@ const ACTIVE_CALL_TTL_SECS: u64 = 12 * 3600;
 pub struct Envelope {
     #[prost(message, repeated, tag = "1")]
     pub notifications: Vec<AgentNotification>,
+    /// The sender failed to publish earlier notifications: every instance resynchronizes its
+    /// watchers (an instance of the release before ignores it).
+    #[prost(bool, tag = "2")]
+    pub resync: bool,
 }
 
 /// One agent's notice of a call change, as fanned out.
@@ -61,6 +68,7 @@ impl std::fmt::Debug for Envelope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Envelope")
             .field("notifications", &self.notifications)
+            .field("resync", &self.resync)
             .finish()
     }
 }
@@ -92,6 +100,9 @@ pub struct Fanout {
     channel: String,
     local: Mutex<HashMap<String, Vec<Slot>>>,
     next_id: AtomicU64,
+    /// A publish with notifications failed: the next envelope that gets through asks every
+    /// instance to resynchronize, since their watchers missed them.
+    owed_resync: AtomicBool,
 }
 
 /// One watcher's registration; dropping it unregisters.
@@ -125,6 +136,7 @@ impl Fanout {
             channel,
             local: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            owed_resync: AtomicBool::new(false),
         })
     }
 
@@ -190,8 +202,12 @@ impl Fanout {
             })
             .collect();
         // Encoded from a borrow: the notifications themselves are needed again only if Redis fails.
-        let envelope = Envelope { notifications };
-        let encoded = (!envelope.notifications.is_empty()).then(|| envelope.encode_to_vec());
+        let envelope = Envelope {
+            notifications,
+            resync: self.owed_resync.swap(false, Ordering::AcqRel),
+        };
+        let owes = !envelope.notifications.is_empty() || envelope.resync;
+        let encoded = owes.then(|| envelope.encode_to_vec());
         let channel = self.channel.clone();
         let publish = if link.is_cluster() {
             "SPUBLISH"
@@ -231,7 +247,11 @@ impl Fanout {
             })
             .await;
         if result.is_err() {
-            // Agents on other instances get these at their next resync.
+            // Agents on other instances get these at the resync that the next envelope to get
+            // through asks for (`spawn_owed_resync` sends one if no publish does).
+            if owes {
+                self.owed_resync.store(true, Ordering::Release);
+            }
             self.dispatch(envelope.notifications);
         }
     }
@@ -312,80 +332,116 @@ impl Fanout {
     }
 
     /// On a cluster: a sharded subscription (`SSUBSCRIBE`), held by the node that serves the
-    /// channel's slot. The cluster connection subscribes again by itself after a disconnection or
-    /// a fail-over; every confirmation after an interruption resynchronizes the local watchers.
+    /// channel's slot. When a node's connection drops (that node may have held it), the
+    /// subscription is made again on a fresh cluster connection, which reads the slot map anew
+    /// (after a fail-over, the promoted replica serves the slot), and every local watcher is
+    /// resynchronized once it holds.
     async fn subscribe_cluster(
         self: Arc<Self>,
         nodes: Vec<String>,
         mut stop: watch::Receiver<bool>,
     ) {
-        let (tx, mut pushes) = mpsc::unbounded_channel::<redis::PushInfo>();
-        let client = match crate::redis_link::cluster_client(&nodes, Duration::from_secs(2))
-            .and_then(|builder| {
-                builder
-                    .use_protocol(redis::ProtocolVersion::RESP3)
-                    .push_sender(tx)
-                    .build()
-            }) {
-            Ok(client) => client,
-            Err(error) => {
-                tracing::error!(%error, "invalid Redis cluster nodes; no agent push subscription");
-                return;
-            }
-        };
-        // The connection must live as long as the subscription: dropping it ends the pushes.
-        let mut connection = None;
         let mut interrupted = false;
-        while connection.is_none() {
+        loop {
+            let (tx, mut pushes) = mpsc::unbounded_channel::<redis::PushInfo>();
+            let client = match crate::redis_link::cluster_client(&nodes, Duration::from_secs(2))
+                .and_then(|builder| {
+                    builder
+                        .use_protocol(redis::ProtocolVersion::RESP3)
+                        .push_sender(tx)
+                        .build()
+                }) {
+                Ok(client) => client,
+                Err(error) => {
+                    tracing::error!(%error, "invalid Redis cluster nodes; no agent push subscription");
+                    return;
+                }
+            };
             let connect = async {
                 let mut conn = client.get_async_connection().await?;
                 conn.ssubscribe(&self.channel).await?;
                 Ok::<_, redis::RedisError>(conn)
             };
-            match tokio::time::timeout(Duration::from_secs(2), connect).await {
-                Ok(Ok(conn)) => connection = Some(conn),
+            // The subscription holds once its node confirms it (the client may take the request
+            // while the slot's node is unreachable, and keep it for later).
+            let confirmed = async {
+                let conn = connect.await?;
+                loop {
+                    match pushes.recv().await.map(|push| push.kind) {
+                        Some(redis::PushKind::SSubscribe) => return Ok(conn),
+                        Some(redis::PushKind::Disconnection) | None => {
+                            return Err(redis::RedisError::from((
+                                redis::ErrorKind::Io,
+                                "disconnected before the subscription was confirmed",
+                            )));
+                        }
+                        Some(_) => {}
+                    }
+                }
+            };
+            match tokio::time::timeout(Duration::from_secs(2), confirmed).await {
+                // The connection must live as long as the subscription: dropping it ends the pushes.
+                Ok(Ok(_connection)) => {
+                    if interrupted {
+                        self.restored();
+                    }
+                    loop {
+                        tokio::select! {
+                            push = pushes.recv() => match push.map(|push| (push.kind, push.data)) {
+                                Some((redis::PushKind::SMessage, data)) => {
+                                    if let Some(redis::Value::BulkString(payload)) = data.get(1) {
+                                        self.receive(payload);
+                                    }
+                                }
+                                Some((redis::PushKind::Disconnection, _)) | None => break,
+                                Some(_) => {}
+                            },
+                            _ = stop.changed() => return,
+                        }
+                    }
+                    tracing::warn!("agent push subscription lost");
+                }
                 Ok(Err(error)) => tracing::debug!(%error, "agent push subscription failed"),
                 Err(_) => tracing::debug!("agent push subscription timed out"),
             }
-            if connection.is_none() {
-                interrupted = true;
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    _ = stop.changed() => return,
-                }
-            }
-        }
-        loop {
+            interrupted = true;
             tokio::select! {
-                push = pushes.recv() => match push {
-                    Some(push) => match push.kind {
-                        redis::PushKind::SMessage => {
-                            if let Some(redis::Value::BulkString(payload)) = push.data.get(1) {
-                                self.receive(payload);
-                            }
-                        }
-                        redis::PushKind::Disconnection => {
-                            if !interrupted {
-                                tracing::warn!("agent push subscription interrupted");
-                            }
-                            interrupted = true;
-                        }
-                        redis::PushKind::SSubscribe if interrupted => {
-                            interrupted = false;
-                            self.restored();
-                        }
-                        _ => {}
-                    },
-                    None => return,
-                },
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 _ = stop.changed() => return,
             }
         }
     }
 
+    /// Publishes the resync owed after a failed publish, every `interval` until it gets
+    /// through, so agents elsewhere catch up even when no new call change follows.
+    pub fn spawn_owed_resync(
+        self: &Arc<Self>,
+        interval: Duration,
+        mut stop: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = stop.changed() => return,
+                }
+                if this.owed_resync.load(Ordering::Acquire) {
+                    this.publish(&[]).await;
+                }
+            }
+        })
+    }
+
     fn receive(&self, payload: &[u8]) {
         match Envelope::decode(payload) {
-            Ok(envelope) => self.dispatch(envelope.notifications),
+            Ok(envelope) => {
+                if envelope.resync {
+                    tracing::info!("another instance missed publishing; resynchronizing watchers");
+                    self.resync_all();
+                }
+                self.dispatch(envelope.notifications)
+            }
             Err(error) => tracing::warn!(%error, "undecodable agent fan-out message"),
         }
     }

@@ -32,6 +32,8 @@ const CHAIN_STAMP_INTERVAL: Duration = Duration::from_millis(250);
 /// How often the KPI rollups look for closed days to roll up (src/analytics/rollups.rs). A read
 /// scans any day not yet rolled up, so this bounds only how long a changed day is scanned.
 const KPI_ROLLUP_INTERVAL: Duration = Duration::from_secs(5);
+/// How often a resync owed after a failed fan-out publish is tried again.
+const FANOUT_RESYNC_RETRY: Duration = Duration::from_millis(500);
 
 pub struct Background {
     stop: watch::Sender<bool>,
@@ -123,6 +125,10 @@ impl Background {
             stop_rx.clone(),
         ));
         if let Some(redis) = &settings.redis {
+            tasks.push(
+                core.fanout
+                    .spawn_owed_resync(FANOUT_RESYNC_RETRY, stop_rx.clone()),
+            );
             tasks.push(core.fanout.spawn_subscriber(redis.target.clone(), stop_rx));
         }
         let shared = Shared {

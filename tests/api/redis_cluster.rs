@@ -28,9 +28,9 @@ async fn app_on(cluster: &PrivateCluster) -> TestApp {
     .await
 }
 
-/// Pops `number` until one comes from the cache (at most 10 s).
+/// Pops `number` until one comes from the cache (at most 20 s: a fail-over on a loaded machine).
 async fn cached(app: &TestApp, number: &str) -> bool {
-    for _ in 0..100 {
+    for _ in 0..200 {
         if app.pop(number).await.1 == v1::PopSource::Cache {
             return true;
         }
@@ -232,7 +232,7 @@ async fn a_replica_that_missed_an_invalidation_is_never_promoted_with_the_old_ca
     .expect("waited");
     // Whatever the pops meet meanwhile, none shows the old card, and the cache serves again.
     let mut from_cache = false;
-    for _ in 0..100 {
+    for _ in 0..300 {
         let (pop, source) = app.pop(number).await;
         assert_eq!(card_name(&pop), "Ada King", "from {source:?}");
         if source == v1::PopSource::Cache {
@@ -242,5 +242,111 @@ async fn a_replica_that_missed_an_invalidation_is_never_promoted_with_the_old_ca
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(from_cache, "the cache serves again");
+    drop(cluster);
+}
+
+/// The agents' fan-out is a sharded channel, held by the master of its slot. When that master
+/// dies, an agent watching on one instance still gets the calls a gateway reports on another:
+/// the subscription follows the slot to the promoted replica, and the watcher is resynchronized
+/// with what it missed meanwhile.
+#[tokio::test]
+async fn agents_keep_getting_calls_across_instances_when_the_fan_out_shard_fails_over() {
+    use crate::calls::{CallScript, next};
+    use crate::helpers::{ServerProcess, admin_database_url, free_port, fresh_database};
+    use switchboard::proto::v1::CallEventType::*;
+    use switchboard::proto::v1::call_event_service_client::CallEventServiceClient;
+
+    let cluster = PrivateCluster::start(3);
+    let database_url = fresh_database(&admin_database_url()).await;
+    let prefix = format!("t:{}:", uuid::Uuid::new_v4().simple());
+    let nodes = cluster.urls().join(",");
+    let envs = [
+        ("SWITCHBOARD_REDIS_CLUSTER_NODES", nodes.as_str()),
+        ("RUST_LOG", "info,switchboard=debug"),
+    ];
+    let mut instances = Vec::new();
+    let mut logs = Vec::new();
+    for i in 0..2 {
+        let (log, stderr) = crate::helpers::LogFile::create(&format!("fanout-{i}"));
+        logs.push(log);
+        instances
+            .push(ServerProcess::start(&database_url, &prefix, free_port(), &envs, stderr).await);
+    }
+    let (agent_side, gateway_side) = (instances[0].channel().await, instances[1].channel().await);
+    let mut watching = crate::helpers::log_in_and_watch(agent_side, "a-1").await;
+    assert_eq!(
+        next(&mut watching).await.kind(),
+        v1::AgentCallEventKind::Synced
+    );
+    let report = |call: &'static str| {
+        let channel = gateway_side.clone();
+        async move {
+            for event in CallScript::new(call)
+                .event(Offered, "")
+                .event(Ringing, "a-1")
+                .events
+            {
+                let ack = CallEventServiceClient::new(channel.clone())
+                    .report_call_event(v1::ReportCallEventRequest { event: Some(event) })
+                    .await
+                    .expect("reported")
+                    .into_inner()
+                    .ack
+                    .expect("ack");
+                assert_eq!(ack.outcome(), v1::AckOutcome::Accepted, "{}", ack.reason);
+            }
+        }
+    };
+    // The agent's view shows `call` ringing: as a RINGING, or in a snapshot after a RESYNC.
+    async fn rings(watching: &mut tonic::Streaming<v1::WatchAgentResponse>, call: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let Ok(Some(Ok(message))) =
+                tokio::time::timeout(Duration::from_secs(1), futures::StreamExt::next(watching))
+                    .await
+            else {
+                continue;
+            };
+            let kind = message.kind();
+            let this_call = message.call.as_ref().is_some_and(|c| c.call_id == call);
+            if this_call
+                && matches!(
+                    kind,
+                    v1::AgentCallEventKind::Ringing | v1::AgentCallEventKind::Snapshot
+                )
+            {
+                return true;
+            }
+        }
+        false
+    }
+    // Let the subscription settle, then a call before the fail-over crosses instances.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    report("before").await;
+    assert!(
+        rings(&mut watching, "before").await,
+        "pushed across instances"
+    );
+
+    let channel = format!("{prefix}agent-events");
+    let (master, replica) = cluster.shard_of(&channel);
+    let replica = replica.expect("the master's replica");
+    let mut cluster = cluster;
+    cluster.nodes[master].stop();
+    let cluster = tokio::task::spawn_blocking(move || {
+        assert!(cluster.wait_until_master(replica), "the replica took over");
+        cluster
+    })
+    .await
+    .expect("waited");
+    report("after").await;
+    let ok = rings(&mut watching, "after").await;
+    if !ok {
+        drop(instances);
+        for log in logs {
+            eprintln!("{}", log.take());
+        }
+    }
+    assert!(ok, "pushed across instances after the fail-over");
     drop(cluster);
 }

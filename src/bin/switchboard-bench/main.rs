@@ -43,7 +43,9 @@ pub struct Args {
     /// Scenario to run.
     #[arg(value_parser = ["echo", "pop-hot", "pop-cold", "events", "mixed", "http-cid", "http-pop", "grpc-web-pop", "push", "pop", "import", "sip-ring", "sinks"])]
     scenario: String,
-    /// The instance to load (and the one gateways report to, for `push`).
+    /// The instance to load (and the one gateways report to, for `push`). For `echo`, `pop-hot`,
+    /// `pop-cold`, `events` and `mixed`, several comma-separated instances: the connections are
+    /// spread over them round robin (scale-out).
     #[arg(long, alias = "server", default_value = "http://127.0.0.1:50051")]
     gateway_server: String,
     /// `push`: the instance agents watch on (another instance to measure cross-instance push).
@@ -134,9 +136,11 @@ impl Args {
 }
 
 async fn connections(args: &Args) -> anyhow::Result<Connections> {
+    let servers: Vec<&str> = args.gateway_server.split(',').map(str::trim).collect();
     let mut channels = Vec::with_capacity(args.connections.max(1));
-    for _ in 0..args.connections.max(1) {
-        channels.push(latency::connect(&args.gateway_server, args.token.as_deref()).await?);
+    for i in 0..args.connections.max(1) {
+        let server = servers[i % servers.len()];
+        channels.push(latency::connect(server, args.token.as_deref()).await?);
     }
     Ok(Connections(Arc::new(channels)))
 }
