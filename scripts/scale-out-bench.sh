@@ -46,15 +46,36 @@ serve() {
     "$bin/switchboard" serve --listen "127.0.0.1:$port" --metrics-listen 127.0.0.1:0 \
     >"$work/server-$port.log" 2>&1 &
   pids+=("$!")
+  server_pids+=("$!")
   wait_port "$port"
 }
 
-# Every scenario against the instances in $1 (comma-separated).
+# CPU ticks (1/100 s) used so far by processes $@ and their children (PostgreSQL's backends).
+ticks() {
+  local sum=0 p
+  for p in "$@" $(for q in "$@"; do pgrep -P "$q"; done); do
+    [ -r "/proc/$p/stat" ] && sum=$((sum + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$sum"
+}
+postmaster() { head -1 "$1/postmaster.pid"; }
+server_pids=()
+redis_pids=()
+replica_pids=()
+# Every scenario against the instances in $1 (comma-separated), with the CPU seconds each part
+# of the setup used during it: where the two cores went.
 scenarios() {
   local servers=$1
   b() {
+    local groups before after
+    groups=("${server_pids[*]}" "${redis_pids[*]:-}" "$(postmaster "$(data_dir)/postgres")" "${replica_pids[*]:-}")
+    before=(); for g in "${groups[@]}"; do before+=("$(ticks $g)"); done
     DATABASE_URL="$bench_db" "$bench" "$@" --server "$servers" --connections 6 2>&1 \
       | grep -E '^[a-z-]+:|error' || true
+    after=(); for g in "${groups[@]}"; do after+=("$(ticks $g)"); done
+    printf '  cpu s: servers %s, redis %s, primary %s, replica %s\n' \
+      "$(( (after[0] - before[0]) / 100 ))" "$(( (after[1] - before[1]) / 100 ))" \
+      "$(( (after[2] - before[2]) / 100 ))" "$(( (after[3] - before[3]) / 100 ))"
   }
   b echo --duration 10 --echo-secs 0
   # A fresh key prefix per setup: every lookup of pop-cold is a miss.
@@ -64,11 +85,14 @@ scenarios() {
 }
 
 log "scale-out: one instance (one Redis, the primary)"
+redis_pids=("$(pgrep -f "redis-server 127.0.0.1:$REDIS_PORT" | head -1)")
 serve 50091 REDIS_URL="$REDIS_URL" SWITCHBOARD_REDIS_PREFIX="so1-$$:"
 echo "== one instance =="
 scenarios http://127.0.0.1:50091
 kill "${pids[-1]}"
 wait "${pids[-1]}" 2>/dev/null || true
+server_pids=()
+redis_pids=()
 
 log "scale-out: a Redis Cluster of three masters and three replicas"
 for port in "${cluster_ports[@]}"; do
@@ -76,6 +100,7 @@ for port in "${cluster_ports[@]}"; do
   redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes --cluster-node-timeout 2000 \
     --dir "$work/redis-$port" --save '' --appendonly no --logfile "$work/redis-$port/log" &
   pids+=("$!")
+  redis_pids+=("$!")
 done
 for port in "${cluster_ports[@]}"; do wait_port "$port"; done
 redis-cli --cluster create $(printf '127.0.0.1:%s ' "${cluster_ports[@]}") --cluster-replicas 1 \
@@ -99,6 +124,7 @@ as_postgres "$(pg_bindir)/pg_ctl" -D "$work/replica" -l "$work/replica/server.lo
   -o "-p $replica_port -c listen_addresses=127.0.0.1 -k /tmp -c max_connections=300 -c hot_standby=on $PG_TUNING" \
   start >/dev/null
 log "scale-out: replica ready in $(( $(date +%s) - started )) s"
+replica_pids=("$(postmaster "$work/replica")")
 replica_url="postgres://postgres@127.0.0.1:$replica_port/${bench_db##*/}"
 
 servers=""
