@@ -286,115 +286,58 @@ impl Fanout {
         stop: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         let this = Arc::clone(self);
-        match target {
-            RedisTarget::Server(url) => tokio::spawn(this.subscribe_server(url, stop)),
-            RedisTarget::Cluster(nodes) => tokio::spawn(this.subscribe_cluster(nodes, stop)),
-        }
+        tokio::spawn(async move {
+            match target {
+                RedisTarget::Server(url) => {
+                    let Ok(client) = redis::Client::open(url.as_str()) else {
+                        return;
+                    };
+                    let channel = this.channel.clone();
+                    let subscribe = move || {
+                        let (client, channel) = (client.clone(), channel.clone());
+                        async move {
+                            let mut pubsub = client.get_async_pubsub().await?;
+                            pubsub.subscribe(&channel).await?;
+                            Ok(pubsub
+                                .into_on_message()
+                                .map(|message| message.get_payload_bytes().to_vec())
+                                .boxed())
+                        }
+                    };
+                    this.keep_subscribed(subscribe, stop).await;
+                }
+                RedisTarget::Cluster(nodes) => {
+                    let channel = this.channel.clone();
+                    let subscribe = move || sharded_subscription(nodes.clone(), channel.clone());
+                    this.keep_subscribed(subscribe, stop).await;
+                }
+            }
+        })
     }
 
-    async fn subscribe_server(self: Arc<Self>, url: String, mut stop: watch::Receiver<bool>) {
-        let Ok(client) = redis::Client::open(url.as_str()) else {
-            return;
-        };
+    /// Holds the subscription that `subscribe` makes, and makes it again (every half second
+    /// until it holds) whenever it is lost; after an interruption, every local watcher is
+    /// resynchronized once it holds again.
+    async fn keep_subscribed<F, Fut>(&self, mut subscribe: F, mut stop: watch::Receiver<bool>)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = redis::RedisResult<futures::stream::BoxStream<'static, Vec<u8>>>>,
+    {
         let mut interrupted = false;
         loop {
-            let connect = async {
-                let mut pubsub = client.get_async_pubsub().await?;
-                pubsub.subscribe(&self.channel).await?;
-                Ok::<_, redis::RedisError>(pubsub)
-            };
-            match tokio::time::timeout(Duration::from_secs(2), connect).await {
-                Ok(Ok(pubsub)) => {
+            match tokio::time::timeout(Duration::from_secs(2), subscribe()).await {
+                Ok(Ok(mut messages)) => {
                     if interrupted {
-                        self.restored();
+                        tracing::info!(
+                            "agent push subscription restored; resynchronizing watchers"
+                        );
+                        self.resync_all();
                     }
-                    let mut messages = pubsub.into_on_message();
                     loop {
                         tokio::select! {
                             message = messages.next() => match message {
-                                Some(message) => self.receive(message.get_payload_bytes()),
+                                Some(payload) => self.receive(&payload),
                                 None => break,
-                            },
-                            _ = stop.changed() => return,
-                        }
-                    }
-                    tracing::warn!("agent push subscription lost");
-                }
-                Ok(Err(error)) => tracing::debug!(%error, "agent push subscription failed"),
-                Err(_) => tracing::debug!("agent push subscription timed out"),
-            }
-            interrupted = true;
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = stop.changed() => return,
-            }
-        }
-    }
-
-    /// On a cluster: a sharded subscription (`SSUBSCRIBE`), held by the node that serves the
-    /// channel's slot. When a node's connection drops (that node may have held it), the
-    /// subscription is made again on a fresh cluster connection, which reads the slot map anew
-    /// (after a fail-over, the promoted replica serves the slot), and every local watcher is
-    /// resynchronized once it holds.
-    async fn subscribe_cluster(
-        self: Arc<Self>,
-        nodes: Vec<String>,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        let mut interrupted = false;
-        loop {
-            let (tx, mut pushes) = mpsc::unbounded_channel::<redis::PushInfo>();
-            let client = match crate::redis_link::cluster_client(&nodes, Duration::from_secs(2))
-                .and_then(|builder| {
-                    builder
-                        .use_protocol(redis::ProtocolVersion::RESP3)
-                        .push_sender(tx)
-                        .build()
-                }) {
-                Ok(client) => client,
-                Err(error) => {
-                    tracing::error!(%error, "invalid Redis cluster nodes; no agent push subscription");
-                    return;
-                }
-            };
-            let connect = async {
-                let mut conn = client.get_async_connection().await?;
-                conn.ssubscribe(&self.channel).await?;
-                Ok::<_, redis::RedisError>(conn)
-            };
-            // The subscription holds once its node confirms it (the client may take the request
-            // while the slot's node is unreachable, and keep it for later).
-            let confirmed = async {
-                let conn = connect.await?;
-                loop {
-                    match pushes.recv().await.map(|push| push.kind) {
-                        Some(redis::PushKind::SSubscribe) => return Ok(conn),
-                        Some(redis::PushKind::Disconnection) | None => {
-                            return Err(redis::RedisError::from((
-                                redis::ErrorKind::Io,
-                                "disconnected before the subscription was confirmed",
-                            )));
-                        }
-                        Some(_) => {}
-                    }
-                }
-            };
-            match tokio::time::timeout(Duration::from_secs(2), confirmed).await {
-                // The connection must live as long as the subscription: dropping it ends the pushes.
-                Ok(Ok(_connection)) => {
-                    if interrupted {
-                        self.restored();
-                    }
-                    loop {
-                        tokio::select! {
-                            push = pushes.recv() => match push.map(|push| (push.kind, push.data)) {
-                                Some((redis::PushKind::SMessage, data)) => {
-                                    if let Some(redis::Value::BulkString(payload)) = data.get(1) {
-                                        self.receive(payload);
-                                    }
-                                }
-                                Some((redis::PushKind::Disconnection, _)) | None => break,
-                                Some(_) => {}
                             },
                             _ = stop.changed() => return,
                         }
@@ -445,11 +388,53 @@ impl Fanout {
             Err(error) => tracing::warn!(%error, "undecodable agent fan-out message"),
         }
     }
+}
 
-    fn restored(&self) {
-        tracing::info!("agent push subscription restored; resynchronizing watchers");
-        self.resync_all();
+/// On a cluster: a sharded subscription (`SSUBSCRIBE`) on a fresh cluster connection, which reads
+/// the slot map anew (after a fail-over, the promoted replica serves the slot). It holds once the
+/// slot's node confirms it (the client may take the request while that node is unreachable, and
+/// keep it for later); it ends when any node's connection drops, since that node may have held it.
+async fn sharded_subscription(
+    nodes: Vec<String>,
+    channel: String,
+) -> redis::RedisResult<futures::stream::BoxStream<'static, Vec<u8>>> {
+    let (tx, mut pushes) = mpsc::unbounded_channel::<redis::PushInfo>();
+    let client = crate::redis_link::cluster_client(&nodes, Duration::from_secs(2))?
+        .use_protocol(redis::ProtocolVersion::RESP3)
+        .push_sender(tx)
+        .build()?;
+    let mut connection = client.get_async_connection().await?;
+    connection.ssubscribe(&channel).await?;
+    loop {
+        match pushes.recv().await.map(|push| push.kind) {
+            Some(redis::PushKind::SSubscribe) => break,
+            Some(redis::PushKind::Disconnection) | None => {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "disconnected before the subscription was confirmed",
+                )));
+            }
+            Some(_) => {}
+        }
     }
+    // The connection lives as long as the stream: dropping it would end the pushes.
+    Ok(futures::stream::unfold(
+        (pushes, connection),
+        |(mut pushes, connection)| async move {
+            loop {
+                match pushes.recv().await.map(|push| (push.kind, push.data)) {
+                    Some((redis::PushKind::SMessage, data)) => {
+                        if let Some(redis::Value::BulkString(payload)) = data.into_iter().nth(1) {
+                            return Some((payload, (pushes, connection)));
+                        }
+                    }
+                    Some((redis::PushKind::Disconnection, _)) | None => return None,
+                    Some(_) => {}
+                }
+            }
+        },
+    )
+    .boxed())
 }
 
 /// The wire form of a call for softphones.

@@ -64,15 +64,7 @@ async fn pops_pins_invalidations_and_the_live_board_run_on_three_shards() {
     assert!(cached(&app, numbers[0]).await, "no pop was ever cached");
     let errors = || async { crate::metrics::scrape(&app).await["switchboard_redis_errors_total"] };
     let errors_before = errors().await;
-    for number in numbers {
-        app.pop(number).await;
-        assert_eq!(app.pop(number).await.1, v1::PopSource::Cache, "{number}");
-        app.pop_for_call(number, "ring-1").await;
-        assert_eq!(
-            app.pop_for_call(number, "ring-1").await.1,
-            v1::PopSource::CallPin
-        );
-    }
+    crate::redis_slots::cached_and_pinned(&app, &numbers).await;
     // One write invalidates every number, on every shard, and each waits for its replica.
     app.rename(&ada, "Ada King").await;
     for number in numbers {
@@ -254,7 +246,6 @@ async fn agents_keep_getting_calls_across_instances_when_the_fan_out_shard_fails
     use crate::calls::{CallScript, next};
     use crate::helpers::{ServerProcess, admin_database_url, free_port, fresh_database};
     use switchboard::proto::v1::CallEventType::*;
-    use switchboard::proto::v1::call_event_service_client::CallEventServiceClient;
 
     let cluster = PrivateCluster::start(3);
     let database_url = fresh_database(&admin_database_url()).await;
@@ -286,14 +277,7 @@ async fn agents_keep_getting_calls_across_instances_when_the_fan_out_shard_fails
                 .event(Ringing, "a-1")
                 .events
             {
-                let ack = CallEventServiceClient::new(channel.clone())
-                    .report_call_event(v1::ReportCallEventRequest { event: Some(event) })
-                    .await
-                    .expect("reported")
-                    .into_inner()
-                    .ack
-                    .expect("ack");
-                assert_eq!(ack.outcome(), v1::AckOutcome::Accepted, "{}", ack.reason);
+                crate::scale_out::report(&channel, "pbx-1", event).await;
             }
         }
     };

@@ -10,6 +10,19 @@ use switchboard::proto::v1::CallEventType::*;
 use crate::helpers::{PrivateRedis, TestOptions, spawn_app_with};
 use crate::screenpop::card_name;
 
+/// Each number's second pop comes from the cache, and a pop for a ringing call pins its card.
+pub(crate) async fn cached_and_pinned(app: &crate::helpers::TestApp, numbers: &[&str]) {
+    for &number in numbers {
+        app.pop(number).await;
+        assert_eq!(app.pop(number).await.1, v1::PopSource::Cache, "{number}");
+        app.pop_for_call(number, "ring-1").await;
+        assert_eq!(
+            app.pop_for_call(number, "ring-1").await.1,
+            v1::PopSource::CallPin
+        );
+    }
+}
+
 #[tokio::test]
 async fn pops_pins_invalidations_and_the_live_board_keep_their_keys_in_one_slot() {
     let redis = PrivateRedis::start_cluster_of_one();
@@ -34,16 +47,7 @@ async fn pops_pins_invalidations_and_the_live_board_keep_their_keys_in_one_slot(
     assert!(warm, "no pop was ever cached");
     let errors = || async { crate::metrics::scrape(&app).await["switchboard_redis_errors_total"] };
     let errors_before = errors().await;
-    for number in numbers {
-        app.pop(number).await;
-        assert_eq!(app.pop(number).await.1, v1::PopSource::Cache, "{number}");
-        // A pop for a ringing call pins its card.
-        app.pop_for_call(number, "ring-1").await;
-        assert_eq!(
-            app.pop_for_call(number, "ring-1").await.1,
-            v1::PopSource::CallPin
-        );
-    }
+    cached_and_pinned(&app, &numbers).await;
     // An instance of the release before hash tags, still running during a rolling upgrade,
     // caches under the untagged names: a write here drops its copy and moves its generation.
     let client = redis::Client::open(redis.url().as_str()).expect("client");

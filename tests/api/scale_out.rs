@@ -17,7 +17,7 @@ use crate::helpers::{
     Authed, ServerProcess, admin_database_url, free_port, fresh_database, log_in_and_watch, phone,
 };
 
-async fn report(channel: &Authed, gateway: &str, event: v1::CallEvent) {
+pub(crate) async fn report(channel: &Authed, gateway: &str, event: v1::CallEvent) {
     let event = v1::CallEvent {
         gateway_id: gateway.into(),
         ..event
