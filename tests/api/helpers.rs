@@ -784,6 +784,43 @@ impl PrivateRedis {
         Self::start_as(false)
     }
 
+    /// A Redis that speaks TLS only, with a self-signed certificate for 127.0.0.1 (`tls_url`).
+    pub fn start_tls() -> Self {
+        let dir = std::env::temp_dir().join(format!("sb-redis-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
+        let cert = params.self_signed(&key).expect("certificate");
+        std::fs::write(dir.join("cert.pem"), cert.pem()).expect("cert written");
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("key written");
+        let port = free_port();
+        let mut redis = Self {
+            port,
+            child: None,
+            cluster_port: None,
+            extra_args: vec![
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                dir.join("cert.pem").display().to_string(),
+                "--tls-key-file".into(),
+                dir.join("key.pem").display().to_string(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+            dir,
+        };
+        redis.resume();
+        redis
+    }
+
+    /// The `rediss://` URL of a [`Self::start_tls`] server; `#insecure`: its certificate is
+    /// self-signed (the service, built without the tests' `tls-rustls-insecure`, refuses
+    /// `#insecure` and checks certificates against the system's roots).
+    pub fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}/#insecure", self.port)
+    }
+
     /// A Redis Cluster of one master that holds all 16,384 slots: a client that is not cluster
     /// aware works, and every multi-key command, script or MULTI block whose keys hash to
     /// different slots fails with CROSSSLOT, as on any cluster.
@@ -830,10 +867,12 @@ impl PrivateRedis {
 
     /// Starts (again) on the same port, loading the last `save()` if there was one.
     pub fn resume(&mut self) {
+        let tls = self.extra_args.iter().any(|arg| arg == "--tls-port");
+        let plain_port = if tls { 0 } else { self.port };
         let child = Command::new("redis-server")
             .args([
                 "--port",
-                &self.port.to_string(),
+                &plain_port.to_string(),
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -853,7 +892,7 @@ impl PrivateRedis {
             .spawn()
             .expect("redis-server runs");
         self.child = Some(child);
-        let url = self.url();
+        let url = if tls { self.tls_url() } else { self.url() };
         for _ in 0..100 {
             if redis::Client::open(url.as_str())
                 .and_then(|c| c.get_connection())

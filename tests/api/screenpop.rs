@@ -434,6 +434,33 @@ async fn a_write_while_redis_is_down_never_lets_a_stale_card_back() {
     assert_eq!(pending, 0);
 }
 
+/// Managed Redis usually speaks TLS only: `rediss://` URLs cache pops like plain ones.
+#[tokio::test]
+async fn pops_are_cached_in_a_redis_that_speaks_only_tls() {
+    let redis = PrivateRedis::start_tls();
+    let app = spawn_app_with(TestOptions {
+        redis_url: Some(redis.tls_url()),
+        ..Default::default()
+    })
+    .await;
+    let ada = app.create_customer("Ada Lovelace", &["+14155550100"]).await;
+    let mut cached = false;
+    for _ in 0..50 {
+        if app.pop("+14155550100").await.1 == v1::PopSource::Cache {
+            cached = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(cached, "no pop was ever cached over TLS");
+    app.rename(&ada, "Ada King").await;
+    let (pop, source) = app.pop("+14155550100").await;
+    assert_eq!(
+        (card_name(&pop), source),
+        ("Ada King", v1::PopSource::Database)
+    );
+}
+
 #[tokio::test]
 async fn pops_work_with_a_redis_url_pointing_at_a_closed_port() {
     let closed = format!("redis://127.0.0.1:{}", free_port());
