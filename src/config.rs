@@ -799,10 +799,9 @@ impl TryFrom<ServeArgs> for Settings {
             },
             redis: redis_target(args.redis_url, args.redis_cluster_nodes).map(|target| {
                 RedisSettings {
-                    wait_replicas: args.redis_wait_replicas.unwrap_or(match target {
-                        RedisTarget::Cluster(_) => 1,
-                        RedisTarget::Server(_) => 0,
-                    }),
+                    wait_replicas: args
+                        .redis_wait_replicas
+                        .unwrap_or_else(|| target.default_wait_replicas()),
                     target,
                     key_prefix: args.redis_prefix,
                     op_timeout: redis_timeout,

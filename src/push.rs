@@ -185,7 +185,7 @@ impl Fanout {
         };
         // The hot state is for queue statistics: it keeps no caller number, so there is nothing
         // personal in it to erase.
-        let states: Vec<(String, Vec<u8>, u64)> = changes
+        let mut commands: Vec<redis::Cmd> = changes
             .iter()
             .map(|(call, _)| {
                 let ttl = if call.state.is_terminal() {
@@ -198,7 +198,12 @@ impl Fanout {
                     ..agent_call(call)
                 }
                 .encode_to_vec();
-                (link.key(&format!("call:{}", call.key())), bytes, ttl)
+                let mut set = redis::cmd("SET");
+                set.arg(link.key(&format!("call:{}", call.key())))
+                    .arg(bytes)
+                    .arg("EX")
+                    .arg(ttl);
+                set
             })
             .collect();
         // Encoded from a borrow: the notifications themselves are needed again only if Redis fails.
@@ -207,45 +212,16 @@ impl Fanout {
             resync: self.owed_resync.swap(false, Ordering::AcqRel),
         };
         let owes = !envelope.notifications.is_empty() || envelope.resync;
-        let encoded = owes.then(|| envelope.encode_to_vec());
-        let channel = self.channel.clone();
-        let publish = if link.is_cluster() {
-            "SPUBLISH"
-        } else {
-            "PUBLISH"
-        };
-        // One command per key, sent together: on a multiplexed connection they share one round
-        // trip, and on a cluster each goes to the shard of its key.
-        let result = link
-            .run(|conn| async move {
-                let sets = states.into_iter().map(|(key, bytes, ttl)| {
-                    let mut conn = conn.clone();
-                    async move {
-                        redis::cmd("SET")
-                            .arg(key)
-                            .arg(bytes)
-                            .arg("EX")
-                            .arg(ttl)
-                            .query_async::<()>(&mut conn)
-                            .await
-                    }
-                });
-                let published = async {
-                    match encoded {
-                        Some(encoded) => {
-                            let mut conn = conn.clone();
-                            redis::cmd(publish)
-                                .arg(&channel)
-                                .arg(encoded)
-                                .query_async::<()>(&mut conn)
-                                .await
-                        }
-                        None => Ok(()),
-                    }
-                };
-                futures::try_join!(futures::future::try_join_all(sets), published).map(|_| ())
-            })
-            .await;
+        if owes {
+            let mut publish = redis::cmd(if link.is_cluster() {
+                "SPUBLISH"
+            } else {
+                "PUBLISH"
+            });
+            publish.arg(&self.channel).arg(envelope.encode_to_vec());
+            commands.push(publish);
+        }
+        let result = link.send_all(commands).await;
         if result.is_err() {
             // Agents on other instances get these at the resync that the next envelope to get
             // through asks for (`spawn_owed_resync` sends one if no publish does).

@@ -26,6 +26,17 @@ pub enum RedisTarget {
     Cluster(Vec<String>),
 }
 
+impl RedisTarget {
+    /// Replicas an invalidation waits for unless configured: one on a cluster (whose shards
+    /// fail over to replicas), none on one server.
+    pub fn default_wait_replicas(&self) -> u32 {
+        match self {
+            Self::Cluster(_) => 1,
+            Self::Server(_) => 0,
+        }
+    }
+}
+
 /// Redis settings taken from the configuration.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
@@ -235,6 +246,32 @@ impl RedisLink {
             tracing::warn!(error = %crate::grpc_status::ErrorChain(&result), failures, "redis unavailable; serving from PostgreSQL");
         }
         Err(result)
+    }
+
+    /// Sends `commands` together, their replies ignored: on one server as one pipeline (one round
+    /// trip); on a cluster each at once to the shard of its key, since a pipeline must stay in
+    /// one slot.
+    pub async fn send_all(&self, commands: Vec<redis::Cmd>) -> Result<(), RedisLinkError> {
+        if commands.is_empty() {
+            return Ok(());
+        }
+        let cluster = self.is_cluster();
+        self.run(|mut conn| async move {
+            if cluster {
+                let sends = commands.into_iter().map(|cmd| {
+                    let mut conn = conn.clone();
+                    async move { cmd.query_async::<()>(&mut conn).await }
+                });
+                futures::future::try_join_all(sends).await.map(|_| ())
+            } else {
+                let mut pipe = redis::pipe();
+                for cmd in commands {
+                    pipe.add_command(cmd).ignore();
+                }
+                pipe.query_async::<()>(&mut conn).await
+            }
+        })
+        .await
     }
 
     fn now_ms(&self) -> u64 {

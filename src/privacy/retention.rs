@@ -35,10 +35,7 @@ pub async fn run_retention_job(
     crate::db::migrate(&pool).await?;
     let cache = target.redis.map(|redis| {
         let link = crate::redis_link::RedisLink::new(&crate::redis_link::RedisSettings {
-            wait_replicas: match redis {
-                crate::redis_link::RedisTarget::Cluster(_) => 1,
-                crate::redis_link::RedisTarget::Server(_) => 0,
-            },
+            wait_replicas: redis.default_wait_replicas(),
             target: redis,
             key_prefix: target.redis_prefix,
             op_timeout: std::time::Duration::from_millis(500),

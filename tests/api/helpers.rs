@@ -26,7 +26,7 @@ use switchboard::proto::v1::customer_service_client::CustomerServiceClient;
 use switchboard::proto::v1::interaction_service_client::InteractionServiceClient;
 use switchboard::proto::v1::privacy_service_client::PrivacyServiceClient;
 use switchboard::proto::v1::screen_pop_service_client::ScreenPopServiceClient;
-use switchboard::redis_link::{RedisSettings, RedisTarget};
+use switchboard::redis_link::RedisSettings;
 use switchboard::screenpop::PopStats;
 use tokio::sync::{OnceCell, oneshot};
 use tonic::service::interceptor::InterceptedService;
@@ -293,10 +293,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         },
         redis: switchboard::config::redis_target(options.redis_url, options.redis_cluster_nodes)
             .map(|target| RedisSettings {
-                wait_replicas: match target {
-                    RedisTarget::Cluster(_) => 1,
-                    RedisTarget::Server(_) => 0,
-                },
+                wait_replicas: target.default_wait_replicas(),
                 target,
                 key_prefix: redis_prefix.clone(),
                 op_timeout: Duration::from_millis(50),
@@ -516,6 +513,17 @@ impl TestApp {
     /// Looks up a pop and returns it with its source.
     pub async fn pop(&self, number: &str) -> (v1::ScreenPop, v1::PopSource) {
         self.pop_for_call(number, "").await
+    }
+
+    /// Pops `number` until one comes from the cache, at most `attempts` times 100 ms apart.
+    pub async fn pop_until_cached(&self, number: &str, attempts: u32) -> bool {
+        for _ in 0..attempts {
+            if self.pop(number).await.1 == v1::PopSource::Cache {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
     }
 
     pub async fn pop_for_call(

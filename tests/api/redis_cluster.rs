@@ -30,13 +30,7 @@ async fn app_on(cluster: &PrivateCluster) -> TestApp {
 
 /// Pops `number` until one comes from the cache (at most 20 s: a fail-over on a loaded machine).
 async fn cached(app: &TestApp, number: &str) -> bool {
-    for _ in 0..200 {
-        if app.pop(number).await.1 == v1::PopSource::Cache {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
+    app.pop_until_cached(number, 200).await
 }
 
 /// The hash tag of a number's keys: the key whose slot they all share.

@@ -444,15 +444,10 @@ async fn pops_are_cached_in_a_redis_that_speaks_only_tls() {
     })
     .await;
     let ada = app.create_customer("Ada Lovelace", &["+14155550100"]).await;
-    let mut cached = false;
-    for _ in 0..50 {
-        if app.pop("+14155550100").await.1 == v1::PopSource::Cache {
-            cached = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(cached, "no pop was ever cached over TLS");
+    assert!(
+        app.pop_until_cached("+14155550100", 50).await,
+        "no pop was ever cached over TLS"
+    );
     app.rename(&ada, "Ada King").await;
     let (pop, source) = app.pop("+14155550100").await;
     assert_eq!(
