@@ -92,6 +92,20 @@ pub enum MaintenanceCommand {
     /// Serving instances do this in the background; run it after a bulk load or an upgrade so
     /// that the first pops do not build the cards themselves. Safe beside the servers.
     BuildCards(DatabaseArgs),
+    /// Make the months ahead of the partitioned history tables (`audit_events`), and drop the
+    /// months retention no longer keeps. Serving instances make the months ahead themselves;
+    /// retention runs only here: run it daily (a CronJob). Safe beside the servers and to re-run.
+    Partitions(PartitionsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PartitionsArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Months the audit trail is kept; its older months are dropped whole (rows stay at least this
+    /// long, and less than a month longer). Unset: kept for ever.
+    #[arg(long, env = "SWITCHBOARD_AUDIT_RETENTION_MONTHS")]
+    pub audit_retention_months: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]

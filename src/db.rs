@@ -112,6 +112,8 @@ pub enum TransactionMode {
     CustomPlans,
     /// No JIT compilation (the feed's numbering: a JIT costs more than the statement).
     NoJit,
+    /// Gives up on a lock after 2 s (DDL on a busy table: queries queue behind a waiting lock).
+    ShortLockWait,
 }
 
 /// Sets `mode` for the rest of the current transaction.
@@ -131,6 +133,7 @@ pub async fn set_transaction(
             sqlx::query!("SET LOCAL plan_cache_mode = force_custom_plan")
         }
         TransactionMode::NoJit => sqlx::query!("SET LOCAL jit = off"),
+        TransactionMode::ShortLockWait => sqlx::query!("SET LOCAL lock_timeout = '2s'"),
     };
     statement.execute(conn).await?;
     Ok(())

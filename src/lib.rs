@@ -36,6 +36,8 @@
 //! - [`feed`]: the event feed: every change, numbered in commit order, for other systems.
 //! - [`webhooks`]: the feed pushed out: signed webhook subscriptions and the NATS JetStream sink,
 //!   each with its own cursor, delivered under leases shared by every instance.
+//! - [`history`]: partitioned history: the months of the tables that only grow, made ahead and
+//!   dropped by retention.
 //! - [`privacy`]: export of everything held about a customer, erasure, and retention.
 //! - [`diagnostics`]: `Echo`, the benchmark's yardstick.
 //! - [`admission`]: load shedding in front of authentication, and the `server-timing` header.
@@ -90,6 +92,7 @@ pub mod feed;
 pub mod feedback;
 pub mod grpc_status;
 pub mod grpc_web;
+pub mod history;
 pub mod ids;
 pub mod import;
 pub mod import_file;

@@ -105,6 +105,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Maintenance(MaintenanceCommand::Partitions(args)) => {
+            let pool = sqlx::PgPool::connect(&args.database.database_url).await?;
+            db::migrate(&pool).await?;
+            let retention = switchboard::history::Retention {
+                audit_months: args.audit_retention_months,
+            };
+            let upkeep = switchboard::history::upkeep(&pool, chrono::Utc::now(), retention).await?;
+            println!(
+                "partitions made: {}; dropped: {}",
+                list_or_none(&upkeep.made),
+                list_or_none(&upkeep.dropped)
+            );
+            Ok(())
+        }
         Command::Seed(args) => seed::run(args).await,
         Command::Pop(args) => client::pop(args).await,
         Command::Segment(args) => client::segment(args).await,
@@ -227,4 +241,12 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
         tokio::signal::ctrl_c().await.ok();
         tracing::info!("shutdown signal received");
     })
+}
+
+/// Names joined by commas, or "none".
+fn list_or_none(names: &[String]) -> String {
+    match names.is_empty() {
+        true => "none".to_owned(),
+        false => names.join(", "),
+    }
 }

@@ -1,9 +1,9 @@
 //! The tasks that run beside the server, started together and stopped behind one handle:
 //! the database health monitor, the pop-invalidation relay, the stored-card builder, the offer
-//! directory's refresh, the
-//! live board's reconciler, the call-chain stamper, the admission probe, the metrics port, the
-//! feed sequencer, the agent fan-out subscriber, and the audit writer (stopped last, after the
-//! server has drained, so the reads of draining calls are written).
+//! directory's refresh, the live board's reconciler, the call-chain stamper, the KPI rollups, the
+//! history partitions' upkeep, the admission probe, the metrics port, the feed sequencer, the
+//! agent fan-out subscriber, and the audit writer (stopped last, after the server has drained, so
+//! the reads of draining calls are written).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,6 +94,7 @@ impl Background {
         let (stop_audit, audit_stop) = watch::channel(false);
         let (auditor, audit_writer) =
             Auditor::spawn(pool.clone(), audit_stop, settings.audit_max_pending);
+        tasks.push(crate::history::spawn_upkeep(pool.clone(), stop_rx.clone()));
         tasks.push(core.admission.spawn_probe(stop_rx.clone()));
         tasks.push(tokio::spawn(core.reads.clone().monitor(stop_rx.clone())));
         if let Some(listener) = metrics_listener {

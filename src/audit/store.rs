@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::summary::Summary;
+use super::summary::{Moved, Summary};
 use super::{AuditContext, AuditEvent, AuditFilter};
 
 pub async fn insert(
@@ -77,7 +77,7 @@ pub async fn insert_batch(
             data.push_str(&id.to_string());
         }
         data.push('\t');
-        data.push_str(&at.to_rfc3339());
+        push_time(&mut data, at);
         data.push('\t');
         for field in [&context.actor, &context.role, &context.rpc] {
             copy_text(&mut data, field);
@@ -95,7 +95,7 @@ pub async fn insert_batch(
         data.push_str(&count.to_string());
         data.push('\t');
         match last {
-            Some(last) => data.push_str(&last.to_rfc3339()),
+            Some(last) => push_time(&mut data, last),
             None => data.push_str("\\N"),
         }
         data.push('\n');
@@ -135,21 +135,34 @@ pub async fn insert_batch(
     }
 }
 
-/// Brings summarized rows up to their counts: (row, count, last read).
-pub async fn update_counts(pool: &PgPool, moved: &[(i64, i32, DateTime<Utc>)]) -> sqlx::Result<()> {
-    let ids: Vec<i64> = moved.iter().map(|m| m.0).collect();
-    let counts: Vec<i32> = moved.iter().map(|m| m.1).collect();
-    let last: Vec<DateTime<Utc>> = moved.iter().map(|m| m.2).collect();
+/// Brings summarized rows up to their counts. Each row is found by its id and its `at` (the first
+/// read), so the update reads only that row's month.
+pub async fn update_counts(pool: &PgPool, moved: &[Moved]) -> sqlx::Result<()> {
+    let ids: Vec<i64> = moved.iter().map(|m| m.row).collect();
+    let first: Vec<DateTime<Utc>> = moved.iter().map(|m| m.first).collect();
+    let counts: Vec<i32> = moved.iter().map(|m| m.count).collect();
+    let last: Vec<DateTime<Utc>> = moved.iter().map(|m| m.last).collect();
     sqlx::query!(
         "UPDATE audit_events a SET read_count = u.n, last_at = u.last \
-         FROM unnest($1::bigint[], $2::int[], $3::timestamptz[]) AS u(id, n, last) WHERE a.id = u.id",
+         FROM unnest($1::bigint[], $2::timestamptz[], $3::int[], $4::timestamptz[]) \
+           AS u(id, first, n, last) \
+         WHERE a.id = u.id AND a.at = u.first",
         &ids,
+        &first,
         &counts,
         &last
     )
     .execute(&mut *crate::db::acquire(pool).await?)
     .await?;
     Ok(())
+}
+
+/// A time in `COPY`'s text format, cut to PostgreSQL's microseconds the way sqlx cuts a bound
+/// time (`COPY` would round instead): [`update_counts`] finds a row by the time it was written
+/// with, so both must be the same instant.
+fn push_time(out: &mut String, at: DateTime<Utc>) {
+    use std::fmt::Write as _;
+    let _ = write!(out, "{}", at.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
 }
 
 /// A value in `COPY`'s text format: backslash, tab, newline and carriage return escaped.
@@ -250,7 +263,19 @@ impl From<Row> for AuditEvent {
 
 #[cfg(test)]
 mod tests {
-    use super::copy_text;
+    use super::{copy_text, push_time};
+
+    #[test]
+    fn copy_times_are_cut_to_microseconds_not_rounded() {
+        use chrono::TimeZone;
+        let at = chrono::Utc
+            .timestamp_opt(1_796_634_000, 123_456_999)
+            .single()
+            .expect("time");
+        let mut out = String::new();
+        push_time(&mut out, at);
+        assert_eq!(out, "2026-12-07T09:00:00.123456Z");
+    }
 
     #[test]
     fn copy_text_escapes_what_would_break_a_row() {

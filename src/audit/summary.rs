@@ -54,6 +54,16 @@ pub struct Summary {
     pub written: i32,
 }
 
+/// A written summary row whose count must be brought up to date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    pub row: i64,
+    /// Its first read: the row's `at`, which names its partition.
+    pub first: DateTime<Utc>,
+    pub count: i32,
+    pub last: DateTime<Utc>,
+}
+
 /// What happened to a read handed to [`Summaries::add`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Added {
@@ -135,14 +145,22 @@ impl Summaries {
         fresh
     }
 
-    /// Rows whose count has moved since they were written: (row, count, last time). Only those of
-    /// minutes before `now`'s, unless `all`.
-    pub fn moved(&self, now: DateTime<Utc>, all: bool) -> Vec<(i64, i32, DateTime<Utc>)> {
+    /// Rows whose count has moved since they were written. Only those of minutes before `now`'s,
+    /// unless `all`.
+    pub fn moved(&self, now: DateTime<Utc>, all: bool) -> Vec<Moved> {
         let current = minute(now);
         self.open
             .iter()
             .filter(|((_, _, m), _)| all || *m < current)
-            .filter_map(|(_, s)| Some((s.row?, s.count, s.last)).filter(|_| s.count != s.written))
+            .filter(|(_, s)| s.count != s.written)
+            .filter_map(|(_, s)| {
+                Some(Moved {
+                    row: s.row?,
+                    first: s.first,
+                    count: s.count,
+                    last: s.last,
+                })
+            })
             .collect()
     }
 
@@ -162,8 +180,8 @@ impl Summaries {
     }
 
     /// Notes that these rows now hold these counts.
-    pub fn updated(&mut self, rows: &[(i64, i32, DateTime<Utc>)]) {
-        let counts: HashMap<i64, i32> = rows.iter().map(|(id, n, _)| (*id, *n)).collect();
+    pub fn updated(&mut self, rows: &[Moved]) {
+        let counts: HashMap<i64, i32> = rows.iter().map(|m| (m.row, m.count)).collect();
         for summary in self.open.values_mut() {
             if let Some(count) = summary.row.and_then(|id| counts.get(&id)) {
                 summary.written = *count;
@@ -290,7 +308,10 @@ mod tests {
         );
         let moved = s.moved(at("2026-12-07T10:01:00Z"), false);
         assert_eq!(moved.len(), 1);
-        assert_eq!((moved[0].1, moved[0].2), (3, at("2026-12-07T10:00:59Z")));
+        assert_eq!(
+            (moved[0].count, moved[0].last),
+            (3, at("2026-12-07T10:00:59Z"))
+        );
         assert!(!s.settled());
         // Once the minute is over, current rows are forgotten, but not one whose row is behind.
         s.close(at("2026-12-07T10:01:30Z"));

@@ -127,6 +127,7 @@ async fn drop_stale_databases() {
 
 /// Creates an empty database on the server at `admin_url` and returns its URL.
 pub async fn fresh_database(admin_url: &str) -> String {
+    drop_stale_databases().await;
     let name = format!("sbtest_{}", Uuid::new_v4().simple());
     let mut admin = PgConnection::connect(admin_url)
         .await

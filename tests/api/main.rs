@@ -19,6 +19,7 @@ mod feedback;
 mod grpc_web;
 mod health;
 mod helpers;
+mod history;
 mod import;
 mod interactions;
 mod kamailio;

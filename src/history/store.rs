@@ -1,0 +1,109 @@
+//! PostgreSQL access for partitioned history: the migration's two functions, each called in its
+//! own short transaction under one advisory lock (two instances never make the same month at
+//! once), and the catalog read that lists a table's months.
+
+use chrono::NaiveDate;
+use sqlx::PgPool;
+
+use crate::db::{self, TransactionMode};
+
+/// The advisory lock every partition change takes ("SBHIST" in ASCII, to spot in `pg_locks`).
+const PARTITIONS_LOCK: i64 = 0x5342_4849_5354;
+
+/// The partition of `table` for the month starting `month` (as `history_partition` names it).
+pub fn partition_name(table: &str, month: NaiveDate) -> String {
+    format!("{table}_p{}", month.format("%Y_%m"))
+}
+
+/// How many times a change that gave up waiting for its lock is tried again, a second apart.
+const LOCK_RETRIES: u32 = 5;
+
+/// Makes `table`'s partition for `month` unless it exists (moving in the default partition's
+/// rows for that month); returns whether it was made.
+pub async fn make_month(pool: &PgPool, table: &str, month: NaiveDate) -> sqlx::Result<bool> {
+    retry_lock_timeouts(|| async {
+        let mut tx = locked(pool).await?;
+        let made = sqlx::query_scalar!(
+            "SELECT history_make_month($1, $2) AS \"made!\"",
+            table,
+            month
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(made)
+    })
+    .await
+}
+
+/// Drops `table`'s month partitions before `keep_from`, and its default partition's rows from
+/// before it; returns the partitions dropped.
+pub async fn drop_before(
+    pool: &PgPool,
+    table: &str,
+    keep_from: NaiveDate,
+) -> sqlx::Result<Vec<String>> {
+    retry_lock_timeouts(|| async {
+        let mut tx = locked(pool).await?;
+        let dropped = sqlx::query_scalar!(
+            "SELECT history_drop_before($1, $2) AS \"dropped!\"",
+            table,
+            keep_from
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(dropped)
+    })
+    .await
+}
+
+/// A transaction holding the partitions' advisory lock (waited for as long as it takes: its
+/// holder gives up its own waits within seconds), whose other lock waits give up after 2 s.
+async fn locked(pool: &PgPool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let mut tx = db::begin(pool).await?;
+    sqlx::query!("SELECT pg_advisory_xact_lock($1)", PARTITIONS_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    db::set_transaction(&mut tx, TransactionMode::ShortLockWait).await?;
+    Ok(tx)
+}
+
+/// Runs `change` again, a second later, while it fails on a lock timeout (SQLSTATE 55P03), at
+/// most [`LOCK_RETRIES`] times.
+async fn retry_lock_timeouts<T, F, Fut>(mut change: F) -> sqlx::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = sqlx::Result<T>>,
+{
+    let mut tries = 0;
+    loop {
+        match change().await {
+            Err(sqlx::Error::Database(error))
+                if error.code().as_deref() == Some("55P03") && tries < LOCK_RETRIES =>
+            {
+                tries += 1;
+                tracing::info!(
+                    tries,
+                    "partition change waited too long for its lock; again"
+                );
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// `table`'s month partitions, oldest first.
+pub async fn months(pool: &PgPool, table: &str) -> sqlx::Result<Vec<NaiveDate>> {
+    sqlx::query_scalar!(
+        "SELECT to_date(right(c.relname, 7), 'YYYY_MM') AS \"month!\" \
+         FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = $1::text::regclass \
+           AND c.relname ~ ('^' || $1 || '_p[0-9]{4}_[0-9]{2}$') \
+         ORDER BY 1",
+        table
+    )
+    .fetch_all(pool)
+    .await
+}
