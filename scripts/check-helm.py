@@ -133,6 +133,29 @@ def check_objects(scenario, values, manifests, objects):
     elif jobs:
         fail(scenario, "no migration Job when migrations are disabled")
 
+    maintenance = values.get("maintenance", {})
+    cronjobs = by_kind(objects, "CronJob")
+    if maintenance.get("enabled", True):
+        if len(cronjobs) != 1:
+            fail(scenario, "a maintenance CronJob")
+        else:
+            job = cronjobs[0]["spec"]
+            maint = job["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+            if maint["args"] != ["maintenance", "partitions"]:
+                fail(scenario, "the CronJob runs `switchboard maintenance partitions`")
+            if job.get("concurrencyPolicy") != "Forbid":
+                fail(scenario, "one maintenance run at a time")
+            if job["schedule"] != maintenance.get("schedule", "17 3 * * *"):
+                fail(scenario, "maintenance.schedule is the CronJob's schedule")
+            if "DATABASE_URL" not in {e["name"] for e in maint["env"] if "valueFrom" in e}:
+                fail(scenario, "the CronJob's DATABASE_URL comes from the Secret")
+            months = {e["name"]: e.get("value") for e in maint["env"]}.get("SWITCHBOARD_AUDIT_RETENTION_MONTHS")
+            wanted = maintenance.get("auditRetentionMonths")
+            if months != (None if wanted is None else str(wanted)):
+                fail(scenario, "maintenance.auditRetentionMonths reaches SWITCHBOARD_AUDIT_RETENTION_MONTHS when set")
+    elif cronjobs:
+        fail(scenario, "no maintenance CronJob when maintenance is disabled")
+
     autoscaling = values.get("autoscaling", {}).get("enabled", True)
     if bool(by_kind(objects, "HorizontalPodAutoscaler")) != autoscaling:
         fail(scenario, "a HorizontalPodAutoscaler exactly when autoscaling is enabled")
@@ -173,6 +196,7 @@ def main():
     must_refuse("an unknown pull policy", {"image": {"pullPolicy": "Sometimes"}})
     must_refuse("a Redis prefix with a hash tag's brace", {"config": {"redisPrefix": "{sb}:"}})
     must_refuse("a negative count of Redis replicas to wait for", {"config": {"redisWaitReplicas": -1}})
+    must_refuse("an audit retention of no months", {"maintenance": {"auditRetentionMonths": 0}})
 
     if failures:
         print("Helm chart check failed:")
