@@ -114,6 +114,8 @@ pub enum TransactionMode {
     NoJit,
     /// Gives up on a lock after 2 s (DDL on a busy table: queries queue behind a waiting lock).
     ShortLockWait,
+    /// Gives up on a lock after 100 ms (DDL on a table every write path uses).
+    BriefLockWait,
 }
 
 /// Sets `mode` for the rest of the current transaction.
@@ -134,6 +136,7 @@ pub async fn set_transaction(
         }
         TransactionMode::NoJit => sqlx::query!("SET LOCAL jit = off"),
         TransactionMode::ShortLockWait => sqlx::query!("SET LOCAL lock_timeout = '2s'"),
+        TransactionMode::BriefLockWait => sqlx::query!("SET LOCAL lock_timeout = '100ms'"),
     };
     statement.execute(conn).await?;
     Ok(())

@@ -1,5 +1,6 @@
 //! The background task every instance runs: it numbers committed events when no other instance
-//! is doing it, applies retention, and publishes the head so this instance's subscribers wake up.
+//! is doing it, applies retention (positions first, then whole months of events), and publishes
+//! the head so this instance's subscribers wake up.
 //!
 //! Every instance polls (one indexed query per [`POLL_INTERVAL`]) rather than having writers
 //! `NOTIFY`: a `NOTIFY` serializes commits in PostgreSQL, and call events commit thousands of
@@ -20,8 +21,31 @@ use super::store::{self, Head};
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Most events numbered by one statement.
 const SEQUENCE_BATCH: i64 = 5_000;
-/// Most events deleted by one retention statement.
+/// Most positions pruned by one retention statement.
 const PRUNE_BATCH: i64 = 10_000;
+
+/// Drops the months of events that retention has passed entirely (see
+/// [`store::months_to_drop`]). One DROP a month; it waits at most a moment for its lock, and a
+/// round that cannot have it leaves the month for the next.
+async fn drop_pruned_months(pool: &PgPool, cutoff: chrono::DateTime<Utc>) -> sqlx::Result<()> {
+    let months =
+        crate::history::store::months(pool, crate::history::Table::FeedEvents.name()).await?;
+    let cap = crate::history::month_of(cutoff);
+    let Some(keep_from) = store::months_to_drop(pool, &months, cap).await? else {
+        return Ok(());
+    };
+    if months.first().is_some_and(|first| *first < keep_from)
+        && let Some(dropped) = crate::history::store::try_drop_before(
+            pool,
+            crate::history::Table::FeedEvents.name(),
+            keep_from,
+        )
+        .await?
+    {
+        tracing::info!(?dropped, "feed months dropped");
+    }
+    Ok(())
+}
 
 /// The feed's head as this instance last saw it.
 #[derive(Clone)]
@@ -105,6 +129,7 @@ impl Sequencer {
             let cutoff = Utc::now() - retention;
             while store::prune(&self.pool, cutoff, PRUNE_BATCH).await? == PRUNE_BATCH as u64 {}
             head = store::poll(&self.pool).await?.head;
+            drop_pruned_months(&self.pool, cutoff).await?;
         }
         self.head.send_if_modified(|seen| {
             // Another instance's read may lag this one's: the head never goes back.

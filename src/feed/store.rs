@@ -1,6 +1,6 @@
 //! PostgreSQL access for the feed: the outbox rows, the head, sequencing and retention.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use sqlx::{PgConnection, PgPool, Postgres};
@@ -222,8 +222,9 @@ pub async fn sequence(
     Ok(numbered_to)
 }
 
-/// Deletes up to `limit` of the oldest events created before `cutoff`, in position order.
-/// Returns how many went.
+/// Prunes up to `limit` of the oldest positions whose events were created before `cutoff`, in
+/// position order: their positions are deleted and `pruned_through` moves past them. The events'
+/// rows go with their month's partition ([`months_to_drop`]). Returns how many went.
 pub async fn prune(pool: &PgPool, cutoff: DateTime<Utc>, limit: i64) -> sqlx::Result<u64> {
     let mut tx = crate::db::begin(pool).await?;
     let Some(pruned): Option<i64> =
@@ -252,9 +253,7 @@ pub async fn prune(pool: &PgPool, cutoff: DateTime<Utc>, limit: i64) -> sqlx::Re
         return Ok(0);
     };
     let deleted = sqlx::query!(
-        "WITH gone AS (DELETE FROM feed_positions WHERE position > $1 AND position <= $2 \
-                       RETURNING event_id) \
-         DELETE FROM feed_events WHERE id IN (SELECT event_id FROM gone)",
+        "DELETE FROM feed_positions WHERE position > $1 AND position <= $2",
         pruned,
         through
     )
@@ -266,6 +265,48 @@ pub async fn prune(pool: &PgPool, cutoff: DateTime<Utc>, limit: i64) -> sqlx::Re
         .await?;
     tx.commit().await?;
     Ok(deleted)
+}
+
+/// The first month of events that must stay, of `months` (the partitions, oldest first), when
+/// everything before `cap` may go by age: every month before it holds only events that are
+/// numbered (settled) and that no position points to any more, and so does the default partition
+/// before it. `None` when even the oldest month must stay.
+///
+/// The test is on ids, two index reads per month: the highest event id created before the month
+/// must be settled and below every id a position still names. Ids and creation times interleave
+/// only at a month's edge (a transaction that began in one month draws its id in the next), so
+/// a month may stay until the next month's first events are pruned too: a week, with the default
+/// retention.
+pub async fn months_to_drop(
+    pool: &PgPool,
+    months: &[NaiveDate],
+    cap: NaiveDate,
+) -> sqlx::Result<Option<NaiveDate>> {
+    let mut conn = crate::db::acquire(pool).await?;
+    let bounds = sqlx::query!(
+        "SELECT h.settled_through, (SELECT min(event_id) FROM feed_positions) AS oldest_named \
+         FROM feed_head h"
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let mut keep_from = None;
+    for month in months.iter().copied().filter(|month| *month <= cap) {
+        let start = month.and_time(NaiveTime::MIN).and_utc();
+        let newest: Option<i64> = sqlx::query_scalar!(
+            "SELECT max(id) FROM feed_events WHERE created_at < $1",
+            start
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        let gone = newest.is_none_or(|id| {
+            id <= bounds.settled_through && bounds.oldest_named.is_none_or(|named| id < named)
+        });
+        if !gone {
+            break;
+        }
+        keep_from = Some(month);
+    }
+    Ok(keep_from)
 }
 
 /// An event as subscribers get it: its position is its cursor.

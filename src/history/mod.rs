@@ -12,8 +12,9 @@
 //!   timestamp far from now; making its month later moves it out.
 //! - **Retention** drops whole months: with `keep_months` set, a month goes once all of it is more
 //!   than `keep_months` months old, so rows are kept at least `keep_months` months and less than
-//!   one month more. Dropping a partition is one catalog change, not a delete per row. Only
-//!   `switchboard maintenance partitions` drops (a CronJob), never a serving instance.
+//!   one month more. Dropping a partition is one catalog change, not a delete per row. The audit
+//!   trail's months are dropped only by `switchboard maintenance partitions` (a CronJob); the
+//!   feed's by the feed's sequencer, once its retention has passed every event of the month.
 //! - **Locks.** Making or dropping a partition takes a short exclusive lock on the table. Upkeep
 //!   gives up after 2 s rather than hold the queries that queue behind it, and tries again at the
 //!   next round; with two months made ahead, nothing depends on one round.
@@ -37,14 +38,18 @@ pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(3600);
 pub enum Table {
     /// Who read or changed what (`at`).
     AuditEvents,
+    /// The event feed's rows (`created_at`). Its retention is the feed's own
+    /// (`--feed-retention-secs`, `src/feed/sequencer.rs`), not [`Retention`]'s.
+    FeedEvents,
 }
 
 impl Table {
-    pub const ALL: &'static [Table] = &[Table::AuditEvents];
+    pub const ALL: &'static [Table] = &[Table::AuditEvents, Table::FeedEvents];
 
     pub fn name(self) -> &'static str {
         match self {
             Table::AuditEvents => "audit_events",
+            Table::FeedEvents => "feed_events",
         }
     }
 }
@@ -67,6 +72,7 @@ impl Retention {
     fn months(self, table: Table) -> Option<u32> {
         match table {
             Table::AuditEvents => self.audit_months,
+            Table::FeedEvents => None,
         }
     }
 }

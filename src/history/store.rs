@@ -17,6 +17,8 @@ pub fn partition_name(table: &str, month: NaiveDate) -> String {
 
 /// How many times a change that gave up waiting for its lock is tried again, a second apart.
 const LOCK_RETRIES: u32 = 5;
+/// SQLSTATE `lock_not_available`: a wait past `lock_timeout`.
+const LOCK_TIMEOUT: &str = "55P03";
 
 /// Makes `table`'s partition for `month` unless it exists (moving in the default partition's
 /// rows for that month); returns whether it was made.
@@ -58,6 +60,45 @@ pub async fn drop_before(
     .await
 }
 
+/// Drops `table`'s month partitions before `keep_from` (and its default partition's rows from
+/// before it) if that can be done at once: `None` when another change holds the partitions'
+/// lock, or the table's lock is not had within 100 ms. For a table every write path uses, whose
+/// writers would queue behind a longer wait; the caller tries again at its next round.
+pub async fn try_drop_before(
+    pool: &PgPool,
+    table: &str,
+    keep_from: NaiveDate,
+) -> sqlx::Result<Option<Vec<String>>> {
+    let mut tx = db::begin(pool).await?;
+    let locked = sqlx::query_scalar!(
+        "SELECT pg_try_advisory_xact_lock($1) AS \"locked!\"",
+        PARTITIONS_LOCK
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if !locked {
+        return Ok(None);
+    }
+    db::set_transaction(&mut tx, TransactionMode::BriefLockWait).await?;
+    let dropped = sqlx::query_scalar!(
+        "SELECT history_drop_before($1, $2) AS \"dropped!\"",
+        table,
+        keep_from
+    )
+    .fetch_all(&mut *tx)
+    .await;
+    match dropped {
+        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some(LOCK_TIMEOUT) => {
+            Ok(None)
+        }
+        Err(error) => Err(error),
+        Ok(dropped) => {
+            tx.commit().await?;
+            Ok(Some(dropped))
+        }
+    }
+}
+
 /// A transaction holding the partitions' advisory lock (waited for as long as it takes: its
 /// holder gives up its own waits within seconds), whose other lock waits give up after 2 s.
 async fn locked(pool: &PgPool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
@@ -69,8 +110,8 @@ async fn locked(pool: &PgPool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::
     Ok(tx)
 }
 
-/// Runs `change` again, a second later, while it fails on a lock timeout (SQLSTATE 55P03), at
-/// most [`LOCK_RETRIES`] times.
+/// Runs `change` again, a second later, while it fails on a lock timeout, at most
+/// [`LOCK_RETRIES`] times.
 async fn retry_lock_timeouts<T, F, Fut>(mut change: F) -> sqlx::Result<T>
 where
     F: FnMut() -> Fut,
@@ -80,7 +121,7 @@ where
     loop {
         match change().await {
             Err(sqlx::Error::Database(error))
-                if error.code().as_deref() == Some("55P03") && tries < LOCK_RETRIES =>
+                if error.code().as_deref() == Some(LOCK_TIMEOUT) && tries < LOCK_RETRIES =>
             {
                 tries += 1;
                 tracing::info!(

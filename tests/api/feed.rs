@@ -490,3 +490,94 @@ async fn an_event_committed_after_many_later_ones_is_still_numbered_and_delivere
     }
     assert!(settled >= slow_id + 30, "settled through {settled}");
 }
+
+async fn feed_months(app: &TestApp) -> Vec<chrono::NaiveDate> {
+    switchboard::history::store::months(&app.db, "feed_events")
+        .await
+        .expect("months")
+}
+
+#[tokio::test]
+async fn a_month_of_events_goes_whole_and_only_once_no_consumer_can_still_need_it() {
+    let app = spawn_app_with(TestOptions {
+        feed_retention: Duration::from_secs(10),
+        ..TestOptions::default()
+    })
+    .await;
+    let this_month = switchboard::history::month_of(chrono::Utc::now());
+    let old = this_month
+        .checked_sub_months(chrono::Months::new(2))
+        .expect("month");
+    assert!(
+        switchboard::history::store::make_month(&app.db, "feed_events", old)
+            .await
+            .expect("make"),
+        "the month two back, as upkeep made it then"
+    );
+    // A young event, then fifty from two months back: numbered after it, so the retention that
+    // has passed them cannot prune them before it (positions are pruned in order).
+    app.create_customer("Young Event", &[]).await;
+    let at = old.and_hms_opt(9, 0, 0).expect("time").and_utc() + chrono::Duration::days(2);
+    sqlx::query(
+        "INSERT INTO feed_events (topic, type, subject_id, data, created_at) \
+         SELECT 'customer', 'customer.updated', 'old-' || g, '{}', $1 FROM generate_series(1, 50) g",
+    )
+    .bind(at)
+    .execute(&app.db)
+    .await
+    .expect("old events");
+
+    // Past a pruning round (every 5 s with a 10 s retention), the month is still there, and a
+    // consumer starting from the beginning gets every event.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert!(feed_months(&app).await.contains(&old), "the month stays");
+    let mut stream = subscribe(
+        &app,
+        v1::SubscribeRequest {
+            after_cursor: "0".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let events = read_until(&mut stream, Duration::from_secs(10), |seen| {
+        seen.len() >= 51
+    })
+    .await;
+    assert_eq!(types(&events)[0], "customer.created");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.subject_id.starts_with("old-"))
+            .count(),
+        50
+    );
+    assert_increasing(&events);
+
+    // Once the young event is past retention too, all are pruned and the month goes, as a table.
+    let gone = crate::helpers::eventually(Duration::from_secs(30), || async {
+        !feed_months(&app).await.contains(&old)
+    })
+    .await;
+    assert!(gone, "the month was dropped");
+    let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+        .bind(format!("feed_events_p{}", old.format("%Y_%m")))
+        .fetch_one(&app.db)
+        .await
+        .expect("catalog");
+    assert_eq!(exists, None, "dropped, not emptied");
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM feed_events WHERE created_at < $1::date")
+            .bind(this_month)
+            .fetch_one(&app.db)
+            .await
+            .expect("old rows");
+    assert_eq!(left, 0);
+    let young: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM feed_events WHERE type = 'customer.created' AND created_at >= $1::date",
+    )
+    .bind(this_month)
+    .fetch_one(&app.db)
+    .await
+    .expect("young rows");
+    assert_eq!(young, 1, "this month's rows wait for this month to pass");
+}

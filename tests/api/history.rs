@@ -2,12 +2,15 @@
 //! existing database without losing a row, its months made ahead by the service, and retention
 //! that drops whole months.
 
-use std::process::Command;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
 use sqlx::PgPool;
 use switchboard::proto::v1;
+
+// The command runs beside this test's own server, on the test's one runtime thread: waiting for
+// it must not block that thread (the server may hold the lock the command waits for).
+use tokio::process::Command;
 
 use crate::helpers::{TestOptions, admin_database_url, eventually, fresh_database, spawn_app_with};
 
@@ -268,6 +271,7 @@ async fn retention_drops_whole_months_and_keeps_every_row_of_the_months_it_keeps
         .args(["maintenance", "partitions", "--audit-retention-months", "6"])
         .env("DATABASE_URL", &app.database_url)
         .output()
+        .await
         .expect("maintenance runs");
     assert!(
         run.status.success(),
@@ -329,6 +333,7 @@ async fn retention_drops_whole_months_and_keeps_every_row_of_the_months_it_keeps
         .args(["maintenance", "partitions", "--audit-retention-months", "6"])
         .env("DATABASE_URL", &app.database_url)
         .output()
+        .await
         .expect("maintenance runs again");
     assert!(again.status.success());
     assert!(
