@@ -32,11 +32,15 @@ async fn with_replica(
 
 /// How many times the replica has read `table` (sequential and index scans), from its own
 /// statistics.
+/// Scans of `table` on the replica, its partitions' included (a partitioned table's own
+/// statistics count nothing: the scans are its partitions').
 async fn replica_reads(replica_url: &str, table: &str) -> i64 {
     let replica = sqlx::PgPool::connect(replica_url).await.expect("replica");
     sqlx::query_scalar(
         "SELECT COALESCE(sum(seq_scan + COALESCE(idx_scan, 0)), 0)::int8 \
-         FROM pg_stat_user_tables WHERE relname = $1",
+         FROM pg_stat_user_tables s \
+         WHERE s.relname = $1 OR s.relid IN ( \
+           SELECT i.inhrelid FROM pg_inherits i WHERE i.inhparent = to_regclass($1))",
     )
     .bind(table)
     .fetch_one(&replica)
