@@ -94,7 +94,11 @@ impl Background {
         let (stop_audit, audit_stop) = watch::channel(false);
         let (auditor, audit_writer) =
             Auditor::spawn(pool.clone(), audit_stop, settings.audit_max_pending);
-        tasks.push(crate::history::spawn_upkeep(pool.clone(), stop_rx.clone()));
+        tasks.push(crate::history::spawn_upkeep(
+            pool.clone(),
+            Arc::clone(&metrics.history_default_rows),
+            stop_rx.clone(),
+        ));
         tasks.push(core.admission.spawn_probe(stop_rx.clone()));
         tasks.push(tokio::spawn(core.reads.clone().monitor(stop_rx.clone())));
         if let Some(listener) = metrics_listener {
@@ -106,6 +110,7 @@ impl Background {
                 redis: core.redis.clone(),
                 feed_head: feed_head.clone(),
                 feed_unsequenced: Arc::clone(&metrics.feed_unsequenced),
+                history_default_rows: Arc::clone(&metrics.history_default_rows),
                 admission: Arc::clone(&core.admission),
                 auditor: auditor.clone(),
                 sinks: Arc::clone(&metrics.sinks),

@@ -21,6 +21,8 @@
 
 pub mod store;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
@@ -138,9 +140,14 @@ pub async fn upkeep(
     Ok(Upkeep { made, dropped })
 }
 
-/// Makes the months ahead now and every [`UPKEEP_INTERVAL`] until `stop` turns true; a failed
-/// round is logged and tried again at the next.
-pub fn spawn_upkeep(pool: PgPool, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+/// Makes the months ahead now and every [`UPKEEP_INTERVAL`] until `stop` turns true, then counts
+/// the rows in the default partitions into `default_rows` (they mean months were missing: an
+/// alert). A failed round is logged and tried again at the next.
+pub fn spawn_upkeep(
+    pool: PgPool,
+    default_rows: Arc<AtomicI64>,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(UPKEEP_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -153,6 +160,10 @@ pub fn spawn_upkeep(pool: PgPool, mut stop: watch::Receiver<bool>) -> JoinHandle
                 Ok(made) if !made.is_empty() => tracing::info!(?made, "history partitions made"),
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "history partitions not made (retrying)"),
+            }
+            match store::default_rows(&pool).await {
+                Ok(rows) => default_rows.store(rows, Ordering::Relaxed),
+                Err(error) => tracing::warn!(%error, "history default partitions not counted"),
             }
         }
     })

@@ -148,3 +148,15 @@ pub async fn months(pool: &PgPool, table: &str) -> sqlx::Result<Vec<NaiveDate>> 
     .fetch_all(pool)
     .await
 }
+
+/// Rows in the default partitions of every partitioned table ([`Table::ALL`](super::Table::ALL):
+/// one term each), each counted up to 100,000.
+pub async fn default_rows(pool: &PgPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        "SELECT (SELECT count(*) FROM (SELECT 1 FROM audit_events_default LIMIT 100000) a) \
+              + (SELECT count(*) FROM (SELECT 1 FROM feed_events_default LIMIT 100000) f) \
+           AS \"rows!\""
+    )
+    .fetch_one(pool)
+    .await
+}

@@ -52,6 +52,8 @@ pub struct Metrics {
     pub call_event_ack: Histogram,
     /// Events committed to the feed and not yet numbered, as the sequencer last saw them.
     pub feed_unsequenced: Arc<AtomicI64>,
+    /// Rows in the history tables' default partitions at the last upkeep round.
+    pub history_default_rows: Arc<AtomicI64>,
     /// What the push sinks' workers did (webhooks, NATS).
     pub sinks: Arc<crate::webhooks::SinkStats>,
 }
@@ -64,6 +66,7 @@ impl Metrics {
             call_events: Family::default(),
             call_event_ack: latency_histogram(),
             feed_unsequenced: Arc::new(AtomicI64::new(0)),
+            history_default_rows: Arc::new(AtomicI64::new(0)),
             sinks: Arc::default(),
         }
     }
@@ -95,6 +98,7 @@ pub struct Sources {
     pub redis: Option<crate::redis_link::RedisLink>,
     pub feed_head: crate::feed::FeedHead,
     pub feed_unsequenced: Arc<AtomicI64>,
+    pub history_default_rows: Arc<AtomicI64>,
     pub admission: Arc<crate::admission::AdaptiveLimit>,
     pub auditor: crate::audit::Auditor,
     pub sinks: Arc<crate::webhooks::SinkStats>,
@@ -281,6 +285,13 @@ impl Collector for Sources {
             "switchboard_feed_unsequenced_events",
             "Feed events committed and not yet sequenced (the outbox lag; counted up to 1,001)",
             self.feed_unsequenced.load(Ordering::Relaxed),
+        )?;
+        gauge(
+            e,
+            "switchboard_history_default_rows",
+            "Rows in the history tables' default partitions at the last hourly upkeep (counted up \
+             to 100,000): rows whose month was missing when they were written",
+            self.history_default_rows.load(Ordering::Relaxed),
         )?;
         let sinks = &self.sinks;
         counter(

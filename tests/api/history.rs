@@ -173,8 +173,17 @@ async fn the_service_makes_the_months_ahead_and_a_late_month_takes_its_rows_from
         "{made:?} holds {expected:?}"
     );
 
-    // A row far ahead (a clock that is off) has no month yet: it lands in the default
-    // partition, and moves out when its month is made.
+    // A month ahead dropped by hand (or never made), and a row far ahead (a clock that is off)
+    // that has no month yet: it lands in the default partition.
+    let next = expected[1];
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP TABLE audit_events_p{}",
+        next.format("%Y_%m")
+    )))
+    .execute(&app.db)
+    .await
+    .expect("drop a month ahead");
+    assert!(!months(&app.db).await.contains(&next));
     let far = month_of(now)
         .checked_add_months(Months::new(6))
         .expect("month");
@@ -196,6 +205,29 @@ async fn the_service_makes_the_months_ahead_and_a_late_month_takes_its_rows_from
         .expect("the far row")
     };
     assert_eq!(home(app.db.clone()).await, "audit_events_default");
+
+    // The next instance's upkeep (at its start, then hourly) makes the missing month again and
+    // reports the row in the default partition.
+    let second = spawn_app_with(TestOptions {
+        database_url: Some(app.database_url.clone()),
+        ..Default::default()
+    })
+    .await;
+    let back = eventually(Duration::from_secs(10), || async {
+        months(&second.db).await.contains(&next)
+    })
+    .await;
+    assert!(back, "the service made {next} again");
+    let reported = eventually(Duration::from_secs(10), || async {
+        crate::metrics::scrape(&second)
+            .await
+            .get("switchboard_history_default_rows")
+            == Some(&1.0)
+    })
+    .await;
+    assert!(reported, "the metric shows the row without a month");
+
+    // Making its month moves it there.
     let made = switchboard::history::store::make_month(&app.db, "audit_events", far)
         .await
         .expect("make");
@@ -210,28 +242,12 @@ async fn the_service_makes_the_months_ahead_and_a_late_month_takes_its_rows_from
             .expect("again"),
         "made once"
     );
-
-    // A month dropped by hand (or never made) comes back within a round of upkeep: here, the
-    // next instance's start.
-    let next = expected[1];
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP TABLE audit_events_p{}",
-        next.format("%Y_%m")
-    )))
-    .execute(&app.db)
-    .await
-    .expect("drop a month ahead");
-    assert!(!months(&app.db).await.contains(&next));
-    let second = spawn_app_with(TestOptions {
-        database_url: Some(app.database_url.clone()),
-        ..Default::default()
-    })
-    .await;
-    let back = eventually(Duration::from_secs(10), || async {
-        months(&second.db).await.contains(&next)
-    })
-    .await;
-    assert!(back, "the service made {next} again");
+    assert_eq!(
+        switchboard::history::store::default_rows(&app.db)
+            .await
+            .expect("count"),
+        0
+    );
 }
 
 #[tokio::test]
