@@ -92,8 +92,8 @@ pub enum MaintenanceCommand {
     /// Serving instances do this in the background; run it after a bulk load or an upgrade so
     /// that the first pops do not build the cards themselves. Safe beside the servers.
     BuildCards(DatabaseArgs),
-    /// Make the months ahead of the partitioned history tables (`audit_events`), and drop the
-    /// months retention no longer keeps. Serving instances make the months ahead themselves;
+    /// Make the months ahead of the partitioned history tables (`audit_events`, `feed_events`),
+    /// and drop the audit trail's months that retention no longer keeps (the feed drops its own). Serving instances make the months ahead themselves;
     /// retention runs only here: run it daily (a CronJob). Safe beside the servers and to re-run.
     Partitions(PartitionsArgs),
 }
