@@ -28,8 +28,7 @@ const PRUNE_BATCH: i64 = 10_000;
 /// [`store::months_to_drop`]). One DROP a month; it waits at most a moment for its lock, and a
 /// round that cannot have it leaves the month for the next.
 async fn drop_pruned_months(pool: &PgPool, cutoff: chrono::DateTime<Utc>) -> sqlx::Result<()> {
-    let months =
-        crate::history::store::months(pool, crate::history::Table::FeedEvents.name()).await?;
+    let months = crate::history::store::months(pool, crate::history::Table::FeedEvents).await?;
     let cap = crate::history::month_of(cutoff);
     let Some(keep_from) = store::months_to_drop(pool, &months, cap).await? else {
         return Ok(());
@@ -37,7 +36,7 @@ async fn drop_pruned_months(pool: &PgPool, cutoff: chrono::DateTime<Utc>) -> sql
     if months.first().is_some_and(|first| *first < keep_from)
         && let Some(dropped) = crate::history::store::try_drop_before(
             pool,
-            crate::history::Table::FeedEvents.name(),
+            crate::history::Table::FeedEvents,
             keep_from,
         )
         .await?

@@ -113,9 +113,7 @@ pub async fn make_ahead(pool: &PgPool, now: DateTime<Utc>) -> Result<Vec<String>
     let mut made = Vec::new();
     for table in Table::ALL {
         for month in months_to_make(now) {
-            if store::make_month(pool, table.name(), month).await? {
-                made.push(store::partition_name(table.name(), month));
-            }
+            made.extend(store::make_month(pool, *table, month).await?);
         }
     }
     Ok(made)
@@ -135,7 +133,7 @@ pub async fn upkeep(
             continue;
         };
         let first_kept = keep_from(now, months).ok_or(HistoryError::RetentionTooLong(months))?;
-        dropped.extend(store::drop_before(pool, table.name(), first_kept).await?);
+        dropped.extend(store::drop_before(pool, *table, first_kept).await?);
     }
     Ok(Upkeep { made, dropped })
 }

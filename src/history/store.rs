@@ -5,15 +5,11 @@
 use chrono::NaiveDate;
 use sqlx::PgPool;
 
+use super::Table;
 use crate::db::{self, TransactionMode};
 
 /// The advisory lock every partition change takes ("SBHIST" in ASCII, to spot in `pg_locks`).
 const PARTITIONS_LOCK: i64 = 0x5342_4849_5354;
-
-/// The partition of `table` for the month starting `month` (as `history_partition` names it).
-pub fn partition_name(table: &str, month: NaiveDate) -> String {
-    format!("{table}_p{}", month.format("%Y_%m"))
-}
 
 /// How many times a change that gave up waiting for its lock is tried again, a second apart.
 const LOCK_RETRIES: u32 = 5;
@@ -21,13 +17,17 @@ const LOCK_RETRIES: u32 = 5;
 const LOCK_TIMEOUT: &str = "55P03";
 
 /// Makes `table`'s partition for `month` unless it exists (moving in the default partition's
-/// rows for that month); returns whether it was made.
-pub async fn make_month(pool: &PgPool, table: &str, month: NaiveDate) -> sqlx::Result<bool> {
+/// rows for that month); returns its name when it was made.
+pub async fn make_month(
+    pool: &PgPool,
+    table: Table,
+    month: NaiveDate,
+) -> sqlx::Result<Option<String>> {
     retry_lock_timeouts(|| async {
-        let mut tx = locked(pool).await?;
+        let mut tx = locked(pool, TransactionMode::ShortLockWait).await?;
         let made = sqlx::query_scalar!(
-            "SELECT history_make_month($1, $2) AS \"made!\"",
-            table,
+            "SELECT CASE WHEN history_make_month($1, $2) THEN history_partition($1, $2) END AS made",
+            table.name(),
             month
         )
         .fetch_one(&mut *tx)
@@ -42,18 +42,12 @@ pub async fn make_month(pool: &PgPool, table: &str, month: NaiveDate) -> sqlx::R
 /// before it; returns the partitions dropped.
 pub async fn drop_before(
     pool: &PgPool,
-    table: &str,
+    table: Table,
     keep_from: NaiveDate,
 ) -> sqlx::Result<Vec<String>> {
     retry_lock_timeouts(|| async {
-        let mut tx = locked(pool).await?;
-        let dropped = sqlx::query_scalar!(
-            "SELECT history_drop_before($1, $2) AS \"dropped!\"",
-            table,
-            keep_from
-        )
-        .fetch_all(&mut *tx)
-        .await?;
+        let mut tx = locked(pool, TransactionMode::ShortLockWait).await?;
+        let dropped = drop_in(&mut tx, table, keep_from).await?;
         tx.commit().await?;
         Ok(dropped)
     })
@@ -66,7 +60,7 @@ pub async fn drop_before(
 /// writers would queue behind a longer wait; the caller tries again at its next round.
 pub async fn try_drop_before(
     pool: &PgPool,
-    table: &str,
+    table: Table,
     keep_from: NaiveDate,
 ) -> sqlx::Result<Option<Vec<String>>> {
     let mut tx = db::begin(pool).await?;
@@ -80,17 +74,8 @@ pub async fn try_drop_before(
         return Ok(None);
     }
     db::set_transaction(&mut tx, TransactionMode::BriefLockWait).await?;
-    let dropped = sqlx::query_scalar!(
-        "SELECT history_drop_before($1, $2) AS \"dropped!\"",
-        table,
-        keep_from
-    )
-    .fetch_all(&mut *tx)
-    .await;
-    match dropped {
-        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some(LOCK_TIMEOUT) => {
-            Ok(None)
-        }
+    match drop_in(&mut tx, table, keep_from).await {
+        Err(error) if is_lock_timeout(&error) => Ok(None),
         Err(error) => Err(error),
         Ok(dropped) => {
             tx.commit().await?;
@@ -99,14 +84,37 @@ pub async fn try_drop_before(
     }
 }
 
+/// `history_drop_before`, in a transaction that holds the partitions' lock.
+async fn drop_in(
+    tx: &mut sqlx::PgConnection,
+    table: Table,
+    keep_from: NaiveDate,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!(
+        "SELECT history_drop_before($1, $2) AS \"dropped!\"",
+        table.name(),
+        keep_from
+    )
+    .fetch_all(tx)
+    .await
+}
+
+/// Whether `error` is a lock wait that passed `lock_timeout`.
+fn is_lock_timeout(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some(LOCK_TIMEOUT))
+}
+
 /// A transaction holding the partitions' advisory lock (waited for as long as it takes: its
-/// holder gives up its own waits within seconds), whose other lock waits give up after 2 s.
-async fn locked(pool: &PgPool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+/// holder gives up its own waits within seconds), whose other lock waits follow `mode`.
+async fn locked(
+    pool: &PgPool,
+    mode: TransactionMode,
+) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
     let mut tx = db::begin(pool).await?;
     sqlx::query!("SELECT pg_advisory_xact_lock($1)", PARTITIONS_LOCK)
         .execute(&mut *tx)
         .await?;
-    db::set_transaction(&mut tx, TransactionMode::ShortLockWait).await?;
+    db::set_transaction(&mut tx, mode).await?;
     Ok(tx)
 }
 
@@ -120,9 +128,7 @@ where
     let mut tries = 0;
     loop {
         match change().await {
-            Err(sqlx::Error::Database(error))
-                if error.code().as_deref() == Some(LOCK_TIMEOUT) && tries < LOCK_RETRIES =>
-            {
+            Err(error) if is_lock_timeout(&error) && tries < LOCK_RETRIES => {
                 tries += 1;
                 tracing::info!(
                     tries,
@@ -136,14 +142,14 @@ where
 }
 
 /// `table`'s month partitions, oldest first.
-pub async fn months(pool: &PgPool, table: &str) -> sqlx::Result<Vec<NaiveDate>> {
+pub async fn months(pool: &PgPool, table: Table) -> sqlx::Result<Vec<NaiveDate>> {
     sqlx::query_scalar!(
         "SELECT to_date(right(c.relname, 7), 'YYYY_MM') AS \"month!\" \
          FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
          WHERE i.inhparent = $1::text::regclass \
            AND c.relname ~ ('^' || $1 || '_p[0-9]{4}_[0-9]{2}$') \
          ORDER BY 1",
-        table
+        table.name()
     )
     .fetch_all(pool)
     .await

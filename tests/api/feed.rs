@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rand::Rng as _;
 use switchboard::feed::Event;
+use switchboard::history::Table;
 use switchboard::proto::v1;
 use switchboard::proto::v1::event_feed_service_client::EventFeedServiceClient;
 use tokio_stream::StreamExt as _;
@@ -492,7 +493,7 @@ async fn an_event_committed_after_many_later_ones_is_still_numbered_and_delivere
 }
 
 async fn feed_months(app: &TestApp) -> Vec<chrono::NaiveDate> {
-    switchboard::history::store::months(&app.db, "feed_events")
+    switchboard::history::store::months(&app.db, Table::FeedEvents)
         .await
         .expect("months")
 }
@@ -509,9 +510,10 @@ async fn a_month_of_events_goes_whole_and_only_once_no_consumer_can_still_need_i
         .checked_sub_months(chrono::Months::new(2))
         .expect("month");
     assert!(
-        switchboard::history::store::make_month(&app.db, "feed_events", old)
+        switchboard::history::store::make_month(&app.db, Table::FeedEvents, old)
             .await
-            .expect("make"),
+            .expect("make")
+            .is_some(),
         "the month two back, as upkeep made it then"
     );
     // A young event, then fifty from two months back: numbered after it, so the retention that

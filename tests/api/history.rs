@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
 use sqlx::PgPool;
+use switchboard::history::{Table, month_of};
 use switchboard::proto::v1;
 
 // The command runs beside this test's own server, on the test's one runtime thread: waiting for
@@ -39,13 +40,9 @@ async fn rows_by_partition(db: &PgPool) -> Vec<(String, i64)> {
 }
 
 async fn months(db: &PgPool) -> Vec<NaiveDate> {
-    switchboard::history::store::months(db, "audit_events")
+    switchboard::history::store::months(db, Table::AuditEvents)
         .await
         .expect("months")
-}
-
-fn month_of(at: DateTime<Utc>) -> NaiveDate {
-    switchboard::history::month_of(at)
 }
 
 fn months_from(first: NaiveDate, count: u32) -> Vec<NaiveDate> {
@@ -299,18 +296,19 @@ async fn the_service_makes_the_months_ahead_and_a_late_month_takes_its_rows_from
     assert!(reported, "the metric shows the row without a month");
 
     // Making its month moves it there.
-    let made = switchboard::history::store::make_month(&app.db, "audit_events", far)
+    let made = switchboard::history::store::make_month(&app.db, Table::AuditEvents, far)
         .await
         .expect("make");
-    assert!(made);
+    assert!(made.is_some());
     assert_eq!(
         home(app.db.clone()).await,
         format!("audit_events_p{}", far.format("%Y_%m"))
     );
     assert!(
-        !switchboard::history::store::make_month(&app.db, "audit_events", far)
+        switchboard::history::store::make_month(&app.db, Table::AuditEvents, far)
             .await
-            .expect("again"),
+            .expect("again")
+            .is_none(),
         "made once"
     );
     assert_eq!(
