@@ -149,10 +149,12 @@ def check_objects(scenario, values, manifests, objects):
                 fail(scenario, "maintenance.schedule is the CronJob's schedule")
             if "DATABASE_URL" not in {e["name"] for e in maint["env"] if "valueFrom" in e}:
                 fail(scenario, "the CronJob's DATABASE_URL comes from the Secret")
-            months = {e["name"]: e.get("value") for e in maint["env"]}.get("SWITCHBOARD_AUDIT_RETENTION_MONTHS")
-            wanted = maintenance.get("auditRetentionMonths")
-            if months != (None if wanted is None else str(wanted)):
-                fail(scenario, "maintenance.auditRetentionMonths reaches SWITCHBOARD_AUDIT_RETENTION_MONTHS when set")
+            env = {e["name"]: e.get("value") for e in maint["env"]}
+            for value, variable in [("auditRetentionMonths", "SWITCHBOARD_AUDIT_RETENTION_MONTHS"),
+                                    ("callEventRetentionMonths", "SWITCHBOARD_CALL_EVENT_RETENTION_MONTHS")]:
+                wanted = maintenance.get(value)
+                if env.get(variable) != (None if wanted is None else str(wanted)):
+                    fail(scenario, f"maintenance.{value} reaches {variable} when set")
     elif cronjobs:
         fail(scenario, "no maintenance CronJob when maintenance is disabled")
 
@@ -197,6 +199,7 @@ def main():
     must_refuse("a Redis prefix with a hash tag's brace", {"config": {"redisPrefix": "{sb}:"}})
     must_refuse("a negative count of Redis replicas to wait for", {"config": {"redisWaitReplicas": -1}})
     must_refuse("an audit retention of no months", {"maintenance": {"auditRetentionMonths": 0}})
+    must_refuse("a call-event retention of no months", {"maintenance": {"callEventRetentionMonths": 0}})
 
     if failures:
         print("Helm chart check failed:")

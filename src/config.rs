@@ -92,8 +92,9 @@ pub enum MaintenanceCommand {
     /// Serving instances do this in the background; run it after a bulk load or an upgrade so
     /// that the first pops do not build the cards themselves. Safe beside the servers.
     BuildCards(DatabaseArgs),
-    /// Make the months ahead of the partitioned history tables (`audit_events`, `feed_events`),
-    /// and drop the audit trail's months that retention no longer keeps (the feed drops its own). Serving instances make the months ahead themselves;
+    /// Make the months ahead of the partitioned history tables (`audit_events`, `feed_events`,
+    /// `call_events`), and drop the months that retention no longer keeps (the feed drops its
+    /// own). Serving instances make the months ahead themselves;
     /// retention runs only here: run it daily (a CronJob). Safe beside the servers and to re-run.
     Partitions(PartitionsArgs),
 }
@@ -106,6 +107,11 @@ pub struct PartitionsArgs {
     /// long, and less than a month longer). Unset: kept for ever.
     #[arg(long, env = "SWITCHBOARD_AUDIT_RETENTION_MONTHS")]
     pub audit_retention_months: Option<u32>,
+    /// Months the gateways' call events are kept; older months are dropped whole. The calls'
+    /// records stay (KPIs read them), but a call whose events are gone takes no more events
+    /// (they are REJECTED). Unset: kept for ever.
+    #[arg(long, env = "SWITCHBOARD_CALL_EVENT_RETENTION_MONTHS")]
+    pub call_event_retention_months: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]

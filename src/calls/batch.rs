@@ -223,10 +223,17 @@ async fn commit_batch(
         .map(|(e, _)| (e.gateway_id.clone(), e.step.event_id.clone()))
         .collect();
     let fingerprints: Vec<Vec<u8>> = events.iter().map(|(e, _)| e.fingerprint()).collect();
+    let timed_keys: Vec<store::EventKey> = events
+        .iter()
+        .map(|(e, _)| {
+            let (gateway, id) = (e.gateway_id.clone(), e.step.event_id.clone());
+            (gateway, id, e.step.occurred_at)
+        })
+        .collect();
 
     let mut tx = crate::db::begin(pool).await?;
     store::lock_calls(&mut tx, &keys).await?;
-    let stored = store::stored_acks(&mut tx, &event_keys).await?;
+    let stored = store::stored_acks(&mut tx, &timed_keys).await?;
     let mut histories = store::accepted_steps_of(&mut tx, &keys).await?;
     let mut current = HashMap::new();
     let mut customers = HashMap::new();
@@ -235,7 +242,7 @@ async fn commit_batch(
         current.insert(key, now);
     }
 
-    let mut decided: HashMap<(String, String), store::StoredAck> = HashMap::new();
+    let mut decided = store::Acks::default();
     let mut writes: Vec<(&NewEvent, Ack, &[u8])> = Vec::new();
     let mut named: HashSet<&str> = HashSet::new();
     let mut records: HashMap<CallKey, (CallRecord, Option<Uuid>)> = HashMap::new();
@@ -246,7 +253,11 @@ async fn commit_batch(
     {
         // A resend (stored, or earlier in this very batch) gets the ack already given; the same
         // event id with another payload is a gateway bug, told as such and not stored.
-        if let Some((ack, hash)) = stored.get(event_key).or_else(|| decided.get(event_key)) {
+        let at = event.step.occurred_at;
+        if let Some((ack, hash)) = stored
+            .find(event_key, at)
+            .or_else(|| decided.find(event_key, at))
+        {
             let ack = match hash {
                 Some(hash) if hash != fingerprint => {
                     tracing::warn!(event_id = %event_key.1, "event id reused with another payload");
@@ -259,7 +270,15 @@ async fn commit_batch(
         }
         let key = key_of(event);
         let history = histories.remove(&key).unwrap_or_default();
-        let admitted = machine::admit(history.clone(), event.step.clone());
+        // A stored call with no history left: retention dropped its events' months
+        // (`--call-event-retention-months`), so nothing can be folded onto it any more.
+        let admitted = if history.is_empty() && current.contains_key(&key) {
+            Err(machine::Impossible(
+                "the call's events are past the call-event retention; it can take no more".into(),
+            ))
+        } else {
+            machine::admit(history.clone(), event.step.clone())
+        };
         if admitted.is_ok() {
             named.extend(event.agents());
         }
@@ -304,6 +323,7 @@ async fn commit_batch(
         histories.insert(key, history);
         decided.insert(
             event_key.clone(),
+            at,
             (outcome.ack.clone(), Some(fingerprint.clone())),
         );
         writes.push((event, outcome.ack.clone(), fingerprint));

@@ -20,6 +20,10 @@
 //!   [`Ack::DuplicateId`] and is not stored;
 //! - an event PostgreSQL refuses (which edge validation should already have caught) is acked
 //!   [`Ack::Invalid`] alone, and the rest of its batch commits without it.
+//!
+//! `call_events` is partitioned by month of `occurred_at` (`src/history/`), so nothing here looks
+//! an event up by its id alone: a resend is found by its id within [`EVENT_ID_SPAN`] of its time
+//! (a resend carries the same time), and a call's history within its own span.
 
 mod batch;
 pub mod grpc;
@@ -36,6 +40,13 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use self::batch::Batcher;
+
+/// How far apart in `occurred_at` two events of one gateway with the same event id may be for the
+/// second to count as the first one sent again (the same ack, or DUPLICATE_ID for another
+/// payload). Further apart, the event id names another event. A resend carries the event's own
+/// time, so it is always within this; the bound keeps a lookup to the one or two months around
+/// the event.
+pub const EVENT_ID_SPAN: chrono::TimeDelta = chrono::TimeDelta::days(1);
 use self::machine::{CallRecord, CallState, EventType, Step, TransferTarget};
 use crate::live::Live;
 use crate::phone::PhoneParser;

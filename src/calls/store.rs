@@ -132,43 +132,84 @@ pub async fn try_lock_calls(
 /// stored before fingerprints were kept).
 pub type StoredAck = (Ack, Option<Vec<u8>>);
 
-/// The acks already given to any of these (gateway id, event id) pairs.
-pub async fn stored_acks(
-    conn: &mut PgConnection,
-    events: &[(String, String)],
-) -> sqlx::Result<HashMap<(String, String), StoredAck>> {
-    let (gateways, ids) = unzip_keys(events);
+/// The acks given under each (gateway id, event id), with the time of the event each was given
+/// to.
+#[derive(Default)]
+pub struct Acks(HashMap<(String, String), Vec<(DateTime<Utc>, StoredAck)>>);
+
+impl Acks {
+    /// The ack given to an event of this gateway and id within
+    /// [`EVENT_ID_SPAN`](super::EVENT_ID_SPAN) of `at`, if any (the nearest).
+    pub fn find(&self, key: &(String, String), at: DateTime<Utc>) -> Option<&StoredAck> {
+        self.0
+            .get(key)?
+            .iter()
+            .filter(|(then, _)| (at - *then).abs() <= super::EVENT_ID_SPAN)
+            .min_by_key(|(then, _)| (at - *then).abs())
+            .map(|(_, ack)| ack)
+    }
+
+    pub fn insert(&mut self, key: (String, String), at: DateTime<Utc>, ack: StoredAck) {
+        self.0.entry(key).or_default().push((at, ack));
+    }
+}
+
+/// An event's key and time: (gateway id, event id, occurred at).
+pub type EventKey = (String, String, DateTime<Utc>);
+
+/// The acks already given to any of these events: a stored event of the same gateway and event
+/// id within [`EVENT_ID_SPAN`](super::EVENT_ID_SPAN) of the event's time (so each key reads the
+/// one or two months around it, never every month).
+pub async fn stored_acks(conn: &mut PgConnection, events: &[EventKey]) -> sqlx::Result<Acks> {
+    let mut gateways = Vec::with_capacity(events.len());
+    let mut ids = Vec::with_capacity(events.len());
+    let mut times = Vec::with_capacity(events.len());
+    for (gateway, id, at) in events {
+        gateways.push(gateway.clone());
+        ids.push(id.clone());
+        times.push(*at);
+    }
     #[derive(sqlx::FromRow)]
     struct Row {
         gateway_id: String,
         event_id: String,
+        occurred_at: DateTime<Utc>,
         outcome: String,
         reason: String,
         payload_hash: Option<Vec<u8>>,
     }
     let rows = sqlx::query_as!(
         Row,
-        "SELECT e.gateway_id, e.event_id, e.outcome, e.reason, e.payload_hash FROM call_events e \
-         JOIN unnest($1::text[], $2::text[]) AS t(g, id) ON e.gateway_id = t.g AND e.event_id = t.id",
+        "SELECT DISTINCT e.gateway_id, e.event_id, e.occurred_at, e.outcome, e.reason, e.payload_hash \
+         FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS t(g, id, at) \
+         JOIN call_events e ON e.gateway_id = t.g AND e.event_id = t.id \
+           AND e.occurred_at BETWEEN t.at - make_interval(secs => $4) AND t.at + make_interval(secs => $4)",
         &gateways,
-        &ids
+        &ids,
+        &times,
+        super::EVENT_ID_SPAN.num_seconds() as f64
     )
     .fetch_all(conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| {
-            let ack = if row.outcome == "accepted" {
-                Ack::Accepted
-            } else {
-                Ack::Rejected(row.reason)
-            };
-            ((row.gateway_id, row.event_id), (ack, row.payload_hash))
-        })
-        .collect())
+    let mut acks = Acks::default();
+    for row in rows {
+        let ack = if row.outcome == "accepted" {
+            Ack::Accepted
+        } else {
+            Ack::Rejected(row.reason)
+        };
+        acks.insert(
+            (row.gateway_id, row.event_id),
+            row.occurred_at,
+            (ack, row.payload_hash),
+        );
+    }
+    Ok(acks)
 }
 
-/// The accepted histories of these calls, each sorted as the machine applies them.
+/// The accepted histories of these calls, each sorted as the machine applies them. A call's
+/// accepted events lie between its record's `offered_at` and `last_event_at` (its first and last
+/// accepted event), so each call reads only the months of its own span.
 pub async fn accepted_steps_of(
     conn: &mut PgConnection,
     keys: &[CallKey],
@@ -177,8 +218,10 @@ pub async fn accepted_steps_of(
     let rows = sqlx::query(
         "SELECT e.gateway_id, e.call_id, e.event_id, e.type, e.occurred_at, e.sequence, e.caller_number, \
                 e.dialed_number, e.queue, e.agent_id, e.target_agent_id, e.target_queue \
-         FROM call_events e JOIN unnest($1::text[], $2::text[]) AS t(g, c) \
-           ON e.gateway_id = t.g AND e.call_id = t.c \
+         FROM unnest($1::text[], $2::text[]) AS t(g, c) \
+         JOIN calls k ON k.gateway_id = t.g AND k.call_id = t.c \
+         JOIN call_events e ON e.gateway_id = k.gateway_id AND e.call_id = k.call_id \
+           AND e.occurred_at BETWEEN k.offered_at AND k.last_event_at \
          WHERE e.outcome = 'accepted' \
          ORDER BY e.gateway_id, e.call_id, e.occurred_at, e.sequence, e.event_id",
     )
@@ -522,6 +565,7 @@ pub mod privacy {
 
     /// Blanks the caller number of the customer's calls (and of calls from their numbers) and of
     /// their events, and the events' attached data; states, agents and timings stay for KPIs.
+    /// Every month of `call_events` is read: a call's rejected events may lie outside its span.
     pub async fn erase(
         conn: &mut PgConnection,
         customer_id: Uuid,
@@ -558,8 +602,8 @@ pub mod privacy {
         limit: i64,
     ) -> sqlx::Result<u64> {
         let done = sqlx::query!(
-        "UPDATE call_events SET attached_data = '{}' WHERE (gateway_id, event_id) IN ( \
-               SELECT gateway_id, event_id FROM call_events WHERE received_at < $1 AND attached_data <> '{}' \
+        "UPDATE call_events SET attached_data = '{}' WHERE (gateway_id, event_id, occurred_at) IN ( \
+               SELECT gateway_id, event_id, occurred_at FROM call_events WHERE received_at < $1 AND attached_data <> '{}' \
                LIMIT $2 FOR UPDATE SKIP LOCKED)",
         cutoff,
         limit

@@ -43,15 +43,19 @@ pub enum Table {
     /// The event feed's rows (`created_at`). Its retention is the feed's own
     /// (`--feed-retention-secs`, `src/feed/sequencer.rs`), not [`Retention`]'s.
     FeedEvents,
+    /// The gateways' call events (`occurred_at`). A call whose events retention dropped keeps its
+    /// record (KPIs read the records), and takes no more events.
+    CallEvents,
 }
 
 impl Table {
-    pub const ALL: &'static [Table] = &[Table::AuditEvents, Table::FeedEvents];
+    pub const ALL: &'static [Table] = &[Table::AuditEvents, Table::FeedEvents, Table::CallEvents];
 
     pub fn name(self) -> &'static str {
         match self {
             Table::AuditEvents => "audit_events",
             Table::FeedEvents => "feed_events",
+            Table::CallEvents => "call_events",
         }
     }
 }
@@ -68,6 +72,7 @@ pub enum HistoryError {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Retention {
     pub audit_months: Option<u32>,
+    pub call_event_months: Option<u32>,
 }
 
 impl Retention {
@@ -75,6 +80,7 @@ impl Retention {
         match table {
             Table::AuditEvents => self.audit_months,
             Table::FeedEvents => None,
+            Table::CallEvents => self.call_event_months,
         }
     }
 }
