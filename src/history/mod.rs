@@ -13,8 +13,9 @@
 //! - **Retention** drops whole months: with `keep_months` set, a month goes once all of it is more
 //!   than `keep_months` months old, so rows are kept at least `keep_months` months and less than
 //!   one month more. Dropping a partition is one catalog change, not a delete per row. The audit
-//!   trail's months are dropped only by `switchboard maintenance partitions` (a CronJob); the
-//!   feed's by the feed's sequencer, once its retention has passed every event of the month.
+//!   trail's and the call events' months are dropped only by `switchboard maintenance
+//!   partitions` (a CronJob); the feed's by the feed's sequencer, once its retention has passed
+//!   every event of the month.
 //! - **Locks.** Making or dropping a partition takes a short exclusive lock on the table. Upkeep
 //!   gives up after 2 s rather than hold the queries that queue behind it, and tries again at the
 //!   next round; with two months made ahead, nothing depends on one round.

@@ -126,6 +126,24 @@ async fn drop_stale_databases() {
 }
 
 /// Creates an empty database on the server at `admin_url` and returns its URL.
+/// A fresh database migrated up to `version` only: what an older release left, for a test of the
+/// migrations after it.
+pub async fn database_at_migration(version: i64) -> (String, sqlx::PgPool) {
+    let url = fresh_database(&admin_database_url()).await;
+    let db = sqlx::PgPool::connect(&url).await.expect("connect");
+    sqlx::migrate::Migrator::with_migrations(
+        switchboard::db::MIGRATOR
+            .iter()
+            .filter(|m| m.version <= version)
+            .cloned()
+            .collect(),
+    )
+    .run(&db)
+    .await
+    .expect("the migrations up to the version");
+    (url, db)
+}
+
 pub async fn fresh_database(admin_url: &str) -> String {
     drop_stale_databases().await;
     let name = format!("sbtest_{}", Uuid::new_v4().simple());

@@ -13,7 +13,7 @@ use switchboard::proto::v1;
 // it must not block that thread (the server may hold the lock the command waits for).
 use tokio::process::Command;
 
-use crate::helpers::{TestOptions, admin_database_url, eventually, fresh_database, spawn_app_with};
+use crate::helpers::{TestOptions, database_at_migration, eventually, spawn_app_with};
 
 /// The last migration before audit_events was partitioned.
 const BEFORE_PARTITIONING: i64 = 20261207000034;
@@ -54,19 +54,7 @@ fn months_from(first: NaiveDate, count: u32) -> Vec<NaiveDate> {
 /// A database at the last migration before partitioning, holding audit rows over fourteen
 /// months (two a week, some summarized, every outcome) and one with a far-off time.
 async fn database_before_partitioning() -> (String, PgPool) {
-    let url = fresh_database(&admin_database_url()).await;
-    let db = PgPool::connect(&url).await.expect("connect");
-    let before = sqlx::migrate::Migrator::with_migrations(
-        switchboard::db::MIGRATOR
-            .iter()
-            .filter(|m| m.version <= BEFORE_PARTITIONING)
-            .cloned()
-            .collect(),
-    );
-    before
-        .run(&db)
-        .await
-        .expect("migrations before partitioning");
+    let (url, db) = database_at_migration(BEFORE_PARTITIONING).await;
     sqlx::query(
         "INSERT INTO audit_events (at, actor, role, rpc, customer_id, request_id, outcome, \
                                    read_count, last_at) \

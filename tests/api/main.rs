@@ -6,6 +6,7 @@ mod activity;
 mod analytics;
 mod audit;
 mod auth;
+mod call_history;
 mod caller_id;
 mod calls;
 mod campaigns;

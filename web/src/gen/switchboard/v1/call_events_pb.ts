@@ -353,8 +353,8 @@ export enum AckOutcome {
   INVALID = 3,
 
   /**
-   * Not stored: this event_id was already used for an event with a different payload. The event
-   * stored first stands. Give every distinct event its own event_id.
+   * Not stored: this event_id was already used, within a day of this event, for an event with a
+   * different payload. The event stored first stands. Give every distinct event its own event_id.
    *
    * @generated from enum value: ACK_OUTCOME_DUPLICATE_ID = 4;
    */
@@ -371,12 +371,20 @@ export const AckOutcomeSchema: GenEnum<AckOutcome> = /*@__PURE__*/
  * CallEventService is how telephony gateways (PBXs, SIP gateways, ACDs) tell Switchboard what
  * happens to every call. An event is acknowledged only after it is committed to PostgreSQL.
  *
- * Idempotency: (gateway_id, event_id) identifies an event. Sending it again, any number of times,
- * concurrently or after a reconnect, has exactly one effect and returns the same ack, so a gateway
- * resends every event it has no ack for. Sending an event id already used with a different payload
- * (any field but gateway_id and event_id differs after parsing) is a gateway bug: it is acked
- * DUPLICATE_ID, not stored, and counted (metric
- * switchboard_call_events_total{outcome="duplicate_id"}).
+ * Idempotency: (gateway_id, event_id) identifies an event among the gateway's events that
+ * occurred within a day of it (occurred_at). Sending it again, any number of times, concurrently
+ * or after a reconnect, however late, has exactly one effect and returns the same ack (a resend
+ * carries the event's own occurred_at), so a gateway resends every event it has no ack for.
+ * Sending an event id already used, within a day, with a different payload (any field but
+ * gateway_id and event_id differs after parsing) is a gateway bug: it is acked DUPLICATE_ID, not
+ * stored, and counted (metric switchboard_call_events_total{outcome="duplicate_id"}). An event id
+ * used again more than a day away names a new event (a gateway whose counter restarted is not
+ * refused). The bound lets events be stored by month without every lookup reading every month
+ * (docs/SCALING.md, "Partitioned history").
+ *
+ * Retention: with call events kept a limited time (switchboard maintenance partitions
+ * --call-event-retention-months), a call whose events are gone keeps its record, and an event for
+ * it is REJECTED.
  *
  * Agents: an event may name an agent Switchboard has never seen (a desk phone, an agent known only
  * to the PBX). When the event is accepted, that agent becomes known, marked as known only from the

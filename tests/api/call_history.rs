@@ -1,0 +1,342 @@
+//! Call events by month (docs/SCALING.md step 2, "Partitioned history"): `call_events` converted
+//! from an existing database without losing a row, ingest still finding old resends and old
+//! histories, an event id naming one event within a day of it, and retention dropping whole
+//! months while the calls' records stay.
+
+use chrono::{DateTime, Months, TimeDelta, Utc};
+use sqlx::PgPool;
+use switchboard::history::{Table, month_of};
+use switchboard::proto::v1;
+use tokio::process::Command;
+
+use crate::calls::report;
+use crate::helpers::{TestOptions, database_at_migration, spawn_app, spawn_app_with};
+
+/// The last migration before call_events was partitioned.
+const BEFORE_PARTITIONING: i64 = 20261207000036;
+const GATEWAY: &str = "pbx-1";
+
+fn event(
+    call_id: &str,
+    n: u32,
+    kind: v1::CallEventType,
+    agent: &str,
+    at: DateTime<Utc>,
+) -> v1::CallEvent {
+    let mut event = v1::CallEvent {
+        gateway_id: GATEWAY.into(),
+        event_id: format!("{call_id}-{n}"),
+        call_id: call_id.into(),
+        r#type: kind.into(),
+        occurred_at: Some(prost_types::Timestamp {
+            seconds: at.timestamp(),
+            nanos: 0,
+        }),
+        agent_id: agent.into(),
+        ..Default::default()
+    };
+    if kind == v1::CallEventType::Offered {
+        event.caller_number = "+14155550100".into();
+        event.dialed_number = "+18005550199".into();
+        event.queue = "billing".into();
+    }
+    event
+}
+
+/// Every call event as text, in key order: what the conversion must keep exactly.
+async fn event_rows(db: &PgPool) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT concat_ws('|', gateway_id, event_id, call_id, type, occurred_at, sequence, \
+                caller_number, dialed_number, queue, agent_id, target_agent_id, target_queue, \
+                attached_data, outcome, reason, received_at, encode(payload_hash, 'hex')) \
+         FROM call_events ORDER BY gateway_id, event_id, occurred_at",
+    )
+    .fetch_all(db)
+    .await
+    .expect("event rows")
+}
+
+#[derive(sqlx::FromRow, Debug, PartialEq)]
+struct Call {
+    state: String,
+    event_count: i32,
+    offered_at: DateTime<Utc>,
+    last_event_at: DateTime<Utc>,
+}
+
+async fn call(db: &PgPool, call_id: &str) -> Call {
+    sqlx::query_as(
+        "SELECT state, event_count, offered_at, last_event_at FROM calls \
+         WHERE gateway_id = $1 AND call_id = $2",
+    )
+    .bind(GATEWAY)
+    .bind(call_id)
+    .fetch_one(db)
+    .await
+    .expect("call")
+}
+
+/// A database at the last migration before partitioning, as that release wrote it: 28 calls, one
+/// every 15 days over fourteen months (the even ones ended, the odd ones still connected, as a
+/// lost ENDED leaves them), a rejected event, and a call recorded before migration 25 whose
+/// `last_event_at` (from its state times) is earlier than its last event, a HELD.
+async fn database_before_partitioning() -> (String, PgPool) {
+    let (url, db) = database_at_migration(BEFORE_PARTITIONING).await;
+    sqlx::query(
+        "INSERT INTO calls (gateway_id, call_id, state, outcome, caller_number, dialed_number, queue, \
+                            current_agent, on_call_agents, handled_by, offered_at, answered_at, \
+                            ended_at, event_count, last_event_at) \
+         SELECT 'pbx-1', 'old-' || g, CASE WHEN g % 2 = 0 THEN 'ended' ELSE 'connected' END, \
+                CASE WHEN g % 2 = 0 THEN 'completed' ELSE 'in_progress' END, '+14155550100', \
+                '+18005550199', 'billing', CASE WHEN g % 2 = 1 THEN 'a-1' END, \
+                CASE WHEN g % 2 = 1 THEN ARRAY['a-1'] ELSE '{}' END, ARRAY['a-1'], t, \
+                t + interval '10 s', CASE WHEN g % 2 = 0 THEN t + interval '60 s' END, \
+                CASE WHEN g % 2 = 0 THEN 4 ELSE 3 END, \
+                t + CASE WHEN g % 2 = 0 THEN interval '60 s' ELSE interval '10 s' END \
+         FROM generate_series(0, 27) g, \
+              LATERAL (SELECT date_trunc('second', now()) - make_interval(days => 1 + g * 15) AS t) x \
+         UNION ALL \
+         SELECT 'pbx-1', 'legacy', 'held', 'in_progress', '+14155550100', '+18005550199', \
+                'billing', 'a-1', ARRAY['a-1'], ARRAY['a-1'], t, t + interval '10 s', NULL, 4, \
+                t + interval '10 s' \
+         FROM (SELECT date_trunc('second', now()) - interval '200 days' AS t) x",
+    )
+    .execute(&db)
+    .await
+    .expect("calls");
+    sqlx::query(
+        "INSERT INTO call_events (gateway_id, event_id, call_id, type, occurred_at, caller_number, \
+                                  dialed_number, queue, agent_id, outcome, reason, attached_data) \
+         SELECT c.gateway_id, c.call_id || '-' || e.n, c.call_id, e.type, \
+                c.offered_at + make_interval(secs => e.secs), \
+                CASE WHEN e.n = 0 THEN '+14155550100' END, CASE WHEN e.n = 0 THEN '+18005550199' END, \
+                CASE WHEN e.n = 0 THEN 'billing' END, CASE WHEN e.type IN ('ringing', 'answered') THEN 'a-1' END, \
+                'accepted', '', CASE WHEN e.n = 0 THEN '{\"crm_ref\": \"T-1\"}'::jsonb ELSE '{}' END \
+         FROM calls c, \
+              (VALUES (0, 'offered', 0), (1, 'ringing', 5), (2, 'answered', 10), (3, 'ended', 60), \
+                      (4, 'held', 20)) e(n, type, secs) \
+         WHERE (e.type <> 'ended' OR c.state = 'ended') AND (e.type <> 'held' OR c.call_id = 'legacy')",
+    )
+    .execute(&db)
+    .await
+    .expect("events");
+    sqlx::query(
+        "INSERT INTO call_events (gateway_id, event_id, call_id, type, occurred_at, outcome, reason) \
+         SELECT gateway_id, 'old-20-x', call_id, 'queued', ended_at + interval '1 s', 'rejected', \
+                'QUEUED after the call ended' \
+         FROM calls WHERE call_id = 'old-20'",
+    )
+    .execute(&db)
+    .await
+    .expect("a rejected event");
+    (url, db)
+}
+
+#[tokio::test]
+async fn call_events_of_fourteen_months_convert_and_ingest_still_finds_old_resends_and_histories() {
+    use v1::CallEventType::*;
+    let (url, db) = database_before_partitioning().await;
+    let before = event_rows(&db).await;
+    assert_eq!(before.len(), 14 * 4 + 14 * 3 + 4 + 1);
+    let oldest = call(&db, "old-27").await.offered_at;
+    let legacy = call(&db, "legacy").await;
+
+    // The service migrates its database at start-up.
+    let app = spawn_app_with(TestOptions {
+        database_url: Some(url),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(event_rows(&db).await, before, "every event, as it was");
+    let months = switchboard::history::store::months(&db, Table::CallEvents)
+        .await
+        .expect("months");
+    assert_eq!(months.first(), Some(&month_of(oldest)));
+    assert!(months.len() >= 16, "{months:?}");
+    let misplaced: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM call_events \
+         WHERE tableoid::regclass::text <> 'call_events_p' || to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY_MM')",
+    )
+    .fetch_one(&db)
+    .await
+    .expect("misplaced");
+    assert_eq!(
+        misplaced, 0,
+        "each event in its own month, none in the default"
+    );
+    assert_eq!(
+        call(&db, "legacy").await.last_event_at,
+        legacy.offered_at + TimeDelta::seconds(20),
+        "the legacy call's last event time now covers its HELD"
+    );
+
+    // A resend of the oldest call's first event, and of a rejected event, gets the ack already
+    // given, and stores nothing.
+    let resend = event("old-27", 0, Offered, "", oldest);
+    assert_eq!(
+        report(&app, resend).await.outcome(),
+        v1::AckOutcome::Accepted
+    );
+    let rejected_at = call(&db, "old-20").await.last_event_at + TimeDelta::seconds(1);
+    let mut again = event("old-20", 0, Queued, "", rejected_at);
+    again.event_id = "old-20-x".into();
+    let ack = report(&app, again).await;
+    assert_eq!(ack.outcome(), v1::AckOutcome::Rejected);
+    assert_eq!(ack.reason, "QUEUED after the call ended");
+    assert_eq!(event_rows(&db).await.len(), before.len(), "nothing stored");
+
+    // The next event of a call a year old joins its history in its own old month.
+    let old = call(&db, "old-25").await;
+    let ended = event(
+        "old-25",
+        3,
+        Ended,
+        "",
+        old.offered_at + TimeDelta::seconds(120),
+    );
+    let ack = report(&app, ended).await;
+    assert_eq!(ack.outcome(), v1::AckOutcome::Accepted, "{}", ack.reason);
+    let after = call(&db, "old-25").await;
+    assert_eq!((after.state.as_str(), after.event_count), ("ended", 4));
+    assert_eq!(after.offered_at, old.offered_at);
+
+    // The legacy call's HELD is in the history the RESUMED is checked against.
+    let resumed = event(
+        "legacy",
+        5,
+        Resumed,
+        "a-1",
+        legacy.offered_at + TimeDelta::seconds(30),
+    );
+    let ack = report(&app, resumed).await;
+    assert_eq!(ack.outcome(), v1::AckOutcome::Accepted, "{}", ack.reason);
+    let after = call(&db, "legacy").await;
+    assert_eq!((after.state.as_str(), after.event_count), ("connected", 5));
+}
+
+#[tokio::test]
+async fn an_event_id_names_one_event_within_a_day_of_it_and_another_event_further_away() {
+    use v1::CallEventType::*;
+    let app = spawn_app().await;
+    let t = Utc::now() - TimeDelta::days(5);
+    let first = event("c-1", 0, Offered, "", t);
+    assert_eq!(
+        report(&app, first.clone()).await.outcome(),
+        v1::AckOutcome::Accepted
+    );
+    // Two hours later, the same id on another call: a gateway reusing an id it still uses.
+    let mut near = event("c-2", 0, Offered, "", t + TimeDelta::hours(2));
+    near.event_id = first.event_id.clone();
+    assert_eq!(
+        report(&app, near).await.outcome(),
+        v1::AckOutcome::DuplicateId
+    );
+    // Three days later, the same id names another event (a gateway whose counter restarted).
+    let mut far = event("c-3", 0, Offered, "", t + TimeDelta::days(3));
+    far.event_id = first.event_id.clone();
+    let ack = report(&app, far.clone()).await;
+    assert_eq!(ack.outcome(), v1::AckOutcome::Accepted, "{}", ack.reason);
+    // Each is resent with its own ack, once.
+    assert_eq!(
+        report(&app, first).await.outcome(),
+        v1::AckOutcome::Accepted
+    );
+    assert_eq!(report(&app, far).await.outcome(), v1::AckOutcome::Accepted);
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT call_id FROM call_events WHERE event_id = 'c-1-0' ORDER BY 1")
+            .fetch_all(&app.db)
+            .await
+            .expect("events");
+    assert_eq!(stored, ["c-1", "c-3"]);
+    assert_eq!(call(&app.db, "c-3").await.state, "offered");
+}
+
+#[tokio::test]
+async fn retention_drops_old_months_of_call_events_and_their_calls_take_no_more() {
+    use v1::CallEventType::*;
+    let app = spawn_app().await;
+    let now = Utc::now();
+    // The months of the calls below, as a converted database has them.
+    for back in 1..=9 {
+        let month = month_of(now)
+            .checked_sub_months(Months::new(back))
+            .expect("month");
+        switchboard::history::store::make_month(&app.db, Table::CallEvents, month)
+            .await
+            .expect("month made");
+    }
+    let gone_at = now - Months::new(8);
+    let kept_at = now - Months::new(1);
+    for (call_id, at) in [("gone", gone_at), ("kept", kept_at)] {
+        for (n, (kind, agent)) in [(Offered, ""), (Ringing, "a-1"), (Answered, "a-1")]
+            .into_iter()
+            .enumerate()
+        {
+            let ack = report(
+                &app,
+                event(
+                    call_id,
+                    n as u32,
+                    kind,
+                    agent,
+                    at + TimeDelta::seconds(n as i64),
+                ),
+            )
+            .await;
+            assert_eq!(ack.outcome(), v1::AckOutcome::Accepted, "{}", ack.reason);
+        }
+    }
+    let before = call(&app.db, "gone").await;
+
+    let run = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args([
+            "maintenance",
+            "partitions",
+            "--call-event-retention-months",
+            "6",
+        ])
+        .env("DATABASE_URL", &app.database_url)
+        .output()
+        .await
+        .expect("maintenance runs");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let gone_month = format!("call_events_p{}", month_of(gone_at).format("%Y_%m"));
+    assert!(
+        String::from_utf8_lossy(&run.stdout).contains(&gone_month),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(&gone_month)
+        .fetch_one(&app.db)
+        .await
+        .expect("catalog");
+    assert!(!exists, "the month is dropped as a table");
+    let left: Vec<String> =
+        sqlx::query_scalar("SELECT event_id FROM call_events ORDER BY event_id")
+            .fetch_all(&app.db)
+            .await
+            .expect("events");
+    assert_eq!(left, ["kept-0", "kept-1", "kept-2"]);
+    assert_eq!(
+        call(&app.db, "gone").await,
+        before,
+        "the call's record stays for KPIs"
+    );
+
+    // A late event of the call whose events are gone cannot be folded onto a history that is
+    // not there: REJECTED, and its record is unchanged. The kept call goes on.
+    let late = event("gone", 3, Ended, "", gone_at + TimeDelta::seconds(60));
+    let ack = report(&app, late).await;
+    assert_eq!(ack.outcome(), v1::AckOutcome::Rejected);
+    assert!(ack.reason.contains("retention"), "{}", ack.reason);
+    assert_eq!(call(&app.db, "gone").await, before);
+    let ended = event("kept", 3, Ended, "", kept_at + TimeDelta::seconds(60));
+    let ack = report(&app, ended).await;
+    assert_eq!(ack.outcome(), v1::AckOutcome::Accepted, "{}", ack.reason);
+    assert_eq!(call(&app.db, "kept").await.state, "ended");
+}
