@@ -135,7 +135,10 @@ pub type StoredAck = (Ack, Option<Vec<u8>>);
 /// The acks given under each (gateway id, event id), with the time of the event each was given
 /// to.
 #[derive(Default)]
-pub struct Acks(HashMap<(String, String), Vec<(DateTime<Utc>, StoredAck)>>);
+pub struct Acks(HashMap<(String, String), Vec<TimedAck>>);
+
+/// An ack with the time of the event it was given to.
+type TimedAck = (DateTime<Utc>, StoredAck);
 
 impl Acks {
     /// The ack given to an event of this gateway and id within
