@@ -5,7 +5,7 @@
 --
 -- Its primary key becomes (gateway_id, event_id, occurred_at): a unique key of a partitioned table
 -- must hold the partition key. Ingest finds the events it needs without reading every month:
--- - a resend by its event id and its time, within a day either side (`calls::EVENT_ID_SPAN`;
+-- - a resend by its event id and its time, within a day either side (`calls::IDENTITY_SPAN`;
 --   the ingest contract in call_events.proto says so): a resend carries the same time;
 -- - a call's accepted history between the call's `offered_at` and `last_event_at`, which are its
 --   first and last accepted event's times (the state machine keeps them so).

@@ -151,7 +151,8 @@ def check_objects(scenario, values, manifests, objects):
                 fail(scenario, "the CronJob's DATABASE_URL comes from the Secret")
             env = {e["name"]: e.get("value") for e in maint["env"]}
             for value, variable in [("auditRetentionMonths", "SWITCHBOARD_AUDIT_RETENTION_MONTHS"),
-                                    ("callEventRetentionMonths", "SWITCHBOARD_CALL_EVENT_RETENTION_MONTHS")]:
+                                    ("callEventRetentionMonths", "SWITCHBOARD_CALL_EVENT_RETENTION_MONTHS"),
+                                    ("callRetentionMonths", "SWITCHBOARD_CALL_RETENTION_MONTHS")]:
                 wanted = maintenance.get(value)
                 if env.get(variable) != (None if wanted is None else str(wanted)):
                     fail(scenario, f"maintenance.{value} reaches {variable} when set")
@@ -200,6 +201,7 @@ def main():
     must_refuse("a negative count of Redis replicas to wait for", {"config": {"redisWaitReplicas": -1}})
     must_refuse("an audit retention of no months", {"maintenance": {"auditRetentionMonths": 0}})
     must_refuse("a call-event retention of no months", {"maintenance": {"callEventRetentionMonths": 0}})
+    must_refuse("a call retention of no months", {"maintenance": {"callRetentionMonths": 0}})
 
     if failures:
         print("Helm chart check failed:")

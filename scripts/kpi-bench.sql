@@ -3,6 +3,9 @@
 -- 80% completed, 12% abandoned, 5% unanswered, 3% in progress.
 -- Run: psql "$bench_db" -f scripts/kpi-bench.sql  (replaces earlier synthetic calls, gateway kpi-bench)
 DELETE FROM calls WHERE gateway_id = 'kpi-bench';
+-- `calls` is partitioned by month (migration 38): make the months written here.
+SELECT history_make_month('calls', m::date)
+  FROM generate_series(date '2026-11-01', date '2026-11-01', interval '1 month') AS m;
 WITH callers AS (
   SELECT id, row_number() OVER (ORDER BY id) AS rn
   FROM customers WHERE deleted_at IS NULL AND erased_at IS NULL LIMIT 100000)

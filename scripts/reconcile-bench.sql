@@ -1,6 +1,9 @@
 -- The reconcile benchmark's calls: 1,000,000 calls of gateway recon-bench offered in November
 -- 2026 (80% answered), each with its own caller. Run: psql "$bench_db" -f scripts/reconcile-bench.sql
 DELETE FROM calls WHERE gateway_id = 'recon-bench';
+-- `calls` is partitioned by month (migration 38): make the months written here.
+SELECT history_make_month('calls', m::date)
+  FROM generate_series(date '2026-11-01', date '2026-11-01', interval '1 month') AS m;
 INSERT INTO calls (gateway_id, call_id, state, outcome, caller_number, queue, offered_at,
                    answered_at, ended_at, event_count)
 SELECT 'recon-bench', 'u' || n, 'ended',

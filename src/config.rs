@@ -93,8 +93,8 @@ pub enum MaintenanceCommand {
     /// that the first pops do not build the cards themselves. Safe beside the servers.
     BuildCards(DatabaseArgs),
     /// Make the months ahead of the partitioned history tables (`audit_events`, `feed_events`,
-    /// `call_events`), and drop the months that retention no longer keeps (the feed drops its
-    /// own). Serving instances make the months ahead themselves;
+    /// `call_events`, `calls`), and drop the months that retention no longer keeps (the feed
+    /// drops its own). Serving instances make the months ahead themselves;
     /// retention runs only here: run it daily (a CronJob). Safe beside the servers and to re-run.
     Partitions(PartitionsArgs),
 }
@@ -112,6 +112,12 @@ pub struct PartitionsArgs {
     /// (they are REJECTED). Unset: kept for ever.
     #[arg(long, env = "SWITCHBOARD_CALL_EVENT_RETENTION_MONTHS")]
     pub call_event_retention_months: Option<u32>,
+    /// Months the calls' records are kept; older months are dropped whole. KPIs over whole days
+    /// already rolled up keep their figures (the rollups stay); anything else about those calls
+    /// (live scans, the scorecard, reconciliation, exports) no longer sees them. Unset: kept for
+    /// ever.
+    #[arg(long, env = "SWITCHBOARD_CALL_RETENTION_MONTHS")]
+    pub call_retention_months: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]

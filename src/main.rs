@@ -111,6 +111,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let retention = switchboard::history::Retention {
                 audit_months: args.audit_retention_months,
                 call_event_months: args.call_event_retention_months,
+                call_months: args.call_retention_months,
             };
             let upkeep = switchboard::history::upkeep(&pool, chrono::Utc::now(), retention).await?;
             println!(

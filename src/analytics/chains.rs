@@ -172,6 +172,7 @@ mod tests {
             since: None,
             gateway_id: "g".into(),
             call_id: call.into(),
+            offered_at: DateTime::UNIX_EPOCH,
             next_at: None,
             prev_at: None,
         }

@@ -765,6 +765,8 @@ pub struct Restamp {
     pub since: Option<chrono::DateTime<chrono::Utc>>,
     pub gateway_id: String,
     pub call_id: String,
+    /// The call's offer time, with its key its row's identity (`calls` is partitioned on it).
+    pub offered_at: chrono::DateTime<chrono::Utc>,
     pub next_at: Option<chrono::DateTime<chrono::Utc>>,
     pub prev_at: Option<chrono::DateTime<chrono::Utc>>,
 }
@@ -815,7 +817,7 @@ pub async fn stale_stamps(
     sqlx::query_as(
         "WITH rule AS MATERIALIZED (SELECT make_interval(secs => \
                          (SELECT misdial_seconds FROM contact_chain_rule)) AS misdial) \
-         SELECT n.customer_id, n.since, n.gateway_id, n.call_id, n.next_at, n.prev_at \
+         SELECT n.customer_id, n.since, n.gateway_id, n.call_id, n.offered_at, n.next_at, n.prev_at \
          FROM (SELECT d.customer_id, d.since, t.gateway_id, t.call_id, t.offered_at, s.start, \
                  min(t.contact_at) OVER (PARTITION BY d.customer_id \
                    ORDER BY t.offered_at DESC, t.gateway_id DESC, t.call_id DESC \
@@ -843,6 +845,7 @@ pub async fn stale_stamps(
                  FROM calls x \
                  WHERE x.customer_id = d.customer_id AND x.offered_at >= b.start) t) n \
          JOIN calls c ON c.gateway_id = n.gateway_id AND c.call_id = n.call_id \
+           AND c.offered_at = n.offered_at \
          WHERE n.offered_at >= n.start \
            AND (c.next_offered_at IS DISTINCT FROM n.next_at \
                 OR c.prev_offered_at IS DISTINCT FROM n.prev_at) \
@@ -889,9 +892,9 @@ pub async fn set_misdial_seconds(conn: &mut PgConnection, seconds: i32) -> sqlx:
 pub async fn write_stamps(conn: &mut PgConnection, stamped: &[&Restamp]) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE calls c SET next_offered_at = u.next_at, prev_offered_at = u.prev_at \
-         FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[]) \
-           AS u(gateway_id, call_id, next_at, prev_at) \
-         WHERE c.gateway_id = u.gateway_id AND c.call_id = u.call_id",
+         FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[]) \
+           AS u(gateway_id, call_id, next_at, prev_at, offered_at) \
+         WHERE c.gateway_id = u.gateway_id AND c.call_id = u.call_id AND c.offered_at = u.offered_at",
     )
     .bind(
         stamped
@@ -907,6 +910,7 @@ pub async fn write_stamps(conn: &mut PgConnection, stamped: &[&Restamp]) -> sqlx
     )
     .bind(stamped.iter().map(|r| r.next_at).collect::<Vec<_>>())
     .bind(stamped.iter().map(|r| r.prev_at).collect::<Vec<_>>())
+    .bind(stamped.iter().map(|r| r.offered_at).collect::<Vec<_>>())
     .execute(conn)
     .await?;
     Ok(())

@@ -26,7 +26,9 @@ use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
-use super::machine::{self, CallRecord};
+use chrono::{DateTime, Utc};
+
+use super::machine::{self, CallRecord, CallState, Step};
 use super::store::{self, CallKey};
 use super::{Ack, CallEventError, CallView, NewEvent, Notice, notices};
 use crate::db::{self, Failure};
@@ -210,6 +212,109 @@ fn key_of(event: &NewEvent) -> CallKey {
     (event.gateway_id.clone(), event.call_id.clone())
 }
 
+/// One call a batch touches: stored, or started by one of the batch's events.
+struct Instance {
+    key: CallKey,
+    /// The offer time its row is stored under (`None`: a call this batch starts).
+    stored_at: Option<DateTime<Utc>>,
+    /// Its offer time as the batch stands, which events are matched against.
+    offered_at: DateTime<Utc>,
+    history: Vec<Step>,
+    /// Its state and on-call agents as stored or as the batch left them.
+    current: Option<(CallState, Vec<String>)>,
+    /// Its customer as stored.
+    customer: Option<Uuid>,
+    /// The record to write, with the customer to write.
+    record: Option<(CallRecord, Option<Uuid>)>,
+}
+
+/// The calls a batch touches, by key: each event belongs to the call of its key offered nearest
+/// to it within [`IDENTITY_SPAN`](super::IDENTITY_SPAN), or starts a new one.
+#[derive(Default)]
+struct Instances {
+    all: Vec<Instance>,
+    by_key: HashMap<CallKey, Vec<usize>>,
+}
+
+impl Instances {
+    fn push(&mut self, instance: Instance) -> usize {
+        let index = self.all.len();
+        self.by_key
+            .entry(instance.key.clone())
+            .or_default()
+            .push(index);
+        self.all.push(instance);
+        index
+    }
+
+    /// The call `event` belongs to (a new one when none is near enough).
+    fn of(&mut self, key: &CallKey, at: DateTime<Utc>) -> usize {
+        let near = self.by_key.get(key).and_then(|indexes| {
+            indexes
+                .iter()
+                .copied()
+                .map(|i| (i, (self.all[i].offered_at - at).abs()))
+                .filter(|(_, gap)| *gap <= super::IDENTITY_SPAN)
+                .min_by_key(|(i, gap)| (*gap, *i))
+                .map(|(i, _)| i)
+        });
+        near.unwrap_or_else(|| {
+            self.push(Instance {
+                key: key.clone(),
+                stored_at: None,
+                offered_at: at,
+                history: Vec::new(),
+                current: None,
+                customer: None,
+                record: None,
+            })
+        })
+    }
+}
+
+/// The stored calls `events` may continue, with their histories.
+async fn load_instances(
+    conn: &mut sqlx::PgConnection,
+    events: &[(&NewEvent, Option<Uuid>)],
+) -> sqlx::Result<Instances> {
+    let mut spans: HashMap<CallKey, (DateTime<Utc>, DateTime<Utc>)> = HashMap::new();
+    for (event, _) in events {
+        let at = event.step.occurred_at;
+        let span = spans.entry(key_of(event)).or_insert((at, at));
+        span.0 = span.0.min(at);
+        span.1 = span.1.max(at);
+    }
+    let windows: Vec<store::CallWindow> = spans
+        .into_iter()
+        .map(|(key, (first, last))| {
+            (
+                key,
+                first - super::IDENTITY_SPAN,
+                last + super::IDENTITY_SPAN,
+            )
+        })
+        .collect();
+    let stored = store::calls_within(conn, &windows).await?;
+    let calls: Vec<&store::StoredCall> = stored.iter().collect();
+    let mut histories = store::accepted_steps_of(conn, &calls).await?;
+    let mut instances = Instances::default();
+    for call in stored {
+        let history = histories
+            .remove(&(call.key.clone(), call.offered_at))
+            .unwrap_or_default();
+        instances.push(Instance {
+            stored_at: Some(call.offered_at),
+            offered_at: call.offered_at,
+            history,
+            current: Some((call.state, call.on_call_agents)),
+            customer: call.customer_id,
+            record: None,
+            key: call.key,
+        });
+    }
+    Ok(instances)
+}
+
 /// Commits the batch; returns each event's outcome and the live state of each call it changed.
 async fn commit_batch(
     pool: &PgPool,
@@ -234,18 +339,11 @@ async fn commit_batch(
     let mut tx = crate::db::begin(pool).await?;
     store::lock_calls(&mut tx, &keys).await?;
     let stored = store::stored_acks(&mut tx, &timed_keys).await?;
-    let mut histories = store::accepted_steps_of(&mut tx, &keys).await?;
-    let mut current = HashMap::new();
-    let mut customers = HashMap::new();
-    for (key, (now, customer)) in store::current_of(&mut tx, &keys).await? {
-        customers.insert(key.clone(), customer);
-        current.insert(key, now);
-    }
+    let mut instances = load_instances(&mut tx, events).await?;
 
     let mut decided = store::Acks::default();
     let mut writes: Vec<(&NewEvent, Ack, &[u8])> = Vec::new();
     let mut named: HashSet<&str> = HashSet::new();
-    let mut records: HashMap<CallKey, (CallRecord, Option<Uuid>)> = HashMap::new();
     let mut outcomes = Vec::with_capacity(events.len());
     let mut feed = Vec::new();
     for (((event, customer_id), event_key), fingerprint) in
@@ -268,34 +366,35 @@ async fn commit_batch(
             outcomes.push(Committed { ack, changed: None });
             continue;
         }
-        let key = key_of(event);
-        let history = histories.remove(&key).unwrap_or_default();
+        let index = instances.of(&key_of(event), at);
+        let call = &mut instances.all[index];
         // A stored call with no history left: retention dropped its events' months
         // (`--call-event-retention-months`), so nothing can be folded onto it any more.
-        let admitted = if history.is_empty() && current.contains_key(&key) {
+        let admitted = if call.history.is_empty() && call.stored_at.is_some() {
             Err(machine::Impossible(
                 "the call's events are past the call-event retention; it can take no more".into(),
             ))
         } else {
-            machine::admit(history.clone(), event.step.clone())
+            machine::admit(call.history.clone(), event.step.clone())
         };
         if admitted.is_ok() {
             named.extend(event.agents());
         }
-        let (history, outcome) = match admitted {
+        let outcome = match admitted {
             Err(reason) => {
                 tracing::info!(reason = %reason.0, "call event rejected");
-                let ack = Ack::Rejected(reason.0);
-                (history, Committed { ack, changed: None })
+                Committed {
+                    ack: Ack::Rejected(reason.0),
+                    changed: None,
+                }
             }
             Ok((history, record)) => {
-                let before = current.get(&key);
-                let entry = records.entry(key.clone()).or_insert((record.clone(), None));
-                entry.0 = record.clone();
-                entry.1 = entry
-                    .1
+                let customer = call
+                    .record
+                    .as_ref()
+                    .and_then(|(_, customer)| *customer)
                     .or(*customer_id)
-                    .or_else(|| customers.get(&key).copied().flatten());
+                    .or(call.customer);
                 let view = CallView {
                     gateway_id: event.gateway_id.as_str().into(),
                     call_id: event.call_id.clone(),
@@ -308,19 +407,18 @@ async fn commit_batch(
                     answered_at: record.answered_at,
                     customer_id: customer_id.map(CustomerId::new),
                 };
-                feed.push(feed_event(event, &record, entry.1));
-                let notices = notices(before, &record, event.step.kind, &view);
-                current.insert(key.clone(), (record.state, record.on_call_agents()));
-                (
-                    history,
-                    Committed {
-                        ack: Ack::Accepted,
-                        changed: Some((view, notices)),
-                    },
-                )
+                feed.push(feed_event(event, &record, customer));
+                let notices = notices(call.current.as_ref(), &record, event.step.kind, &view);
+                call.current = Some((record.state, record.on_call_agents()));
+                call.offered_at = record.offered_at;
+                call.history = history;
+                call.record = Some((record, customer));
+                Committed {
+                    ack: Ack::Accepted,
+                    changed: Some((view, notices)),
+                }
             }
         };
-        histories.insert(key, history);
         decided.insert(
             event_key.clone(),
             at,
@@ -333,9 +431,18 @@ async fn commit_batch(
     let mut named: Vec<&str> = named.into_iter().collect();
     named.sort_unstable();
     let rows: Vec<(&NewEvent, &Ack, &[u8])> = writes.iter().map(|(e, a, h)| (*e, a, *h)).collect();
-    let calls: Vec<(&CallKey, &CallRecord, Option<Uuid>)> = records
+    let calls: Vec<store::CallWrite> = instances
+        .all
         .iter()
-        .map(|(key, (record, customer))| (key, record, *customer))
+        .filter_map(|call| {
+            let (record, customer_id) = call.record.as_ref()?;
+            Some(store::CallWrite {
+                key: &call.key,
+                stored_at: call.stored_at,
+                record,
+                customer_id: *customer_id,
+            })
+        })
         .collect();
     store::write_batch(
         &mut tx,
@@ -348,9 +455,9 @@ async fn commit_batch(
     )
     .await?;
     tx.commit().await?;
-    let live = records
+    let live = calls
         .iter()
-        .map(|((gateway, call), (record, _))| live_call(gateway, call, record))
+        .map(|call| live_call(&call.key.0, &call.key.1, call.record))
         .collect();
     Ok((outcomes, live))
 }

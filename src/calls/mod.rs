@@ -21,9 +21,12 @@
 //! - an event PostgreSQL refuses (which edge validation should already have caught) is acked
 //!   [`Ack::Invalid`] alone, and the rest of its batch commits without it.
 //!
-//! `call_events` is partitioned by month of `occurred_at` (`src/history/`), so nothing here looks
-//! an event up by its id alone: a resend is found by its id within [`EVENT_ID_SPAN`] of its time
-//! (a resend carries the same time), and a call's history within its own span.
+//! `call_events` and `calls` are partitioned by month (of `occurred_at` and `offered_at`,
+//! `src/history/`), so nothing here looks an event or a call up by its id alone. Ids identify
+//! within [`IDENTITY_SPAN`] of the event's time: a resend is found by its event id and time (a
+//! resend carries the same time), a call as the call of its id offered nearest to the event
+//! within that span (none: the event starts a new call), and a call's history within its own
+//! span.
 
 mod batch;
 pub mod grpc;
@@ -39,14 +42,9 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use self::batch::Batcher;
+pub use self::store::{CallKey, active_calls_for_agent, lock_calls, privacy, try_lock_calls};
 
-/// How far apart in `occurred_at` two events of one gateway with the same event id may be for the
-/// second to count as the first one sent again (the same ack, or DUPLICATE_ID for another
-/// payload). Further apart, the event id names another event. A resend carries the event's own
-/// time, so it is always within this; the bound keeps a lookup to the one or two months around
-/// the event.
-pub const EVENT_ID_SPAN: chrono::TimeDelta = chrono::TimeDelta::days(1);
+use self::batch::Batcher;
 use self::machine::{CallRecord, CallState, EventType, Step, TransferTarget};
 use crate::live::Live;
 use crate::phone::PhoneParser;
@@ -54,7 +52,15 @@ use crate::proto::v1;
 use crate::push::Fanout;
 use crate::screenpop::{PopRequest, ScreenPops};
 
-pub use self::store::{CallKey, active_calls_for_agent, lock_calls, privacy, try_lock_calls};
+/// How far apart two things of one gateway with the same id may be and still be one thing:
+/// - two events with one event id, in `occurred_at`: the second is the first sent again (the same
+///   ack, or DUPLICATE_ID for another payload); further apart, the id names another event;
+/// - an event and a call with its call id, from the call's `offered_at`: the event belongs to the
+///   nearest such call; with none, it starts a new call.
+///
+/// A resend carries the event's own time, and no call lasts a day, so neither bound is reached
+/// in practice; they keep each lookup to the one or two months around the event.
+pub const IDENTITY_SPAN: chrono::TimeDelta = chrono::TimeDelta::days(1);
 
 /// A validated event.
 #[derive(Debug, Clone)]

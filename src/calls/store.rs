@@ -142,12 +142,12 @@ type TimedAck = (DateTime<Utc>, StoredAck);
 
 impl Acks {
     /// The ack given to an event of this gateway and id within
-    /// [`EVENT_ID_SPAN`](super::EVENT_ID_SPAN) of `at`, if any (the nearest).
+    /// [`IDENTITY_SPAN`](super::IDENTITY_SPAN) of `at`, if any (the nearest).
     pub fn find(&self, key: &(String, String), at: DateTime<Utc>) -> Option<&StoredAck> {
         self.0
             .get(key)?
             .iter()
-            .filter(|(then, _)| (at - *then).abs() <= super::EVENT_ID_SPAN)
+            .filter(|(then, _)| (at - *then).abs() <= super::IDENTITY_SPAN)
             .min_by_key(|(then, _)| (at - *then).abs())
             .map(|(_, ack)| ack)
     }
@@ -161,7 +161,7 @@ impl Acks {
 pub type EventKey = (String, String, DateTime<Utc>);
 
 /// The acks already given to any of these events: a stored event of the same gateway and event
-/// id within [`EVENT_ID_SPAN`](super::EVENT_ID_SPAN) of the event's time (so each key reads the
+/// id within [`IDENTITY_SPAN`](super::IDENTITY_SPAN) of the event's time (so each key reads the
 /// one or two months around it, never every month).
 pub async fn stored_acks(conn: &mut PgConnection, events: &[EventKey]) -> sqlx::Result<Acks> {
     let mut gateways = Vec::with_capacity(events.len());
@@ -190,7 +190,7 @@ pub async fn stored_acks(conn: &mut PgConnection, events: &[EventKey]) -> sqlx::
         &gateways,
         &ids,
         &times,
-        super::EVENT_ID_SPAN.num_seconds() as f64
+        super::IDENTITY_SPAN.num_seconds() as f64
     )
     .fetch_all(conn)
     .await?;
@@ -210,60 +210,53 @@ pub async fn stored_acks(conn: &mut PgConnection, events: &[EventKey]) -> sqlx::
     Ok(acks)
 }
 
-/// The accepted histories of these calls, each sorted as the machine applies them. A call's
-/// accepted events lie between its record's `offered_at` and `last_event_at` (its first and last
-/// accepted event), so each call reads only the months of its own span.
-pub async fn accepted_steps_of(
+/// A stored call a batch may continue: its key, the offer time its row is stored under, its
+/// last accepted event's time, its state and on-call agents, and its customer.
+pub struct StoredCall {
+    pub key: CallKey,
+    pub offered_at: DateTime<Utc>,
+    pub last_event_at: DateTime<Utc>,
+    pub state: CallState,
+    pub on_call_agents: Vec<String>,
+    pub customer_id: Option<Uuid>,
+}
+
+/// A call key with the offer times to look between: (key, from, to).
+pub type CallWindow = (CallKey, DateTime<Utc>, DateTime<Utc>);
+
+/// The stored calls of each key offered within its window (`calls` is partitioned on the offer
+/// time, so each key reads only the months of its window).
+pub async fn calls_within(
     conn: &mut PgConnection,
-    keys: &[CallKey],
-) -> sqlx::Result<HashMap<CallKey, Vec<Step>>> {
-    let (gateways, calls) = unzip_keys(keys);
-    let rows = sqlx::query(
-        "SELECT e.gateway_id, e.call_id, e.event_id, e.type, e.occurred_at, e.sequence, e.caller_number, \
-                e.dialed_number, e.queue, e.agent_id, e.target_agent_id, e.target_queue \
-         FROM unnest($1::text[], $2::text[]) AS t(g, c) \
-         JOIN calls k ON k.gateway_id = t.g AND k.call_id = t.c \
-         JOIN call_events e ON e.gateway_id = k.gateway_id AND e.call_id = k.call_id \
-           AND e.occurred_at BETWEEN k.offered_at AND k.last_event_at \
-         WHERE e.outcome = 'accepted' \
-         ORDER BY e.gateway_id, e.call_id, e.occurred_at, e.sequence, e.event_id",
-    )
-    .bind(gateways)
-    .bind(calls)
-    .fetch_all(conn)
-    .await?;
-    let mut histories: HashMap<CallKey, Vec<Step>> = HashMap::new();
-    for row in &rows {
-        let key = (row.try_get("gateway_id")?, row.try_get("call_id")?);
-        histories.entry(key).or_default().push(step_from_row(row)?);
+    windows: &[CallWindow],
+) -> sqlx::Result<Vec<StoredCall>> {
+    let WindowColumns {
+        gateways,
+        calls,
+        from,
+        to,
+    } = WindowColumns::of(windows);
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        gateway_id: String,
+        call_id: String,
+        offered_at: DateTime<Utc>,
+        last_event_at: DateTime<Utc>,
+        state: String,
+        on_call_agents: Vec<String>,
+        customer_id: Option<Uuid>,
     }
-    Ok(histories)
-}
-
-#[derive(sqlx::FromRow)]
-struct CurrentRow {
-    gateway_id: String,
-    call_id: String,
-    state: String,
-    on_call_agents: Vec<String>,
-    customer_id: Option<Uuid>,
-}
-
-/// A stored call's state and on-call agents, and the customer it is with.
-pub type Current = ((CallState, Vec<String>), Option<Uuid>);
-
-/// The stored state of these calls.
-pub async fn current_of(
-    conn: &mut PgConnection,
-    keys: &[CallKey],
-) -> sqlx::Result<HashMap<CallKey, Current>> {
-    let (gateways, calls) = unzip_keys(keys);
     let rows = sqlx::query_as!(
-        CurrentRow,
-        "SELECT c.gateway_id, c.call_id, c.state, c.on_call_agents, c.customer_id FROM calls c \
-         JOIN unnest($1::text[], $2::text[]) AS t(g, id) ON c.gateway_id = t.g AND c.call_id = t.id",
+        Row,
+        "SELECT c.gateway_id, c.call_id, c.offered_at, \
+                COALESCE(c.last_event_at, c.offered_at) AS \"last_event_at!\", c.state, \
+                c.on_call_agents, c.customer_id \
+         FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[]) AS t(g, c, lo, hi) \
+         JOIN calls c ON c.gateway_id = t.g AND c.call_id = t.c AND c.offered_at BETWEEN t.lo AND t.hi",
         &gateways,
-        &calls
+        &calls,
+        &from,
+        &to
     )
     .fetch_all(conn)
     .await?;
@@ -271,12 +264,83 @@ pub async fn current_of(
         .map(|row| {
             let state = CallState::parse(&row.state)
                 .ok_or_else(|| sqlx::Error::Decode(format!("call state {}", row.state).into()))?;
-            Ok((
-                (row.gateway_id, row.call_id),
-                ((state, row.on_call_agents), row.customer_id),
-            ))
+            Ok(StoredCall {
+                key: (row.gateway_id, row.call_id),
+                offered_at: row.offered_at,
+                last_event_at: row.last_event_at,
+                state,
+                on_call_agents: row.on_call_agents,
+                customer_id: row.customer_id,
+            })
         })
         .collect()
+}
+
+/// Windows as `unnest` columns: gateway ids, call ids, from, to.
+#[derive(Default)]
+struct WindowColumns {
+    gateways: Vec<String>,
+    calls: Vec<String>,
+    from: Vec<DateTime<Utc>>,
+    to: Vec<DateTime<Utc>>,
+}
+
+impl WindowColumns {
+    fn of(windows: &[CallWindow]) -> Self {
+        let mut columns = Self::default();
+        for ((gateway, call), from, to) in windows {
+            columns.gateways.push(gateway.clone());
+            columns.calls.push(call.clone());
+            columns.from.push(*from);
+            columns.to.push(*to);
+        }
+        columns
+    }
+}
+
+/// The accepted histories of these stored calls, each sorted as the machine applies them, by
+/// (key, offer time). A call's accepted events lie between its first and its last (`offered_at`
+/// and `last_event_at`), so each reads only the months of its own span.
+pub async fn accepted_steps_of(
+    conn: &mut PgConnection,
+    calls: &[&StoredCall],
+) -> sqlx::Result<HashMap<(CallKey, DateTime<Utc>), Vec<Step>>> {
+    let windows: Vec<CallWindow> = calls
+        .iter()
+        .map(|call| (call.key.clone(), call.offered_at, call.last_event_at))
+        .collect();
+    let WindowColumns {
+        gateways,
+        calls: ids,
+        from,
+        to,
+    } = WindowColumns::of(&windows);
+    let rows = sqlx::query(
+        "SELECT t.g AS gateway_id, t.c AS call_id, t.lo AS call_offered_at, e.event_id, e.type, \
+                e.occurred_at, e.sequence, e.caller_number, e.dialed_number, e.queue, e.agent_id, \
+                e.target_agent_id, e.target_queue \
+         FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[]) AS t(g, c, lo, hi) \
+         JOIN call_events e ON e.gateway_id = t.g AND e.call_id = t.c \
+           AND e.occurred_at BETWEEN t.lo AND t.hi \
+         WHERE e.outcome = 'accepted' \
+         ORDER BY t.g, t.c, t.lo, e.occurred_at, e.sequence, e.event_id",
+    )
+    .bind(gateways)
+    .bind(ids)
+    .bind(from)
+    .bind(to)
+    .fetch_all(conn)
+    .await?;
+    let mut histories: HashMap<(CallKey, DateTime<Utc>), Vec<Step>> = HashMap::new();
+    for row in &rows {
+        let key = (row.try_get("gateway_id")?, row.try_get("call_id")?);
+        let offered_at = row.try_get("call_offered_at")?;
+        histories
+            .entry((key, offered_at))
+            .or_default()
+            .push(step_from_row(row)?);
+    }
+    Ok(histories)
 }
 
 /// A batch's writes: the agents its accepted events named, its events with their acks (accepted
@@ -286,7 +350,16 @@ pub struct BatchWrite<'a> {
     pub agents: &'a [&'a str],
     pub events: &'a [(&'a NewEvent, &'a Ack, &'a [u8])],
     pub feed: &'a [crate::feed::Event],
-    pub calls: &'a [(&'a CallKey, &'a CallRecord, Option<Uuid>)],
+    pub calls: &'a [CallWrite<'a>],
+}
+
+/// A call's record to write: a stored call's row (found by its key and the offer time it is
+/// stored under, which the record may move) or a new one.
+pub struct CallWrite<'a> {
+    pub key: &'a CallKey,
+    pub stored_at: Option<DateTime<Utc>>,
+    pub record: &'a CallRecord,
+    pub customer_id: Option<Uuid>,
 }
 
 /// The events' columns, for `unnest` (`$7`-`$22` of [`write_batch`]'s statement).
@@ -345,12 +418,13 @@ impl<'a> EventColumns<'a> {
     }
 }
 
-/// The call records' columns, for `unnest` (`$23`-`$43`). An array column goes as a JSON array
+/// The call records' columns, for `unnest` (`$23`-`$44`). An array column goes as a JSON array
 /// (`unnest` would flatten an array of arrays).
 #[derive(Default)]
 struct CallColumns<'a> {
     gateway_id: Vec<&'a str>,
     call_id: Vec<&'a str>,
+    stored_at: Vec<Option<DateTime<Utc>>>,
     state: Vec<&'static str>,
     outcome: Vec<&'static str>,
     caller_number: Vec<Option<&'a str>>,
@@ -373,11 +447,13 @@ struct CallColumns<'a> {
 }
 
 impl<'a> CallColumns<'a> {
-    fn of(calls: &'a [(&'a CallKey, &'a CallRecord, Option<Uuid>)]) -> Self {
+    fn of(calls: &'a [CallWrite<'a>]) -> Self {
         let mut columns = Self::default();
-        for ((gateway, call_id), call, customer_id) in calls {
+        for write in calls {
+            let ((gateway, call_id), call) = (write.key, write.record);
             columns.gateway_id.push(gateway);
             columns.call_id.push(call_id);
+            columns.stored_at.push(write.stored_at);
             columns.state.push(call.state.as_str());
             columns.outcome.push(call.outcome.as_str());
             columns.caller_number.push(call.caller_number.as_deref());
@@ -394,7 +470,7 @@ impl<'a> CallColumns<'a> {
             columns.answered_at.push(call.answered_at);
             columns.ended_at.push(call.ended_at);
             columns.hold_ms.push(call.hold_ms);
-            columns.customer_id.push(*customer_id);
+            columns.customer_id.push(write.customer_id);
             columns.event_count.push(call.event_count);
             columns.last_event_at.push(call.last_event_at);
             columns.transfer_ring_ms.push(call.transfer_ring_ms);
@@ -405,9 +481,11 @@ impl<'a> CallColumns<'a> {
 }
 
 /// Writes the batch in one statement (one round trip on the hottest write path): the feed's
-/// insert and the agents' are CTEs of it, the events and calls arrive as typed column arrays. An
-/// agent learned here has no team yet, so the calls' join on `agents` not seeing it (one
-/// snapshot) gives the same team, `''`.
+/// insert and the agents' are CTEs of it, the events and calls arrive as typed column arrays. A
+/// stored call's row is updated where it is stored (a new offer time moves it to its month), a
+/// new call's inserted; the per-call lock the batch holds keeps both to one writer. An agent
+/// learned here has no team yet, so the calls' join on `agents` not seeing it (one snapshot)
+/// gives the same team, `''`.
 pub async fn write_batch(conn: &mut PgConnection, batch: &BatchWrite<'_>) -> sqlx::Result<()> {
     if batch.events.is_empty() {
         return Ok(());
@@ -425,37 +503,47 @@ pub async fn write_batch(conn: &mut PgConnection, batch: &BatchWrite<'_>) -> sql
              attached_data, outcome, reason, payload_hash) \
            SELECT * FROM unnest($7::text[], $8::text[], $9::text[], $10::text[], \
              $11::timestamptz[], $12::int8[], $13::text[], $14::text[], $15::text[], $16::text[], \
-             $17::text[], $18::text[], $19::jsonb[], $20::text[], $21::text[], $22::bytea[])) \
+             $17::text[], $18::text[], $19::jsonb[], $20::text[], $21::text[], $22::bytea[])), \
+         r AS ( \
+           SELECT r.gateway_id, r.call_id, r.stored_at, r.state, r.outcome, r.caller_number, \
+             r.dialed_number, r.queue, r.current_agent, \
+             ARRAY(SELECT jsonb_array_elements_text(r.on_call_agents)) AS on_call_agents, \
+             ARRAY(SELECT jsonb_array_elements_text(r.handled_by)) AS handled_by, r.transfers, \
+             r.offered_at, r.queued_at, r.answered_at, r.ended_at, r.hold_ms, r.customer_id, \
+             r.event_count, \
+             CASE WHEN jsonb_array_length(r.handled_by) > 0 THEN COALESCE(a.team, '') END AS team, \
+             r.last_event_at, r.transfer_ring_ms, r.requeue_wait_ms \
+           FROM unnest($23::text[], $24::text[], $25::text[], $26::text[], $27::text[], $28::text[], \
+             $29::text[], $30::text[], $31::jsonb[], $32::jsonb[], $33::int4[], $34::timestamptz[], \
+             $35::timestamptz[], $36::timestamptz[], $37::timestamptz[], $38::int8[], $39::uuid[], \
+             $40::int4[], $41::timestamptz[], $42::int8[], $43::int8[], $44::timestamptz[]) \
+             AS r(gateway_id, call_id, state, outcome, caller_number, dialed_number, queue, \
+               current_agent, on_call_agents, handled_by, transfers, offered_at, queued_at, \
+               answered_at, ended_at, hold_ms, customer_id, event_count, last_event_at, \
+               transfer_ring_ms, requeue_wait_ms, stored_at) \
+           LEFT JOIN agents a ON a.agent_id = r.handled_by->>0), \
+         updated AS ( \
+           UPDATE calls c SET state = r.state, outcome = r.outcome, \
+             caller_number = r.caller_number, dialed_number = r.dialed_number, queue = r.queue, \
+             current_agent = r.current_agent, on_call_agents = r.on_call_agents, \
+             handled_by = r.handled_by, transfers = r.transfers, offered_at = r.offered_at, \
+             queued_at = r.queued_at, answered_at = r.answered_at, ended_at = r.ended_at, \
+             hold_ms = r.hold_ms, customer_id = COALESCE(c.customer_id, r.customer_id), \
+             event_count = r.event_count, updated_at = now(), team = COALESCE(c.team, r.team), \
+             last_event_at = r.last_event_at, transfer_ring_ms = r.transfer_ring_ms, \
+             requeue_wait_ms = r.requeue_wait_ms \
+           FROM r \
+           WHERE r.stored_at IS NOT NULL AND c.gateway_id = r.gateway_id \
+             AND c.call_id = r.call_id AND c.offered_at = r.stored_at) \
          INSERT INTO calls (gateway_id, call_id, state, outcome, caller_number, dialed_number, queue, \
            current_agent, on_call_agents, handled_by, transfers, offered_at, queued_at, answered_at, \
            ended_at, hold_ms, customer_id, event_count, updated_at, team, last_event_at, \
            transfer_ring_ms, requeue_wait_ms) \
-         SELECT r.gateway_id, r.call_id, r.state, r.outcome, r.caller_number, r.dialed_number, \
-           r.queue, r.current_agent, ARRAY(SELECT jsonb_array_elements_text(r.on_call_agents)), \
-           ARRAY(SELECT jsonb_array_elements_text(r.handled_by)), r.transfers, r.offered_at, \
-           r.queued_at, r.answered_at, r.ended_at, r.hold_ms, r.customer_id, r.event_count, now(), \
-           CASE WHEN jsonb_array_length(r.handled_by) > 0 THEN COALESCE(a.team, '') END, \
-           r.last_event_at, r.transfer_ring_ms, r.requeue_wait_ms \
-         FROM unnest($23::text[], $24::text[], $25::text[], $26::text[], $27::text[], $28::text[], \
-           $29::text[], $30::text[], $31::jsonb[], $32::jsonb[], $33::int4[], $34::timestamptz[], \
-           $35::timestamptz[], $36::timestamptz[], $37::timestamptz[], $38::int8[], $39::uuid[], \
-           $40::int4[], $41::timestamptz[], $42::int8[], $43::int8[]) \
-           AS r(gateway_id, call_id, state, outcome, caller_number, dialed_number, queue, \
-             current_agent, on_call_agents, handled_by, transfers, offered_at, queued_at, \
-             answered_at, ended_at, hold_ms, customer_id, event_count, last_event_at, \
-             transfer_ring_ms, requeue_wait_ms) \
-         LEFT JOIN agents a ON a.agent_id = r.handled_by->>0 \
-         ON CONFLICT (gateway_id, call_id) DO UPDATE SET state = EXCLUDED.state, \
-           outcome = EXCLUDED.outcome, caller_number = EXCLUDED.caller_number, \
-           dialed_number = EXCLUDED.dialed_number, queue = EXCLUDED.queue, \
-           current_agent = EXCLUDED.current_agent, on_call_agents = EXCLUDED.on_call_agents, \
-           handled_by = EXCLUDED.handled_by, transfers = EXCLUDED.transfers, \
-           offered_at = EXCLUDED.offered_at, queued_at = EXCLUDED.queued_at, \
-           answered_at = EXCLUDED.answered_at, ended_at = EXCLUDED.ended_at, \
-           hold_ms = EXCLUDED.hold_ms, customer_id = COALESCE(calls.customer_id, EXCLUDED.customer_id), \
-           event_count = EXCLUDED.event_count, updated_at = now(), \
-           team = COALESCE(calls.team, EXCLUDED.team), last_event_at = EXCLUDED.last_event_at, \
-           transfer_ring_ms = EXCLUDED.transfer_ring_ms, requeue_wait_ms = EXCLUDED.requeue_wait_ms",
+         SELECT gateway_id, call_id, state, outcome, caller_number, dialed_number, queue, \
+           current_agent, on_call_agents, handled_by, transfers, offered_at, queued_at, answered_at, \
+           ended_at, hold_ms, customer_id, event_count, now(), team, last_event_at, \
+           transfer_ring_ms, requeue_wait_ms \
+         FROM r WHERE r.stored_at IS NULL",
     ));
     crate::feed::Columns::of(batch.feed)
         .bind(query)
@@ -497,6 +585,7 @@ pub async fn write_batch(conn: &mut PgConnection, batch: &BatchWrite<'_>) -> sql
         .bind(calls.last_event_at)
         .bind(calls.transfer_ring_ms)
         .bind(calls.requeue_wait_ms)
+        .bind(calls.stored_at)
         .execute(conn)
         .await?;
     Ok(())

@@ -13,8 +13,8 @@
 //! - **Retention** drops whole months: with `keep_months` set, a month goes once all of it is more
 //!   than `keep_months` months old, so rows are kept at least `keep_months` months and less than
 //!   one month more. Dropping a partition is one catalog change, not a delete per row. The audit
-//!   trail's and the call events' months are dropped only by `switchboard maintenance
-//!   partitions` (a CronJob); the feed's by the feed's sequencer, once its retention has passed
+//!   trail's, the call events' and the calls' months are dropped only by `switchboard
+//!   maintenance partitions` (a CronJob); the feed's by the feed's sequencer, once its retention has passed
 //!   every event of the month.
 //! - **Locks.** Making or dropping a partition takes a short exclusive lock on the table. Upkeep
 //!   gives up after 2 s rather than hold the queries that queue behind it, and tries again at the
@@ -47,16 +47,25 @@ pub enum Table {
     /// The gateways' call events (`occurred_at`). A call whose events retention dropped keeps its
     /// record (KPIs read the records), and takes no more events.
     CallEvents,
+    /// The calls' records (`offered_at`): what KPIs, the scorecard and reconciliation read. Whole
+    /// days of KPIs stay in their rollups when their calls are dropped.
+    Calls,
 }
 
 impl Table {
-    pub const ALL: &'static [Table] = &[Table::AuditEvents, Table::FeedEvents, Table::CallEvents];
+    pub const ALL: &'static [Table] = &[
+        Table::AuditEvents,
+        Table::FeedEvents,
+        Table::CallEvents,
+        Table::Calls,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Table::AuditEvents => "audit_events",
             Table::FeedEvents => "feed_events",
             Table::CallEvents => "call_events",
+            Table::Calls => "calls",
         }
     }
 }
@@ -74,6 +83,7 @@ pub enum HistoryError {
 pub struct Retention {
     pub audit_months: Option<u32>,
     pub call_event_months: Option<u32>,
+    pub call_months: Option<u32>,
 }
 
 impl Retention {
@@ -82,6 +92,7 @@ impl Retention {
             Table::AuditEvents => self.audit_months,
             Table::FeedEvents => None,
             Table::CallEvents => self.call_event_months,
+            Table::Calls => self.call_months,
         }
     }
 }

@@ -56,9 +56,11 @@ pub async fn pair(conn: &mut PgConnection, gateway_id: &str, tolerance_s: i32) -
              COALESCE(r.caller, '') || '|' || COALESCE(r.dialed, '') || '|' || r.started_at::text) \
              ORDER BY r.line ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)), \
          ids AS ( \
-           SELECT d.line, c.call_id AS sb \
+           SELECT DISTINCT ON (d.line) d.line, c.call_id AS sb, c.offered_at AS sb_at \
            FROM d JOIN calls c ON c.gateway_id = $1 AND c.call_id = d.call_id \
-           WHERE d.nth = 1), \
+             AND c.offered_at BETWEEN d.started_at - interval '1 day' AND d.started_at + interval '1 day' \
+           WHERE d.nth = 1 \
+           ORDER BY d.line, abs(date_part('epoch', c.offered_at - d.started_at))), \
          span AS ( \
            SELECT min(started_at) - make_interval(secs => $2) AS lo, \
              max(started_at) + make_interval(secs => $2) AS hi FROM cdr_rows), \
@@ -66,9 +68,9 @@ pub async fn pair(conn: &mut PgConnection, gateway_id: &str, tolerance_s: i32) -
            SELECT c.call_id, c.caller_number, c.dialed_number, c.offered_at \
            FROM calls c CROSS JOIN span \
            WHERE c.gateway_id = $1 AND c.offered_at BETWEEN span.lo AND span.hi \
-             AND NOT EXISTS (SELECT 1 FROM ids WHERE ids.sb = c.call_id)), \
+             AND NOT EXISTS (SELECT 1 FROM ids WHERE ids.sb = c.call_id AND ids.sb_at = c.offered_at)), \
          nearest AS ( \
-           SELECT DISTINCT ON (d.line) d.line, f.call_id AS sb, \
+           SELECT DISTINCT ON (d.line) d.line, f.call_id AS sb, f.offered_at AS sb_at, \
              abs(date_part('epoch', f.offered_at - d.started_at)) AS gap \
            FROM d JOIN free_calls f \
              ON f.caller_number IS NOT DISTINCT FROM d.caller \
@@ -78,11 +80,11 @@ pub async fn pair(conn: &mut PgConnection, gateway_id: &str, tolerance_s: i32) -
            WHERE d.nth = 1 AND NOT EXISTS (SELECT 1 FROM ids WHERE ids.line = d.line) \
            ORDER BY d.line, gap, f.call_id), \
          by_numbers AS ( \
-           SELECT DISTINCT ON (sb) line, sb FROM nearest ORDER BY sb, gap, line) \
-         SELECT d.line, d.nth > 1 AS duplicate, d.first_line, m.sb, d.call_id, d.started_at, \
+           SELECT DISTINCT ON (sb, sb_at) line, sb, sb_at FROM nearest ORDER BY sb, sb_at, gap, line) \
+         SELECT d.line, d.nth > 1 AS duplicate, d.first_line, m.sb, m.sb_at, d.call_id, d.started_at, \
            d.answered_at, COALESCE(d.talk_ms::float8, \
              1000 * date_part('epoch', d.ended_at - d.answered_at)) AS talk \
-         FROM d LEFT JOIN (SELECT line, sb FROM ids UNION ALL SELECT line, sb FROM by_numbers) m \
+         FROM d LEFT JOIN (SELECT line, sb, sb_at FROM ids UNION ALL SELECT line, sb, sb_at FROM by_numbers) m \
            ON m.line = d.line",
     )
     .bind(gateway_id)
@@ -98,9 +100,9 @@ pub async fn pair(conn: &mut PgConnection, gateway_id: &str, tolerance_s: i32) -
 macro_rules! paired {
     () => {
         "FROM cdr_pairs p \
-         LEFT JOIN (SELECT call_id, answered_at, \
+         LEFT JOIN (SELECT call_id, offered_at, answered_at, \
                       1000 * date_part('epoch', ended_at - answered_at) AS talk \
-                    FROM calls WHERE gateway_id = $1) c ON c.call_id = p.sb"
+                    FROM calls WHERE gateway_id = $1) c ON c.call_id = p.sb AND c.offered_at = p.sb_at"
     };
 }
 
@@ -164,7 +166,7 @@ macro_rules! span {
         "FROM calls c \
          CROSS JOIN (SELECT min(started_at) - make_interval(secs => $3) AS lo, \
                        max(started_at) + make_interval(secs => $3) AS hi FROM cdr_rows) s \
-         LEFT JOIN cdr_pairs m ON m.sb = c.call_id \
+         LEFT JOIN cdr_pairs m ON m.sb = c.call_id AND m.sb_at = c.offered_at \
          WHERE c.gateway_id = $1 AND c.offered_at BETWEEN s.lo AND s.hi"
     };
 }

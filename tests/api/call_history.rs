@@ -1,7 +1,7 @@
-//! Call events by month (docs/SCALING.md step 2, "Partitioned history"): `call_events` converted
-//! from an existing database without losing a row, ingest still finding old resends and old
-//! histories, an event id naming one event within a day of it, and retention dropping whole
-//! months while the calls' records stay.
+//! Calls and call events by month (docs/SCALING.md step 2, "Partitioned history"): `calls` and
+//! `call_events` converted from an existing database without losing a row, ingest still finding
+//! old resends, old calls and their histories, an event id and a call id each naming one thing
+//! within a day, KPIs reading only the months they cover, and retention dropping whole months.
 
 use chrono::{DateTime, Months, TimeDelta, Utc};
 use sqlx::PgPool;
@@ -12,7 +12,7 @@ use tokio::process::Command;
 use crate::calls::report;
 use crate::helpers::{TestOptions, database_at_migration, spawn_app, spawn_app_with};
 
-/// The last migration before call_events was partitioned.
+/// The last migration before call_events and calls were partitioned.
 const BEFORE_PARTITIONING: i64 = 20261207000036;
 const GATEWAY: &str = "pbx-1";
 
@@ -54,6 +54,21 @@ async fn event_rows(db: &PgPool) -> Vec<String> {
     .fetch_all(db)
     .await
     .expect("event rows")
+}
+
+/// Every call as text, in key order.
+async fn call_rows(db: &PgPool) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT concat_ws('|', gateway_id, call_id, state, outcome, caller_number, dialed_number, \
+                queue, current_agent, on_call_agents, handled_by, transfers, offered_at, queued_at, \
+                answered_at, ended_at, hold_ms, customer_id, event_count, updated_at, \
+                next_offered_at, team, last_event_at, prev_offered_at, transfer_ring_ms, \
+                requeue_wait_ms) \
+         FROM calls ORDER BY gateway_id, call_id, offered_at",
+    )
+    .fetch_all(db)
+    .await
+    .expect("call rows")
 }
 
 #[derive(sqlx::FromRow, Debug, PartialEq)]
@@ -133,13 +148,19 @@ async fn database_before_partitioning() -> (String, PgPool) {
 }
 
 #[tokio::test]
-async fn call_events_of_fourteen_months_convert_and_ingest_still_finds_old_resends_and_histories() {
+async fn calls_and_events_of_fourteen_months_convert_and_ingest_finds_old_calls_and_resends() {
     use v1::CallEventType::*;
     let (url, db) = database_before_partitioning().await;
     let before = event_rows(&db).await;
     assert_eq!(before.len(), 14 * 4 + 14 * 3 + 4 + 1);
     let oldest = call(&db, "old-27").await.offered_at;
     let legacy = call(&db, "legacy").await;
+    // The migration fixes the legacy call's last event time, and nothing else.
+    let unfixed = |mut rows: Vec<String>| {
+        rows.retain(|row| !row.starts_with("pbx-1|legacy|"));
+        rows
+    };
+    let calls_before = unfixed(call_rows(&db).await);
 
     // The service migrates its database at start-up.
     let app = spawn_app_with(TestOptions {
@@ -148,22 +169,39 @@ async fn call_events_of_fourteen_months_convert_and_ingest_still_finds_old_resen
     })
     .await;
     assert_eq!(event_rows(&db).await, before, "every event, as it was");
+    let calls_after = call_rows(&db).await;
+    assert_eq!(calls_after.len(), 29);
+    assert_eq!(unfixed(calls_after), calls_before, "every call, as it was");
+    for (table, time) in [("calls", "offered_at"), ("call_events", "occurred_at")] {
+        let misplaced: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {table} WHERE tableoid::regclass::text <> \
+               '{table}_p' || to_char({time} AT TIME ZONE 'UTC', 'YYYY_MM')"
+        )))
+        .fetch_one(&db)
+        .await
+        .expect("misplaced");
+        assert_eq!(
+            misplaced, 0,
+            "each row of {table} in its own month, none in the default"
+        );
+    }
+    let fill: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT array_to_string(c.reloptions, ',') FROM pg_inherits i \
+         JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'calls'::regclass",
+    )
+    .fetch_all(&db)
+    .await
+    .expect("storage parameters");
+    assert_eq!(
+        fill,
+        ["fillfactor=80"],
+        "every month of calls leaves room for HOT updates"
+    );
     let months = switchboard::history::store::months(&db, Table::CallEvents)
         .await
         .expect("months");
     assert_eq!(months.first(), Some(&month_of(oldest)));
     assert!(months.len() >= 16, "{months:?}");
-    let misplaced: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM call_events \
-         WHERE tableoid::regclass::text <> 'call_events_p' || to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY_MM')",
-    )
-    .fetch_one(&db)
-    .await
-    .expect("misplaced");
-    assert_eq!(
-        misplaced, 0,
-        "each event in its own month, none in the default"
-    );
     assert_eq!(
         call(&db, "legacy").await.last_event_at,
         legacy.offered_at + TimeDelta::seconds(20),
@@ -261,9 +299,11 @@ async fn retention_drops_old_months_of_call_events_and_their_calls_take_no_more(
         let month = month_of(now)
             .checked_sub_months(Months::new(back))
             .expect("month");
-        switchboard::history::store::make_month(&app.db, Table::CallEvents, month)
-            .await
-            .expect("month made");
+        for table in [Table::CallEvents, Table::Calls] {
+            switchboard::history::store::make_month(&app.db, table, month)
+                .await
+                .expect("month made");
+        }
     }
     let gone_at = now - Months::new(8);
     let kept_at = now - Months::new(1);
@@ -339,4 +379,180 @@ async fn retention_drops_old_months_of_call_events_and_their_calls_take_no_more(
     let ack = report(&app, ended).await;
     assert_eq!(ack.outcome(), v1::AckOutcome::Accepted, "{}", ack.reason);
     assert_eq!(call(&app.db, "kept").await.state, "ended");
+
+    // The calls' own retention drops their months whole too.
+    let run = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["maintenance", "partitions", "--call-retention-months", "7"])
+        .env("DATABASE_URL", &app.database_url)
+        .output()
+        .await
+        .expect("maintenance runs");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let gone_month = format!("calls_p{}", month_of(gone_at).format("%Y_%m"));
+    assert!(
+        String::from_utf8_lossy(&run.stdout).contains(&gone_month),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    let left: Vec<String> = sqlx::query_scalar("SELECT call_id FROM calls ORDER BY call_id")
+        .fetch_all(&app.db)
+        .await
+        .expect("calls");
+    assert_eq!(left, ["kept"]);
+}
+
+#[tokio::test]
+async fn a_call_id_names_one_call_within_a_day_and_starts_a_new_call_further_away() {
+    use v1::CallEventType::*;
+    let app = spawn_app().await;
+    let t = Utc::now() - TimeDelta::days(6);
+    let later = t + TimeDelta::days(3);
+    // A gateway that reuses its call ids: the same id three days apart, both calls in one stream
+    // (so often in one batch), and a late event of the first call among them.
+    let mut events = vec![
+        event("c-1", 0, Offered, "", t),
+        event("c-1", 1, Ended, "", t + TimeDelta::seconds(40)),
+    ];
+    let mut second = vec![
+        event("c-1", 0, Offered, "", later),
+        event("c-1", 1, Ringing, "a-1", later + TimeDelta::seconds(5)),
+        event("c-1", 2, Answered, "a-1", later + TimeDelta::seconds(9)),
+    ];
+    for e in &mut second {
+        e.event_id = format!("again-{}", e.event_id);
+    }
+    events.extend(second);
+    let mut late = event("c-1", 9, Queued, "", t + TimeDelta::hours(2));
+    late.event_id = "late".into();
+    events.push(late);
+    let acks = crate::calls::stream_all(&mut app.calls.clone(), events).await;
+    let outcome = |id: &str| {
+        acks.iter()
+            .find(|ack| ack.event_id == id)
+            .map(|ack| (ack.outcome(), ack.reason.clone()))
+            .expect("acked")
+    };
+    for id in [
+        "c-1-0",
+        "c-1-1",
+        "again-c-1-0",
+        "again-c-1-1",
+        "again-c-1-2",
+    ] {
+        assert_eq!(
+            outcome(id).0,
+            v1::AckOutcome::Accepted,
+            "{id}: {:?}",
+            outcome(id)
+        );
+    }
+    // Two hours after the first call's offer, the event is the first call's: after its end.
+    assert_eq!(
+        outcome("late").0,
+        v1::AckOutcome::Rejected,
+        "{:?}",
+        outcome("late")
+    );
+
+    let calls: Vec<(DateTime<Utc>, String, i32)> = sqlx::query_as(
+        "SELECT offered_at, state, event_count FROM calls WHERE call_id = 'c-1' ORDER BY offered_at",
+    )
+    .fetch_all(&app.db)
+    .await
+    .expect("calls");
+    let second_at = DateTime::from_timestamp(later.timestamp(), 0).expect("time");
+    let first_at = DateTime::from_timestamp(t.timestamp(), 0).expect("time");
+    assert_eq!(
+        calls,
+        [
+            (first_at, "ended".to_string(), 2),
+            (second_at, "connected".to_string(), 3)
+        ]
+    );
+    // The second call goes on where it is.
+    let ended = event("c-1", 3, Ended, "", later + TimeDelta::seconds(70));
+    assert_eq!(
+        report(&app, ended).await.outcome(),
+        v1::AckOutcome::Accepted
+    );
+    let states: Vec<String> =
+        sqlx::query_scalar("SELECT state FROM calls WHERE call_id = 'c-1' ORDER BY offered_at")
+            .fetch_all(&app.db)
+            .await
+            .expect("states");
+    assert_eq!(states, ["ended", "ended"]);
+}
+
+#[tokio::test]
+async fn kpis_for_a_month_read_only_that_months_calls() {
+    let app = spawn_app().await;
+    let this_month = month_of(Utc::now());
+    let months: Vec<_> = (0..3)
+        .map(|back| {
+            this_month
+                .checked_sub_months(Months::new(back))
+                .expect("month")
+        })
+        .collect();
+    for month in &months {
+        switchboard::history::store::make_month(&app.db, Table::Calls, *month)
+            .await
+            .expect("month made");
+    }
+    // Ten answered calls in each of the three months (no customer, so no chain to stamp).
+    for (m, month) in months.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO calls (gateway_id, call_id, state, outcome, queue, handled_by, offered_at, \
+                                answered_at, ended_at, event_count, last_event_at) \
+             SELECT 'pbx-1', $1 || '-' || n, 'ended', 'completed', 'billing', ARRAY['a-1'], at, \
+                    at + interval '5 s', at + interval '65 s', 4, at + interval '65 s' \
+             FROM generate_series(1, 10) n, \
+                  LATERAL (SELECT $2::date + make_interval(hours => n) AS at) x",
+        )
+        .bind(format!("m{m}"))
+        .bind(month)
+        .execute(&app.db)
+        .await
+        .expect("calls");
+    }
+    let last_month = months[1];
+    let start = last_month.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+    let end = this_month.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+
+    // Another session holds the other months of calls locked: a KPI query that read them would
+    // wait, and the request would time out.
+    let mut other = app.db.begin().await.expect("transaction");
+    for month in [months[0], months[2]] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "LOCK TABLE calls_p{} IN ACCESS EXCLUSIVE MODE",
+            month.format("%Y_%m")
+        )))
+        .execute(&mut *other)
+        .await
+        .expect("locked");
+    }
+    sqlx::query("LOCK TABLE calls_default IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *other)
+        .await
+        .expect("locked");
+    let response = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        crate::analytics::kpis(
+            &app,
+            v1::GetKpisRequest {
+                period: crate::analytics::period(start, end),
+                ..Default::default()
+            },
+        ),
+    )
+    .await
+    .expect("KPIs answered without waiting for the other months");
+    other.rollback().await.expect("released");
+    let total = response.total.expect("total").kpis.expect("kpis");
+    assert_eq!(total.offered.and_then(|v| v.value), Some(10.0));
+    assert_eq!(total.answered.and_then(|v| v.value), Some(10.0));
 }

@@ -65,7 +65,7 @@ impl CallScript {
 }
 
 /// Streams `events` to the gateway service and returns every ack; the stream must end cleanly.
-async fn stream_all(
+pub async fn stream_all(
     calls: &mut v1::call_event_service_client::CallEventServiceClient<crate::helpers::Authed>,
     events: Vec<v1::CallEvent>,
 ) -> Vec<v1::CallEventAck> {
@@ -1304,7 +1304,8 @@ async fn a_calls_events_between_its_start_and_end_write_no_index_entries() {
     }
     let counts = || async {
         sqlx::query_as::<_, (i64, i64)>(
-            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'calls'",
+            "SELECT sum(n_tup_upd)::int8, sum(n_tup_hot_upd)::int8 FROM pg_stat_user_tables \
+             WHERE relid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'calls'::regclass)",
         )
         .fetch_one(&app.db)
         .await

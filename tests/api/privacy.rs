@@ -719,3 +719,52 @@ async fn remask_masks_card_numbers_stored_by_older_releases_and_a_second_run_cha
         "{second}"
     );
 }
+
+#[tokio::test]
+async fn remask_walks_each_month_of_a_partitioned_table_and_misses_no_row() {
+    let app = spawn_app().await;
+    // Two months of call events with card numbers, their rows of different sizes, so the two
+    // partitions' row positions (ctids) interleave unevenly: one walk over the parent in ctid
+    // order, a thousand rows at a time, passed over rows at the batch edges.
+    let month = |ahead: i32| {
+        format!("date_trunc('month', now()) + make_interval(months => {ahead}, hours => n)")
+    };
+    for (ahead, pad) in [(0, 10), (1, 300)] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO call_events (gateway_id, event_id, call_id, type, occurred_at, \
+                                      attached_data, outcome) \
+             SELECT 'pbx-1', 'e-{ahead}-' || n, 'c-' || n, 'offered', {}, \
+                    jsonb_build_object('card', '4111111111111111', 'pad', repeat('x', {pad} + n % 7)), \
+                    'accepted' \
+             FROM generate_series(1, 1500) n",
+            month(ahead)
+        )))
+        .execute(&app.db)
+        .await
+        .expect("events");
+    }
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["retention", "remask"])
+        .env("DATABASE_URL", &app.database_url)
+        .output()
+        .await
+        .expect("remask runs");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM call_events WHERE attached_data::text LIKE '%4111111111111111%'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .expect("count");
+    assert_eq!(left, 0, "{}", String::from_utf8_lossy(&run.stdout));
+    assert!(
+        String::from_utf8_lossy(&run.stdout)
+            .contains("call_events.attached_data: 3000 rows masked"),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+}

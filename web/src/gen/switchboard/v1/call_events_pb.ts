@@ -379,12 +379,18 @@ export const AckOutcomeSchema: GenEnum<AckOutcome> = /*@__PURE__*/
  * gateway_id and event_id differs after parsing) is a gateway bug: it is acked DUPLICATE_ID, not
  * stored, and counted (metric switchboard_call_events_total{outcome="duplicate_id"}). An event id
  * used again more than a day away names a new event (a gateway whose counter restarted is not
- * refused). The bound lets events be stored by month without every lookup reading every month
- * (docs/SCALING.md, "Partitioned history").
+ * refused).
+ *
+ * Calls: (gateway_id, call_id) names a call among the gateway's calls offered within a day of each
+ * other. An event belongs to the call of its call_id offered nearest to its occurred_at, within a
+ * day; with none, it starts a new call. So a call id reused days later starts a new call (before,
+ * its OFFERED was REJECTED), and an event more than a day after its call's offer starts a call of
+ * its own: no call lasts a day. These bounds let calls and events be stored by month without
+ * every lookup reading every month (docs/SCALING.md, "Partitioned history").
  *
  * Retention: with call events kept a limited time (switchboard maintenance partitions
  * --call-event-retention-months), a call whose events are gone keeps its record, and an event for
- * it is REJECTED.
+ * it is REJECTED. With calls kept a limited time (--call-retention-months), older calls are gone.
  *
  * Agents: an event may name an agent Switchboard has never seen (a desk phone, an agent known only
  * to the PBX). When the event is accepted, that agent becomes known, marked as known only from the
