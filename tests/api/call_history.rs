@@ -300,6 +300,36 @@ async fn an_event_id_names_one_event_within_a_day_of_it_and_another_event_furthe
     assert_eq!(call(&app.db, "c-3").await.state, "offered");
 }
 
+/// Runs `switchboard maintenance partitions` with `flag` (a retention of `months`), and checks
+/// that it dropped `table`'s month holding `at`, as a table, and said so.
+async fn retention_drops(
+    app: &crate::helpers::TestApp,
+    flag: &str,
+    months: u32,
+    table: Table,
+    at: DateTime<Utc>,
+) {
+    let run = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["maintenance", "partitions", flag, &months.to_string()])
+        .env("DATABASE_URL", &app.database_url)
+        .output()
+        .await
+        .expect("maintenance runs");
+    let (out, err) = (
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr),
+    );
+    assert!(run.status.success(), "{err}");
+    let month = format!("{}_p{}", table.name(), month_of(at).format("%Y_%m"));
+    assert!(out.contains(&month), "{out}");
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(&month)
+        .fetch_one(&app.db)
+        .await
+        .expect("catalog");
+    assert!(!exists, "{month} is dropped as a table");
+}
+
 #[tokio::test]
 async fn retention_drops_old_months_of_call_events_and_their_calls_take_no_more() {
     use v1::CallEventType::*;
@@ -339,34 +369,14 @@ async fn retention_drops_old_months_of_call_events_and_their_calls_take_no_more(
     }
     let before = call(&app.db, "gone").await;
 
-    let run = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args([
-            "maintenance",
-            "partitions",
-            "--call-event-retention-months",
-            "6",
-        ])
-        .env("DATABASE_URL", &app.database_url)
-        .output()
-        .await
-        .expect("maintenance runs");
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let gone_month = format!("call_events_p{}", month_of(gone_at).format("%Y_%m"));
-    assert!(
-        String::from_utf8_lossy(&run.stdout).contains(&gone_month),
-        "{}",
-        String::from_utf8_lossy(&run.stdout)
-    );
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-        .bind(&gone_month)
-        .fetch_one(&app.db)
-        .await
-        .expect("catalog");
-    assert!(!exists, "the month is dropped as a table");
+    retention_drops(
+        &app,
+        "--call-event-retention-months",
+        6,
+        Table::CallEvents,
+        gone_at,
+    )
+    .await;
     let left: Vec<String> =
         sqlx::query_scalar("SELECT event_id FROM call_events ORDER BY event_id")
             .fetch_all(&app.db)
@@ -392,23 +402,7 @@ async fn retention_drops_old_months_of_call_events_and_their_calls_take_no_more(
     assert_eq!(call(&app.db, "kept").await.state, "ended");
 
     // The calls' own retention drops their months whole too.
-    let run = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["maintenance", "partitions", "--call-retention-months", "7"])
-        .env("DATABASE_URL", &app.database_url)
-        .output()
-        .await
-        .expect("maintenance runs");
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let gone_month = format!("calls_p{}", month_of(gone_at).format("%Y_%m"));
-    assert!(
-        String::from_utf8_lossy(&run.stdout).contains(&gone_month),
-        "{}",
-        String::from_utf8_lossy(&run.stdout)
-    );
+    retention_drops(&app, "--call-retention-months", 7, Table::Calls, gone_at).await;
     let left: Vec<String> = sqlx::query_scalar("SELECT call_id FROM calls ORDER BY call_id")
         .fetch_all(&app.db)
         .await
