@@ -63,6 +63,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     protos.sort();
     println!("cargo:rerun-if-changed=proto");
+    // `sqlx::migrate!` embeds the migrations when the crate compiles: a new file must rebuild it.
+    println!("cargo:rerun-if-changed=migrations");
 
     let descriptors = protox::compile(&protos, ["proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
