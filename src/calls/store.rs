@@ -162,7 +162,8 @@ pub type EventKey = (String, String, DateTime<Utc>);
 
 /// The acks already given to any of these events: a stored event of the same gateway and event
 /// id within [`IDENTITY_SPAN`](super::IDENTITY_SPAN) of the event's time (so each key reads the
-/// one or two months around it, never every month).
+/// one or two months around it, never every month). An event sent twice in one batch reads its
+/// stored ack twice; [`Acks`] keeps both, and finds either.
 pub async fn stored_acks(conn: &mut PgConnection, events: &[EventKey]) -> sqlx::Result<Acks> {
     let mut gateways = Vec::with_capacity(events.len());
     let mut ids = Vec::with_capacity(events.len());
@@ -183,7 +184,7 @@ pub async fn stored_acks(conn: &mut PgConnection, events: &[EventKey]) -> sqlx::
     }
     let rows = sqlx::query_as!(
         Row,
-        "SELECT DISTINCT e.gateway_id, e.event_id, e.occurred_at, e.outcome, e.reason, e.payload_hash \
+        "SELECT e.gateway_id, e.event_id, e.occurred_at, e.outcome, e.reason, e.payload_hash \
          FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS t(g, id, at) \
          JOIN call_events e ON e.gateway_id = t.g AND e.event_id = t.id \
            AND e.occurred_at BETWEEN t.at - make_interval(secs => $4) AND t.at + make_interval(secs => $4)",

@@ -197,16 +197,9 @@ async fn calls_and_events_of_fourteen_months_convert_and_ingest_finds_old_calls_
         ["fillfactor=80"],
         "every month of calls leaves room for HOT updates"
     );
-    // No month is "analyzed and empty": a plan cached then would scan the whole month once it
-    // fills (a month never analyzed is planned with index scans).
-    let analyzed_empty: Vec<String> = sqlx::query_scalar(
-        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-         WHERE i.inhparent IN ('calls'::regclass, 'call_events'::regclass) \
-           AND c.reltuples = 0 AND right(c.relname, 8) <> '_default' ORDER BY 1",
-    )
-    .fetch_all(&db)
-    .await
-    .expect("statistics");
+    // No month is analyzed and empty (see `analyzed_empty_months`).
+    let analyzed_empty =
+        crate::history::analyzed_empty_months(&db, &["calls", "call_events"]).await;
     assert!(analyzed_empty.is_empty(), "{analyzed_empty:?}");
     let months = switchboard::history::store::months(&db, Table::CallEvents)
         .await

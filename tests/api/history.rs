@@ -423,11 +423,25 @@ async fn retention_drops_whole_months_and_keeps_every_row_of_the_months_it_keeps
     assert!(written >= 1);
 }
 
+/// The months of `tables` that PostgreSQL analyzed while they were empty (default partitions
+/// aside). It plans such a month as empty: a plan cached then scans the whole month as it fills.
+/// A month never analyzed is planned with index scans.
+pub(crate) async fn analyzed_empty_months(db: &PgPool, tables: &[&str]) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         JOIN pg_class p ON p.oid = i.inhparent \
+         WHERE p.relname = ANY($1) AND c.reltuples = 0 AND right(c.relname, 8) <> '_default' \
+         ORDER BY 1",
+    )
+    .bind(tables)
+    .fetch_all(db)
+    .await
+    .expect("statistics")
+}
+
 #[tokio::test]
 async fn no_month_of_a_new_database_is_analyzed_empty() {
     let app = spawn_app_with(TestOptions::default()).await;
-    // PostgreSQL plans a month analyzed while empty as empty: a plan cached then scans the whole
-    // month as it fills. A month never analyzed is planned with index scans.
     let tables: Vec<&str> = Table::ALL.iter().map(|table| table.name()).collect();
     let months: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent \
@@ -438,15 +452,6 @@ async fn no_month_of_a_new_database_is_analyzed_empty() {
     .await
     .expect("months");
     assert!(months >= 4 * 4, "{months}");
-    let analyzed_empty: Vec<String> = sqlx::query_scalar(
-        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-         JOIN pg_class p ON p.oid = i.inhparent \
-         WHERE p.relname = ANY($1) AND c.reltuples = 0 AND right(c.relname, 8) <> '_default' \
-         ORDER BY 1",
-    )
-    .bind(&tables)
-    .fetch_all(&app.db)
-    .await
-    .expect("statistics");
+    let analyzed_empty = analyzed_empty_months(&app.db, &tables).await;
     assert!(analyzed_empty.is_empty(), "{analyzed_empty:?}");
 }
