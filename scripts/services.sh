@@ -117,8 +117,11 @@ data_dir() {
 # events write several rows each, and with 128 MB of buffers and 1 GB of WAL between checkpoints
 # the server spent its time in forced checkpoints and backend writes (docs/BENCHMARKS history).
 # Commits stay synchronous: an acked event is on disk.
+# pg_stat_statements (with planning counted) is loaded for the benchmarks' profiles and for the
+# test that the hot paths' statements are not planned at every call.
 PG_TUNING="-c shared_buffers=1GB -c max_wal_size=8GB -c min_wal_size=1GB -c checkpoint_timeout=15min \
--c checkpoint_completion_target=0.9 -c wal_buffers=64MB -c wal_compression=lz4"
+-c checkpoint_completion_target=0.9 -c wal_buffers=64MB -c wal_compression=lz4 \
+-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on"
 
 start_postgres() {
   if [ -n "${DATABASE_URL:-}" ]; then

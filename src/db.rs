@@ -84,6 +84,26 @@ pub async fn begin(pool: &PgPool) -> sqlx::Result<Transaction<'static, Postgres>
     pool.begin().await
 }
 
+/// A transaction whose statements run on generic plans, begun in the same round trip as `BEGIN`.
+///
+/// For the hot write paths, whose statements take arrays (`unnest($1::uuid[])`, `= ANY($1)`) or
+/// read partitioned tables. PostgreSQL's default (`plan_cache_mode = auto`) compares each cached
+/// statement's generic plan with the custom plans it made, and a custom plan knows the array's
+/// length (one element, not the generic ten) and prunes to one month: it always looks cheaper,
+/// so such a statement is planned afresh at every execution. Measured under the mixed load
+/// (BENCHMARKS.md, #25 third pass): a quarter of PostgreSQL's time was planning, 0.4 to 0.6 ms
+/// for each of the call-event batch's three reads. Their generic plans are index lookups either
+/// way, and runtime pruning still reads one month.
+///
+/// Not for statements whose best plan depends on a value (a `LIKE` prefix, a skewed column, a
+/// time range's width): those stay on the default.
+#[allow(clippy::disallowed_methods)]
+pub async fn begin_generic(pool: &PgPool) -> sqlx::Result<Transaction<'static, Postgres>> {
+    let _waiting = Waiter::enter();
+    pool.begin_with("BEGIN; SET LOCAL plan_cache_mode = force_generic_plan")
+        .await
+}
+
 /// Waits until PostgreSQL answers, retrying every 500 ms for at most `patience`.
 pub async fn wait_until_reachable(pool: &PgPool, patience: Duration) -> Result<(), sqlx::Error> {
     let deadline = tokio::time::Instant::now() + patience;

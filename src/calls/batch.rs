@@ -336,7 +336,7 @@ async fn commit_batch(
         })
         .collect();
 
-    let mut tx = crate::db::begin(pool).await?;
+    let mut tx = crate::db::begin_generic(pool).await?;
     store::lock_calls(&mut tx, &keys).await?;
     let stored = store::stored_acks(&mut tx, &timed_keys).await?;
     let mut instances = load_instances(&mut tx, events).await?;

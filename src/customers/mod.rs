@@ -357,10 +357,11 @@ impl Customers {
 
     #[tracing::instrument(skip(self))]
     pub async fn get(&self, id: Uuid) -> Result<Customer> {
-        let mut conn = crate::db::acquire(&self.pool).await?;
-        self.resolve_merged(&mut conn, id)
-            .await?
-            .ok_or(CustomerError::NotFound)
+        // Its reads take arrays of ids: on generic plans they are not planned at every call.
+        let mut tx = crate::db::begin_generic(&self.pool).await?;
+        let customer = self.resolve_merged(&mut tx, id).await?;
+        tx.commit().await?;
+        customer.ok_or(CustomerError::NotFound)
     }
 
     #[tracing::instrument(skip(self, patch))]

@@ -175,7 +175,7 @@ impl Interactions {
         }
         new.notes = card_data::mask(&new.notes).into_owned();
         new.outcome = card_data::mask(&new.outcome).into_owned();
-        let mut tx = crate::db::begin(&self.pool).await?;
+        let mut tx = crate::db::begin_generic(&self.pool).await?;
         if !crate::customers::is_live(&mut tx, new.customer_id.into()).await? {
             return Err(InteractionError::CustomerNotFound);
         }
@@ -212,7 +212,7 @@ impl Interactions {
         disposition_code: &str,
         notes: &str,
     ) -> Result<Interaction> {
-        let mut tx = crate::db::begin(&self.pool).await?;
+        let mut tx = crate::db::begin_generic(&self.pool).await?;
         let current = store::load_for_update(&mut tx, id)
             .await?
             .ok_or(InteractionError::NotFound)?;

@@ -1322,3 +1322,60 @@ async fn a_calls_events_between_its_start_and_end_write_no_index_entries() {
         "six updates of the call, all HOT but the end's"
     );
 }
+
+/// Statements of this database whose text contains each of `fragments`: (calls, plans) each.
+/// Needs `pg_stat_statements` preloaded with `track_planning` (scripts/services.sh does both).
+async fn statement_counts(db: &sqlx::PgPool, fragments: &[&str]) -> Vec<(i64, i64)> {
+    let mut counts = Vec::new();
+    for fragment in fragments {
+        let row: (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(sum(calls), 0)::int8, COALESCE(sum(plans), 0)::int8 \
+             FROM pg_stat_statements \
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+               AND strpos(query, $1) > 0",
+        )
+        .bind(fragment)
+        .fetch_one(db)
+        .await
+        .expect("pg_stat_statements must be loaded with track_planning on (scripts/services.sh)");
+        counts.push(row);
+    }
+    counts
+}
+
+/// The call-event batch's three reads (the acks given, the stored calls, their histories) take
+/// arrays and read tables partitioned by month. PostgreSQL's default plan choice finds a custom
+/// plan (which knows the array's length and prunes to one month) cheaper every time, so each
+/// batch planned them afresh: a quarter of PostgreSQL's time under the mixed load (#25). The
+/// batch runs them on generic plans, made once per pooled connection.
+#[tokio::test]
+async fn the_call_event_batchs_reads_are_planned_once_per_connection_not_per_batch() {
+    let app = spawn_app().await;
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(&app.db)
+        .await
+        .expect("pg_stat_statements");
+    let reads = [
+        "e.outcome, e.reason, e.payload_hash FROM unnest(",
+        "COALESCE(c.last_event_at, c.offered_at) AS \"last_event_at!\"",
+        "t.lo AS call_offered_at, e.event_id",
+    ];
+    let before = statement_counts(&app.db, &reads).await;
+    // One event at a time: each is a batch of its own.
+    for n in 0..12 {
+        for event in CallScript::answered_by(&format!("plans-{n}"), "agent-7").events {
+            let ack = report(&app, event).await;
+            assert_eq!(ack.outcome(), v1::AckOutcome::Accepted, "{ack:?}");
+        }
+    }
+    let after = statement_counts(&app.db, &reads).await;
+    for ((fragment, (calls0, plans0)), (calls1, plans1)) in reads.iter().zip(before).zip(after) {
+        let (calls, plans) = (calls1 - calls0, plans1 - plans0);
+        assert!(calls >= 60, "{fragment}: {calls} calls");
+        // At most one generic plan per connection of the app's pool (8), whatever the batches.
+        assert!(
+            plans <= 8,
+            "{fragment}: planned {plans} times in {calls} calls"
+        );
+    }
+}
