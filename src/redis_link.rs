@@ -2,7 +2,12 @@
 //!
 //! Every command runs under a short timeout. After a failure the link stays *open* (skipped) for a
 //! back-off period, so that while Redis is down, slow or blackholed only one request per period pays
-//! the timeout and every other one goes straight to PostgreSQL. The underlying
+//! the timeout and every other one goes straight to PostgreSQL. A failure opens the link only if
+//! Redis has answered nothing since the failed command was sent: when other commands sent after
+//! it have come back, Redis is up and that one was slow (queued behind a machine short of CPU, or
+//! its own work). Skipping Redis then would send every pop to PostgreSQL for the back-off period,
+//! just when the machine has no CPU to spare (#25: under the mixed load, one such timeout moved
+//! nine in ten pops of a run to PostgreSQL). The underlying
 //! `ConnectionManager` connects lazily and reconnects by itself, so caching resumes without a
 //! restart when Redis comes back, and a Redis that is down at startup does not stop the service.
 //!
@@ -111,6 +116,8 @@ struct Inner {
     epoch: Instant,
     /// Milliseconds since `epoch` before which Redis is skipped; 0 when healthy.
     skip_until_ms: AtomicU64,
+    /// Milliseconds since `epoch` when a command last succeeded; 0: none yet.
+    last_success_ms: AtomicU64,
     failures: AtomicU64,
 }
 
@@ -147,6 +154,7 @@ impl RedisLink {
                 retry_after: settings.retry_after,
                 epoch: Instant::now(),
                 skip_until_ms: AtomicU64::new(0),
+                last_success_ms: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
             }),
         }
@@ -213,7 +221,8 @@ impl RedisLink {
         }
     }
 
-    /// Runs one command or pipeline under the timeout; on failure, starts a back-off period.
+    /// Runs one command or pipeline under the timeout; on a failure while Redis answers nothing
+    /// else, starts a back-off period.
     pub async fn run<T, F, Fut>(&self, command: F) -> Result<T, RedisLinkError>
     where
         F: FnOnce(RedisConn) -> Fut,
@@ -229,14 +238,24 @@ impl RedisLink {
             db.system = "redis",
             error = tracing::field::Empty
         );
+        let sent = self.now_ms();
         let timed = tokio::time::timeout(self.inner.op_timeout, command(manager));
         let result = match tracing::Instrument::instrument(timed, span.clone()).await {
-            Ok(Ok(value)) => return Ok(value),
+            Ok(Ok(value)) => {
+                self.inner
+                    .last_success_ms
+                    .fetch_max(self.now_ms(), Ordering::Relaxed);
+                return Ok(value);
+            }
             Ok(Err(error)) => RedisLinkError::Command(error),
             Err(_) => RedisLinkError::Timeout(self.inner.op_timeout),
         };
         span.record("error", true);
         let failures = self.inner.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        // Another command came back after this one was sent: Redis is up, this one was slow.
+        if self.inner.last_success_ms.load(Ordering::Relaxed) > sent {
+            return Err(result);
+        }
         let now = self.now_ms();
         let until = now + self.inner.retry_after.as_millis() as u64;
         let previous = self.inner.skip_until_ms.swap(until, Ordering::Relaxed);

@@ -306,6 +306,56 @@ async fn two_numbers_pinned_under_the_same_call_id_keep_their_own_cards() {
     );
 }
 
+/// A command that times out while Redis answers others sent after it (it was slow: queued behind
+/// a machine short of CPU, say) leaves Redis in use; a timeout while nothing answers skips it for
+/// the back-off period, as before. Under the mixed load one such timeout had sent nine in ten
+/// pops of a run to PostgreSQL (#25).
+#[tokio::test]
+async fn a_slow_command_among_answered_ones_does_not_make_the_link_skip_redis() {
+    let link = RedisLink::new(&RedisSettings {
+        target: switchboard::redis_link::RedisTarget::Server(crate::helpers::redis_url()),
+        wait_replicas: 0,
+        key_prefix: format!("t:{}:", uuid::Uuid::new_v4().simple()),
+        op_timeout: Duration::from_millis(300),
+        retry_after: Duration::from_secs(60),
+    });
+    link.warm(Duration::from_secs(5)).await;
+    let stalled = || {
+        link.run(|_conn| async {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            Ok::<_, redis::RedisError>(())
+        })
+    };
+    let answered = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        link.run(
+            |mut conn| async move { redis::cmd("PING").query_async::<String>(&mut conn).await },
+        )
+        .await
+    };
+    let (slow, answered) = tokio::join!(stalled(), answered);
+    assert!(
+        matches!(
+            slow,
+            Err(switchboard::redis_link::RedisLinkError::Timeout(_))
+        ),
+        "{slow:?}"
+    );
+    assert_eq!(answered.expect("ping"), "PONG");
+    assert!(link.is_available(), "Redis answered: it must stay in use");
+
+    // Nothing answers while this one waits: the link is skipped.
+    let alone = stalled().await;
+    assert!(
+        matches!(
+            alone,
+            Err(switchboard::redis_link::RedisLinkError::Timeout(_))
+        ),
+        "{alone:?}"
+    );
+    assert!(!link.is_available(), "no answer since it was sent: skipped");
+}
+
 #[tokio::test]
 async fn a_cache_fill_that_raced_an_invalidation_is_discarded() {
     let link = RedisLink::new(&RedisSettings {
