@@ -40,7 +40,14 @@ use crate::push::Fanout;
 /// The most events one transaction takes.
 pub const MAX_BATCH: usize = 256;
 /// Transactions in flight at once (each holds one pooled connection while it runs).
-pub const WORKERS: usize = 4;
+///
+/// Two, not more: a batch takes what queued while the others committed, so fewer workers make
+/// fewer, larger batches, and a batch's fixed cost (its reads, the write statement, a commit) is
+/// most of its cost when it is small. Measured with the mixed load at 1,500/s (BENCHMARKS.md,
+/// #25 third pass): four workers made batches of about three events; two took PostgreSQL from
+/// 113-115% of the two cores to 104-106% and the median event ack from 19-22 ms to 12-13 ms,
+/// and the closed loop (1,024 in flight, batches of ~160) acked as many events with a lower p99.
+pub const WORKERS: usize = 2;
 
 /// What the committed batch says about one event.
 struct Committed {
