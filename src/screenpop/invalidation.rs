@@ -26,6 +26,13 @@ use sqlx::{PgConnection, PgPool};
 use super::cache::{NumberKey, PopCache};
 use super::store;
 
+/// Pending invalidations the relay applies in one Redis round (each number is about six
+/// commands), small enough to finish within the Redis timeout on a busy machine. With 1,000, a
+/// backlog left by an overload (101,715 rows after a 5-minute soak past capacity, BENCHMARKS.md
+/// #25 third pass) never drained while the load went on: every batch timed out, the cache stayed
+/// untrusted, and every pop of the next run went to PostgreSQL (hot pops at 0.20 of echo).
+pub const RELAY_BATCH: i64 = 100;
+
 /// Invalidations recorded by a transaction, to apply once it has committed.
 #[must_use = "apply the invalidations after the commit"]
 #[derive(Debug, Default)]
@@ -126,14 +133,15 @@ impl PopInvalidator {
         }
     }
 
-    /// Applies pending invalidations (a batch at a time) and trusts the cache again if none are left.
+    /// Applies pending invalidations ([`RELAY_BATCH`] at a time) and trusts the cache again if none
+    /// are left.
     pub async fn drain_once(&self) -> anyhow::Result<()> {
         let Some(cache) = &self.cache else {
             return Ok(());
         };
         loop {
             let failures_before = self.state.failures.load(Ordering::Acquire);
-            let batch = store::pending_invalidations(&self.pool, 1000).await?;
+            let batch = store::pending_invalidations(&self.pool, RELAY_BATCH).await?;
             if batch.is_empty() {
                 if self.state.failures.load(Ordering::Acquire) == failures_before
                     && !self.state.trusted.swap(true, Ordering::AcqRel)
@@ -177,13 +185,22 @@ impl PopInvalidator {
             }
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
             loop {
                 tokio::select! {
                     _ = ticker.tick() => {}
                     _ = stop.changed() => return,
                 }
-                if let Err(error) = this.drain_once().await {
-                    tracing::debug!(%error, "pop invalidation relay could not drain");
+                match this.drain_once().await {
+                    Ok(()) => failing = false,
+                    // Once per stretch of failures: while it lasts, pops come from PostgreSQL.
+                    Err(error) if !failing => {
+                        failing = true;
+                        tracing::warn!(%error, "pop invalidation relay could not drain; retrying");
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, "pop invalidation relay could not drain");
+                    }
                 }
             }
         })
