@@ -91,7 +91,7 @@ pub async fn begin(pool: &PgPool) -> sqlx::Result<Transaction<'static, Postgres>
 /// statement's generic plan with the custom plans it made, and a custom plan knows the array's
 /// length (one element, not the generic ten) and prunes to one month: it always looks cheaper,
 /// so such a statement is planned afresh at every execution. Measured under the mixed load
-/// (BENCHMARKS.md, #25 third pass): a quarter of PostgreSQL's time was planning, 0.4 to 0.6 ms
+/// (BENCHMARKS.md, #25 third pass): a fifth of PostgreSQL's time was planning, 0.4 to 0.6 ms
 /// for each of the call-event batch's three reads. Their generic plans are index lookups either
 /// way, and runtime pruning still reads one month.
 ///

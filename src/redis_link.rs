@@ -6,8 +6,8 @@
 //! Redis has answered nothing since the failed command was sent: when other commands sent after
 //! it have come back, Redis is up and that one was slow (queued behind a machine short of CPU, or
 //! its own work). Skipping Redis then would send every pop to PostgreSQL for the back-off period,
-//! just when the machine has no CPU to spare (#25: under the mixed load, one such timeout moved
-//! nine in ten pops of a run to PostgreSQL). The underlying
+//! just when the machine has no CPU to spare (#25: under the mixed load, such timeouts had sent
+//! thousands of pops a run to PostgreSQL). The underlying
 //! `ConnectionManager` connects lazily and reconnects by itself, so caching resumes without a
 //! restart when Redis comes back, and a Redis that is down at startup does not stop the service.
 //!

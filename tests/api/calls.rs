@@ -1346,8 +1346,8 @@ async fn statement_counts(db: &sqlx::PgPool, fragments: &[&str]) -> Vec<(i64, i6
 /// The call-event batch's three reads (the acks given, the stored calls, their histories) take
 /// arrays and read tables partitioned by month. PostgreSQL's default plan choice finds a custom
 /// plan (which knows the array's length and prunes to one month) cheaper every time, so each
-/// batch planned them afresh: a quarter of PostgreSQL's time under the mixed load (#25). The
-/// batch runs them on generic plans, made once per pooled connection.
+/// batch planned them afresh: with other such statements, a fifth of PostgreSQL's time under the
+/// mixed load (#25). The batch runs them on generic plans, made once per pooled connection.
 #[tokio::test]
 async fn the_call_event_batchs_reads_are_planned_once_per_connection_not_per_batch() {
     let app = spawn_app().await;

@@ -306,19 +306,24 @@ async fn two_numbers_pinned_under_the_same_call_id_keep_their_own_cards() {
     );
 }
 
-/// A command that times out while Redis answers others sent after it (it was slow: queued behind
-/// a machine short of CPU, say) leaves Redis in use; a timeout while nothing answers skips it for
-/// the back-off period, as before. Under the mixed load one such timeout had sent nine in ten
-/// pops of a run to PostgreSQL (#25).
-#[tokio::test]
-async fn a_slow_command_among_answered_ones_does_not_make_the_link_skip_redis() {
-    let link = RedisLink::new(&RedisSettings {
+/// A link to the suite's Redis under keys of its own.
+fn own_link(op_timeout: Duration, retry_after: Duration) -> RedisLink {
+    RedisLink::new(&RedisSettings {
         target: switchboard::redis_link::RedisTarget::Server(crate::helpers::redis_url()),
         wait_replicas: 0,
         key_prefix: format!("t:{}:", uuid::Uuid::new_v4().simple()),
-        op_timeout: Duration::from_millis(300),
-        retry_after: Duration::from_secs(60),
-    });
+        op_timeout,
+        retry_after,
+    })
+}
+
+/// A command that times out while Redis answers others sent after it (it was slow: queued behind
+/// a machine short of CPU, say) leaves Redis in use; a timeout while nothing answers skips it for
+/// the back-off period, as before. Under the mixed load such timeouts had sent thousands of pops
+/// a run to PostgreSQL (#25).
+#[tokio::test]
+async fn a_slow_command_among_answered_ones_does_not_make_the_link_skip_redis() {
+    let link = own_link(Duration::from_millis(300), Duration::from_secs(60));
     link.warm(Duration::from_secs(5)).await;
     let stalled = || {
         link.run(|_conn| async {
@@ -358,13 +363,7 @@ async fn a_slow_command_among_answered_ones_does_not_make_the_link_skip_redis() 
 
 #[tokio::test]
 async fn a_cache_fill_that_raced_an_invalidation_is_discarded() {
-    let link = RedisLink::new(&RedisSettings {
-        target: switchboard::redis_link::RedisTarget::Server(crate::helpers::redis_url()),
-        wait_replicas: 0,
-        key_prefix: format!("t:{}:", uuid::Uuid::new_v4().simple()),
-        op_timeout: Duration::from_millis(200),
-        retry_after: Duration::from_millis(100),
-    });
+    let link = own_link(Duration::from_millis(200), Duration::from_millis(100));
     let ttls = CacheTtls {
         pop: Duration::from_secs(60),
         negative: Duration::from_secs(5),
