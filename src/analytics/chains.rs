@@ -1,6 +1,8 @@
 //! The chain stamper: keeps `calls.next_offered_at` and `calls.prev_offered_at` (when the same
 //! customer next and last called) true, so first-contact resolution and repeat contacts are
-//! read, not sorted, at query time.
+//! read, not sorted, at query time. A misdial is no contact and carries neither (NULL): no KPI
+//! reads them, and copying its neighbours' made every earlier misdial of the customer change at
+//! each new call.
 //!
 //! Writers only note which customers' chains they touched (a trigger on `calls`, migration
 //! 20261202000016), with the offer time where the chain changed (20261202000018). A pass takes
@@ -55,7 +57,7 @@ async fn pass(pool: &PgPool, wait: bool) -> sqlx::Result<bool> {
     }
     // Per customer, the suffix of the chain from the last contact (a call that is no misdial)
     // offered before `since` (all of it when `since` is unknown): every call whose next or
-    // previous contact can have changed, and each one's neighbours are inside the suffix too.
+    // previous contact can have changed, and each one's neighbouring contacts are read too.
     // Only the calls whose stamps differ come back.
     let mut stale = store::stale_stamps(&mut tx, &customers, &since).await?;
     let deferred = defer_past(&mut stale, MAX_CALLS);

@@ -808,7 +808,16 @@ pub async fn take_chain_notes(conn: &mut PgConnection, batch: i64) -> sqlx::Resu
 
 /// The calls of these customers' chains (from where each changed) whose stamps differ, grouped
 /// by customer. A misdial (ended within `contact_chain_rule.misdial_seconds` of its offer) is
-/// no contact: its neighbours skip it, and it is stamped with theirs.
+/// no contact: its neighbours skip it, and it carries no stamps (migration 20261207000041).
+///
+/// Per customer, `start` is the last contact before the change and `back` the contact before
+/// that (whose offer is `start`'s previous contact). The window reads the contacts from `back`
+/// and the misdials from `start`: a misdial before `start` did not change and carries no stamps,
+/// so a customer's earlier misdials cost nothing (they used to be restamped at every new call).
+/// Both bounds are computed once per customer (a materialized CTE; inlined, the planner
+/// re-evaluated them for every call row), and each customer's calls are one index scan
+/// (`OFFSET 0` keeps it a parameterized scan, where a large batch made the planner hash the whole
+/// table). The stored stamps come from the same rows, with no join back to `calls`.
 pub async fn stale_stamps(
     conn: &mut PgConnection,
     customers: &[uuid::Uuid],
@@ -816,39 +825,45 @@ pub async fn stale_stamps(
 ) -> sqlx::Result<Vec<Restamp>> {
     sqlx::query_as(
         "WITH rule AS MATERIALIZED (SELECT make_interval(secs => \
-                         (SELECT misdial_seconds FROM contact_chain_rule)) AS misdial) \
+                         (SELECT misdial_seconds FROM contact_chain_rule)) AS misdial), \
+         chains AS MATERIALIZED ( \
+           SELECT d.customer_id, d.since, s.start, b.start AS back \
+           FROM unnest($1::uuid[], $2::timestamptz[]) AS d(customer_id, since) \
+           CROSS JOIN rule \
+           CROSS JOIN LATERAL ( \
+             SELECT CASE WHEN d.since IS NULL THEN '-infinity'::timestamptz \
+                    ELSE COALESCE((SELECT max(p.offered_at) FROM calls p \
+                                   WHERE p.customer_id = d.customer_id AND p.offered_at < d.since \
+                                     AND NOT COALESCE(p.ended_at < p.offered_at + rule.misdial, false)), \
+                                  d.since) END AS start OFFSET 0) s \
+           CROSS JOIN LATERAL ( \
+             SELECT COALESCE((SELECT max(p.offered_at) FROM calls p \
+                              WHERE p.customer_id = d.customer_id AND p.offered_at < s.start \
+                                AND NOT COALESCE(p.ended_at < p.offered_at + rule.misdial, false)), \
+                             s.start) AS start OFFSET 0) b) \
          SELECT n.customer_id, n.since, n.gateway_id, n.call_id, n.offered_at, n.next_at, n.prev_at \
-         FROM (SELECT d.customer_id, d.since, t.gateway_id, t.call_id, t.offered_at, s.start, \
-                 min(t.contact_at) OVER (PARTITION BY d.customer_id \
+         FROM (SELECT c.customer_id, c.since, c.start, t.gateway_id, t.call_id, t.offered_at, \
+                 t.old_next, t.old_prev, \
+                 CASE WHEN t.contact THEN min(t.contact_at) OVER (PARTITION BY c.customer_id \
                    ORDER BY t.offered_at DESC, t.gateway_id DESC, t.call_id DESC \
-                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS next_at, \
-                 max(t.contact_at) OVER (PARTITION BY d.customer_id \
+                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) END AS next_at, \
+                 CASE WHEN t.contact THEN max(t.contact_at) OVER (PARTITION BY c.customer_id \
                    ORDER BY t.offered_at, t.gateway_id, t.call_id \
-                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_at \
-               FROM unnest($1::uuid[], $2::timestamptz[]) AS d(customer_id, since) \
+                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) END AS prev_at \
+               FROM chains c \
                CROSS JOIN rule \
                CROSS JOIN LATERAL ( \
-                 SELECT CASE WHEN d.since IS NULL THEN '-infinity'::timestamptz \
-                        ELSE COALESCE((SELECT max(p.offered_at) FROM calls p \
-                                       WHERE p.customer_id = d.customer_id AND p.offered_at < d.since \
-                                         AND NOT COALESCE(p.ended_at < p.offered_at + rule.misdial, false)), \
-                                      d.since) END AS start) s \
-               CROSS JOIN LATERAL ( \
-                 SELECT COALESCE((SELECT max(p.offered_at) FROM calls p \
-                                  WHERE p.customer_id = d.customer_id AND p.offered_at < s.start \
-                                    AND NOT COALESCE(p.ended_at < p.offered_at + rule.misdial, false)), \
-                                 s.start) AS start) b \
-               CROSS JOIN LATERAL ( \
-                 SELECT x.gateway_id, x.call_id, x.offered_at, \
-                   CASE WHEN x.ended_at < x.offered_at + rule.misdial THEN NULL \
-                        ELSE x.offered_at END AS contact_at \
+                 SELECT x.gateway_id, x.call_id, x.offered_at, x.next_offered_at AS old_next, \
+                   x.prev_offered_at AS old_prev, m.contact, \
+                   CASE WHEN m.contact THEN x.offered_at END AS contact_at \
                  FROM calls x \
-                 WHERE x.customer_id = d.customer_id AND x.offered_at >= b.start) t) n \
-         JOIN calls c ON c.gateway_id = n.gateway_id AND c.call_id = n.call_id \
-           AND c.offered_at = n.offered_at \
+                 CROSS JOIN LATERAL (SELECT NOT COALESCE(x.ended_at < x.offered_at + rule.misdial, \
+                                                         false) AS contact) m \
+                 WHERE x.customer_id = c.customer_id AND x.offered_at >= c.back \
+                   AND (m.contact OR x.offered_at >= c.start) \
+                 OFFSET 0) t) n \
          WHERE n.offered_at >= n.start \
-           AND (c.next_offered_at IS DISTINCT FROM n.next_at \
-                OR c.prev_offered_at IS DISTINCT FROM n.prev_at) \
+           AND (n.old_next IS DISTINCT FROM n.next_at OR n.old_prev IS DISTINCT FROM n.prev_at) \
          ORDER BY n.customer_id, n.offered_at, n.gateway_id, n.call_id",
     )
     .bind(customers)

@@ -1078,15 +1078,22 @@ async fn concurrent_calls_of_the_same_customers_all_chain_before_the_kpis_are_re
 }
 
 /// The calls of known customers, and how many of them have a next or previous contact stamp
-/// other than what sorting each customer's calls gives.
+/// other than what sorting each customer's contacts gives (a misdial is no contact, and carries
+/// no stamps).
 async fn stamps_against_a_sort(app: &TestApp) -> (i64, i64) {
     sqlx::query_as(
         "SELECT count(*), count(*) FILTER (WHERE c.next_offered_at IS DISTINCT FROM s.next_at \
                                         OR c.prev_offered_at IS DISTINCT FROM s.prev_at) \
          FROM calls c JOIN ( \
            SELECT gateway_id, call_id, \
-             lead(offered_at) OVER w AS next_at, lag(offered_at) OVER w AS prev_at \
-           FROM calls WHERE customer_id IS NOT NULL \
+             CASE WHEN contact THEN min(contact_at) OVER (w ROWS BETWEEN 1 FOLLOWING \
+                                                           AND UNBOUNDED FOLLOWING) END AS next_at, \
+             CASE WHEN contact THEN max(contact_at) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING \
+                                                           AND 1 PRECEDING) END AS prev_at \
+           FROM (SELECT k.*, CASE WHEN k.contact THEN k.offered_at END AS contact_at \
+                 FROM (SELECT x.*, NOT COALESCE(x.ended_at < x.offered_at + make_interval(secs => \
+                         (SELECT misdial_seconds FROM contact_chain_rule)), false) AS contact \
+                       FROM calls x WHERE x.customer_id IS NOT NULL) k) k \
            WINDOW w AS (PARTITION BY customer_id ORDER BY offered_at, gateway_id, call_id)) s \
          USING (gateway_id, call_id)",
     )
@@ -1169,6 +1176,68 @@ async fn the_stamper_skips_a_call_a_writer_holds_and_stamps_it_once_let_go() {
     );
     let rate = repeat_rate_from(&app, base - Duration::hours(1)).await;
     assert_eq!(rate, 2.0 / 4.0);
+}
+
+#[tokio::test]
+async fn a_customers_earlier_misdials_are_not_rewritten_when_they_call_again() {
+    let app = spawn_app().await;
+    log_in(&app, "a-1").await;
+    app.create_customer("Ann", &["(415) 555-0141"]).await;
+    let base = (Utc::now() - Duration::hours(8)).trunc_subsecs(0);
+    let handled = [
+        (Offered, 0, ""),
+        (Ringing, 1, "a-1"),
+        (Answered, 2, "a-1"),
+        (Ended, 30, ""),
+    ];
+    let misdial = [(Offered, 0, ""), (Ended, 3, "")];
+    call_from(&app, "ANN-1", "(415) 555-0141", base, "q", &handled).await;
+    for n in 1..=5 {
+        let at = base + Duration::hours(n);
+        call_from(&app, &format!("MIS-{n}"), "(415) 555-0141", at, "q", &misdial).await;
+    }
+    // A KPI request waits for the stamper.
+    repeat_rate_from(&app, base - Duration::hours(1)).await;
+    let versions = || async {
+        sqlx::query_as::<_, (String, String, Option<DateTime<Utc>>, Option<DateTime<Utc>>)>(
+            "SELECT call_id, ctid::text, next_offered_at, prev_offered_at FROM calls \
+             WHERE call_id LIKE 'MIS-%' ORDER BY call_id",
+        )
+        .fetch_all(&app.db)
+        .await
+        .expect("misdials")
+    };
+    let before = versions().await;
+    assert_eq!(before.len(), 5);
+    assert!(
+        before.iter().all(|(_, _, next, prev)| next.is_none() && prev.is_none()),
+        "a misdial carries no stamps: {before:?}"
+    );
+    assert_eq!(next_contact(&app, "ANN-1").await, None, "misdials are no contacts");
+
+    // Ann calls again. While the call goes on it is a contact: ANN-1's next.
+    let again = base + Duration::hours(6);
+    call_from(&app, "ANN-2", "(415) 555-0141", again, "q", &[(Offered, 0, "")]).await;
+    repeat_rate_from(&app, base - Duration::hours(1)).await;
+    assert_eq!(next_contact(&app, "ANN-1").await, Some(again));
+    assert_eq!(stamps_against_a_sort(&app).await, (7, 0));
+    // Then it ends within the misdial threshold: ANN-1 has no next contact again.
+    let ended = v1::CallEvent {
+        gateway_id: GATEWAY.into(),
+        event_id: "ANN-2-end".into(),
+        call_id: "ANN-2".into(),
+        r#type: Ended.into(),
+        occurred_at: ts(again + Duration::seconds(4)),
+        ..Default::default()
+    };
+    report(&app, ended).await;
+    repeat_rate_from(&app, base - Duration::hours(1)).await;
+    assert_eq!(next_contact(&app, "ANN-1").await, None);
+    assert_eq!(stamps_against_a_sort(&app).await, (7, 0));
+
+    // Neither change rewrote the earlier misdials (each restamp of a row moves its `ctid`): a
+    // new call costs its customer's last contact and itself, however many misdials came between.
+    assert_eq!(versions().await, before);
 }
 
 /// Logs an interaction for a call that ended `ended_ago` before now, by `agent`; returns its id.
