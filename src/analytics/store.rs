@@ -812,8 +812,9 @@ pub async fn take_chain_notes(conn: &mut PgConnection, batch: i64) -> sqlx::Resu
 ///
 /// Per customer, `start` is the last contact before the change and `back` the contact before
 /// that (whose offer is `start`'s previous contact). The window reads the contacts from `back`
-/// and the misdials from `start`: a misdial before `start` did not change and carries no stamps,
-/// so a customer's earlier misdials cost nothing (they used to be restamped at every new call).
+/// and the misdials from the change: a misdial before it did not change and carries no stamps
+/// (one that did has a note of its own, taken by this pass or a later one), so a customer's
+/// earlier misdials are not read again (they used to be restamped at every new call).
 /// Both bounds are computed once per customer (a materialized CTE; inlined, the planner
 /// re-evaluated them for every call row), and each customer's calls are one index scan
 /// (`OFFSET 0` keeps it a parameterized scan, where a large batch made the planner hash the whole
@@ -860,7 +861,7 @@ pub async fn stale_stamps(
                  CROSS JOIN LATERAL (SELECT NOT COALESCE(x.ended_at < x.offered_at + rule.misdial, \
                                                          false) AS contact) m \
                  WHERE x.customer_id = c.customer_id AND x.offered_at >= c.back \
-                   AND (m.contact OR x.offered_at >= c.start) \
+                   AND (m.contact OR x.offered_at >= COALESCE(c.since, '-infinity')) \
                  OFFSET 0) t) n \
          WHERE n.offered_at >= n.start \
            AND (n.old_next IS DISTINCT FROM n.next_at OR n.old_prev IS DISTINCT FROM n.prev_at) \

@@ -318,7 +318,10 @@ impl CallEventService for CallEventGrpc {
                     }
                     Err(_) => (None, None),
                 };
-                async move {
+                // Boxed: the acknowledgement's state machine is large, and `buffer_unordered`
+                // moves each future into a task of its own. Unboxed, copying it there was 14% of
+                // the server's CPU in the closed-loop events benchmark (perf, BENCHMARKS.md).
+                Box::pin(async move {
                     if let Some(wait_for) = wait_for {
                         wait_for.await.ok();
                     }
@@ -333,7 +336,7 @@ impl CallEventService for CallEventGrpc {
                         done.send(()).ok();
                     }
                     result
-                }
+                })
             })
             .buffer_unordered(STREAM_CONCURRENCY);
         Ok(Response::new(Box::pin(acks)))
