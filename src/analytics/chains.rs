@@ -1,8 +1,9 @@
 //! The chain stamper: keeps `calls.next_offered_at` and `calls.prev_offered_at` (when the same
 //! customer next and last called) true, so first-contact resolution and repeat contacts are
-//! read, not sorted, at query time. A misdial is no contact and carries neither (NULL): no KPI
-//! reads them, and copying its neighbours' made every earlier misdial of the customer change at
-//! each new call.
+//! read, not sorted, at query time. A misdial is no contact: it carries its previous contact but
+//! no next one (NULL). No KPI reads its stamps; the pass reads its previous contact to find where
+//! a chain's change starts, and a next contact would change every earlier misdial of the
+//! customer at each new call.
 //!
 //! Writers only note which customers' chains they touched (a trigger on `calls`, migration
 //! 20261202000016), with the offer time where the chain changed (20261202000018). A pass takes

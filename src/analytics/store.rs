@@ -808,17 +808,26 @@ pub async fn take_chain_notes(conn: &mut PgConnection, batch: i64) -> sqlx::Resu
 
 /// The calls of these customers' chains (from where each changed) whose stamps differ, grouped
 /// by customer. A misdial (ended within `contact_chain_rule.misdial_seconds` of its offer) is
-/// no contact: its neighbours skip it, and it carries no stamps (migration 20261207000041).
+/// no contact: its neighbours skip it, and it carries its previous contact but no next one
+/// (migration 20261207000041).
 ///
 /// Per customer, `start` is the last contact before the change and `back` the contact before
-/// that (whose offer is `start`'s previous contact). The window reads the contacts from `back`
-/// and the misdials from the change: a misdial before it did not change and carries no stamps
-/// (one that did has a note of its own, taken by this pass or a later one), so a customer's
-/// earlier misdials are not read again (they used to be restamped at every new call).
-/// Both bounds are computed once per customer (a materialized CTE; inlined, the planner
-/// re-evaluated them for every call row), and each customer's calls are one index scan
-/// (`OFFSET 0` keeps it a parameterized scan, where a large batch made the planner hash the whole
-/// table). The stored stamps come from the same rows, with no join back to `calls`.
+/// that (whose offer is `start`'s previous contact); the calls from `start` on are restamped.
+/// Both are found from stored stamps, in two index probes: the latest call before the change
+/// is `start` if it is a contact, and otherwise carries it as its previous contact; `back` is
+/// the previous contact of the first contact offered at `start`. They used to be found by
+/// walking back through the customer's calls, misdials and all, which cost as many heap reads
+/// as the customer had misdials since their last contact, at every new call. A stored stamp is
+/// out of date only while a change before it waits in a note of its own, and that note's pass
+/// restamps everything from its own, earlier `start`.
+///
+/// The window then reads the calls from the change on, and the contacts offered at `back` and at
+/// `start`: what lies between them and the change is misdials that did not change (one that did
+/// has a note of its own), whose heap pages it used to read one by one. Both bounds are computed once
+/// per customer (a materialized CTE; inlined, the planner re-evaluated them for every call row),
+/// and each customer's calls are one index scan (`OFFSET 0` keeps it a parameterized scan,
+/// where a large batch made the planner hash the whole table). The stored stamps come from the
+/// same rows, with no join back to `calls`.
 pub async fn stale_stamps(
     conn: &mut PgConnection,
     customers: &[uuid::Uuid],
@@ -828,29 +837,33 @@ pub async fn stale_stamps(
         "WITH rule AS MATERIALIZED (SELECT make_interval(secs => \
                          (SELECT misdial_seconds FROM contact_chain_rule)) AS misdial), \
          chains AS MATERIALIZED ( \
-           SELECT d.customer_id, d.since, s.start, b.start AS back \
+           SELECT d.customer_id, d.since, s.start, COALESCE(b.back, s.start) AS back \
            FROM unnest($1::uuid[], $2::timestamptz[]) AS d(customer_id, since) \
            CROSS JOIN rule \
            CROSS JOIN LATERAL ( \
              SELECT CASE WHEN d.since IS NULL THEN '-infinity'::timestamptz \
-                    ELSE COALESCE((SELECT max(p.offered_at) FROM calls p \
+                    ELSE COALESCE((SELECT CASE WHEN p.ended_at < p.offered_at + rule.misdial \
+                                               THEN p.prev_offered_at ELSE p.offered_at END \
+                                   FROM calls p \
                                    WHERE p.customer_id = d.customer_id AND p.offered_at < d.since \
-                                     AND NOT COALESCE(p.ended_at < p.offered_at + rule.misdial, false)), \
+                                   ORDER BY p.offered_at DESC, p.gateway_id DESC, p.call_id DESC \
+                                   LIMIT 1), \
                                   d.since) END AS start OFFSET 0) s \
            CROSS JOIN LATERAL ( \
-             SELECT COALESCE((SELECT max(p.offered_at) FROM calls p \
-                              WHERE p.customer_id = d.customer_id AND p.offered_at < s.start \
-                                AND NOT COALESCE(p.ended_at < p.offered_at + rule.misdial, false)), \
-                             s.start) AS start OFFSET 0) b) \
+             SELECT (SELECT p.prev_offered_at FROM calls p \
+                     WHERE p.customer_id = d.customer_id AND p.offered_at = s.start \
+                       AND p.offered_at < d.since \
+                       AND NOT COALESCE(p.ended_at < p.offered_at + rule.misdial, false) \
+                     ORDER BY p.gateway_id, p.call_id LIMIT 1) AS back OFFSET 0) b) \
          SELECT n.customer_id, n.since, n.gateway_id, n.call_id, n.offered_at, n.next_at, n.prev_at \
          FROM (SELECT c.customer_id, c.since, c.start, t.gateway_id, t.call_id, t.offered_at, \
                  t.old_next, t.old_prev, \
                  CASE WHEN t.contact THEN min(t.contact_at) OVER (PARTITION BY c.customer_id \
                    ORDER BY t.offered_at DESC, t.gateway_id DESC, t.call_id DESC \
                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) END AS next_at, \
-                 CASE WHEN t.contact THEN max(t.contact_at) OVER (PARTITION BY c.customer_id \
+                 max(t.contact_at) OVER (PARTITION BY c.customer_id \
                    ORDER BY t.offered_at, t.gateway_id, t.call_id \
-                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) END AS prev_at \
+                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_at \
                FROM chains c \
                CROSS JOIN rule \
                CROSS JOIN LATERAL ( \
@@ -860,8 +873,9 @@ pub async fn stale_stamps(
                  FROM calls x \
                  CROSS JOIN LATERAL (SELECT NOT COALESCE(x.ended_at < x.offered_at + rule.misdial, \
                                                          false) AS contact) m \
-                 WHERE x.customer_id = c.customer_id AND x.offered_at >= c.back \
-                   AND (m.contact OR x.offered_at >= COALESCE(c.since, '-infinity')) \
+                 WHERE x.customer_id = c.customer_id \
+                   AND (x.offered_at >= COALESCE(c.since, '-infinity') \
+                        OR (x.offered_at IN (c.back, c.start) AND m.contact)) \
                  OFFSET 0) t) n \
          WHERE n.offered_at >= n.start \
            AND (n.old_next IS DISTINCT FROM n.next_at OR n.old_prev IS DISTINCT FROM n.prev_at) \

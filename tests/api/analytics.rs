@@ -1078,8 +1078,8 @@ async fn concurrent_calls_of_the_same_customers_all_chain_before_the_kpis_are_re
 }
 
 /// The calls of known customers, and how many of them have a next or previous contact stamp
-/// other than what sorting each customer's contacts gives (a misdial is no contact, and carries
-/// no stamps).
+/// other than what sorting each customer's contacts gives (a misdial is no contact: it carries
+/// its previous contact, and no next one).
 async fn stamps_against_a_sort(app: &TestApp) -> (i64, i64) {
     sqlx::query_as(
         "SELECT count(*), count(*) FILTER (WHERE c.next_offered_at IS DISTINCT FROM s.next_at \
@@ -1088,8 +1088,7 @@ async fn stamps_against_a_sort(app: &TestApp) -> (i64, i64) {
            SELECT gateway_id, call_id, \
              CASE WHEN contact THEN min(contact_at) OVER (w ROWS BETWEEN 1 FOLLOWING \
                                                            AND UNBOUNDED FOLLOWING) END AS next_at, \
-             CASE WHEN contact THEN max(contact_at) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING \
-                                                           AND 1 PRECEDING) END AS prev_at \
+             max(contact_at) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_at \
            FROM (SELECT k.*, CASE WHEN k.contact THEN k.offered_at END AS contact_at \
                  FROM (SELECT x.*, NOT COALESCE(x.ended_at < x.offered_at + make_interval(secs => \
                          (SELECT misdial_seconds FROM contact_chain_rule)), false) AS contact \
@@ -1194,7 +1193,15 @@ async fn a_customers_earlier_misdials_are_not_rewritten_when_they_call_again() {
     call_from(&app, "ANN-1", "(415) 555-0141", base, "q", &handled).await;
     for n in 1..=5 {
         let at = base + Duration::hours(n);
-        call_from(&app, &format!("MIS-{n}"), "(415) 555-0141", at, "q", &misdial).await;
+        call_from(
+            &app,
+            &format!("MIS-{n}"),
+            "(415) 555-0141",
+            at,
+            "q",
+            &misdial,
+        )
+        .await;
     }
     // A KPI request waits for the stamper.
     repeat_rate_from(&app, base - Duration::hours(1)).await;
@@ -1210,14 +1217,28 @@ async fn a_customers_earlier_misdials_are_not_rewritten_when_they_call_again() {
     let before = versions().await;
     assert_eq!(before.len(), 5);
     assert!(
-        before.iter().all(|(_, _, next, prev)| next.is_none() && prev.is_none()),
-        "a misdial carries no stamps: {before:?}"
+        before
+            .iter()
+            .all(|(_, _, next, prev)| next.is_none() && *prev == Some(base)),
+        "a misdial carries its previous contact and no next one: {before:?}"
     );
-    assert_eq!(next_contact(&app, "ANN-1").await, None, "misdials are no contacts");
+    assert_eq!(
+        next_contact(&app, "ANN-1").await,
+        None,
+        "misdials are no contacts"
+    );
 
     // Ann calls again. While the call goes on it is a contact: ANN-1's next.
     let again = base + Duration::hours(6);
-    call_from(&app, "ANN-2", "(415) 555-0141", again, "q", &[(Offered, 0, "")]).await;
+    call_from(
+        &app,
+        "ANN-2",
+        "(415) 555-0141",
+        again,
+        "q",
+        &[(Offered, 0, "")],
+    )
+    .await;
     repeat_rate_from(&app, base - Duration::hours(1)).await;
     assert_eq!(next_contact(&app, "ANN-1").await, Some(again));
     assert_eq!(stamps_against_a_sort(&app).await, (7, 0));
@@ -1238,6 +1259,17 @@ async fn a_customers_earlier_misdials_are_not_rewritten_when_they_call_again() {
     // Neither change rewrote the earlier misdials (each restamp of a row moves its `ctid`): a
     // new call costs its customer's last contact and itself, however many misdials came between.
     assert_eq!(versions().await, before);
+
+    // A contact reported late, between the second and third misdials, is the previous contact of
+    // the misdials after it, and the next of ANN-1; a call after all of them finds it.
+    let late = base + Duration::hours(2) + Duration::minutes(30);
+    call_from(&app, "ANN-LATE", "(415) 555-0141", late, "q", &handled).await;
+    let last = base + Duration::hours(7);
+    call_from(&app, "ANN-3", "(415) 555-0141", last, "q", &handled).await;
+    repeat_rate_from(&app, base - Duration::hours(1)).await;
+    assert_eq!(next_contact(&app, "ANN-1").await, Some(late));
+    assert_eq!(next_contact(&app, "ANN-LATE").await, Some(last));
+    assert_eq!(stamps_against_a_sort(&app).await, (9, 0));
 }
 
 /// Logs an interaction for a call that ended `ended_ago` before now, by `agent`; returns its id.
