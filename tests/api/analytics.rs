@@ -20,6 +20,14 @@ pub(crate) fn ts(at: DateTime<Utc>) -> Option<prost_types::Timestamp> {
 /// A call's history: (event, seconds after its base time, agent), in order.
 type Steps<'a> = &'a [(CallEventType, i64, &'a str)];
 
+/// A call a-1 answers after 2 s and ends 30 s after its offer (no misdial).
+const ANSWERED_BY_A1: Steps<'static> = &[
+    (Offered, 0, ""),
+    (Ringing, 1, "a-1"),
+    (Answered, 2, "a-1"),
+    (Ended, 30, ""),
+];
+
 /// Reports one call: (event, seconds after `base`, agent) in order; transfers go to `a-2`, or to
 /// the queue named by an agent `queue:<name>`.
 pub(crate) async fn call_from(
@@ -1048,12 +1056,6 @@ async fn concurrent_calls_of_the_same_customers_all_chain_before_the_kpis_are_re
         app.create_customer(&format!("Caller {n}"), &[number]).await;
     }
     let base = (Utc::now() - Duration::hours(3)).trunc_subsecs(0);
-    let handled = [
-        (Offered, 0, ""),
-        (Ringing, 1, "a-1"),
-        (Answered, 2, "a-1"),
-        (Ended, 30, ""),
-    ];
     // Ten calls per customer, a minute apart, all reported at once (in reverse order of offer
     // across the three customers), so many land in concurrent batches.
     let calls: Vec<(String, &str, DateTime<Utc>)> = (0..30)
@@ -1067,7 +1069,7 @@ async fn concurrent_calls_of_the_same_customers_all_chain_before_the_kpis_are_re
     futures::future::join_all(
         calls
             .iter()
-            .map(|(id, number, at)| call_from(&app, id, number, *at, "q", &handled)),
+            .map(|(id, number, at)| call_from(&app, id, number, *at, "q", ANSWERED_BY_A1)),
     )
     .await;
     // Every call but each customer's last is followed by another within the week.
@@ -1135,14 +1137,8 @@ async fn the_stamper_skips_a_call_a_writer_holds_and_stamps_it_once_let_go() {
     app.create_customer("Ann", &["(415) 555-0131"]).await;
     app.create_customer("Bob", &["(415) 555-0132"]).await;
     let base = (Utc::now() - Duration::hours(4)).trunc_subsecs(0);
-    let handled = [
-        (Offered, 0, ""),
-        (Ringing, 1, "a-1"),
-        (Answered, 2, "a-1"),
-        (Ended, 30, ""),
-    ];
-    call_from(&app, "ANN-1", "(415) 555-0131", base, "q", &handled).await;
-    call_from(&app, "BOB-1", "(415) 555-0132", base, "q", &handled).await;
+    call_from(&app, "ANN-1", "(415) 555-0131", base, "q", ANSWERED_BY_A1).await;
+    call_from(&app, "BOB-1", "(415) 555-0132", base, "q", ANSWERED_BY_A1).await;
 
     // A writer (as a call-event batch would) holds the lock of Ann's first call while both
     // customers call again.
@@ -1151,8 +1147,8 @@ async fn the_stamper_skips_a_call_a_writer_holds_and_stamps_it_once_let_go() {
         .await
         .expect("lock");
     let later = base + Duration::hours(1);
-    call_from(&app, "ANN-2", "(415) 555-0131", later, "q", &handled).await;
-    call_from(&app, "BOB-2", "(415) 555-0132", later, "q", &handled).await;
+    call_from(&app, "ANN-2", "(415) 555-0131", later, "q", ANSWERED_BY_A1).await;
+    call_from(&app, "BOB-2", "(415) 555-0132", later, "q", ANSWERED_BY_A1).await;
 
     // The background stamper is not stuck behind the held call: Bob's chain is stamped.
     assert_eq!(
@@ -1183,14 +1179,8 @@ async fn a_customers_earlier_misdials_are_not_rewritten_when_they_call_again() {
     log_in(&app, "a-1").await;
     app.create_customer("Ann", &["(415) 555-0141"]).await;
     let base = (Utc::now() - Duration::hours(8)).trunc_subsecs(0);
-    let handled = [
-        (Offered, 0, ""),
-        (Ringing, 1, "a-1"),
-        (Answered, 2, "a-1"),
-        (Ended, 30, ""),
-    ];
     let misdial = [(Offered, 0, ""), (Ended, 3, "")];
-    call_from(&app, "ANN-1", "(415) 555-0141", base, "q", &handled).await;
+    call_from(&app, "ANN-1", "(415) 555-0141", base, "q", ANSWERED_BY_A1).await;
     for n in 1..=5 {
         let at = base + Duration::hours(n);
         call_from(
@@ -1263,9 +1253,17 @@ async fn a_customers_earlier_misdials_are_not_rewritten_when_they_call_again() {
     // A contact reported late, between the second and third misdials, is the previous contact of
     // the misdials after it, and the next of ANN-1; a call after all of them finds it.
     let late = base + Duration::hours(2) + Duration::minutes(30);
-    call_from(&app, "ANN-LATE", "(415) 555-0141", late, "q", &handled).await;
+    call_from(
+        &app,
+        "ANN-LATE",
+        "(415) 555-0141",
+        late,
+        "q",
+        ANSWERED_BY_A1,
+    )
+    .await;
     let last = base + Duration::hours(7);
-    call_from(&app, "ANN-3", "(415) 555-0141", last, "q", &handled).await;
+    call_from(&app, "ANN-3", "(415) 555-0141", last, "q", ANSWERED_BY_A1).await;
     repeat_rate_from(&app, base - Duration::hours(1)).await;
     assert_eq!(next_contact(&app, "ANN-1").await, Some(late));
     assert_eq!(next_contact(&app, "ANN-LATE").await, Some(last));
