@@ -584,6 +584,10 @@ async fn call_kpis_match_a_hand_built_hour_and_improve_on_the_baseline() {
         "a-2 had no baseline calls"
     );
 
+    // M, a misdial, carries P as its previous contact and no next one; every other stamp is
+    // what a sort of the contacts gives.
+    assert_eq!(stamps_against_a_sort(&app).await.1, 0);
+
     // The misdial threshold is the server's: started again with none, M is a contact, so P is
     // repeated too and nothing was resolved on a first contact.
     let stopped = app.stop_for_restart().await;
@@ -610,6 +614,8 @@ async fn call_kpis_match_a_hand_built_hour_and_improve_on_the_baseline() {
         "P and Q"
     );
     assert_eq!(v(&total.first_contact_resolution), 0.0);
+    // The threshold's change restamped M's chain: M is now P's next contact and has one itself.
+    assert_eq!(stamps_against_a_sort(&app).await.1, 0);
 }
 
 #[tokio::test]
