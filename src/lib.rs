@@ -61,7 +61,8 @@
 //! - Shared plumbing: [`db`] (pool, migrations, error classes), [`redis_link`] (a Redis connection
 //!   with timeouts and back-off), [`phone`] and [`email`] (parsing at the edge), [`validation`]
 //!   (field violations), [`grpc_status`] (status helpers), [`grpc_web`] (gRPC-web and CORS),
-//!   [`page_token`], [`single_flight`], [`proto`] (generated code with redacting `Debug`),
+//!   [`page_token`], [`single_flight`], [`failure_streak`] (one warning per streak of a
+//!   background loop's failures), [`proto`] (generated code with redacting `Debug`),
 //!   [`proto_time`] (timestamps), `text_enum` (enums stored as text).
 
 // The call-event stream's future (tonic stream, group commit, metrics and trace layers) nests
@@ -88,6 +89,7 @@ pub mod db;
 pub mod diagnostics;
 pub mod drain;
 pub mod email;
+pub mod failure_streak;
 pub mod feed;
 pub mod feedback;
 pub mod grpc_status;

@@ -214,21 +214,13 @@ where
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failing = false;
+        let mut streak = crate::failure_streak::FailureStreak::default();
         loop {
             tokio::select! {
                 _ = ticks.tick() => {}
                 _ = stop.wait_for(|stop| *stop) => return,
             }
-            match round().await {
-                Ok(()) => failing = false,
-                Err(error) => {
-                    if !failing {
-                        tracing::warn!(%error, "{what} paused (retrying)");
-                    }
-                    failing = true;
-                }
-            }
+            streak.record(what, round().await);
         }
     })
 }

@@ -88,7 +88,7 @@ impl Sequencer {
             let mut ticks = tokio::time::interval(POLL_INTERVAL);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_prune = tokio::time::Instant::now();
-            let mut failing = false;
+            let mut streak = crate::failure_streak::FailureStreak::default();
             loop {
                 tokio::select! {
                     _ = ticks.tick() => {}
@@ -98,15 +98,8 @@ impl Sequencer {
                 if prune {
                     last_prune = tokio::time::Instant::now();
                 }
-                match self.pass(prune).await {
-                    Ok(()) => failing = false,
-                    Err(error) => {
-                        if !failing {
-                            tracing::warn!(%error, "event feed: sequencing paused (retrying)");
-                        }
-                        failing = true;
-                    }
-                }
+                let result = self.pass(prune).await;
+                streak.record("event feed: sequencing", result);
             }
         })
     }

@@ -185,23 +185,14 @@ impl PopInvalidator {
             }
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut failing = false;
+            // While a streak lasts, pops come from PostgreSQL: its start is a warning.
+            let mut streak = crate::failure_streak::FailureStreak::default();
             loop {
                 tokio::select! {
                     _ = ticker.tick() => {}
                     _ = stop.changed() => return,
                 }
-                match this.drain_once().await {
-                    Ok(()) => failing = false,
-                    // Once per stretch of failures: while it lasts, pops come from PostgreSQL.
-                    Err(error) if !failing => {
-                        failing = true;
-                        tracing::warn!(%error, "pop invalidation relay could not drain; retrying");
-                    }
-                    Err(error) => {
-                        tracing::debug!(%error, "pop invalidation relay could not drain");
-                    }
-                }
+                streak.record("pop invalidation relay", this.drain_once().await);
             }
         })
     }

@@ -355,7 +355,7 @@ pub fn spawn_workers(
         let mut changes = head.watch();
         let mut last_prune = Instant::now();
         let mut last_count = Instant::now();
-        let mut failing = false;
+        let mut streak = crate::failure_streak::FailureStreak::default();
         loop {
             tokio::select! {
                 _ = changes.changed() => {}
@@ -363,15 +363,7 @@ pub fn spawn_workers(
                 _ = stop.wait_for(|stop| *stop) => return,
             }
             let head = changes.borrow_and_update().position;
-            match worker.pass(head).await {
-                Ok(()) => failing = false,
-                Err(error) => {
-                    if !failing {
-                        tracing::warn!(%error, "webhook delivery paused (retrying)");
-                    }
-                    failing = true;
-                }
-            }
+            streak.record("webhook delivery", worker.pass(head).await);
             if last_count.elapsed() > Duration::from_secs(10)
                 || worker.turned_failing.swap(false, Ordering::Relaxed)
             {
