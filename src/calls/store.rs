@@ -486,7 +486,10 @@ impl<'a> CallColumns<'a> {
 /// stored call's row is updated where it is stored (a new offer time moves it to its month), a
 /// new call's inserted; the per-call lock the batch holds keeps both to one writer. An agent
 /// learned here has no team yet, so the calls' join on `agents` not seeing it (one snapshot)
-/// gives the same team, `''`.
+/// gives the same team, `''`. The statement ends by raising the customers' latest call ends
+/// (`customer_last_calls`, migration 42) in customer order: the triggers on `calls` would too,
+/// but in two firings (the update's, then the insert's), and two batches taking the rows in two
+/// steps could deadlock.
 pub async fn write_batch(conn: &mut PgConnection, batch: &BatchWrite<'_>) -> sqlx::Result<()> {
     if batch.events.is_empty() {
         return Ok(());
@@ -535,16 +538,22 @@ pub async fn write_batch(conn: &mut PgConnection, batch: &BatchWrite<'_>) -> sql
              requeue_wait_ms = r.requeue_wait_ms \
            FROM r \
            WHERE r.stored_at IS NOT NULL AND c.gateway_id = r.gateway_id \
-             AND c.call_id = r.call_id AND c.offered_at = r.stored_at) \
-         INSERT INTO calls (gateway_id, call_id, state, outcome, caller_number, dialed_number, queue, \
-           current_agent, on_call_agents, handled_by, transfers, offered_at, queued_at, answered_at, \
-           ended_at, hold_ms, customer_id, event_count, updated_at, team, last_event_at, \
-           transfer_ring_ms, requeue_wait_ms) \
-         SELECT gateway_id, call_id, state, outcome, caller_number, dialed_number, queue, \
-           current_agent, on_call_agents, handled_by, transfers, offered_at, queued_at, answered_at, \
-           ended_at, hold_ms, customer_id, event_count, now(), team, last_event_at, \
-           transfer_ring_ms, requeue_wait_ms \
-         FROM r WHERE r.stored_at IS NULL",
+             AND c.call_id = r.call_id AND c.offered_at = r.stored_at \
+           RETURNING c.customer_id, c.ended_at), \
+         inserted AS ( \
+           INSERT INTO calls (gateway_id, call_id, state, outcome, caller_number, dialed_number, \
+             queue, current_agent, on_call_agents, handled_by, transfers, offered_at, queued_at, \
+             answered_at, ended_at, hold_ms, customer_id, event_count, updated_at, team, \
+             last_event_at, transfer_ring_ms, requeue_wait_ms) \
+           SELECT gateway_id, call_id, state, outcome, caller_number, dialed_number, queue, \
+             current_agent, on_call_agents, handled_by, transfers, offered_at, queued_at, \
+             answered_at, ended_at, hold_ms, customer_id, event_count, now(), team, last_event_at, \
+             transfer_ring_ms, requeue_wait_ms \
+           FROM r WHERE r.stored_at IS NULL \
+           RETURNING customer_id, ended_at), \
+         ends AS (SELECT * FROM updated UNION ALL SELECT * FROM inserted) \
+         SELECT customer_last_calls_raise(array_agg(customer_id), array_agg(ended_at)) FROM ends \
+         WHERE customer_id IS NOT NULL AND ended_at IS NOT NULL",
     ));
     crate::feed::Columns::of(batch.feed)
         .bind(query)

@@ -354,7 +354,7 @@ pub async fn add_segment(
            SELECT c.id FROM customers c \
            LEFT JOIN LATERAL ( \
              SELECT GREATEST((SELECT max(i.started_at) FROM interactions i WHERE i.customer_id = c.id), \
-                             (SELECT max(k.ended_at) FROM calls k WHERE k.customer_id = c.id)) AS at \
+                             (SELECT k.ended_at FROM customer_last_calls k WHERE k.customer_id = c.id)) AS at \
            ) last_contact ON true \
            WHERE c.deleted_at IS NULL AND c.erased_at IS NULL \
              AND (cardinality($2::text[]) = 0 OR c.tier = ANY($2)) \

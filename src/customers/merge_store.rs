@@ -32,10 +32,12 @@ pub const CUSTOMER_ROWS: &[crate::customer_rows::CustomerRows] = &[
 /// event feed, where `customer.merged` tells consumers), the merge lineage itself, and the notes
 /// of call chains to restamp (moving calls notes both customers), and the stored screen-pop
 /// cards (`customer_cards`: each is derived from its own customer's rows, and moving those rows
-/// marks both cards to be rebuilt).
+/// marks both cards to be rebuilt), and the customers' latest call ends (`customer_last_calls`:
+/// moving calls raises the survivor's and recounts the duplicate's, in the triggers on `calls`).
 pub const NOT_MOVED: &[&str] = &[
     "customer_values",
     "customer_cards",
+    "customer_last_calls",
     "audit_events",
     "feed_events",
     "customer_merges",

@@ -10,9 +10,10 @@
 //!   (`store::store_cards`): a write that commits after a builder read moves the generation.
 //! - **Time.** What changes with the clock is not frozen in the bytes. A case's `overdue` and the
 //!   card's `repeat_contact` are computed here when the pop is read ([`settle`]), from the stored
-//!   timestamps; the end of the latest call is read live (an index probe), so call events never
-//!   make a card stale; and the card expires (`valid_until`) when one of the customer's campaign
-//!   offers next starts or ends.
+//!   timestamps; the end of the latest call is read live (`customer_last_calls`, one row per
+//!   customer that triggers on `calls` keep, migration 42), so call events never make a card
+//!   stale; and the card expires (`valid_until`) when one of the customer's campaign offers next
+//!   starts or ends.
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -120,21 +120,23 @@ pub struct Indexed {
     /// The encoded `CustomerCard`; `None` when it must be built.
     pub card: Option<Vec<u8>>,
     pub valid_until: Option<DateTime<Utc>>,
-    /// The end of the customer's latest call, read live (call events never make a card stale).
+    /// The end of the customer's latest call, read live from `customer_last_calls` (call events
+    /// never make a card stale).
     pub last_call_end: Option<DateTime<Utc>>,
     /// How many live customers have the number (the first [`MAX_CANDIDATES`] are listed).
     pub total: i64,
 }
 
 /// The customers an E.164 number pops, most recently updated first, with their stored cards: index
-/// lookups only (the number, the customers, their cards, their latest call).
+/// lookups only (the number, the customers, their cards, their latest call's end). The latest
+/// end is one row per customer (migration 42), not a probe of every month of `calls`.
 pub async fn pop_index(pool: &PgPool, number: &str) -> sqlx::Result<Vec<Indexed>> {
     sqlx::query_as!(
         Indexed,
-        "SELECT c.id AS customer_id, k.card, k.valid_until, \
-                (SELECT max(l.ended_at) FROM calls l WHERE l.customer_id = c.id) AS last_call_end, \
+        "SELECT c.id AS customer_id, k.card, k.valid_until, l.ended_at AS \"last_call_end?\", \
                 count(*) OVER () AS \"total!\" \
          FROM customers c LEFT JOIN customer_cards k ON k.customer_id = c.id \
+           LEFT JOIN customer_last_calls l ON l.customer_id = c.id \
          WHERE c.deleted_at IS NULL \
            AND c.id IN (SELECT customer_id FROM contact_points WHERE kind = 'phone' AND value = $1) \
          ORDER BY c.updated_at DESC, c.id \

@@ -9,7 +9,9 @@ use switchboard::proto::v1::analytics_service_client::AnalyticsServiceClient;
 use tonic::Code;
 
 use crate::calls::{log_in, report};
-use crate::helpers::{TestApp, TestOptions, authed, spawn_app, token, violated_fields};
+use crate::helpers::{
+    TestApp, TestOptions, authed, last_calls_against_calls, spawn_app, token, violated_fields,
+};
 
 pub(crate) const GATEWAY: &str = "pbx-1";
 
@@ -1038,6 +1040,8 @@ async fn repeat_contacts_follow_merges_unmerges_and_calls_reported_out_of_order(
             None
         ]
     );
+    // The twin's latest call end went with the call: Ann's row has it, the twin has none.
+    assert_eq!(last_calls_against_calls(&app.db).await, (1, 0));
 
     app.customers
         .clone()
@@ -1047,6 +1051,8 @@ async fn repeat_contacts_follow_merges_unmerges_and_calls_reported_out_of_order(
         .await
         .expect("unmerged");
     assert_eq!(repeat_rate(kpis(&app, request()).await), 1.0 / 3.0);
+    // And back: Ann's latest end is her own again (recounted), the twin's is hers.
+    assert_eq!(last_calls_against_calls(&app.db).await, (2, 0));
     // After the merge and the unmerge, next and previous contacts are what a sort gives.
     let (stamped, differ) = stamps_against_a_sort(&app).await;
     assert!(stamped > 0);
@@ -1083,6 +1089,8 @@ async fn concurrent_calls_of_the_same_customers_all_chain_before_the_kpis_are_re
     assert_eq!(rate, 27.0 / 30.0);
     // And every stamp, next and previous, is what sorting each customer's calls gives.
     assert_eq!(stamps_against_a_sort(&app).await, (30, 0));
+    // Concurrent batches raised the three customers' latest call ends without a deadlock.
+    assert_eq!(last_calls_against_calls(&app.db).await, (3, 0));
 }
 
 /// The calls of known customers, and how many of them have a next or previous contact stamp

@@ -612,6 +612,22 @@ pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
     bad.field_violations.into_iter().map(|v| v.field).collect()
 }
 
+/// The customers with a latest call end in `customer_last_calls`, and how many of those rows, and
+/// of the customers with an ended call, differ from the latest `ended_at` among their calls (a
+/// row missing on either side counts).
+pub async fn last_calls_against_calls(db: &sqlx::PgPool) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT count(l.customer_id), count(*) FILTER (WHERE l.ended_at IS DISTINCT FROM c.at) \
+         FROM customer_last_calls l \
+         FULL JOIN (SELECT customer_id, max(ended_at) AS at FROM calls \
+                    WHERE customer_id IS NOT NULL AND ended_at IS NOT NULL GROUP BY customer_id) c \
+           ON c.customer_id = l.customer_id",
+    )
+    .fetch_one(db)
+    .await
+    .expect("latest call ends")
+}
+
 /// Polls `check` every 50 ms until it returns true or `limit` passes.
 pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
 where

@@ -4,13 +4,15 @@
 
 use std::time::Duration;
 
+use chrono::SubsecRound as _;
+
 use prost::Message as _;
 use sqlx::Row as _;
 use switchboard::proto::v1;
 use switchboard::proto_time::to_timestamp;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, TestOptions, eventually, spawn_app_with};
+use crate::helpers::{TestApp, TestOptions, eventually, last_calls_against_calls, spawn_app_with};
 
 /// Without Redis every pop reads PostgreSQL, so each pop below goes through the stored card.
 async fn app_without_redis() -> TestApp {
@@ -303,4 +305,111 @@ async fn an_erased_customer_leaves_no_stored_card() {
     assert!(bytes.as_deref().is_none_or(<[u8]>::is_empty));
     let (pop, _) = app.pop("+14155550100").await;
     assert_eq!(pop.r#match(), v1::MatchKind::None);
+}
+
+/// The pop's latest call end (`customer_last_calls`, one row per customer) against every kind of
+/// write to `calls`: ended calls inserted at once, a live call that ends, an end moved back, a
+/// call moved to another customer and back, and deletes. After each, the table equals the latest
+/// `ended_at` among each customer's calls, and the pop's last contact shows it.
+#[tokio::test]
+async fn the_latest_call_end_follows_every_write_to_calls() {
+    let app = app_without_redis().await;
+    let ada = app.create_customer("Ada Lovelace", &["+14155550130"]).await;
+    let bob = app.create_customer("Bob Babbage", &["+14155550131"]).await;
+    let (ada_id, bob_id) = (
+        Uuid::parse_str(&ada.id).expect("uuid"),
+        Uuid::parse_str(&bob.id).expect("uuid"),
+    );
+    let now = chrono::Utc::now().trunc_subsecs(0);
+    let ago = |minutes: i64| now - chrono::Duration::minutes(minutes);
+    let last_contact = |number: &'static str| {
+        let app = &app;
+        async move {
+            let (pop, _) = app.pop(number).await;
+            exact(&pop).last_contact_at.as_ref().map(|t| t.seconds)
+        }
+    };
+
+    // Two ended calls and a live one of Ada's, and one of nobody's, in one statement.
+    sqlx::query(
+        "INSERT INTO calls (gateway_id, call_id, caller_number, state, offered_at, ended_at, customer_id) \
+         SELECT 'gw', id, '+14155550130', CASE WHEN e IS NULL THEN 'connected' ELSE 'ended' END, o, e, c \
+         FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::uuid[]) AS t(id, o, e, c)",
+    )
+    .bind(["a-3h", "a-2h", "a-live", "nobody"])
+    .bind([ago(185), ago(125), ago(90), ago(10)])
+    .bind([Some(ago(180)), Some(ago(120)), None, Some(ago(5))])
+    .bind([Some(ada_id), Some(ada_id), Some(ada_id), None])
+    .execute(&app.db)
+    .await
+    .expect("calls");
+    assert_eq!(last_calls_against_calls(&app.db).await, (1, 0));
+    assert_eq!(
+        last_contact("+14155550130").await,
+        Some(ago(120).timestamp())
+    );
+    assert_eq!(last_contact("+14155550131").await, None);
+
+    let set_end = |at: chrono::DateTime<chrono::Utc>| {
+        sqlx::query("UPDATE calls SET state = 'ended', ended_at = $1 WHERE call_id = 'a-live'")
+            .bind(at)
+            .execute(&app.db)
+    };
+    // The live call ends an hour ago: raised.
+    set_end(ago(60)).await.expect("ended");
+    assert_eq!(last_calls_against_calls(&app.db).await, (1, 0));
+    assert_eq!(
+        last_contact("+14155550130").await,
+        Some(ago(60).timestamp())
+    );
+    // Its end is corrected to four hours ago: recounted, the call that ended two hours ago is
+    // the latest again.
+    set_end(ago(240)).await.expect("corrected");
+    assert_eq!(last_calls_against_calls(&app.db).await, (1, 0));
+    assert_eq!(
+        last_contact("+14155550130").await,
+        Some(ago(120).timestamp())
+    );
+
+    let move_call = |from: Uuid, to: Uuid| {
+        sqlx::query("UPDATE calls SET customer_id = $2 WHERE call_id = 'a-2h' AND customer_id = $1")
+            .bind(from)
+            .bind(to)
+            .execute(&app.db)
+    };
+    // That call moves to Bob, as a merge moves calls: Ada's latest is three hours ago now.
+    move_call(ada_id, bob_id).await.expect("moved");
+    assert_eq!(last_calls_against_calls(&app.db).await, (2, 0));
+    assert_eq!(
+        last_contact("+14155550130").await,
+        Some(ago(180).timestamp())
+    );
+    assert_eq!(
+        last_contact("+14155550131").await,
+        Some(ago(120).timestamp())
+    );
+    // And back, as an unmerge moves it: Bob has no ended call left, and no row.
+    move_call(bob_id, ada_id).await.expect("moved back");
+    assert_eq!(last_calls_against_calls(&app.db).await, (1, 0));
+    assert_eq!(
+        last_contact("+14155550130").await,
+        Some(ago(120).timestamp())
+    );
+    assert_eq!(last_contact("+14155550131").await, None);
+
+    // Deleting the latest call recounts; deleting the rest leaves no row.
+    let delete = |sql: &'static str| sqlx::query(sql).bind(ada_id).execute(&app.db);
+    delete("DELETE FROM calls WHERE customer_id = $1 AND call_id = 'a-2h'")
+        .await
+        .expect("deleted");
+    assert_eq!(last_calls_against_calls(&app.db).await, (1, 0));
+    assert_eq!(
+        last_contact("+14155550130").await,
+        Some(ago(180).timestamp())
+    );
+    delete("DELETE FROM calls WHERE customer_id = $1")
+        .await
+        .expect("deleted");
+    assert_eq!(last_calls_against_calls(&app.db).await, (0, 0));
+    assert_eq!(last_contact("+14155550130").await, None);
 }
