@@ -1,0 +1,11 @@
+-- `calls_customer_ended_idx` (customer, end) served one reader: the screen pop's live probe of
+-- each customer's latest call end, and the campaign segment's "last contact" filter. Both read
+-- `customer_last_calls` now (migration 42), and nothing else reads the index (pg_stat_user_indexes
+-- over the call-event, pop and KPI benchmarks: no scan). Every call's insert and every update
+-- that is not HOT (a call's end is one) wrote an entry into it. Dropped, the closed-loop
+-- call-event benchmark acked about 5% more a second (BENCHMARKS.md, #25 fifth pass).
+--
+-- Rolling upgrade: an older release still running reads the latest call end from `calls`; without
+-- this index its probe walks the customer's calls by the chain index instead, slower but the same
+-- answer, until it is replaced.
+DROP INDEX IF EXISTS calls_customer_ended_idx;
