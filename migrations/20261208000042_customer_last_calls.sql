@@ -81,16 +81,16 @@ BEGIN
     END IF;
     -- Every row this statement touches, in customer order, before reading `calls` again.
     INSERT INTO customer_last_calls AS l (customer_id, ended_at)
-    SELECT DISTINCT id, '-infinity'::timestamptz
-    FROM unnest(recount || COALESCE(raise_ids, '{}')) AS id
-    ORDER BY id
+    SELECT DISTINCT r.id, '-infinity'::timestamptz
+    FROM unnest(recount || COALESCE(raise_ids, '{}')) AS r(id)
+    ORDER BY r.id
     ON CONFLICT (customer_id) DO UPDATE SET ended_at = l.ended_at;
     IF raise_ids IS NOT NULL THEN
         PERFORM customer_last_calls_raise(raise_ids, raise_ends);
     END IF;
     UPDATE customer_last_calls l SET ended_at = m.at
-    FROM (SELECT id, (SELECT max(c.ended_at) FROM calls c WHERE c.customer_id = id) AS at
-          FROM unnest(recount) AS id) m
+    FROM (SELECT r.id, (SELECT max(c.ended_at) FROM calls c WHERE c.customer_id = r.id) AS at
+          FROM unnest(recount) AS r(id)) m
     WHERE l.customer_id = m.id AND m.at IS NOT NULL;
     DELETE FROM customer_last_calls l
     WHERE l.customer_id = ANY(recount)
