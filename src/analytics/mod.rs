@@ -15,8 +15,8 @@ use crate::read_replicas::Reads;
 pub use chains::{apply_misdial_rule, spawn as spawn_chain_stamper};
 pub use kpis::{Kpis, ServiceLevelRule, Tally};
 pub use rollups::{
-    ROLLUP_LOCK, apply_zone as apply_rollup_zone, catch_up as catch_up_rollups,
-    spawn as spawn_rollups,
+    RECOUNT_SPACING, ROLLUP_LOCK, apply_zone as apply_rollup_zone, catch_up as catch_up_rollups,
+    roll_up_due as roll_up_due_days, spawn as spawn_rollups,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -27,6 +27,13 @@ use super::{Part, Query, Window, store};
 /// week at a time.
 const MAX_DAYS: i64 = 7;
 
+/// A rolled-up day that changes again is recounted at most once per this many times its last
+/// rollup took (migration 20261208000044). The days inside the repeat window are changed all
+/// day by repeat callers; each is then recounted for at most 1/61 of a core's time, instead of
+/// on every pass. A read scans a noted day meanwhile, so answers do not change: only how soon a
+/// busy day reads from its rollup again.
+pub const RECOUNT_SPACING: f64 = 60.0;
+
 /// The advisory lock key of the rollup pass (one pass at a time, across instances).
 pub const ROLLUP_LOCK: i64 = 20_261_207_034;
 
@@ -182,11 +189,11 @@ enum Pass {
     Waiting,
 }
 
-/// Rolls up every closed day due, waiting for a pass running elsewhere, and for the
-/// transactions that may still write the day that just closed.
+/// Rolls up every closed day due, changed days at once (no spacing), waiting for a pass running
+/// elsewhere, and for the transactions that may still write the day that just closed.
 pub async fn catch_up(pool: &PgPool) -> sqlx::Result<()> {
     loop {
-        match pass(pool, true).await? {
+        match pass(pool, true, 0.0).await? {
             Pass::More => {}
             Pass::Waiting => tokio::time::sleep(Duration::from_millis(20)).await,
             Pass::Done => return Ok(()),
@@ -194,9 +201,17 @@ pub async fn catch_up(pool: &PgPool) -> sqlx::Result<()> {
     }
 }
 
+/// What the background task does each round: passes until no day is due, changed days spaced
+/// by [`RECOUNT_SPACING`]; none when another instance is in a pass. Stops early when `halt`
+/// turns true.
+pub async fn roll_up_due(pool: &PgPool, halt: &watch::Receiver<bool>) -> sqlx::Result<()> {
+    while pass(pool, false, RECOUNT_SPACING).await? == Pass::More && !*halt.borrow() {}
+    Ok(())
+}
+
 /// One pass over at most `MAX_DAYS` days; without `wait`, none when another instance is in a
-/// pass.
-async fn pass(pool: &PgPool, wait: bool) -> sqlx::Result<Pass> {
+/// pass. A changed day is due once `spacing` times its last rollup's duration has passed.
+async fn pass(pool: &PgPool, wait: bool, spacing: f64) -> sqlx::Result<Pass> {
     let mut tx = crate::db::begin(pool).await?;
     if !store::lock_pass(&mut tx, ROLLUP_LOCK, wait).await? {
         return Ok(Pass::Done);
@@ -205,7 +220,7 @@ async fn pass(pool: &PgPool, wait: bool) -> sqlx::Result<Pass> {
     let zone = zone
         .parse::<Tz>()
         .map_err(|_| sqlx::Error::Protocol(format!("unknown KPI time zone {zone}")))?;
-    let days = store::take_rollup_days(&mut tx, MAX_DAYS, safe_through).await?;
+    let days = store::take_rollup_days(&mut tx, MAX_DAYS, safe_through, spacing).await?;
     if !days.is_empty() {
         // A month of calls is planned like the KPI read: no JIT, a plan for these rows.
         crate::db::set_transaction(&mut tx, crate::db::TransactionMode::WorkMem128Mb).await?;
@@ -227,7 +242,6 @@ async fn pass(pool: &PgPool, wait: bool) -> sqlx::Result<Pass> {
     })
 }
 
-/// Runs passes every `every` until `stop` turns true.
 /// Applies the KPI time zone, then runs passes every `every` until `stop` turns true.
 pub fn spawn(
     pool: PgPool,
@@ -250,8 +264,7 @@ pub fn spawn(
                 apply_zone(&pool, &zone).await?;
                 zone_applied.store(true, std::sync::atomic::Ordering::Relaxed);
             }
-            while pass(&pool, false).await? == Pass::More && !*halt.borrow() {}
-            Ok(())
+            roll_up_due(&pool, &halt).await
         }
     })
 }

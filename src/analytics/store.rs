@@ -656,15 +656,20 @@ pub async fn set_rollup_zone(conn: &mut PgConnection, lock: i64, zone: &str) -> 
 }
 
 /// Takes up to `max` closed days to roll up, oldest first, up to `safe_through`: every day with
-/// a note (whose notes it deletes), and every day from `first_day` never rolled up.
+/// a note (whose notes it deletes), and every day from `first_day` never rolled up. A noted day
+/// already rolled up is due only once `spacing` times its last rollup's duration has passed
+/// since that rollup (0: at once); until then its notes stay.
 pub async fn take_rollup_days(
     conn: &mut PgConnection,
     max: i64,
     safe_through: NaiveDate,
+    spacing: f64,
 ) -> sqlx::Result<Vec<NaiveDate>> {
     sqlx::query_scalar!(
         "WITH due AS ( \
            SELECT n.day FROM kpi_rollup_notes n WHERE n.day <= $2 \
+             AND NOT EXISTS (SELECT 1 FROM kpi_rollup_days r \
+                             WHERE r.day = n.day AND r.rolled_at + r.took * $3 > now()) \
            UNION \
            SELECT g::date FROM kpi_rollup_state s, \
              generate_series(s.first_day, $2, interval '1 day') AS g \
@@ -673,20 +678,22 @@ pub async fn take_rollup_days(
          taken AS (DELETE FROM kpi_rollup_notes n USING picked p WHERE n.day = p.day) \
          SELECT day AS \"day!\" FROM picked ORDER BY day",
         max,
-        safe_through
+        safe_through,
+        spacing
     )
     .fetch_all(conn)
     .await
 }
 
 /// Rolls one day up from the data as committed: its call tallies, conversions and agent time
-/// under the rollup's definition (`query`), replacing what it had.
+/// under the rollup's definition (`query`), replacing what it had, and records what it took.
 pub async fn roll_up_day(
     conn: &mut PgConnection,
     query: &Query,
     window: &Window,
     day: NaiveDate,
 ) -> sqlx::Result<()> {
+    let started = std::time::Instant::now();
     sqlx::query!(
         "WITH a AS (DELETE FROM kpi_call_rollups WHERE day = $1), \
            b AS (DELETE FROM kpi_conversion_rollups WHERE day = $1) \
@@ -738,9 +745,10 @@ pub async fn roll_up_day(
             .await?;
     }
     sqlx::query!(
-        "INSERT INTO kpi_rollup_days (day) VALUES ($1) \
-         ON CONFLICT (day) DO UPDATE SET rolled_at = now()",
-        day
+        "INSERT INTO kpi_rollup_days (day, took) VALUES ($1, make_interval(secs => $2)) \
+         ON CONFLICT (day) DO UPDATE SET rolled_at = now(), took = EXCLUDED.took",
+        day,
+        started.elapsed().as_secs_f64()
     )
     .execute(conn)
     .await?;

@@ -20,10 +20,10 @@ pub(crate) fn ts(at: DateTime<Utc>) -> Option<prost_types::Timestamp> {
 }
 
 /// A call's history: (event, seconds after its base time, agent), in order.
-type Steps<'a> = &'a [(CallEventType, i64, &'a str)];
+pub(crate) type Steps<'a> = &'a [(CallEventType, i64, &'a str)];
 
 /// A call a-1 answers after 2 s and ends 30 s after its offer (no misdial).
-const ANSWERED_BY_A1: Steps<'static> = &[
+pub(crate) const ANSWERED_BY_A1: Steps<'static> = &[
     (Offered, 0, ""),
     (Ringing, 1, "a-1"),
     (Answered, 2, "a-1"),

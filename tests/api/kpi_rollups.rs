@@ -7,8 +7,8 @@ use switchboard::proto::v1;
 use switchboard::proto::v1::CallEventType::*;
 
 use crate::analytics::{
-    call_dialing, complete_wrap_up, interaction_ended, kpis, period, scored, set_team,
-    state_history, ts,
+    ANSWERED_BY_A1, call_dialing, call_from, complete_wrap_up, interaction_ended, kpis, period,
+    scored, set_team, state_history, ts,
 };
 use crate::calls::log_in;
 use crate::helpers::{TestApp, TestOptions, spawn_app, spawn_app_with};
@@ -444,6 +444,17 @@ async fn notes_on(app: &TestApp, day: NaiveDate) -> i64 {
         .expect("notes")
 }
 
+/// How long the last rollup of `day` took, in seconds.
+async fn took(app: &TestApp, day: NaiveDate) -> f64 {
+    sqlx::query_scalar(
+        "SELECT extract(epoch FROM took)::float8 FROM kpi_rollup_days WHERE day = $1",
+    )
+    .bind(day)
+    .fetch_one(&app.db)
+    .await
+    .expect("took")
+}
+
 async fn rolled(app: &TestApp, day: NaiveDate) -> bool {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM kpi_rollup_days WHERE day = $1)")
         .bind(day)
@@ -560,4 +571,88 @@ async fn rollups_in_a_deployments_time_zone_serve_its_days() {
     assert_eq!(rows, 0);
     let rolled = scanned_then_rolled(&app, d1, "UTC").await;
     assert_eq!(value(&total(&rolled[0]).offered), Some(9.0));
+}
+
+/// A rolled-up day that changes again is recounted by the background pass only once
+/// `RECOUNT_SPACING` times its last rollup's duration has passed (a catch-up does not wait).
+/// Meanwhile reads scan it and show the change. The change is the everyday one: a customer who
+/// calls again today makes yesterday's call a repeat.
+#[tokio::test]
+async fn a_changed_day_waits_its_spacing_for_the_recount_and_is_scanned_meanwhile() {
+    clear_of_midnight().await;
+    let app = spawn_app().await;
+    log_in(&app, "a-1").await;
+    let today = Utc::now().date_naive();
+    let yesterday = today - Days::new(1);
+    app.create_customer("Ada", &["(415) 555-0121"]).await;
+    let late = midnight(today) - Duration::hours(2);
+    call_from(
+        &app,
+        "Y1",
+        "(415) 555-0121",
+        late,
+        "billing",
+        ANSWERED_BY_A1,
+    )
+    .await;
+    rolled_up(&app).await;
+    let yesterdays = v1::GetKpisRequest {
+        period: period(midnight(yesterday), midnight(today)),
+        ..Default::default()
+    };
+    let repeats = |r: &v1::GetKpisResponse| value(&total(r).repeat_contact_rate);
+    assert_eq!(repeats(&kpis(&app, yesterdays.clone()).await), Some(0.0));
+
+    // As if yesterday's rollup had taken a minute: its next recount is due an hour after it.
+    sqlx::query("UPDATE kpi_rollup_days SET took = interval '1 minute' WHERE day = $1")
+        .bind(yesterday)
+        .execute(&app.db)
+        .await
+        .expect("took a minute");
+    call_from(
+        &app,
+        "T1",
+        "(415) 555-0121",
+        Utc::now(),
+        "billing",
+        ANSWERED_BY_A1,
+    )
+    .await;
+    // The read catches the chain stamper up, which restamps Y1 and notes yesterday.
+    assert_eq!(
+        repeats(&kpis(&app, yesterdays.clone()).await),
+        Some(1.0),
+        "a scan"
+    );
+    assert!(notes_on(&app, yesterday).await > 0, "noted");
+
+    let (_stop, halt) = tokio::sync::watch::channel(false);
+    switchboard::analytics::roll_up_due_days(&app.db, &halt)
+        .await
+        .expect("a pass");
+    assert!(notes_on(&app, yesterday).await > 0, "not yet due");
+    assert_eq!(took(&app, yesterday).await, 60.0);
+    assert_eq!(
+        repeats(&kpis(&app, yesterdays.clone()).await),
+        Some(1.0),
+        "still a scan"
+    );
+
+    // An hour and a second later, it is due.
+    sqlx::query("UPDATE kpi_rollup_days SET rolled_at = now() - interval '3601 s' WHERE day = $1")
+        .bind(yesterday)
+        .execute(&app.db)
+        .await
+        .expect("an hour ago");
+    switchboard::analytics::roll_up_due_days(&app.db, &halt)
+        .await
+        .expect("a pass");
+    assert_eq!(notes_on(&app, yesterday).await, 0, "recounted");
+    let recounted = took(&app, yesterday).await;
+    assert!(recounted < 60.0, "what the recount took: {recounted} s");
+    assert_eq!(
+        repeats(&kpis(&app, yesterdays).await),
+        Some(1.0),
+        "from the rollup"
+    );
 }

@@ -1,0 +1,18 @@
+-- How long each day's last rollup took, so a pass can space a changed day's recounts by their
+-- cost (src/analytics/rollups.rs, `RECOUNT_SPACING`).
+--
+-- The days inside the repeat window (`repeat_window_hours`, default 7 days) are changed all day
+-- long: a customer who calls again today restamps their earlier call's next contact, and that
+-- call's day is noted. Every 5-second pass then recomputed every such day whole. On the
+-- benchmark database one day of 1.6 million calls took 39.8 s of a core per recount, nine times in
+-- eleven minutes (BENCHMARKS.md, #25 fifth pass); a center with 20,000 calls a day would spend
+-- about 0.5 s per day per pass, for up to seven days, every 5 s.
+--
+-- A day rolled up before keeps its notes until as long has passed since its last rollup as
+-- `RECOUNT_SPACING` times that rollup took. Meanwhile a read scans it, as it scans any noted day,
+-- so no answer changes: only how soon a busy day reads from its rollup again. A day never rolled
+-- up, and every pass run to catch up (`catch_up`), is not spaced.
+--
+-- Days rolled up before this migration count as instant: their next note is taken at once, and
+-- that recount records what it took.
+ALTER TABLE kpi_rollup_days ADD COLUMN took interval NOT NULL DEFAULT '0';
