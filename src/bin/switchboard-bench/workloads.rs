@@ -258,7 +258,23 @@ impl Events {
             let pending: Pending = Arc::default();
             let matcher = Arc::clone(&pending);
             tokio::spawn(async move {
-                while let Some(Ok(response)) = acks.next().await {
+                loop {
+                    let response = match acks.next().await {
+                        Some(Ok(response)) => response,
+                        Some(Err(status)) => {
+                            // Once per stream: every event it still carries fails with it.
+                            eprintln!(
+                                "event stream {s} ended at {:?}: {status}",
+                                std::time::SystemTime::now()
+                                    .duration_since(std::time::UNIX_EPOCH)
+                                    .unwrap_or_default()
+                                    .as_millis()
+                                    % 100_000
+                            );
+                            break;
+                        }
+                        None => break,
+                    };
                     let Some(ack) = response.ack else { continue };
                     let waiter = matcher
                         .lock()
