@@ -3,9 +3,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::{Stream, StreamExt as _};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::machine::{EventType, Step, TransferTarget};
@@ -20,8 +21,15 @@ use crate::proto::v1;
 use crate::proto::v1::call_event_service_server::CallEventService;
 use crate::validation::Violations;
 
-/// Events of one stream processed at once (events of one call are still applied in order).
+/// Events of one stream worked on at once (events of one call are still applied in order).
 const STREAM_CONCURRENCY: usize = 64;
+/// Events read from any stream of this instance and not answered yet, beyond which a stream's
+/// next event is answered RESEND at once: four of the batcher's full batches (two per worker,
+/// one committing and one filling), so that both workers commit full batches while an accepted
+/// event waits for about two commits, not behind a queue that grows with the overload. A closed
+/// loop of 1,024 events in flight, the benchmark's, never meets it. (Half of it cost a fifth of
+/// the throughput past capacity: BENCHMARKS.md, #25 sixth pass.)
+const MAX_OPEN_EVENTS: usize = 1024;
 const MAX_ATTACHED_ENTRIES: usize = 32;
 
 #[derive(Clone)]
@@ -30,6 +38,8 @@ pub struct CallEventGrpc {
     phones: PhoneParser,
     draining: Draining,
     metrics: Arc<Metrics>,
+    /// Events read from this instance's streams and not answered yet ([`MAX_OPEN_EVENTS`]).
+    open: Arc<AtomicUsize>,
 }
 
 impl CallEventGrpc {
@@ -44,6 +54,7 @@ impl CallEventGrpc {
             phones,
             draining,
             metrics,
+            open: Arc::default(),
         }
     }
 
@@ -282,6 +293,40 @@ pub fn parse_event(event: v1::CallEvent, phones: &PhoneParser) -> Result<NewEven
 
 type AckStream = Pin<Box<dyn Stream<Item = Result<v1::StreamCallEventsResponse, Status>> + Send>>;
 
+/// One of the instance's [`MAX_OPEN_EVENTS`] places, held from an event's read to its answer.
+struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    fn take(open: &Arc<AtomicUsize>) -> Option<Self> {
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < MAX_OPEN_EVENTS).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Self(Arc::clone(open)))
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The answer to an event read while the instance had [`MAX_OPEN_EVENTS`] open.
+fn resend(event: Option<&v1::CallEvent>) -> v1::StreamCallEventsResponse {
+    v1::StreamCallEventsResponse {
+        ack: Some(v1::CallEventAck {
+            event_id: event.map(|e| e.event_id.clone()).unwrap_or_default(),
+            outcome: v1::AckOutcome::Resend.into(),
+            reason: format!(
+                "not stored: this instance has {MAX_OPEN_EVENTS} events in progress; send it \
+                 again once earlier events are acked"
+            ),
+            ..Default::default()
+        }),
+    }
+}
+
 #[tonic::async_trait]
 impl CallEventService for CallEventGrpc {
     type StreamCallEventsStream = AckStream;
@@ -295,50 +340,93 @@ impl CallEventService for CallEventGrpc {
         // Events of one call wait for the previous event of that call in this stream, so a stream
         // applies them in the order the gateway sent them; other calls proceed concurrently.
         let mut previous: HashMap<(String, String), oneshot::Receiver<()>> = HashMap::new();
+        // Every event is read as soon as it arrives. Not reading (backpressure, as before) left
+        // the events in the HTTP/2 connection's buffer, and h2 (0.4.16 on) closes a connection
+        // that holds many small unread DATA frames (GOAWAY ENHANCE_YOUR_CALM): every stream on
+        // it failed. An event read while the instance has MAX_OPEN_EVENTS open is answered
+        // RESEND at once; the others queue for one of the stream's STREAM_CONCURRENCY places.
         // On drain: read no further event, ack the ones read, then end the stream cleanly.
-        let acks = request
-            .into_inner()
-            .take_until(self.draining.clone().started())
-            .map(move |message| {
-                let this = this.clone();
-                let principal = principal.clone();
-                let (done, wait_for) = match &message {
-                    Ok(request) => {
-                        let event = request.event.as_ref();
-                        let key = event
-                            .map(|e| (e.gateway_id.clone(), e.call_id.clone()))
-                            .unwrap_or_default();
-                        if previous.len() > 10_000 {
-                            previous.retain(|_, rx| {
-                                matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty))
-                            });
+        let mut inbound = Box::pin(
+            request
+                .into_inner()
+                .take_until(self.draining.clone().started()),
+        );
+        let (work, queued) = mpsc::channel(MAX_OPEN_EVENTS);
+        let (shed, resends) = mpsc::channel(MAX_OPEN_EVENTS);
+        let (open, metrics) = (Arc::clone(&self.open), Arc::clone(&self.metrics));
+        tokio::spawn(async move {
+            while let Some(message) = inbound.next().await {
+                let place = match &message {
+                    Ok(request) => match Open::take(&open) {
+                        Some(place) => Some(place),
+                        None => {
+                            metrics.call_event_resend();
+                            // A client that does not read its acks stops the reading here.
+                            if shed.send(Ok(resend(request.event.as_ref()))).await.is_err() {
+                                return;
+                            }
+                            continue;
                         }
-                        let (tx, rx) = oneshot::channel();
-                        (Some(tx), previous.insert(key, rx))
-                    }
-                    Err(_) => (None, None),
+                    },
+                    Err(_) => None,
                 };
-                // Boxed: the acknowledgement's state machine is large, and `buffer_unordered`
-                // moves each future into a task of its own. Unboxed, copying it there was 14% of
-                // the server's CPU in the closed-loop events benchmark (perf, BENCHMARKS.md).
-                Box::pin(async move {
-                    if let Some(wait_for) = wait_for {
-                        wait_for.await.ok();
-                    }
-                    let result = match message {
-                        Ok(request) => this
-                            .acknowledge(&principal, request.event)
-                            .await
-                            .map(|ack| v1::StreamCallEventsResponse { ack: Some(ack) }),
-                        Err(status) => Err(status),
+                if work.send((message, place)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let worked = tokio_stream::wrappers::ReceiverStream::new(queued)
+            .map(
+                move |(message, place): (
+                    Result<v1::StreamCallEventsRequest, Status>,
+                    Option<Open>,
+                )| {
+                    let this = this.clone();
+                    let principal = principal.clone();
+                    let (done, wait_for) = match &message {
+                        Ok(request) => {
+                            let event = request.event.as_ref();
+                            let key = event
+                                .map(|e| (e.gateway_id.clone(), e.call_id.clone()))
+                                .unwrap_or_default();
+                            if previous.len() > 10_000 {
+                                previous.retain(|_, rx| {
+                                    matches!(
+                                        rx.try_recv(),
+                                        Err(oneshot::error::TryRecvError::Empty)
+                                    )
+                                });
+                            }
+                            let (tx, rx) = oneshot::channel();
+                            (Some(tx), previous.insert(key, rx))
+                        }
+                        Err(_) => (None, None),
                     };
-                    if let Some(done) = done {
-                        done.send(()).ok();
-                    }
-                    result
-                })
-            })
+                    // Boxed: the acknowledgement's state machine is large, and `buffer_unordered`
+                    // moves each future into a task of its own. Unboxed, copying it there was 14% of
+                    // the server's CPU in the closed-loop events benchmark (perf, BENCHMARKS.md).
+                    Box::pin(async move {
+                        let _place = place;
+                        if let Some(wait_for) = wait_for {
+                            wait_for.await.ok();
+                        }
+                        let result = match message {
+                            Ok(request) => this
+                                .acknowledge(&principal, request.event)
+                                .await
+                                .map(|ack| v1::StreamCallEventsResponse { ack: Some(ack) }),
+                            Err(status) => Err(status),
+                        };
+                        if let Some(done) = done {
+                            done.send(()).ok();
+                        }
+                        result
+                    })
+                },
+            )
             .buffer_unordered(STREAM_CONCURRENCY);
+        let acks =
+            futures::stream::select(worked, tokio_stream::wrappers::ReceiverStream::new(resends));
         Ok(Response::new(Box::pin(acks)))
     }
 

@@ -80,6 +80,15 @@ impl Metrics {
             .inc();
         self.call_event_ack.observe(took.as_secs_f64());
     }
+
+    /// An event answered RESEND at once (its stream had no place for it): counted, not timed.
+    pub fn call_event_resend(&self) {
+        self.call_events
+            .get_or_create(&OutcomeLabel {
+                outcome: "resend".to_owned(),
+            })
+            .inc();
+    }
 }
 
 impl Default for Metrics {

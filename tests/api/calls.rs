@@ -1379,3 +1379,112 @@ async fn the_call_event_batchs_reads_are_planned_once_per_connection_not_per_bat
         );
     }
 }
+
+/// A burst past what the server holds open, sent as gateways send (one small HTTP/2 DATA frame
+/// per event) on 16 streams of one connection while commits wait: every event is read as it
+/// arrives and answered, the 1,024 the instance holds open when they commit and the rest RESEND
+/// at once, not stored. The streams and their connection go on, and the events answered RESEND
+/// are stored when sent again. Before, the server stopped reading a stream with 64 events in
+/// progress, h2 kept the rest unread, and past its budget for small unread frames it closed the
+/// connection (GOAWAY ENHANCE_YOUR_CALM): every stream on it failed.
+#[tokio::test]
+async fn a_burst_past_capacity_is_answered_resend_per_event_and_the_connection_goes_on() {
+    const STREAMS: usize = 16;
+    const PER_STREAM: usize = 320;
+    const OPEN: usize = 1024;
+    let total = STREAMS * PER_STREAM;
+    let app = spawn_app().await;
+    // Commits wait (their insert of the events) while this transaction holds the lock.
+    let mut lock = app.db.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE call_events IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock");
+    let event = |s: usize, i: usize| v1::CallEvent {
+        gateway_id: GATEWAY.into(),
+        event_id: format!("b{s}-{i}"),
+        call_id: format!("b{s}-{i}"),
+        r#type: v1::CallEventType::Offered.into(),
+        occurred_at: Some(prost_types::Timestamp {
+            seconds: 1_800_000_000 + (s * PER_STREAM + i) as i64,
+            nanos: 0,
+        }),
+        caller_number: "+14155550100".into(),
+        ..Default::default()
+    };
+    let mut senders = Vec::new();
+    let mut streams = Vec::new();
+    for _ in 0..STREAMS {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let stream = app
+            .calls
+            .clone()
+            .stream_call_events(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+            .await
+            .expect("stream")
+            .into_inner();
+        senders.push(tx);
+        streams.push(stream);
+    }
+    let mut acks = futures::stream::select_all(streams);
+    // One event at a time on each stream, a millisecond apart: one DATA frame each.
+    for i in 0..PER_STREAM {
+        for (s, tx) in senders.iter().enumerate() {
+            tx.send(v1::StreamCallEventsRequest {
+                event: Some(event(s, i)),
+            })
+            .expect("the stream is open (and its connection)");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut next = async |within: u64| {
+        tokio::time::timeout(Duration::from_secs(within), acks.next())
+            .await
+            .expect("answered")
+            .expect("the streams go on")
+            .expect("the streams go on (and their connection)")
+            .ack
+            .expect("ack")
+    };
+    // While commits wait, everything past the events held open is answered RESEND, at once.
+    let mut resend = Vec::new();
+    while resend.len() < total - OPEN {
+        let ack = next(10).await;
+        assert_eq!(outcome(&ack), v1::AckOutcome::Resend, "{ack:?}");
+        resend.push(ack.event_id);
+    }
+    lock.commit().await.expect("unlock");
+    // The rest commit, and are acked on their streams.
+    for _ in 0..OPEN {
+        let ack = next(30).await;
+        assert_eq!(outcome(&ack), v1::AckOutcome::Accepted, "{ack:?}");
+    }
+    // Nothing answered RESEND was stored.
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM call_events WHERE event_id = ANY($1)")
+            .bind(&resend)
+            .fetch_one(&app.db)
+            .await
+            .expect("count");
+    assert_eq!(stored, 0);
+    // Sent again, 64 at a time on one stream of the same connection, each is stored once.
+    let mut calls = app.calls.clone();
+    for chunk in resend.chunks(64) {
+        let events = chunk
+            .iter()
+            .map(|id| {
+                let (s, i) = id[1..].split_once('-').expect("id");
+                event(s.parse().expect("s"), i.parse().expect("i"))
+            })
+            .collect();
+        for ack in stream_all(&mut calls, events).await {
+            assert_eq!(outcome(&ack), v1::AckOutcome::Accepted, "{ack:?}");
+        }
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM call_events WHERE gateway_id = $1")
+        .bind(GATEWAY)
+        .fetch_one(&app.db)
+        .await
+        .expect("count");
+    assert_eq!(stored, total as i64);
+}

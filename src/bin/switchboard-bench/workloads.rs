@@ -371,6 +371,10 @@ impl Workload for Events {
             } else {
                 match tokio::time::timeout(DEADLINE, ack).await {
                     Ok(Ok(ack)) if ack.outcome() == v1::AckOutcome::Accepted => Ok(()),
+                    // Shed: the instance held 1,024 events open (not stored; a gateway resends).
+                    Ok(Ok(ack)) if ack.outcome() == v1::AckOutcome::Resend => {
+                        Err(tonic::Code::ResourceExhausted)
+                    }
                     // A rejected or invalid ack is an answer, but not the one expected here.
                     Ok(Ok(_)) => Err(tonic::Code::FailedPrecondition),
                     Ok(Err(_)) => Err(tonic::Code::Unavailable),

@@ -257,16 +257,17 @@ async fn uplink(
         metrics.connected.store(1, Ordering::Relaxed);
         backoff = Duration::from_millis(200);
         // The spool position after the last event sent on this stream: everything before it went
-        // out; the backlog goes as the channel has room.
+        // out; the backlog goes as acks come back, at most STREAM_WINDOW unanswered at a time.
         let mut sent_upto = 0;
-        top_up(&spool, &sender, &mut sent_upto);
+        let mut in_flight = 0;
+        top_up(&spool, &sender, &mut sent_upto, &mut in_flight);
         tracing::info!(pending = spool.len(), "streaming to Switchboard");
         loop {
             tokio::select! {
                 Some(events) = incoming.recv(), if !spool.is_full() => {
                     let events = with_ready(events, &mut incoming);
                     spool_events(&mut spool, events, metrics)?;
-                    top_up(&spool, &sender, &mut sent_upto);
+                    top_up(&spool, &sender, &mut sent_upto, &mut in_flight);
                 }
                 ack = acks.message() => match ack {
                     Ok(Some(first)) => {
@@ -275,14 +276,23 @@ async fn uplink(
                         while let Some(Ok(Some(next))) = acks.message().now_or_never() {
                             ready.push(next);
                         }
-                        let acked: Vec<v1::CallEventAck> =
-                            ready.into_iter().filter_map(|r| r.ack).collect();
+                        let (resend, acked): (Vec<v1::CallEventAck>, Vec<v1::CallEventAck>) = ready
+                            .into_iter()
+                            .filter_map(|r| r.ack)
+                            .partition(|a| a.outcome() == v1::AckOutcome::Resend);
+                        in_flight = in_flight.saturating_sub(resend.len() + acked.len());
                         for ack in &acked {
                             count(metrics, ack);
                         }
                         spool.ack(acked.iter().map(|a| a.event_id.as_str()))?;
+                        // Not stored: sent again from the earliest of them (an event sent twice
+                        // has one effect and the same ack).
+                        if let Some(from) = resend.iter().filter_map(|a| spool.position(&a.event_id)).min() {
+                            tracing::info!(events = resend.len(), "Switchboard asked for events again");
+                            sent_upto = sent_upto.min(from);
+                        }
                         metrics.observe(&spool);
-                        top_up(&spool, &sender, &mut sent_upto);
+                        top_up(&spool, &sender, &mut sent_upto, &mut in_flight);
                     }
                     Ok(None) => {
                         tracing::warn!("Switchboard ended the stream; reconnecting");
@@ -329,13 +339,26 @@ fn spool_events(
     Ok(())
 }
 
+/// Events unanswered on the stream at once: a quarter of what a Switchboard instance holds open
+/// across its streams (1,024, `StreamCallEvents`), so that a few adapters on one instance are not
+/// answered RESEND in the normal run of things, and an adapter's backlog after an outage goes as
+/// fast as acks come back rather than all at once.
+const STREAM_WINDOW: usize = 256;
+
 /// Sends the pending events not sent on this stream yet (from `sent_upto` on), oldest first,
-/// while the channel has room. Only the new ones are looked at: no rescan of the backlog.
-fn top_up(spool: &Spool, sender: &mpsc::Sender<v1::StreamCallEventsRequest>, sent_upto: &mut u64) {
+/// while fewer than [`STREAM_WINDOW`] are unanswered and the channel has room. Only the new ones
+/// are looked at: no rescan of the backlog.
+fn top_up(
+    spool: &Spool,
+    sender: &mpsc::Sender<v1::StreamCallEventsRequest>,
+    sent_upto: &mut u64,
+    in_flight: &mut usize,
+) {
     for (position, event) in spool.pending_from(*sent_upto) {
-        if sender.try_send(request(event)).is_err() {
+        if *in_flight >= STREAM_WINDOW || sender.try_send(request(event)).is_err() {
             return;
         }
+        *in_flight += 1;
         *sent_upto = position + 1;
     }
 }

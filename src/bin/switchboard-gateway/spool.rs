@@ -169,6 +169,11 @@ impl Spool {
         Ok(())
     }
 
+    /// Where a pending event is in the spool (None once acked, or never spooled).
+    pub fn position(&self, event_id: &str) -> Option<u64> {
+        self.by_id.get(event_id).copied()
+    }
+
     /// Every pending event, oldest first.
     #[cfg(test)]
     pub fn pending(&self) -> impl Iterator<Item = &v1::CallEvent> {
