@@ -276,22 +276,12 @@ async fn uplink(
                         while let Some(Ok(Some(next))) = acks.message().now_or_never() {
                             ready.push(next);
                         }
-                        let (resend, acked): (Vec<v1::CallEventAck>, Vec<v1::CallEventAck>) = ready
-                            .into_iter()
-                            .filter_map(|r| r.ack)
-                            .partition(|a| a.outcome() == v1::AckOutcome::Resend);
-                        in_flight = in_flight.saturating_sub(resend.len() + acked.len());
-                        for ack in &acked {
-                            count(metrics, ack);
-                        }
-                        spool.ack(acked.iter().map(|a| a.event_id.as_str()))?;
-                        // Not stored: sent again from the earliest of them (an event sent twice
-                        // has one effect and the same ack).
-                        if let Some(from) = resend.iter().filter_map(|a| spool.position(&a.event_id)).min() {
-                            tracing::info!(events = resend.len(), "Switchboard asked for events again");
-                            sent_upto = sent_upto.min(from);
-                        }
-                        metrics.observe(&spool);
+                        settle(
+                            &mut spool,
+                            ready.into_iter().filter_map(|r| r.ack).collect(),
+                            (&mut sent_upto, &mut in_flight),
+                            metrics,
+                        )?;
                         top_up(&spool, &sender, &mut sent_upto, &mut in_flight);
                     }
                     Ok(None) => {
@@ -335,6 +325,37 @@ fn spool_events(
     spool
         .push(events)
         .context("the spool cannot be written: stopping")?;
+    metrics.observe(spool);
+    Ok(())
+}
+
+/// Takes a stream's acks: an answered event leaves the spool, except one answered RESEND (not
+/// stored), which is sent again from its place: `sent` (the position after the last event sent,
+/// and how many are unanswered) goes back to it. An event sent twice has one effect and the
+/// same ack, so the events after it that go again are harmless.
+fn settle(
+    spool: &mut Spool,
+    acks: Vec<v1::CallEventAck>,
+    sent: (&mut u64, &mut usize),
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
+    let (sent_upto, in_flight) = sent;
+    *in_flight = in_flight.saturating_sub(acks.len());
+    let (resend, acked): (Vec<_>, Vec<_>) = acks
+        .into_iter()
+        .partition(|a| a.outcome() == v1::AckOutcome::Resend);
+    for ack in &acked {
+        count(metrics, ack);
+    }
+    spool.ack(acked.iter().map(|a| a.event_id.as_str()))?;
+    if let Some(from) = resend
+        .iter()
+        .filter_map(|a| spool.position(&a.event_id))
+        .min()
+    {
+        tracing::info!(events = resend.len(), "Switchboard asked for events again");
+        *sent_upto = (*sent_upto).min(from);
+    }
     metrics.observe(spool);
     Ok(())
 }
@@ -386,5 +407,95 @@ async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<Metrics>)
             body.len()
         );
         let _ = socket.write_all(response.as_bytes()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str) -> v1::CallEvent {
+        v1::CallEvent {
+            gateway_id: "kam".into(),
+            event_id: id.into(),
+            call_id: id.into(),
+            ..Default::default()
+        }
+    }
+
+    fn ack(id: &str, outcome: v1::AckOutcome) -> v1::CallEventAck {
+        v1::CallEventAck {
+            event_id: id.into(),
+            outcome: outcome.into(),
+            ..Default::default()
+        }
+    }
+
+    fn sent(outgoing: &mut mpsc::Receiver<v1::StreamCallEventsRequest>) -> Vec<String> {
+        std::iter::from_fn(|| outgoing.try_recv().ok())
+            .filter_map(|r| r.event.map(|e| e.event_id))
+            .collect()
+    }
+
+    #[test]
+    fn an_event_answered_resend_stays_spooled_and_goes_again() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut spool = Spool::open(dir.path(), 10).expect("open");
+        spool
+            .push(vec![event("a"), event("b"), event("c"), event("d")])
+            .expect("push");
+        let (sender, mut outgoing) = mpsc::channel(16);
+        let (mut sent_upto, mut in_flight) = (0, 0);
+        top_up(&spool, &sender, &mut sent_upto, &mut in_flight);
+        assert_eq!(sent(&mut outgoing), ["a", "b", "c", "d"]);
+        assert_eq!(in_flight, 4);
+
+        let metrics = Metrics::default();
+        let acks = vec![
+            ack("a", v1::AckOutcome::Accepted),
+            ack("b", v1::AckOutcome::Resend),
+            ack("d", v1::AckOutcome::Rejected),
+        ];
+        settle(&mut spool, acks, (&mut sent_upto, &mut in_flight), &metrics).expect("settle");
+        let pending: Vec<String> = spool
+            .pending_from(0)
+            .map(|(_, e)| e.event_id.clone())
+            .collect();
+        assert_eq!(pending, ["b", "c"], "answered events leave, RESEND stays");
+        assert_eq!(in_flight, 1, "c is still unanswered");
+        assert_eq!(metrics.accepted.load(Ordering::Relaxed), 1);
+        assert_eq!(metrics.rejected.load(Ordering::Relaxed), 1);
+
+        top_up(&spool, &sender, &mut sent_upto, &mut in_flight);
+        assert_eq!(sent(&mut outgoing), ["b", "c"], "b goes again, c after it");
+        assert_eq!(in_flight, 3);
+    }
+
+    #[test]
+    fn the_stream_never_has_more_than_its_window_unanswered() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut spool = Spool::open(dir.path(), STREAM_WINDOW + 10).expect("open");
+        spool
+            .push(
+                (0..STREAM_WINDOW + 10)
+                    .map(|i| event(&format!("e{i}")))
+                    .collect(),
+            )
+            .expect("push");
+        let (sender, mut outgoing) = mpsc::channel(2 * STREAM_WINDOW);
+        let (mut sent_upto, mut in_flight) = (0, 0);
+        top_up(&spool, &sender, &mut sent_upto, &mut in_flight);
+        assert_eq!(sent(&mut outgoing).len(), STREAM_WINDOW);
+        let metrics = Metrics::default();
+        settle(
+            &mut spool,
+            vec![ack("e0", v1::AckOutcome::Accepted)],
+            (&mut sent_upto, &mut in_flight),
+            &metrics,
+        )
+        .expect("settle");
+        top_up(&spool, &sender, &mut sent_upto, &mut in_flight);
+        let next = format!("e{STREAM_WINDOW}");
+        assert_eq!(sent(&mut outgoing), [next], "one answered, one more goes");
     }
 }
