@@ -413,15 +413,7 @@ async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<Metrics>)
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn event(id: &str) -> v1::CallEvent {
-        v1::CallEvent {
-            gateway_id: "kam".into(),
-            event_id: id.into(),
-            call_id: id.into(),
-            ..Default::default()
-        }
-    }
+    use crate::spool::tests::event;
 
     fn ack(id: &str, outcome: v1::AckOutcome) -> v1::CallEventAck {
         v1::CallEventAck {

@@ -196,10 +196,11 @@ impl Spool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn event(id: &str) -> v1::CallEvent {
+    /// An event with only its identity: what the spool keys on.
+    pub(crate) fn event(id: &str) -> v1::CallEvent {
         v1::CallEvent {
             gateway_id: "kam".into(),
             event_id: id.into(),
